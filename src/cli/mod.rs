@@ -1,0 +1,1 @@
+//! Subcommand implementations; the only place that prints.

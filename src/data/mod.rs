@@ -1,0 +1,1 @@
+//! Course data layout, synthetic face generator, transforms and the batch loader.

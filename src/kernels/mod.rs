@@ -1,0 +1,1 @@
+//! Project-owned Candle kernels: depthwise convolution, pooling with backward.

@@ -1,0 +1,1 @@
+//! Face CNNs (ConvNeXt, ResNet, MobileNet) as plain Candle modules with train/eval modes.

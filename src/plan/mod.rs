@@ -1,0 +1,1 @@
+//! The planner: sweep expansion and run keys.

@@ -1,0 +1,1 @@
+//! The experiment store (SQLite): the only module that writes SQL.

@@ -1,0 +1,1 @@
+//! The training engine: loss, optimizers, schedulers, checkpoints, the loop.

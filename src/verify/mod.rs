@@ -1,0 +1,1 @@
+//! Face verification: embeddings, open-set matching, metrics, submissions.
