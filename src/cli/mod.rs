@@ -1,1 +1,62 @@
-//! Subcommand implementations; the only place that prints.
+//! Subcommand implementations: the only place that prints. Each returns a `CliError` whose
+//! exit code follows the contract (1 run-time failure, 2 invalid input).
+
+pub mod output;
+pub mod plan;
+pub mod validate;
+
+use std::path::PathBuf;
+
+/// An error with the exit code the contract gives it.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    /// Invalid input: exit status 2.
+    pub fn invalid(message: impl std::fmt::Display) -> CliError {
+        CliError {
+            code: 2,
+            message: message.to_string(),
+        }
+    }
+    /// A run-time failure: exit status 1.
+    pub fn failed(message: impl std::fmt::Display) -> CliError {
+        CliError {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<crate::recipe::RecipeError> for CliError {
+    fn from(e: crate::recipe::RecipeError) -> Self {
+        CliError::invalid(e)
+    }
+}
+
+impl From<crate::store::StoreError> for CliError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::NoSuchRun(_) | crate::store::StoreError::Ambiguous { .. } => {
+                CliError::invalid(e)
+            }
+            other => CliError::failed(other),
+        }
+    }
+}
+
+/// Options every command shares.
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub db: PathBuf,
+}
+
+/// Parses `--set` arguments.
+pub fn parse_sets(sets: &[String]) -> Result<Vec<crate::recipe::Override>, CliError> {
+    sets.iter()
+        .map(|s| crate::recipe::Override::parse(s).map_err(CliError::from))
+        .collect()
+}

@@ -1,1 +1,528 @@
-//! The experiment store (SQLite): the only module that writes SQL.
+//! The experiment store (SQLite through rusqlite): sweeps, runs, per-epoch metrics,
+//! checkpoints and verification results. The only module that writes SQL.
+
+pub mod migrations;
+mod records;
+
+pub use records::*;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+/// Store errors name the database file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{path}: store schema version {found} is newer than this runner understands ({supported}); upgrade runner")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("no run `{0}` in the store")]
+    NoSuchRun(String),
+    #[error("run reference `{reference}` is ambiguous: it matches runs {matches}")]
+    Ambiguous { reference: String, matches: String },
+}
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// The current time as RFC 3339 UTC with milliseconds (sorts as text).
+pub fn now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format_utc(d.as_secs() as i64, d.subsec_millis())
+}
+
+fn format_utc(secs: i64, millis: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) the store at `path`: WAL mode, a busy timeout.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+                })?;
+            }
+        }
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if found > migrations::SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                supported: migrations::SCHEMA_VERSION,
+            });
+        }
+        migrations::migrate(&mut conn).map_err(err)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open store.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up front, so concurrent
+    /// writers queue on the busy timeout instead of failing on lock upgrade).
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let out = f(&tx).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    /// Records a sweep and returns its id.
+    pub fn create_sweep(&mut self, recipe: &str, planned: usize) -> Result<i64, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO sweeps (recipe, created, planned) VALUES (?1, ?2, ?3)",
+                params![recipe, now(), planned as i64],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// Inserts a run as `queued` and returns its id.
+    pub fn insert_run(&mut self, run: &NewRun) -> Result<i64, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO runs (key, recipe, config, overrides, status, created, host, version,
+                                   data_fingerprint, sweep_id, parent_id, resumed_from)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    run.key,
+                    run.recipe,
+                    run.config.to_string(),
+                    run.overrides.to_string(),
+                    now(),
+                    hostname(),
+                    env!("CARGO_PKG_VERSION"),
+                    run.data_fingerprint,
+                    run.sweep_id,
+                    run.parent_id,
+                    run.resumed_from,
+                ],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// Claims a queued (or stale) run for this process: status `running`, pid, heartbeat.
+    /// Returns false when another live process holds it. Atomic across processes.
+    pub fn claim_run(&mut self, id: i64, stale_after: Duration) -> Result<bool, StoreError> {
+        let pid = std::process::id() as i64;
+        let cutoff = stale_cutoff(stale_after);
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE runs SET status = 'running', pid = ?2, heartbeat = ?3,
+                        started = COALESCE(started, ?3), error = NULL
+                 WHERE id = ?1 AND (status IN ('queued', 'interrupted', 'failed', 'diverged')
+                                    OR (status = 'running' AND (heartbeat IS NULL OR heartbeat < ?4)))",
+                params![id, pid, now(), cutoff],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Refreshes this process's heartbeat on a running run.
+    pub fn heartbeat(&mut self, id: i64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE runs SET heartbeat = ?2 WHERE id = ?1 AND status = 'running'",
+                params![id, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Sets a run's final (or interrupted) status, with an error text where there is one.
+    pub fn finish_run(
+        &mut self,
+        id: i64,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE runs SET status = ?2, finished = ?3, error = ?4, heartbeat = NULL WHERE id = ?1",
+                params![id, status.as_str(), now(), error],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records (or replaces, on resume) one epoch's metrics.
+    pub fn record_epoch(&mut self, run_id: i64, m: &EpochMetrics) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO epochs (run_id, epoch, lr, train_loss, train_acc, val_loss,
+                    val_acc, verify_acc, images_per_sec, seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    run_id,
+                    m.epoch,
+                    m.lr,
+                    m.train_loss,
+                    m.train_acc,
+                    m.val_loss,
+                    m.val_acc,
+                    m.verify_acc,
+                    m.images_per_sec,
+                    m.seconds
+                ],
+            )?;
+            tx.execute(
+                "UPDATE runs SET heartbeat = ?2 WHERE id = ?1 AND status = 'running'",
+                params![run_id, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Deletes epochs after `epoch` (a resume from an earlier checkpoint recomputes them).
+    pub fn truncate_epochs(&mut self, run_id: i64, after_epoch: u32) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM epochs WHERE run_id = ?1 AND epoch > ?2",
+                params![run_id, after_epoch],
+            )?;
+            tx.execute(
+                "DELETE FROM verification WHERE run_id = ?1 AND epoch > ?2",
+                params![run_id, after_epoch],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a written checkpoint.
+    pub fn record_checkpoint(&mut self, c: &CheckpointRecord) -> Result<i64, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO checkpoints (run_id, epoch, path, metric_name, metric, kept, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+                params![c.run_id, c.epoch, c.path, c.metric_name, c.metric, now()],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// Marks a run's checkpoint of `epoch` as deleted.
+    pub fn mark_checkpoint_deleted(&mut self, run_id: i64, epoch: u32) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE checkpoints SET kept = 0 WHERE run_id = ?1 AND epoch = ?2",
+                params![run_id, epoch],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a verification score.
+    pub fn record_verification(&mut self, v: &VerificationRecord) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO verification (run_id, epoch, split, metric, threshold, accuracy,
+                    accuracy_known, impostor_rejection, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    v.run_id,
+                    v.epoch,
+                    v.split,
+                    v.metric,
+                    v.threshold,
+                    v.accuracy,
+                    v.accuracy_known,
+                    v.impostor_rejection,
+                    now()
+                ],
+            )?;
+            tx.execute(
+                "UPDATE epochs SET verify_acc = ?3 WHERE run_id = ?1 AND epoch = ?2",
+                params![v.run_id, v.epoch, v.accuracy],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The status of the newest run with `key`, if any (for the planner's "done" column).
+    pub fn status_of_key(&self, key: &str) -> Result<Option<RunStatus>, StoreError> {
+        let s: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT status FROM runs WHERE key = ?1 ORDER BY
+                   CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 ELSE 2 END, id DESC LIMIT 1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(s.and_then(|s| RunStatus::parse(&s)))
+    }
+
+    /// The newest run with `key` (done ones first), if any.
+    pub fn run_by_key(&self, key: &str) -> Result<Option<RunRow>, StoreError> {
+        let id: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM runs WHERE key = ?1 ORDER BY
+                   CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 ELSE 2 END, id DESC LIMIT 1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match id {
+            Some(id) => self.run(id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves a run reference: a numeric id, or a (prefix of a) run key.
+    pub fn resolve_run(&self, reference: &str) -> Result<i64, StoreError> {
+        if let Ok(id) = reference.parse::<i64>() {
+            let found: Option<i64> = self
+                .conn
+                .query_row("SELECT id FROM runs WHERE id = ?1", params![id], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(id) = found {
+                return Ok(id);
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM runs WHERE substr(key, 1, length(?1)) = ?1 ORDER BY id DESC")
+            .map_err(|e| self.err(e))?;
+        let ids: Vec<i64> = stmt
+            .query_map(params![reference], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        match ids.as_slice() {
+            [] => Err(StoreError::NoSuchRun(reference.to_string())),
+            [id] => Ok(*id),
+            many => {
+                // Several runs of the same key (e.g. --force): the newest; distinct keys: ambiguous.
+                let keys: std::collections::BTreeSet<String> = many
+                    .iter()
+                    .filter_map(|id| self.run(*id).ok().map(|r| r.key))
+                    .collect();
+                if keys.len() == 1 {
+                    Ok(many[0])
+                } else {
+                    Err(StoreError::Ambiguous {
+                        reference: reference.to_string(),
+                        matches: many.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+                    })
+                }
+            }
+        }
+    }
+
+    /// One run.
+    pub fn run(&self, id: i64) -> Result<RunRow, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                params![id],
+                RunRow::from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| StoreError::NoSuchRun(id.to_string()))
+    }
+
+    /// Every run, oldest first; optionally only those of one sweep.
+    pub fn runs(&self, sweep: Option<i64>) -> Result<Vec<RunRow>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR sweep_id = ?1) ORDER BY id"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![sweep], RunRow::from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// A run's per-epoch metrics, in epoch order.
+    pub fn epochs(&self, run_id: i64) -> Result<Vec<EpochMetrics>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT epoch, lr, train_loss, train_acc, val_loss, val_acc, verify_acc,
+                        images_per_sec, seconds FROM epochs WHERE run_id = ?1 ORDER BY epoch",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![run_id], EpochMetrics::from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// A run's checkpoints (kept and deleted), in epoch order.
+    pub fn checkpoints(&self, run_id: i64) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, epoch, path, metric_name, metric, kept FROM checkpoints
+                 WHERE run_id = ?1 ORDER BY epoch, id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![run_id], CheckpointRecord::from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// A run's verification results, in epoch order.
+    pub fn verification(&self, run_id: i64) -> Result<Vec<VerificationRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, epoch, split, metric, threshold, accuracy, accuracy_known,
+                        impostor_rejection FROM verification WHERE run_id = ?1 ORDER BY epoch, id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![run_id], VerificationRecord::from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Every run's best value of `metric` over its epochs (max, or min for losses), with the
+    /// run: the raw material of the leaderboard. One query.
+    pub fn best_metrics(&self, metric: &str, maximize: bool) -> Result<Vec<(RunRow, f64)>, StoreError> {
+        let column = match metric {
+            "train_loss" | "train_acc" | "val_loss" | "val_acc" | "verify_acc" | "lr"
+            | "images_per_sec" => metric,
+            _ => return Ok(Vec::new()),
+        };
+        let agg = if maximize { "MAX" } else { "MIN" };
+        let cols = RUN_COLUMNS
+            .split(',')
+            .map(|c| format!("r.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols}, b.best FROM runs r JOIN
+               (SELECT run_id, {agg}({column}) AS best FROM epochs WHERE {column} IS NOT NULL
+                GROUP BY run_id) b ON b.run_id = r.id"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let n = RUN_COLUMNS.split(',').count();
+        let rows = stmt
+            .query_map([], |r| Ok((RunRow::from_row(r)?, r.get::<_, f64>(n)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Direct access for migrations tests and the benchmark that fills a large store.
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+fn stale_cutoff(stale_after: Duration) -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(stale_after);
+    format_utc(d.as_secs() as i64, d.subsec_millis())
+}
+
+/// This machine's name (for the runs table).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting_matches_known_dates() {
+        assert_eq!(format_utc(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_utc(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(format_utc(1_795_000_000, 0), "2026-11-18T11:06:40.000Z");
+    }
+}

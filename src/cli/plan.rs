@@ -1,0 +1,82 @@
+//! `runner plan RECIPE`: the runs a recipe expands into, with their keys and store status.
+
+use std::path::Path;
+
+use super::output::{cell, print_json, table, Format};
+use super::{parse_sets, CliError, Global};
+use crate::plan::PlannedRun;
+use crate::store::Store;
+
+/// Plans a recipe (validating it) with the data fingerprints the data module computes.
+pub fn plan_recipe(recipe: &Path, sets: &[String]) -> Result<Vec<PlannedRun>, CliError> {
+    let overrides = parse_sets(sets)?;
+    Ok(crate::plan::plan_file(
+        recipe,
+        &overrides,
+        &crate::data::fingerprint_for,
+    )?)
+}
+
+pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result<(), CliError> {
+    let runs = plan_recipe(recipe, sets)?;
+    // Reading status must not create a store as a side effect of planning.
+    let store = if g.db.exists() {
+        Some(Store::open(&g.db)?)
+    } else {
+        None
+    };
+    let mut statuses = Vec::new();
+    for r in &runs {
+        let s = match &store {
+            Some(s) => s.status_of_key(&r.key)?.map(|s| s.as_str()).unwrap_or("new"),
+            None => "new",
+        };
+        statuses.push(s);
+    }
+    match format {
+        Format::Json => {
+            let list: Vec<serde_json::Value> = runs
+                .iter()
+                .zip(&statuses)
+                .map(|(r, s)| {
+                    serde_json::json!({
+                        "index": r.index,
+                        "key": r.key,
+                        "overrides": r.overrides,
+                        "status": s,
+                    })
+                })
+                .collect();
+            print_json(&serde_json::Value::Array(list));
+        }
+        Format::Table | Format::Csv => {
+            let swept: Vec<String> = runs
+                .first()
+                .map(|r| r.overrides.keys().cloned().collect())
+                .unwrap_or_default();
+            let mut headers = vec!["#".to_string(), "key".to_string()];
+            headers.extend(swept.iter().cloned());
+            headers.push("status".to_string());
+            let rows: Vec<Vec<String>> = runs
+                .iter()
+                .zip(&statuses)
+                .map(|(r, s)| {
+                    let mut row = vec![r.index.to_string(), r.key.clone()];
+                    row.extend(swept.iter().map(|k| {
+                        r.overrides.get(k).map(cell).unwrap_or_else(|| "-".into())
+                    }));
+                    row.push(s.to_string());
+                    row
+                })
+                .collect();
+            if format == Format::Csv {
+                print!("{}", super::output::csv(&headers, &rows));
+            } else {
+                println!("{}", table(&headers, &rows));
+                let done = statuses.iter().filter(|s| **s == "done").count();
+                eprintln!("{} run(s) planned, {} already done", runs.len(), done);
+            }
+        }
+    }
+    Ok(())
+}

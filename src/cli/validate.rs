@@ -1,0 +1,19 @@
+//! `runner validate RECIPE`: prints the resolved configuration or the errors.
+
+use std::path::Path;
+
+use super::{parse_sets, CliError};
+
+pub fn run(recipe: &Path, sets: &[String]) -> Result<(), CliError> {
+    let overrides = parse_sets(sets)?;
+    let (composed, resolved) = crate::recipe::load(recipe, &overrides)?;
+    let text = toml::to_string_pretty(&resolved).map_err(CliError::failed)?;
+    eprintln!(
+        "{}: valid ({} file{} composed)",
+        recipe.display(),
+        composed.files.len(),
+        if composed.files.len() == 1 { "" } else { "s" }
+    );
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `--set key=value` overrides and dotted-key assignment into a composed table.
+//! Values are read as TOML (`0.1`, `true`, `[1, 2]`, `"x"`); anything that is not valid TOML is
+//! taken as a string. The schema types them: a value the schema wants as a string is retried as
+//! its text (see `load`).
+
+use super::compose::Composed;
+use super::error::{Origin, RecipeError};
+
+/// One `key=value` from the command line or a sweep point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub key: String,
+    pub value: toml::Value,
+    /// The text as written (for retrying as a string).
+    pub raw: Option<String>,
+    pub origin: Origin,
+}
+
+impl Override {
+    /// Parses `key=value`.
+    pub fn parse(text: &str) -> Result<Override, RecipeError> {
+        let Some((key, raw)) = text.split_once('=') else {
+            return Err(RecipeError::one(
+                Origin::CommandLine,
+                text,
+                "expected `key=value`, e.g. `--set optimizer.lr=0.05`",
+            ));
+        };
+        let key = key.trim();
+        if key.is_empty() || parse_path(key).is_none() {
+            return Err(RecipeError::one(
+                Origin::CommandLine,
+                key,
+                "expected a dotted key such as `optimizer.lr` or `transforms.train[0].size`",
+            ));
+        }
+        let raw = raw.trim();
+        Ok(Override {
+            key: key.to_string(),
+            value: parse_value(raw),
+            raw: Some(raw.to_string()),
+            origin: Origin::CommandLine,
+        })
+    }
+}
+
+/// Reads a value as TOML, or as a plain string when it is not TOML.
+pub fn parse_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// A path segment: a table key or an array index.
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn parse_path(key: &str) -> Option<Vec<Segment>> {
+    let mut out = Vec::new();
+    for part in key.split('.') {
+        let (name, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if name.is_empty() {
+            return None;
+        }
+        out.push(Segment::Key(name.to_string()));
+        while !rest.is_empty() {
+            let close = rest.find(']')?;
+            let idx: usize = rest.get(1..close)?.parse().ok()?;
+            out.push(Segment::Index(idx));
+            rest = &rest[close + 1..];
+            if !rest.is_empty() && !rest.starts_with('[') {
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Sets `ov.key` to `ov.value` in the composed table, creating tables on the way. On error the
+/// table is unchanged.
+pub fn apply(composed: &mut Composed, ov: &Override) -> Result<(), RecipeError> {
+    let path = parse_path(&ov.key)
+        .ok_or_else(|| RecipeError::one(ov.origin.clone(), &ov.key, "not a valid dotted key"))?;
+    let mut root = toml::Value::Table(composed.table.clone());
+    set_path(&mut root, &path, ov.value.clone())
+        .map_err(|msg| RecipeError::one(ov.origin.clone(), &ov.key, msg))?;
+    if let toml::Value::Table(t) = root {
+        composed.table = t;
+    }
+    let key = &ov.key;
+    composed.origins.retain(|k, _| {
+        !(k == key || k.starts_with(&format!("{key}.")) || k.starts_with(&format!("{key}[")))
+    });
+    composed.origins.insert(key.clone(), ov.origin.clone());
+    Ok(())
+}
+
+fn set_path(cur: &mut toml::Value, path: &[Segment], value: toml::Value) -> Result<(), String> {
+    let Some((seg, rest)) = path.split_first() else {
+        *cur = value;
+        return Ok(());
+    };
+    match seg {
+        Segment::Key(k) => {
+            let toml::Value::Table(t) = cur else {
+                return Err(format!("`{k}` is inside a value that is not a table"));
+            };
+            let child = t.entry(k.clone()).or_insert_with(|| match rest.first() {
+                Some(Segment::Index(_)) => toml::Value::Array(Vec::new()),
+                _ => toml::Value::Table(toml::Table::new()),
+            });
+            set_path(child, rest, value)
+        }
+        Segment::Index(idx) => {
+            let toml::Value::Array(a) = cur else {
+                return Err("indexes a value that is not a list".to_string());
+            };
+            let len = a.len();
+            let elem = a
+                .get_mut(*idx)
+                .ok_or_else(|| format!("index {idx} is out of range (the list has {len} items)"))?;
+            set_path(elem, rest, value)
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! Validation: typing a composed table into a `Recipe` (errors mapped back to file:line:col,
+//! unknown keys with a "did you mean") and range / applicability checks on the typed recipe.
+
+use super::compose::Composed;
+use super::error::{did_you_mean, Diagnostic, RecipeError};
+use super::schema::*;
+
+/// Types the composed table. Errors name the key and where it was written.
+pub fn type_check(composed: &Composed) -> Result<Recipe, RecipeError> {
+    let value = toml::Value::Table(composed.table.clone());
+    serde_path_to_error::deserialize::<_, Recipe>(value).map_err(|e| {
+        let mut key = e.path().to_string();
+        if key == "." {
+            key.clear();
+        }
+        let raw = e.inner().message().to_string();
+        let message = explain(&raw, &mut key);
+        RecipeError::Invalid(vec![Diagnostic {
+            origin: composed.origin_of(&key),
+            key,
+            message,
+        }])
+    })
+}
+
+/// Rewrites serde's message for people, adding a suggestion for unknown keys and variants.
+fn explain(raw: &str, key: &mut String) -> String {
+    if let Some(rest) = raw.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let candidates = backticked(expected);
+        // serde_path_to_error's path already ends with the field; make sure it does.
+        if !key.ends_with(field) {
+            *key = super::compose::join_key(key, field);
+        }
+        let mut msg = format!("unknown key `{field}`");
+        if let Some(s) = did_you_mean(field, candidates.iter().map(|s| s.as_str())) {
+            msg.push_str(&format!("; did you mean `{s}`?"));
+        }
+        if !candidates.is_empty() {
+            msg.push_str(&format!(" (valid keys: {})", candidates.join(", ")));
+        }
+        return msg;
+    }
+    if let Some(rest) = raw.strip_prefix("unknown variant `") {
+        let (variant, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let candidates = backticked(expected);
+        let mut msg = format!("unknown kind `{variant}`");
+        if let Some(s) = did_you_mean(variant, candidates.iter().map(|s| s.as_str())) {
+            msg.push_str(&format!("; did you mean `{s}`?"));
+        }
+        if !candidates.is_empty() {
+            msg.push_str(&format!(" (expected one of: {})", candidates.join(", ")));
+        }
+        return msg;
+    }
+    if let Some(rest) = raw.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        let missing = super::compose::join_key(key, field);
+        let msg = format!("missing required key `{missing}`");
+        return msg;
+    }
+    if raw.starts_with("data did not match any variant of untagged enum") {
+        let what = match key.rsplit(['.', '[']).next().unwrap_or("") {
+            "size" => "an integer or [height, width]",
+            "layer_scale" => "a number (initial gamma) or false",
+            "threshold" => "\"tune\" or a number",
+            _ => "a number or [min, max], a list of values, or a distribution",
+        };
+        return format!("expected {what}");
+    }
+    raw.to_string()
+}
+
+fn backticked(s: &str) -> Vec<String> {
+    s.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, p)| p.to_string())
+        .collect()
+}
+
+/// Range and applicability checks. Returns every problem found.
+pub fn check(recipe: &Recipe, composed: &Composed) -> Result<(), RecipeError> {
+    let mut c = Checker {
+        composed,
+        out: Vec::new(),
+    };
+    c.data(&recipe.data);
+    c.transforms("transforms.train", &recipe.transforms.train);
+    c.transforms("transforms.eval", &recipe.transforms.eval);
+    c.model(&recipe.model);
+    c.loss(&recipe.loss);
+    c.optimizer(&recipe.optimizer);
+    c.scheduler(&recipe.scheduler, recipe.train.epochs);
+    c.train(&recipe.train);
+    c.checkpoint(&recipe.checkpoint);
+    c.verification(&recipe.verification);
+    if let Some(s) = &recipe.sweep {
+        c.sweep(s);
+    }
+    if c.out.is_empty() {
+        Ok(())
+    } else {
+        Err(RecipeError::Invalid(c.out))
+    }
+}
+
+/// The metric names a monitor may watch.
+pub const METRICS: &[&str] = &["train_loss", "train_acc", "val_loss", "val_acc", "verify_acc", "lr"];
+
+struct Checker<'a> {
+    composed: &'a Composed,
+    out: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, key: &str, message: impl Into<String>) {
+        self.out.push(Diagnostic {
+            origin: self.composed.origin_of(key),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn require(&mut self, ok: bool, key: &str, message: &str) {
+        if !ok {
+            self.fail(key, message);
+        }
+    }
+
+    fn positive(&mut self, key: &str, v: f64) {
+        self.require(v.is_finite() && v > 0.0, key, &format!("must be > 0 (got {v})"));
+    }
+
+    fn unit_open(&mut self, key: &str, v: f64) {
+        self.require(
+            (0.0..1.0).contains(&v),
+            key,
+            &format!("must be in [0, 1) (got {v})"),
+        );
+    }
+
+    fn probability(&mut self, key: &str, v: f64) {
+        self.require(
+            (0.0..=1.0).contains(&v),
+            key,
+            &format!("must be a probability in [0, 1] (got {v})"),
+        );
+    }
+
+    fn ordered(&mut self, key: &str, r: [f64; 2]) {
+        self.require(
+            r[0].is_finite() && r[1].is_finite() && r[0] <= r[1],
+            key,
+            &format!("must be [min, max] with min <= max (got [{}, {}])", r[0], r[1]),
+        );
+    }
+
+    fn not_for(&mut self, set: bool, key: &str, kind: &str) {
+        if set {
+            self.fail(key, format!("does not apply to kind `{kind}`"));
+        }
+    }
+
+    fn data(&mut self, d: &DataConfig) {
+        if d.root != "synth" && !std::path::Path::new(&d.root).is_dir() {
+            self.fail(
+                "data.root",
+                format!(
+                    "data directory `{}` does not exist (relative paths are from the current directory; use \"synth\" for the built-in data)",
+                    d.root
+                ),
+            );
+        }
+        self.require(d.image_size >= 8, "data.image_size", "must be >= 8");
+        if d.num_workers == Some(0) {
+            self.fail("data.num_workers", "must be >= 1 (omit it to use all cores)");
+        }
+        let s = &d.synth;
+        self.require(s.identities >= 2, "data.synth.identities", "must be >= 2");
+        self.require(
+            s.images_per_identity >= 3,
+            "data.synth.images_per_identity",
+            "must be >= 3 (train, dev and test each need one)",
+        );
+        self.require(s.size >= 16, "data.synth.size", "must be >= 16");
+    }
+
+    fn transforms(&mut self, prefix: &str, list: &[TransformSpec]) {
+        for (i, t) in list.iter().enumerate() {
+            let k = |name: &str| format!("{prefix}[{i}].{name}");
+            match t {
+                TransformSpec::Resize { size, .. }
+                | TransformSpec::CenterCrop { size }
+                | TransformSpec::RandomCrop { size, .. } => self.size(&k("size"), size),
+                TransformSpec::RandomResizedCrop {
+                    size, scale, ratio, ..
+                } => {
+                    self.size(&k("size"), size);
+                    self.ordered(&k("scale"), *scale);
+                    self.require(scale[0] > 0.0, &k("scale"), "must be > 0");
+                    self.ordered(&k("ratio"), *ratio);
+                    self.require(ratio[0] > 0.0, &k("ratio"), "must be > 0");
+                }
+                TransformSpec::HorizontalFlip { p } => self.probability(&k("p"), *p),
+                TransformSpec::RandomRotation { degrees, .. } => {
+                    if let RangeSpec::Range(r) = degrees {
+                        self.ordered(&k("degrees"), *r);
+                    } else if let RangeSpec::Scalar(v) = degrees {
+                        self.require(*v >= 0.0, &k("degrees"), "must be >= 0");
+                    }
+                }
+                TransformSpec::RandomPerspective {
+                    distortion_scale, p, ..
+                } => {
+                    self.probability(&k("distortion_scale"), *distortion_scale);
+                    self.probability(&k("p"), *p);
+                }
+                TransformSpec::ColorJitter {
+                    brightness,
+                    contrast,
+                    saturation,
+                    hue,
+                } => {
+                    for (name, r) in [
+                        ("brightness", brightness),
+                        ("contrast", contrast),
+                        ("saturation", saturation),
+                    ] {
+                        match r {
+                            Some(RangeSpec::Scalar(v)) => {
+                                self.require(*v >= 0.0, &k(name), "must be >= 0")
+                            }
+                            Some(RangeSpec::Range(r)) => {
+                                self.ordered(&k(name), *r);
+                                self.require(r[0] >= 0.0, &k(name), "must be >= 0");
+                            }
+                            None => {}
+                        }
+                    }
+                    match hue {
+                        Some(RangeSpec::Scalar(v)) => self.require(
+                            (0.0..=0.5).contains(v),
+                            &k("hue"),
+                            "must be in [0, 0.5]",
+                        ),
+                        Some(RangeSpec::Range(r)) => {
+                            self.ordered(&k("hue"), *r);
+                            self.require(
+                                r[0] >= -0.5 && r[1] <= 0.5,
+                                &k("hue"),
+                                "must lie in [-0.5, 0.5]",
+                            );
+                        }
+                        None => {}
+                    }
+                }
+                TransformSpec::RandAugment {
+                    num_ops,
+                    magnitude,
+                    num_magnitude_bins,
+                    ..
+                } => {
+                    self.require(*num_ops >= 1, &k("num_ops"), "must be >= 1");
+                    self.require(
+                        *num_magnitude_bins >= 2,
+                        &k("num_magnitude_bins"),
+                        "must be >= 2",
+                    );
+                    self.require(
+                        magnitude < num_magnitude_bins,
+                        &k("magnitude"),
+                        "must be < num_magnitude_bins",
+                    );
+                }
+                TransformSpec::ToTensor => {}
+                TransformSpec::Normalize { std, .. } => {
+                    self.require(std.iter().all(|s| *s > 0.0), &k("std"), "every std must be > 0")
+                }
+                TransformSpec::RandomErasing {
+                    p, scale, ratio, ..
+                } => {
+                    self.probability(&k("p"), *p);
+                    self.ordered(&k("scale"), *scale);
+                    self.ordered(&k("ratio"), *ratio);
+                }
+            }
+        }
+    }
+
+    fn size(&mut self, key: &str, s: &SizeSpec) {
+        let ok = match s {
+            SizeSpec::Square(v) => *v >= 1,
+            SizeSpec::HeightWidth([h, w]) => *h >= 1 && *w >= 1,
+        };
+        self.require(ok, key, "must be >= 1");
+    }
+
+    fn model(&mut self, m: &ModelConfig) {
+        let presets: &[&str] = match m.kind {
+            ModelKind::Convnext => &["atto", "femto", "pico", "nano", "tiny", "small", "base"],
+            ModelKind::Resnet => &["18", "34", "50"],
+            ModelKind::MobilenetV2 => &[],
+            ModelKind::MobilenetV3 => &["large", "small"],
+        };
+        if let Some(p) = &m.preset {
+            if !presets.contains(&p.as_str()) {
+                let mut msg = format!("unknown preset `{p}`");
+                if let Some(s) = did_you_mean(p, presets.iter().copied()) {
+                    msg.push_str(&format!("; did you mean `{s}`?"));
+                }
+                if presets.is_empty() {
+                    msg.push_str(" (this model kind has no presets)");
+                } else {
+                    msg.push_str(&format!(" (expected one of: {})", presets.join(", ")));
+                }
+                self.fail("model.preset", msg);
+            }
+        }
+        let convnext = m.kind == ModelKind::Convnext;
+        self.not_for(!convnext && m.depths.is_some(), "model.depths", kind_str(m.kind));
+        self.not_for(!convnext && m.dims.is_some(), "model.dims", kind_str(m.kind));
+        if convnext {
+            match (&m.depths, &m.dims, &m.preset) {
+                (None, None, None) => self.fail(
+                    "model.preset",
+                    "a ConvNeXt needs a preset (\"tiny\", \"nano\", ...) or depths and dims",
+                ),
+                (Some(d), Some(w), _) => {
+                    self.require(d.len() == w.len() && !d.is_empty(), "model.dims", "depths and dims must have the same, non-zero length");
+                    self.require(d.iter().all(|x| *x >= 1), "model.depths", "every depth must be >= 1");
+                    self.require(w.iter().all(|x| *x >= 1), "model.dims", "every dim must be >= 1");
+                }
+                (Some(_), None, None) | (None, Some(_), None) => self.fail(
+                    "model.depths",
+                    "give both depths and dims (or a preset)",
+                ),
+                _ => {}
+            }
+        }
+        if m.kind == ModelKind::Resnet && m.preset.is_none() {
+            self.fail("model.preset", "a ResNet needs a preset: \"18\", \"34\" or \"50\"");
+        }
+        self.unit_open("model.drop_path", m.drop_path);
+        self.unit_open("model.dropout", m.dropout);
+        self.positive("model.width_mult", m.width_mult);
+        if let LayerScale::Init(v) = m.layer_scale {
+            self.require(v >= 0.0, "model.layer_scale", "must be >= 0 (or false)");
+        }
+        if m.embedding_dim == Some(0) {
+            self.fail("model.embedding_dim", "must be >= 1");
+        }
+        if m.num_classes == Some(0) {
+            self.fail("model.num_classes", "must be >= 1");
+        }
+        if let Some(p) = &m.init_from {
+            if !std::path::Path::new(p).is_file() {
+                self.fail("model.init_from", format!("weights file `{p}` does not exist"));
+            }
+        }
+    }
+
+    fn loss(&mut self, l: &LossConfig) {
+        self.unit_open("loss.label_smoothing", l.label_smoothing);
+        let margin_loss = l.kind != LossKind::CrossEntropy;
+        self.not_for(!margin_loss && l.scale.is_some(), "loss.scale", "cross_entropy");
+        self.not_for(!margin_loss && l.margin.is_some(), "loss.margin", "cross_entropy");
+        if margin_loss {
+            self.positive("loss.scale", l.scale());
+            self.require(l.margin() >= 0.0, "loss.margin", "must be >= 0");
+        }
+    }
+
+    fn optimizer(&mut self, o: &OptimizerConfig) {
+        self.positive("optimizer.lr", o.lr());
+        self.require(o.weight_decay() >= 0.0, "optimizer.weight_decay", "must be >= 0");
+        match o.kind {
+            OptimizerKind::Sgd => {
+                self.not_for(o.betas.is_some(), "optimizer.betas", "sgd");
+                self.not_for(o.eps.is_some(), "optimizer.eps", "sgd");
+                self.require(o.momentum() >= 0.0, "optimizer.momentum", "must be >= 0");
+                self.require(o.dampening() >= 0.0, "optimizer.dampening", "must be >= 0");
+                if o.nesterov() && (o.momentum() <= 0.0 || o.dampening() != 0.0) {
+                    self.fail(
+                        "optimizer.nesterov",
+                        "Nesterov momentum requires momentum > 0 and dampening = 0 (as in PyTorch)",
+                    );
+                }
+            }
+            OptimizerKind::Adamw => {
+                self.not_for(o.momentum.is_some(), "optimizer.momentum", "adamw");
+                self.not_for(o.dampening.is_some(), "optimizer.dampening", "adamw");
+                self.not_for(o.nesterov.is_some(), "optimizer.nesterov", "adamw");
+                let [b1, b2] = o.betas();
+                self.require(
+                    (0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2),
+                    "optimizer.betas",
+                    "each beta must be in [0, 1)",
+                );
+                self.positive("optimizer.eps", o.eps());
+            }
+        }
+    }
+
+    fn scheduler(&mut self, s: &SchedulerConfig, epochs: u32) {
+        use SchedulerKind as K;
+        let kind = sched_str(s.kind);
+        self.not_for(s.kind != K::Step && s.step_size.is_some(), "scheduler.step_size", kind);
+        self.not_for(
+            !matches!(s.kind, K::Step | K::Multistep) && s.gamma.is_some(),
+            "scheduler.gamma",
+            kind,
+        );
+        self.not_for(s.kind != K::Multistep && s.milestones.is_some(), "scheduler.milestones", kind);
+        self.not_for(s.kind != K::Cosine && s.t_max.is_some(), "scheduler.t_max", kind);
+        self.not_for(s.kind != K::Cosine && s.eta_min.is_some(), "scheduler.eta_min", kind);
+        let plateau_keys = [
+            ("mode", s.mode.is_some()),
+            ("factor", s.factor.is_some()),
+            ("patience", s.patience.is_some()),
+            ("threshold", s.threshold.is_some()),
+            ("threshold_mode", s.threshold_mode.is_some()),
+            ("cooldown", s.cooldown.is_some()),
+            ("min_lr", s.min_lr.is_some()),
+            ("eps", s.eps.is_some()),
+            ("monitor", s.monitor.is_some()),
+        ];
+        for (name, set) in plateau_keys {
+            self.not_for(s.kind != K::Plateau && set, &format!("scheduler.{name}"), kind);
+        }
+        match s.kind {
+            K::Step => match s.step_size {
+                None => self.fail("scheduler.step_size", "required for kind `step`"),
+                Some(v) => self.require(v >= 1, "scheduler.step_size", "must be >= 1"),
+            },
+            K::Multistep => match &s.milestones {
+                None => self.fail("scheduler.milestones", "required for kind `multistep`"),
+                Some(m) => {
+                    self.require(!m.is_empty(), "scheduler.milestones", "must not be empty");
+                    self.require(
+                        m.windows(2).all(|w| w[0] < w[1]),
+                        "scheduler.milestones",
+                        &format!("must be strictly increasing (got {m:?})"),
+                    );
+                }
+            },
+            K::Cosine => {
+                if let Some(t) = s.t_max {
+                    self.require(t >= 1, "scheduler.t_max", "must be >= 1");
+                }
+                self.require(s.eta_min() >= 0.0, "scheduler.eta_min", "must be >= 0");
+            }
+            K::Plateau => {
+                let f = s.factor();
+                self.require(
+                    f > 0.0 && f < 1.0,
+                    "scheduler.factor",
+                    &format!("must satisfy 0 < factor < 1 (got {f})"),
+                );
+                self.require(s.threshold() >= 0.0, "scheduler.threshold", "must be >= 0");
+                self.require(s.min_lr() >= 0.0, "scheduler.min_lr", "must be >= 0");
+                if !METRICS.contains(&s.monitor()) {
+                    self.fail(
+                        "scheduler.monitor",
+                        format!("unknown metric `{}` (expected one of: {})", s.monitor(), METRICS.join(", ")),
+                    );
+                }
+            }
+            K::None => {}
+        }
+        if matches!(s.kind, K::Step | K::Multistep) {
+            self.positive("scheduler.gamma", s.gamma());
+        }
+        if let Some(f) = s.warmup_start_factor {
+            self.require(
+                f > 0.0 && f <= 1.0,
+                "scheduler.warmup_start_factor",
+                "must be in (0, 1]",
+            );
+        }
+        if s.warmup_epochs >= epochs && s.warmup_epochs > 0 {
+            self.fail(
+                "scheduler.warmup_epochs",
+                format!("must be smaller than train.epochs ({epochs})"),
+            );
+        }
+    }
+
+    fn train(&mut self, t: &TrainConfig) {
+        self.require(t.epochs >= 1, "train.epochs", "must be >= 1");
+        self.require(t.batch_size >= 1, "train.batch_size", "must be >= 1");
+        if let Some(g) = t.grad_clip {
+            self.positive("train.grad_clip", g);
+        }
+        self.require(
+            t.rollback_factor > 0.0 && t.rollback_factor < 1.0,
+            "train.rollback_factor",
+            "must satisfy 0 < factor < 1",
+        );
+        let dev_ok = t.device == "cpu"
+            || t.device == "cuda"
+            || t
+                .device
+                .strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+        self.require(dev_ok, "train.device", "must be \"cpu\", \"cuda\" or \"cuda:N\"");
+        if t.precision != Precision::F32 && t.device == "cpu" {
+            self.fail(
+                "train.precision",
+                "bf16 / f16 mixed precision needs a CUDA device; use \"f32\" on the CPU",
+            );
+        }
+    }
+
+    fn checkpoint(&mut self, c: &CheckpointConfig) {
+        self.require(c.every >= 1, "checkpoint.every", "must be >= 1");
+        self.require(
+            c.keep_best + c.keep_last >= 1,
+            "checkpoint.keep_last",
+            "keep_best + keep_last must be >= 1 (a run needs a checkpoint to resume from)",
+        );
+        if !METRICS.contains(&c.monitor.as_str()) {
+            let mut msg = format!("unknown metric `{}`", c.monitor);
+            if let Some(s) = did_you_mean(&c.monitor, METRICS.iter().copied()) {
+                msg.push_str(&format!("; did you mean `{s}`?"));
+            }
+            self.fail("checkpoint.monitor", msg);
+        }
+        self.require(!c.dir.is_empty(), "checkpoint.dir", "must not be empty");
+    }
+
+    fn verification(&mut self, v: &VerificationConfig) {
+        if let ThresholdSpec::Fixed(t) = v.threshold {
+            self.require(t.is_finite(), "verification.threshold", "must be finite");
+        }
+    }
+
+    fn sweep(&mut self, s: &SweepConfig) {
+        if s.params.is_empty() {
+            self.fail("sweep.params", "a [sweep] needs at least one parameter");
+        }
+        match s.mode {
+            SweepMode::Random => match s.trials {
+                None => self.fail("sweep.trials", "required for mode `random`"),
+                Some(0) => self.fail("sweep.trials", "must be >= 1"),
+                _ => {}
+            },
+            _ => {
+                if s.trials.is_some() {
+                    self.fail("sweep.trials", "only applies to mode `random`");
+                }
+            }
+        }
+        let mut zip_len: Option<(String, usize)> = None;
+        for (key, values) in &s.params {
+            let k = format!("sweep.params.{key}");
+            match values {
+                SweepValues::List(l) => {
+                    if l.is_empty() {
+                        self.fail(&k, "the list of values is empty");
+                    }
+                    if s.mode == SweepMode::Zip {
+                        match &zip_len {
+                            None => zip_len = Some((key.clone(), l.len())),
+                            Some((other, n)) if *n != l.len() => {
+                                let msg = format!(
+                                    "zip needs lists of equal length: {} has {}, `{other}` has {n}",
+                                    key,
+                                    l.len()
+                                );
+                                self.fail(&k, msg);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                SweepValues::Distribution(d) => {
+                    if s.mode != SweepMode::Random {
+                        self.fail(&k, "distributions need mode = \"random\"; grid and zip take lists");
+                    }
+                    match d {
+                        Distribution::Uniform(r) => self.ordered(&k, *r),
+                        Distribution::Loguniform(r) => {
+                            self.ordered(&k, *r);
+                            self.require(r[0] > 0.0, &k, "loguniform bounds must be > 0");
+                        }
+                        Distribution::Int([a, b]) => self.require(
+                            a <= b,
+                            &k,
+                            &format!("must be [min, max] with min <= max (got [{a}, {b}])"),
+                        ),
+                        Distribution::Choice(c) => {
+                            self.require(!c.is_empty(), &k, "the choice list is empty")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn kind_str(k: ModelKind) -> &'static str {
+    match k {
+        ModelKind::Convnext => "convnext",
+        ModelKind::Resnet => "resnet",
+        ModelKind::MobilenetV2 => "mobilenet_v2",
+        ModelKind::MobilenetV3 => "mobilenet_v3",
+    }
+}
+
+fn sched_str(k: SchedulerKind) -> &'static str {
+    match k {
+        SchedulerKind::None => "none",
+        SchedulerKind::Step => "step",
+        SchedulerKind::Multistep => "multistep",
+        SchedulerKind::Cosine => "cosine",
+        SchedulerKind::Plateau => "plateau",
+    }
+}

@@ -1,0 +1,96 @@
+//! Schema versions of the store and the migrations between them (`PRAGMA user_version`).
+
+use rusqlite::Connection;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Version 1: the first release (runs, epochs, checkpoints; no sweeps, no verification table,
+/// no lineage or heartbeat columns). Kept so tests can build an old store.
+pub const V1: &str = "
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    recipe TEXT NOT NULL,
+    config TEXT NOT NULL,
+    overrides TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL,
+    created TEXT NOT NULL,
+    started TEXT,
+    finished TEXT,
+    error TEXT,
+    host TEXT,
+    version TEXT,
+    data_fingerprint TEXT
+);
+CREATE INDEX runs_key ON runs(key);
+CREATE TABLE epochs (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    epoch INTEGER NOT NULL,
+    lr REAL, train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL,
+    images_per_sec REAL, seconds REAL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE checkpoints (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    epoch INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    metric REAL,
+    kept INTEGER NOT NULL DEFAULT 1,
+    created TEXT NOT NULL
+);
+";
+
+/// Version 1 -> 2: sweeps, lineage (parent, resumed_from), process claim (pid, heartbeat),
+/// verify_acc per epoch, the monitored metric's name on checkpoints, verification results.
+pub const V1_TO_V2: &str = "
+CREATE TABLE sweeps (
+    id INTEGER PRIMARY KEY,
+    recipe TEXT NOT NULL,
+    created TEXT NOT NULL,
+    planned INTEGER NOT NULL
+);
+ALTER TABLE runs ADD COLUMN sweep_id INTEGER REFERENCES sweeps(id);
+ALTER TABLE runs ADD COLUMN parent_id INTEGER REFERENCES runs(id);
+ALTER TABLE runs ADD COLUMN resumed_from TEXT;
+ALTER TABLE runs ADD COLUMN pid INTEGER;
+ALTER TABLE runs ADD COLUMN heartbeat TEXT;
+ALTER TABLE epochs ADD COLUMN verify_acc REAL;
+ALTER TABLE checkpoints ADD COLUMN metric_name TEXT;
+CREATE TABLE verification (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    epoch INTEGER NOT NULL,
+    split TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    threshold REAL,
+    accuracy REAL NOT NULL,
+    accuracy_known REAL,
+    impostor_rejection REAL,
+    created TEXT NOT NULL
+);
+CREATE INDEX runs_status ON runs(status);
+CREATE INDEX checkpoints_run ON checkpoints(run_id);
+CREATE INDEX verification_run ON verification(run_id);
+";
+
+/// Brings a store at any older version up to `SCHEMA_VERSION`, each step in one transaction.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
+    let steps: [(i64, &str); 2] = [(1, V1), (2, V1_TO_V2)];
+    let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (target, sql) in steps {
+        if version < target {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Re-read inside the write lock: another process may have migrated meanwhile.
+            let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if now < target {
+                tx.execute_batch(sql)?;
+                tx.execute_batch(&format!("PRAGMA user_version = {target}"))?;
+            }
+            tx.commit()?;
+            version = target;
+        }
+    }
+    Ok(version)
+}

@@ -1,0 +1,212 @@
+//! Row types of the store.
+
+use rusqlite::Row;
+use serde::{Deserialize, Serialize};
+
+/// A run's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Diverged,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Done => "done",
+            RunStatus::Failed => "failed",
+            RunStatus::Diverged => "diverged",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "done" => RunStatus::Done,
+            "failed" => RunStatus::Failed,
+            "diverged" => RunStatus::Diverged,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// What is known of a run before it starts.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub key: String,
+    /// The recipe file it came from.
+    pub recipe: String,
+    /// The resolved configuration (JSON).
+    pub config: serde_json::Value,
+    /// The swept values (JSON object).
+    pub overrides: serde_json::Value,
+    pub data_fingerprint: String,
+    pub sweep_id: Option<i64>,
+    pub parent_id: Option<i64>,
+    pub resumed_from: Option<String>,
+}
+
+pub(crate) const RUN_COLUMNS: &str = "id, key, recipe, config, overrides, status, created, started, \
+     finished, error, host, version, data_fingerprint, sweep_id, parent_id, resumed_from, pid, heartbeat";
+
+/// A run as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub key: String,
+    pub recipe: String,
+    pub config: serde_json::Value,
+    pub overrides: serde_json::Value,
+    pub status: String,
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub error: Option<String>,
+    pub host: Option<String>,
+    pub version: Option<String>,
+    pub data_fingerprint: Option<String>,
+    pub sweep_id: Option<i64>,
+    pub parent_id: Option<i64>,
+    pub resumed_from: Option<String>,
+    pub pid: Option<i64>,
+    pub heartbeat: Option<String>,
+}
+
+impl RunRow {
+    pub(crate) fn from_row(r: &Row) -> rusqlite::Result<RunRow> {
+        let json = |s: String| serde_json::from_str(&s).unwrap_or(serde_json::Value::Null);
+        Ok(RunRow {
+            id: r.get(0)?,
+            key: r.get(1)?,
+            recipe: r.get(2)?,
+            config: json(r.get(3)?),
+            overrides: json(r.get(4)?),
+            status: r.get(5)?,
+            created: r.get(6)?,
+            started: r.get(7)?,
+            finished: r.get(8)?,
+            error: r.get(9)?,
+            host: r.get(10)?,
+            version: r.get(11)?,
+            data_fingerprint: r.get(12)?,
+            sweep_id: r.get(13)?,
+            parent_id: r.get(14)?,
+            resumed_from: r.get(15)?,
+            pid: r.get(16)?,
+            heartbeat: r.get(17)?,
+        })
+    }
+
+    pub fn status(&self) -> Option<RunStatus> {
+        RunStatus::parse(&self.status)
+    }
+}
+
+/// One epoch's metrics (names as in the contract).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: u32,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: Option<f64>,
+    pub val_acc: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_acc: Option<f64>,
+    pub images_per_sec: f64,
+    pub seconds: f64,
+}
+
+impl EpochMetrics {
+    pub(crate) fn from_row(r: &Row) -> rusqlite::Result<EpochMetrics> {
+        Ok(EpochMetrics {
+            epoch: r.get(0)?,
+            lr: r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
+            train_loss: r.get::<_, Option<f64>>(2)?.unwrap_or(f64::NAN),
+            train_acc: r.get::<_, Option<f64>>(3)?.unwrap_or(f64::NAN),
+            val_loss: r.get(4)?,
+            val_acc: r.get(5)?,
+            verify_acc: r.get(6)?,
+            images_per_sec: r.get::<_, Option<f64>>(7)?.unwrap_or(0.0),
+            seconds: r.get::<_, Option<f64>>(8)?.unwrap_or(0.0),
+        })
+    }
+
+    /// The value of a metric by its contract name.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name {
+            "lr" => Some(self.lr),
+            "train_loss" => Some(self.train_loss),
+            "train_acc" => Some(self.train_acc),
+            "val_loss" => self.val_loss,
+            "val_acc" => self.val_acc,
+            "verify_acc" => self.verify_acc,
+            "images_per_sec" => Some(self.images_per_sec),
+            _ => None,
+        }
+    }
+}
+
+/// A checkpoint file of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointRecord {
+    #[serde(skip)]
+    pub run_id: i64,
+    pub epoch: u32,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric_name: Option<String>,
+    pub metric: Option<f64>,
+    pub kept: bool,
+}
+
+impl CheckpointRecord {
+    pub(crate) fn from_row(r: &Row) -> rusqlite::Result<CheckpointRecord> {
+        Ok(CheckpointRecord {
+            run_id: r.get(0)?,
+            epoch: r.get(1)?,
+            path: r.get(2)?,
+            metric_name: r.get(3)?,
+            metric: r.get(4)?,
+            kept: r.get::<_, i64>(5)? != 0,
+        })
+    }
+}
+
+/// A verification score of a run at an epoch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerificationRecord {
+    #[serde(skip)]
+    pub run_id: i64,
+    pub epoch: u32,
+    pub split: String,
+    pub metric: String,
+    pub threshold: Option<f64>,
+    pub accuracy: f64,
+    pub accuracy_known: Option<f64>,
+    pub impostor_rejection: Option<f64>,
+}
+
+impl VerificationRecord {
+    pub(crate) fn from_row(r: &Row) -> rusqlite::Result<VerificationRecord> {
+        Ok(VerificationRecord {
+            run_id: r.get(0)?,
+            epoch: r.get(1)?,
+            split: r.get(2)?,
+            metric: r.get(3)?,
+            threshold: r.get(4)?,
+            accuracy: r.get(5)?,
+            accuracy_known: r.get(6)?,
+            impostor_rejection: r.get(7)?,
+        })
+    }
+}
