@@ -1,4 +1,5 @@
-//! `runner validate RECIPE`: prints the resolved configuration or the errors.
+//! `runner validate RECIPE`: prints the resolved configuration or the errors. Every sweep
+//! point is resolved and checked too, so a swept key that does not exist is caught here.
 
 use std::path::Path;
 
@@ -7,12 +8,15 @@ use super::{parse_sets, CliError};
 pub fn run(recipe: &Path, sets: &[String]) -> Result<(), CliError> {
     let overrides = parse_sets(sets)?;
     let (composed, resolved) = crate::recipe::load(recipe, &overrides)?;
+    let runs = super::plan::plan_recipe(recipe, sets)?;
     let text = toml::to_string_pretty(&resolved).map_err(CliError::failed)?;
     eprintln!(
-        "{}: valid ({} file{} composed)",
+        "{}: valid ({} file{} composed, {} run{})",
         recipe.display(),
         composed.files.len(),
-        if composed.files.len() == 1 { "" } else { "s" }
+        if composed.files.len() == 1 { "" } else { "s" },
+        runs.len(),
+        if runs.len() == 1 { "" } else { "s" },
     );
     println!("{text}");
     Ok(())

@@ -44,7 +44,17 @@ impl Composed {
 pub fn compose(path: &Path) -> Result<Composed, RecipeError> {
     let mut stack = Vec::new();
     let mut files = Vec::new();
-    let (table, origins) = load_layer(path, &mut stack, &mut files, None)?;
+    let (table, origins) = load_layer(path, &mut stack, &mut files, None).map_err(|e| match e {
+        RecipeError::Invalid(mut diags) => {
+            for d in &mut diags {
+                if matches!(&d.origin, Origin::File { path: p, .. } if p != path) {
+                    d.message.push_str(&format!(" (composing {})", path.display()));
+                }
+            }
+            RecipeError::Invalid(diags)
+        }
+        other => other,
+    })?;
     Ok(Composed {
         file: path.to_path_buf(),
         table,

@@ -59,16 +59,34 @@ fn explain(raw: &str, key: &mut String) -> String {
         let msg = format!("missing required key `{missing}`");
         return msg;
     }
-    if raw.starts_with("data did not match any variant of untagged enum") {
-        let what = match key.rsplit(['.', '[']).next().unwrap_or("") {
-            "size" => "an integer or [height, width]",
-            "layer_scale" => "a number (initial gamma) or false",
-            "threshold" => "\"tune\" or a number",
-            _ => "a number or [min, max], a list of values, or a distribution",
+    if let Some(name) = raw.strip_prefix("data did not match any variant of untagged enum ") {
+        let what = match name.trim() {
+            "SizeSpec" => "`size`: an integer or [height, width]",
+            "RangeSpec" => "a number or [min, max]",
+            "LayerScale" => "a number (the initial gamma) or false",
+            "SweepValues" => "a list of values or a distribution ({ uniform = [a, b] }, { loguniform = [a, b] }, { int = [a, b] }, { choice = [...] })",
+            _ => "another type",
         };
         return format!("expected {what}");
     }
-    raw.to_string()
+    humanize_types(raw)
+}
+
+/// Serde names Rust types; say what a recipe author writes instead.
+fn humanize_types(raw: &str) -> String {
+    let mut out = raw.to_string();
+    for (rust, human) in [
+        ("expected u32", "expected a non-negative integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected u8", "expected an integer in 0..=255"),
+        ("expected i64", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        out = out.replace(rust, human);
+    }
+    out
 }
 
 fn backticked(s: &str) -> Vec<String> {

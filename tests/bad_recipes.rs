@@ -1,0 +1,98 @@
+//! Every broken recipe in tests/bad_recipes/ exits with status 2, names the file and the key
+//! (with line:column where TOML has one), never panics, and leaves the store unchanged.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn expected_key(path: &Path) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let first = text.lines().next()?;
+    first
+        .strip_prefix("# expect-key:")
+        .map(|k| k.trim().to_string())
+}
+
+fn bad_recipes() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir("tests/bad_recipes")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "fragments"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn at_least_fifteen_bad_recipes_each_fail_cleanly() {
+    let recipes = bad_recipes();
+    assert!(recipes.len() >= 15, "only {} bad recipes", recipes.len());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    // A store with content, to prove invalid input does not touch it.
+    runner::store::Store::open(&db).unwrap();
+    let before = std::fs::read(&db).unwrap();
+    for recipe in recipes {
+        for cmd in ["validate", "plan"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+                .args(["--db", db.to_str().unwrap(), cmd, recipe.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let name = recipe.display().to_string();
+            assert_eq!(out.status.code(), Some(2), "{name} {cmd}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+            assert!(out.stdout.is_empty(), "{name}: nothing on stdout");
+            let file_name = recipe.file_name().unwrap().to_string_lossy().to_string();
+            assert!(stderr.contains(&file_name), "{name}: message must name the file: {stderr}");
+            if recipe.is_file() {
+                if let Some(key) = expected_key(&recipe).filter(|k| !k.is_empty()) {
+                    assert!(
+                        stderr.contains(&format!("`{key}`")),
+                        "{name}: message must name key {key}: {stderr}"
+                    );
+                    let has_line_col = stderr
+                        .split(':')
+                        .collect::<Vec<_>>()
+                        .windows(2)
+                        .any(|w| w[0].trim().parse::<u32>().is_ok() && w[1].trim().parse::<u32>().is_ok());
+                    assert!(has_line_col, "{name}: message must give line:column: {stderr}");
+                }
+            }
+        }
+    }
+    let after = std::fs::read(&db).unwrap();
+    assert_eq!(before, after, "the store must be unchanged");
+}
+
+#[test]
+fn unknown_key_suggests_the_nearest_valid_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["validate", "tests/bad_recipes/unknown_key.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown_key.toml:12:1"), "{stderr}");
+    assert!(stderr.contains("did you mean `momentum`?"), "{stderr}");
+}
+
+#[test]
+fn fragment_cycle_names_the_chain() {
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["validate", "tests/bad_recipes/fragment_cycle.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fragment cycle"), "{stderr}");
+    assert!(stderr.contains("cycle_a.toml") && stderr.contains("cycle_b.toml"), "{stderr}");
+}
+
+#[test]
+fn malformed_set_argument_is_invalid_input() {
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["plan", "recipes/quickstart.toml", "--set", "no-equals-sign"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key=value"));
+}

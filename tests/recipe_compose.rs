@@ -1,0 +1,193 @@
+//! Composition, overrides and sweep planning through the library.
+
+use std::path::Path;
+
+use runner::plan::{plan_file, PlannedRun};
+use runner::recipe::{self, Origin, Override, SchedulerKind};
+
+fn fingerprint(r: &runner::recipe::Recipe) -> Result<String, String> {
+    runner::data::fingerprint_for(r)
+}
+
+fn plan(path: &str, sets: &[&str]) -> Vec<PlannedRun> {
+    let ovs: Vec<Override> = sets.iter().map(|s| Override::parse(s).unwrap()).collect();
+    plan_file(Path::new(path), &ovs, &fingerprint).unwrap()
+}
+
+#[test]
+fn three_fragments_plus_own_keys_resolve_to_expected_config() {
+    let (composed, r) = recipe::load(Path::new("tests/recipes/composed.toml"), &[]).unwrap();
+    // From frags/base.toml (through frags/model.toml), overridden by the recipe.
+    assert_eq!(r.data.root, "synth");
+    assert_eq!(r.data.image_size, 48);
+    assert_eq!(r.train.epochs, 7, "the recipe's own key wins");
+    assert_eq!(r.train.batch_size, 16, "kept from the nested fragment");
+    // frags/model.toml
+    assert_eq!(r.model.depths.as_deref(), Some(&[1, 1, 1, 1][..]));
+    assert_eq!(r.model.dims.as_deref(), Some(&[8, 16, 24, 32][..]));
+    assert_eq!(r.model.drop_path, 0.2);
+    // frags/optim.toml merged key by key with the recipe's [optimizer].
+    assert_eq!(r.optimizer.lr(), 0.05);
+    assert_eq!(r.optimizer.momentum(), 0.9);
+    assert_eq!(r.optimizer.weight_decay(), 1e-4);
+    // frags/sched.toml
+    assert_eq!(r.scheduler.kind, SchedulerKind::Step);
+    assert_eq!(r.scheduler.step_size, Some(3));
+    assert_eq!(r.scheduler.gamma(), 0.5);
+    // Defaults match PyTorch's where nothing is said.
+    assert_eq!(r.loss.label_smoothing, 0.0);
+    assert_eq!(r.optimizer.dampening(), 0.0);
+    assert!(!r.optimizer.nesterov());
+    // Origins point at the file and line that wrote each key.
+    match composed.origin_of("optimizer.momentum") {
+        Origin::File { path, line, .. } => {
+            assert!(path.ends_with("frags/optim.toml"), "{path:?}");
+            assert_eq!(line, 4);
+        }
+        o => panic!("unexpected origin {o:?}"),
+    }
+    match composed.origin_of("optimizer.lr") {
+        Origin::File { path, line, .. } => {
+            assert!(path.ends_with("composed.toml"));
+            assert_eq!(line, 5);
+        }
+        o => panic!("unexpected origin {o:?}"),
+    }
+    assert_eq!(composed.files.len(), 5, "recipe + 4 fragments: {:?}", composed.files);
+}
+
+#[test]
+fn key_order_and_cosmetic_fields_do_not_change_run_keys() {
+    let a = plan("tests/recipes/composed.toml", &[]);
+    let b = plan("tests/recipes/composed_reordered.toml", &[]);
+    assert_eq!(a.len(), 6);
+    let ka: Vec<_> = a.iter().map(|r| r.key.clone()).collect();
+    let kb: Vec<_> = b.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(ka, kb);
+    // Distinct configurations get distinct keys.
+    let mut uniq = ka.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), 6);
+    // Writing a default explicitly is the same run.
+    let explicit = plan("tests/recipes/composed.toml", &["optimizer.dampening=0.0"]);
+    assert_eq!(explicit[0].key, a[0].key);
+    // A real change is a different run.
+    let changed = plan("tests/recipes/composed.toml", &["optimizer.dampening=0.1"]);
+    assert_ne!(changed[0].key, a[0].key);
+}
+
+#[test]
+fn convnext_lr_recipe_plans_six_runs() {
+    let runs = plan("recipes/convnext_lr.toml", &[]);
+    assert_eq!(runs.len(), 6);
+    let mut pairs: Vec<(String, String)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r.overrides["optimizer.lr"].to_string(),
+                r.overrides["model.drop_path"].to_string(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    assert_eq!(pairs.len(), 6, "3 learning rates x 2 drop-path rates");
+    for r in &runs {
+        assert!(r.recipe.sweep.is_none());
+        assert_eq!(
+            r.recipe.optimizer.lr(),
+            r.overrides["optimizer.lr"].as_f64().unwrap()
+        );
+    }
+}
+
+#[test]
+fn set_overrides_a_swept_key_and_collapses_the_sweep() {
+    let runs = plan("recipes/convnext_lr.toml", &["optimizer.lr=0.3"]);
+    assert_eq!(runs.len(), 2, "only drop_path still varies");
+    assert!(runs.iter().all(|r| r.recipe.optimizer.lr() == 0.3));
+}
+
+#[test]
+fn random_sweep_is_reproducible_from_its_seed() {
+    let a = plan("tests/recipes/random.toml", &[]);
+    let b = plan("tests/recipes/random.toml", &[]);
+    assert_eq!(a.len(), 5);
+    let cfg = |runs: &[PlannedRun]| -> Vec<String> {
+        runs.iter().map(|r| serde_json::to_string(&r.overrides).unwrap()).collect()
+    };
+    assert_eq!(cfg(&a), cfg(&b));
+    for r in &a {
+        let lr = r.recipe.optimizer.lr();
+        assert!((1e-4..=1e-1).contains(&lr), "lr {lr}");
+        let m = r.recipe.optimizer.momentum();
+        assert!((0.8..=0.99).contains(&m));
+        assert!((8..=64).contains(&r.recipe.train.batch_size));
+        assert!([0.0, 0.1, 0.2].contains(&r.recipe.model.drop_path));
+    }
+    // Another seed draws other configurations.
+    let c = plan("tests/recipes/random.toml", &["sweep.seed=8"]);
+    assert_ne!(cfg(&a), cfg(&c));
+}
+
+#[test]
+fn zip_sweep_pairs_values_element_by_element() {
+    let runs = plan("tests/recipes/zip.toml", &[]);
+    let pairs: Vec<(f64, usize)> = runs
+        .iter()
+        .map(|r| (r.recipe.optimizer.lr(), r.recipe.train.batch_size))
+        .collect();
+    assert_eq!(pairs, vec![(0.1, 64), (0.05, 32), (0.01, 16)]);
+}
+
+#[test]
+fn set_values_are_typed_by_the_schema() {
+    let sets = [
+        "model.kind=resnet",
+        "model.preset=18",
+        "model.depths=[1,1,1,1]",
+    ];
+    let ovs: Vec<Override> = sets.iter().map(|s| Override::parse(s).unwrap()).collect();
+    // depths do not apply to a ResNet: a clear error naming the key.
+    let err = recipe::load(Path::new("tests/recipes/composed.toml"), &ovs).unwrap_err();
+    assert!(err.to_string().contains("model.depths"), "{err}");
+    // A bare number where the schema wants a string is read as that string.
+    let ovs: Vec<Override> = ["model.kind=resnet", "model.preset=18"]
+        .iter()
+        .map(|s| Override::parse(s).unwrap())
+        .collect();
+    let mut composed = recipe::compose(Path::new("tests/recipes/composed.toml")).unwrap();
+    if let Some(toml::Value::Table(m)) = composed.table.get_mut("model") {
+        m.remove("depths");
+        m.remove("dims");
+    }
+    let (_, r) = recipe::resolve(composed, &ovs).unwrap();
+    assert_eq!(r.model.preset.as_deref(), Some("18"));
+    // A string where a number is wanted stays an error.
+    let bad = Override::parse("optimizer.lr=fast").unwrap();
+    let err = recipe::load(Path::new("tests/recipes/composed.toml"), &[bad]).unwrap_err();
+    assert!(err.to_string().contains("--set"), "{err}");
+    assert!(err.to_string().contains("optimizer.lr"), "{err}");
+}
+
+#[test]
+fn changing_a_kind_replaces_the_table_instead_of_merging_stale_options() {
+    // frags/optim.toml is SGD with momentum; switching to AdamW drops SGD's keys.
+    let ovs = [Override::parse("optimizer={ kind = \"adamw\", lr = 0.001 }").unwrap()];
+    let (_, r) = recipe::load(Path::new("tests/recipes/composed.toml"), &ovs).unwrap();
+    assert_eq!(r.optimizer.kind, runner::recipe::OptimizerKind::Adamw);
+    assert_eq!(r.optimizer.weight_decay(), 0.01, "AdamW's PyTorch default");
+}
+
+#[test]
+fn every_shipped_recipe_and_template_set_validates() {
+    for entry in std::fs::read_dir("recipes").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let runs = plan_file(&path, &[], &fingerprint)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!runs.is_empty(), "{}", path.display());
+        }
+    }
+}

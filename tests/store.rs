@@ -1,0 +1,158 @@
+//! The experiment store: migrations from an older schema, concurrent writers, run claims.
+
+use std::process::Command;
+use std::time::Duration;
+
+use runner::store::{migrations, EpochMetrics, NewRun, RunStatus, Store};
+
+fn new_run(key: &str) -> NewRun {
+    NewRun {
+        key: key.to_string(),
+        recipe: "recipes/x.toml".into(),
+        config: serde_json::json!({"optimizer": {"lr": 0.1}}),
+        overrides: serde_json::json!({"optimizer.lr": 0.1}),
+        data_fingerprint: "fp".into(),
+        sweep_id: None,
+        parent_id: None,
+        resumed_from: None,
+    }
+}
+
+#[test]
+fn a_version_one_store_is_migrated_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(migrations::V1).unwrap();
+        conn.execute_batch("PRAGMA user_version = 1").unwrap();
+        conn.execute(
+            "INSERT INTO runs (key, recipe, config, status, created) VALUES ('k1', 'r.toml', '{\"a\":1}', 'done', '2026-01-01T00:00:00.000Z')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO epochs (run_id, epoch, lr, train_loss, train_acc, val_loss, val_acc, images_per_sec, seconds) VALUES (1, 1, 0.1, 2.0, 0.3, 2.1, 0.25, 100.0, 3.0)",
+            [],
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(&db).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::SCHEMA_VERSION);
+    let run = store.run(1).unwrap();
+    assert_eq!(run.key, "k1");
+    assert_eq!(run.status(), Some(RunStatus::Done));
+    assert_eq!(run.parent_id, None);
+    let epochs = store.epochs(1).unwrap();
+    assert_eq!(epochs.len(), 1);
+    assert_eq!(epochs[0].val_acc, Some(0.25));
+    assert_eq!(epochs[0].verify_acc, None);
+    // The new tables work.
+    store
+        .record_verification(&runner::store::VerificationRecord {
+            run_id: 1,
+            epoch: 1,
+            split: "verify-dev".into(),
+            metric: "cosine".into(),
+            threshold: Some(0.5),
+            accuracy: 0.6,
+            accuracy_known: Some(0.7),
+            impostor_rejection: Some(0.4),
+        })
+        .unwrap();
+    assert_eq!(store.epochs(1).unwrap()[0].verify_acc, Some(0.6));
+    // Opening again is a no-op.
+    drop(store);
+    let store = Store::open(&db).unwrap();
+    assert_eq!(store.runs(None).unwrap().len(), 1);
+}
+
+#[test]
+fn a_store_from_a_newer_runner_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(conn);
+    let err = Store::open(&db).err().expect("must refuse");
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+const CHILD_ENV: &str = "RUNNER_STORE_WRITER_DB";
+const WRITES: usize = 150;
+
+/// Not a test of its own: the body of a writer process spawned by the test below.
+#[test]
+fn store_writer_child() {
+    let Ok(db) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let tag = std::env::var("RUNNER_STORE_WRITER_TAG").unwrap();
+    let mut store = Store::open(std::path::Path::new(&db)).unwrap();
+    for i in 0..WRITES {
+        let id = store.insert_run(&new_run(&format!("{tag}-{i}"))).unwrap();
+        store
+            .record_epoch(
+                id,
+                &EpochMetrics {
+                    epoch: 1,
+                    lr: 0.1,
+                    train_loss: 1.0,
+                    train_acc: 0.5,
+                    val_loss: Some(1.0),
+                    val_acc: Some(0.5),
+                    verify_acc: None,
+                    images_per_sec: 10.0,
+                    seconds: 1.0,
+                },
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn two_processes_writing_at_once_neither_lock_out_nor_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    Store::open(&db).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|tag| {
+            Command::new(&exe)
+                .args(["--exact", "store_writer_child", "--nocapture", "--test-threads", "1"])
+                .env(CHILD_ENV, &db)
+                .env("RUNNER_STORE_WRITER_TAG", tag)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        let status = c.wait().unwrap();
+        assert!(status.success(), "a writer failed (database is locked?)");
+    }
+    let mut store = Store::open(&db).unwrap();
+    assert_eq!(store.runs(None).unwrap().len(), 2 * WRITES);
+    let ok: String = store
+        .connection()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+}
+
+#[test]
+fn a_run_is_claimed_by_one_process_and_a_stale_claim_can_be_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("claim.db");
+    let mut a = Store::open(&db).unwrap();
+    let mut b = Store::open(&db).unwrap();
+    let id = a.insert_run(&new_run("k")).unwrap();
+    assert!(a.claim_run(id, Duration::from_secs(60)).unwrap());
+    assert!(!b.claim_run(id, Duration::from_secs(60)).unwrap(), "held by a live claimant");
+    // With no heartbeat for longer than the staleness window, another process may take it.
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(b.claim_run(id, Duration::from_millis(10)).unwrap());
+    a.finish_run(id, RunStatus::Done, None).unwrap();
+    assert!(!b.claim_run(id, Duration::from_millis(10)).unwrap(), "done runs are not claimable");
+    assert_eq!(b.status_of_key("k").unwrap(), Some(RunStatus::Done));
+}
