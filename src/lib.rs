@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod engine;
 pub mod kernels;
 pub mod model;
 pub mod plan;

@@ -5,15 +5,33 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use runner::cli::{self, output::Format, CliError, Global};
+use runner::engine::progress::{LogFormat, Reporter};
 
 #[derive(Parser)]
-#[command(name = "runner", version, about = "Declarative, reproducible experiments for face recognition CNNs on Candle")]
+#[command(
+    name = "runner",
+    version,
+    about = "Declarative, reproducible experiments for face recognition CNNs on Candle"
+)]
 struct Args {
     /// The experiment store (SQLite).
     #[arg(long, global = true, env = "RUNNER_DB", default_value = "experiments.db")]
     db: PathBuf,
+    /// Print nothing but errors and results.
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Progress as text (bars and lines) or JSON lines on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Sets {
+    /// Override a recipe key, typed by the schema: --set optimizer.lr=0.05 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -21,15 +39,272 @@ enum Command {
     /// Check a recipe; print the resolved configuration or the errors.
     Validate {
         recipe: PathBuf,
-        /// Override a key: --set optimizer.lr=0.05
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        sets: Sets,
     },
     /// Expand a recipe into runs: index, key, swept values, status in the store.
     Plan {
         recipe: PathBuf,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        sets: Sets,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Train one run (a recipe whose sweep yields one point).
+    Run {
+        recipe: PathBuf,
+        #[command(flatten)]
+        sets: Sets,
+        /// cpu, cuda or cuda:N (same as --set train.device=...).
+        #[arg(long)]
+        device: Option<String>,
+        /// Train a fresh run even if one with the same key is done.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Plan a recipe and train every run not yet done, one after another.
+    Sweep {
+        recipe: PathBuf,
+        #[command(flatten)]
+        sets: Sets,
+        #[arg(long)]
+        device: Option<String>,
+        /// Train at most N runs in this invocation.
+        #[arg(long)]
+        max_runs: Option<usize>,
+        /// Show the plan; train nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rerun failed and diverged runs.
+        #[arg(long)]
+        retry_failed: bool,
+        /// Stop at the first failed or diverged run.
+        #[arg(long)]
+        fail_fast: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Continue a run (or the best run) from its checkpoint as a new, linked run.
+    Resume {
+        /// Run id or key (prefix).
+        run: Option<String>,
+        /// Continue the best run of the leaderboard.
+        #[arg(long, conflicts_with = "run")]
+        best: bool,
+        /// The metric that picks the best run (with --best).
+        #[arg(long, default_value = "val_acc")]
+        metric: String,
+        /// Which checkpoint: the best by the run's monitored metric, or the last.
+        #[arg(long, value_enum, default_value_t = FromCkpt::Best)]
+        from: FromCkpt,
+        /// The new total number of epochs.
+        #[arg(long)]
+        epochs: Option<u32>,
+        #[command(flatten)]
+        sets: Sets,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List every run in the store.
+    Runs {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One run: configuration, per-epoch metrics, checkpoints, verification, parent.
+    Show {
+        run: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Runs ranked by their best epoch's metric.
+    Leaderboard {
+        #[arg(long, default_value = "val_acc")]
+        metric: String,
+        #[arg(long)]
+        top: Option<usize>,
+        /// Filter: e.g. 'model.kind = "convnext" and optimizer.lr < 0.1'.
+        #[arg(long = "where", value_name = "EXPR")]
+        filter: Option<String>,
+        /// Aggregate by a config key (mean and standard deviation).
+        #[arg(long)]
+        group_by: Option<String>,
+        /// Only the newest sweep of this recipe file.
+        #[arg(long, conflicts_with = "sweep")]
+        recipe: Option<String>,
+        /// Only this sweep id.
+        #[arg(long)]
+        sweep: Option<i64>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The top run, as `show` prints it.
+    Best {
+        #[arg(long, default_value = "val_acc")]
+        metric: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Two runs side by side: configuration differences and best metrics.
+    Compare {
+        a: String,
+        b: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Metrics of a run or checkpoint on a split; optionally the course's submission CSV.
+    Eval {
+        /// Run id / key prefix, or a checkpoint file.
+        target: String,
+        #[arg(long, value_enum)]
+        split: cli::eval::Split,
+        /// Write the course CSV (id,label) here.
+        #[arg(long)]
+        submission: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// For each image, the best identity of a gallery folder and its score.
+    Match {
+        /// Run id / key prefix, or a checkpoint file.
+        target: String,
+        /// A folder of identity folders.
+        #[arg(long)]
+        gallery: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The built-in synthetic data set, data statistics and augmentation previews.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Layers, output shapes, parameters, MACs and memory of a recipe's model.
+    Inspect {
+        recipe: PathBuf,
+        /// Number of classes (default: from the recipe or its data).
+        #[arg(long)]
+        classes: Option<usize>,
+        #[command(flatten)]
+        sets: Sets,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Benchmarks: training step, data pipeline, model kernels, matching.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// Run every recipe that appears or changes in a folder.
+    Watch {
+        dir: PathBuf,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// A self-contained HTML report: leaderboard, learning curves, configurations.
+    Report {
+        #[arg(long)]
+        sweep: Option<i64>,
+        #[arg(long, default_value = "val_acc")]
+        metric: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FromCkpt {
+    Best,
+    Last,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Write the synthetic face data set in the course layout.
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        identities: usize,
+        #[arg(long, default_value_t = 20)]
+        images_per_identity: usize,
+        #[arg(long, default_value_t = 50)]
+        verify_identities: usize,
+        #[arg(long, default_value_t = 25)]
+        impostors: usize,
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = cli::data::DifficultyArg::Medium)]
+        difficulty: cli::data::DifficultyArg,
+    },
+    /// Identities, images per split, image sizes, class balance.
+    Stats {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// A grid of training images after augmentation.
+    Preview {
+        recipe: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        count: usize,
+        #[command(flatten)]
+        sets: Sets,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// One training step on random input at the recipe's size and batch.
+    Train {
+        recipe: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[command(flatten)]
+        sets: Sets,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Decoded + augmented images per second of the recipe's training pipeline.
+    Data {
+        recipe: PathBuf,
+        #[command(flatten)]
+        sets: Sets,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Model forward+backward+step throughput and the depthwise kernel against Candle's.
+    Model {
+        recipe: PathBuf,
+        #[command(flatten)]
+        sets: Sets,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Open-set matching throughput (unknowns x known identities).
+    Matching {
+        #[arg(long, default_value_t = 10_000)]
+        unknowns: usize,
+        #[arg(long, default_value_t = 10_000)]
+        known: usize,
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Leaderboard latency over a store filled with synthetic runs.
+    Leaderboard {
+        #[arg(long, default_value_t = 100_000)]
+        runs: usize,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -45,19 +320,155 @@ fn main() -> ExitCode {
         }
     };
     let g = Global { db: args.db };
+    let reporter = Reporter::new(args.quiet, args.log_format);
+    let train_opts = |sets: &Sets, device: Option<String>, format: Format| cli::train::TrainOpts {
+        sets: sets.set.clone(),
+        device,
+        format,
+        reporter: reporter.clone(),
+    };
     let result: Result<(), CliError> = match args.command {
-        Command::Validate { recipe, set } => cli::validate::run(&recipe, &set),
-        Command::Plan {
+        Command::Validate { recipe, sets } => cli::validate::run(&recipe, &sets.set),
+        Command::Plan { recipe, sets, format } => cli::plan::run(&g, &recipe, &sets.set, format),
+        Command::Run {
             recipe,
-            set,
+            sets,
+            device,
+            force,
             format,
-        } => cli::plan::run(&g, &recipe, &set, format),
+        } => cli::train::run(&g, &recipe, force, train_opts(&sets, device, format)),
+        Command::Sweep {
+            recipe,
+            sets,
+            device,
+            max_runs,
+            dry_run,
+            retry_failed,
+            fail_fast,
+            format,
+        } => {
+            let opts = runner::engine::sweep::SweepOptions {
+                max_runs,
+                retry_failed,
+                fail_fast,
+            };
+            cli::train::sweep(&g, &recipe, &opts, dry_run, train_opts(&sets, device, format))
+        }
+        Command::Resume {
+            run,
+            best,
+            metric,
+            from,
+            epochs,
+            sets,
+            device,
+            format,
+        } => {
+            let target = match (run, best) {
+                (Some(r), false) => Ok(cli::train::ResumeTarget::Run(r)),
+                (None, true) => Ok(cli::train::ResumeTarget::Best(metric)),
+                _ => Err(CliError::invalid("resume: give a RUN or --best")),
+            };
+            target.and_then(|t| {
+                cli::train::resume(&g, t, from == FromCkpt::Best, epochs, train_opts(&sets, device, format))
+            })
+        }
+        Command::Runs { format } => cli::runs::list(&g, format),
+        Command::Show { run, format } => cli::runs::show(&g, &run, format),
+        Command::Leaderboard {
+            metric,
+            top,
+            filter,
+            group_by,
+            recipe,
+            sweep,
+            format,
+        } => {
+            let q = cli::leaderboard::Query {
+                metric,
+                top,
+                filter,
+                group_by,
+                recipe,
+                sweep,
+            };
+            cli::leaderboard::run(&g, &q, format)
+        }
+        Command::Best { metric, format } => cli::leaderboard::best(&g, &metric, format),
+        Command::Compare { a, b, format } => cli::runs::compare(&g, &a, &b, format),
+        Command::Eval {
+            target,
+            split,
+            submission,
+            format,
+        } => cli::eval::eval(&g, &target, split, submission.as_deref(), format),
+        Command::Match {
+            target,
+            gallery,
+            images,
+            format,
+        } => cli::eval::match_images(&g, &target, &gallery, &images, format),
+        Command::Data { command } => match command {
+            DataCommand::Synth {
+                out,
+                identities,
+                images_per_identity,
+                verify_identities,
+                impostors,
+                size,
+                seed,
+                difficulty,
+            } => {
+                let cfg = runner::recipe::SynthConfig {
+                    identities,
+                    images_per_identity,
+                    verify_identities,
+                    impostors,
+                    size,
+                    seed,
+                    difficulty: difficulty.into(),
+                };
+                cli::data::synth(&out, &cfg, &reporter)
+            }
+            DataCommand::Stats { dir, format } => cli::data::stats(&dir, format),
+            DataCommand::Preview {
+                recipe,
+                out,
+                count,
+                sets,
+            } => cli::data::preview(&recipe, &sets.set, &out, count),
+        },
+        Command::Inspect {
+            recipe,
+            classes,
+            sets,
+            format,
+        } => cli::inspect::run(&recipe, &sets.set, classes, format),
+        Command::Bench { command } => match command {
+            BenchCommand::Train {
+                recipe,
+                steps,
+                sets,
+                format,
+            } => cli::bench::train(&recipe, &sets.set, steps, format),
+            BenchCommand::Data { recipe, sets, format } => cli::bench::data(&recipe, &sets.set, format),
+            BenchCommand::Model { recipe, sets, format } => cli::bench::model(&recipe, &sets.set, format),
+            BenchCommand::Matching {
+                unknowns,
+                known,
+                dim,
+                format,
+            } => cli::bench::matching(unknowns, known, dim, format),
+            BenchCommand::Leaderboard { runs, format } => cli::bench::leaderboard(runs, format),
+        },
+        Command::Watch { dir, device } => cli::watch::run(&g, &dir, device, &reporter),
+        Command::Report { sweep, metric, out } => cli::report::run(&g, sweep, &metric, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", e.message);
-            ExitCode::from(e.code as u8)
+            ExitCode::from(e.code.clamp(1, 255) as u8)
         }
     }
 }

@@ -1,9 +1,18 @@
 //! Subcommand implementations: the only place that prints. Each returns a `CliError` whose
 //! exit code follows the contract (1 run-time failure, 2 invalid input).
 
+pub mod bench;
+pub mod data;
+pub mod eval;
+pub mod inspect;
+pub mod leaderboard;
 pub mod output;
 pub mod plan;
+pub mod report;
+pub mod runs;
+pub mod train;
 pub mod validate;
+pub mod watch;
 
 use std::path::PathBuf;
 

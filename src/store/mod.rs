@@ -187,12 +187,108 @@ impl Store {
             let n = tx.execute(
                 "UPDATE runs SET status = 'running', pid = ?2, heartbeat = ?3,
                         started = COALESCE(started, ?3), error = NULL
-                 WHERE id = ?1 AND (status IN ('queued', 'interrupted', 'failed', 'diverged')
+                 WHERE id = ?1 AND (status = 'queued'
                                     OR (status = 'running' AND (heartbeat IS NULL OR heartbeat < ?4)))",
                 params![id, pid, now(), cutoff],
             )?;
             Ok(n == 1)
         })
+    }
+
+    /// Finds or creates the run for `new.key` and claims it for this process, atomically:
+    /// a `done` run is reported, a run held by a live process is reported busy, anything else
+    /// (queued, interrupted, a dead claimant's running run, and failed / diverged runs when
+    /// `retry_failed`) is claimed. Two processes never claim the same key.
+    pub fn claim_key(
+        &mut self,
+        new: &NewRun,
+        stale_after: Duration,
+        retry_failed: bool,
+    ) -> Result<Claim, StoreError> {
+        let pid = std::process::id() as i64;
+        let host = hostname();
+        let cutoff = stale_cutoff(stale_after);
+        self.write(|tx| {
+            let existing: Option<(i64, String, Option<i64>, Option<String>, Option<String>)> = tx
+                .query_row(
+                    "SELECT id, status, pid, host, heartbeat FROM runs WHERE key = ?1 ORDER BY
+                       CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 ELSE 2 END, id DESC LIMIT 1",
+                    params![new.key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()?;
+            let claim = |tx: &rusqlite::Transaction, id: i64| -> rusqlite::Result<()> {
+                tx.execute(
+                    "UPDATE runs SET status = 'running', pid = ?2, host = ?3, heartbeat = ?4,
+                            started = COALESCE(started, ?4), finished = NULL, error = NULL
+                     WHERE id = ?1",
+                    params![id, pid, host, now()],
+                )?;
+                Ok(())
+            };
+            match existing {
+                Some((id, status, _, _, _)) if status == "done" => Ok(Claim::Done(id)),
+                Some((id, status, run_pid, run_host, heartbeat)) if status == "running" => {
+                    let dead_here = run_host.as_deref() == Some(host.as_str())
+                        && run_pid.is_some_and(|p| !process_alive(p));
+                    let stale = heartbeat.is_none_or(|h| h < cutoff);
+                    if dead_here || stale {
+                        claim(tx, id)?;
+                        Ok(Claim::Claimed { id, resumed: true })
+                    } else {
+                        Ok(Claim::Busy(id))
+                    }
+                }
+                Some((id, status, _, _, _))
+                    if status == "queued"
+                        || status == "interrupted"
+                        || (retry_failed && (status == "failed" || status == "diverged")) =>
+                {
+                    claim(tx, id)?;
+                    Ok(Claim::Claimed {
+                        id,
+                        resumed: status != "queued",
+                    })
+                }
+                Some((id, status, _, _, _)) => Ok(Claim::Finished {
+                    id,
+                    status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+                }),
+                None => {
+                    tx.execute(
+                        "INSERT INTO runs (key, recipe, config, overrides, status, created, host, version,
+                                           data_fingerprint, sweep_id, parent_id, resumed_from, pid,
+                                           heartbeat, started)
+                         VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?5, ?5)",
+                        params![
+                            new.key,
+                            new.recipe,
+                            new.config.to_string(),
+                            new.overrides.to_string(),
+                            now(),
+                            host,
+                            env!("CARGO_PKG_VERSION"),
+                            new.data_fingerprint,
+                            new.sweep_id,
+                            new.parent_id,
+                            new.resumed_from,
+                            pid,
+                        ],
+                    )?;
+                    Ok(Claim::Claimed {
+                        id: tx.last_insert_rowid(),
+                        resumed: false,
+                    })
+                }
+            }
+        })
+    }
+
+    /// Creates a new run (e.g. `--force`, or a resume into a linked run) already claimed.
+    pub fn create_claimed(&mut self, new: &NewRun) -> Result<i64, StoreError> {
+        let id = self.insert_run(new)?;
+        self.claim_run(id, Duration::ZERO)?;
+        Ok(id)
     }
 
     /// Refreshes this process's heartbeat on a running run.
@@ -281,8 +377,20 @@ impl Store {
     pub fn mark_checkpoint_deleted(&mut self, run_id: i64, epoch: u32) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE checkpoints SET kept = 0 WHERE run_id = ?1 AND epoch = ?2",
+                "UPDATE checkpoints SET kept = 0 WHERE run_id = ?1 AND epoch = ?2
+                   AND (metric_name IS NULL OR metric_name != 'interrupt')",
                 params![run_id, epoch],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Marks a checkpoint file (by path) as deleted.
+    pub fn mark_checkpoint_deleted_path(&mut self, run_id: i64, path: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE checkpoints SET kept = 0 WHERE run_id = ?1 AND path = ?2",
+                params![run_id, path],
             )?;
             Ok(())
         })
@@ -491,10 +599,96 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every run with its best value of each metric over its epochs (max for accuracies,
+    /// min for losses, the last lr), in one query: the leaderboard's input. Configs are left
+    /// as text so that a large store is not parsed unless a filter needs it.
+    pub fn leaderboard_rows(&self, sweep: Option<i64>) -> Result<Vec<LeaderRow>, StoreError> {
+        let sql = "SELECT r.id, r.key, r.status, r.recipe, r.sweep_id, r.overrides, r.config,
+                    b.train_loss, b.train_acc, b.val_loss, b.val_acc, b.verify_acc, b.lr, b.epochs
+             FROM runs r LEFT JOIN (
+                SELECT run_id, MIN(train_loss) AS train_loss, MAX(train_acc) AS train_acc,
+                       MIN(val_loss) AS val_loss, MAX(val_acc) AS val_acc,
+                       MAX(verify_acc) AS verify_acc,
+                       (SELECT e2.lr FROM epochs e2 WHERE e2.run_id = e.run_id ORDER BY e2.epoch DESC LIMIT 1) AS lr,
+                       COUNT(*) AS epochs
+                FROM epochs e GROUP BY run_id) b ON b.run_id = r.id
+             WHERE (?1 IS NULL OR r.sweep_id = ?1)
+             ORDER BY r.id";
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![sweep], |r| {
+                let names = ["train_loss", "train_acc", "val_loss", "val_acc", "verify_acc", "lr"];
+                let mut best = std::collections::BTreeMap::new();
+                for (i, n) in names.iter().enumerate() {
+                    if let Some(v) = r.get::<_, Option<f64>>(7 + i)? {
+                        best.insert(n.to_string(), v);
+                    }
+                }
+                Ok(LeaderRow {
+                    id: r.get(0)?,
+                    key: r.get(1)?,
+                    status: r.get(2)?,
+                    recipe: r.get(3)?,
+                    sweep_id: r.get(4)?,
+                    overrides: serde_json::from_str(&r.get::<_, String>(5)?)
+                        .unwrap_or(serde_json::Value::Null),
+                    config_text: r.get(6)?,
+                    best,
+                    epochs: r.get::<_, Option<i64>>(13)?.unwrap_or(0),
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// The newest sweep id of a recipe file, if any.
+    pub fn latest_sweep_of(&self, recipe: &str) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT MAX(id) FROM sweeps WHERE recipe = ?1",
+                params![recipe],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Direct access for migrations tests and the benchmark that fills a large store.
     pub fn connection(&mut self) -> &mut Connection {
         &mut self.conn
     }
+}
+
+/// Fills a store with `runs` synthetic finished runs of `epochs` epochs each (for the
+/// leaderboard benchmark), in one transaction.
+pub fn bench_fill(store: &mut Store, runs: usize, epochs: u32) -> Result<(), StoreError> {
+    store.write(|tx| {
+        let mut run = tx.prepare(
+            "INSERT INTO runs (key, recipe, config, overrides, status, created, host, version)
+             VALUES (?1, 'bench.toml', ?2, ?3, 'done', ?4, 'bench', 'bench')",
+        )?;
+        let mut ep = tx.prepare(
+            "INSERT INTO epochs (run_id, epoch, lr, train_loss, train_acc, val_loss, val_acc, images_per_sec, seconds)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 100.0, 1.0)",
+        )?;
+        let created = now();
+        for i in 0..runs {
+            let lr = 0.001 * (1 + i % 100) as f64;
+            let config = serde_json::json!({
+                "model": {"kind": "convnext", "preset": "atto", "drop_path": (i % 3) as f64 * 0.1},
+                "optimizer": {"kind": "sgd", "lr": lr, "momentum": 0.9},
+                "train": {"epochs": epochs, "seed": i % 5},
+            });
+            let overrides = serde_json::json!({"optimizer.lr": lr});
+            run.execute(params![format!("{i:016x}"), config.to_string(), overrides.to_string(), created])?;
+            let id = tx.last_insert_rowid();
+            for e in 1..=epochs {
+                let x = ((i * 7919 + e as usize * 104_729) % 1000) as f64 / 1000.0;
+                ep.execute(params![id, e, lr, 2.0 - x, x * 0.9, 2.1 - x, x * 0.85])?;
+            }
+        }
+        Ok(())
+    })
 }
 
 fn stale_cutoff(stale_after: Duration) -> String {
@@ -503,6 +697,22 @@ fn stale_cutoff(stale_after: Duration) -> String {
         .unwrap_or_default()
         .saturating_sub(stale_after);
     format_utc(d.as_secs() as i64, d.subsec_millis())
+}
+
+/// Whether a process with this pid exists on this machine.
+pub fn process_alive(pid: i64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(_) => return !std::path::Path::new("/proc/self").exists(),
+    };
+    // A zombie (state Z) has exited.
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .is_some_and(|state| state != "Z")
 }
 
 /// This machine's name (for the runs table).

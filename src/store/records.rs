@@ -210,3 +210,32 @@ impl VerificationRecord {
         })
     }
 }
+
+/// A run with its best metrics, for ranking.
+#[derive(Debug, Clone)]
+pub struct LeaderRow {
+    pub id: i64,
+    pub key: String,
+    pub status: String,
+    pub recipe: String,
+    pub sweep_id: Option<i64>,
+    pub overrides: serde_json::Value,
+    /// The resolved configuration as stored (JSON text), parsed only when needed.
+    pub config_text: String,
+    /// Best value per metric name over the run's epochs.
+    pub best: std::collections::BTreeMap<String, f64>,
+    pub epochs: i64,
+}
+
+/// The outcome of claiming a run key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This process holds the run now; `resumed` when it had started before.
+    Claimed { id: i64, resumed: bool },
+    /// The key already finished successfully.
+    Done(i64),
+    /// Another live process is running it.
+    Busy(i64),
+    /// It failed or diverged (and retrying was not asked for).
+    Finished { id: i64, status: RunStatus },
+}

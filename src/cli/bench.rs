@@ -1,0 +1,121 @@
+//! `runner bench train | data | model | matching | leaderboard`: measured numbers, with the
+//! machine they ran on.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::output::{print_json, Format};
+use super::{parse_sets, CliError, Global};
+
+fn show(v: &serde_json::Value, format: Format) {
+    match format {
+        Format::Json => print_json(v),
+        _ => {
+            let mut rows = Vec::new();
+            super::runs::flatten("", v, &mut rows);
+            for (k, v) in rows {
+                println!("{k:<28} {}", super::output::cell(&v));
+            }
+        }
+    }
+}
+
+/// A one-line description of this machine (CPU model, cores).
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cpu}, {cores} cores")
+}
+
+fn num_classes(r: &crate::recipe::Recipe) -> usize {
+    r.model.num_classes.unwrap_or(if r.data.root == "synth" {
+        r.data.synth.identities
+    } else {
+        100
+    })
+}
+
+pub fn train(recipe: &Path, sets: &[String], steps: usize, format: Format) -> Result<(), CliError> {
+    let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
+    let b = crate::engine::bench::bench_train(&r, num_classes(&r), steps.max(1)).map_err(CliError::failed)?;
+    let mut v = serde_json::to_value(&b).unwrap_or_default();
+    v["machine"] = machine().into();
+    show(&v, format);
+    Ok(())
+}
+
+pub fn data(recipe: &Path, sets: &[String], format: Format) -> Result<(), CliError> {
+    let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
+    let report = crate::data::bench::bench_recipe(&r).map_err(CliError::failed)?;
+    let mut v = serde_json::to_value(&report).unwrap_or_default();
+    v["machine"] = machine().into();
+    show(&v, format);
+    Ok(())
+}
+
+pub fn model(recipe: &Path, sets: &[String], format: Format) -> Result<(), CliError> {
+    let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
+    let report = crate::model::bench::bench_model(&r.model, num_classes(&r), r.data.image_size as usize, r.train.batch_size)
+        .map_err(CliError::failed)?;
+    let mut v = serde_json::to_value(&report).unwrap_or_default();
+    v["machine"] = machine().into();
+    show(&v, format);
+    Ok(())
+}
+
+pub fn matching(unknowns: usize, known: usize, dim: usize, format: Format) -> Result<(), CliError> {
+    let b = crate::verify::bench_matching(unknowns, known, dim).map_err(CliError::failed)?;
+    let mut v = serde_json::to_value(&b).unwrap_or_default();
+    v["machine"] = machine().into();
+    show(&v, format);
+    Ok(())
+}
+
+/// Fills a temporary store with `runs` runs of 10 epochs each, then times the leaderboard.
+pub fn leaderboard(runs: usize, format: Format) -> Result<(), CliError> {
+    let dir = std::env::temp_dir().join(format!("runner-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(CliError::failed)?;
+    let db = dir.join("bench.db");
+    let started = Instant::now();
+    let mut store = crate::store::Store::open(&db)?;
+    crate::store::bench_fill(&mut store, runs, 10)?;
+    let fill = started.elapsed().as_secs_f64();
+    let g = Global { db: db.clone() };
+    let t = Instant::now();
+    let q = super::leaderboard::Query {
+        metric: "val_acc".into(),
+        top: Some(10),
+        ..Default::default()
+    };
+    let r1 = super::leaderboard::rank(&crate::store::Store::open(&g.db)?, &q)?;
+    let plain = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let q = super::leaderboard::Query {
+        filter: Some("optimizer.lr < 0.05 and val_acc > 0.5".into()),
+        ..q
+    };
+    let r2 = super::leaderboard::rank(&crate::store::Store::open(&g.db)?, &q)?;
+    let filtered = t.elapsed().as_secs_f64() * 1e3;
+    let b = crate::engine::bench::LeaderboardBench {
+        runs,
+        epochs_per_run: 10,
+        fill_seconds: fill,
+        leaderboard_ms: plain,
+        filtered_leaderboard_ms: filtered,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut v = serde_json::to_value(&b).unwrap_or_default();
+    v["ranked"] = r1.len().into();
+    v["ranked_filtered"] = r2.len().into();
+    v["machine"] = machine().into();
+    show(&v, format);
+    Ok(())
+}

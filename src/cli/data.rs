@@ -1,0 +1,76 @@
+//! `runner data synth | stats | preview`.
+
+use std::path::Path;
+
+use clap::ValueEnum;
+
+use super::output::{print_json, table, Format};
+use super::{parse_sets, CliError};
+use crate::engine::progress::Reporter;
+use crate::recipe::{Difficulty, SynthConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DifficultyArg {
+    Easy,
+    Medium,
+    Hard,
+}
+
+impl From<DifficultyArg> for Difficulty {
+    fn from(d: DifficultyArg) -> Difficulty {
+        match d {
+            DifficultyArg::Easy => Difficulty::Easy,
+            DifficultyArg::Medium => Difficulty::Medium,
+            DifficultyArg::Hard => Difficulty::Hard,
+        }
+    }
+}
+
+pub fn synth(out: &Path, cfg: &SynthConfig, reporter: &Reporter) -> Result<(), CliError> {
+    if cfg.identities < 2 || cfg.images_per_identity < 3 || cfg.size < 16 {
+        return Err(CliError::invalid(
+            "--identities must be >= 2, --images-per-identity >= 3 and --size >= 16",
+        ));
+    }
+    if out.exists() {
+        return Err(CliError::invalid(format!(
+            "{}: already exists; choose a new --out folder",
+            out.display()
+        )));
+    }
+    let started = std::time::Instant::now();
+    let summary = crate::data::synth::generate(cfg, out).map_err(CliError::failed)?;
+    reporter.info(&format!(
+        "wrote {} in {:.1}s",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    print_json(&serde_json::to_value(&summary).unwrap_or_default());
+    Ok(())
+}
+
+pub fn stats(dir: &Path, format: Format) -> Result<(), CliError> {
+    let s = crate::data::stats::stats(dir).map_err(CliError::invalid)?;
+    let v = serde_json::to_value(&s).unwrap_or_default();
+    match format {
+        Format::Json => print_json(&v),
+        _ => {
+            let mut rows = Vec::new();
+            super::runs::flatten("", &v, &mut rows);
+            let headers = vec!["statistic".to_string(), "value".to_string()];
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .map(|(k, v)| vec![k, super::output::cell(&v)])
+                .collect();
+            println!("{}", table(&headers, &rows));
+        }
+    }
+    Ok(())
+}
+
+pub fn preview(recipe: &Path, sets: &[String], out: &Path, count: usize) -> Result<(), CliError> {
+    let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
+    crate::data::preview::preview(&r, out, count).map_err(CliError::failed)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}

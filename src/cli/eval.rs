@@ -1,0 +1,208 @@
+//! `runner eval RUN|CHECKPOINT --split ...` (metrics and submission CSVs) and
+//! `runner match CHECKPOINT --gallery DIR IMAGE...` (best identity per image).
+
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+
+use super::output::{fmt_num, print_json, Format};
+use super::{CliError, Global};
+use crate::data::CourseData;
+use crate::engine::restore::{load_model, LoadedModel};
+use crate::engine::verification::{decide_paths, embed_paths, score_verification};
+use crate::store::Store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Split {
+    Dev,
+    Test,
+    VerifyDev,
+    VerifyTest,
+}
+
+fn load(g: &Global, reference: &str) -> Result<LoadedModel, CliError> {
+    let store = if g.db.exists() { Some(Store::open(&g.db)?) } else { None };
+    load_model(store.as_ref(), reference).map_err(|e| match e {
+        crate::engine::EngineError::Store(s) => CliError::from(s),
+        other => CliError::invalid(other),
+    })
+}
+
+/// Classification predictions (identity names) for images, in order.
+fn classify(m: &LoadedModel, data: &CourseData, paths: &[PathBuf]) -> Result<Vec<String>, CliError> {
+    let items: Vec<(PathBuf, u32)> = paths.iter().map(|p| (p.clone(), 0)).collect();
+    let src = crate::engine::batches::BatchSource::eval_items(items, &m.recipe, &m.device)
+        .map_err(CliError::failed)?;
+    let mut out = Vec::new();
+    for item in src.epoch(0, 0).map_err(CliError::failed)? {
+        let (_, batch) = item.map_err(CliError::failed)?;
+        let mut ctx = crate::model::ForwardCtx::eval();
+        let logits = m.model.forward(&batch.images, &mut ctx).map_err(CliError::failed)?;
+        let idx = logits
+            .argmax(1)
+            .and_then(|t| t.to_vec1::<u32>())
+            .map_err(CliError::failed)?;
+        for i in idx {
+            out.push(data.classes.get(i as usize).cloned().unwrap_or_else(|| format!("class{i}")));
+        }
+    }
+    Ok(out)
+}
+
+pub fn eval(
+    g: &Global,
+    reference: &str,
+    split: Split,
+    submission: Option<&Path>,
+    format: Format,
+) -> Result<(), CliError> {
+    let m = load(g, reference)?;
+    let root = crate::data::resolve_root(&m.recipe.data).map_err(CliError::invalid)?;
+    let data = CourseData::open(&root).map_err(CliError::invalid)?;
+    let mut report = serde_json::json!({
+        "checkpoint": m.checkpoint.display().to_string(),
+        "epoch": m.epoch,
+        "split": format!("{split:?}").to_lowercase().replace("verifydev", "verify-dev").replace("verifytest", "verify-test"),
+    });
+    let rows: Vec<(String, String)>;
+    match split {
+        Split::Dev | Split::Test => {
+            let (paths, truth): (Vec<PathBuf>, Option<Vec<String>>) = if split == Split::Dev {
+                (
+                    data.dev.iter().map(|s| s.path.clone()).collect(),
+                    Some(data.dev.iter().map(|s| data.classes[s.label].clone()).collect()),
+                )
+            } else {
+                let labels = data.test_labels.as_ref().map(|l| {
+                    data.test
+                        .iter()
+                        .map(|p| l.get(&crate::data::file_id(p)).cloned().unwrap_or_default())
+                        .collect()
+                });
+                (data.test.clone(), labels)
+            };
+            let pred = classify(&m, &data, &paths)?;
+            if let Some(t) = truth {
+                let correct = pred.iter().zip(&t).filter(|(a, b)| a == b).count();
+                report["accuracy"] = serde_json::json!(correct as f64 / pred.len().max(1) as f64);
+            }
+            report["images"] = pred.len().into();
+            rows = paths.iter().map(|p| crate::data::file_id(p)).zip(pred).collect();
+        }
+        Split::VerifyDev => {
+            let s = score_verification(m.model.as_ref(), &data, &m.recipe, &m.device).map_err(CliError::failed)?;
+            report["accuracy"] = s.metrics.accuracy.into();
+            report["threshold"] = s.threshold.into();
+            report["accuracy_known"] = serde_json::json!(s.metrics.accuracy_known);
+            report["impostor_rejection"] = serde_json::json!(s.metrics.impostor_rejection);
+            report["metric"] = s.metric.clone().into();
+            report["images"] = s.decisions.len().into();
+            rows = s.decisions;
+        }
+        Split::VerifyTest => {
+            // The threshold: fixed by the recipe, or tuned on unknown_dev.
+            let t = match crate::engine::verification::fixed_threshold(&m.recipe) {
+                Some(t) => t,
+                None => score_verification(m.model.as_ref(), &data, &m.recipe, &m.device)
+                    .map_err(CliError::failed)?
+                    .threshold,
+            };
+            let d = decide_paths(m.model.as_ref(), &data, &data.unknown_test, &m.recipe, &m.device, t)
+                .map_err(CliError::failed)?;
+            report["threshold"] = t.into();
+            if let Some(labels) = &data.unknown_test_labels {
+                let pred: Vec<&str> = d.iter().map(|(_, l)| l.as_str()).collect();
+                let truth: Vec<String> = d
+                    .iter()
+                    .map(|(id, _)| labels.get(id).cloned().unwrap_or_else(|| crate::verify::NO_MATCH.into()))
+                    .collect();
+                let vm = crate::verify::verification_metrics(&pred, &truth).map_err(CliError::failed)?;
+                report["accuracy"] = vm.accuracy.into();
+                report["accuracy_known"] = serde_json::json!(vm.accuracy_known);
+                report["impostor_rejection"] = serde_json::json!(vm.impostor_rejection);
+            }
+            report["images"] = d.len().into();
+            rows = d;
+        }
+    }
+    if let Some(path) = submission {
+        crate::verify::write_submission(path, rows.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+            .map_err(CliError::failed)?;
+        report["submission"] = path.display().to_string().into();
+    }
+    if format == Format::Json {
+        print_json(&report);
+    } else if let Some(o) = report.as_object() {
+        for (k, v) in o {
+            let text = match v.as_f64() {
+                Some(f) if v.is_f64() => fmt_num(f),
+                _ => v.to_string().trim_matches('"').to_string(),
+            };
+            println!("{k:<20} {text}");
+        }
+    }
+    Ok(())
+}
+
+/// `runner match`: for each image, the best gallery identity and its score.
+pub fn match_images(g: &Global, reference: &str, gallery: &Path, images: &[PathBuf], format: Format) -> Result<(), CliError> {
+    let m = load(g, reference)?;
+    let mut known_paths = Vec::new();
+    let mut known_labels = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(gallery)
+        .map_err(|e| CliError::invalid(format!("{}: {e}", gallery.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for p in crate::data::list_images(&d).map_err(CliError::invalid)? {
+            known_paths.push(p);
+            known_labels.push(name.clone());
+        }
+    }
+    if known_paths.is_empty() {
+        return Err(CliError::invalid(format!(
+            "{}: no identity folders with images (expected <identity>/*.jpg)",
+            gallery.display()
+        )));
+    }
+    for img in images {
+        if !img.is_file() {
+            return Err(CliError::invalid(format!("{}: no such image", img.display())));
+        }
+    }
+    let v = &m.recipe.verification;
+    let known = embed_paths(m.model.as_ref(), &known_paths, &m.recipe, &m.device).map_err(CliError::failed)?;
+    let unknown = embed_paths(m.model.as_ref(), images, &m.recipe, &m.device).map_err(CliError::failed)?;
+    let g = crate::verify::Gallery::build(&known, &known_labels, v.metric, v.gallery).map_err(CliError::failed)?;
+    let matches = g.best_matches(&unknown).map_err(CliError::failed)?;
+    let threshold = crate::engine::verification::fixed_threshold(&m.recipe);
+    let rows: Vec<serde_json::Value> = images
+        .iter()
+        .zip(&matches)
+        .map(|(p, mt)| {
+            let natural = crate::verify::natural_threshold(v.metric, mt.score as f64);
+            let decision = match threshold {
+                Some(t) => crate::verify::decide_one(mt, crate::verify::score_threshold(v.metric, t)).to_string(),
+                None => mt.identity.clone(),
+            };
+            serde_json::json!({"image": p.display().to_string(), "identity": mt.identity, "score": natural, "decision": decision})
+        })
+        .collect();
+    if format == Format::Json {
+        print_json(&serde_json::Value::Array(rows));
+    } else {
+        for r in rows {
+            println!(
+                "{}\t{}\t{}\t{}",
+                r["image"].as_str().unwrap_or(""),
+                r["identity"].as_str().unwrap_or(""),
+                fmt_num(r["score"].as_f64().unwrap_or(f64::NAN)),
+                r["decision"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! `runner runs`, `runner show RUN`, `runner best`, `runner compare RUN RUN`: reading runs back.
+
+use super::output::{cell, fmt_num, print_json, table, Format};
+use super::{CliError, Global};
+use crate::store::{RunRow, Store};
+
+/// Opens an existing store (reading commands never create one).
+pub fn open_store(g: &Global) -> Result<Store, CliError> {
+    if !g.db.exists() {
+        return Err(CliError::invalid(format!(
+            "{}: no experiment store here yet (run `runner sweep RECIPE` first, or pass --db)",
+            g.db.display()
+        )));
+    }
+    Ok(Store::open(&g.db)?)
+}
+
+/// `runner runs`.
+pub fn list(g: &Global, format: Format) -> Result<(), CliError> {
+    let store = open_store(g)?;
+    let runs = store.runs(None)?;
+    match format {
+        Format::Json => {
+            let list: Vec<serde_json::Value> = runs
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "id": r.id, "key": r.key, "status": r.status, "recipe": r.recipe,
+                        "started": r.started, "finished": r.finished,
+                    })
+                })
+                .collect();
+            print_json(&serde_json::Value::Array(list));
+        }
+        _ => {
+            let headers: Vec<String> = ["id", "key", "status", "recipe", "started", "finished", "parent"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let rows: Vec<Vec<String>> = runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        r.key.clone(),
+                        r.status.clone(),
+                        r.recipe.clone(),
+                        r.started.clone().unwrap_or_else(|| "-".into()),
+                        r.finished.clone().unwrap_or_else(|| "-".into()),
+                        r.parent_id.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            if format == Format::Csv {
+                print!("{}", super::output::csv(&headers, &rows));
+            } else {
+                println!("{}", table(&headers, &rows));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `show` document of a run (the contract's JSON).
+pub fn show_json(store: &Store, run: &RunRow) -> Result<serde_json::Value, CliError> {
+    let epochs = store.epochs(run.id)?;
+    let checkpoints = store.checkpoints(run.id)?;
+    let verification = store.verification(run.id)?;
+    Ok(serde_json::json!({
+        "id": run.id,
+        "key": run.key,
+        "status": run.status,
+        "recipe": run.recipe,
+        "config": run.config,
+        "overrides": run.overrides,
+        "started": run.started,
+        "finished": run.finished,
+        "error": run.error,
+        "host": run.host,
+        "version": run.version,
+        "data_fingerprint": run.data_fingerprint,
+        "resumed_from": run.resumed_from,
+        "epochs": epochs,
+        "checkpoints": checkpoints,
+        "verification": verification,
+        "parent": run.parent_id,
+    }))
+}
+
+/// Prints a run as a human-readable report.
+pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
+    println!("run {}  key {}  status {}", run.id, run.key, run.status);
+    println!("recipe   {}", run.recipe);
+    if let Some(p) = run.parent_id {
+        println!(
+            "parent   run {p}{}",
+            run.resumed_from
+                .as_ref()
+                .map(|c| format!(" (from {c})"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "started  {}   finished {}",
+        run.started.as_deref().unwrap_or("-"),
+        run.finished.as_deref().unwrap_or("-")
+    );
+    if let Some(e) = &run.error {
+        println!("error    {e}");
+    }
+    if let Some(o) = run.overrides.as_object().filter(|o| !o.is_empty()) {
+        let swept: Vec<String> = o.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect();
+        println!("swept    {}", swept.join("  "));
+    }
+    let epochs = store.epochs(run.id)?;
+    if !epochs.is_empty() {
+        let headers: Vec<String> = [
+            "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "verify_acc", "img/s", "seconds",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "-".into());
+        let rows: Vec<Vec<String>> = epochs
+            .iter()
+            .map(|e| {
+                vec![
+                    e.epoch.to_string(),
+                    fmt_num(e.lr),
+                    fmt_num(e.train_loss),
+                    fmt_num(e.train_acc),
+                    opt(e.val_loss),
+                    opt(e.val_acc),
+                    opt(e.verify_acc),
+                    format!("{:.1}", e.images_per_sec),
+                    format!("{:.1}", e.seconds),
+                ]
+            })
+            .collect();
+        println!("\n{}", table(&headers, &rows));
+    }
+    let checkpoints = store.checkpoints(run.id)?;
+    if !checkpoints.is_empty() {
+        println!("\ncheckpoints:");
+        for c in checkpoints {
+            println!(
+                "  epoch {:>3}  {}  {}={}  {}",
+                c.epoch,
+                if c.kept { "kept   " } else { "deleted" },
+                c.metric_name.as_deref().unwrap_or("metric"),
+                c.metric.map(fmt_num).unwrap_or_else(|| "-".into()),
+                c.path
+            );
+        }
+    }
+    let ver = store.verification(run.id)?;
+    if !ver.is_empty() {
+        println!("\nverification:");
+        for v in ver {
+            println!(
+                "  epoch {:>3}  {}  {}  accuracy {}  threshold {}  known {}  impostor rejection {}",
+                v.epoch,
+                v.split,
+                v.metric,
+                fmt_num(v.accuracy),
+                v.threshold.map(fmt_num).unwrap_or_else(|| "-".into()),
+                v.accuracy_known.map(fmt_num).unwrap_or_else(|| "-".into()),
+                v.impostor_rejection.map(fmt_num).unwrap_or_else(|| "-".into()),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `runner show RUN`.
+pub fn show(g: &Global, reference: &str, format: Format) -> Result<(), CliError> {
+    let store = open_store(g)?;
+    let id = store.resolve_run(reference)?;
+    let run = store.run(id)?;
+    match format {
+        Format::Json => print_json(&show_json(&store, &run)?),
+        _ => print_run(&store, &run)?,
+    }
+    Ok(())
+}
+
+/// `runner compare A B`: configuration differences and metrics side by side.
+pub fn compare(g: &Global, a: &str, b: &str, format: Format) -> Result<(), CliError> {
+    let store = open_store(g)?;
+    let ra = store.run(store.resolve_run(a)?)?;
+    let rb = store.run(store.resolve_run(b)?)?;
+    let mut fa = Vec::new();
+    flatten("", &ra.config, &mut fa);
+    let mut fb = Vec::new();
+    flatten("", &rb.config, &mut fb);
+    let ma: std::collections::BTreeMap<_, _> = fa.into_iter().collect();
+    let mb: std::collections::BTreeMap<_, _> = fb.into_iter().collect();
+    let keys: std::collections::BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
+    let mut diffs = Vec::new();
+    for k in keys {
+        let va = ma.get(k).cloned().unwrap_or(serde_json::Value::Null);
+        let vb = mb.get(k).cloned().unwrap_or(serde_json::Value::Null);
+        if va != vb {
+            diffs.push((k.clone(), va, vb));
+        }
+    }
+    let best = |id: i64| -> Result<std::collections::BTreeMap<String, f64>, CliError> {
+        let epochs = store.epochs(id)?;
+        let mut out = std::collections::BTreeMap::new();
+        for m in crate::recipe::validate::METRICS {
+            let vals = epochs.iter().filter_map(|e| e.get(m)).filter(|v| v.is_finite());
+            let v = if m.ends_with("loss") {
+                vals.fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.min(v))))
+            } else if *m == "lr" {
+                epochs.last().map(|e| e.lr)
+            } else {
+                vals.fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))))
+            };
+            if let Some(v) = v {
+                out.insert(m.to_string(), v);
+            }
+        }
+        Ok(out)
+    };
+    let (ba, bb) = (best(ra.id)?, best(rb.id)?);
+    if format == Format::Json {
+        let d: Vec<serde_json::Value> = diffs
+            .iter()
+            .map(|(k, a, b)| serde_json::json!({"key": k, "a": a, "b": b}))
+            .collect();
+        print_json(&serde_json::json!({
+            "a": {"id": ra.id, "key": ra.key, "status": ra.status, "best": ba},
+            "b": {"id": rb.id, "key": rb.key, "status": rb.status, "best": bb},
+            "config_differences": d,
+        }));
+        return Ok(());
+    }
+    let headers = vec![
+        "".to_string(),
+        format!("run {} ({})", ra.id, ra.key),
+        format!("run {} ({})", rb.id, rb.key),
+    ];
+    let mut rows = vec![vec!["status".into(), ra.status.clone(), rb.status.clone()]];
+    for (k, a, b) in &diffs {
+        rows.push(vec![k.clone(), cell(a), cell(b)]);
+    }
+    for m in crate::recipe::validate::METRICS {
+        if ba.contains_key(*m) || bb.contains_key(*m) {
+            let f = |x: Option<&f64>| x.map(|v| fmt_num(*v)).unwrap_or_else(|| "-".into());
+            rows.push(vec![format!("best {m}"), f(ba.get(*m)), f(bb.get(*m))]);
+        }
+    }
+    println!("{}", table(&headers, &rows));
+    if diffs.is_empty() {
+        eprintln!("the two runs have the same configuration");
+    }
+    Ok(())
+}
+
+/// Flattens a JSON object into dotted keys and leaf values.
+pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&p, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}

@@ -1,0 +1,327 @@
+//! `runner run`, `runner sweep` and `runner resume`: training from recipes and checkpoints.
+
+use std::path::Path;
+
+use super::output::{cell, fmt_num, print_json, table, Format};
+use super::{parse_sets, CliError, Global};
+use crate::engine::progress::Reporter;
+use crate::engine::sweep::{execute_sweep, new_run, start_for, Heartbeat, SweepOptions, STALE_AFTER};
+use crate::engine::{execute, RunOutcome, RunRequest, StartFrom};
+use crate::recipe::{Composed, Origin, Override, Recipe};
+use crate::store::{Claim, NewRun, Store};
+
+/// Options shared by the training commands.
+pub struct TrainOpts {
+    pub sets: Vec<String>,
+    pub device: Option<String>,
+    pub format: Format,
+    pub reporter: Reporter,
+}
+
+fn with_device(sets: &[String], device: &Option<String>) -> Vec<String> {
+    let mut s = sets.to_vec();
+    if let Some(d) = device {
+        s.push(format!("train.device=\"{d}\""));
+    }
+    s
+}
+
+fn print_outcome(store: &Store, id: i64, format: Format) -> Result<(), CliError> {
+    let run = store.run(id)?;
+    let epochs = store.epochs(id)?;
+    let metrics = epochs
+        .last()
+        .map(crate::engine::run::metrics_map)
+        .unwrap_or_default();
+    match format {
+        Format::Json => print_json(&serde_json::json!({
+            "id": run.id, "key": run.key, "status": run.status, "metrics": metrics,
+        })),
+        _ => {
+            let m: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {}", fmt_num(*v))).collect();
+            eprintln!("run {} ({}) {}: {}", run.id, run.key, run.status, m.join("  "));
+            println!("{}", run.id);
+        }
+    }
+    Ok(())
+}
+
+fn outcome_code(outcome: &Result<RunOutcome, crate::engine::EngineError>) -> Result<(), CliError> {
+    match outcome {
+        Ok(RunOutcome::Done(_)) => Ok(()),
+        Ok(RunOutcome::Interrupted) => Err(CliError::failed(
+            "interrupted: a checkpoint was written; `runner run` the same recipe (or `runner sweep`) resumes it",
+        )),
+        Ok(RunOutcome::Diverged(why)) => Err(CliError::failed(format!("diverged: {why}"))),
+        Err(e) => Err(CliError::failed(e)),
+    }
+}
+
+/// `runner run RECIPE`.
+pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), CliError> {
+    let sets = with_device(&o.sets, &o.device);
+    let runs = super::plan::plan_recipe(recipe, &sets)?;
+    let [planned] = runs.as_slice() else {
+        return Err(CliError::invalid(format!(
+            "{}: the recipe plans {} runs; `runner run` trains one (fix the swept keys with --set, or use `runner sweep`)",
+            recipe.display(),
+            runs.len()
+        )));
+    };
+    let mut store = Store::open(&g.db)?;
+    let record = new_run(&recipe.display().to_string(), planned, None);
+    let (id, start) = if force {
+        let id = store.create_claimed(&record)?;
+        (id, StartFrom::Scratch)
+    } else {
+        match store.claim_key(&record, STALE_AFTER, true)? {
+            Claim::Done(id) => {
+                o.reporter
+                    .info(&format!("run {id} with key {} is already done (--force trains a fresh one)", planned.key));
+                return print_outcome(&store, id, o.format);
+            }
+            Claim::Busy(id) => {
+                return Err(CliError::failed(format!(
+                    "run {id} with key {} is being trained by another live process",
+                    planned.key
+                )))
+            }
+            Claim::Finished { id, .. } | Claim::Claimed { id, resumed: false } => (id, StartFrom::Scratch),
+            Claim::Claimed { id, resumed: true } => (id, start_for(&mut store, id, true).map_err(CliError::failed)?),
+        }
+    };
+    let _hb = Heartbeat::start(&g.db, id);
+    let outcome = execute(
+        &mut store,
+        RunRequest {
+            run_id: id,
+            key: planned.key.clone(),
+            recipe: planned.recipe.clone(),
+            start,
+            reporter: &o.reporter,
+            stop: crate::engine::signals::stop_flag(),
+        },
+    );
+    print_outcome(&store, id, o.format)?;
+    outcome_code(&outcome)
+}
+
+/// `runner sweep RECIPE`.
+#[allow(clippy::too_many_arguments)]
+pub fn sweep(
+    g: &Global,
+    recipe: &Path,
+    opts: &SweepOptions,
+    dry_run: bool,
+    o: TrainOpts,
+) -> Result<(), CliError> {
+    let sets = with_device(&o.sets, &o.device);
+    let runs = super::plan::plan_recipe(recipe, &sets)?;
+    if dry_run {
+        return super::plan::run(g, recipe, &sets, o.format);
+    }
+    let mut store = Store::open(&g.db)?;
+    let started = std::time::Instant::now();
+    let rows = execute_sweep(
+        &mut store,
+        &recipe.display().to_string(),
+        &runs,
+        opts,
+        &o.reporter,
+        crate::engine::signals::stop_flag(),
+    )
+    .map_err(CliError::failed)?;
+    let swept: Vec<String> = runs
+        .first()
+        .map(|r| r.overrides.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut best = Vec::new();
+    for r in &rows {
+        let b = match r.run_id {
+            Some(id) => {
+                let epochs = store.epochs(id)?;
+                let val = epochs.iter().filter_map(|e| e.val_acc).fold(f64::NAN, f64::max);
+                let ver = epochs.iter().filter_map(|e| e.verify_acc).fold(f64::NAN, f64::max);
+                (val, ver)
+            }
+            None => (f64::NAN, f64::NAN),
+        };
+        best.push(b);
+    }
+    if o.format == Format::Json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .zip(&best)
+            .map(|(r, (v, ver))| {
+                let mut j = serde_json::to_value(r).unwrap_or_default();
+                j["best_val_acc"] = if v.is_finite() { (*v).into() } else { serde_json::Value::Null };
+                j["best_verify_acc"] = if ver.is_finite() { (*ver).into() } else { serde_json::Value::Null };
+                j
+            })
+            .collect();
+        print_json(&serde_json::Value::Array(list));
+    } else {
+        let mut headers = vec!["#".to_string(), "run".into(), "key".into()];
+        headers.extend(swept.iter().cloned());
+        headers.extend(["status", "action", "best val_acc", "best verify_acc", "time"].iter().map(|s| s.to_string()));
+        let f = |x: f64| if x.is_finite() { fmt_num(x) } else { "-".into() };
+        let table_rows: Vec<Vec<String>> = rows
+            .iter()
+            .zip(&best)
+            .map(|(r, (v, ver))| {
+                let mut row = vec![
+                    r.index.to_string(),
+                    r.run_id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                    r.key.clone(),
+                ];
+                row.extend(swept.iter().map(|k| r.overrides.get(k).map(cell).unwrap_or_else(|| "-".into())));
+                row.extend([
+                    r.status.clone(),
+                    r.action.clone(),
+                    f(*v),
+                    f(*ver),
+                    format!("{:.1}s", r.seconds),
+                ]);
+                row
+            })
+            .collect();
+        println!("{}", table(&headers, &table_rows));
+        eprintln!("sweep of {} run(s) finished in {:.1}s", rows.len(), started.elapsed().as_secs_f64());
+        // End with the leaderboard of this recipe's runs.
+        let q = super::leaderboard::Query {
+            metric: "val_acc".into(),
+            top: Some(10),
+            recipe: Some(recipe.display().to_string()),
+            ..Default::default()
+        };
+        println!();
+        super::leaderboard::run(g, &q, Format::Table)?;
+    }
+    let failed = rows.iter().filter(|r| r.status == "failed" || r.status == "diverged").count();
+    if rows.iter().any(|r| r.status == "interrupted") {
+        return Err(CliError::failed("sweep interrupted: run the same command again to resume it"));
+    }
+    if failed > 0 && opts.fail_fast {
+        return Err(CliError::failed(format!("{failed} run(s) failed or diverged (--fail-fast)")));
+    }
+    Ok(())
+}
+
+/// What `runner resume` continues.
+pub enum ResumeTarget {
+    Run(String),
+    Best(String),
+}
+
+/// `runner resume RUN|--best`.
+pub fn resume(
+    g: &Global,
+    target: ResumeTarget,
+    from_best: bool,
+    epochs: Option<u32>,
+    o: TrainOpts,
+) -> Result<(), CliError> {
+    let mut store = super::runs::open_store(g)?;
+    let parent_id = match target {
+        ResumeTarget::Run(r) => store.resolve_run(&r)?,
+        ResumeTarget::Best(metric) => {
+            let q = super::leaderboard::Query {
+                metric,
+                top: Some(1),
+                ..Default::default()
+            };
+            let ranked = super::leaderboard::rank(&store, &q)?;
+            ranked
+                .first()
+                .map(|r| r.row.id)
+                .ok_or_else(|| CliError::invalid(format!("no run has a recorded `{}`", q.metric)))?
+        }
+    };
+    let parent = store.run(parent_id)?;
+    let parent_recipe: Recipe = serde_json::from_value(parent.config.clone()).map_err(|e| {
+        CliError::failed(format!("run {parent_id}: stored configuration unreadable: {e}"))
+    })?;
+    let checkpoints: Vec<_> = store
+        .checkpoints(parent_id)?
+        .into_iter()
+        .filter(|c| c.kept && Path::new(&c.path).is_file() && c.metric_name.as_deref() != Some(crate::engine::run::INTERRUPT_METRIC))
+        .collect();
+    let ck = if from_best {
+        let mode = parent_recipe.checkpoint.mode;
+        checkpoints
+            .iter()
+            .filter(|c| c.metric.is_some_and(f64::is_finite))
+            .max_by(|a, b| {
+                let o = a.metric.unwrap_or(f64::NAN).total_cmp(&b.metric.unwrap_or(f64::NAN));
+                let o = if mode == crate::recipe::MetricMode::Min { o.reverse() } else { o };
+                o.then(b.epoch.cmp(&a.epoch))
+            })
+            .or(checkpoints.last())
+    } else {
+        checkpoints.last()
+    }
+    .cloned()
+    .ok_or_else(|| CliError::invalid(format!("run {parent_id} has no checkpoint to resume from")))?;
+    // The parent's resolved configuration, with the new total epochs and --set on top.
+    let mut table: toml::Table = toml::Table::try_from(&parent_recipe)
+        .map_err(|e| CliError::failed(format!("run {parent_id}: {e}")))?;
+    table.remove("sweep");
+    let composed = Composed {
+        file: format!("run {parent_id}").into(),
+        table,
+        origins: Default::default(),
+        files: Vec::new(),
+    };
+    let mut overrides: Vec<Override> = parse_sets(&with_device(&o.sets, &o.device))?;
+    if let Some(n) = epochs {
+        if n <= ck.epoch {
+            return Err(CliError::invalid(format!(
+                "--epochs {n}: must be more than the checkpoint's {} epochs (N is the new total)",
+                ck.epoch
+            )));
+        }
+        overrides.push(Override {
+            key: "train.epochs".into(),
+            value: toml::Value::Integer(n as i64),
+            raw: None,
+            origin: Origin::CommandLine,
+        });
+    }
+    let (_, recipe) = crate::recipe::resolve(composed, &overrides)?;
+    if recipe.train.epochs <= ck.epoch {
+        return Err(CliError::invalid(format!(
+            "the checkpoint is at epoch {} and the run has {} epochs: pass --epochs N with N > {}",
+            ck.epoch, recipe.train.epochs, ck.epoch
+        )));
+    }
+    let fp = parent.data_fingerprint.clone().unwrap_or_default();
+    let key = crate::plan::key::run_key(&recipe, &fp);
+    let id = store.create_claimed(&NewRun {
+        key: key.clone(),
+        recipe: parent.recipe.clone(),
+        config: crate::plan::key::canonical_config(&recipe),
+        overrides: parent.overrides.clone(),
+        data_fingerprint: fp,
+        sweep_id: None,
+        parent_id: Some(parent_id),
+        resumed_from: Some(ck.path.clone()),
+    })?;
+    o.reporter.info(&format!(
+        "run {id}: continuing run {parent_id} from its epoch-{} checkpoint to {} epochs",
+        ck.epoch, recipe.train.epochs
+    ));
+    let _hb = Heartbeat::start(&g.db, id);
+    let outcome = execute(
+        &mut store,
+        RunRequest {
+            run_id: id,
+            key,
+            recipe,
+            start: StartFrom::Parent(ck.path.clone().into()),
+            reporter: &o.reporter,
+            stop: crate::engine::signals::stop_flag(),
+        },
+    );
+    print_outcome(&store, id, o.format)?;
+    outcome_code(&outcome)
+}

@@ -1,0 +1,118 @@
+//! `runner bench train`: the time of one training step (forward, backward, optimizer step)
+//! on random input at the recipe's image size and batch size, and the process's peak memory.
+//! `runner bench leaderboard`: leaderboard latency over a large synthetic store.
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::init::{named_vars, SeededVarMap};
+use super::EngineError;
+use crate::model::ForwardCtx;
+use crate::recipe::Recipe;
+use crate::train::{loss, optim};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainBench {
+    pub model: String,
+    pub image_size: u32,
+    pub batch_size: usize,
+    pub steps: usize,
+    pub images_per_sec: f64,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub step_ms: f64,
+    pub peak_rss_mb: f64,
+    pub threads: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Times `steps` training steps (after one warm-up step); medians per phase.
+pub fn bench_train(recipe: &Recipe, num_classes: usize, steps: usize) -> Result<TrainBench, EngineError> {
+    let device = super::device(&recipe.train.device)?;
+    let seeded = SeededVarMap::new(VarMap::new(), recipe.train.seed);
+    let model = crate::model::build(&recipe.model, num_classes, seeded.var_builder(&device))?;
+    let mut opt = optim::build(&recipe.optimizer, named_vars(&seeded.varmap))?;
+    let (b, s) = (recipe.train.batch_size, recipe.data.image_size as usize);
+    let mut rng = ChaCha8Rng::seed_from_u64(recipe.train.seed);
+    let x: Vec<f32> = (0..b * 3 * s * s).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+    let y: Vec<u32> = (0..b).map(|_| rng.random_range(0..num_classes as u32)).collect();
+    let x = Tensor::from_vec(x, (b, 3, s, s), &device)?;
+    let y = Tensor::from_vec(y, b, &device)?;
+    let (mut fw, mut bw, mut st) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..steps + 1 {
+        let t0 = Instant::now();
+        let mut ctx = ForwardCtx::train(i as u64);
+        let logits = model.forward(&x, &mut ctx)?;
+        let l = loss::cross_entropy(&logits, &y, recipe.loss.label_smoothing)?;
+        let _ = l.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        device.synchronize()?;
+        let t1 = Instant::now();
+        let grads = l.backward()?;
+        device.synchronize()?;
+        let t2 = Instant::now();
+        opt.step(&grads, recipe.optimizer.lr())?;
+        device.synchronize()?;
+        let t3 = Instant::now();
+        if i > 0 {
+            fw.push((t1 - t0).as_secs_f64() * 1e3);
+            bw.push((t2 - t1).as_secs_f64() * 1e3);
+            st.push((t3 - t2).as_secs_f64() * 1e3);
+        }
+    }
+    let (f, bk, sp) = (median(fw), median(bw), median(st));
+    Ok(TrainBench {
+        model: format!(
+            "{:?} {}",
+            recipe.model.kind,
+            recipe.model.preset.clone().unwrap_or_else(|| format!(
+                "depths {:?} dims {:?}",
+                recipe.model.depths.clone().unwrap_or_default(),
+                recipe.model.dims.clone().unwrap_or_default()
+            ))
+        )
+        .to_lowercase(),
+        image_size: recipe.data.image_size,
+        batch_size: b,
+        steps,
+        images_per_sec: b as f64 / ((f + bk + sp) / 1e3),
+        forward_ms: f,
+        backward_ms: bk,
+        step_ms: sp,
+        peak_rss_mb: peak_rss_mb(),
+        threads: rayon::current_num_threads(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaderboardBench {
+    pub runs: usize,
+    pub epochs_per_run: usize,
+    pub fill_seconds: f64,
+    pub leaderboard_ms: f64,
+    pub filtered_leaderboard_ms: f64,
+}

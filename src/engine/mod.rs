@@ -1,0 +1,62 @@
+//! The run engine: executes one planned run end to end (data, model, optimizer, scheduler,
+//! checkpoints, verification, store records) and sweeps of runs with claims and resume.
+//! It composes the pieces of `data`, `model`, `train` and `verify`; it does not know which
+//! model, optimizer or scheduler it runs.
+
+pub mod batches;
+pub mod bench;
+pub mod init;
+pub mod progress;
+pub mod restore;
+pub mod run;
+pub mod signals;
+pub mod sweep;
+pub mod verification;
+
+pub use run::{execute, RunOutcome, RunRequest, StartFrom};
+
+/// Errors of a run at run time (exit status 1), naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The Candle device a recipe's `train.device` names.
+pub fn device(name: &str) -> Result<candle_core::Device, EngineError> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        other => {
+            let ordinal = match other.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .trim_start_matches(':')
+                    .parse::<usize>()
+                    .map_err(|_| EngineError::Other(format!("train.device: unknown device `{other}`")))?,
+                None => {
+                    return Err(EngineError::Other(format!(
+                        "train.device: unknown device `{other}` (expected cpu, cuda or cuda:N)"
+                    )))
+                }
+            };
+            if !candle_core::utils::cuda_is_available() {
+                return Err(EngineError::Other(format!(
+                    "train.device = \"{other}\": this runner was built without CUDA (rebuild with `cargo build --release --features cuda`)"
+                )));
+            }
+            Ok(candle_core::Device::new_cuda(ordinal)?)
+        }
+    }
+}

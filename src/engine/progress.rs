@@ -1,0 +1,118 @@
+//! Progress on stderr: an `indicatif` bar per epoch (loss, accuracy, lr, images/s, ETA) under
+//! an optional sweep bar, a compact line per finished epoch; `--quiet` prints nothing but
+//! errors, `--log-format json` prints one JSON object per event instead of bars.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::store::EpochMetrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Where and how progress is shown.
+#[derive(Clone)]
+pub struct Reporter {
+    quiet: bool,
+    format: LogFormat,
+    multi: MultiProgress,
+}
+
+impl Reporter {
+    pub fn new(quiet: bool, format: LogFormat) -> Reporter {
+        let target = if quiet || format == LogFormat::Json {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        Reporter {
+            quiet,
+            format,
+            multi: MultiProgress::with_draw_target(target),
+        }
+    }
+
+    /// A reporter that shows nothing (tests, library use).
+    pub fn silent() -> Reporter {
+        Reporter::new(true, LogFormat::Text)
+    }
+
+    /// A free-form line (or a JSON event).
+    pub fn info(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        match self.format {
+            LogFormat::Text => {
+                let _ = self.multi.println(msg);
+            }
+            LogFormat::Json => eprintln!("{}", serde_json::json!({"event": "info", "message": msg})),
+        }
+    }
+
+    /// The bar of a sweep (run i of n).
+    pub fn sweep_bar(&self, runs: u64) -> ProgressBar {
+        let bar = self.multi.add(ProgressBar::new(runs));
+        bar.set_style(
+            ProgressStyle::with_template("sweep {bar:30.green/white} run {pos}/{len}  elapsed {elapsed_precise}  ETA {eta_precise}  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    }
+
+    /// The bar of one epoch.
+    pub fn epoch_bar(&self, run: &str, epoch: u32, epochs: u32, batches: u64) -> ProgressBar {
+        let bar = self.multi.add(ProgressBar::new(batches));
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{run} epoch {epoch}/{epochs} {{bar:25.cyan/blue}} {{pos}}/{{len}} {{msg}} ETA {{eta}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    }
+
+    /// The line printed when an epoch ends.
+    pub fn epoch_done(&self, run: &str, epochs: u32, m: &EpochMetrics) {
+        if self.quiet {
+            return;
+        }
+        match self.format {
+            LogFormat::Json => {
+                let mut v = serde_json::to_value(m).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("event".into(), "epoch".into());
+                    o.insert("run".into(), run.into());
+                }
+                eprintln!("{v}");
+            }
+            LogFormat::Text => {
+                let opt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+                let mut line = format!(
+                    "{run} epoch {:>3}/{epochs}  lr {:.3e}  train loss {:.4} acc {:.4}  val loss {} acc {}",
+                    m.epoch,
+                    m.lr,
+                    m.train_loss,
+                    m.train_acc,
+                    opt(m.val_loss),
+                    opt(m.val_acc)
+                );
+                if let Some(v) = m.verify_acc {
+                    line.push_str(&format!("  verify {v:.4}"));
+                }
+                line.push_str(&format!("  {:.0} img/s  {:.1}s", m.images_per_sec, m.seconds));
+                let _ = self.multi.println(line);
+            }
+        }
+    }
+}
+
+/// Updates an epoch bar's message.
+pub fn set_batch_message(bar: &ProgressBar, loss: f64, acc: f64, lr: f64, images_per_sec: f64) {
+    bar.set_message(format!(
+        "loss {loss:.4} acc {acc:.3} lr {lr:.2e} {images_per_sec:.0} img/s"
+    ));
+}

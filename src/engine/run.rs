@@ -1,0 +1,642 @@
+//! One run, end to end: build data, model, optimizer, schedule and checkpoint policy from the
+//! recipe; train epoch by epoch; validate; score verification; record every epoch, checkpoint
+//! and score in the store; stop cleanly on Ctrl-C / SIGTERM; resume exactly from a checkpoint.
+//!
+//! Reproducibility: initial weights come from (seed, parameter name); the data order of an
+//! epoch from (seed, epoch); each sample's augmentation from (seed, epoch, index); drop-path
+//! masks from (seed, epoch, batch). Nothing depends on the thread count or on where a run was
+//! interrupted, so a resumed run computes what an uninterrupted one would.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use super::batches::{BatchSource, Split};
+use super::init::{named_vars, SeededVarMap};
+use super::progress::{set_batch_message, Reporter};
+use super::verification::{score_verification, VerificationScore};
+use super::EngineError;
+use crate::data::CourseData;
+use crate::model::{FaceModel, ForwardCtx};
+use crate::recipe::{LossKind, Recipe};
+use crate::store::{CheckpointRecord, EpochMetrics, RunStatus, Store, VerificationRecord};
+use crate::train::checkpoint::{
+    assign_vars, read_checkpoint, write_checkpoint, Checkpoint, CheckpointAction, CheckpointMeta,
+    CheckpointPolicy, CheckpointingStrategy, SavedCheckpoint,
+};
+use crate::train::divergence::{DivergenceDecision, DivergenceGuard, StepHealth};
+use crate::train::margin::MarginHead;
+use crate::train::optim::{self, Optimizer};
+use crate::train::schedule::{self, Schedule};
+use crate::train::{loss, Metrics};
+
+/// Where a run starts.
+#[derive(Debug, Clone)]
+pub enum StartFrom {
+    /// Fresh weights.
+    Scratch,
+    /// Continue this same run from one of its checkpoints (resume after an interruption).
+    Continue(PathBuf),
+    /// A new run linked to a parent, starting from the parent's checkpoint.
+    Parent(PathBuf),
+}
+
+/// What to run.
+pub struct RunRequest<'a> {
+    pub run_id: i64,
+    pub key: String,
+    pub recipe: Recipe,
+    pub start: StartFrom,
+    pub reporter: &'a Reporter,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// How a run ended (failures are errors).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    Done(BTreeMap<String, f64>),
+    Interrupted,
+    Diverged(String),
+}
+
+/// The label the checkpoint table gives a mid-epoch checkpoint written on interrupt.
+pub const INTERRUPT_METRIC: &str = "interrupt";
+
+/// Progress inside an epoch, saved by an interrupt checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct PartialEpoch {
+    epoch: u32,
+    batches_done: usize,
+    loss_sum: f64,
+    correct: u64,
+    seen: u64,
+    seconds: f64,
+}
+
+/// Runs the request, recording its final status in the store (done, diverged, interrupted,
+/// or failed with the error text).
+pub fn execute(store: &mut Store, req: RunRequest) -> Result<RunOutcome, EngineError> {
+    let run_id = req.run_id;
+    let result = Runner::new(store, req).and_then(|mut r| r.run());
+    match &result {
+        Ok(RunOutcome::Done(_)) => store.finish_run(run_id, RunStatus::Done, None)?,
+        Ok(RunOutcome::Interrupted) => store.finish_run(run_id, RunStatus::Interrupted, None)?,
+        Ok(RunOutcome::Diverged(why)) => {
+            store.finish_run(run_id, RunStatus::Diverged, Some(why))?
+        }
+        Err(e) => store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()))?,
+    }
+    result
+}
+
+struct Runner<'a, 's> {
+    store: &'s mut Store,
+    req: RunRequest<'a>,
+    device: Device,
+    data: CourseData,
+    varmap: VarMap,
+    model: Box<dyn FaceModel>,
+    head: Option<MarginHead>,
+    optimizer: Box<dyn Optimizer>,
+    schedule: Schedule,
+    policy: CheckpointPolicy,
+    guard: DivergenceGuard,
+    train_src: BatchSource,
+    eval_src: BatchSource,
+    ckpt_dir: PathBuf,
+    /// Epochs completed.
+    epoch: u32,
+    partial: Option<PartialEpoch>,
+    step: u64,
+}
+
+impl<'a, 's> Runner<'a, 's> {
+    fn new(store: &'s mut Store, req: RunRequest<'a>) -> Result<Self, EngineError> {
+        let r = &req.recipe;
+        let device = super::device(&r.train.device)?;
+        let root = crate::data::resolve_root(&r.data)?;
+        let data = CourseData::open(&root)?;
+        if data.train.is_empty() {
+            return Err(EngineError::Other(format!(
+                "{}: no training images in classification/train",
+                root.display()
+            )));
+        }
+        let num_classes = r.model.num_classes.unwrap_or(data.classes.len());
+        let seeded = SeededVarMap::new(VarMap::new(), r.train.seed);
+        let vb = seeded.var_builder(&device);
+        let model = crate::model::build(&r.model, num_classes, vb.clone())?;
+        let head = match r.loss.kind {
+            LossKind::CrossEntropy => None,
+            kind => Some(MarginHead::new(
+                vb.pp("margin_head"),
+                kind,
+                model.embedding_dim(),
+                num_classes,
+                r.loss.scale(),
+                r.loss.margin(),
+            )?),
+        };
+        let varmap = seeded.varmap.clone();
+        if let (Some(path), StartFrom::Scratch) = (&r.model.init_from, &req.start) {
+            crate::model::load_init_from(&varmap, Path::new(path))?;
+        }
+        let optimizer = optim::build(&r.optimizer, named_vars(&varmap))?;
+        let schedule = schedule::build(&r.scheduler, r.optimizer.lr(), r.train.epochs)?;
+        let policy = CheckpointPolicy::from_config(&r.checkpoint);
+        let guard = DivergenceGuard::from_config(&r.train);
+        let train_src = BatchSource::new(&data, Split::Train, r, &device)?;
+        let eval_src = BatchSource::new(&data, Split::Dev, r, &device)?;
+        let ckpt_dir = PathBuf::from(&r.checkpoint.dir)
+            .join(&req.key)
+            .join(format!("run-{}", req.run_id));
+        let mut runner = Runner {
+            store,
+            req,
+            device,
+            data,
+            varmap,
+            model,
+            head,
+            optimizer,
+            schedule,
+            policy,
+            guard,
+            train_src,
+            eval_src,
+            ckpt_dir,
+            epoch: 0,
+            partial: None,
+            step: 0,
+        };
+        match runner.req.start.clone() {
+            StartFrom::Scratch => {}
+            StartFrom::Continue(path) => runner.restore(&path, true)?,
+            StartFrom::Parent(path) => runner.restore(&path, false)?,
+        }
+        Ok(runner)
+    }
+
+    fn label(&self) -> String {
+        format!("run {}", self.req.run_id)
+    }
+
+    /// Loads a checkpoint: weights, optimizer, schedule, divergence state, epoch.
+    fn restore(&mut self, path: &Path, same_run: bool) -> Result<(), EngineError> {
+        let ck = read_checkpoint(path)?;
+        assign_vars(&self.varmap, &ck.model)?;
+        self.optimizer.load_state_tensors(&ck.optim)?;
+        self.epoch = ck.meta.epoch;
+        let parent_recipe: Option<Recipe> = serde_json::from_value(ck.meta.recipe.clone()).ok();
+        let same_schedule = parent_recipe.as_ref().is_some_and(|p| {
+            p.scheduler == self.req.recipe.scheduler
+                && p.optimizer.lr() == self.req.recipe.optimizer.lr()
+                && p.train.epochs == self.req.recipe.train.epochs
+        });
+        if same_run || same_schedule {
+            self.schedule.load_state(&ck.meta.scheduler)?;
+        } else {
+            // A linked run with another lr or length: its own schedule, advanced to this epoch.
+            for _ in 0..self.epoch {
+                self.schedule.step_epoch(&Metrics::new())?;
+            }
+        }
+        if let Some(g) = ck.meta.extra.get("divergence") {
+            if let Ok(g) = serde_json::from_value::<DivergenceGuard>(g.clone()) {
+                self.guard = g;
+                self.schedule.set_lr_scale(self.guard.lr_scale());
+            }
+        }
+        if same_run {
+            self.partial = ck
+                .meta
+                .extra
+                .get("partial")
+                .and_then(|p| serde_json::from_value(p.clone()).ok());
+            self.step = ck.meta.extra.get("step").and_then(|s| s.as_u64()).unwrap_or(0);
+            // Epochs after the checkpoint are recomputed; forget what was recorded of them.
+            self.store.truncate_epochs(self.req.run_id, self.epoch)?;
+            let saved = self.saved_checkpoints()?;
+            self.policy = CheckpointPolicy::resume(&self.req.recipe.checkpoint, saved);
+            for e in self.policy.truncate_after(self.epoch) {
+                self.delete_checkpoint(e)?;
+            }
+        }
+        self.req.reporter.info(&format!(
+            "{}: resuming from {} (epoch {}{})",
+            self.label(),
+            path.display(),
+            self.epoch,
+            self.partial
+                .as_ref()
+                .map(|p| format!(", {} batches into epoch {}", p.batches_done, p.epoch))
+                .unwrap_or_default()
+        ));
+        Ok(())
+    }
+
+    /// This run's kept end-of-epoch checkpoints with their epochs' metrics.
+    fn saved_checkpoints(&self) -> Result<Vec<SavedCheckpoint>, EngineError> {
+        let epochs = self.store.epochs(self.req.run_id)?;
+        let mut out = Vec::new();
+        for c in self.store.checkpoints(self.req.run_id)? {
+            if !c.kept || c.metric_name.as_deref() == Some(INTERRUPT_METRIC) {
+                continue;
+            }
+            let metrics = epochs
+                .iter()
+                .find(|e| e.epoch == c.epoch)
+                .map(metrics_map)
+                .unwrap_or_default();
+            out.push(SavedCheckpoint {
+                epoch: c.epoch,
+                metrics,
+            });
+        }
+        Ok(out)
+    }
+
+    fn run(&mut self) -> Result<RunOutcome, EngineError> {
+        let epochs = self.req.recipe.train.epochs;
+        let mut last: BTreeMap<String, f64> = BTreeMap::new();
+        while self.epoch < epochs {
+            let epoch = self.epoch + 1;
+            self.store.heartbeat(self.req.run_id)?;
+            let lr = self.schedule.lr();
+            let train = match self.train_epoch(epoch)? {
+                EpochResult::Finished(t) => t,
+                EpochResult::Interrupted => return Ok(RunOutcome::Interrupted),
+                EpochResult::Diverged(why) => return Ok(RunOutcome::Diverged(why)),
+                EpochResult::RolledBack => continue,
+            };
+            let (val_loss, val_acc) = self.evaluate()?;
+            let verify = self.verification_due(epoch, epochs);
+            let mut metrics = EpochMetrics {
+                epoch,
+                lr,
+                train_loss: train.loss,
+                train_acc: train.acc,
+                val_loss,
+                val_acc,
+                verify_acc: None,
+                images_per_sec: train.images_per_sec,
+                seconds: 0.0,
+            };
+            let score = if verify { self.verify()? } else { None };
+            metrics.verify_acc = score.as_ref().map(|s| s.metrics.accuracy);
+            metrics.seconds = train.seconds + train.eval_start.elapsed().as_secs_f64();
+            self.store.record_epoch(self.req.run_id, &metrics)?;
+            if let Some(s) = &score {
+                self.store.record_verification(&VerificationRecord {
+                    run_id: self.req.run_id,
+                    epoch,
+                    split: "verify-dev".into(),
+                    metric: s.metric.clone(),
+                    threshold: Some(s.threshold),
+                    accuracy: s.metrics.accuracy,
+                    accuracy_known: s.metrics.accuracy_known,
+                    impostor_rejection: s.metrics.impostor_rejection,
+                })?;
+            }
+            self.req.reporter.epoch_done(&self.label(), epochs, &metrics);
+            let m = metrics_map(&metrics);
+            let hm: Metrics = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            self.schedule.step_epoch(&hm)?;
+            self.epoch = epoch;
+            self.partial = None;
+            for action in self.policy.actions(epoch, &hm, epoch == epochs) {
+                match action {
+                    CheckpointAction::Save => self.save_checkpoint(epoch, &m)?,
+                    CheckpointAction::Delete(e) => self.delete_checkpoint(e)?,
+                }
+            }
+            self.drop_interrupt_checkpoints()?;
+            last = m;
+            if self.req.stop.load(Ordering::SeqCst) && epoch < epochs {
+                // The epoch's checkpoint (if the policy wrote one) may not exist: write one.
+                if !self.policy.saved().iter().any(|c| c.epoch == epoch) {
+                    self.save_interrupt_checkpoint()?;
+                }
+                return Ok(RunOutcome::Interrupted);
+            }
+        }
+        Ok(RunOutcome::Done(last))
+    }
+
+    fn verification_due(&self, epoch: u32, epochs: u32) -> bool {
+        let v = &self.req.recipe.verification;
+        if !v.enabled || !self.data.has_verification() {
+            return false;
+        }
+        epoch == epochs || (v.every > 0 && epoch % v.every == 0)
+    }
+
+    fn verify(&mut self) -> Result<Option<VerificationScore>, EngineError> {
+        let score = score_verification(
+            self.model.as_ref(),
+            &self.data,
+            &self.req.recipe,
+            &self.device,
+        )?;
+        Ok(Some(score))
+    }
+
+    fn logits(&self, x: &Tensor, labels: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor, EngineError> {
+        Ok(match &self.head {
+            None => self.model.forward(x, ctx)?,
+            Some(head) => {
+                let e = self.model.embed(x, ctx)?;
+                head.forward(&e, if ctx.train { Some(labels) } else { None })?
+            }
+        })
+    }
+
+    fn train_epoch(&mut self, epoch: u32) -> Result<EpochResult, EngineError> {
+        let r = &self.req.recipe;
+        let seed = r.train.seed;
+        let smoothing = r.loss.label_smoothing;
+        let (mut loss_sum, mut correct, mut seen, mut prior_seconds, start_batch) =
+            match self.partial.take().filter(|p| p.epoch == epoch) {
+                Some(p) => (p.loss_sum, p.correct, p.seen, p.seconds, p.batches_done),
+                None => (0.0, 0, 0, 0.0, 0),
+            };
+        let batches = self.train_src.num_batches();
+        let bar = self
+            .req
+            .reporter
+            .epoch_bar(&self.label(), epoch, r.train.epochs, batches as u64);
+        bar.set_position(start_batch as u64);
+        let started = Instant::now();
+        let mut images_timed = 0u64;
+        let grad_clip = r.train.grad_clip;
+        let per_iter = r.scheduler.warmup_per_iteration;
+        for item in self.train_src.epoch(epoch, start_batch)? {
+            let (b, batch) = item?;
+            let lr = if per_iter {
+                self.schedule.lr_at(b, batches)
+            } else {
+                self.schedule.lr()
+            };
+            let mut ctx = ForwardCtx::train(mix(seed, epoch as u64, b as u64));
+            let logits = self.logits(&batch.images, &batch.labels, &mut ctx)?;
+            let loss_t = loss::cross_entropy(&logits, &batch.labels, smoothing)?;
+            let loss_v = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let n = batch.labels.dim(0)? as u64;
+            let mut grads = loss_t.backward()?;
+            let vars: Vec<candle_core::Var> =
+                self.optimizer.params().iter().map(|p| p.var.clone()).collect();
+            let grad_norm = match grad_clip {
+                Some(max) => Some(optim::clip_grad_norm(&mut grads, &vars, max)?),
+                None => None,
+            };
+            let health = StepHealth {
+                epoch,
+                step: self.step,
+                loss: loss_v,
+                grads_finite: grad_norm.map_or_else(|| optim::grads_finite(&grads, &vars), |g| Ok(g.is_finite()))?,
+                grad_norm,
+            };
+            let can_rollback = self.policy.latest().is_some();
+            match self.guard.check(&health, can_rollback) {
+                DivergenceDecision::Continue => {}
+                DivergenceDecision::Diverged { reason } => {
+                    bar.finish_and_clear();
+                    return Ok(EpochResult::Diverged(reason));
+                }
+                DivergenceDecision::Rollback {
+                    new_lr_scale,
+                    reason,
+                    ..
+                } => {
+                    bar.finish_and_clear();
+                    self.rollback(new_lr_scale, &reason)?;
+                    return Ok(EpochResult::RolledBack);
+                }
+            }
+            self.optimizer.step(&grads, lr)?;
+            self.step += 1;
+            loss_sum += loss_v * n as f64;
+            correct += loss::correct_count(&logits, &batch.labels)? as u64;
+            seen += n;
+            images_timed += n;
+            bar.inc(1);
+            let elapsed = started.elapsed().as_secs_f64();
+            set_batch_message(
+                &bar,
+                loss_sum / seen.max(1) as f64,
+                correct as f64 / seen.max(1) as f64,
+                lr,
+                images_timed as f64 / elapsed.max(1e-9),
+            );
+            if self.req.stop.load(Ordering::SeqCst) && b + 1 < batches {
+                self.partial = Some(PartialEpoch {
+                    epoch,
+                    batches_done: b + 1,
+                    loss_sum,
+                    correct,
+                    seen,
+                    seconds: prior_seconds + elapsed,
+                });
+                bar.finish_and_clear();
+                self.save_interrupt_checkpoint()?;
+                return Ok(EpochResult::Interrupted);
+            }
+        }
+        bar.finish_and_clear();
+        let elapsed = started.elapsed().as_secs_f64();
+        prior_seconds += elapsed;
+        Ok(EpochResult::Finished(TrainStats {
+            loss: loss_sum / seen.max(1) as f64,
+            acc: correct as f64 / seen.max(1) as f64,
+            images_per_sec: images_timed as f64 / elapsed.max(1e-9),
+            seconds: prior_seconds,
+            eval_start: Instant::now(),
+        }))
+    }
+
+    fn evaluate(&mut self) -> Result<(Option<f64>, Option<f64>), EngineError> {
+        if self.eval_src.is_empty() {
+            return Ok((None, None));
+        }
+        let smoothing = self.req.recipe.loss.label_smoothing;
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0u64, 0u64);
+        for item in self.eval_src.epoch(0, 0)? {
+            let (_, batch) = item?;
+            let mut ctx = ForwardCtx::eval();
+            let logits = self.logits(&batch.images, &batch.labels, &mut ctx)?.detach();
+            let l = loss::cross_entropy(&logits, &batch.labels, smoothing)?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            let n = batch.labels.dim(0)? as u64;
+            loss_sum += l * n as f64;
+            correct += loss::correct_count(&logits, &batch.labels)? as u64;
+            seen += n;
+        }
+        Ok((
+            Some(loss_sum / seen.max(1) as f64),
+            Some(correct as f64 / seen.max(1) as f64),
+        ))
+    }
+
+    fn rollback(&mut self, lr_scale: f64, reason: &str) -> Result<(), EngineError> {
+        let Some(epoch) = self.policy.latest() else {
+            return Err(EngineError::Other(format!("cannot roll back ({reason}): no checkpoint")));
+        };
+        let path = self.checkpoint_path(epoch);
+        self.req.reporter.info(&format!(
+            "{}: {reason}; rolling back to epoch {epoch} with lr scale {lr_scale}",
+            self.label()
+        ));
+        let guard = self.guard.clone();
+        let ck = read_checkpoint(&path)?;
+        assign_vars(&self.varmap, &ck.model)?;
+        self.optimizer.load_state_tensors(&ck.optim)?;
+        self.schedule.load_state(&ck.meta.scheduler)?;
+        // The guard keeps counting across rollbacks: it is not restored from the checkpoint.
+        self.guard = guard;
+        self.schedule.set_lr_scale(lr_scale);
+        self.epoch = ck.meta.epoch;
+        self.partial = None;
+        self.store.truncate_epochs(self.req.run_id, self.epoch)?;
+        for e in self.policy.truncate_after(self.epoch) {
+            self.delete_checkpoint(e)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_path(&self, epoch: u32) -> PathBuf {
+        self.ckpt_dir.join(format!("epoch-{epoch:04}.safetensors"))
+    }
+
+    fn checkpoint(&self, metrics: &BTreeMap<String, f64>) -> Result<Checkpoint, EngineError> {
+        let model = named_vars(&self.varmap)
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect();
+        let mut extra = serde_json::json!({
+            "divergence": self.guard,
+            "step": self.step,
+            "num_classes": self.model.num_classes(),
+        });
+        if let Some(p) = &self.partial {
+            extra["partial"] = serde_json::to_value(p).unwrap_or_default();
+        }
+        Ok(Checkpoint {
+            meta: CheckpointMeta {
+                epoch: self.epoch,
+                run_key: self.req.key.clone(),
+                scheduler: self.schedule.state(),
+                rng: serde_json::json!({
+                    "scheme": "chacha8 from (seed, epoch, sample|batch)",
+                    "seed": self.req.recipe.train.seed,
+                }),
+                recipe: serde_json::to_value(&self.req.recipe).unwrap_or_default(),
+                metrics: metrics.clone(),
+                extra,
+            },
+            model,
+            optim: self.optimizer.state_tensors(),
+        })
+    }
+
+    fn save_checkpoint(&mut self, epoch: u32, metrics: &BTreeMap<String, f64>) -> Result<(), EngineError> {
+        let path = self.checkpoint_path(epoch);
+        write_checkpoint(&path, &self.checkpoint(metrics)?)?;
+        let monitor = &self.req.recipe.checkpoint.monitor;
+        self.store.record_checkpoint(&CheckpointRecord {
+            run_id: self.req.run_id,
+            epoch,
+            path: path.display().to_string(),
+            metric_name: Some(monitor.clone()),
+            metric: metrics.get(monitor).copied(),
+            kept: true,
+        })?;
+        Ok(())
+    }
+
+    /// A checkpoint of the current state (mid-epoch or between epochs) written on interrupt.
+    fn save_interrupt_checkpoint(&mut self) -> Result<(), EngineError> {
+        let path = self.ckpt_dir.join(format!(
+            "interrupt-epoch-{:04}-step-{:08}.safetensors",
+            self.epoch, self.step
+        ));
+        write_checkpoint(&path, &self.checkpoint(&BTreeMap::new())?)?;
+        self.store.record_checkpoint(&CheckpointRecord {
+            run_id: self.req.run_id,
+            epoch: self.epoch,
+            path: path.display().to_string(),
+            metric_name: Some(INTERRUPT_METRIC.into()),
+            metric: None,
+            kept: true,
+        })?;
+        Ok(())
+    }
+
+    /// Interrupt checkpoints are superseded by the next end-of-epoch state.
+    fn drop_interrupt_checkpoints(&mut self) -> Result<(), EngineError> {
+        for c in self.store.checkpoints(self.req.run_id)? {
+            if c.kept && c.metric_name.as_deref() == Some(INTERRUPT_METRIC) {
+                let _ = std::fs::remove_file(&c.path);
+                self.store.mark_checkpoint_deleted_path(self.req.run_id, &c.path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_checkpoint(&mut self, epoch: u32) -> Result<(), EngineError> {
+        let path = self.checkpoint_path(epoch);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(EngineError::Other(format!(
+                    "{}: cannot delete checkpoint: {e}",
+                    path.display()
+                )))
+            }
+        }
+        self.store.mark_checkpoint_deleted(self.req.run_id, epoch)?;
+        Ok(())
+    }
+}
+
+enum EpochResult {
+    Finished(TrainStats),
+    Interrupted,
+    Diverged(String),
+    RolledBack,
+}
+
+struct TrainStats {
+    loss: f64,
+    acc: f64,
+    images_per_sec: f64,
+    seconds: f64,
+    eval_start: Instant,
+}
+
+/// A stable 64-bit mix of seeds (SplitMix64 steps).
+pub fn mix(a: u64, b: u64, c: u64) -> u64 {
+    let mut x = a ^ 0x9E37_79B9_7F4A_7C15;
+    for v in [b, c] {
+        x = x.wrapping_add(v).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+    }
+    x
+}
+
+/// An epoch's metrics by contract name (finite values only).
+pub fn metrics_map(m: &EpochMetrics) -> BTreeMap<String, f64> {
+    crate::recipe::validate::METRICS
+        .iter()
+        .filter_map(|k| m.get(k).filter(|v| v.is_finite()).map(|v| (k.to_string(), v)))
+        .collect()
+}

@@ -1,0 +1,129 @@
+//! Verification inside a run and for `runner eval`: embeds the gallery (`verification/known`)
+//! and the unknown faces with the recipe's eval transforms (optionally averaged with the
+//! flipped image), matches them one-to-many, and scores the open-set decision.
+
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+
+use super::batches::BatchSource;
+use super::EngineError;
+use crate::data::CourseData;
+use crate::model::{FaceModel, ForwardCtx};
+use crate::recipe::{Recipe, ThresholdSpec};
+use crate::verify::{self, Embeddings, Gallery, VerificationMetrics};
+
+/// A verification score of a model.
+#[derive(Debug, Clone)]
+pub struct VerificationScore {
+    pub metric: String,
+    /// In the metric's natural unit (similarity for cosine, distance for Euclidean).
+    pub threshold: f64,
+    pub metrics: VerificationMetrics,
+    /// The decision for each unknown image, by id.
+    pub decisions: Vec<(String, String)>,
+}
+
+/// Embeds images (in order) with the eval pipeline; ids are the file names.
+pub fn embed_paths(
+    model: &dyn FaceModel,
+    paths: &[PathBuf],
+    recipe: &Recipe,
+    device: &Device,
+) -> Result<Embeddings, EngineError> {
+    let items: Vec<(PathBuf, u32)> = paths.iter().map(|p| (p.clone(), 0)).collect();
+    let src = BatchSource::eval_items(items, recipe, device)?;
+    let tta = recipe.verification.tta;
+    let mut rows: Vec<Tensor> = Vec::new();
+    for item in src.epoch(0, 0)? {
+        let (_, batch) = item?;
+        let mut ctx = ForwardCtx::eval();
+        let mut e = model.embed(&batch.images, &mut ctx)?.detach();
+        if tta {
+            let flipped = batch.images.flip(&[3])?;
+            let f = model.embed(&flipped, &mut ForwardCtx::eval())?.detach();
+            e = ((e + f)? * 0.5)?;
+        }
+        rows.push(e);
+    }
+    let ids: Vec<String> = paths.iter().map(|p| crate::data::file_id(p)).collect();
+    if rows.is_empty() {
+        return Ok(Embeddings::new(ids, Vec::new(), model.embedding_dim())?);
+    }
+    let all = Tensor::cat(&rows, 0)?;
+    Ok(Embeddings::from_tensor(ids, &all)?)
+}
+
+/// Scores verification on `unknown_dev` (threshold tuned there when the recipe says "tune").
+pub fn score_verification(
+    model: &dyn FaceModel,
+    data: &CourseData,
+    recipe: &Recipe,
+    device: &Device,
+) -> Result<VerificationScore, EngineError> {
+    let v = &recipe.verification;
+    let known_paths: Vec<PathBuf> = data.known.iter().map(|s| s.path.clone()).collect();
+    let known_labels: Vec<String> = data
+        .known
+        .iter()
+        .map(|s| data.known_identities[s.label].clone())
+        .collect();
+    let known = embed_paths(model, &known_paths, recipe, device)?;
+    let unknown = embed_paths(model, &data.unknown_dev, recipe, device)?;
+    let gallery = Gallery::build(&known, &known_labels, v.metric, v.gallery)?;
+    let matches = gallery.best_matches(&unknown)?;
+    let truth: Vec<String> = unknown
+        .ids()
+        .iter()
+        .map(|id| {
+            data.unknown_dev_labels
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| verify::NO_MATCH.to_string())
+        })
+        .collect();
+    let tuned = verify::resolve_threshold(v.threshold, v.metric, &matches, &truth)?;
+    let decisions = verify::decide(&matches, tuned.score);
+    let metrics = verify::verification_metrics(&decisions, &truth)?;
+    let ids = unknown.ids().to_vec();
+    Ok(VerificationScore {
+        metric: format!("{:?}", v.metric).to_lowercase(),
+        threshold: tuned.natural,
+        metrics,
+        decisions: ids.into_iter().zip(decisions).collect(),
+    })
+}
+
+/// Decisions for `unknown_test` with a threshold (natural unit) fixed on the dev split.
+pub fn decide_paths(
+    model: &dyn FaceModel,
+    data: &CourseData,
+    paths: &[PathBuf],
+    recipe: &Recipe,
+    device: &Device,
+    threshold_natural: f64,
+) -> Result<Vec<(String, String)>, EngineError> {
+    let v = &recipe.verification;
+    let known_paths: Vec<PathBuf> = data.known.iter().map(|s| s.path.clone()).collect();
+    let known_labels: Vec<String> = data
+        .known
+        .iter()
+        .map(|s| data.known_identities[s.label].clone())
+        .collect();
+    let known = embed_paths(model, &known_paths, recipe, device)?;
+    let unknown = embed_paths(model, paths, recipe, device)?;
+    let gallery = Gallery::build(&known, &known_labels, v.metric, v.gallery)?;
+    let matches = gallery.best_matches(&unknown)?;
+    let decisions = verify::decide(&matches, verify::score_threshold(v.metric, threshold_natural));
+    Ok(unknown.ids().iter().cloned().zip(decisions).collect())
+}
+
+/// The fixed threshold of a recipe, if it has one.
+pub fn fixed_threshold(recipe: &Recipe) -> Option<f64> {
+    match recipe.verification.threshold {
+        ThresholdSpec::Fixed(t) => Some(t),
+        ThresholdSpec::Tune => None,
+    }
+}
+
