@@ -33,7 +33,7 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    /// `groups` == channels makes it depthwise; padding is `(k - 1) / 2`.
+    /// `groups` == channels makes it depthwise; padding is `(k - 1) / 2`; `bn` = (eps, momentum).
     pub fn new(
         vb: VarBuilder,
         in_c: usize,
@@ -41,8 +41,7 @@ impl ConvBn {
         k: usize,
         stride: usize,
         groups: usize,
-        bn_eps: f64,
-        bn_momentum: f64,
+        bn: (f64, f64),
     ) -> Result<Self> {
         Ok(Self {
             conv: Conv2d::new(
@@ -58,7 +57,7 @@ impl ConvBn {
                     init: WInit::KaimingFanOut,
                 },
             )?,
-            bn: BatchNorm2d::with_eps(vb.pp("1"), out_c, bn_eps, bn_momentum)?,
+            bn: BatchNorm2d::with_eps(vb.pp("1"), out_c, bn.0, bn.1)?,
         })
     }
 
@@ -82,11 +81,11 @@ impl InvertedResidual {
         let mut i = 0;
         let expand = if t != 1 {
             i += 1;
-            Some(ConvBn::new(vb.pp("0"), inp, hidden, 1, 1, 1, 1e-5, 0.1)?)
+            Some(ConvBn::new(vb.pp("0"), inp, hidden, 1, 1, 1, BN)?)
         } else {
             None
         };
-        let dw = ConvBn::new(vb.pp(i), hidden, hidden, 3, stride, hidden, 1e-5, 0.1)?;
+        let dw = ConvBn::new(vb.pp(i), hidden, hidden, 3, stride, hidden, BN)?;
         let mut spec = ConvSpec::plain(hidden, oup, 1, 1, WInit::KaimingFanOut);
         spec.padding = 0;
         let project = Conv2d::new(vb.pp(i + 1), spec)?;
@@ -128,6 +127,9 @@ pub struct MobileNetV2 {
     num_classes: usize,
 }
 
+/// BatchNorm (eps, momentum): PyTorch defaults.
+const BN: (f64, f64) = (1e-5, 0.1);
+
 const SETTINGS: [(usize, usize, usize, usize); 7] = [
     (1, 16, 1, 1),
     (6, 24, 2, 2),
@@ -144,7 +146,7 @@ impl MobileNetV2 {
         let f = vb.pp("features");
         let mut inp = make_divisible(32.0 * wm, 8);
         let last_c = make_divisible(1280.0 * wm.max(1.0), 8);
-        let stem = ConvBn::new(f.pp(0), 3, inp, 3, 2, 1, 1e-5, 0.1)?;
+        let stem = ConvBn::new(f.pp(0), 3, inp, 3, 2, 1, BN)?;
         let mut blocks = Vec::new();
         let mut idx = 1;
         for (t, c, n, s) in SETTINGS {
@@ -156,7 +158,7 @@ impl MobileNetV2 {
                 idx += 1;
             }
         }
-        let last = ConvBn::new(f.pp(idx), inp, last_c, 1, 1, 1, 1e-5, 0.1)?;
+        let last = ConvBn::new(f.pp(idx), inp, last_c, 1, 1, 1, BN)?;
         let head = EmbedHead::new(&vb, last_c, cfg.embedding_dim)?;
         let fc = Linear::new(
             vb.pp("classifier.1"),

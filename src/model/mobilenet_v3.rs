@@ -8,8 +8,8 @@ use super::face::{FaceModel, ForwardCtx};
 use super::layers::{dropout, hardsigmoid, hardswish, Conv2d, ConvSpec, EmbedHead, Linear, WInit};
 use super::mobilenet_v2::{make_divisible, ConvBn};
 
-const BN_EPS: f64 = 1e-3;
-const BN_MOMENTUM: f64 = 0.01;
+/// BatchNorm (eps, momentum) of torchvision's MobileNetV3.
+const BN: (f64, f64) = (1e-3, 0.01);
 
 /// One inverted-residual block: input, kernel, expanded, output channels, squeeze-excitation,
 /// hard-swish (else ReLU), stride.
@@ -137,29 +137,11 @@ impl Block {
         let mut i = 0;
         let expand = if exp != inp {
             i += 1;
-            Some(ConvBn::new(
-                vb.pp(0),
-                inp,
-                exp,
-                1,
-                1,
-                1,
-                BN_EPS,
-                BN_MOMENTUM,
-            )?)
+            Some(ConvBn::new(vb.pp(0), inp, exp, 1, 1, 1, BN)?)
         } else {
             None
         };
-        let dw = ConvBn::new(
-            vb.pp(i),
-            exp,
-            exp,
-            s.kernel,
-            s.stride,
-            exp,
-            BN_EPS,
-            BN_MOMENTUM,
-        )?;
+        let dw = ConvBn::new(vb.pp(i), exp, exp, s.kernel, s.stride, exp, BN)?;
         i += 1;
         let se = if s.se {
             let sq = make_divisible((exp / 4) as f64, 8);
@@ -169,7 +151,7 @@ impl Block {
         } else {
             None
         };
-        let project = ConvBn::new(vb.pp(i), exp, out, 1, 1, 1, BN_EPS, BN_MOMENTUM)?;
+        let project = ConvBn::new(vb.pp(i), exp, out, 1, 1, 1, BN)?;
         Ok(Self {
             expand,
             dw,
@@ -217,23 +199,14 @@ impl MobileNetV3 {
         let adj = |c: usize| make_divisible(c as f64 * wm, 8);
         let f = vb.pp("features");
         let first = cfg.blocks.first().map(|b| b.input).unwrap_or(16);
-        let stem = ConvBn::new(f.pp(0), 3, adj(first), 3, 2, 1, BN_EPS, BN_MOMENTUM)?;
+        let stem = ConvBn::new(f.pp(0), 3, adj(first), 3, 2, 1, BN)?;
         let mut blocks = Vec::new();
         for (i, s) in cfg.blocks.iter().enumerate() {
             blocks.push(Block::new(f.pp(i + 1), *s, wm)?);
         }
         let last_in = adj(cfg.blocks.last().map(|b| b.out).unwrap_or(first));
         let last_out = 6 * last_in;
-        let last = ConvBn::new(
-            f.pp(cfg.blocks.len() + 1),
-            last_in,
-            last_out,
-            1,
-            1,
-            1,
-            BN_EPS,
-            BN_MOMENTUM,
-        )?;
+        let last = ConvBn::new(f.pp(cfg.blocks.len() + 1), last_in, last_out, 1, 1, 1, BN)?;
         let last_channel = adj(cfg.last_channel);
         let hidden = Linear::new(
             vb.pp("classifier.0"),

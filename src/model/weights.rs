@@ -116,11 +116,14 @@ pub fn count_varmap(varmap: &VarMap) -> (usize, usize) {
     (n, n)
 }
 
+/// A parameter name and its shape.
+pub type NamedShape = (String, Vec<usize>);
+
 /// A VarBuilder backend that records names and shapes and hands out zero-stride views of one
 /// scalar: a model can be constructed (not run) without allocating its weights.
 #[derive(Debug, Default, Clone)]
 pub struct ShapeRecorder {
-    pub shapes: Arc<Mutex<Vec<(String, Vec<usize>)>>>,
+    pub shapes: Arc<Mutex<Vec<NamedShape>>>,
 }
 
 impl ShapeRecorder {
@@ -130,7 +133,7 @@ impl ShapeRecorder {
     }
 
     /// Recorded `(name, shape)` pairs in creation order.
-    pub fn entries(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn entries(&self) -> Vec<NamedShape> {
         match self.shapes.lock() {
             Ok(s) => s.clone(),
             Err(p) => p.into_inner().clone(),
