@@ -197,7 +197,7 @@ impl FaceModel for MobileNetV2 {
     fn classifier_logits_from_embedding(&self, e: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let e = dropout(e, self.dropout, ctx)?;
         let y = self.fc.forward(&e, ctx)?;
-        ctx.record("classifier", &y);
+        ctx.record("classifier.1", &y);
         Ok(y)
     }
 

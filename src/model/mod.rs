@@ -3,6 +3,7 @@
 pub mod build;
 pub mod convnext;
 pub mod face;
+pub mod inspect;
 pub mod layers;
 pub mod mobilenet_v2;
 pub mod mobilenet_v3;
@@ -11,6 +12,7 @@ pub mod weights;
 
 pub use build::build;
 pub use face::{FaceModel, ForwardCtx, Trace, TraceEntry};
+pub use inspect::{inspect, InspectReport, LayerInfo};
 pub use weights::{
     count_params, count_varmap, is_buffer, load_init_from, load_init_from_partial, LoadReport,
     ShapeRecorder,

@@ -249,7 +249,7 @@ impl ResNet {
 impl FaceModel for ResNet {
     fn embed(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let mut x = self.stem.forward(x, ctx)?;
-        ctx.record("stem", &x);
+        ctx.record("conv1+bn1", &x);
         for (li, blocks) in self.layers.iter().enumerate() {
             for (bi, b) in blocks.iter().enumerate() {
                 x = match b {
