@@ -1,0 +1,467 @@
+//! Depthwise 2-D convolution (groups == channels) as a Candle custom op: one pass over the
+//! tensor for the forward and for each backward pass, parallel over the N*C planes.
+//!
+//! Layout NCHW, weight `(C, 1, KH, KW)`. CPU f32 runs the project kernel; other dtypes on CPU
+//! are converted to f32 and back; other devices fall back to Candle's grouped `conv2d`.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Geometry of one depthwise convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DwParams {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: usize,
+    pw: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Geom {
+    fn new(x: &[usize], k: &[usize], p: DwParams) -> Result<Self> {
+        if x.len() != 4 || k.len() != 4 {
+            candle_core::bail!("depthwise_conv2d: expected 4-D input and weight, got {x:?} {k:?}")
+        }
+        let (n, c, h, w) = (x[0], x[1], x[2], x[3]);
+        let (kc, one, kh, kw) = (k[0], k[1], k[2], k[3]);
+        if kc != c || one != 1 {
+            candle_core::bail!(
+                "depthwise_conv2d: weight shape {k:?} does not match {c} channels (want ({c}, 1, kh, kw))"
+            )
+        }
+        let (sh, sw) = p.stride;
+        let (ph, pw) = p.padding;
+        if sh == 0 || sw == 0 {
+            candle_core::bail!("depthwise_conv2d: stride must be positive")
+        }
+        if h + 2 * ph < kh || w + 2 * pw < kw {
+            candle_core::bail!(
+                "depthwise_conv2d: kernel {kh}x{kw} larger than padded input {h}x{w}"
+            )
+        }
+        let oh = (h + 2 * ph - kh) / sh + 1;
+        let ow = (w + 2 * pw - kw) / sw + 1;
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            oh,
+            ow,
+        })
+    }
+
+    /// Range of output columns `ow` for which `ow*sw + kx - pw` lies inside `[0, w)`.
+    #[inline]
+    fn ow_range(&self, kx: usize) -> (usize, usize) {
+        // iw = ow*sw + kx - pw >= 0  <=> ow >= ceil((pw - kx)/sw)
+        let lo = if kx >= self.pw {
+            0
+        } else {
+            (self.pw - kx).div_ceil(self.sw)
+        };
+        // iw < w <=> ow*sw < w + pw - kx
+        let lim = self.w + self.pw;
+        let hi = if lim <= kx {
+            0
+        } else {
+            (lim - kx).div_ceil(self.sw).min(self.ow)
+        };
+        let lo = lo.min(self.ow);
+        (lo, hi.max(lo))
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("depthwise_conv2d: {what} must be contiguous"),
+    }
+}
+
+/// Forward: `(x, w) -> y`.
+struct DwConvFwd(DwParams);
+/// Input gradient: `(grad_y, w) -> grad_x`; `.1` is the input's spatial size.
+struct DwConvBwdInput(DwParams, (usize, usize));
+/// Weight gradient: `(x, grad_y) -> grad_w`; `.1` is the kernel size.
+struct DwConvBwdWeight(DwParams, (usize, usize));
+
+impl CustomOp2 for DwConvFwd {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.0)?;
+        let x = f32_slice(s1, l1, "input")?;
+        let wt = f32_slice(s2, l2, "weight")?;
+        let mut y = vec![0f32; g.n * g.c * g.oh * g.ow];
+        let plane_in = g.h * g.w;
+        let plane_out = g.oh * g.ow;
+        let kk = g.kh * g.kw;
+        y.par_chunks_mut(plane_out.max(1))
+            .enumerate()
+            .for_each(|(p, out)| {
+                let c = p % g.c;
+                let inp = &x[p * plane_in..(p + 1) * plane_in];
+                let k = &wt[c * kk..(c + 1) * kk];
+                for oy in 0..g.oh {
+                    let orow = &mut out[oy * g.ow..(oy + 1) * g.ow];
+                    for ky in 0..g.kh {
+                        let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        let irow = &inp[iy as usize * g.w..(iy as usize + 1) * g.w];
+                        for kx in 0..g.kw {
+                            let wv = k[ky * g.kw + kx];
+                            let (lo, hi) = g.ow_range(kx);
+                            if lo == hi {
+                                continue;
+                            }
+                            if g.sw == 1 {
+                                let off = lo + kx - g.pw;
+                                let src = &irow[off..off + (hi - lo)];
+                                for (o, &v) in orow[lo..hi].iter_mut().zip(src) {
+                                    *o += wv * v;
+                                }
+                            } else {
+                                for (ox, o) in orow.iter_mut().enumerate().take(hi).skip(lo) {
+                                    *o += wv * irow[ox * g.sw + kx - g.pw];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.c, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let gx = grad.apply_op2_no_bwd(w, &DwConvBwdInput(self.0, (h, wd)))?;
+        let gw = x.apply_op2_no_bwd(&grad, &DwConvBwdWeight(self.0, (kh, kw)))?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+impl CustomOp2 for DwConvBwdInput {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-bwd-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let gd = l1.dims();
+        let (h, w) = self.1;
+        let g = Geom::new(&[gd[0], gd[1], h, w], l2.dims(), self.0)?;
+        if gd[2] != g.oh || gd[3] != g.ow {
+            candle_core::bail!("depthwise_conv2d backward: gradient shape {gd:?} mismatch")
+        }
+        let gy = f32_slice(s1, l1, "gradient")?;
+        let wt = f32_slice(s2, l2, "weight")?;
+        let plane_in = g.h * g.w;
+        let plane_out = g.oh * g.ow;
+        let kk = g.kh * g.kw;
+        let mut gx = vec![0f32; g.n * g.c * plane_in];
+        gx.par_chunks_mut(plane_in.max(1))
+            .enumerate()
+            .for_each(|(p, gin)| {
+                let c = p % g.c;
+                let go = &gy[p * plane_out..(p + 1) * plane_out];
+                let k = &wt[c * kk..(c + 1) * kk];
+                for oy in 0..g.oh {
+                    let grow = &go[oy * g.ow..(oy + 1) * g.ow];
+                    for ky in 0..g.kh {
+                        let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        let irow = &mut gin[iy as usize * g.w..(iy as usize + 1) * g.w];
+                        for kx in 0..g.kw {
+                            let wv = k[ky * g.kw + kx];
+                            let (lo, hi) = g.ow_range(kx);
+                            if lo == hi {
+                                continue;
+                            }
+                            if g.sw == 1 {
+                                let off = lo + kx - g.pw;
+                                let dst = &mut irow[off..off + (hi - lo)];
+                                for (d, &v) in dst.iter_mut().zip(&grow[lo..hi]) {
+                                    *d += wv * v;
+                                }
+                            } else {
+                                for (ox, &v) in grow.iter().enumerate().take(hi).skip(lo) {
+                                    irow[ox * g.sw + kx - g.pw] += wv * v;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(gx), Shape::from((g.n, g.c, g.h, g.w))))
+    }
+}
+
+impl CustomOp2 for DwConvBwdWeight {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-bwd-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xd = l1.dims();
+        let (kh, kw) = self.1;
+        let g = Geom::new(xd, &[xd[1], 1, kh, kw], self.0)?;
+        let gd = l2.dims();
+        if gd != [g.n, g.c, g.oh, g.ow] {
+            candle_core::bail!("depthwise_conv2d backward: gradient shape {gd:?} mismatch")
+        }
+        let x = f32_slice(s1, l1, "input")?;
+        let gy = f32_slice(s2, l2, "gradient")?;
+        let plane_in = g.h * g.w;
+        let plane_out = g.oh * g.ow;
+        let kk = g.kh * g.kw;
+        // One pass over the N*C planes, each producing its KHxKW partial sums.
+        let mut partial = vec![0f32; g.n * g.c * kk];
+        partial
+            .par_chunks_mut(kk.max(1))
+            .enumerate()
+            .for_each(|(p, acc)| {
+                let inp = &x[p * plane_in..(p + 1) * plane_in];
+                let go = &gy[p * plane_out..(p + 1) * plane_out];
+                for oy in 0..g.oh {
+                    let grow = &go[oy * g.ow..(oy + 1) * g.ow];
+                    for ky in 0..g.kh {
+                        let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        let irow = &inp[iy as usize * g.w..(iy as usize + 1) * g.w];
+                        for kx in 0..g.kw {
+                            let (lo, hi) = g.ow_range(kx);
+                            if lo == hi {
+                                continue;
+                            }
+                            let mut s = 0f32;
+                            if g.sw == 1 {
+                                let off = lo + kx - g.pw;
+                                for (&a, &b) in grow[lo..hi].iter().zip(&irow[off..off + (hi - lo)])
+                                {
+                                    s += a * b;
+                                }
+                            } else {
+                                for (ox, &a) in grow.iter().enumerate().take(hi).skip(lo) {
+                                    s += a * irow[ox * g.sw + kx - g.pw];
+                                }
+                            }
+                            acc[ky * g.kw + kx] += s;
+                        }
+                    }
+                }
+            });
+        let mut gw = vec![0f32; g.c * kk];
+        for n in 0..g.n {
+            let src = &partial[n * g.c * kk..(n + 1) * g.c * kk];
+            for (d, &s) in gw.iter_mut().zip(src) {
+                *d += s;
+            }
+        }
+        Ok((CpuStorage::F32(gw), Shape::from((g.c, 1, g.kh, g.kw))))
+    }
+}
+
+/// Depthwise convolution of `x` `(N, C, H, W)` with `weight` `(C, 1, KH, KW)`, no bias.
+/// Differentiable with respect to both arguments.
+pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, params: DwParams) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        if params.stride.0 != params.stride.1 || params.padding.0 != params.padding.1 {
+            candle_core::bail!("depthwise_conv2d: non-square stride/padding needs the CPU kernel")
+        }
+        let c = x.dim(1)?;
+        return x.conv2d(weight, params.padding.0, params.stride.0, 1, c);
+    }
+    let dt = x.dtype();
+    if dt != candle_core::DType::F32 {
+        let y = depthwise_conv2d(
+            &x.to_dtype(candle_core::DType::F32)?,
+            &weight.to_dtype(candle_core::DType::F32)?,
+            params,
+        )?;
+        return y.to_dtype(dt);
+    }
+    let x = x.contiguous()?;
+    let weight = weight.contiguous()?;
+    x.apply_op2(&weight, DwConvFwd(params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn naive(x: &[f32], xd: [usize; 4], w: &[f32], k: (usize, usize), p: DwParams) -> Vec<f32> {
+        let [n, c, h, wd] = xd;
+        let g = Geom::new(&xd, &[c, 1, k.0, k.1], p).unwrap();
+        let mut y = vec![0f32; n * c * g.oh * g.ow];
+        for b in 0..n {
+            for ch in 0..c {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let mut s = 0f32;
+                        for ky in 0..k.0 {
+                            for kx in 0..k.1 {
+                                let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+                                let ix = (ox * g.sw + kx) as isize - g.pw as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                    s += x[((b * c + ch) * h + iy as usize) * wd + ix as usize]
+                                        * w[(ch * k.0 + ky) * k.1 + kx];
+                                }
+                            }
+                        }
+                        y[((b * c + ch) * g.oh + oy) * g.ow + ox] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+    }
+
+    #[test]
+    fn forward_matches_naive_and_grads_match_candle_conv() -> Result<()> {
+        let dev = Device::Cpu;
+        let cases = [
+            ([2, 3, 9, 7], (7, 7), (1, 1), (3, 3)),
+            ([1, 4, 11, 13], (3, 3), (2, 2), (1, 1)),
+            ([3, 2, 8, 8], (3, 3), (2, 2), (0, 0)),
+            ([2, 5, 6, 5], (5, 3), (1, 2), (2, 1)),
+            ([1, 3, 5, 5], (1, 1), (1, 1), (0, 0)),
+            ([2, 3, 2, 2], (7, 7), (1, 1), (3, 3)),
+            ([2, 3, 1, 1], (7, 7), (1, 1), (3, 3)),
+            ([1, 2, 3, 2], (3, 3), (2, 2), (1, 1)),
+            ([2, 2, 4, 6], (7, 7), (1, 1), (3, 3)),
+        ];
+        for (xd, k, s, pd) in cases {
+            let p = DwParams {
+                stride: s,
+                padding: pd,
+            };
+            let x = Var::randn(0f32, 1.0, &xd, &dev)?;
+            let w = Var::randn(0f32, 1.0, (xd[1], 1, k.0, k.1), &dev)?;
+            let y = depthwise_conv2d(&x, &w, p)?;
+            let yv = y.flatten_all()?.to_vec1::<f32>()?;
+            let want = naive(
+                &x.flatten_all()?.to_vec1()?,
+                xd,
+                &w.flatten_all()?.to_vec1()?,
+                k,
+                p,
+            );
+            assert_eq!(yv.len(), want.len());
+            assert!(
+                max_rel(&yv, &want) < 1e-5,
+                "forward {xd:?} {k:?} {s:?} {pd:?}"
+            );
+            // gradients of sum(y * r) against candle's own grouped conv (square cases)
+            let r = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
+            let gs = (y * &r)?.sum_all()?.backward()?;
+            // candle's conv2d backward cannot recover input sizes that stride truncates
+            let exact = (xd[2] + 2 * pd.0 - k.0) % s.0 == 0 && (xd[3] + 2 * pd.1 - k.1) % s.1 == 0;
+            if s.0 == s.1 && pd.0 == pd.1 && exact {
+                let y2 = x.conv2d(&w, pd.0, s.0, 1, xd[1])?;
+                let g2 = (y2 * &r)?.sum_all()?.backward()?;
+                for v in [&x, &w] {
+                    let a = gs.get(v).unwrap().flatten_all()?.to_vec1::<f32>()?;
+                    let b = g2.get(v).unwrap().flatten_all()?.to_vec1::<f32>()?;
+                    assert!(max_rel(&a, &b) < 1e-5, "grad {xd:?} {k:?} {s:?} {pd:?}");
+                }
+            } else {
+                // finite differences on a few weight and input entries (f64 loss)
+                let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let wv: Vec<f32> = w.flatten_all()?.to_vec1()?;
+                let rv: Vec<f32> = r.flatten_all()?.to_vec1()?;
+                let loss = |xv: &[f32], wv: &[f32]| -> f64 {
+                    naive(xv, xd, wv, k, p)
+                        .iter()
+                        .zip(&rv)
+                        .map(|(a, b)| (*a as f64) * (*b as f64))
+                        .sum()
+                };
+                let gw = gs.get(&w).unwrap().flatten_all()?.to_vec1::<f32>()?;
+                for i in [0, wv.len() / 2, wv.len() - 1] {
+                    let (mut a, mut b) = (wv.clone(), wv.clone());
+                    a[i] += 1e-2;
+                    b[i] -= 1e-2;
+                    let fd = (loss(&xv, &a) - loss(&xv, &b)) / 2e-2;
+                    assert!(
+                        (fd - gw[i] as f64).abs() < 1e-2 * (1.0 + fd.abs()),
+                        "fd w {i}"
+                    );
+                }
+                let gx = gs.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
+                for i in [0, xv.len() / 3, xv.len() / 2, xv.len() - 1] {
+                    let (mut a, mut b) = (xv.clone(), xv.clone());
+                    a[i] += 1e-2;
+                    b[i] -= 1e-2;
+                    let fd = (loss(&a, &wv) - loss(&b, &wv)) / 2e-2;
+                    assert!(
+                        (fd - gx[i] as f64).abs() < 1e-2 * (1.0 + fd.abs()),
+                        "fd x {i}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,376 @@
+//! 2-D max-pool and avg-pool as Candle custom ops with backward for any kernel, stride and
+//! padding (PyTorch semantics: floor mode; max-pool pads with -inf and routes the gradient to the
+//! first maximum; avg-pool counts padding in the divisor, `count_include_pad=True`).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Geometry of one pooling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolParams {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+}
+
+impl PoolParams {
+    /// Square kernel `k`, stride `s`, padding `p`.
+    pub fn square(k: usize, s: usize, p: usize) -> Self {
+        Self {
+            kernel: (k, k),
+            stride: (s, s),
+            padding: (p, p),
+        }
+    }
+
+    fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let (kh, kw) = self.kernel;
+        let (sh, sw) = self.stride;
+        let (ph, pw) = self.padding;
+        if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
+            candle_core::bail!("pool2d: kernel and stride must be positive")
+        }
+        if 2 * ph > kh || 2 * pw > kw {
+            candle_core::bail!("pool2d: padding must be at most half the kernel size")
+        }
+        if h + 2 * ph < kh || w + 2 * pw < kw {
+            candle_core::bail!("pool2d: kernel {kh}x{kw} larger than padded input {h}x{w}")
+        }
+        Ok(((h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1))
+    }
+
+    /// Clipped input window `[y0, y1) x [x0, x1)` of output `(oy, ox)`.
+    #[inline]
+    fn window(&self, oy: usize, ox: usize, h: usize, w: usize) -> (usize, usize, usize, usize) {
+        let ys = (oy * self.stride.0) as isize - self.padding.0 as isize;
+        let xs = (ox * self.stride.1) as isize - self.padding.1 as isize;
+        let y0 = ys.max(0) as usize;
+        let x0 = xs.max(0) as usize;
+        let y1 = ((ys + self.kernel.0 as isize).max(0) as usize).min(h);
+        let x1 = ((xs + self.kernel.1 as isize).max(0) as usize).min(w);
+        (y0, y1, x0, x1)
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("pool2d: tensor must be contiguous"),
+    }
+}
+
+fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
+    match *l.dims() {
+        [n, c, h, w] => Ok((n, c, h, w)),
+        ref d => candle_core::bail!("pool2d: expected a 4-D tensor, got {d:?}"),
+    }
+}
+
+/// Index (in the plane) of the first maximum of the window, `None` for an empty window.
+#[inline]
+fn argmax(plane: &[f32], w: usize, win: (usize, usize, usize, usize)) -> Option<usize> {
+    let (y0, y1, x0, x1) = win;
+    let mut best: Option<(usize, f32)> = None;
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let v = plane[y * w + x];
+            match best {
+                Some((_, b)) if !(v > b || v.is_nan()) => {}
+                _ => best = Some((y * w + x, v)),
+            }
+            if v.is_nan() {
+                return Some(y * w + x);
+            }
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+struct MaxPoolFwd(PoolParams);
+struct MaxPoolBwd(PoolParams);
+struct AvgPoolFwd(PoolParams);
+/// `.1`: the input's spatial size.
+struct AvgPoolBwd(PoolParams, (usize, usize));
+
+impl CustomOp1 for MaxPoolFwd {
+    fn name(&self) -> &'static str {
+        "max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l)?;
+        let (oh, ow) = self.0.out_hw(h, w)?;
+        let x = f32_slice(s, l)?;
+        let mut y = vec![0f32; n * c * oh * ow];
+        y.par_chunks_mut((oh * ow).max(1))
+            .enumerate()
+            .for_each(|(p, out)| {
+                let plane = &x[p * h * w..(p + 1) * h * w];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let win = self.0.window(oy, ox, h, w);
+                        out[oy * ow + ox] = match argmax(plane, w, win) {
+                            Some(i) => plane[i],
+                            None => f32::NEG_INFINITY,
+                        };
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(arg.apply_op2_no_bwd(&grad, &MaxPoolBwd(self.0))?))
+    }
+}
+
+impl CustomOp2 for MaxPoolBwd {
+    fn name(&self) -> &'static str {
+        "max-pool2d-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l1)?;
+        let (oh, ow) = self.0.out_hw(h, w)?;
+        if l2.dims() != [n, c, oh, ow] {
+            candle_core::bail!(
+                "max-pool2d backward: gradient shape {:?} mismatch",
+                l2.dims()
+            )
+        }
+        let x = f32_slice(s1, l1)?;
+        let gy = f32_slice(s2, l2)?;
+        let mut gx = vec![0f32; n * c * h * w];
+        gx.par_chunks_mut((h * w).max(1))
+            .enumerate()
+            .for_each(|(p, gin)| {
+                let plane = &x[p * h * w..(p + 1) * h * w];
+                let go = &gy[p * oh * ow..(p + 1) * oh * ow];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        if let Some(i) = argmax(plane, w, self.0.window(oy, ox, h, w)) {
+                            gin[i] += go[oy * ow + ox];
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(gx), Shape::from((n, c, h, w))))
+    }
+}
+
+impl CustomOp1 for AvgPoolFwd {
+    fn name(&self) -> &'static str {
+        "avg-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l)?;
+        let (oh, ow) = self.0.out_hw(h, w)?;
+        let x = f32_slice(s, l)?;
+        let div = 1.0 / (self.0.kernel.0 * self.0.kernel.1) as f32;
+        let mut y = vec![0f32; n * c * oh * ow];
+        y.par_chunks_mut((oh * ow).max(1))
+            .enumerate()
+            .for_each(|(p, out)| {
+                let plane = &x[p * h * w..(p + 1) * h * w];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (y0, y1, x0, x1) = self.0.window(oy, ox, h, w);
+                        let mut s = 0f32;
+                        for yy in y0..y1 {
+                            s += plane[yy * w + x0..yy * w + x1].iter().sum::<f32>();
+                        }
+                        out[oy * ow + ox] = s * div;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (_, _, h, w) = arg.dims4()?;
+        let grad = grad.contiguous()?;
+        Ok(Some(grad.apply_op1_no_bwd(&AvgPoolBwd(self.0, (h, w)))?))
+    }
+}
+
+impl CustomOp1 for AvgPoolBwd {
+    fn name(&self) -> &'static str {
+        "avg-pool2d-bwd"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, oh, ow) = dims4(l)?;
+        let (h, w) = self.1;
+        if self.0.out_hw(h, w)? != (oh, ow) {
+            candle_core::bail!(
+                "avg-pool2d backward: gradient shape {:?} mismatch",
+                l.dims()
+            )
+        }
+        let gy = f32_slice(s, l)?;
+        let div = 1.0 / (self.0.kernel.0 * self.0.kernel.1) as f32;
+        let mut gx = vec![0f32; n * c * h * w];
+        gx.par_chunks_mut((h * w).max(1))
+            .enumerate()
+            .for_each(|(p, gin)| {
+                let go = &gy[p * oh * ow..(p + 1) * oh * ow];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let g = go[oy * ow + ox] * div;
+                        let (y0, y1, x0, x1) = self.0.window(oy, ox, h, w);
+                        for yy in y0..y1 {
+                            for v in &mut gin[yy * w + x0..yy * w + x1] {
+                                *v += g;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(gx), Shape::from((n, c, h, w))))
+    }
+}
+
+fn run_f32(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let dt = x.dtype();
+    if dt == candle_core::DType::F32 {
+        f(&x.contiguous()?)
+    } else {
+        f(&x.to_dtype(candle_core::DType::F32)?.contiguous()?)?.to_dtype(dt)
+    }
+}
+
+/// Max-pool over `(N, C, H, W)`, differentiable.
+pub fn max_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        if p.padding == (0, 0) && p.kernel == p.stride {
+            return x.max_pool2d_with_stride(p.kernel, p.stride);
+        }
+        candle_core::bail!("max_pool2d with padding or overlapping windows needs the CPU kernel")
+    }
+    run_f32(x, |x| x.apply_op1(MaxPoolFwd(p)))
+}
+
+/// Avg-pool over `(N, C, H, W)` (padding counted in the divisor), differentiable.
+pub fn avg_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        if p.padding == (0, 0) && p.kernel == p.stride {
+            return x.avg_pool2d_with_stride(p.kernel, p.stride);
+        }
+        candle_core::bail!("avg_pool2d with padding or overlapping windows needs the CPU kernel")
+    }
+    run_f32(x, |x| x.apply_op1(AvgPoolFwd(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Naive reference pooling on a padded copy; returns (output, argmax-or-window lists).
+    fn naive(x: &[f32], d: [usize; 4], p: PoolParams, max: bool) -> Vec<f32> {
+        let [n, c, h, w] = d;
+        let (oh, ow) = p.out_hw(h, w).unwrap();
+        let mut y = Vec::new();
+        for pl in 0..n * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                    for ky in 0..p.kernel.0 {
+                        for kx in 0..p.kernel.1 {
+                            let iy = (oy * p.stride.0 + ky) as isize - p.padding.0 as isize;
+                            let ix = (ox * p.stride.1 + kx) as isize - p.padding.1 as isize;
+                            let v = if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                if max {
+                                    f32::NEG_INFINITY
+                                } else {
+                                    0.0
+                                }
+                            } else {
+                                x[pl * h * w + iy as usize * w + ix as usize]
+                            };
+                            acc = if max { acc.max(v) } else { acc + v };
+                        }
+                    }
+                    y.push(if max {
+                        acc
+                    } else {
+                        acc / (p.kernel.0 * p.kernel.1) as f32
+                    });
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn pools_match_naive_and_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let cases = [
+            ([2, 3, 9, 9], PoolParams::square(3, 2, 1)),
+            ([1, 2, 8, 7], PoolParams::square(3, 2, 1)),
+            ([2, 2, 6, 6], PoolParams::square(2, 2, 0)),
+            ([1, 3, 7, 5], PoolParams::square(3, 1, 1)),
+            (
+                [1, 2, 10, 9],
+                PoolParams {
+                    kernel: (4, 3),
+                    stride: (3, 2),
+                    padding: (2, 1),
+                },
+            ),
+        ];
+        for (d, p) in cases {
+            for max in [true, false] {
+                // distinct values 0.01 apart in a scrambled order: no ties within fd steps
+                let len: usize = d.iter().product();
+                let xv: Vec<f32> = (0..len)
+                    .map(|i| ((i * 7919) % len) as f32 * 0.01 - 0.5)
+                    .collect();
+                let x = Var::from_vec(xv.clone(), &d, &dev)?;
+                let y = if max {
+                    max_pool2d(&x, p)?
+                } else {
+                    avg_pool2d(&x, p)?
+                };
+                let yv: Vec<f32> = y.flatten_all()?.to_vec1()?;
+                let want = naive(&xv, d, p, max);
+                assert_eq!(yv.len(), want.len());
+                for (a, b) in yv.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-5, "{d:?} {p:?} max={max}");
+                }
+                let r = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
+                let rv: Vec<f32> = r.flatten_all()?.to_vec1()?;
+                let g = (y * &r)?.sum_all()?.backward()?;
+                let gx: Vec<f32> = g.get(&x).unwrap().flatten_all()?.to_vec1()?;
+                let loss = |xv: &[f32]| -> f64 {
+                    naive(xv, d, p, max)
+                        .iter()
+                        .zip(&rv)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum()
+                };
+                for i in (0..xv.len()).step_by(7) {
+                    let (mut a, mut b) = (xv.clone(), xv.clone());
+                    a[i] += 1e-3;
+                    b[i] -= 1e-3;
+                    let fd = (loss(&a) - loss(&b)) / 2e-3;
+                    assert!(
+                        (fd - gx[i] as f64).abs() < 1e-2 * (1.0 + fd.abs()),
+                        "grad {d:?} {p:?} max={max} i={i}: fd {fd} got {}",
+                        gx[i]
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! The model factory: resolves a recipe's `[model]` (preset, depths, dims, ...) into one of the
+//! families and builds it on a `VarBuilder`.
+
+use candle_nn::VarBuilder;
+
+use super::convnext::{self, ConvNext, ConvNextConfig};
+use super::face::FaceModel;
+use super::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
+use super::mobilenet_v3::{self, MobileNetV3, MobileNetV3Config};
+use super::resnet::{self, ResNet, ResNetConfig};
+use super::ModelError;
+use crate::recipe::{ModelConfig, ModelKind};
+
+fn bad(key: &str, msg: String) -> ModelError {
+    ModelError::Config {
+        key: key.to_string(),
+        msg,
+    }
+}
+
+/// Builds the network described by `cfg` with a `num_classes`-way classifier (the caller
+/// resolves `cfg.num_classes` against the data). Parameters are created through `vb` (timm
+/// names for ConvNeXt, torchvision names for ResNet / MobileNet).
+pub fn build(
+    cfg: &ModelConfig,
+    num_classes: usize,
+    vb: VarBuilder,
+) -> Result<Box<dyn FaceModel>, ModelError> {
+    if num_classes == 0 {
+        return Err(bad("model.num_classes", "must be positive".into()));
+    }
+    if let Some(0) = cfg.embedding_dim {
+        return Err(bad("model.embedding_dim", "must be positive".into()));
+    }
+    if !(0.0..1.0).contains(&cfg.drop_path) {
+        return Err(bad(
+            "model.drop_path",
+            format!("{} is not in [0, 1)", cfg.drop_path),
+        ));
+    }
+    if !(0.0..1.0).contains(&cfg.dropout) {
+        return Err(bad(
+            "model.dropout",
+            format!("{} is not in [0, 1)", cfg.dropout),
+        ));
+    }
+    let preset = cfg.preset.as_deref();
+    match cfg.kind {
+        ModelKind::Convnext => {
+            let (mut depths, mut dims) = match preset {
+                Some(p) => convnext::preset(p).ok_or_else(|| {
+                    bad(
+                        "model.preset",
+                        format!("unknown ConvNeXt preset {p:?} (atto, femto, pico, nano, tiny, small, base)"),
+                    )
+                })?,
+                None => convnext::preset("tiny").unwrap_or_default(),
+            };
+            if let Some(d) = &cfg.depths {
+                depths = d.clone();
+            }
+            if let Some(d) = &cfg.dims {
+                dims = d.clone();
+            }
+            if depths.len() != dims.len() || dims.is_empty() || dims.contains(&0) {
+                return Err(bad(
+                    "model.dims",
+                    format!("depths {depths:?} and dims {dims:?} must be non-empty, positive and of equal length"),
+                ));
+            }
+            let c = ConvNextConfig {
+                depths,
+                dims,
+                block_norm: cfg.block_norm,
+                layer_scale: cfg.layer_scale.init_value(),
+                drop_path: cfg.drop_path,
+                dropout: cfg.dropout,
+                embedding_dim: cfg.embedding_dim,
+                num_classes,
+            };
+            Ok(Box::new(ConvNext::new(vb, &c)?))
+        }
+        ModelKind::Resnet => {
+            let p = preset.unwrap_or("18");
+            let (bottleneck, mut depths) = resnet::preset(p).ok_or_else(|| {
+                bad(
+                    "model.preset",
+                    format!("unknown ResNet preset {p:?} (18, 34, 50, 101, 152)"),
+                )
+            })?;
+            if let Some(d) = &cfg.depths {
+                depths = d.clone();
+            }
+            let widths = match &cfg.dims {
+                Some(d) => d.clone(),
+                None => vec![64, 128, 256, 512],
+            };
+            if depths.len() != widths.len() || widths.is_empty() || widths.contains(&0) {
+                return Err(bad(
+                    "model.dims",
+                    format!("depths {depths:?} and dims {widths:?} must be non-empty, positive and of equal length"),
+                ));
+            }
+            let c = ResNetConfig {
+                bottleneck,
+                depths,
+                widths,
+                small_stem: cfg.small_stem,
+                dropout: cfg.dropout,
+                embedding_dim: cfg.embedding_dim,
+                num_classes,
+            };
+            Ok(Box::new(ResNet::new(vb, &c)?))
+        }
+        ModelKind::MobilenetV2 => {
+            check_width(cfg.width_mult)?;
+            let c = MobileNetV2Config {
+                width_mult: cfg.width_mult,
+                dropout: cfg.dropout,
+                embedding_dim: cfg.embedding_dim,
+                num_classes,
+            };
+            Ok(Box::new(MobileNetV2::new(vb, &c)?))
+        }
+        ModelKind::MobilenetV3 => {
+            check_width(cfg.width_mult)?;
+            let p = preset.unwrap_or("large");
+            let large = match p {
+                "large" => true,
+                "small" => false,
+                _ => {
+                    return Err(bad(
+                        "model.preset",
+                        format!("unknown MobileNetV3 preset {p:?} (large, small)"),
+                    ))
+                }
+            };
+            let c = MobileNetV3Config {
+                blocks: mobilenet_v3::blocks(large),
+                last_channel: if large { 1280 } else { 1024 },
+                width_mult: cfg.width_mult,
+                dropout: cfg.dropout,
+                embedding_dim: cfg.embedding_dim,
+                num_classes,
+            };
+            Ok(Box::new(MobileNetV3::new(vb, &c)?))
+        }
+    }
+}
+
+fn check_width(w: f64) -> Result<(), ModelError> {
+    if w > 0.0 && w.is_finite() {
+        Ok(())
+    } else {
+        Err(bad("model.width_mult", format!("{w} must be positive")))
+    }
+}

@@ -1,0 +1,397 @@
+//! Shared layers written from differentiable Candle ops: conv (depthwise through the project
+//! kernel), linear, BatchNorm2d with train-mode statistics, LayerNorm (last dim / channels),
+//! drop path, dropout, activations, and the embedding + classifier head.
+
+use candle_core::{DType, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder};
+use rand::Rng;
+
+use super::face::ForwardCtx;
+use crate::kernels::{depthwise_conv2d, DwParams};
+
+pub type Result<T> = candle_core::Result<T>;
+
+/// Weight initialisation of a conv / linear layer.
+#[derive(Debug, Clone, Copy)]
+pub enum WInit {
+    /// Normal with this standard deviation (timm uses 0.02).
+    Normal(f64),
+    /// Kaiming normal, fan-out, ReLU gain (torchvision ResNet / MobileNet convs).
+    KaimingFanOut,
+    /// PyTorch's default: uniform(+-1/sqrt(fan_in)) for weight and bias.
+    TorchDefault,
+}
+
+fn weight_init(init: WInit, fan_in: usize, fan_out: usize) -> (Init, Init) {
+    match init {
+        WInit::Normal(s) => (Init::Randn { mean: 0., stdev: s }, Init::Const(0.)),
+        WInit::KaimingFanOut => (
+            Init::Randn {
+                mean: 0.,
+                stdev: (2.0 / fan_out.max(1) as f64).sqrt(),
+            },
+            Init::Const(0.),
+        ),
+        WInit::TorchDefault => {
+            let b = 1.0 / (fan_in.max(1) as f64).sqrt();
+            (
+                Init::Uniform { lo: -b, up: b },
+                Init::Uniform { lo: -b, up: b },
+            )
+        }
+    }
+}
+
+/// 2-D convolution, NCHW. Depthwise (groups == in == out) runs the project kernel.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+}
+
+/// Arguments of [`Conv2d::new`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec {
+    pub in_c: usize,
+    pub out_c: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+    pub bias: bool,
+    pub init: WInit,
+}
+
+impl ConvSpec {
+    /// A plain (groups 1) convolution without bias, "same"-style padding `k / 2`.
+    pub fn plain(in_c: usize, out_c: usize, k: usize, stride: usize, init: WInit) -> Self {
+        Self {
+            in_c,
+            out_c,
+            k,
+            stride,
+            padding: k / 2,
+            groups: 1,
+            bias: false,
+            init,
+        }
+    }
+}
+
+impl Conv2d {
+    pub fn new(vb: VarBuilder, s: ConvSpec) -> Result<Self> {
+        let cin_g = s.in_c / s.groups;
+        let (wi, bi) = weight_init(s.init, cin_g * s.k * s.k, s.out_c / s.groups * s.k * s.k);
+        let weight = vb.get_with_hints((s.out_c, cin_g, s.k, s.k), "weight", wi)?;
+        let bias = if s.bias {
+            Some(vb.get_with_hints(s.out_c, "bias", bi)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            stride: s.stride,
+            padding: s.padding,
+            groups: s.groups,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let (out_c, cin_g, kh, kw) = self.weight.dims4()?;
+        let depthwise = self.groups > 1 && cin_g == 1 && out_c == self.groups;
+        let y = if depthwise {
+            depthwise_conv2d(
+                x,
+                &self.weight,
+                DwParams {
+                    stride: (self.stride, self.stride),
+                    padding: (self.padding, self.padding),
+                },
+            )?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, out_c, 1, 1))?)?,
+            None => y,
+        };
+        ctx.count((y.elem_count() * cin_g * kh * kw) as u64, &y);
+        Ok(y)
+    }
+}
+
+/// Fully connected layer over the last dimension, weight `(out, in)`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(vb: VarBuilder, in_f: usize, out_f: usize, bias: bool, init: WInit) -> Result<Self> {
+        let (wi, bi) = weight_init(init, in_f, out_f);
+        let weight = vb.get_with_hints((out_f, in_f), "weight", wi)?;
+        let bias = if bias {
+            Some(vb.get_with_hints(out_f, "bias", bi)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let (out_f, in_f) = self.weight.dims2()?;
+        let dims = x.dims().to_vec();
+        let rows = x.elem_count() / in_f;
+        let y = x.reshape((rows, in_f))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims;
+        if let Some(last) = out_dims.last_mut() {
+            *last = out_f;
+        }
+        let y = y.reshape(out_dims)?;
+        ctx.count((rows * in_f * out_f) as u64, &y);
+        Ok(y)
+    }
+}
+
+/// BatchNorm over the channels of NCHW input. Train mode normalises with the batch statistics
+/// (biased variance) and updates the running stats in place (unbiased variance), like PyTorch.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    pub num_batches_tracked: Tensor,
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+impl BatchNorm2d {
+    /// PyTorch defaults: eps 1e-5, momentum 0.1.
+    pub fn new(vb: VarBuilder, c: usize) -> Result<Self> {
+        Self::with_eps(vb, c, 1e-5, 0.1)
+    }
+
+    pub fn with_eps(vb: VarBuilder, c: usize, eps: f64, momentum: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(c, "weight", Init::Const(1.))?,
+            bias: vb.get_with_hints(c, "bias", Init::Const(0.))?,
+            running_mean: vb.get_with_hints(c, "running_mean", Init::Const(0.))?,
+            running_var: vb.get_with_hints(c, "running_var", Init::Const(1.))?,
+            num_batches_tracked: vb.get_with_hints_dtype(
+                (),
+                "num_batches_tracked",
+                Init::Const(0.),
+                DType::I64,
+            )?,
+            eps,
+            momentum,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let shape = (1, c, 1, 1);
+        let w = self.weight.reshape(shape)?;
+        let b = self.bias.reshape(shape)?;
+        let y = if ctx.train {
+            let (n, _, h, wd) = x.dims4()?;
+            let count = n * h * wd;
+            if count < 2 {
+                candle_core::bail!(
+                    "BatchNorm2d in train mode needs more than one value per channel"
+                )
+            }
+            let mean = x.mean_keepdim((0, 2, 3))?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
+            let inv = (var.clone() + self.eps)?.sqrt()?.recip()?;
+            self.update_running(&mean, &var, count)?;
+            xc.broadcast_mul(&(inv * w)?)?.broadcast_add(&b)?
+        } else {
+            let rm = self.running_mean.detach().reshape(shape)?;
+            let rv = self.running_var.detach().reshape(shape)?;
+            let scale = ((rv + self.eps)?.sqrt()?.recip()? * w)?;
+            x.broadcast_sub(&rm)?
+                .broadcast_mul(&scale)?
+                .broadcast_add(&b)?
+        };
+        ctx.count(0, &y);
+        Ok(y)
+    }
+
+    fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
+        let m = self.momentum;
+        let mean = mean.detach().flatten_all()?;
+        let unbiased = (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?;
+        let dt = self.running_mean.dtype();
+        let new_mean = ((self.running_mean.detach() * (1.0 - m))? + (mean.to_dtype(dt)? * m)?)?;
+        let new_var = ((self.running_var.detach() * (1.0 - m))? + (unbiased.to_dtype(dt)? * m)?)?;
+        if self.running_mean.is_variable() {
+            Var::from_tensor(&self.running_mean)?.set(&new_mean)?;
+            Var::from_tensor(&self.running_var)?.set(&new_var)?;
+        }
+        if self.num_batches_tracked.is_variable() {
+            let nb = (self.num_batches_tracked.to_dtype(DType::F64)? + 1.0)?
+                .to_dtype(self.num_batches_tracked.dtype())?;
+            Var::from_tensor(&self.num_batches_tracked)?.set(&nb)?;
+        }
+        Ok(())
+    }
+}
+
+/// LayerNorm over the last dimension, from basic ops (so it has a backward).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(vb: VarBuilder, c: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(c, "weight", Init::Const(1.))?,
+            bias: vb.get_with_hints(c, "bias", Init::Const(0.))?,
+            eps,
+        })
+    }
+
+    /// Normalises over the last dimension.
+    pub fn forward_last(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = xc
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?;
+        ctx.count(0, &y);
+        Ok(y)
+    }
+
+    /// Normalises over the channels of NCHW input (timm's LayerNorm2d).
+    pub fn forward_channels(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let mean = x.mean_keepdim(1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(1)?;
+        let y = xc
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        ctx.count(0, &y);
+        Ok(y)
+    }
+}
+
+/// Stochastic depth: in train mode zeroes whole samples with probability `p` and scales the
+/// kept ones by `1 / (1 - p)`; identity otherwise.
+pub fn drop_path(x: &Tensor, p: f64, ctx: &mut ForwardCtx) -> Result<Tensor> {
+    if !ctx.train || p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let n = x.dim(0)?;
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            if ctx.rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut shape = vec![1usize; x.rank()];
+    shape[0] = n;
+    let mask = Tensor::from_vec(mask, shape, x.device())?.to_dtype(x.dtype())?;
+    x.broadcast_mul(&mask)
+}
+
+/// Element-wise dropout (train mode only).
+pub fn dropout(x: &Tensor, p: f64, ctx: &mut ForwardCtx) -> Result<Tensor> {
+    if !ctx.train || p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            if ctx.rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
+}
+
+/// ReLU6 = min(max(x, 0), 6).
+pub fn relu6(x: &Tensor) -> Result<Tensor> {
+    x.relu()?.minimum(6f64)
+}
+
+/// Hard sigmoid = relu6(x + 3) / 6.
+pub fn hardsigmoid(x: &Tensor) -> Result<Tensor> {
+    relu6(&(x + 3.0)?)? / 6.0
+}
+
+/// Hard swish = x * relu6(x + 3) / 6.
+pub fn hardswish(x: &Tensor) -> Result<Tensor> {
+    x * hardsigmoid(x)?
+}
+
+/// Spatial mean of NCHW input: `(N, C)`.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.mean((2, 3))
+}
+
+/// Optional projection of pooled features to `embedding_dim` (`embed.*`), then the classifier.
+#[derive(Debug, Clone)]
+pub struct EmbedHead {
+    pub embed: Option<Linear>,
+    pub dim: usize,
+}
+
+impl EmbedHead {
+    /// `vb` is the model root; the projection is named `embed.weight` / `embed.bias`.
+    pub fn new(vb: &VarBuilder, features: usize, embedding_dim: Option<usize>) -> Result<Self> {
+        match embedding_dim {
+            Some(d) => Ok(Self {
+                embed: Some(Linear::new(
+                    vb.pp("embed"),
+                    features,
+                    d,
+                    true,
+                    WInit::TorchDefault,
+                )?),
+                dim: d,
+            }),
+            None => Ok(Self {
+                embed: None,
+                dim: features,
+            }),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        match &self.embed {
+            Some(l) => {
+                let y = l.forward(x, ctx)?;
+                ctx.record("embed", &y);
+                Ok(y)
+            }
+            None => Ok(x.clone()),
+        }
+    }
+}
