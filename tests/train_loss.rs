@@ -6,7 +6,10 @@ use runner::train::loss::cross_entropy;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/cross_entropy.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/cross_entropy.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse")
 }
 
@@ -38,7 +41,11 @@ fn case_tensors(case: &Value, dtype: DType) -> (Var, Tensor, Vec<Vec<f64>>) {
         .map(|t| t.as_u64().expect("target") as u32)
         .collect();
     let t = Tensor::new(targets.as_slice(), &Device::Cpu).expect("targets");
-    (Var::from_tensor(&x).expect("var"), t, matrix(&case["grad_logits"]))
+    (
+        Var::from_tensor(&x).expect("var"),
+        t,
+        matrix(&case["grad_logits"]),
+    )
 }
 
 fn check(dtype: DType, loss_tol: f64, grad_tol: f64) {
@@ -49,7 +56,10 @@ fn check(dtype: DType, loss_tol: f64, grad_tol: f64) {
         let eps = case["label_smoothing"].as_f64().expect("eps");
         let (x, t, want_grad) = case_tensors(case, dtype);
         let loss = cross_entropy(x.as_tensor(), &t, eps).expect("loss");
-        let got = loss.to_dtype(DType::F64).and_then(|l| l.to_scalar::<f64>()).expect("scalar");
+        let got = loss
+            .to_dtype(DType::F64)
+            .and_then(|l| l.to_scalar::<f64>())
+            .expect("scalar");
         let want = case["mean_loss"].as_f64().expect("mean_loss");
         assert!(
             (got - want).abs() <= loss_tol * want.abs(),
@@ -88,8 +98,12 @@ fn u32_and_i64_targets_agree_and_bad_shapes_fail() {
     let x = Tensor::new(&[[0.5f32, -1.0, 2.0], [1.0, 1.0, 0.0]], &Device::Cpu).expect("x");
     let t32 = Tensor::new(&[2u32, 0], &Device::Cpu).expect("t");
     let t64 = Tensor::new(&[2i64, 0], &Device::Cpu).expect("t");
-    let a = cross_entropy(&x, &t32, 0.1).and_then(|l| l.to_scalar::<f32>()).expect("a");
-    let b = cross_entropy(&x, &t64, 0.1).and_then(|l| l.to_scalar::<f32>()).expect("b");
+    let a = cross_entropy(&x, &t32, 0.1)
+        .and_then(|l| l.to_scalar::<f32>())
+        .expect("a");
+    let b = cross_entropy(&x, &t64, 0.1)
+        .and_then(|l| l.to_scalar::<f32>())
+        .expect("b");
     assert_eq!(a, b);
     let bad = Tensor::new(&[1u32, 0, 2], &Device::Cpu).expect("bad");
     assert!(cross_entropy(&x, &bad, 0.0).is_err());

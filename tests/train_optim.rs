@@ -8,7 +8,10 @@ use runner::train::optim::{build, clip_grad_norm, grad_norm, grads_finite, param
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/optimizers.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/optimizers.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse")
 }
 
@@ -142,14 +145,20 @@ fn bad_state_is_refused_with_the_key() {
         "w.momentum_buffer".to_string(),
         Tensor::zeros(4, DType::F32, &Device::Cpu).expect("t"),
     );
-    let err = opt.load_state_tensors(&state).expect_err("shape").to_string();
+    let err = opt
+        .load_state_tensors(&state)
+        .expect_err("shape")
+        .to_string();
     assert!(err.contains("w.momentum_buffer"), "{err}");
     state.clear();
     state.insert(
         "other.momentum_buffer".to_string(),
         Tensor::zeros(3, DType::F32, &Device::Cpu).expect("t"),
     );
-    let err = opt.load_state_tensors(&state).expect_err("unknown").to_string();
+    let err = opt
+        .load_state_tensors(&state)
+        .expect_err("unknown")
+        .to_string();
     assert!(err.contains("other.momentum_buffer"), "{err}");
 }
 
@@ -197,14 +206,23 @@ fn buffers_are_skipped_and_norms_biases_get_no_decay() {
     assert_eq!(opt.params().len(), 5);
     let loss = vars
         .iter()
-        .map(|(_, v)| (v.as_tensor() + 1.0).and_then(|t| t.sum_all()).expect("sum"))
+        .map(|(_, v)| {
+            (v.as_tensor() + 1.0)
+                .and_then(|t| t.sum_all())
+                .expect("sum")
+        })
         .reduce(|a, b| (a + b).expect("add"))
         .expect("loss");
     let grads = loss.backward().expect("backward");
     opt.step(&grads, 0.1).expect("step");
     let rm = vars[3].1.as_tensor().to_vec1::<f32>().expect("rm");
     assert_eq!(rm, vec![0.0; 4]);
-    let w = vars[0].1.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("w");
+    let w = vars[0]
+        .1
+        .as_tensor()
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("w");
     assert!(w.iter().all(|x| *x != 0.0));
 }
 
@@ -227,13 +245,21 @@ fn clipping_follows_pytorch() {
     let total = clip_grad_norm(&mut grads, &vars, 1.0).expect("clip");
     assert!((total - 5.0).abs() < 1e-6);
     let coef = 1.0 / (5.0 + 1e-6);
-    let ga = grads.get(a.as_tensor()).expect("ga").to_vec1::<f32>().expect("ga");
+    let ga = grads
+        .get(a.as_tensor())
+        .expect("ga")
+        .to_vec1::<f32>()
+        .expect("ga");
     assert!((ga[0] as f64 - 3.0 * coef).abs() < 1e-6);
     assert!((grad_norm(&grads, &vars).expect("norm") - 1.0).abs() < 1e-5);
     // Under the limit: untouched.
     let mut grads = make();
     clip_grad_norm(&mut grads, &vars, 10.0).expect("clip");
-    let ga = grads.get(a.as_tensor()).expect("ga").to_vec1::<f32>().expect("ga");
+    let ga = grads
+        .get(a.as_tensor())
+        .expect("ga")
+        .to_vec1::<f32>()
+        .expect("ga");
     assert_eq!(ga, vec![3.0, 0.0]);
     assert!(grads_finite(&grads, &vars).expect("finite"));
 }

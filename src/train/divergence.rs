@@ -33,7 +33,12 @@ impl StepHealth {
         if let Some(n) = self.grad_norm.filter(|n| !n.is_finite()) {
             what.push(format!("gradient norm = {n}"));
         }
-        format!("epoch {} step {}: {}", self.epoch, self.step, what.join(", "))
+        format!(
+            "epoch {} step {}: {}",
+            self.epoch,
+            self.step,
+            what.join(", ")
+        )
     }
 }
 
@@ -129,7 +134,10 @@ mod tests {
     #[test]
     fn healthy_steps_continue() {
         let mut g = DivergenceGuard::new(DivergencePolicy::Fail, 0.5, 3);
-        assert_eq!(g.check(&step(1.5, true), true), DivergenceDecision::Continue);
+        assert_eq!(
+            g.check(&step(1.5, true), true),
+            DivergenceDecision::Continue
+        );
         let mut h = step(1.5, true);
         h.grad_norm = Some(3.0);
         assert_eq!(g.check(&h, false), DivergenceDecision::Continue);

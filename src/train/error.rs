@@ -11,7 +11,9 @@ pub enum TrainError {
     #[error("invalid recipe value `{key}`: {msg}")]
     Config { key: String, msg: String },
     /// A metric the scheduler or checkpoint policy monitors was not logged.
-    #[error("metric `{name}` is monitored by {by} but was not logged this epoch (logged: {logged})")]
+    #[error(
+        "metric `{name}` is monitored by {by} but was not logged this epoch (logged: {logged})"
+    )]
     MissingMetric {
         name: String,
         by: String,

@@ -65,7 +65,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 
 /// The temporary name a checkpoint is written under before the rename.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -125,7 +128,10 @@ pub fn write_checkpoint(path: &Path, ck: &Checkpoint) -> Result<(), TrainError> 
     for (prefix, map) in [(MODEL_PREFIX, &ck.model), (OPTIM_PREFIX, &ck.optim)] {
         for (name, t) in map {
             let dtype = to_st_dtype(t.dtype()).ok_or_else(|| {
-                ck_err(path, format!("tensor `{name}` has unsupported dtype {:?}", t.dtype()))
+                ck_err(
+                    path,
+                    format!("tensor `{name}` has unsupported dtype {:?}", t.dtype()),
+                )
             })?;
             let bytes = tensor_bytes(t)?;
             entries.insert(format!("{prefix}{name}"), (dtype, t.dims().to_vec(), bytes));

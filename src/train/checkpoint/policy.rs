@@ -62,7 +62,7 @@ pub struct EveryN(pub u32);
 
 impl CheckpointRule for EveryN {
     fn wants_save(&self, epoch: u32, _: &Metrics, _: &[SavedCheckpoint]) -> bool {
-        self.0 > 0 && epoch % self.0 == 0
+        self.0 > 0 && epoch.is_multiple_of(self.0)
     }
     fn keep(&self, _: &[SavedCheckpoint]) -> BTreeSet<u32> {
         BTreeSet::new()
@@ -225,7 +225,11 @@ impl CheckpointingStrategy for CheckpointPolicy {
             metrics: metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         });
         self.saved.sort_by_key(|c| c.epoch);
-        let mut kept: BTreeSet<u32> = self.rules.iter().flat_map(|r| r.keep(&self.saved)).collect();
+        let mut kept: BTreeSet<u32> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.keep(&self.saved))
+            .collect();
         kept.insert(epoch); // the newest checkpoint is always kept
         let mut actions = vec![CheckpointAction::Save];
         self.saved.retain(|c| {

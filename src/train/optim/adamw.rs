@@ -32,9 +32,15 @@ const BUFFERS: &[&str] = &["step", "exp_avg", "exp_avg_sq"];
 
 impl AdamW {
     pub fn new(params: Vec<Param>, hp: AdamWParams) -> Result<Self, TrainError> {
-        for (b, key) in [(hp.beta1, "optimizer.betas[0]"), (hp.beta2, "optimizer.betas[1]")] {
+        for (b, key) in [
+            (hp.beta1, "optimizer.betas[0]"),
+            (hp.beta2, "optimizer.betas[1]"),
+        ] {
             if !(0.0..1.0).contains(&b) {
-                return Err(TrainError::config(key, format!("must be in [0, 1), got {b}")));
+                return Err(TrainError::config(
+                    key,
+                    format!("must be in [0, 1), got {b}"),
+                ));
             }
         }
         if !(hp.eps >= 0.0 && hp.eps.is_finite()) {

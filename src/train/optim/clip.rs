@@ -24,7 +24,11 @@ pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64, TrainError> {
 /// PyTorch's `clip_grad_norm_(max_norm, norm_type=2)`: when the global norm exceeds
 /// `max_norm`, every gradient is multiplied by `max_norm / (total + 1e-6)`. Returns the norm
 /// before clipping (non-finite when some gradient is; then nothing is scaled).
-pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<f64, TrainError> {
+pub fn clip_grad_norm(
+    grads: &mut GradStore,
+    vars: &[Var],
+    max_norm: f64,
+) -> Result<f64, TrainError> {
     let total = grad_norm(grads, vars)?;
     if !total.is_finite() {
         return Ok(total);
@@ -46,7 +50,8 @@ pub fn grads_finite(grads: &GradStore, vars: &[Var]) -> Result<bool, TrainError>
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
             // x - x is 0 for finite x and NaN for NaN or +-inf; the sum cannot overflow.
-            let s = (g - g)?
+            let s = g
+                .sub(g)?
                 .to_dtype(DType::F32)?
                 .sum_all()?
                 .to_scalar::<f32>()?;

@@ -7,7 +7,7 @@ mod clip;
 mod sgd;
 
 pub use adamw::{AdamW, AdamWParams};
-pub use clip::{clip_grad_norm, grads_finite, grad_norm};
+pub use clip::{clip_grad_norm, grad_norm, grads_finite};
 pub use sgd::{Sgd, SgdParams};
 
 use super::TrainError;
@@ -120,11 +120,7 @@ pub(crate) fn grad_of(grads: &GradStore, var: &Var) -> Result<Option<Tensor>, Tr
 }
 
 /// Checks a saved state tensor against its parameter and moves it to the parameter's device.
-pub(crate) fn checked_state(
-    key: &str,
-    t: &Tensor,
-    param: &Param,
-) -> Result<Tensor, TrainError> {
+pub(crate) fn checked_state(key: &str, t: &Tensor, param: &Param) -> Result<Tensor, TrainError> {
     if t.dims() != param.var.dims() {
         return Err(TrainError::OptimizerState(format!(
             "`{key}` has shape {:?} but parameter `{}` has {:?}",

@@ -52,7 +52,7 @@ impl Plateau {
         min_lr: f64,
         eps: f64,
     ) -> Result<Self, TrainError> {
-        if !(factor < 1.0 && factor >= 0.0) {
+        if !(0.0..1.0).contains(&factor) {
             return Err(TrainError::config(
                 "scheduler.factor",
                 format!("must be in [0, 1), got {factor}"),

@@ -23,7 +23,10 @@ struct State {
 impl Step {
     pub fn new(base_lr: f64, step_size: u32, gamma: f64) -> Result<Self, TrainError> {
         if step_size == 0 {
-            return Err(TrainError::config("scheduler.step_size", "must be at least 1"));
+            return Err(TrainError::config(
+                "scheduler.step_size",
+                "must be at least 1",
+            ));
         }
         Ok(Step {
             step_size,
@@ -43,7 +46,7 @@ impl LrScheduler for Step {
     }
     fn step_epoch(&mut self, _metrics: &Metrics) -> Result<(), TrainError> {
         self.epoch += 1;
-        if self.epoch % self.step_size == 0 {
+        if self.epoch.is_multiple_of(self.step_size) {
             self.lr *= self.gamma;
         }
         Ok(())
