@@ -1,0 +1,293 @@
+//! The checkpoint file: one safetensors file with the model weights (`model.<name>`), the
+//! optimizer state (`optim.<key>`) and JSON metadata in the header (`runner.meta`: epoch,
+//! scheduler state, RNG state, resolved recipe, run key, metrics). Written to `<path>.tmp`,
+//! fsynced, then renamed over `<path>` (and the directory fsynced), so a crash leaves either
+//! the old file or the new one. A SHA-256 of the tensor bytes in the header catches corruption.
+
+use crate::train::TrainError;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const FORMAT: &str = "runner-checkpoint";
+const FORMAT_VERSION: &str = "1";
+const KEY_FORMAT: &str = "runner.format";
+const KEY_VERSION: &str = "runner.format_version";
+const KEY_META: &str = "runner.meta";
+const KEY_SHA: &str = "runner.sha256";
+const MODEL_PREFIX: &str = "model.";
+const OPTIM_PREFIX: &str = "optim.";
+
+/// Everything but the tensors. `extra` is free-form for the loop (e.g. divergence state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Epochs completed when this checkpoint was written (1-based).
+    pub epoch: u32,
+    pub run_key: String,
+    /// [`crate::train::schedule::Schedule::state`].
+    pub scheduler: serde_json::Value,
+    /// RNG states, in whatever form the loop keeps them.
+    pub rng: serde_json::Value,
+    /// The resolved recipe.
+    pub recipe: serde_json::Value,
+    /// The epoch's metrics (non-finite values are not stored).
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub extra: serde_json::Value,
+}
+
+/// A checkpoint in memory. Tensor names carry no prefix (`model` holds `stem.conv.weight`).
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub meta: CheckpointMeta,
+    pub model: HashMap<String, Tensor>,
+    pub optim: HashMap<String, Tensor>,
+}
+
+fn ck_err(path: &Path, msg: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The temporary name a checkpoint is written under before the rename.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+fn to_st_dtype(d: DType) -> Option<Dtype> {
+    Some(match d {
+        DType::U8 => Dtype::U8,
+        DType::U32 => Dtype::U32,
+        DType::I64 => Dtype::I64,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+        DType::F32 => Dtype::F32,
+        DType::F64 => Dtype::F64,
+        _ => return None,
+    })
+}
+
+fn from_st_dtype(d: Dtype) -> Option<DType> {
+    Some(match d {
+        Dtype::U8 => DType::U8,
+        Dtype::U32 => DType::U32,
+        Dtype::I64 => DType::I64,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::F32 => DType::F32,
+        Dtype::F64 => DType::F64,
+        _ => return None,
+    })
+}
+
+/// Little-endian bytes of a tensor (moved to the CPU).
+fn tensor_bytes(t: &Tensor) -> candle_core::Result<Vec<u8>> {
+    let t = t.to_device(&Device::Cpu)?.flatten_all()?;
+    fn le<T, const N: usize>(v: Vec<T>, f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(v.len() * N);
+        for x in v {
+            out.extend_from_slice(&f(x));
+        }
+        out
+    }
+    Ok(match t.dtype() {
+        DType::U8 => t.to_vec1::<u8>()?,
+        DType::U32 => le(t.to_vec1::<u32>()?, u32::to_le_bytes),
+        DType::I64 => le(t.to_vec1::<i64>()?, i64::to_le_bytes),
+        DType::F16 => le(t.to_vec1::<half::f16>()?, half::f16::to_le_bytes),
+        DType::BF16 => le(t.to_vec1::<half::bf16>()?, half::bf16::to_le_bytes),
+        DType::F32 => le(t.to_vec1::<f32>()?, f32::to_le_bytes),
+        DType::F64 => le(t.to_vec1::<f64>()?, f64::to_le_bytes),
+        d => candle_core::bail!("cannot store dtype {d:?} in a checkpoint"),
+    })
+}
+
+/// Writes `ck` to `path` atomically (temp file, fsync, rename, directory fsync).
+pub fn write_checkpoint(path: &Path, ck: &Checkpoint) -> Result<(), TrainError> {
+    // name -> (dtype, shape, bytes), sorted by name.
+    let mut entries: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    for (prefix, map) in [(MODEL_PREFIX, &ck.model), (OPTIM_PREFIX, &ck.optim)] {
+        for (name, t) in map {
+            let dtype = to_st_dtype(t.dtype()).ok_or_else(|| {
+                ck_err(
+                    path,
+                    format!("tensor `{name}` has unsupported dtype {:?}", t.dtype()),
+                )
+            })?;
+            let bytes = tensor_bytes(t)?;
+            entries.insert(format!("{prefix}{name}"), (dtype, t.dims().to_vec(), bytes));
+        }
+    }
+    let mut sha = Sha256::new();
+    for (name, (_, _, bytes)) in &entries {
+        sha.update(name.as_bytes());
+        sha.update(bytes);
+    }
+    let mut meta = ck.meta.clone();
+    meta.metrics.retain(|_, v| v.is_finite());
+    let meta_json = serde_json::to_string(&meta)
+        .map_err(|e| ck_err(path, format!("cannot encode metadata: {e}")))?;
+    let header = HashMap::from([
+        (KEY_FORMAT.to_string(), FORMAT.to_string()),
+        (KEY_VERSION.to_string(), FORMAT_VERSION.to_string()),
+        (KEY_META.to_string(), meta_json),
+        (KEY_SHA.to_string(), hex::encode(sha.finalize())),
+    ]);
+    let mut views = Vec::with_capacity(entries.len());
+    for (name, (dtype, shape, bytes)) in &entries {
+        let view = TensorView::new(*dtype, shape.clone(), bytes)
+            .map_err(|e| ck_err(path, format!("tensor `{name}`: {e}")))?;
+        views.push((name.as_str(), view));
+    }
+    let buf = safetensors::serialize(views, Some(header))
+        .map_err(|e| ck_err(path, format!("cannot serialize: {e}")))?;
+
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let tmp = temp_path(path);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&buf).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename durable; not every platform can fsync a directory.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Reads and validates a checkpoint (format, checksum, metadata); tensors land on the CPU.
+pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
+    let buf = std::fs::read(path).map_err(io_err(path))?;
+    let corrupt = |what: String| {
+        ck_err(
+            path,
+            format!("{what} (the file is truncated or corrupt; use another checkpoint)"),
+        )
+    };
+    let st = SafeTensors::deserialize(&buf).map_err(|e| corrupt(format!("unreadable: {e}")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&buf).map_err(|e| corrupt(format!("unreadable header: {e}")))?;
+    let info = header
+        .metadata()
+        .as_ref()
+        .ok_or_else(|| ck_err(path, "not a runner checkpoint (no metadata)"))?;
+    if info.get(KEY_FORMAT).map(String::as_str) != Some(FORMAT) {
+        return Err(ck_err(path, "not a runner checkpoint (no `runner.format`)"));
+    }
+    if info.get(KEY_VERSION).map(String::as_str) != Some(FORMAT_VERSION) {
+        return Err(ck_err(
+            path,
+            format!(
+                "unsupported checkpoint version {:?} (this runner reads {FORMAT_VERSION})",
+                info.get(KEY_VERSION)
+            ),
+        ));
+    }
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let mut sha = Sha256::new();
+    let mut ck = Checkpoint {
+        meta: serde_json::from_str(
+            info.get(KEY_META)
+                .ok_or_else(|| ck_err(path, "missing `runner.meta`"))?,
+        )
+        .map_err(|e| corrupt(format!("bad metadata: {e}")))?,
+        model: HashMap::new(),
+        optim: HashMap::new(),
+    };
+    for name in &names {
+        let view = st
+            .tensor(name)
+            .map_err(|e| corrupt(format!("tensor `{name}`: {e}")))?;
+        sha.update(name.as_bytes());
+        sha.update(view.data());
+        let dtype = from_st_dtype(view.dtype())
+            .ok_or_else(|| ck_err(path, format!("tensor `{name}` has unsupported dtype")))?;
+        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?;
+        if let Some(n) = name.strip_prefix(MODEL_PREFIX) {
+            ck.model.insert(n.to_string(), t);
+        } else if let Some(n) = name.strip_prefix(OPTIM_PREFIX) {
+            ck.optim.insert(n.to_string(), t);
+        } else {
+            return Err(ck_err(path, format!("unexpected tensor `{name}`")));
+        }
+    }
+    let want = info
+        .get(KEY_SHA)
+        .ok_or_else(|| ck_err(path, "missing `runner.sha256`"))?;
+    if hex::encode(sha.finalize()) != *want {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    Ok(ck)
+}
+
+/// Loads `tensors` into the variables of `varmap` (names must match one to one, shapes
+/// exactly; values are converted to each variable's device and dtype).
+pub fn assign_vars(varmap: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<(), TrainError> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::ModelState("variable map lock poisoned".into()))?;
+    let mut missing: Vec<&str> = data
+        .keys()
+        .filter(|k| !tensors.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        missing.sort_unstable();
+        return Err(TrainError::ModelState(format!(
+            "checkpoint lacks {} model tensor(s): {}",
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    let mut extra: Vec<&str> = tensors
+        .keys()
+        .filter(|k| !data.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !extra.is_empty() {
+        extra.sort_unstable();
+        return Err(TrainError::ModelState(format!(
+            "checkpoint has tensor(s) this model lacks: {}",
+            extra.join(", ")
+        )));
+    }
+    for (name, var) in data.iter() {
+        let t = &tensors[name];
+        if t.dims() != var.dims() {
+            return Err(TrainError::ModelState(format!(
+                "`{name}` has shape {:?} in the checkpoint but {:?} in the model",
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Checkpoints: which epochs to save and delete ([`policy`]) and the atomic, validated
+//! single-file format ([`io`]).
+
+pub mod io;
+pub mod policy;
+
+pub use io::{assign_vars, read_checkpoint, write_checkpoint, Checkpoint, CheckpointMeta};
+pub use policy::{
+    CheckpointAction, CheckpointPolicy, CheckpointRule, CheckpointingStrategy, EveryN, KeepBestN,
+    KeepLastN, SavedCheckpoint,
+};
