@@ -48,10 +48,10 @@ fn chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
     let sx = |x: f64| pad + (x - x0) / (x1 - x0) * (w - 2.0 * pad);
     let sy = |y: f64| h - pad - (y - y0) / (y1 - y0) * (h - 2.0 * pad);
     let mut svg = format!(
-        r#"<figure><svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">
+        r##"<figure><svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">
 <rect x="{pad}" y="{pad}" width="{}" height="{}" fill="none" stroke="#ccc"/>
 <text x="{pad}" y="{}" font-size="10">{}</text><text x="{pad}" y="{}" font-size="10">{}</text>
-<text x="{}" y="{}" font-size="10" text-anchor="end">epoch {}</text>"#,
+<text x="{}" y="{}" font-size="10" text-anchor="end">epoch {}</text>"##,
         w - 2.0 * pad,
         h - 2.0 * pad,
         pad - 4.0,
@@ -71,7 +71,7 @@ fn chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
         if !d.is_empty() {
             let _ = write!(
                 svg,
-                r#"<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/>"#,
+                r##"<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/>"##,
                 COLORS[i % COLORS.len()],
                 d.join(" ")
             );
@@ -123,7 +123,7 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
     for (i, r) in top.iter().enumerate() {
         let _ = write!(
             legend,
-            r#"<span style="color:{}">&#9632; run {} ({})</span>"#,
+            r##"<span style="color:{}">&#9632; run {} ({})</span>"##,
             COLORS[i % COLORS.len()],
             r.row.id,
             esc(&r.row.key)

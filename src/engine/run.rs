@@ -24,7 +24,7 @@ use super::verification::{score_verification, VerificationScore};
 use super::EngineError;
 use crate::data::CourseData;
 use crate::model::{FaceModel, ForwardCtx};
-use crate::recipe::{LossKind, Recipe};
+use crate::recipe::Recipe;
 use crate::store::{CheckpointRecord, EpochMetrics, RunStatus, Store, VerificationRecord};
 use crate::train::checkpoint::{
     assign_vars, read_checkpoint, write_checkpoint, Checkpoint, CheckpointAction, CheckpointMeta,
@@ -132,17 +132,7 @@ impl<'a, 's> Runner<'a, 's> {
         let seeded = SeededVarMap::new(VarMap::new(), r.train.seed);
         let vb = seeded.var_builder(&device);
         let model = crate::model::build(&r.model, num_classes, vb.clone())?;
-        let head = match r.loss.kind {
-            LossKind::CrossEntropy => None,
-            kind => Some(MarginHead::new(
-                vb.pp("margin_head"),
-                kind,
-                model.embedding_dim(),
-                num_classes,
-                r.loss.scale(),
-                r.loss.margin(),
-            )?),
-        };
+        let head = MarginHead::build(&r.loss, vb.pp("margin_head"), model.embedding_dim(), num_classes)?;
         let varmap = seeded.varmap.clone();
         if let (Some(path), StartFrom::Scratch) = (&r.model.init_from, &req.start) {
             crate::model::load_init_from(&varmap, Path::new(path))?;
@@ -210,7 +200,7 @@ impl<'a, 's> Runner<'a, 's> {
         if let Some(g) = ck.meta.extra.get("divergence") {
             if let Ok(g) = serde_json::from_value::<DivergenceGuard>(g.clone()) {
                 self.guard = g;
-                self.schedule.set_lr_scale(self.guard.lr_scale());
+                self.schedule.set_lr_scale(self.guard.lr_scale);
             }
         }
         if same_run {

@@ -83,13 +83,13 @@ pub fn score_verification(
                 .unwrap_or_else(|| verify::NO_MATCH.to_string())
         })
         .collect();
-    let tuned = verify::resolve_threshold(v.threshold, v.metric, &matches, &truth)?;
-    let decisions = verify::decide(&matches, tuned.score);
+    let score_t = verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
+    let decisions = verify::decide(&matches, score_t);
     let metrics = verify::verification_metrics(&decisions, &truth)?;
     let ids = unknown.ids().to_vec();
     Ok(VerificationScore {
         metric: format!("{:?}", v.metric).to_lowercase(),
-        threshold: tuned.natural,
+        threshold: verify::natural_threshold(v.metric, score_t),
         metrics,
         decisions: ids.into_iter().zip(decisions).collect(),
     })
