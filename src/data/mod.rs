@@ -1,1 +1,19 @@
 //! Course data layout, synthetic face generator, transforms and the batch loader.
+
+pub mod bench;
+pub mod error;
+pub mod fingerprint;
+pub mod layout;
+pub mod loader;
+pub mod nn_baseline;
+pub mod preview;
+pub mod resolve;
+pub mod stats;
+pub mod synth;
+pub mod transforms;
+
+pub use error::DataError;
+pub use fingerprint::fingerprint;
+pub use layout::{read_pairs, CourseData, Sample};
+
+pub use transforms::{build, sample_rng, ImageTensor, Pipeline};
