@@ -1,0 +1,132 @@
+//! RandomPerspective (torchvision): with probability `p`, corners moved inwards by up to
+//! `distortion_scale` of the half size; bilinear sampling, `fill` outside.
+
+use super::{check_prob, expect_image, randint, DataError, Transform, Value};
+use image::RgbImage;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Debug, Clone)]
+pub struct RandomPerspective {
+    pub distortion_scale: f64,
+    pub p: f64,
+    pub fill: u8,
+}
+
+impl RandomPerspective {
+    pub fn new(distortion_scale: f64, p: f64, fill: u8) -> Result<Self, DataError> {
+        check_prob("random_perspective", p)?;
+        if !(0.0..=1.0).contains(&distortion_scale) {
+            return Err(DataError::transform(
+                "random_perspective",
+                format!("distortion_scale must be in [0, 1], got {distortion_scale}"),
+            ));
+        }
+        Ok(RandomPerspective {
+            distortion_scale,
+            p,
+            fill,
+        })
+    }
+}
+
+/// Solves the 8 perspective coefficients mapping `end` points (output) to `start` (input),
+/// as torchvision `_get_perspective_coeffs`.
+pub fn perspective_coeffs(start: [[f64; 2]; 4], end: [[f64; 2]; 4]) -> Option<[f64; 8]> {
+    let mut a = [[0f64; 9]; 8];
+    for i in 0..4 {
+        let (ex, ey) = (end[i][0], end[i][1]);
+        let (sx, sy) = (start[i][0], start[i][1]);
+        a[2 * i] = [ex, ey, 1.0, 0.0, 0.0, 0.0, -sx * ex, -sx * ey, sx];
+        a[2 * i + 1] = [0.0, 0.0, 0.0, ex, ey, 1.0, -sy * ex, -sy * ey, sy];
+    }
+    // Gaussian elimination with partial pivoting
+    for col in 0..8 {
+        let piv = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[piv][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, piv);
+        for r in 0..8 {
+            if r != col {
+                let f = a[r][col] / a[col][col];
+                for c in col..9 {
+                    a[r][c] -= f * a[col][c];
+                }
+            }
+        }
+    }
+    let mut out = [0f64; 8];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = a[i][8] / a[i][i];
+    }
+    Some(out)
+}
+
+/// Pillow `Image.transform(PERSPECTIVE, BILINEAR)`.
+pub fn warp_perspective(img: &RgbImage, c: [f64; 8], fill: u8) -> RgbImage {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let src = img.as_raw();
+    let mut out = vec![fill; (w * h * 3) as usize];
+    let px = |x: i64, y: i64, ch: usize| -> f64 {
+        if x < 0 || y < 0 || x >= w || y >= h {
+            fill as f64
+        } else {
+            src[((y * w + x) * 3) as usize + ch] as f64
+        }
+    };
+    for y in 0..h {
+        for x in 0..w {
+            let (xc, yc) = (x as f64 + 0.5, y as f64 + 0.5);
+            let den = c[6] * xc + c[7] * yc + 1.0;
+            if den == 0.0 {
+                continue;
+            }
+            let xi = (c[0] * xc + c[1] * yc + c[2]) / den - 0.5;
+            let yi = (c[3] * xc + c[4] * yc + c[5]) / den - 0.5;
+            if xi < -1.0 || yi < -1.0 || xi >= w as f64 || yi >= h as f64 {
+                continue;
+            }
+            let (x0, y0) = (xi.floor() as i64, yi.floor() as i64);
+            let (fx, fy) = (xi - x0 as f64, yi - y0 as f64);
+            let d = ((y * w + x) * 3) as usize;
+            for ch in 0..3 {
+                let top = px(x0, y0, ch) * (1.0 - fx) + px(x0 + 1, y0, ch) * fx;
+                let bot = px(x0, y0 + 1, ch) * (1.0 - fx) + px(x0 + 1, y0 + 1, ch) * fx;
+                out[d + ch] = (top * (1.0 - fy) + bot * fy).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_default()
+}
+
+impl Transform for RandomPerspective {
+    fn name(&self) -> &'static str {
+        "random_perspective"
+    }
+    fn apply(&self, x: Value, rng: &mut ChaCha8Rng) -> Result<Value, DataError> {
+        let img = expect_image("random_perspective", x)?;
+        if rng.random::<f64>() >= self.p {
+            return Ok(Value::Image(img));
+        }
+        let (w, h) = (img.width() as i64, img.height() as i64);
+        let dw = (self.distortion_scale * (w / 2) as f64) as i64;
+        let dh = (self.distortion_scale * (h / 2) as f64) as i64;
+        let tl = [randint(rng, 0, dw + 1), randint(rng, 0, dh + 1)];
+        let tr = [randint(rng, w - dw - 1, w), randint(rng, 0, dh + 1)];
+        let br = [randint(rng, w - dw - 1, w), randint(rng, h - dh - 1, h)];
+        let bl = [randint(rng, 0, dw + 1), randint(rng, h - dh - 1, h)];
+        let f = |p: [i64; 2]| [p[0] as f64, p[1] as f64];
+        let start = [
+            [0.0, 0.0],
+            [(w - 1) as f64, 0.0],
+            [(w - 1) as f64, (h - 1) as f64],
+            [0.0, (h - 1) as f64],
+        ];
+        let end = [f(tl), f(tr), f(br), f(bl)];
+        match perspective_coeffs(start, end) {
+            Some(c) => Ok(Value::Image(warp_perspective(&img, c, self.fill))),
+            None => Ok(Value::Image(img)),
+        }
+    }
+}
