@@ -3,12 +3,11 @@
 //! prefetch, per-sample RNG from (seed, epoch, index), optional cache, bad-image policy).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use candle_core::Device;
 
 use super::EngineError;
-use crate::data::loader::{Batch, Loader, LoaderOptions};
+use crate::data::loader::{Batch, Loader, LoaderConfig};
 use crate::data::CourseData;
 use crate::recipe::{Recipe, TransformSpec};
 
@@ -22,6 +21,7 @@ pub enum Split {
 /// A split's samples, its pipeline and how to batch them.
 pub struct BatchSource {
     loader: Loader,
+    device: Device,
 }
 
 /// The default eval pipeline when a recipe lists none: to_tensor only.
@@ -60,19 +60,18 @@ impl BatchSource {
         r: &Recipe,
         device: &Device,
     ) -> Result<Self, EngineError> {
-        let pipeline = Arc::new(crate::data::transforms::build(specs)?);
-        let opts = LoaderOptions {
-            batch_size: r.train.batch_size,
-            shuffle,
-            drop_last: false,
-            seed: r.train.seed,
-            workers: r.data.num_workers,
-            cache: r.data.cache,
-            on_bad_image: r.data.on_bad_image,
-            prefetch: 2,
+        let pipeline = crate::data::transforms::build(specs)?;
+        let mut cfg = if shuffle {
+            LoaderConfig::train(&r.data, r.train.batch_size, r.train.seed)
+        } else {
+            LoaderConfig::eval(&r.data, r.train.batch_size)
         };
+        // Training drops the last partial batch (BatchNorm needs more than one sample), but
+        // never the only one.
+        cfg.drop_last = shuffle && items.len() > r.train.batch_size;
         Ok(BatchSource {
-            loader: Loader::new(items, pipeline, opts, device.clone()),
+            loader: Loader::new(items, pipeline, cfg)?,
+            device: device.clone(),
         })
     }
 
@@ -90,9 +89,13 @@ impl BatchSource {
         epoch: u32,
         start: usize,
     ) -> Result<impl Iterator<Item = Result<(usize, Batch), EngineError>> + '_, EngineError> {
+        // Batches before `start` (a resume inside an epoch) are drawn and discarded: the order
+        // and augmentation of the rest stay exactly those of an uninterrupted epoch.
         Ok(self
             .loader
-            .epoch_from(epoch as u64, start)
-            .map(|r| r.map_err(EngineError::from)))
+            .epoch(epoch as u64, &self.device)
+            .enumerate()
+            .skip(start)
+            .map(|(i, r)| r.map(|b| (i, b)).map_err(EngineError::from)))
     }
 }

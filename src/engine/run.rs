@@ -114,6 +114,28 @@ struct Runner<'a, 's> {
     epoch: u32,
     partial: Option<PartialEpoch>,
     step: u64,
+    faults: Faults,
+}
+
+/// Fault injection for tests and debugging, from the environment:
+/// `RUNNER_STOP_AFTER_STEPS=N` stops as Ctrl-C would after N optimizer steps of this process;
+/// `RUNNER_INJECT_NAN_AT_STEP=N` makes the loss of global step N NaN (once).
+#[derive(Debug, Default)]
+struct Faults {
+    stop_after_steps: Option<u64>,
+    nan_at_step: Option<u64>,
+    steps_here: u64,
+}
+
+impl Faults {
+    fn from_env() -> Faults {
+        let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        Faults {
+            stop_after_steps: get("RUNNER_STOP_AFTER_STEPS"),
+            nan_at_step: get("RUNNER_INJECT_NAN_AT_STEP"),
+            steps_here: 0,
+        }
+    }
 }
 
 impl<'a, 's> Runner<'a, 's> {
@@ -164,6 +186,7 @@ impl<'a, 's> Runner<'a, 's> {
             epoch: 0,
             partial: None,
             step: 0,
+            faults: Faults::from_env(),
         };
         match runner.req.start.clone() {
             StartFrom::Scratch => {}
@@ -376,7 +399,11 @@ impl<'a, 's> Runner<'a, 's> {
             let mut ctx = ForwardCtx::train(mix(seed, epoch as u64, b as u64));
             let logits = self.logits(&batch.images, &batch.labels, &mut ctx)?;
             let loss_t = loss::cross_entropy(&logits, &batch.labels, smoothing)?;
-            let loss_v = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let mut loss_v = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if self.faults.nan_at_step == Some(self.step) {
+                self.faults.nan_at_step = None;
+                loss_v = f64::NAN;
+            }
             let n = batch.labels.dim(0)? as u64;
             let mut grads = loss_t.backward()?;
             let vars: Vec<candle_core::Var> =
@@ -411,6 +438,10 @@ impl<'a, 's> Runner<'a, 's> {
             }
             self.optimizer.step(&grads, lr)?;
             self.step += 1;
+            self.faults.steps_here += 1;
+            if self.faults.stop_after_steps == Some(self.faults.steps_here) {
+                self.req.stop.store(true, Ordering::SeqCst);
+            }
             loss_sum += loss_v * n as f64;
             correct += loss::correct_count(&logits, &batch.labels)? as u64;
             seen += n;

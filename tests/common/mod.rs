@@ -1,0 +1,156 @@
+//! Helpers shared by the end-to-end tests: tiny recipes on tiny synthetic data, and running
+//! the real `runner` binary against a temporary store.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("store.db")
+    }
+
+    /// Writes a tiny recipe (tiny ConvNeXt, 32 px synthetic faces generated into this env)
+    /// with `extra` TOML appended, and returns its path.
+    pub fn recipe(&self, name: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            r#"
+[data]
+root = "synth"
+image_size = 32
+cache_dir = "{cache}"
+num_workers = 2
+
+[data.synth]
+identities = 6
+images_per_identity = 8
+verify_identities = 4
+impostors = 2
+size = 32
+seed = 3
+
+[transforms]
+train = [
+  {{ kind = "random_resized_crop", size = 32, scale = [0.8, 1.0] }},
+  {{ kind = "horizontal_flip" }},
+  {{ kind = "to_tensor" }},
+  {{ kind = "normalize", mean = [0.5, 0.5, 0.5], std = [0.5, 0.5, 0.5] }},
+]
+eval = [
+  {{ kind = "to_tensor" }},
+  {{ kind = "normalize", mean = [0.5, 0.5, 0.5], std = [0.5, 0.5, 0.5] }},
+]
+
+[model]
+kind = "convnext"
+depths = [1, 1, 1, 1]
+dims = [8, 16, 24, 32]
+
+[optimizer]
+kind = "sgd"
+lr = 0.05
+momentum = 0.9
+
+[train]
+epochs = 3
+batch_size = 8
+seed = 1
+
+[checkpoint]
+dir = "{ckpt}"
+keep_best = 1
+keep_last = 2
+{extra}
+"#,
+            cache = self.path("data").display(),
+            ckpt = self.path("runs").display(),
+        );
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_runner"));
+        c.arg("--db").arg(self.db()).arg("--quiet").current_dir(self.dir.path());
+        c
+    }
+
+    /// Runs `runner --db <env db> --quiet ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and parses stdout as JSON, asserting success.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "runner {args:?} failed ({:?}):\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("runner {args:?}: not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout))
+        })
+    }
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Model tensors of a checkpoint (names without the `model.` prefix), as f32 vectors.
+pub fn checkpoint_weights(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let ck = runner::train::checkpoint::read_checkpoint(path).unwrap();
+    ck.model
+        .iter()
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The per-epoch metrics of a run without its timings.
+pub fn epoch_metrics(show: &serde_json::Value) -> Vec<serde_json::Value> {
+    show["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            let o = e.as_object_mut().unwrap();
+            o.remove("images_per_sec");
+            o.remove("seconds");
+            e
+        })
+        .collect()
+}
+
+/// The path of a run's newest kept end-of-epoch checkpoint.
+pub fn last_checkpoint(show: &serde_json::Value) -> PathBuf {
+    let cks = show["checkpoints"].as_array().unwrap();
+    let c = cks
+        .iter()
+        .filter(|c| c["kept"].as_bool().unwrap() && c["metric_name"] != "interrupt")
+        .max_by_key(|c| c["epoch"].as_u64().unwrap())
+        .expect("a kept checkpoint");
+    PathBuf::from(c["path"].as_str().unwrap())
+}

@@ -1,0 +1,202 @@
+//! End-to-end sweeps: leaderboard, best, resume --best, no re-runs, killed sweeps resumed,
+//! two concurrent sweeps, `--where` safety, the watch folder, the HTML report.
+
+mod common;
+
+use common::{s, Env};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const SWEEP: &str = r#"
+[sweep]
+mode = "grid"
+
+[sweep.params]
+"optimizer.lr" = [0.05, 0.01]
+"train.seed" = [1, 2]
+"#;
+
+#[test]
+fn a_sweep_runs_ranks_and_continues_the_winner() {
+    let env = Env::new();
+    let r = env.recipe("sweep.toml", SWEEP);
+    let rows = env.json(&["sweep", s(&r), "--format", "json"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r["status"] == "done" && r["action"] == "trained"), "{rows:?}");
+
+    let lb = env.json(&["leaderboard", "--metric", "val_acc", "--format", "json"]);
+    let lb = lb.as_array().unwrap();
+    assert_eq!(lb.len(), 4);
+    let vals: Vec<f64> = lb.iter().map(|r| r["val_acc"].as_f64().unwrap()).collect();
+    assert!(vals.windows(2).all(|w| w[0] >= w[1]), "ordered best first: {vals:?}");
+    for r in lb {
+        assert!(r["overrides"]["optimizer.lr"].is_number());
+    }
+    // Losses rank ascending.
+    let lb_loss = env.json(&["leaderboard", "--metric", "val_loss", "--format", "json"]);
+    let losses: Vec<f64> = lb_loss.as_array().unwrap().iter().map(|r| r["val_loss"].as_f64().unwrap()).collect();
+    assert!(losses.windows(2).all(|w| w[0] <= w[1]), "{losses:?}");
+
+    let best = env.json(&["best", "--metric", "val_acc", "--format", "json"]);
+    assert_eq!(best["id"], lb[0]["id"]);
+    assert!(best["epochs"].as_array().unwrap().len() == 3);
+
+    // Continue the winner from its best checkpoint to 5 epochs in total, as a linked run.
+    let resumed = env.json(&["resume", "--best", "--epochs", "5", "--format", "json"]);
+    assert_eq!(resumed["status"], "done");
+    let show = env.json(&["show", &resumed["id"].to_string(), "--format", "json"]);
+    assert_eq!(show["parent"], best["id"]);
+    let epochs: Vec<u64> = show["epochs"].as_array().unwrap().iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
+    let best_ck = best["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kept"] == true)
+        .max_by(|a, b| a["metric"].as_f64().unwrap().total_cmp(&b["metric"].as_f64().unwrap()))
+        .unwrap()["epoch"]
+        .as_u64()
+        .unwrap();
+    let expected: Vec<u64> = (best_ck + 1..=5).collect();
+    assert_eq!(epochs, expected, "starts after the parent's best checkpoint (epoch {best_ck})");
+    assert_eq!(show["config"]["train"]["epochs"], 5);
+
+    // A second sweep of the same recipe trains nothing.
+    let again = env.json(&["sweep", s(&r), "--format", "json"]);
+    assert!(again.as_array().unwrap().iter().all(|r| r["action"] == "skipped (done)"), "{again}");
+    let runs = env.json(&["runs", "--format", "json"]);
+    assert_eq!(runs.as_array().unwrap().len(), 5);
+
+    // Filters and grouping.
+    let f = env.json(&["leaderboard", "--where", "optimizer.lr < 0.02 and train.seed = 1", "--format", "json"]);
+    assert_eq!(f.as_array().unwrap().len(), 1, "{f}");
+    let g = env.json(&["leaderboard", "--group-by", "optimizer.lr", "--format", "json"]);
+    let g = g.as_array().unwrap();
+    assert!(g.iter().any(|x| x["runs"] == 2), "{g:?}");
+
+    // Malformed and SQL-looking filters are errors; the store is intact afterwards.
+    for bad in ["1; DROP TABLE runs", "optimizer.lr <", "(val_acc > 0.1", "model.kind = 'x", "val_acc >> 1"] {
+        let out = env.run(&["leaderboard", "--where", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--where"), "{bad}");
+    }
+    let runs = env.json(&["runs", "--format", "json"]);
+    assert_eq!(runs.as_array().unwrap().len(), 5);
+
+    // The HTML report is self-contained.
+    let report = env.path("report.html");
+    assert!(env.run(&["report", "--out", s(&report)]).status.success());
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("<svg") && html.contains("Leaderboard"));
+    assert!(!html.contains("<script src") && !html.contains("<link"));
+}
+
+#[test]
+fn a_killed_sweep_finishes_with_every_run_done_once_and_the_interrupted_run_resumed() {
+    let env = Env::new();
+    let r = env.recipe("sweep.toml", SWEEP);
+    assert!(env.run(&["plan", s(&r)]).status.success());
+    let mut child = env.cmd().args(["sweep", s(&r)]).spawn().unwrap();
+    // Kill it once the second run has a checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let killed_run = loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let store = runner::store::Store::open(&env.db()).unwrap();
+        let runs = store.runs(None).unwrap();
+        if let Some(r) = runs.get(1) {
+            if r.status == "running" && !store.checkpoints(r.id).unwrap().is_empty() {
+                break r.id;
+            }
+        }
+        assert!(Instant::now() < deadline, "sweep did not reach its second run");
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let rows = env.json(&["sweep", s(&r), "--format", "json"]);
+    let rows = rows.as_array().unwrap();
+    let by_run: BTreeMap<i64, &serde_json::Value> = rows.iter().map(|r| (r["run_id"].as_i64().unwrap(), r)).collect();
+    assert_eq!(by_run[&killed_run]["action"], "resumed", "{rows:?}");
+    assert!(rows.iter().all(|r| r["status"] == "done"));
+    let runs = env.json(&["runs", "--format", "json"]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 4, "every run exactly once");
+    let keys: std::collections::BTreeSet<_> = runs.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), 4);
+    let show = env.json(&["show", &killed_run.to_string(), "--format", "json"]);
+    assert_eq!(show["epochs"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn two_concurrent_sweeps_share_the_work_and_never_run_a_run_twice() {
+    let env = Env::new();
+    let r = env.recipe("sweep.toml", SWEEP);
+    assert!(env.run(&["plan", s(&r)]).status.success());
+    let spawn = || {
+        env.cmd()
+            .args(["sweep", s(&r), "--format", "json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(oa.status.success() && ob.status.success());
+    let ja: serde_json::Value = serde_json::from_slice(&oa.stdout).unwrap();
+    let jb: serde_json::Value = serde_json::from_slice(&ob.stdout).unwrap();
+    let trained = |j: &serde_json::Value| -> Vec<i64> {
+        j.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "trained" || r["action"] == "resumed")
+            .map(|r| r["run_id"].as_i64().unwrap())
+            .collect()
+    };
+    let mut all = trained(&ja);
+    all.extend(trained(&jb));
+    all.sort();
+    let mut dedup = all.clone();
+    dedup.dedup();
+    assert_eq!(all, dedup, "a run was trained by both processes");
+    let runs = env.json(&["runs", "--format", "json"]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    // A run skipped as busy by one process was finished by the other; finish anything left.
+    let rows = env.json(&["sweep", s(&r), "--format", "json"]);
+    assert!(rows.as_array().unwrap().iter().all(|r| r["status"] == "done"), "{rows}");
+    let runs_after = env.json(&["runs", "--format", "json"]);
+    assert_eq!(runs_after.as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn watch_runs_a_recipe_dropped_in_and_reports_a_broken_one() {
+    let env = Env::new();
+    let queue = env.path("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    let mut child = env
+        .cmd()
+        .args(["watch", s(&queue)])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(queue.join("broken.toml"), "[data]\nroot = \"synth\"\n[model]\nkind = \"vit\"\n").unwrap();
+    let good = env.recipe("good.toml", "");
+    std::fs::copy(&good, queue.join("good.toml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if let Ok(store) = runner::store::Store::open(&env.db()) {
+            if store.runs(None).unwrap().iter().any(|r| r.status == "done") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "watch did not run the recipe");
+        assert!(child.try_wait().unwrap().is_none(), "the watcher stopped");
+    }
+    // Stop it like Ctrl-C.
+    let _ = std::process::Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.toml"), "{stderr}");
+}

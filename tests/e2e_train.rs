@@ -1,0 +1,253 @@
+//! End-to-end training through the CLI: a run, exact resume after SIGTERM-style interruption
+//! and after `kill -9`, divergence handling, and random kills that never corrupt anything.
+
+mod common;
+
+use common::{checkpoint_weights, epoch_metrics, last_checkpoint, s, Env};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_run_trains_records_and_is_not_repeated() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let out = env.json(&["run", s(&r), "--format", "json"]);
+    assert_eq!(out["status"], "done");
+    let id = out["id"].as_i64().unwrap().to_string();
+    let show = env.json(&["show", &id, "--format", "json"]);
+    let epochs = show["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    for (i, e) in epochs.iter().enumerate() {
+        assert_eq!(e["epoch"].as_u64().unwrap() as usize, i + 1);
+        for k in ["lr", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_sec", "seconds"] {
+            assert!(e[k].as_f64().unwrap().is_finite(), "{k} in {e}");
+        }
+    }
+    // Verification scored at the end, on unknown_dev.
+    let last = &epochs[2];
+    assert!(last["verify_acc"].as_f64().is_some(), "{last}");
+    assert_eq!(show["verification"].as_array().unwrap().len(), 1);
+    // Checkpoints: the policy keeps the best and the last two.
+    let kept = show["checkpoints"].as_array().unwrap().iter().filter(|c| c["kept"] == true).count();
+    assert!((1..=3).contains(&kept), "{}", show["checkpoints"]);
+    for c in show["checkpoints"].as_array().unwrap() {
+        let exists = std::path::Path::new(c["path"].as_str().unwrap()).exists();
+        assert_eq!(exists, c["kept"] == true, "{c}");
+    }
+    // Same key again: nothing is trained, the same run is reported.
+    let again = env.json(&["run", s(&r), "--format", "json"]);
+    assert_eq!(again["id"], out["id"]);
+    let runs = env.json(&["runs", "--format", "json"]);
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+}
+
+fn straight_run(env: &Env, name: &str, epochs: u32) -> serde_json::Value {
+    let r = env.recipe(name, "");
+    let out = env.json(&["run", s(&r), "--set", &format!("train.epochs={epochs}"), "--format", "json"]);
+    assert_eq!(out["status"], "done");
+    env.json(&["show", &out["id"].to_string(), "--format", "json"])
+}
+
+#[test]
+fn resuming_an_interrupted_run_gives_bitwise_the_same_weights_and_metrics() {
+    let straight_env = Env::new();
+    let straight = straight_run(&straight_env, "r.toml", 4);
+
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    // Stop mid-epoch 2 (as Ctrl-C / SIGTERM does, deterministically placed): 6 steps = 1.5 epochs.
+    let out = env
+        .cmd()
+        .args(["run", s(&r), "--set", "train.epochs=4", "--format", "json"])
+        .env("RUNNER_STOP_AFTER_STEPS", "6")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["status"], "interrupted");
+    // Running the same recipe resumes it (same run id).
+    let resumed = env.json(&["run", s(&r), "--set", "train.epochs=4", "--format", "json"]);
+    assert_eq!(resumed["status"], "done");
+    assert_eq!(resumed["id"], j["id"]);
+    let show = env.json(&["show", &resumed["id"].to_string(), "--format", "json"]);
+    assert_eq!(epoch_metrics(&show), epoch_metrics(&straight));
+    assert_eq!(
+        checkpoint_weights(&last_checkpoint(&show)),
+        checkpoint_weights(&last_checkpoint(&straight))
+    );
+}
+
+#[test]
+fn sigterm_interrupts_cleanly_and_the_run_resumes_to_the_same_result() {
+    let straight_env = Env::new();
+    let straight = straight_run(&straight_env, "r.toml", 4);
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let mut child = env
+        .cmd()
+        .args(["run", s(&r), "--set", "train.epochs=4"])
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch to be recorded, then send SIGTERM.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if let Ok(store) = runner::store::Store::open(&env.db()) {
+            if store.runs(None).ok().and_then(|r| r.first().map(|r| r.id)).is_some_and(|id| {
+                store.epochs(id).map(|e| !e.is_empty()).unwrap_or(false)
+            }) {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no epoch recorded in time");
+    }
+    unsafe_kill(child.id(), 15);
+    let status = child.wait().unwrap();
+    let store = runner::store::Store::open(&env.db()).unwrap();
+    let run = store.runs(None).unwrap().remove(0);
+    if run.status == "done" {
+        // The signal landed after the last step: nothing to resume; still a clean exit.
+        assert!(status.success());
+    } else {
+        assert_eq!(run.status, "interrupted", "exit {status:?}");
+        assert_eq!(status.code(), Some(1));
+        let resumed = env.json(&["run", s(&r), "--set", "train.epochs=4", "--format", "json"]);
+        assert_eq!(resumed["status"], "done");
+    }
+    let show = env.json(&["show", &run.id.to_string(), "--format", "json"]);
+    assert_eq!(epoch_metrics(&show), epoch_metrics(&straight));
+    assert_eq!(
+        checkpoint_weights(&last_checkpoint(&show)),
+        checkpoint_weights(&last_checkpoint(&straight))
+    );
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[test]
+fn kill_9_after_a_checkpoint_resumes_from_it_to_the_same_result() {
+    let straight_env = Env::new();
+    let straight = straight_run(&straight_env, "r.toml", 4);
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let mut child = env
+        .cmd()
+        .args(["run", s(&r), "--set", "train.epochs=4"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let store = runner::store::Store::open(&env.db()).unwrap();
+        let ck = store
+            .runs(None)
+            .unwrap()
+            .first()
+            .map(|r| store.checkpoints(r.id).unwrap())
+            .unwrap_or_default();
+        if ck.iter().any(|c| c.epoch >= 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint in time");
+    }
+    unsafe_kill(child.id(), 9);
+    let _ = child.wait();
+    let resumed = env.json(&["run", s(&r), "--set", "train.epochs=4", "--format", "json"]);
+    assert_eq!(resumed["status"], "done");
+    let show = env.json(&["show", &resumed["id"].to_string(), "--format", "json"]);
+    assert_eq!(epoch_metrics(&show), epoch_metrics(&straight));
+    assert_eq!(
+        checkpoint_weights(&last_checkpoint(&show)),
+        checkpoint_weights(&last_checkpoint(&straight))
+    );
+}
+
+#[test]
+fn twenty_random_kills_never_corrupt_the_store_or_a_checkpoint_and_the_run_finishes() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let args = ["run", s(&r), "--set", "train.epochs=6"];
+    // Generate the data once so that kills land in training, not in generation.
+    assert!(env.run(&["plan", s(&r)]).status.success());
+    let mut delays_ms: u64 = 137;
+    for i in 0..20 {
+        let mut child = env.cmd().args(args).spawn().unwrap();
+        // A spread of moments: pseudo-random, reproducible.
+        delays_ms = (delays_ms * 7919 + 311) % 1500 + 100;
+        std::thread::sleep(Duration::from_millis(delays_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut store = runner::store::Store::open(&env.db()).unwrap_or_else(|e| panic!("kill {i}: {e}"));
+        let ok: String = store
+            .connection()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok", "kill {i}");
+        for run in store.runs(None).unwrap() {
+            for c in store.checkpoints(run.id).unwrap().into_iter().filter(|c| c.kept) {
+                if std::path::Path::new(&c.path).exists() {
+                    runner::train::checkpoint::read_checkpoint(std::path::Path::new(&c.path))
+                        .unwrap_or_else(|e| panic!("kill {i}: corrupt checkpoint {}: {e}", c.path));
+                }
+            }
+        }
+        if store.runs(None).unwrap().iter().any(|r| r.status == "done") {
+            break;
+        }
+    }
+    let out = env.json(&["run", s(&r), "--set", "train.epochs=6", "--format", "json"]);
+    assert_eq!(out["status"], "done");
+    let runs = env.json(&["runs", "--format", "json"]);
+    assert_eq!(runs.as_array().unwrap().len(), 1, "always the same run, resumed");
+    let show = env.json(&["show", &out["id"].to_string(), "--format", "json"]);
+    assert_eq!(show["epochs"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn an_absurd_lr_diverges_or_rolls_back_never_a_crash_or_a_nan_model() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let out = env.run(&["run", s(&r), "--set", "optimizer.lr=1e12", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["status"], "diverged");
+    let show = env.json(&["show", &j["id"].to_string(), "--format", "json"]);
+    let err = show["error"].as_str().unwrap();
+    assert!(err.contains("epoch") && err.contains("step"), "{err}");
+    // Rollback: a NaN injected at step 7 (epoch 2) reloads the epoch-1 checkpoint with the
+    // lr scaled down, and the run finishes with finite metrics.
+    let rb = env
+        .cmd()
+        .args([
+            "run",
+            s(&r),
+            "--set",
+            "train.on_divergence=\"rollback\"",
+            "--set",
+            "train.rollback_factor=0.5",
+            "--format",
+            "json",
+        ])
+        .env("RUNNER_INJECT_NAN_AT_STEP", "7")
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&rb.stdout).unwrap();
+    assert_eq!(j["status"], "done", "{}", String::from_utf8_lossy(&rb.stderr));
+    let show = env.json(&["show", &j["id"].to_string(), "--format", "json"]);
+    let epochs = show["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    for e in epochs {
+        assert!(e["train_loss"].as_f64().is_some_and(f64::is_finite), "no NaN epoch is recorded: {e}");
+    }
+    // Epochs after the rollback ran at half the lr.
+    let lr1 = epochs[0]["lr"].as_f64().unwrap();
+    let lr2 = epochs[1]["lr"].as_f64().unwrap();
+    assert!((lr2 - lr1 * 0.5).abs() < 1e-12, "lr {lr1} then {lr2}");
+}
