@@ -4,10 +4,9 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
 use runner::recipe::{CheckpointConfig, MetricMode};
-use runner::train::checkpoint::io::temp_path;
 use runner::train::checkpoint::{
-    assign_vars, read_checkpoint, write_checkpoint, CheckpointAction, CheckpointMeta,
-    CheckpointPolicy, CheckpointingStrategy, SavedCheckpoint,
+    assign_vars, read_checkpoint, remove_stale_temp, temp_path, write_checkpoint, CheckpointAction,
+    CheckpointMeta, CheckpointPolicy, CheckpointingStrategy, SavedCheckpoint,
 };
 use runner::train::Metrics;
 use std::collections::{BTreeMap, HashMap};
@@ -193,7 +192,11 @@ fn sample(dir: &std::path::Path) -> (VarMap, runner::train::checkpoint::Checkpoi
         scheduler: serde_json::json!({"kind": "step", "lr_scale": "0.5"}),
         rng: serde_json::json!({"data": [1, 2, 3]}),
         recipe: serde_json::json!({"train": {"epochs": 4}, "dir": dir.display().to_string()}),
-        metrics: BTreeMap::from([("val_acc".to_string(), 0.75), ("bad".to_string(), f64::NAN)]),
+        metrics: BTreeMap::from([
+            ("val_acc".to_string(), 0.1 + 0.2),
+            ("val_loss".to_string(), 1.0 / 3.0),
+            ("bad".to_string(), f64::NAN),
+        ]),
         extra: serde_json::json!({"rollbacks": 1}),
     };
     (
@@ -288,6 +291,29 @@ fn overwrite_replaces_the_file_atomically() {
 }
 
 #[test]
+fn a_crash_mid_write_leaves_the_old_file_and_a_removable_temp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("last.safetensors");
+    let (_, ck) = sample(dir.path());
+    write_checkpoint(&path, &ck).expect("write");
+    // What a kill between write and rename leaves behind: a partial temp file.
+    let bytes = std::fs::read(&path).expect("read");
+    std::fs::write(temp_path(&path), &bytes[..bytes.len() / 3]).expect("partial");
+    assert_eq!(
+        read_checkpoint(&path).expect("old file intact").meta.epoch,
+        3
+    );
+    assert_eq!(
+        remove_stale_temp(dir.path()).expect("clean"),
+        vec![temp_path(&path)]
+    );
+    assert!(!temp_path(&path).exists());
+    assert!(remove_stale_temp(&dir.path().join("none"))
+        .expect("missing")
+        .is_empty());
+}
+
+#[test]
 fn truncated_file_gives_a_clear_error_naming_the_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ck.safetensors");
@@ -327,4 +353,98 @@ fn a_plain_safetensors_file_is_not_a_checkpoint() {
     let missing = dir.path().join("nope.safetensors");
     let err = read_checkpoint(&missing).expect_err("missing").to_string();
     assert!(err.contains("nope.safetensors"), "{err}");
+}
+
+#[test]
+fn optimizer_state_resumes_bit_for_bit_through_a_checkpoint_file() {
+    use candle_core::Var;
+    use runner::recipe::{OptimizerConfig, OptimizerKind};
+    use runner::train::optim::build;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dev = Device::Cpu;
+    let p0 = Tensor::randn(0f32, 1.0, (5, 7), &dev).expect("p0");
+    let b0 = Tensor::randn(0f32, 1.0, 7, &dev).expect("b0");
+    let grads: Vec<(Tensor, Tensor)> = (0..4)
+        .map(|_| {
+            (
+                Tensor::randn(0f32, 1.0, (5, 7), &dev).expect("g"),
+                Tensor::randn(0f32, 1.0, 7, &dev).expect("g"),
+            )
+        })
+        .collect();
+    for kind in [OptimizerKind::Sgd, OptimizerKind::Adamw] {
+        let cfg = OptimizerConfig {
+            kind,
+            lr: Some(0.05),
+            momentum: (kind == OptimizerKind::Sgd).then_some(0.9),
+            weight_decay: Some(1e-3),
+            no_decay_norm_bias: true,
+            ..OptimizerConfig::default()
+        };
+        let fresh = || {
+            let w = Var::from_tensor(&p0).expect("w");
+            let b = Var::from_tensor(&b0).expect("b");
+            let opt = build(
+                &cfg,
+                vec![
+                    ("fc.weight".into(), w.clone()),
+                    ("fc.bias".into(), b.clone()),
+                ],
+            )
+            .expect("build");
+            (w, b, opt)
+        };
+        let step =
+            |w: &Var, b: &Var, opt: &mut Box<dyn runner::train::optim::Optimizer>, k: usize| {
+                let (gw, gb) = &grads[k];
+                let loss = ((w.as_tensor() * gw).and_then(|t| t.sum_all()).expect("lw")
+                    + (b.as_tensor() * gb).and_then(|t| t.sum_all()).expect("lb"))
+                .expect("loss");
+                opt.step(&loss.backward().expect("backward"), cfg.lr())
+                    .expect("step");
+            };
+        let (w1, b1, mut o1) = fresh();
+        for k in 0..4 {
+            step(&w1, &b1, &mut o1, k);
+        }
+        let (w2, b2, mut o2) = fresh();
+        for k in 0..2 {
+            step(&w2, &b2, &mut o2, k);
+        }
+        let path = dir.path().join(format!("{kind:?}.safetensors"));
+        let ck = runner::train::checkpoint::Checkpoint {
+            meta: CheckpointMeta {
+                epoch: 2,
+                run_key: "k".into(),
+                scheduler: serde_json::Value::Null,
+                rng: serde_json::Value::Null,
+                recipe: serde_json::Value::Null,
+                metrics: BTreeMap::new(),
+                extra: serde_json::Value::Null,
+            },
+            model: HashMap::from([
+                ("fc.weight".to_string(), w2.as_tensor().clone()),
+                ("fc.bias".to_string(), b2.as_tensor().clone()),
+            ]),
+            optim: o2.state_tensors().expect("state"),
+        };
+        write_checkpoint(&path, &ck).expect("write");
+        let back = read_checkpoint(&path).expect("read");
+        let (w3, b3, mut o3) = fresh();
+        w3.set(&back.model["fc.weight"]).expect("set w");
+        b3.set(&back.model["fc.bias"]).expect("set b");
+        o3.load_state_tensors(&back.optim).expect("load");
+        for k in 2..4 {
+            step(&w3, &b3, &mut o3, k);
+        }
+        let v = |t: &Var| {
+            t.as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("v")
+        };
+        assert_eq!(v(&w1), v(&w3), "{kind:?} weight");
+        assert_eq!(v(&b1), v(&b3), "{kind:?} bias");
+    }
 }

@@ -4,7 +4,10 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use runner::recipe::{OptimizerConfig, OptimizerKind};
-use runner::train::optim::{build, clip_grad_norm, grad_norm, grads_finite, param_groups};
+use runner::train::optim::{
+    build, clip_grad_norm, grad_norm, grads_finite, param_groups, AdamW, AdamWParams, Optimizer,
+    Sgd, SgdParams,
+};
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -47,6 +50,40 @@ fn config(case: &Value) -> OptimizerConfig {
     }
 }
 
+/// The recipe's optimizer with the fused CPU kernels on or off.
+fn build_with(cfg: &OptimizerConfig, vars: Vec<(String, Var)>, fused: bool) -> Box<dyn Optimizer> {
+    let groups = param_groups(vars, cfg.weight_decay(), cfg.no_decay_norm_bias);
+    match cfg.kind {
+        OptimizerKind::Sgd => Box::new(
+            Sgd::new(
+                groups,
+                SgdParams {
+                    momentum: cfg.momentum(),
+                    dampening: cfg.dampening(),
+                    nesterov: cfg.nesterov(),
+                },
+            )
+            .expect("sgd")
+            .with_fused(fused),
+        ),
+        OptimizerKind::Adamw => {
+            let [beta1, beta2] = cfg.betas();
+            Box::new(
+                AdamW::new(
+                    groups,
+                    AdamWParams {
+                        beta1,
+                        beta2,
+                        eps: cfg.eps(),
+                    },
+                )
+                .expect("adamw")
+                .with_fused(fused),
+            )
+        }
+    }
+}
+
 /// A GradStore holding `grad` for `var` (built through a real backward pass).
 fn grads_for(var: &Var, grad: &[f32]) -> GradStore {
     let g = Tensor::new(grad, &Device::Cpu).expect("grad");
@@ -70,21 +107,103 @@ fn every_case_matches_pytorch_after_every_step() {
     let fx = fixture();
     let cases = fx["cases"].as_array().expect("cases");
     assert_eq!(cases.len(), 4);
-    for case in cases {
-        let name = case["name"].as_str().expect("name");
-        let cfg = config(case);
-        let p0 = Tensor::new(vec_f32(&case["p0"]).as_slice(), &Device::Cpu).expect("p0");
-        let var = Var::from_tensor(&p0).expect("var");
-        // rank 1 would get no decay with no_decay_norm_bias; the fixture decays it.
-        let mut opt = build(&cfg, vec![("w".into(), var.clone())]).expect(name);
-        let grads = case["grads"].as_array().expect("grads");
-        let after = case["params_after_each_step"].as_array().expect("after");
-        for (k, (g, want)) in grads.iter().zip(after).enumerate() {
-            let store = grads_for(&var, &vec_f32(g));
-            opt.step(&store, cfg.lr()).expect("step");
-            let got = var.as_tensor().to_vec1::<f32>().expect("params");
-            assert_close(&got, &vec_f32(want), &format!("{name} step {}", k + 1));
+    for fused in [true, false] {
+        for case in cases {
+            let name = format!("{} (fused {fused})", case["name"].as_str().expect("name"));
+            let cfg = config(case);
+            let p0 = Tensor::new(vec_f32(&case["p0"]).as_slice(), &Device::Cpu).expect("p0");
+            let var = Var::from_tensor(&p0).expect("var");
+            // rank 1 would get no decay with no_decay_norm_bias; the fixture decays it.
+            let mut opt = build_with(&cfg, vec![("w".into(), var.clone())], fused);
+            let grads = case["grads"].as_array().expect("grads");
+            let after = case["params_after_each_step"].as_array().expect("after");
+            for (k, (g, want)) in grads.iter().zip(after).enumerate() {
+                let store = grads_for(&var, &vec_f32(g));
+                opt.step(&store, cfg.lr()).expect("step");
+                let got = var.as_tensor().to_vec1::<f32>().expect("params");
+                assert_close(&got, &vec_f32(want), &format!("{name} step {}", k + 1));
+            }
         }
+    }
+}
+
+#[test]
+fn fused_and_tensor_paths_agree_bit_for_bit_and_state_is_a_snapshot() {
+    let dev = Device::Cpu;
+    let p0 = Tensor::randn(0f32, 1.0, (300, 257), &dev).expect("p0");
+    let grads: Vec<Tensor> = (0..4)
+        .map(|_| Tensor::randn(0f32, 1.0, (300, 257), &dev).expect("g"))
+        .collect();
+    let cfgs = [
+        OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            lr: Some(0.1),
+            momentum: Some(0.9),
+            dampening: Some(0.1),
+            weight_decay: Some(5e-4),
+            ..OptimizerConfig::default()
+        },
+        OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            lr: Some(0.1),
+            momentum: Some(0.9),
+            nesterov: Some(true),
+            weight_decay: Some(1e-4),
+            ..OptimizerConfig::default()
+        },
+        OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            lr: Some(0.1),
+            weight_decay: Some(1e-2),
+            ..OptimizerConfig::default()
+        },
+        OptimizerConfig {
+            kind: OptimizerKind::Adamw,
+            lr: Some(1e-3),
+            ..OptimizerConfig::default()
+        },
+    ];
+    for cfg in cfgs {
+        let mut finals = Vec::new();
+        for fused in [true, false] {
+            let var = Var::from_tensor(&p0).expect("var");
+            let mut opt = build_with(&cfg, vec![("w".into(), var.clone())], fused);
+            let mut snapshot = None;
+            for (k, g) in grads.iter().enumerate() {
+                let store = (var.as_tensor() * g)
+                    .and_then(|t| t.sum_all())
+                    .and_then(|l| l.backward())
+                    .expect("backward");
+                opt.step(&store, cfg.lr()).expect("step");
+                if k == 1 {
+                    let st = opt.state_tensors().expect("state");
+                    let copy: Vec<(String, Vec<f32>)> = st
+                        .iter()
+                        .filter(|(k, _)| !k.ends_with(".step"))
+                        .map(|(k, t)| {
+                            (
+                                k.clone(),
+                                t.flatten_all().and_then(|t| t.to_vec1()).expect("v"),
+                            )
+                        })
+                        .collect();
+                    snapshot = Some((st, copy));
+                }
+            }
+            // Later in-place steps must not have changed the saved state.
+            let (st, copy) = snapshot.expect("snapshot");
+            for (k, v) in copy {
+                let now: Vec<f32> = st[&k].flatten_all().and_then(|t| t.to_vec1()).expect("now");
+                assert_eq!(now, v, "{:?} {k} changed after being saved", cfg.kind);
+            }
+            finals.push(
+                var.as_tensor()
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .expect("p"),
+            );
+        }
+        assert_eq!(finals[0], finals[1], "{:?}: fused vs tensor ops", cfg.kind);
     }
 }
 
@@ -113,7 +232,7 @@ fn state_round_trip_continues_identically() {
         for g in &grads[..2] {
             b.step(&grads_for(&first, g), cfg.lr()).expect("step");
         }
-        let state = b.state_tensors();
+        let state = b.state_tensors().expect("state");
         if cfg.momentum() != 0.0 || cfg.kind == OptimizerKind::Adamw {
             assert!(!state.is_empty(), "{name}: state must not be empty");
         }

@@ -6,6 +6,9 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
+/// Arg-max accuracy of logits (the eval logits `s * cos` rank classes like the cosines).
+pub use crate::train::loss::accuracy;
+
 /// Row-wise L2 normalisation from differentiable ops (`x / sqrt(sum x^2 + 1e-12)`).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;

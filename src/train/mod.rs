@@ -9,6 +9,7 @@ mod error;
 pub mod loss;
 pub mod margin;
 pub mod optim;
+pub mod precision;
 pub mod schedule;
 
 pub use error::TrainError;

@@ -35,10 +35,36 @@ pub struct CheckpointMeta {
     pub rng: serde_json::Value,
     /// The resolved recipe.
     pub recipe: serde_json::Value,
-    /// The epoch's metrics (non-finite values are not stored).
+    /// The epoch's metrics (non-finite values are not stored; values are kept bit for bit).
+    #[serde(with = "exact_metrics")]
     pub metrics: BTreeMap<String, f64>,
     #[serde(default)]
     pub extra: serde_json::Value,
+}
+
+/// Metrics as shortest exact decimal strings: serde_json's default float parser can be one ulp
+/// off, and a resumed run must compare metrics exactly as the uninterrupted one did.
+mod exact_metrics {
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, f64>, s: S) -> Result<S::Ok, S::Error> {
+        let text: BTreeMap<&str, String> = m
+            .iter()
+            .map(|(k, v)| (k.as_str(), format!("{v:?}")))
+            .collect();
+        text.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+        let text = BTreeMap::<String, String>::deserialize(d)?;
+        text.into_iter()
+            .map(|(k, v)| match v.parse::<f64>() {
+                Ok(x) => Ok((k, x)),
+                Err(e) => Err(D::Error::custom(format!("metric `{k}` = {v:?}: {e}"))),
+            })
+            .collect()
+    }
 }
 
 /// A checkpoint in memory. Tensor names carry no prefix (`model` holds `stem.conv.weight`).
@@ -178,6 +204,26 @@ pub fn write_checkpoint(path: &Path, ck: &Checkpoint) -> Result<(), TrainError> 
         }
     }
     Ok(())
+}
+
+/// Removes `*.tmp` files a crash left in a checkpoint directory (call before resuming);
+/// returns what it removed. A missing directory is not an error.
+pub fn remove_stale_temp(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io_err(dir))?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "tmp") {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            removed.push(path);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Reads and validates a checkpoint (format, checksum, metadata); tensors land on the CPU.

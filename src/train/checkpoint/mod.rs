@@ -4,7 +4,10 @@
 pub mod io;
 pub mod policy;
 
-pub use io::{assign_vars, read_checkpoint, write_checkpoint, Checkpoint, CheckpointMeta};
+pub use io::{
+    assign_vars, read_checkpoint, remove_stale_temp, temp_path, write_checkpoint, Checkpoint,
+    CheckpointMeta,
+};
 pub use policy::{
     CheckpointAction, CheckpointPolicy, CheckpointRule, CheckpointingStrategy, EveryN, KeepBestN,
     KeepLastN, SavedCheckpoint,

@@ -2,7 +2,8 @@
 //! `p *= 1 - lr * wd`, moments with bias correction,
 //! `p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)`.
 
-use super::{checked_state, grad_of, split_key, Optimizer, Param};
+use super::fused::{AdamExpAvg, AdamExpAvgSq, AdamParam};
+use super::{checked_state, fusable, grad_of, split_key, Optimizer, Param};
 use crate::train::TrainError;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
@@ -26,6 +27,7 @@ pub struct AdamW {
     params: Vec<Param>,
     hp: AdamWParams,
     state: Vec<Option<Moments>>,
+    fused: bool,
 }
 
 const BUFFERS: &[&str] = &["step", "exp_avg", "exp_avg_sq"];
@@ -54,7 +56,14 @@ impl AdamW {
             params,
             hp,
             state: vec![None; n],
+            fused: true,
         })
+    }
+
+    /// Turns the fused in-place CPU kernels off (tensor ops only; same results). On by default.
+    pub fn with_fused(mut self, fused: bool) -> Self {
+        self.fused = fused;
+        self
     }
 }
 
@@ -74,6 +83,42 @@ impl Optimizer for AdamW {
                 },
             };
             let step = m.step + 1;
+            if self.fused && fusable(&param.var, &g) {
+                let (bc1, bc2_sqrt) = (
+                    1.0 - beta1.powi(step as i32),
+                    (1.0 - beta2.powi(step as i32)).sqrt(),
+                );
+                let decay = if param.weight_decay != 0.0 {
+                    1.0 - lr * param.weight_decay
+                } else {
+                    1.0
+                };
+                m.exp_avg.inplace_op2(
+                    &g,
+                    &AdamExpAvg {
+                        one_minus_beta1: (1.0 - beta1) as f32,
+                    },
+                )?;
+                m.exp_avg_sq.inplace_op2(
+                    &g,
+                    &AdamExpAvgSq {
+                        beta2: beta2 as f32,
+                        one_minus_beta2: (1.0 - beta2) as f32,
+                    },
+                )?;
+                param.var.as_tensor().inplace_op3(
+                    &m.exp_avg,
+                    &m.exp_avg_sq,
+                    &AdamParam {
+                        decay: decay as f32,
+                        inv_bc2_sqrt: (1.0 / bc2_sqrt) as f32,
+                        eps: eps as f32,
+                        step_size: (lr / bc1) as f32,
+                    },
+                )?;
+                *st = Some(Moments { step, ..m });
+                continue;
+            }
             let mut p = param.var.as_tensor().clone();
             if param.weight_decay != 0.0 {
                 p = (p * (1.0 - lr * param.weight_decay))?;
@@ -96,19 +141,16 @@ impl Optimizer for AdamW {
         Ok(())
     }
 
-    fn state_tensors(&self) -> HashMap<String, Tensor> {
+    fn state_tensors(&self) -> Result<HashMap<String, Tensor>, TrainError> {
         let mut out = HashMap::new();
         for (p, st) in self.params.iter().zip(&self.state) {
             let Some(m) = st else { continue };
-            let step = Tensor::new(&[m.step as i64], &Device::Cpu)
-                .and_then(|t| t.to_device(p.var.device()));
-            if let Ok(step) = step {
-                out.insert(format!("{}.step", p.name), step);
-            }
-            out.insert(format!("{}.exp_avg", p.name), m.exp_avg.clone());
-            out.insert(format!("{}.exp_avg_sq", p.name), m.exp_avg_sq.clone());
+            let step = Tensor::new(&[m.step as i64], &Device::Cpu)?.to_device(p.var.device())?;
+            out.insert(format!("{}.step", p.name), step);
+            out.insert(format!("{}.exp_avg", p.name), m.exp_avg.copy()?);
+            out.insert(format!("{}.exp_avg_sq", p.name), m.exp_avg_sq.copy()?);
         }
-        out
+        Ok(out)
     }
 
     fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<(), TrainError> {

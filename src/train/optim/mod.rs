@@ -4,6 +4,7 @@
 
 mod adamw;
 mod clip;
+mod fused;
 mod sgd;
 
 pub use adamw::{AdamW, AdamWParams};
@@ -30,8 +31,9 @@ pub trait Optimizer: Send {
     /// gradient are skipped (their state does not advance), as in PyTorch.
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<(), TrainError>;
     /// The optimizer state, keyed `<param name>.<buffer>` (e.g. `conv.weight.momentum_buffer`,
-    /// `fc.bias.exp_avg`, `fc.bias.step`); tensors live on the parameters' device.
-    fn state_tensors(&self) -> HashMap<String, Tensor>;
+    /// `fc.bias.exp_avg`, `fc.bias.step`); deep copies (later steps update the optimizer's
+    /// own buffers in place), on the parameters' device.
+    fn state_tensors(&self) -> Result<HashMap<String, Tensor>, TrainError>;
     /// Restores [`Optimizer::state_tensors`] (tensors may be on any device). An empty map
     /// resets to a fresh optimizer; an unknown key or a shape mismatch is an error.
     fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<(), TrainError>;
@@ -119,6 +121,15 @@ pub(crate) fn grad_of(grads: &GradStore, var: &Var) -> Result<Option<Tensor>, Tr
     }
 }
 
+/// Whether the fused in-place CPU kernels can update this parameter with this gradient.
+pub(crate) fn fusable(var: &Var, g: &Tensor) -> bool {
+    var.device().is_cpu()
+        && var.dtype() == candle_core::DType::F32
+        && g.dtype() == candle_core::DType::F32
+        && var.is_contiguous()
+        && g.is_contiguous()
+}
+
 /// Checks a saved state tensor against its parameter and moves it to the parameter's device.
 pub(crate) fn checked_state(key: &str, t: &Tensor, param: &Param) -> Result<Tensor, TrainError> {
     if t.dims() != param.var.dims() {
@@ -129,8 +140,10 @@ pub(crate) fn checked_state(key: &str, t: &Tensor, param: &Param) -> Result<Tens
             param.var.dims()
         )));
     }
+    // A deep copy: the optimizer updates its buffers in place.
     Ok(t.to_device(param.var.device())?
-        .to_dtype(param.var.dtype())?)
+        .to_dtype(param.var.dtype())?
+        .copy()?)
 }
 
 /// Splits a state key `<param>.<buffer>` where `<buffer>` is one of `buffers`.

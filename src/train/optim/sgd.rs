@@ -2,7 +2,8 @@
 //! `g += wd * p; buf = g (first step) or momentum * buf + (1 - dampening) * g;
 //! g = nesterov ? g + momentum * buf : buf; p -= lr * g`.
 
-use super::{checked_state, grad_of, split_key, Optimizer, Param};
+use super::fused::{SgdBuffer, SgdParam};
+use super::{checked_state, fusable, grad_of, split_key, Optimizer, Param};
 use crate::train::TrainError;
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
@@ -20,6 +21,7 @@ pub struct Sgd {
     hp: SgdParams,
     /// One momentum buffer per parameter, `None` until its first step.
     buffers: Vec<Option<Tensor>>,
+    fused: bool,
 }
 
 const BUFFERS: &[&str] = &["momentum_buffer"];
@@ -43,16 +45,66 @@ impl Sgd {
             params,
             hp,
             buffers: vec![None; n],
+            fused: true,
         })
+    }
+
+    /// Turns the fused in-place CPU kernels off (tensor ops only; same results). On by default.
+    pub fn with_fused(mut self, fused: bool) -> Self {
+        self.fused = fused;
+        self
+    }
+
+    fn step_fused(&mut self, i: usize, g: &Tensor, lr: f64) -> Result<(), TrainError> {
+        let param = &self.params[i];
+        let p = param.var.as_tensor();
+        let wd = param.weight_decay as f32;
+        let has_momentum = self.hp.momentum != 0.0;
+        if has_momentum {
+            let first = self.buffers[i].is_none();
+            let buf = match self.buffers[i].take() {
+                Some(b) => b,
+                None => g.copy()?,
+            };
+            buf.inplace_op3(
+                g,
+                p,
+                &SgdBuffer {
+                    momentum: self.hp.momentum as f32,
+                    one_minus_dampening: (1.0 - self.hp.dampening) as f32,
+                    weight_decay: wd,
+                    first,
+                },
+            )?;
+            self.buffers[i] = Some(buf);
+        }
+        let b = self.buffers[i].as_ref().unwrap_or(g);
+        p.inplace_op3(
+            g,
+            b,
+            &SgdParam {
+                lr: lr as f32,
+                momentum: self.hp.momentum as f32,
+                weight_decay: wd,
+                has_momentum,
+                nesterov: self.hp.nesterov,
+            },
+        )?;
+        Ok(())
     }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<(), TrainError> {
-        for (param, buf) in self.params.iter().zip(self.buffers.iter_mut()) {
-            let Some(mut g) = grad_of(grads, &param.var)? else {
+        for i in 0..self.params.len() {
+            let Some(mut g) = grad_of(grads, &self.params[i].var)? else {
                 continue;
             };
+            if self.fused && fusable(&self.params[i].var, &g) {
+                self.step_fused(i, &g, lr)?;
+                continue;
+            }
+            let (param, buf) = (&self.params[i], &mut self.buffers[i]);
             let p = param.var.as_tensor();
             if param.weight_decay != 0.0 {
                 g = (g + (p * param.weight_decay)?)?;
@@ -74,15 +126,14 @@ impl Optimizer for Sgd {
         Ok(())
     }
 
-    fn state_tensors(&self) -> HashMap<String, Tensor> {
-        self.params
-            .iter()
-            .zip(&self.buffers)
-            .filter_map(|(p, b)| {
-                b.as_ref()
-                    .map(|b| (format!("{}.momentum_buffer", p.name), b.clone()))
-            })
-            .collect()
+    fn state_tensors(&self) -> Result<HashMap<String, Tensor>, TrainError> {
+        let mut out = HashMap::new();
+        for (p, b) in self.params.iter().zip(&self.buffers) {
+            if let Some(b) = b {
+                out.insert(format!("{}.momentum_buffer", p.name), b.copy()?);
+            }
+        }
+        Ok(out)
     }
 
     fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<(), TrainError> {

@@ -42,7 +42,9 @@ pub trait LrScheduler: Send + std::fmt::Debug {
     fn load_state(&mut self, state: &Value) -> Result<(), TrainError>;
 }
 
-/// A schedule plus an lr scale factor (for divergence rollback); what the loop holds.
+/// A schedule plus an lr scale factor (for divergence rollback); what the loop holds. The
+/// scale multiplies whatever the schedule says (ReduceLROnPlateau's `min_lr` bounds the
+/// unscaled lr).
 #[derive(Debug)]
 pub struct Schedule {
     inner: Box<dyn LrScheduler>,
