@@ -562,7 +562,7 @@ impl<'a, 's> Runner<'a, 's> {
                 extra,
             },
             model,
-            optim: self.optimizer.state_tensors(),
+            optim: self.optimizer.state_tensors()?,
         })
     }
 
