@@ -6,10 +6,13 @@ pub mod fingerprint;
 pub mod layout;
 pub mod loader;
 pub mod nn_baseline;
+pub use nn_baseline::raw_pixel_nn_accuracy;
 pub mod preview;
 pub mod resolve;
+pub use resolve::resolve_root;
 pub mod stats;
 pub mod synth;
+pub use synth::{generate, SynthSummary, GENERATOR_VERSION};
 pub mod transforms;
 
 pub use error::DataError;
