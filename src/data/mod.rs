@@ -5,6 +5,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod layout;
 pub mod loader;
+pub use loader::{Batch, Loader, LoaderConfig};
 pub mod nn_baseline;
 pub use nn_baseline::raw_pixel_nn_accuracy;
 pub mod preview;

@@ -85,7 +85,10 @@ struct Job {
 
 fn check(cfg: &SynthConfig) -> Result<(), DataError> {
     if cfg.identities < 2 {
-        return Err(DataError::param("synth.identities", "needs at least 2 identities"));
+        return Err(DataError::param(
+            "synth.identities",
+            "needs at least 2 identities",
+        ));
     }
     if cfg.images_per_identity < 3 {
         return Err(DataError::param(
@@ -94,10 +97,16 @@ fn check(cfg: &SynthConfig) -> Result<(), DataError> {
         ));
     }
     if !(16..=1024).contains(&cfg.size) {
-        return Err(DataError::param("synth.size", "must be within 16..=1024 pixels"));
+        return Err(DataError::param(
+            "synth.size",
+            "must be within 16..=1024 pixels",
+        ));
     }
     if cfg.verify_identities == 0 && cfg.impostors > 0 {
-        return Err(DataError::param("synth.impostors", "impostors need verify_identities > 0"));
+        return Err(DataError::param(
+            "synth.impostors",
+            "impostors need verify_identities > 0",
+        ));
     }
     Ok(())
 }
@@ -148,7 +157,10 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary, DataError
             .next()
             .is_none();
         if !empty {
-            return Err(DataError::layout(out, "output folder exists and is not empty"));
+            return Err(DataError::layout(
+                out,
+                "output folder exists and is not empty",
+            ));
         }
         std::fs::remove_dir(out).map_err(|e| DataError::io(out, e))?;
     }
@@ -173,7 +185,11 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary, DataError
     }
 }
 
-fn generate_into(cfg: &SynthConfig, dir: &Path, final_root: &Path) -> Result<SynthSummary, DataError> {
+fn generate_into(
+    cfg: &SynthConfig,
+    dir: &Path,
+    final_root: &Path,
+) -> Result<SynthSummary, DataError> {
     let n = cfg.images_per_identity;
     let split = split_counts(n);
     let (gallery, per_unknown) = verify_counts(n);
@@ -223,7 +239,12 @@ fn generate_into(cfg: &SynthConfig, dir: &Path, final_root: &Path) -> Result<Syn
     }
     for id in first_impostor..first_impostor + cfg.impostors {
         for index in 0..2 * per_unknown {
-            unknown_items.push((id, index, index < per_unknown, super::layout::NO_MATCH.to_string()));
+            unknown_items.push((
+                id,
+                index,
+                index < per_unknown,
+                super::layout::NO_MATCH.to_string(),
+            ));
         }
     }
     // anonymous, shuffled file names for the flat folders
@@ -278,7 +299,10 @@ fn generate_into(cfg: &SynthConfig, dir: &Path, final_root: &Path) -> Result<Syn
     write_csv(&dir.join("classification/test_labels.csv"), &test_labels)?;
     if cfg.verify_identities > 0 {
         write_csv(&dir.join("verification/verification_dev.csv"), &dev_labels)?;
-        write_csv(&dir.join("verification/verification_test.csv"), &test_vlabels)?;
+        write_csv(
+            &dir.join("verification/verification_test.csv"),
+            &test_vlabels,
+        )?;
     }
     Ok(SynthSummary {
         root: final_root.to_path_buf(),

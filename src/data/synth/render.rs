@@ -77,7 +77,11 @@ fn face_path(t: &IdentityTraits) -> Option<Path> {
         FaceShape::Oval => oval(0.0, 0.0, w, h),
         FaceShape::Round => oval(0.0, 2.0, w * 1.05, h * 0.92),
         FaceShape::Square | FaceShape::Heart => {
-            let chin = if t.shape == FaceShape::Heart { 0.25 } else { t.jaw };
+            let chin = if t.shape == FaceShape::Heart {
+                0.25
+            } else {
+                t.jaw
+            };
             let mut pb = PathBuilder::new();
             pb.move_to(0.0, -h);
             pb.cubic_to(w * 0.75, -h, w, -h * 0.7, w, -h * 0.1);
@@ -98,7 +102,14 @@ fn hair_back(c: &mut Canvas, t: &IdentityTraits, tf: Transform) {
             let mut pb = PathBuilder::new();
             pb.move_to(-w * 1.2 * v, h * 0.9);
             pb.line_to(-w * 1.15 * v, -h * 0.4);
-            pb.cubic_to(-w * 1.1, -h * 1.35 * v, w * 1.1, -h * 1.35 * v, w * 1.15 * v, -h * 0.4);
+            pb.cubic_to(
+                -w * 1.1,
+                -h * 1.35 * v,
+                w * 1.1,
+                -h * 1.35 * v,
+                w * 1.15 * v,
+                -h * 0.4,
+            );
             pb.line_to(w * 1.2 * v, h * 0.9);
             pb.close();
             c.fill(pb.finish(), &p, tf);
@@ -125,7 +136,14 @@ fn hair_front(c: &mut Canvas, t: &IdentityTraits, tf: Transform) {
     let cap = |depth: f32, lift: f32| {
         let mut pb = PathBuilder::new();
         pb.move_to(-w * 1.02, -h * depth);
-        pb.cubic_to(-w * 1.1, -h * (1.2 + lift) * v, w * 1.1, -h * (1.2 + lift) * v, w * 1.02, -h * depth);
+        pb.cubic_to(
+            -w * 1.1,
+            -h * (1.2 + lift) * v,
+            w * 1.1,
+            -h * (1.2 + lift) * v,
+            w * 1.02,
+            -h * depth,
+        );
         pb.quad_to(0.0, -h * (depth + 0.35), -w * 1.02, -h * depth);
         pb.close();
         pb.finish()
@@ -175,8 +193,16 @@ fn eyes(c: &mut Canvas, t: &IdentityTraits, v: &Variation, tf: Transform) {
         let ir = t.eye_size * 0.62;
         let (gx, gy) = (ex + v.gaze[0] * rx * 0.5, ey + v.gaze[1] * ry * 0.4);
         if open > 0.3 {
-            c.fill(PathBuilder::from_circle(gx, gy, ir.min(ry * 1.1)), &paint(t.iris), tf);
-            c.fill(PathBuilder::from_circle(gx, gy, ir * 0.45), &paint([10, 10, 10]), tf);
+            c.fill(
+                PathBuilder::from_circle(gx, gy, ir.min(ry * 1.1)),
+                &paint(t.iris),
+                tf,
+            );
+            c.fill(
+                PathBuilder::from_circle(gx, gy, ir * 0.45),
+                &paint([10, 10, 10]),
+                tf,
+            );
         }
         c.stroke(oval(ex, ey, rx, ry), &paint(shade(t.skin, 0.45)), 0.8, tf);
         // brow
@@ -203,11 +229,23 @@ fn nose_mouth(c: &mut Canvas, t: &IdentityTraits, v: &Variation, tf: Transform) 
             pb.line_to(-t.nose_w * 0.5, ny + t.nose_len);
             pb.close();
             c.fill(pb.finish(), &paint(shade(t.skin, 0.85)), tf);
-            c.stroke(line(0.0, ny, t.nose_w * 0.5, ny + t.nose_len), &dark, 0.9, tf);
+            c.stroke(
+                line(0.0, ny, t.nose_w * 0.5, ny + t.nose_len),
+                &dark,
+                0.9,
+                tf,
+            );
         }
         NoseStyle::Line => {
             c.stroke(
-                quad(0.0, ny, t.nose_w * 0.3, ny + t.nose_len * 0.8, -t.nose_w * 0.4, ny + t.nose_len),
+                quad(
+                    0.0,
+                    ny,
+                    t.nose_w * 0.3,
+                    ny + t.nose_len * 0.8,
+                    -t.nose_w * 0.4,
+                    ny + t.nose_len,
+                ),
                 &dark,
                 1.3,
                 tf,
@@ -215,7 +253,12 @@ fn nose_mouth(c: &mut Canvas, t: &IdentityTraits, v: &Variation, tf: Transform) 
         }
         NoseStyle::Button => {
             c.fill(
-                oval(0.0, ny + t.nose_len * 0.85, t.nose_w * 0.55, t.nose_w * 0.35),
+                oval(
+                    0.0,
+                    ny + t.nose_len * 0.85,
+                    t.nose_w * 0.55,
+                    t.nose_w * 0.35,
+                ),
                 &paint(shade(t.skin, 0.8)),
                 tf,
             );
@@ -252,9 +295,19 @@ fn facial_hair(c: &mut Canvas, t: &IdentityTraits, tf: Transform, rng: &mut ChaC
     let my = t.mouth_y;
     match t.facial_hair {
         FacialHair::None => {}
-        FacialHair::Moustache => {
-            c.stroke(quad(-t.mouth_w * 0.55, my - 1.0, 0.0, my - 5.0, t.mouth_w * 0.55, my - 1.0), &p, 2.8, tf)
-        }
+        FacialHair::Moustache => c.stroke(
+            quad(
+                -t.mouth_w * 0.55,
+                my - 1.0,
+                0.0,
+                my - 5.0,
+                t.mouth_w * 0.55,
+                my - 1.0,
+            ),
+            &p,
+            2.8,
+            tf,
+        ),
         FacialHair::Goatee => c.fill(oval(0.0, my + 6.0, 4.5, 5.0), &p, tf),
         FacialHair::Beard => {
             let (w, h) = (t.face_w, t.face_h);
@@ -286,7 +339,9 @@ fn glasses(c: &mut Canvas, t: &IdentityTraits, tf: Transform) {
     for s in [-1.0f32, 1.0] {
         let (ex, ey) = (s * t.eye_spacing, t.eye_y);
         let shape = match t.glasses {
-            Glasses::Rect => Rect::from_xywh(ex - r, ey - r * 0.7, 2.0 * r, 1.4 * r).map(PathBuilder::from_rect),
+            Glasses::Rect => {
+                Rect::from_xywh(ex - r, ey - r * 0.7, 2.0 * r, 1.4 * r).map(PathBuilder::from_rect)
+            }
             _ => PathBuilder::from_circle(ex, ey, r),
         };
         if t.glasses == Glasses::Sun {
@@ -295,14 +350,23 @@ fn glasses(c: &mut Canvas, t: &IdentityTraits, tf: Transform) {
         c.stroke(shape, &p, 1.3, tf);
         c.stroke(line(ex + s * r, ey, s * t.face_w, ey - 1.0), &p, 1.2, tf);
     }
-    c.stroke(line(-t.eye_spacing + r, t.eye_y, t.eye_spacing - r, t.eye_y), &p, 1.2, tf);
+    c.stroke(
+        line(-t.eye_spacing + r, t.eye_y, t.eye_spacing - r, t.eye_y),
+        &p,
+        1.2,
+        tf,
+    );
 }
 
 fn marks(c: &mut Canvas, t: &IdentityTraits, tf: Transform, rng: &mut ChaCha8Rng) {
     if t.blush > 0.1 {
         let a = (t.blush * 120.0) as u8;
         for s in [-1.0f32, 1.0] {
-            c.fill(oval(s * t.face_w * 0.55, t.mouth_y - 6.0, 5.0, 3.0), &paint_a([220, 90, 90], a), tf);
+            c.fill(
+                oval(s * t.face_w * 0.55, t.mouth_y - 6.0, 5.0, 3.0),
+                &paint_a([220, 90, 90], a),
+                tf,
+            );
         }
     }
     if t.freckles {
@@ -328,7 +392,10 @@ fn background(c: &mut Canvas, v: &Variation, px: Transform) {
     let shader = LinearGradient::new(
         Point::from_xy(50.0 - dx, 50.0 - dy),
         Point::from_xy(50.0 + dx, 50.0 + dy),
-        vec![GradientStop::new(0.0, col(v.bg[0])), GradientStop::new(1.0, col(v.bg[1]))],
+        vec![
+            GradientStop::new(0.0, col(v.bg[0])),
+            GradientStop::new(1.0, col(v.bg[1])),
+        ],
         SpreadMode::Pad,
         Transform::identity(),
     );
@@ -400,9 +467,22 @@ pub fn render(t: &IdentityTraits, v: &Variation, size: u32, rng: &mut ChaCha8Rng
         .pre_rotate(v.rotation)
         .pre_scale(v.scale * 1.05, v.scale * 1.05);
     // shoulders and neck (do not turn with the head's yaw)
-    c.fill(oval(0.0, t.face_h * 1.9, t.face_w * 2.2, t.face_h * 0.9), &paint(v.clothes), head);
-    if let Some(r) = Rect::from_xywh(-t.face_w * 0.45, t.face_h * 0.5, t.face_w * 0.9, t.face_h * 0.9) {
-        c.fill(Some(PathBuilder::from_rect(r)), &paint(shade(t.skin, 0.85)), head);
+    c.fill(
+        oval(0.0, t.face_h * 1.9, t.face_w * 2.2, t.face_h * 0.9),
+        &paint(v.clothes),
+        head,
+    );
+    if let Some(r) = Rect::from_xywh(
+        -t.face_w * 0.45,
+        t.face_h * 0.5,
+        t.face_w * 0.9,
+        t.face_h * 0.9,
+    ) {
+        c.fill(
+            Some(PathBuilder::from_rect(r)),
+            &paint(shade(t.skin, 0.85)),
+            head,
+        );
     }
     let face = head.pre_scale(squeeze, 1.0);
     let features = face.pre_translate(yaw * t.face_w * 0.45, 0.0);
@@ -410,7 +490,11 @@ pub fn render(t: &IdentityTraits, v: &Variation, size: u32, rng: &mut ChaCha8Rng
     hair_back(&mut c, t, back);
     for s in [-1.0f32, 1.0] {
         let ex = s * (t.face_w - 1.0) - yaw * t.face_w * 0.3;
-        c.fill(oval(ex, t.eye_y + 4.0, t.ear_size * 0.7, t.ear_size), &paint(shade(t.skin, 0.92)), face);
+        c.fill(
+            oval(ex, t.eye_y + 4.0, t.ear_size * 0.7, t.ear_size),
+            &paint(shade(t.skin, 0.92)),
+            face,
+        );
     }
     c.fill(face_path(t), &paint(t.skin), face);
     // cheek shading on the side turned away
@@ -459,7 +543,10 @@ pub fn render(t: &IdentityTraits, v: &Variation, size: u32, rng: &mut ChaCha8Rng
     lighting(&mut c, v, px);
 
     let rgba = c.pm.take();
-    let rgb: Vec<u8> = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    let rgb: Vec<u8> = rgba
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
     let mut img = RgbImage::from_raw(size, size, rgb).unwrap_or_else(|| RgbImage::new(size, size));
     if v.blur > 0.05 {
         img = image::imageops::blur(&img, v.blur * size as f32 / 64.0);

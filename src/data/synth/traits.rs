@@ -183,7 +183,13 @@ impl IdentityTraits {
                 (Glasses::Sun, 0.4),
             ],
         );
-        let glasses_palette: [Rgb; 5] = [[20, 20, 20], [120, 80, 40], [180, 180, 190], [150, 30, 30], [30, 60, 140]];
+        let glasses_palette: [Rgb; 5] = [
+            [20, 20, 20],
+            [120, 80, 40],
+            [180, 180, 190],
+            [150, 30, 30],
+            [30, 60, 140],
+        ];
         let glasses_color = glasses_palette[rng.random_range(0..glasses_palette.len())];
         let n_moles = pick(rng, &[(0usize, 2.0), (1, 1.2), (2, 0.5)]);
         let moles = (0..n_moles)
@@ -226,7 +232,11 @@ impl IdentityTraits {
             nose_w: rng.random_range(3.0..8.5),
             nose_style: pick(
                 rng,
-                &[(NoseStyle::Triangle, 1.0), (NoseStyle::Line, 1.0), (NoseStyle::Button, 1.0)],
+                &[
+                    (NoseStyle::Triangle, 1.0),
+                    (NoseStyle::Line, 1.0),
+                    (NoseStyle::Button, 1.0),
+                ],
             ),
             mouth_w: rng.random_range(7.0..17.0),
             mouth_y: rng.random_range(12.0..20.0),

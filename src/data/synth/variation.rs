@@ -118,8 +118,16 @@ impl Variation {
             scale: rng.random_range(1.0 - 0.12 * k..=1.0 + 0.08 * k),
             yaw: sym(rng, (0.45 * k).min(0.8)),
             smile: rng.random_range(-0.4..1.0),
-            mouth_open: if rng.random_bool(0.3) { rng.random_range(0.2..1.0) } else { 0.0 },
-            eye_open: if rng.random_bool(0.1) { 0.15 } else { rng.random_range(0.6..1.1) },
+            mouth_open: if rng.random_bool(0.3) {
+                rng.random_range(0.2..1.0)
+            } else {
+                0.0
+            },
+            eye_open: if rng.random_bool(0.1) {
+                0.15
+            } else {
+                rng.random_range(0.6..1.1)
+            },
             brow_raise: rng.random_range(-1.5..2.5),
             gaze: [sym(rng, 0.3), sym(rng, 0.2)],
             light_angle: rng.random_range(0.0..360.0),
@@ -130,7 +138,11 @@ impl Variation {
             clothes: color(rng),
             clutter,
             occluder,
-            blur: if rng.random_bool(0.5) { rng.random_range(0.0..(0.3 + 0.8 * k)) } else { 0.0 },
+            blur: if rng.random_bool(0.5) {
+                rng.random_range(0.0..(0.3 + 0.8 * k))
+            } else {
+                0.0
+            },
             noise: rng.random_range(0.0..(2.0 + 8.0 * k)),
             jpeg_quality: rng.random_range((85.0 - 30.0 * k) as u8..=95),
         }
