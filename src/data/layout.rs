@@ -288,8 +288,8 @@ pub fn read_pairs(path: &Path) -> Result<Vec<(PathBuf, PathBuf, bool)>, DataErro
             return Err(bad("expected `img1 img2 same`"));
         }
         let same = match parts[2].to_ascii_lowercase().as_str() {
-            "1" | "true" | "same" | "yes" => true,
-            "0" | "false" | "different" | "no" => false,
+            "1" | "true" | "yes" => true,
+            "0" | "false" | "no" => false,
             _ => {
                 if i == 0 {
                     continue; // header such as `img1 img2 same`

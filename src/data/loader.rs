@@ -1,1 +1,381 @@
-//! placeholder
+//! The batch loader: decodes and augments on a worker pool, prefetches batches on a background
+//! thread while the model trains, and yields Candle tensors (N, C, H, W) f32. Output depends only
+//! on (seed, epoch, sample index), never on the thread count.
+
+use super::layout::Sample;
+use super::transforms::{sample_rng, ImageTensor, Pipeline};
+use super::DataError;
+use crate::recipe::{BadImagePolicy, DataConfig};
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// How a loader batches, orders and decodes.
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    /// Shuffle each epoch with an RNG from (seed, epoch) (training); fixed order otherwise.
+    pub shuffle: bool,
+    /// Drop the last partial batch (training only; eval keeps it).
+    pub drop_last: bool,
+    pub seed: u64,
+    /// Worker threads; `None` = all cores.
+    pub num_workers: Option<usize>,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+    /// Keep decoded images in memory across epochs.
+    pub cache: bool,
+    pub on_bad_image: BadImagePolicy,
+}
+
+impl LoaderConfig {
+    /// Training: shuffled, last partial batch dropped.
+    pub fn train(data: &DataConfig, batch_size: usize, seed: u64) -> Self {
+        LoaderConfig {
+            batch_size,
+            shuffle: true,
+            drop_last: true,
+            seed,
+            num_workers: data.num_workers,
+            prefetch: 2,
+            cache: data.cache,
+            on_bad_image: data.on_bad_image,
+        }
+    }
+
+    /// Evaluation: fixed order, every sample kept.
+    pub fn eval(data: &DataConfig, batch_size: usize) -> Self {
+        LoaderConfig {
+            shuffle: false,
+            drop_last: false,
+            ..Self::train(data, batch_size, 0)
+        }
+    }
+}
+
+/// One batch: images (N, C, H, W) f32 on the loader's device, labels (N) u32, and the dataset
+/// indices of the samples (skipped bad images are absent).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub images: Tensor,
+    pub labels: Tensor,
+    pub indices: Vec<usize>,
+}
+
+struct RawBatch {
+    shape: (usize, usize, usize),
+    data: Vec<f32>,
+    labels: Vec<u32>,
+    indices: Vec<usize>,
+}
+
+struct Shared {
+    items: Vec<(PathBuf, u32)>,
+    pipeline: Pipeline,
+    cfg: LoaderConfig,
+    pool: rayon::ThreadPool,
+    cache: Vec<OnceLock<Arc<RgbImage>>>,
+    bad: Mutex<BTreeSet<PathBuf>>,
+}
+
+/// Decodes an image file to RGB, naming the path on failure.
+pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
+    let bad = |msg: String| DataError::BadImage {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| bad(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(reader.decode().map_err(|e| bad(e.to_string()))?.to_rgb8())
+}
+
+impl Shared {
+    fn image(&self, i: usize) -> Result<Arc<RgbImage>, DataError> {
+        let path = &self.items[i].0;
+        if self.cfg.cache {
+            if let Some(img) = self.cache[i].get() {
+                return Ok(img.clone());
+            }
+            let img = Arc::new(decode(path)?);
+            let _ = self.cache[i].set(img.clone());
+            Ok(img)
+        } else {
+            Ok(Arc::new(decode(path)?))
+        }
+    }
+
+    fn sample(&self, i: usize, epoch: u64) -> Result<Option<ImageTensor>, DataError> {
+        let img = match self.image(i) {
+            Ok(img) => img,
+            Err(e) => {
+                return match self.cfg.on_bad_image {
+                    BadImagePolicy::Fail => Err(e),
+                    BadImagePolicy::Skip => {
+                        if let Ok(mut bad) = self.bad.lock() {
+                            bad.insert(self.items[i].0.clone());
+                        }
+                        Ok(None)
+                    }
+                }
+            }
+        };
+        let mut rng = sample_rng(self.cfg.seed, epoch, i as u64);
+        let img = Arc::try_unwrap(img).unwrap_or_else(|a| (*a).clone());
+        self.pipeline
+            .apply(img, &mut rng)
+            .map(Some)
+            .map_err(|e| match e {
+                DataError::Transform { kind, msg } => DataError::Transform {
+                    kind,
+                    msg: format!("{msg} (image {})", self.items[i].0.display()),
+                },
+                other => other,
+            })
+    }
+
+    fn batch(&self, idx: &[usize], epoch: u64) -> Result<Option<RawBatch>, DataError> {
+        let outs: Vec<Result<Option<ImageTensor>, DataError>> = self
+            .pool
+            .install(|| idx.par_iter().map(|&i| self.sample(i, epoch)).collect());
+        let mut shape = None;
+        let mut data = Vec::new();
+        let mut labels = Vec::new();
+        let mut indices = Vec::new();
+        for (&i, out) in idx.iter().zip(outs) {
+            let Some(t) = out? else { continue };
+            let s = (t.c, t.h, t.w);
+            match shape {
+                None => {
+                    shape = Some(s);
+                    data.reserve(idx.len() * t.data.len());
+                }
+                Some(first) if first != s => {
+                    return Err(DataError::BadImage {
+                        path: self.items[i].0.clone(),
+                        msg: format!(
+                            "transformed to {s:?} but the batch is {first:?}; add a resize/crop to the transforms"
+                        ),
+                    })
+                }
+                _ => {}
+            }
+            data.extend_from_slice(&t.data);
+            labels.push(self.items[i].1);
+            indices.push(i);
+        }
+        Ok(shape.map(|shape| RawBatch {
+            shape,
+            data,
+            labels,
+            indices,
+        }))
+    }
+}
+
+/// A reusable loader over a fixed list of (path, label) items.
+#[derive(Clone)]
+pub struct Loader {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("items", &self.shared.items.len())
+            .field("cfg", &self.shared.cfg)
+            .finish()
+    }
+}
+
+impl Loader {
+    pub fn new(
+        items: Vec<(PathBuf, u32)>,
+        pipeline: Pipeline,
+        cfg: LoaderConfig,
+    ) -> Result<Self, DataError> {
+        if cfg.batch_size == 0 {
+            return Err(DataError::param("train.batch_size", "must be positive"));
+        }
+        let threads = cfg
+            .num_workers
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("runner-data-{i}"))
+            .build()
+            .map_err(|e| DataError::Loader(e.to_string()))?;
+        let cache = if cfg.cache {
+            (0..items.len()).map(|_| OnceLock::new()).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Loader {
+            shared: Arc::new(Shared {
+                items,
+                pipeline,
+                cfg,
+                pool,
+                cache,
+                bad: Mutex::new(BTreeSet::new()),
+            }),
+        })
+    }
+
+    /// A loader over labelled samples (labels as in `CourseData`).
+    pub fn from_samples(
+        samples: &[Sample],
+        pipeline: Pipeline,
+        cfg: LoaderConfig,
+    ) -> Result<Self, DataError> {
+        let items = samples
+            .iter()
+            .map(|s| (s.path.clone(), s.label as u32))
+            .collect();
+        Self::new(items, pipeline, cfg)
+    }
+
+    /// A loader over unlabelled images (labels all 0), e.g. `test` or `unknown_dev`.
+    pub fn from_paths(
+        paths: &[PathBuf],
+        pipeline: Pipeline,
+        cfg: LoaderConfig,
+    ) -> Result<Self, DataError> {
+        Self::new(
+            paths.iter().map(|p| (p.clone(), 0)).collect(),
+            pipeline,
+            cfg,
+        )
+    }
+
+    /// Number of items (before skipping bad images).
+    pub fn len(&self) -> usize {
+        self.shared.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shared.items.is_empty()
+    }
+
+    /// Batches per epoch.
+    pub fn num_batches(&self) -> usize {
+        let (n, b) = (self.len(), self.shared.cfg.batch_size);
+        if self.shared.cfg.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
+    }
+
+    /// The (path, label) of dataset index `i`.
+    pub fn item(&self, i: usize) -> Option<&(PathBuf, u32)> {
+        self.shared.items.get(i)
+    }
+
+    /// Distinct bad images skipped so far (`on_bad_image = "skip"`).
+    pub fn skipped(&self) -> usize {
+        self.shared.bad.lock().map(|b| b.len()).unwrap_or(0)
+    }
+
+    pub fn bad_images(&self) -> Vec<PathBuf> {
+        self.shared
+            .bad
+            .lock()
+            .map(|b| b.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The sample order of an epoch.
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        if self.shared.cfg.shuffle {
+            let mut key = [0u8; 32];
+            key[0..8].copy_from_slice(&self.shared.cfg.seed.to_le_bytes());
+            key[8..16].copy_from_slice(&epoch.to_le_bytes());
+            key[24..32].copy_from_slice(b"shuffle!");
+            order.shuffle(&mut ChaCha8Rng::from_seed(key));
+        }
+        order
+    }
+
+    /// Starts producing the batches of `epoch` in the background.
+    pub fn epoch(&self, epoch: u64, device: &Device) -> EpochIter {
+        let order = self.order(epoch);
+        let b = self.shared.cfg.batch_size;
+        let mut batches: Vec<Vec<usize>> = order.chunks(b).map(|c| c.to_vec()).collect();
+        if self.shared.cfg.drop_last && batches.last().is_some_and(|l| l.len() < b) {
+            batches.pop();
+        }
+        let (tx, rx) = sync_channel(self.shared.cfg.prefetch.max(1));
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name("runner-data-feed".into())
+            .spawn(move || {
+                for idx in batches {
+                    match shared.batch(&idx, epoch) {
+                        Ok(None) => continue,
+                        Ok(Some(raw)) => {
+                            if tx.send(Ok(raw)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            })
+            .map(|_| EpochIter {
+                rx: Some(rx),
+                device: device.clone(),
+                spawn_error: None,
+            })
+            .unwrap_or_else(|e| EpochIter {
+                rx: None,
+                device: device.clone(),
+                spawn_error: Some(e.to_string()),
+            })
+    }
+}
+
+/// The batches of one epoch, in order.
+pub struct EpochIter {
+    rx: Option<Receiver<Result<RawBatch, DataError>>>,
+    device: Device,
+    spawn_error: Option<String>,
+}
+
+impl Iterator for EpochIter {
+    type Item = Result<Batch, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.spawn_error.take() {
+            return Some(Err(DataError::Loader(e)));
+        }
+        let raw = self.rx.as_ref()?.recv().ok()?;
+        Some(raw.and_then(|r| {
+            let n = r.labels.len();
+            let (c, h, w) = r.shape;
+            let images = Tensor::from_vec(r.data, (n, c, h, w), &self.device)?;
+            let labels = Tensor::from_vec(r.labels, n, &self.device)?;
+            Ok(Batch {
+                images,
+                labels,
+                indices: r.indices,
+            })
+        }))
+    }
+}

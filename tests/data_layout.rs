@@ -1,0 +1,123 @@
+//! The course layout reader: clear errors for missing parts, dev identities checked against
+//! train, optional verification part, CSV labels, the pairs format and the fingerprint.
+
+use runner::data::{fingerprint, read_pairs, CourseData};
+use std::path::Path;
+
+fn img(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30]))
+        .save(path)
+        .unwrap();
+}
+
+fn minimal(root: &Path) {
+    img(&root.join("classification/train/alice/1.png"));
+    img(&root.join("classification/train/alice/2.png"));
+    img(&root.join("classification/train/bob/1.png"));
+    img(&root.join("classification/dev/bob/3.png"));
+    img(&root.join("classification/test/b.png"));
+    img(&root.join("classification/test/a.png"));
+}
+
+#[test]
+fn reads_classification_only() {
+    let t = tempfile::tempdir().unwrap();
+    minimal(t.path());
+    let d = CourseData::open(t.path()).unwrap();
+    assert_eq!(d.classes, vec!["alice", "bob"]);
+    assert_eq!(d.train.len(), 3);
+    assert_eq!(d.dev.len(), 1);
+    assert_eq!(d.dev[0].label, 1);
+    assert_eq!(d.test.len(), 2);
+    assert!(d.test[0].ends_with("a.png"));
+    assert!(d.test_labels.is_none());
+    assert!(d.known.is_empty() && d.unknown_dev.is_empty());
+    assert!(!d.has_verification());
+}
+
+#[test]
+fn reads_verification_and_labels() {
+    let t = tempfile::tempdir().unwrap();
+    minimal(t.path());
+    let r = t.path();
+    std::fs::write(
+        r.join("classification/test_labels.csv"),
+        "id,label\na.png,alice\nb.png,bob\n",
+    )
+    .unwrap();
+    img(&r.join("verification/known/carol/1.png"));
+    img(&r.join("verification/unknown_dev/u1.png"));
+    img(&r.join("verification/unknown_dev/u2.png"));
+    img(&r.join("verification/unknown_test/v1.png"));
+    std::fs::write(
+        r.join("verification/verification_dev.csv"),
+        "id,label\nu1.png,carol\nu2.png,n000000\n",
+    )
+    .unwrap();
+    let d = CourseData::open(r).unwrap();
+    assert_eq!(d.test_labels.as_ref().unwrap()["a.png"], "alice");
+    assert_eq!(d.known_identities, vec!["carol"]);
+    assert_eq!(d.unknown_dev_labels["u2.png"], "n000000");
+    assert_eq!(d.unknown_test.len(), 1);
+    assert!(d.has_verification());
+}
+
+#[test]
+fn clear_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let err = CourseData::open(t.path().join("missing")).unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    let err = CourseData::open(t.path()).unwrap_err();
+    assert!(err.to_string().contains("classification"), "{err}");
+    minimal(t.path());
+    img(&t.path().join("classification/dev/zed/1.png"));
+    let err = CourseData::open(t.path()).unwrap_err();
+    assert!(err.to_string().contains("zed"), "{err}");
+    std::fs::remove_dir_all(t.path().join("classification/dev/zed")).unwrap();
+    img(&t.path().join("verification/known/carol/1.png"));
+    img(&t.path().join("verification/unknown_dev/u1.png"));
+    let err = CourseData::open(t.path()).unwrap_err();
+    assert!(err.to_string().contains("verification_dev.csv"), "{err}");
+    std::fs::write(
+        t.path().join("verification/verification_dev.csv"),
+        "id,label\nu1.png,dave\n",
+    )
+    .unwrap();
+    let err = CourseData::open(t.path()).unwrap_err();
+    assert!(err.to_string().contains("dave"), "{err}");
+}
+
+#[test]
+fn pairs_format() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("pairs.txt");
+    std::fs::write(
+        &p,
+        "img1 img2 same\na/1.jpg b/2.jpg 1\n# comment\n\na/1.jpg /abs/3.jpg 0\n",
+    )
+    .unwrap();
+    let pairs = read_pairs(&p).unwrap();
+    assert_eq!(pairs.len(), 2);
+    assert_eq!(pairs[0].0, t.path().join("a/1.jpg"));
+    assert!(pairs[0].2);
+    assert_eq!(pairs[1].1, Path::new("/abs/3.jpg"));
+    assert!(!pairs[1].2);
+    std::fs::write(&p, "a b maybe\nc d 1\n").unwrap();
+    assert!(read_pairs(&p).is_err() || read_pairs(&p).unwrap().len() == 1);
+    std::fs::write(&p, "a b 1\nc d maybe\n").unwrap();
+    let err = read_pairs(&p).unwrap_err();
+    assert!(err.to_string().contains("line 2"), "{err}");
+}
+
+#[test]
+fn fingerprint_is_stable_across_copies() {
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    let b = t.path().join("b");
+    minimal(&a);
+    minimal(&b);
+    assert_eq!(fingerprint(&a).unwrap(), fingerprint(&b).unwrap());
+    img(&b.join("classification/train/bob/9.png"));
+    assert_ne!(fingerprint(&a).unwrap(), fingerprint(&b).unwrap());
+}

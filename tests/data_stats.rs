@@ -1,0 +1,69 @@
+//! `stats` counts a generated set; `preview` writes a grid of augmented training images.
+
+use runner::data::{generate, preview, stats};
+use runner::recipe::{Difficulty, Recipe, SynthConfig};
+
+#[test]
+fn stats_of_a_synthetic_set() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        identities: 4,
+        images_per_identity: 5,
+        verify_identities: 2,
+        impostors: 1,
+        size: 32,
+        seed: 1,
+        difficulty: Difficulty::Medium,
+    };
+    let s = generate(&cfg, &t.path().join("d")).unwrap();
+    let st = stats(&t.path().join("d")).unwrap();
+    assert_eq!(st.identities, 4);
+    assert_eq!(st.train_images, s.train_images);
+    assert_eq!(st.dev_images, s.dev_images);
+    assert_eq!(st.test_images, s.test_images);
+    assert!(st.test_labelled);
+    assert_eq!(st.known_identities, 2);
+    assert_eq!(st.unknown_dev_impostors, 1);
+    assert_eq!(st.image_sizes.len(), 1);
+    assert_eq!(
+        (st.image_sizes[0].width, st.image_sizes[0].height),
+        (32, 32)
+    );
+    assert_eq!(st.class_balance.min, st.class_balance.max);
+    let json = serde_json::to_value(&st).unwrap();
+    assert!(json.get("class_balance").is_some());
+}
+
+#[test]
+fn preview_writes_a_grid() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().to_string_lossy().replace('\\', "/");
+    let toml_text = format!(
+        r#"
+[data]
+root = "synth"
+cache_dir = "{cache}"
+[data.synth]
+identities = 3
+images_per_identity = 3
+verify_identities = 0
+impostors = 0
+size = 32
+[transforms]
+train = [
+  {{ kind = "random_resized_crop", size = 24, scale = [0.5, 1.0] }},
+  {{ kind = "horizontal_flip" }},
+  {{ kind = "to_tensor" }},
+  {{ kind = "normalize", mean = [0.5, 0.5, 0.5], std = [0.2, 0.2, 0.2] }},
+]
+[model]
+kind = "resnet"
+"#
+    );
+    let recipe: Recipe = toml::from_str(&toml_text).unwrap();
+    let out = t.path().join("grid.png");
+    let s = preview(&recipe, &out, 3).unwrap();
+    assert_eq!(s.images, 3);
+    let img = image::open(&out).unwrap();
+    assert_eq!(img.width() as usize, s.columns * (24 + 2) + 2);
+}
