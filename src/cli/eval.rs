@@ -126,7 +126,7 @@ pub fn eval(
         }
     }
     if let Some(path) = submission {
-        crate::verify::write_submission(path, rows.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+        crate::verify::write_submission(path, &rows)
             .map_err(CliError::failed)?;
         report["submission"] = path.display().to_string().into();
     }

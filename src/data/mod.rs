@@ -32,7 +32,7 @@ pub fn fingerprint_for(recipe: &Recipe) -> Result<String, String> {
     if recipe.data.root == "synth" {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        h.update(b"synth\n");
+        h.update(format!("synth {GENERATOR_VERSION}\n").as_bytes());
         h.update(serde_json::to_string(&recipe.data.synth).unwrap_or_default().as_bytes());
         return Ok(hex::encode(&h.finalize()[..8]));
     }

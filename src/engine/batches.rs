@@ -88,11 +88,11 @@ impl BatchSource {
         &self,
         epoch: u32,
         start: usize,
-    ) -> Result<impl Iterator<Item = Result<(usize, Batch), EngineError>> + '_, EngineError> {
+    ) -> Result<impl Iterator<Item = Result<(usize, Batch), EngineError>> + 'static, EngineError> {
         // Batches before `start` (a resume inside an epoch) are drawn and discarded: the order
         // and augmentation of the rest stay exactly those of an uninterrupted epoch.
-        Ok(self
-            .loader
+        let loader = self.loader.clone();
+        Ok(loader
             .epoch(epoch as u64, &self.device)
             .enumerate()
             .skip(start)

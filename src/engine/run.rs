@@ -374,6 +374,9 @@ impl<'a, 's> Runner<'a, 's> {
         let r = &self.req.recipe;
         let seed = r.train.seed;
         let smoothing = r.loss.label_smoothing;
+        let total_epochs = r.train.epochs;
+        let grad_clip = r.train.grad_clip;
+        let per_iter = r.scheduler.warmup_per_iteration;
         let (mut loss_sum, mut correct, mut seen, mut prior_seconds, start_batch) =
             match self.partial.take().filter(|p| p.epoch == epoch) {
                 Some(p) => (p.loss_sum, p.correct, p.seen, p.seconds, p.batches_done),
@@ -383,12 +386,10 @@ impl<'a, 's> Runner<'a, 's> {
         let bar = self
             .req
             .reporter
-            .epoch_bar(&self.label(), epoch, r.train.epochs, batches as u64);
+            .epoch_bar(&self.label(), epoch, total_epochs, batches as u64);
         bar.set_position(start_batch as u64);
         let started = Instant::now();
         let mut images_timed = 0u64;
-        let grad_clip = r.train.grad_clip;
-        let per_iter = r.scheduler.warmup_per_iteration;
         for item in self.train_src.epoch(epoch, start_batch)? {
             let (b, batch) = item?;
             let lr = if per_iter {
