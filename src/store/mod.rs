@@ -1,1 +1,2 @@
 //! The experiment store (SQLite): the only module that writes SQL.
+pub mod filter;
