@@ -10,7 +10,7 @@
 //! operand    := key | string | number | "true" | "false"
 //! op         := "=" | "==" | "!=" | "<" | "<=" | ">" | ">="
 //! key        := name ("." name)*      name: [A-Za-z_][A-Za-z0-9_]* (after a dot: [A-Za-z0-9_]+)
-//! string     := "..." | '...'         escapes: \" \' \\ \n \t
+//! string     := "..." | '...'         escapes: \" \' \\ \n \t \r
 //! number     := -?digits[.digits][(e|E)[+-]digits]  (also .5, 1., -2e-3)
 //! ```
 //! `not` binds tighter than `and`, which binds tighter than `or`.
@@ -141,11 +141,29 @@ impl Expr {
 impl fmt::Display for Literal {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            Literal::Str(s) => write!(f, "{}", Value::String(s.clone())),
+            Literal::Str(s) => f.write_str(&quote(s)),
             Literal::Num(n) => write!(f, "{n}"),
             Literal::Bool(b) => write!(f, "{b}"),
         }
     }
+}
+
+/// `s` as a double-quoted filter string (escaping what the tokenizer unescapes).
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl fmt::Display for Operand {
@@ -200,7 +218,7 @@ impl Tok {
     fn describe(&self) -> String {
         match self {
             Tok::Key(k) => format!("`{k}`"),
-            Tok::Lit(Literal::Str(s)) => format!("string {}", Value::String(s.clone())),
+            Tok::Lit(Literal::Str(s)) => format!("string {}", quote(s)),
             Tok::Lit(l) => format!("`{l}`"),
             Tok::Op(op) => format!("`{}`", op.as_str()),
             Tok::And => "`and`".into(),
@@ -375,10 +393,11 @@ fn string(chars: &[char], start: usize) -> Result<(String, usize), FilterError> 
                     Some('\\') => '\\',
                     Some('n') => '\n',
                     Some('t') => '\t',
+                    Some('r') => '\r',
                     Some(c) => {
                         return Err(FilterError::new(
                             i + 1,
-                            "an escape (\\\" \\' \\\\ \\n \\t)",
+                            "an escape (\\\" \\' \\\\ \\n \\t \\r)",
                             format!("`\\{c}`"),
                         ))
                     }
@@ -723,6 +742,7 @@ mod tests {
             r#"model.kind = "convnext" and optimizer.lr < 0.1"#,
             "val_acc >= 0.5 or not (train.seed = 1)",
             r#"(a = "q\"uote" or b != true) and not c <= -0.001"#,
+            r#"a = 'tab\there\\ \r\n \"' and b = 'é' and c = "raw	tab""#,
         ] {
             let e = parse(f).unwrap();
             assert_eq!(parse(&e.to_string()).unwrap(), e, "{e}");
