@@ -564,6 +564,21 @@ pub fn evaluate(expr: &Expr, lookup: &dyn Fn(&str) -> Option<Value>) -> bool {
     }
 }
 
+/// Looks a dotted key up in JSON: first as a flat field (`v["val_acc"]`,
+/// `v["optimizer.lr"]`), else path by path (`"model.kind"` -> `v["model"]["kind"]`, a numeric
+/// segment indexing an array: `"model.dims.0"`). A helper for building `evaluate`'s lookup
+/// from a run's config and metrics.
+pub fn json_path<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    if let Some(flat) = v.get(key) {
+        return Some(flat);
+    }
+    key.split('.').try_fold(v, |cur, seg| match cur {
+        Value::Object(map) => map.get(seg),
+        Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
 fn compare(a: &Value, op: CmpOp, b: &Value) -> bool {
     use std::cmp::Ordering;
     let ord: Option<Ordering> = match (a, b) {
@@ -922,6 +937,25 @@ mod tests {
         assert!(parse(&ok).is_ok());
         let nots = format!("{}a = 1", "not ".repeat(100_000));
         assert!(parse(&nots).is_err());
+    }
+
+    #[test]
+    fn json_path_resolves_flat_then_nested_keys() {
+        let cfg = json!({
+            "model": {"kind": "convnext", "dims": [96, 192]},
+            "optimizer.lr": 0.1,
+            "val_acc": 0.5,
+        });
+        assert_eq!(json_path(&cfg, "model.kind"), Some(&json!("convnext")));
+        assert_eq!(json_path(&cfg, "model.dims.1"), Some(&json!(192)));
+        assert_eq!(json_path(&cfg, "optimizer.lr"), Some(&json!(0.1)));
+        assert_eq!(json_path(&cfg, "val_acc"), Some(&json!(0.5)));
+        assert_eq!(json_path(&cfg, "model.dims.7"), None);
+        assert_eq!(json_path(&cfg, "model.kind.x"), None);
+        assert_eq!(json_path(&cfg, "nope"), None);
+        let e =
+            parse(r#"model.kind = "convnext" and model.dims.0 < 100 and val_acc >= 0.5"#).unwrap();
+        assert!(evaluate(&e, &|k| json_path(&cfg, k).cloned()));
     }
 
     #[test]
