@@ -347,3 +347,53 @@ fn reference_score(metric: SimilarityMetric, u: &[f32], g: &[f32]) -> f32 {
             .sqrt(),
     }
 }
+
+#[test]
+fn open_set_pipeline_tunes_scores_and_predicts() {
+    use runner::verify::{predict_open_set, score_open_set};
+    // Gallery: alice [1,0], bob [0,1]. Unknowns: near alice (0.8 / 0.6 -> cos 0.8), exactly
+    // bob (1.0), an impostor between them (cos 0.707 to both: tie -> alice).
+    let g = Gallery::build(
+        &emb(&[[1.0, 0.0], [0.0, 1.0]]),
+        &["alice", "bob"],
+        COS,
+        MEAN,
+    )
+    .unwrap();
+    let dev = emb(&[[0.8, 0.6], [0.0, 1.0], [1.0, 1.0]]);
+    let truth = ["alice", "bob", NO_MATCH];
+    let r = score_open_set(&g, &dev, &truth, ThresholdSpec::Tune).unwrap();
+    // Best scores 0.8 (right), 0.707 (impostor), 1.0 (right): midpoint (0.707 + 0.8) / 2.
+    assert!(r.tuned);
+    assert!(
+        (r.threshold - (H as f64 + 0.8) / 2.0).abs() < 1e-6,
+        "{}",
+        r.threshold
+    );
+    assert_eq!(r.predictions, ["alice", "bob", NO_MATCH]);
+    assert_eq!(r.metrics.accuracy, 1.0);
+    assert_eq!(r.matches[2].identity, "alice");
+    // A fixed threshold is used as given.
+    let r = score_open_set(&g, &dev, &truth, ThresholdSpec::Fixed(0.9)).unwrap();
+    assert!(!r.tuned);
+    assert_eq!(r.predictions, [NO_MATCH, "bob", NO_MATCH]);
+    assert!((r.metrics.accuracy - 2.0 / 3.0).abs() < 1e-12);
+    // Euclidean fixed thresholds are distances: accept within 0.5.
+    let ge = Gallery::build(
+        &emb(&[[1.0, 0.0], [0.0, 1.0]]),
+        &["alice", "bob"],
+        EUC,
+        MEAN,
+    )
+    .unwrap();
+    let r = score_open_set(&ge, &dev, &truth, ThresholdSpec::Fixed(0.5)).unwrap();
+    assert_eq!(r.threshold, 0.5);
+    assert_eq!(r.score_threshold, -0.5);
+    // [0.8,0.6] is 0.632 from alice: rejected; [0,1] is bob (0); [1,1] is 1 from both.
+    assert_eq!(r.predictions, [NO_MATCH, "bob", NO_MATCH]);
+    // Unlabelled: rows ready for a submission.
+    let rows = predict_open_set(&g, &dev, 0.75).unwrap();
+    assert_eq!(rows[0], ("x0".to_string(), "alice".to_string()));
+    assert_eq!(rows[2], ("x2".to_string(), NO_MATCH.to_string()));
+    assert!(score_open_set(&g, &dev, &truth[..2], ThresholdSpec::Tune).is_err());
+}

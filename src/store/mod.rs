@@ -1,6 +1,7 @@
 //! The experiment store (SQLite through rusqlite): sweeps, runs, per-epoch metrics,
 //! checkpoints and verification results. The only module that writes SQL.
 
+pub mod filter;
 pub mod migrations;
 mod records;
 

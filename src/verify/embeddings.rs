@@ -117,6 +117,35 @@ impl Embeddings {
         e
     }
 
+    /// The element-wise mean with `other` (same ids, same shape): test-time augmentation
+    /// averages an image's embedding with its horizontally flipped image's.
+    pub fn mean_with(&self, other: &Embeddings) -> Result<Embeddings, VerifyError> {
+        if self.dim != other.dim {
+            return Err(VerifyError::DimMismatch {
+                left: self.dim,
+                right: other.dim,
+            });
+        }
+        if self.ids != other.ids {
+            return Err(VerifyError::LengthMismatch {
+                what: "embeddings to average (ids differ)",
+                left: self.len(),
+                right: other.len(),
+            });
+        }
+        let data = self
+            .data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| 0.5 * (a + b))
+            .collect();
+        Ok(Embeddings {
+            ids: self.ids.clone(),
+            data,
+            dim: self.dim,
+        })
+    }
+
     /// Splits into `(ids, data, dim)`.
     pub fn into_parts(self) -> (Vec<String>, Vec<f32>, usize) {
         (self.ids, self.data, self.dim)
@@ -194,6 +223,16 @@ mod tests {
         e.l2_normalize();
         assert_eq!(e.row(0), &[0.6, 0.8]);
         assert_eq!(e.row(1), &[0.0, 0.0]);
+    }
+
+    #[test]
+    fn mean_with_averages_rows() {
+        let a = Embeddings::from_rows(ids(2), &[vec![1.0, 2.0], vec![3.0, 4.0]]).unwrap();
+        let b = Embeddings::from_rows(ids(2), &[vec![3.0, 0.0], vec![1.0, 0.0]]).unwrap();
+        let m = a.mean_with(&b).unwrap();
+        assert_eq!(m.data(), &[2.0, 1.0, 2.0, 2.0]);
+        let c = Embeddings::from_rows(ids(1), &[vec![1.0, 2.0]]).unwrap();
+        assert!(a.mean_with(&c).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`threshold`]: the `threshold = "tune" | number` rule;
 //! - [`metrics`]: verification accuracy (the course metric), `accuracy_known`,
 //!   `impostor_rejection`, ROC AUC / EER / TAR@FAR for pairs, classification accuracy;
+//! - [`open_set`]: the pipeline above end to end (score a labelled set, label an unlabelled one);
 //! - [`submission`]: the course CSV `id,label`;
 //! - [`bench`]: matching throughput.
 //!
@@ -23,6 +24,7 @@ pub mod embeddings;
 pub mod error;
 pub mod matching;
 pub mod metrics;
+pub mod open_set;
 pub mod submission;
 pub mod threshold;
 
@@ -34,6 +36,7 @@ pub use metrics::{
     classification_accuracy, eer, pair_metrics, roc_auc, tar_at_far, verification_metrics,
     PairMetrics, VerificationMetrics,
 };
+pub use open_set::{predict_open_set, score_open_set, OpenSetReport};
 pub use submission::{read_submission, write_submission};
 pub use threshold::{
     natural_threshold, resolve_threshold, score_threshold, tune_threshold, TunedThreshold,
