@@ -69,26 +69,6 @@ impl Geom {
             ow,
         })
     }
-
-    /// Range of output columns `ow` for which `ow*sw + kx - pw` lies inside `[0, w)`.
-    #[inline]
-    fn ow_range(&self, kx: usize) -> (usize, usize) {
-        // iw = ow*sw + kx - pw >= 0  <=> ow >= ceil((pw - kx)/sw)
-        let lo = if kx >= self.pw {
-            0
-        } else {
-            (self.pw - kx).div_ceil(self.sw)
-        };
-        // iw < w <=> ow*sw < w + pw - kx
-        let lim = self.w + self.pw;
-        let hi = if lim <= kx {
-            0
-        } else {
-            (lim - kx).div_ceil(self.sw).min(self.ow)
-        };
-        let lo = lo.min(self.ow);
-        (lo, hi.max(lo))
-    }
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -105,6 +85,54 @@ struct DwConvFwd(DwParams);
 struct DwConvBwdInput(DwParams, (usize, usize));
 /// Weight gradient: `(x, grad_y) -> grad_w`; `.1` is the kernel size.
 struct DwConvBwdWeight(DwParams, (usize, usize));
+
+impl Geom {
+    fn padded(&self) -> (usize, usize) {
+        (self.h + 2 * self.ph, self.w + 2 * self.pw)
+    }
+
+    /// Copies one input plane into the interior of a zero-bordered scratch plane.
+    fn pad_into(&self, plane: &[f32], buf: &mut [f32]) {
+        let (_, pwid) = self.padded();
+        for (y, row) in plane.chunks_exact(self.w).enumerate() {
+            let o = (y + self.ph) * pwid + self.pw;
+            buf[o..o + self.w].copy_from_slice(row);
+        }
+    }
+}
+
+/// `acc[i] += a * src[i * stride]` over `acc`.
+#[inline(always)]
+fn axpy_strided(acc: &mut [f32], a: f32, src: &[f32], stride: usize) {
+    if stride == 1 {
+        let n = acc.len();
+        for (o, &v) in acc.iter_mut().zip(&src[..n]) {
+            *o += a * v;
+        }
+    } else {
+        for (i, o) in acc.iter_mut().enumerate() {
+            *o += a * src[i * stride];
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators (vectorisable).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    for v in acc {
+        s += v;
+    }
+    s
+}
 
 impl CustomOp2 for DwConvFwd {
     fn name(&self) -> &'static str {
@@ -125,41 +153,25 @@ impl CustomOp2 for DwConvFwd {
         let plane_in = g.h * g.w;
         let plane_out = g.oh * g.ow;
         let kk = g.kh * g.kw;
+        let (phh, pww) = g.padded();
         y.par_chunks_mut(plane_out.max(1))
             .enumerate()
-            .for_each(|(p, out)| {
-                let c = p % g.c;
-                let inp = &x[p * plane_in..(p + 1) * plane_in];
-                let k = &wt[c * kk..(c + 1) * kk];
-                for oy in 0..g.oh {
-                    let orow = &mut out[oy * g.ow..(oy + 1) * g.ow];
-                    for ky in 0..g.kh {
-                        let iy = (oy * g.sh + ky) as isize - g.ph as isize;
-                        if iy < 0 || iy >= g.h as isize {
-                            continue;
-                        }
-                        let irow = &inp[iy as usize * g.w..(iy as usize + 1) * g.w];
-                        for kx in 0..g.kw {
-                            let wv = k[ky * g.kw + kx];
-                            let (lo, hi) = g.ow_range(kx);
-                            if lo == hi {
-                                continue;
-                            }
-                            if g.sw == 1 {
-                                let off = lo + kx - g.pw;
-                                let src = &irow[off..off + (hi - lo)];
-                                for (o, &v) in orow[lo..hi].iter_mut().zip(src) {
-                                    *o += wv * v;
-                                }
-                            } else {
-                                for (ox, o) in orow.iter_mut().enumerate().take(hi).skip(lo) {
-                                    *o += wv * irow[ox * g.sw + kx - g.pw];
-                                }
+            .for_each_init(
+                || vec![0f32; phh * pww],
+                |buf, (p, out)| {
+                    let c = p % g.c;
+                    g.pad_into(&x[p * plane_in..(p + 1) * plane_in], buf);
+                    let k = &wt[c * kk..(c + 1) * kk];
+                    for (oy, orow) in out.chunks_exact_mut(g.ow).enumerate() {
+                        for ky in 0..g.kh {
+                            let prow = &buf[(oy * g.sh + ky) * pww..(oy * g.sh + ky + 1) * pww];
+                            for kx in 0..g.kw {
+                                axpy_strided(orow, k[ky * g.kw + kx], &prow[kx..], g.sw);
                             }
                         }
                     }
-                }
-            });
+                },
+            );
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.c, g.oh, g.ow))))
     }
 
@@ -202,42 +214,42 @@ impl CustomOp2 for DwConvBwdInput {
         let plane_in = g.h * g.w;
         let plane_out = g.oh * g.ow;
         let kk = g.kh * g.kw;
+        let (phh, pww) = g.padded();
         let mut gx = vec![0f32; g.n * g.c * plane_in];
         gx.par_chunks_mut(plane_in.max(1))
             .enumerate()
-            .for_each(|(p, gin)| {
-                let c = p % g.c;
-                let go = &gy[p * plane_out..(p + 1) * plane_out];
-                let k = &wt[c * kk..(c + 1) * kk];
-                for oy in 0..g.oh {
-                    let grow = &go[oy * g.ow..(oy + 1) * g.ow];
-                    for ky in 0..g.kh {
-                        let iy = (oy * g.sh + ky) as isize - g.ph as isize;
-                        if iy < 0 || iy >= g.h as isize {
-                            continue;
-                        }
-                        let irow = &mut gin[iy as usize * g.w..(iy as usize + 1) * g.w];
-                        for kx in 0..g.kw {
-                            let wv = k[ky * g.kw + kx];
-                            let (lo, hi) = g.ow_range(kx);
-                            if lo == hi {
-                                continue;
-                            }
-                            if g.sw == 1 {
-                                let off = lo + kx - g.pw;
-                                let dst = &mut irow[off..off + (hi - lo)];
-                                for (d, &v) in dst.iter_mut().zip(&grow[lo..hi]) {
-                                    *d += wv * v;
-                                }
-                            } else {
-                                for (ox, &v) in grow.iter().enumerate().take(hi).skip(lo) {
-                                    irow[ox * g.sw + kx - g.pw] += wv * v;
+            .for_each_init(
+                || vec![0f32; phh * pww],
+                |buf, (p, gin)| {
+                    buf.iter_mut().for_each(|v| *v = 0.0);
+                    let c = p % g.c;
+                    let go = &gy[p * plane_out..(p + 1) * plane_out];
+                    let k = &wt[c * kk..(c + 1) * kk];
+                    for (oy, grow) in go.chunks_exact(g.ow).enumerate() {
+                        for ky in 0..g.kh {
+                            let r0 = (oy * g.sh + ky) * pww;
+                            let prow = &mut buf[r0..r0 + pww];
+                            for kx in 0..g.kw {
+                                let wv = k[ky * g.kw + kx];
+                                let dst = &mut prow[kx..];
+                                if g.sw == 1 {
+                                    for (d, &v) in dst.iter_mut().zip(grow) {
+                                        *d += wv * v;
+                                    }
+                                } else {
+                                    for (ox, &v) in grow.iter().enumerate() {
+                                        dst[ox * g.sw] += wv * v;
+                                    }
                                 }
                             }
                         }
                     }
-                }
-            });
+                    for (y, row) in gin.chunks_exact_mut(g.w).enumerate() {
+                        let o = (y + g.ph) * pww + g.pw;
+                        row.copy_from_slice(&buf[o..o + g.w]);
+                    }
+                },
+            );
         Ok((CpuStorage::F32(gx), Shape::from((g.n, g.c, g.h, g.w))))
     }
 }
@@ -266,44 +278,34 @@ impl CustomOp2 for DwConvBwdWeight {
         let plane_in = g.h * g.w;
         let plane_out = g.oh * g.ow;
         let kk = g.kh * g.kw;
+        let (phh, pww) = g.padded();
         // One pass over the N*C planes, each producing its KHxKW partial sums.
         let mut partial = vec![0f32; g.n * g.c * kk];
-        partial
-            .par_chunks_mut(kk.max(1))
-            .enumerate()
-            .for_each(|(p, acc)| {
-                let inp = &x[p * plane_in..(p + 1) * plane_in];
+        partial.par_chunks_mut(kk.max(1)).enumerate().for_each_init(
+            || vec![0f32; phh * pww],
+            |buf, (p, acc)| {
+                g.pad_into(&x[p * plane_in..(p + 1) * plane_in], buf);
                 let go = &gy[p * plane_out..(p + 1) * plane_out];
-                for oy in 0..g.oh {
-                    let grow = &go[oy * g.ow..(oy + 1) * g.ow];
+                for (oy, grow) in go.chunks_exact(g.ow).enumerate() {
                     for ky in 0..g.kh {
-                        let iy = (oy * g.sh + ky) as isize - g.ph as isize;
-                        if iy < 0 || iy >= g.h as isize {
-                            continue;
-                        }
-                        let irow = &inp[iy as usize * g.w..(iy as usize + 1) * g.w];
+                        let r0 = (oy * g.sh + ky) * pww;
+                        let prow = &buf[r0..r0 + pww];
                         for kx in 0..g.kw {
-                            let (lo, hi) = g.ow_range(kx);
-                            if lo == hi {
-                                continue;
-                            }
+                            let src = &prow[kx..];
                             let mut s = 0f32;
                             if g.sw == 1 {
-                                let off = lo + kx - g.pw;
-                                for (&a, &b) in grow[lo..hi].iter().zip(&irow[off..off + (hi - lo)])
-                                {
-                                    s += a * b;
-                                }
+                                s = dot(grow, &src[..grow.len()]);
                             } else {
-                                for (ox, &a) in grow.iter().enumerate().take(hi).skip(lo) {
-                                    s += a * irow[ox * g.sw + kx - g.pw];
+                                for (ox, &a) in grow.iter().enumerate() {
+                                    s += a * src[ox * g.sw];
                                 }
                             }
                             acc[ky * g.kw + kx] += s;
                         }
                     }
                 }
-            });
+            },
+        );
         let mut gw = vec![0f32; g.c * kk];
         for n in 0..g.n {
             let src = &partial[n * g.c * kk..(n + 1) * g.c * kk];

@@ -5,3 +5,4 @@ pub mod pool;
 
 pub use depthwise::{depthwise_conv2d, DwParams};
 pub use pool::{avg_pool2d, max_pool2d, PoolParams};
+pub mod bench;

@@ -1,6 +1,7 @@
 //! 2-D max-pool and avg-pool as Candle custom ops with backward for any kernel, stride and
 //! padding (PyTorch semantics: floor mode; max-pool pads with -inf and routes the gradient to the
-//! first maximum; avg-pool counts padding in the divisor, `count_include_pad=True`).
+//! first maximum; avg-pool counts padding in the divisor, `count_include_pad=True`), and a
+//! device-independent fallback built from Candle ops.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -248,13 +249,72 @@ fn run_f32(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> 
     }
 }
 
+/// Pads `x` along `dim` with `lo` / `hi` copies of `value`.
+fn pad_const(x: &Tensor, dim: usize, lo: usize, hi: usize, value: f64) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    let mut shape = x.dims().to_vec();
+    if lo > 0 {
+        shape[dim] = lo;
+        parts.push((Tensor::ones(shape.as_slice(), x.dtype(), x.device())? * value)?);
+    }
+    parts.push(x.clone());
+    if hi > 0 {
+        shape[dim] = hi;
+        parts.push((Tensor::ones(shape.as_slice(), x.dtype(), x.device())? * value)?);
+    }
+    Tensor::cat(&parts, dim)
+}
+
+/// Pooling from differentiable Candle ops (pad, strided views by reshape, maximum / sum): the
+/// path for devices without the CPU kernel. At exact ties max-pool splits the gradient.
+pub fn pool_generic(x: &Tensor, p: PoolParams, max: bool) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (oh, ow) = p.out_hw(h, w)?;
+    let (kh, kw) = p.kernel;
+    let (sh, sw) = p.stride;
+    let (ph, pw) = p.padding;
+    let fill = if max { f64::NEG_INFINITY } else { 0.0 };
+    // every window offset must be able to take `stride * out` rows / columns
+    let need_h = kh - 1 + sh * oh;
+    let need_w = kw - 1 + sw * ow;
+    let xp = pad_const(x, 2, ph, need_h.saturating_sub(h + ph), fill)?;
+    let xp = pad_const(&xp, 3, pw, need_w.saturating_sub(w + pw), fill)?;
+    let (n, c, _, wp) = xp.dims4()?;
+    let mut acc: Option<Tensor> = None;
+    for ky in 0..kh {
+        let rows = xp
+            .narrow(2, ky, sh * oh)?
+            .reshape((n, c, oh, sh, wp))?
+            .narrow(3, 0, 1)?
+            .squeeze(3)?;
+        for kx in 0..kw {
+            let t = rows
+                .narrow(3, kx, sw * ow)?
+                .reshape((n, c, oh, ow, sw))?
+                .narrow(4, 0, 1)?
+                .squeeze(4)?;
+            acc = Some(match acc {
+                None => t,
+                Some(a) if max => a.maximum(&t)?,
+                Some(a) => (a + t)?,
+            });
+        }
+    }
+    let acc = match acc {
+        Some(a) => a,
+        None => candle_core::bail!("pool2d: empty kernel"),
+    };
+    if max {
+        Ok(acc)
+    } else {
+        acc / (kh * kw) as f64
+    }
+}
+
 /// Max-pool over `(N, C, H, W)`, differentiable.
 pub fn max_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
     if !x.device().is_cpu() {
-        if p.padding == (0, 0) && p.kernel == p.stride {
-            return x.max_pool2d_with_stride(p.kernel, p.stride);
-        }
-        candle_core::bail!("max_pool2d with padding or overlapping windows needs the CPU kernel")
+        return pool_generic(x, p, true);
     }
     run_f32(x, |x| x.apply_op1(MaxPoolFwd(p)))
 }
@@ -262,10 +322,7 @@ pub fn max_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
 /// Avg-pool over `(N, C, H, W)` (padding counted in the divisor), differentiable.
 pub fn avg_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
     if !x.device().is_cpu() {
-        if p.padding == (0, 0) && p.kernel == p.stride {
-            return x.avg_pool2d_with_stride(p.kernel, p.stride);
-        }
-        candle_core::bail!("avg_pool2d with padding or overlapping windows needs the CPU kernel")
+        return pool_generic(x, p, false);
     }
     run_f32(x, |x| x.apply_op1(AvgPoolFwd(p)))
 }
@@ -309,6 +366,40 @@ mod tests {
             }
         }
         y
+    }
+
+    #[test]
+    fn generic_pool_matches_kernel_forward_and_backward() -> Result<()> {
+        let dev = Device::Cpu;
+        for (d, p) in [
+            ([2, 3, 9, 9], PoolParams::square(3, 2, 1)),
+            ([1, 2, 8, 7], PoolParams::square(3, 2, 1)),
+            ([1, 3, 7, 5], PoolParams::square(3, 1, 1)),
+            ([2, 2, 6, 6], PoolParams::square(2, 2, 0)),
+        ] {
+            let len: usize = d.iter().product();
+            let xv: Vec<f32> = (0..len).map(|i| ((i * 7919) % len) as f32 * 0.01).collect();
+            for max in [true, false] {
+                let x = Var::from_vec(xv.clone(), &d, &dev)?;
+                let a = if max {
+                    max_pool2d(&x, p)?
+                } else {
+                    avg_pool2d(&x, p)?
+                };
+                let b = pool_generic(&x, p, max)?;
+                let diff = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-5, "{d:?} {p:?} max={max}: {diff}");
+                let r = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
+                let ga = (a * &r)?.sum_all()?.backward()?;
+                let gb = (b * &r)?.sum_all()?.backward()?;
+                let diff = (ga.get(&x).unwrap() - gb.get(&x).unwrap())?
+                    .abs()?
+                    .max_all()?
+                    .to_scalar::<f32>()?;
+                assert!(diff < 1e-5, "grad {d:?} {p:?} max={max}: {diff}");
+            }
+        }
+        Ok(())
     }
 
     #[test]

@@ -112,6 +112,8 @@ impl Conv2d {
                     padding: (self.padding, self.padding),
                 },
             )?
+        } else if self.groups == 1 && self.padding == 0 && kh == kw && kh == self.stride {
+            patchify(x, &self.weight)?
         } else {
             x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
         };
@@ -122,6 +124,33 @@ impl Conv2d {
         ctx.count((y.elem_count() * cin_g * kh * kw) as u64, &y);
         Ok(y)
     }
+}
+
+/// A convolution whose kernel equals its stride, without padding (1x1 pointwise, ConvNeXt's
+/// 4x4/4 stem and 2x2/2 downsampling) as one matrix product over non-overlapping patches:
+/// exact, and its backward is two matrix products (Candle's conv backward is a naive loop).
+/// Trailing rows / columns that do not fill a patch are dropped, as a convolution does.
+fn patchify(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (o, _, k, _) = weight.dims4()?;
+    let (oh, ow) = (h / k, w / k);
+    let x = if oh * k != h || ow * k != w {
+        x.narrow(2, 0, oh * k)?.narrow(3, 0, ow * k)?
+    } else {
+        x.clone()
+    };
+    let cols = if k == 1 {
+        x.permute((0, 2, 3, 1))?.reshape((n * oh * ow, c))?
+    } else {
+        x.reshape((n, c, oh, k, ow, k))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .reshape((n * oh * ow, c * k * k))?
+    };
+    let wm = weight.reshape((o, c * k * k))?;
+    cols.matmul(&wm.t()?)?
+        .reshape((n, oh, ow, o))?
+        .permute((0, 3, 1, 2))?
+        .contiguous()
 }
 
 /// Fully connected layer over the last dimension, weight `(out, in)`.

@@ -1,5 +1,6 @@
 //! Face CNNs (ConvNeXt, ResNet, MobileNet) as plain Candle modules with train/eval modes.
 
+pub mod bench;
 pub mod build;
 pub mod convnext;
 pub mod face;

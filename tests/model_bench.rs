@@ -1,0 +1,67 @@
+//! Throughput measurements (ignored by default; run by hand):
+//! `cargo test --release --test model_bench -- --ignored --nocapture`.
+//! The quick test checks that the benchmark functions run on tiny shapes.
+
+use candle_core::Device;
+use runner::kernels::bench::bench_depthwise;
+use runner::model::bench::bench_model;
+use runner::recipe::{BlockNorm, LayerScale, ModelConfig, ModelKind};
+
+fn cfg(kind: ModelKind, preset: Option<&str>) -> ModelConfig {
+    ModelConfig {
+        kind,
+        preset: preset.map(str::to_string),
+        depths: None,
+        dims: None,
+        block_norm: BlockNorm::Layer,
+        layer_scale: LayerScale::Init(1e-6),
+        drop_path: 0.0,
+        dropout: 0.0,
+        small_stem: false,
+        width_mult: 1.0,
+        embedding_dim: None,
+        num_classes: None,
+        init_from: None,
+    }
+}
+
+#[test]
+fn benchmarks_run_on_tiny_shapes() {
+    let mut c = cfg(ModelKind::Convnext, None);
+    c.depths = Some(vec![1, 1]);
+    c.dims = Some(vec![8, 16]);
+    let r = bench_model(&c, 4, (32, 32), 2, 1, &Device::Cpu).unwrap();
+    assert!(r.images_per_sec > 0.0);
+    let d = bench_depthwise(2, 4, 8, 8, 7, 1).unwrap();
+    assert!(d.speedup_forward > 0.0 && d.speedup_backward > 0.0);
+}
+
+#[test]
+#[ignore]
+fn measure_depthwise_kernel() {
+    for (n, c, h, w) in [(64, 96, 16, 16), (64, 192, 8, 8), (64, 80, 16, 16)] {
+        let d = bench_depthwise(n, c, h, w, 7, 5).unwrap();
+        println!("{}", serde_json::to_string(&d).unwrap());
+    }
+}
+
+#[test]
+#[ignore]
+fn measure_models() {
+    let sel = std::env::var("BENCH_MODELS").unwrap_or_default();
+    let mut small = cfg(ModelKind::Resnet, Some("18"));
+    small.small_stem = false;
+    let cases = [
+        ("convnext_tiny", cfg(ModelKind::Convnext, Some("tiny"))),
+        ("convnext_nano", cfg(ModelKind::Convnext, Some("nano"))),
+        ("resnet18", small),
+        ("mobilenet_v2", cfg(ModelKind::MobilenetV2, None)),
+    ];
+    for (name, c) in cases {
+        if !sel.is_empty() && !sel.split(',').any(|s| s == name) {
+            continue;
+        }
+        let r = bench_model(&c, 1000, (64, 64), 64, 3, &Device::Cpu).unwrap();
+        println!("{name} {}", serde_json::to_string(&r).unwrap());
+    }
+}
