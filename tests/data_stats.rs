@@ -67,3 +67,24 @@ kind = "resnet"
     let img = image::open(&out).unwrap();
     assert_eq!(img.width() as usize, s.columns * (24 + 2) + 2);
 }
+
+#[test]
+fn bench_data_reports_every_case() {
+    let t = tempfile::tempdir().unwrap();
+    let r = runner::data::bench_data(t.path(), &[32], &[1, 2], 20).unwrap();
+    assert_eq!(r.cases.len(), 2);
+    for c in &r.cases {
+        assert_eq!(c.images, 20);
+        assert!(c.images_per_sec > 0.0);
+    }
+}
+
+/// The figures for the README: `cargo test --release --test data_stats -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_data_figures() {
+    let dir = std::env::var("RUNNER_BENCH_DIR").unwrap_or_else(|_| "target/bench-data".into());
+    let r =
+        runner::data::bench_data(std::path::Path::new(&dir), &[64, 224], &[1, 2], 1000).unwrap();
+    println!("{}", serde_json::to_string_pretty(&r).unwrap());
+}

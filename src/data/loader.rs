@@ -95,7 +95,7 @@ pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
         .map_err(|e| bad(e.to_string()))?
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
-    Ok(reader.decode().map_err(|e| bad(e.to_string()))?.to_rgb8())
+    Ok(reader.decode().map_err(|e| bad(e.to_string()))?.into_rgb8())
 }
 
 impl Shared {

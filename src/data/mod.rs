@@ -1,6 +1,7 @@
 //! Course data layout, synthetic face generator, transforms and the batch loader.
 
 pub mod bench;
+pub use bench::{bench_data, DataBenchReport};
 pub mod error;
 pub mod fingerprint;
 pub mod layout;

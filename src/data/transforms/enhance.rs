@@ -10,41 +10,74 @@ pub fn luma(p: &[u8]) -> u8 {
     ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
-/// Pillow `Image.blend(degenerate, img, alpha)` where `degenerate` is given per byte.
-fn blend_with(img: &RgbImage, alpha: f64, degenerate: impl Fn(usize) -> u8) -> RgbImage {
+/// Pillow `ImagingBlend` for one byte: `in1 + alpha * (in2 - in1)` in float, truncated, clipped
+/// only when extrapolating.
+#[inline]
+fn blend_px(d: u8, v: u8, a: f32, interp: bool) -> u8 {
+    let t = d as f32 + a * (v as i32 - d as i32) as f32;
+    if interp {
+        t as u8
+    } else if t <= 0.0 {
+        0
+    } else if t >= 255.0 {
+        255
+    } else {
+        t as u8
+    }
+}
+
+/// The 256-entry table of blending every value with a constant degenerate value.
+fn blend_table(d: u8, alpha: f64) -> [u8; 256] {
     let a = alpha as f32;
-    let mut out = img.clone();
     let interp = (0.0..=1.0).contains(&a);
-    for (i, v) in out.iter_mut().enumerate() {
-        let d = degenerate(i) as i32;
-        let t = d as f32 + a * (*v as i32 - d) as f32;
-        *v = if interp {
-            t as u8
-        } else if t <= 0.0 {
-            0
-        } else if t >= 255.0 {
-            255
-        } else {
-            t as u8
-        };
+    let mut t = [0u8; 256];
+    for (v, o) in t.iter_mut().enumerate() {
+        *o = blend_px(d, v as u8, a, interp);
+    }
+    t
+}
+
+fn apply_table(img: &RgbImage, t: &[u8; 256]) -> RgbImage {
+    let mut out = img.clone();
+    for v in out.iter_mut() {
+        *v = t[*v as usize];
+    }
+    out
+}
+
+/// `Image.blend(degenerate, img, alpha)` with a per-byte degenerate image.
+fn blend_images(img: &RgbImage, alpha: f64, degenerate: &[u8]) -> RgbImage {
+    let a = alpha as f32;
+    let interp = (0.0..=1.0).contains(&a);
+    let mut out = img.clone();
+    for (v, &d) in out.iter_mut().zip(degenerate) {
+        *v = blend_px(d, *v, a, interp);
     }
     out
 }
 
 pub fn brightness(img: &RgbImage, f: f64) -> RgbImage {
-    blend_with(img, f, |_| 0)
+    apply_table(img, &blend_table(0, f))
 }
 
 pub fn contrast(img: &RgbImage, f: f64) -> RgbImage {
     let n = (img.width() * img.height()).max(1) as f64;
     let sum: u64 = img.as_raw().chunks_exact(3).map(|p| luma(p) as u64).sum();
     let mean = (sum as f64 / n + 0.5) as u8;
-    blend_with(img, f, |_| mean)
+    apply_table(img, &blend_table(mean, f))
 }
 
 pub fn saturation(img: &RgbImage, f: f64) -> RgbImage {
-    let grey: Vec<u8> = img.as_raw().chunks_exact(3).map(luma).collect();
-    blend_with(img, f, |i| grey[i / 3])
+    let a = f as f32;
+    let interp = (0.0..=1.0).contains(&a);
+    let mut out = img.clone();
+    for p in out.chunks_exact_mut(3) {
+        let g = luma(p);
+        for v in p.iter_mut() {
+            *v = blend_px(g, *v, a, interp);
+        }
+    }
+    out
 }
 
 /// Pillow's SMOOTH filter (3x3, centre 5, /13), border pixels kept.
@@ -73,8 +106,7 @@ fn smooth(img: &RgbImage) -> RgbImage {
 
 pub fn sharpness(img: &RgbImage, f: f64) -> RgbImage {
     let d = smooth(img);
-    let draw = d.as_raw();
-    blend_with(img, f, |i| draw[i])
+    blend_images(img, f, d.as_raw())
 }
 
 fn rgb2hsv(p: &[u8]) -> [u8; 3] {

@@ -82,10 +82,10 @@ pub fn resize_bilinear(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
                 let k = &kk_h[xx * ksize_h..xx * ksize_h + n];
                 let (mut s0, mut s1, mut s2) = (half, half, half);
                 let px = &srow[xmin * 3..(xmin + n) * 3];
-                for (i, &w) in k.iter().enumerate() {
-                    s0 = s0.wrapping_add(px[i * 3] as i32 * w);
-                    s1 = s1.wrapping_add(px[i * 3 + 1] as i32 * w);
-                    s2 = s2.wrapping_add(px[i * 3 + 2] as i32 * w);
+                for (p, &w) in px.chunks_exact(3).zip(k) {
+                    s0 = s0.wrapping_add(p[0] as i32 * w);
+                    s1 = s1.wrapping_add(p[1] as i32 * w);
+                    s2 = s2.wrapping_add(p[2] as i32 * w);
                 }
                 drow[xx * 3] = clip8(s0);
                 drow[xx * 3 + 1] = clip8(s1);
@@ -103,20 +103,21 @@ pub fn resize_bilinear(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     let mut out = vec![0u8; oh * tmp_w * 3];
     let half = 1i32 << (PRECISION_BITS - 1);
     let stride = tmp_w * 3;
+    let mut acc = vec![half; stride];
     for yy in 0..oh {
         let (ymin, n) = bounds_v[yy];
         let ymin = ymin - row0;
         let k = &kk_v[yy * ksize_v..yy * ksize_v + n];
         let drow = &mut out[yy * stride..(yy + 1) * stride];
         // accumulate row by row for cache-friendly access
-        let mut acc = vec![half; stride];
+        acc.fill(half);
         for (i, &w) in k.iter().enumerate() {
             let srow = &tmp[(ymin + i) * stride..(ymin + i + 1) * stride];
             for (a, &s) in acc.iter_mut().zip(srow) {
                 *a = a.wrapping_add(s as i32 * w);
             }
         }
-        for (d, a) in drow.iter_mut().zip(acc) {
+        for (d, &a) in drow.iter_mut().zip(&acc) {
             *d = clip8(a);
         }
     }
