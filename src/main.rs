@@ -15,7 +15,12 @@ use runner::engine::progress::{LogFormat, Reporter};
 )]
 struct Args {
     /// The experiment store (SQLite).
-    #[arg(long, global = true, env = "RUNNER_DB", default_value = "experiments.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNNER_DB",
+        default_value = "experiments.db"
+    )]
     db: PathBuf,
     /// Print nothing but errors and results.
     #[arg(long, global = true)]
@@ -329,7 +334,11 @@ fn main() -> ExitCode {
     };
     let result: Result<(), CliError> = match args.command {
         Command::Validate { recipe, sets } => cli::validate::run(&recipe, &sets.set),
-        Command::Plan { recipe, sets, format } => cli::plan::run(&g, &recipe, &sets.set, format),
+        Command::Plan {
+            recipe,
+            sets,
+            format,
+        } => cli::plan::run(&g, &recipe, &sets.set, format),
         Command::Run {
             recipe,
             sets,
@@ -352,7 +361,13 @@ fn main() -> ExitCode {
                 retry_failed,
                 fail_fast,
             };
-            cli::train::sweep(&g, &recipe, &opts, dry_run, train_opts(&sets, device, format))
+            cli::train::sweep(
+                &g,
+                &recipe,
+                &opts,
+                dry_run,
+                train_opts(&sets, device, format),
+            )
         }
         Command::Resume {
             run,
@@ -370,7 +385,13 @@ fn main() -> ExitCode {
                 _ => Err(CliError::invalid("resume: give a RUN or --best")),
             };
             target.and_then(|t| {
-                cli::train::resume(&g, t, from == FromCkpt::Best, epochs, train_opts(&sets, device, format))
+                cli::train::resume(
+                    &g,
+                    t,
+                    from == FromCkpt::Best,
+                    epochs,
+                    train_opts(&sets, device, format),
+                )
             })
         }
         Command::Runs { format } => cli::runs::list(&g, format),
@@ -451,8 +472,16 @@ fn main() -> ExitCode {
                 sets,
                 format,
             } => cli::bench::train(&recipe, &sets.set, steps, format),
-            BenchCommand::Data { recipe, sets, format } => cli::bench::data(&recipe, &sets.set, format),
-            BenchCommand::Model { recipe, sets, format } => cli::bench::model(&recipe, &sets.set, format),
+            BenchCommand::Data {
+                recipe,
+                sets,
+                format,
+            } => cli::bench::data(&recipe, &sets.set, format),
+            BenchCommand::Model {
+                recipe,
+                sets,
+                format,
+            } => cli::bench::model(&recipe, &sets.set, format),
             BenchCommand::Matching {
                 unknowns,
                 known,

@@ -44,19 +44,23 @@ fn at_least_fifteen_bad_recipes_each_fail_cleanly() {
             assert!(!stderr.contains("panicked"), "{name}: {stderr}");
             assert!(out.stdout.is_empty(), "{name}: nothing on stdout");
             let file_name = recipe.file_name().unwrap().to_string_lossy().to_string();
-            assert!(stderr.contains(&file_name), "{name}: message must name the file: {stderr}");
+            assert!(
+                stderr.contains(&file_name),
+                "{name}: message must name the file: {stderr}"
+            );
             if recipe.is_file() {
                 if let Some(key) = expected_key(&recipe).filter(|k| !k.is_empty()) {
                     assert!(
                         stderr.contains(&format!("`{key}`")),
                         "{name}: message must name key {key}: {stderr}"
                     );
-                    let has_line_col = stderr
-                        .split(':')
-                        .collect::<Vec<_>>()
-                        .windows(2)
-                        .any(|w| w[0].trim().parse::<u32>().is_ok() && w[1].trim().parse::<u32>().is_ok());
-                    assert!(has_line_col, "{name}: message must give line:column: {stderr}");
+                    let has_line_col = stderr.split(':').collect::<Vec<_>>().windows(2).any(|w| {
+                        w[0].trim().parse::<u32>().is_ok() && w[1].trim().parse::<u32>().is_ok()
+                    });
+                    assert!(
+                        has_line_col,
+                        "{name}: message must give line:column: {stderr}"
+                    );
                 }
             }
         }
@@ -84,7 +88,10 @@ fn fragment_cycle_names_the_chain() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("fragment cycle"), "{stderr}");
-    assert!(stderr.contains("cycle_a.toml") && stderr.contains("cycle_b.toml"), "{stderr}");
+    assert!(
+        stderr.contains("cycle_a.toml") && stderr.contains("cycle_b.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]

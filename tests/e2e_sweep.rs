@@ -23,19 +23,31 @@ fn a_sweep_runs_ranks_and_continues_the_winner() {
     let rows = env.json(&["sweep", s(&r), "--format", "json"]);
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 4);
-    assert!(rows.iter().all(|r| r["status"] == "done" && r["action"] == "trained"), "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "done" && r["action"] == "trained"),
+        "{rows:?}"
+    );
 
     let lb = env.json(&["leaderboard", "--metric", "val_acc", "--format", "json"]);
     let lb = lb.as_array().unwrap();
     assert_eq!(lb.len(), 4);
     let vals: Vec<f64> = lb.iter().map(|r| r["val_acc"].as_f64().unwrap()).collect();
-    assert!(vals.windows(2).all(|w| w[0] >= w[1]), "ordered best first: {vals:?}");
+    assert!(
+        vals.windows(2).all(|w| w[0] >= w[1]),
+        "ordered best first: {vals:?}"
+    );
     for r in lb {
         assert!(r["overrides"]["optimizer.lr"].is_number());
     }
     // Losses rank ascending.
     let lb_loss = env.json(&["leaderboard", "--metric", "val_loss", "--format", "json"]);
-    let losses: Vec<f64> = lb_loss.as_array().unwrap().iter().map(|r| r["val_loss"].as_f64().unwrap()).collect();
+    let losses: Vec<f64> = lb_loss
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["val_loss"].as_f64().unwrap())
+        .collect();
     assert!(losses.windows(2).all(|w| w[0] <= w[1]), "{losses:?}");
 
     let best = env.json(&["best", "--metric", "val_acc", "--format", "json"]);
@@ -47,38 +59,84 @@ fn a_sweep_runs_ranks_and_continues_the_winner() {
     assert_eq!(resumed["status"], "done");
     let show = env.json(&["show", &resumed["id"].to_string(), "--format", "json"]);
     assert_eq!(show["parent"], best["id"]);
-    let epochs: Vec<u64> = show["epochs"].as_array().unwrap().iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
+    let epochs: Vec<u64> = show["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
     let best_ck = best["checkpoints"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|c| c["kept"] == true)
-        .max_by(|a, b| a["metric"].as_f64().unwrap().total_cmp(&b["metric"].as_f64().unwrap()))
+        .max_by(|a, b| {
+            a["metric"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["metric"].as_f64().unwrap())
+        })
         .unwrap()["epoch"]
         .as_u64()
         .unwrap();
     let expected: Vec<u64> = (best_ck + 1..=5).collect();
-    assert_eq!(epochs, expected, "starts after the parent's best checkpoint (epoch {best_ck})");
+    assert_eq!(
+        epochs, expected,
+        "starts after the parent's best checkpoint (epoch {best_ck})"
+    );
     assert_eq!(show["config"]["train"]["epochs"], 5);
 
     // A second sweep of the same recipe trains nothing.
     let again = env.json(&["sweep", s(&r), "--format", "json"]);
-    assert!(again.as_array().unwrap().iter().all(|r| r["action"] == "skipped (done)"), "{again}");
+    assert!(
+        again
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["action"] == "skipped (done)"),
+        "{again}"
+    );
     let runs = env.json(&["runs", "--format", "json"]);
     assert_eq!(runs.as_array().unwrap().len(), 5);
 
     // Filters and grouping.
-    let f = env.json(&["leaderboard", "--where", "optimizer.lr < 0.02 and train.seed = 1", "--format", "json"]);
+    let f = env.json(&[
+        "leaderboard",
+        "--where",
+        "optimizer.lr < 0.02 and train.seed = 1",
+        "--format",
+        "json",
+    ]);
     assert_eq!(f.as_array().unwrap().len(), 1, "{f}");
-    let g = env.json(&["leaderboard", "--group-by", "optimizer.lr", "--format", "json"]);
+    let g = env.json(&[
+        "leaderboard",
+        "--group-by",
+        "optimizer.lr",
+        "--format",
+        "json",
+    ]);
     let g = g.as_array().unwrap();
     assert!(g.iter().any(|x| x["runs"] == 2), "{g:?}");
 
     // Malformed and SQL-looking filters are errors; the store is intact afterwards.
-    for bad in ["1; DROP TABLE runs", "optimizer.lr <", "(val_acc > 0.1", "model.kind = 'x", "val_acc >> 1"] {
+    for bad in [
+        "1; DROP TABLE runs",
+        "optimizer.lr <",
+        "(val_acc > 0.1",
+        "model.kind = 'x",
+        "val_acc >> 1",
+    ] {
         let out = env.run(&["leaderboard", "--where", bad]);
-        assert_eq!(out.status.code(), Some(2), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("--where"), "{bad}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--where"),
+            "{bad}"
+        );
     }
     let runs = env.json(&["runs", "--format", "json"]);
     assert_eq!(runs.as_array().unwrap().len(), 5);
@@ -108,19 +166,26 @@ fn a_killed_sweep_finishes_with_every_run_done_once_and_the_interrupted_run_resu
                 break r.id;
             }
         }
-        assert!(Instant::now() < deadline, "sweep did not reach its second run");
+        assert!(
+            Instant::now() < deadline,
+            "sweep did not reach its second run"
+        );
     };
     let _ = child.kill();
     let _ = child.wait();
     let rows = env.json(&["sweep", s(&r), "--format", "json"]);
     let rows = rows.as_array().unwrap();
-    let by_run: BTreeMap<i64, &serde_json::Value> = rows.iter().map(|r| (r["run_id"].as_i64().unwrap(), r)).collect();
+    let by_run: BTreeMap<i64, &serde_json::Value> = rows
+        .iter()
+        .map(|r| (r["run_id"].as_i64().unwrap(), r))
+        .collect();
     assert_eq!(by_run[&killed_run]["action"], "resumed", "{rows:?}");
     assert!(rows.iter().all(|r| r["status"] == "done"));
     let runs = env.json(&["runs", "--format", "json"]);
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 4, "every run exactly once");
-    let keys: std::collections::BTreeSet<_> = runs.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    let keys: std::collections::BTreeSet<_> =
+        runs.iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert_eq!(keys.len(), 4);
     let show = env.json(&["show", &killed_run.to_string(), "--format", "json"]);
     assert_eq!(show["epochs"].as_array().unwrap().len(), 3);
@@ -162,7 +227,13 @@ fn two_concurrent_sweeps_share_the_work_and_never_run_a_run_twice() {
     assert_eq!(runs.len(), 4);
     // A run skipped as busy by one process was finished by the other; finish anything left.
     let rows = env.json(&["sweep", s(&r), "--format", "json"]);
-    assert!(rows.as_array().unwrap().iter().all(|r| r["status"] == "done"), "{rows}");
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "done"),
+        "{rows}"
+    );
     let runs_after = env.json(&["runs", "--format", "json"]);
     assert_eq!(runs_after.as_array().unwrap().len(), 4);
 }
@@ -179,7 +250,11 @@ fn watch_runs_a_recipe_dropped_in_and_reports_a_broken_one() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(queue.join("broken.toml"), "[data]\nroot = \"synth\"\n[model]\nkind = \"vit\"\n").unwrap();
+    std::fs::write(
+        queue.join("broken.toml"),
+        "[data]\nroot = \"synth\"\n[model]\nkind = \"vit\"\n",
+    )
+    .unwrap();
     let good = env.recipe("good.toml", "");
     std::fs::copy(&good, queue.join("good.toml")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -194,7 +269,10 @@ fn watch_runs_a_recipe_dropped_in_and_reports_a_broken_one() {
         assert!(child.try_wait().unwrap().is_none(), "the watcher stopped");
     }
     // Stop it like Ctrl-C.
-    let _ = std::process::Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{:?}", out.status);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -18,7 +18,15 @@ fn a_run_trains_records_and_is_not_repeated() {
     assert_eq!(epochs.len(), 3);
     for (i, e) in epochs.iter().enumerate() {
         assert_eq!(e["epoch"].as_u64().unwrap() as usize, i + 1);
-        for k in ["lr", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_sec", "seconds"] {
+        for k in [
+            "lr",
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "images_per_sec",
+            "seconds",
+        ] {
             assert!(e[k].as_f64().unwrap().is_finite(), "{k} in {e}");
         }
     }
@@ -27,7 +35,12 @@ fn a_run_trains_records_and_is_not_repeated() {
     assert!(last["verify_acc"].as_f64().is_some(), "{last}");
     assert_eq!(show["verification"].as_array().unwrap().len(), 1);
     // Checkpoints: the policy keeps the best and the last two.
-    let kept = show["checkpoints"].as_array().unwrap().iter().filter(|c| c["kept"] == true).count();
+    let kept = show["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kept"] == true)
+        .count();
     assert!((1..=3).contains(&kept), "{}", show["checkpoints"]);
     for c in show["checkpoints"].as_array().unwrap() {
         let exists = std::path::Path::new(c["path"].as_str().unwrap()).exists();
@@ -42,7 +55,14 @@ fn a_run_trains_records_and_is_not_repeated() {
 
 fn straight_run(env: &Env, name: &str, epochs: u32) -> serde_json::Value {
     let r = env.recipe(name, "");
-    let out = env.json(&["run", s(&r), "--set", &format!("train.epochs={epochs}"), "--format", "json"]);
+    let out = env.json(&[
+        "run",
+        s(&r),
+        "--set",
+        &format!("train.epochs={epochs}"),
+        "--format",
+        "json",
+    ]);
     assert_eq!(out["status"], "done");
     env.json(&["show", &out["id"].to_string(), "--format", "json"])
 }
@@ -61,7 +81,12 @@ fn resuming_an_interrupted_run_gives_bitwise_the_same_weights_and_metrics() {
         .env("RUNNER_STOP_AFTER_STEPS", "6")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["status"], "interrupted");
     // Running the same recipe resumes it (same run id).
@@ -92,9 +117,12 @@ fn sigterm_interrupts_cleanly_and_the_run_resumes_to_the_same_result() {
     loop {
         std::thread::sleep(Duration::from_millis(50));
         if let Ok(store) = runner::store::Store::open(&env.db()) {
-            if store.runs(None).ok().and_then(|r| r.first().map(|r| r.id)).is_some_and(|id| {
-                store.epochs(id).map(|e| !e.is_empty()).unwrap_or(false)
-            }) {
+            if store
+                .runs(None)
+                .ok()
+                .and_then(|r| r.first().map(|r| r.id))
+                .is_some_and(|id| store.epochs(id).map(|e| !e.is_empty()).unwrap_or(false))
+            {
                 break;
             }
         }
@@ -173,49 +201,88 @@ fn kill_9_after_a_checkpoint_resumes_from_it_to_the_same_result() {
 fn twenty_random_kills_never_corrupt_the_store_or_a_checkpoint_and_the_run_finishes() {
     let env = Env::new();
     let r = env.recipe("r.toml", "");
-    let args = ["run", s(&r), "--set", "train.epochs=6"];
+    let args = ["run", s(&r), "--set", "train.epochs=300"];
     // Generate the data once so that kills land in training, not in generation.
     assert!(env.run(&["plan", s(&r)]).status.success());
     let mut delays_ms: u64 = 137;
+    let mut kills = 0;
     for i in 0..20 {
         let mut child = env.cmd().args(args).spawn().unwrap();
         // A spread of moments: pseudo-random, reproducible.
-        delays_ms = (delays_ms * 7919 + 311) % 1500 + 100;
+        delays_ms = (delays_ms * 7919 + 311) % 400 + 30;
         std::thread::sleep(Duration::from_millis(delays_ms));
         let _ = child.kill();
         let _ = child.wait();
-        let mut store = runner::store::Store::open(&env.db()).unwrap_or_else(|e| panic!("kill {i}: {e}"));
+        let mut store =
+            runner::store::Store::open(&env.db()).unwrap_or_else(|e| panic!("kill {i}: {e}"));
         let ok: String = store
             .connection()
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(ok, "ok", "kill {i}");
         for run in store.runs(None).unwrap() {
-            for c in store.checkpoints(run.id).unwrap().into_iter().filter(|c| c.kept) {
+            for c in store
+                .checkpoints(run.id)
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.kept)
+            {
                 if std::path::Path::new(&c.path).exists() {
                     runner::train::checkpoint::read_checkpoint(std::path::Path::new(&c.path))
                         .unwrap_or_else(|e| panic!("kill {i}: corrupt checkpoint {}: {e}", c.path));
                 }
             }
         }
+        assert!(
+            store.runs(None).unwrap().len() <= 1,
+            "kill {i}: a restart must resume the same run"
+        );
+        kills += 1;
         if store.runs(None).unwrap().iter().any(|r| r.status == "done") {
             break;
         }
     }
-    let out = env.json(&["run", s(&r), "--set", "train.epochs=6", "--format", "json"]);
+    assert!(
+        kills >= 20,
+        "the run finished before 20 kills: make it longer"
+    );
+    let out = env.json(&[
+        "run",
+        s(&r),
+        "--set",
+        "train.epochs=300",
+        "--format",
+        "json",
+    ]);
     assert_eq!(out["status"], "done");
     let runs = env.json(&["runs", "--format", "json"]);
-    assert_eq!(runs.as_array().unwrap().len(), 1, "always the same run, resumed");
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        1,
+        "always the same run, resumed"
+    );
     let show = env.json(&["show", &out["id"].to_string(), "--format", "json"]);
-    assert_eq!(show["epochs"].as_array().unwrap().len(), 6);
+    assert_eq!(show["epochs"].as_array().unwrap().len(), 300);
 }
 
 #[test]
 fn an_absurd_lr_diverges_or_rolls_back_never_a_crash_or_a_nan_model() {
     let env = Env::new();
     let r = env.recipe("r.toml", "");
-    let out = env.run(&["run", s(&r), "--set", "optimizer.lr=1e12", "--format", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env.run(&[
+        "run",
+        s(&r),
+        "--set",
+        "optimizer.lr=1e12",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["status"], "diverged");
     let show = env.json(&["show", &j["id"].to_string(), "--format", "json"]);
@@ -239,15 +306,23 @@ fn an_absurd_lr_diverges_or_rolls_back_never_a_crash_or_a_nan_model() {
         .output()
         .unwrap();
     let j: serde_json::Value = serde_json::from_slice(&rb.stdout).unwrap();
-    assert_eq!(j["status"], "done", "{}", String::from_utf8_lossy(&rb.stderr));
+    assert_eq!(
+        j["status"],
+        "done",
+        "{}",
+        String::from_utf8_lossy(&rb.stderr)
+    );
     let show = env.json(&["show", &j["id"].to_string(), "--format", "json"]);
     let epochs = show["epochs"].as_array().unwrap();
     assert_eq!(epochs.len(), 3);
     for e in epochs {
-        assert!(e["train_loss"].as_f64().is_some_and(f64::is_finite), "no NaN epoch is recorded: {e}");
+        assert!(
+            e["train_loss"].as_f64().is_some_and(f64::is_finite),
+            "no NaN epoch is recorded: {e}"
+        );
     }
-    // Epochs after the rollback ran at half the lr.
-    let lr1 = epochs[0]["lr"].as_f64().unwrap();
-    let lr2 = epochs[1]["lr"].as_f64().unwrap();
-    assert!((lr2 - lr1 * 0.5).abs() < 1e-12, "lr {lr1} then {lr2}");
+    // The epochs after the rollback ran at half the lr (step 7 falls in epoch 2 or 3).
+    let lrs: Vec<f64> = epochs.iter().map(|e| e["lr"].as_f64().unwrap()).collect();
+    assert_eq!(lrs[0], 0.05);
+    assert_eq!(lrs[2], 0.025, "{lrs:?}");
 }

@@ -53,7 +53,12 @@ fn three_fragments_plus_own_keys_resolve_to_expected_config() {
         }
         o => panic!("unexpected origin {o:?}"),
     }
-    assert_eq!(composed.files.len(), 5, "recipe + 4 fragments: {:?}", composed.files);
+    assert_eq!(
+        composed.files.len(),
+        5,
+        "recipe + 4 fragments: {:?}",
+        composed.files
+    );
 }
 
 #[test]
@@ -115,7 +120,9 @@ fn random_sweep_is_reproducible_from_its_seed() {
     let b = plan("tests/recipes/random.toml", &[]);
     assert_eq!(a.len(), 5);
     let cfg = |runs: &[PlannedRun]| -> Vec<String> {
-        runs.iter().map(|r| serde_json::to_string(&r.overrides).unwrap()).collect()
+        runs.iter()
+            .map(|r| serde_json::to_string(&r.overrides).unwrap())
+            .collect()
     };
     assert_eq!(cfg(&a), cfg(&b));
     for r in &a {

@@ -120,7 +120,13 @@ fn two_processes_writing_at_once_neither_lock_out_nor_corrupt() {
         .iter()
         .map(|tag| {
             Command::new(&exe)
-                .args(["--exact", "store_writer_child", "--nocapture", "--test-threads", "1"])
+                .args([
+                    "--exact",
+                    "store_writer_child",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
                 .env(CHILD_ENV, &db)
                 .env("RUNNER_STORE_WRITER_TAG", tag)
                 .spawn()
@@ -148,11 +154,17 @@ fn a_run_is_claimed_by_one_process_and_a_stale_claim_can_be_taken_over() {
     let mut b = Store::open(&db).unwrap();
     let id = a.insert_run(&new_run("k")).unwrap();
     assert!(a.claim_run(id, Duration::from_secs(60)).unwrap());
-    assert!(!b.claim_run(id, Duration::from_secs(60)).unwrap(), "held by a live claimant");
+    assert!(
+        !b.claim_run(id, Duration::from_secs(60)).unwrap(),
+        "held by a live claimant"
+    );
     // With no heartbeat for longer than the staleness window, another process may take it.
     std::thread::sleep(Duration::from_millis(30));
     assert!(b.claim_run(id, Duration::from_millis(10)).unwrap());
     a.finish_run(id, RunStatus::Done, None).unwrap();
-    assert!(!b.claim_run(id, Duration::from_millis(10)).unwrap(), "done runs are not claimable");
+    assert!(
+        !b.claim_run(id, Duration::from_millis(10)).unwrap(),
+        "done runs are not claimable"
+    );
     assert_eq!(b.status_of_key("k").unwrap(), Some(RunStatus::Done));
 }

@@ -31,7 +31,9 @@ pub fn machine() -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     format!("{cpu}, {cores} cores")
 }
 
@@ -45,26 +47,62 @@ fn num_classes(r: &crate::recipe::Recipe) -> usize {
 
 pub fn train(recipe: &Path, sets: &[String], steps: usize, format: Format) -> Result<(), CliError> {
     let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
-    let b = crate::engine::bench::bench_train(&r, num_classes(&r), steps.max(1)).map_err(CliError::failed)?;
+    let b = crate::engine::bench::bench_train(&r, num_classes(&r), steps.max(1))
+        .map_err(CliError::failed)?;
     let mut v = serde_json::to_value(&b).unwrap_or_default();
     v["machine"] = machine().into();
     show(&v, format);
     Ok(())
 }
 
+/// The typical training pipeline (RandomResizedCrop, flip, ColorJitter, Normalize) at 64 and
+/// 224 px with 1 and 2 threads, then the recipe's own training pipeline on its data.
 pub fn data(recipe: &Path, sets: &[String], format: Format) -> Result<(), CliError> {
     let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
-    let report = crate::data::bench::bench_recipe(&r).map_err(CliError::failed)?;
-    let mut v = serde_json::to_value(&report).unwrap_or_default();
-    v["machine"] = machine().into();
+    let work = std::env::temp_dir().join("runner-bench-data");
+    let typical = crate::data::bench::bench_data(&work, &[64, 224], &[1, 2], 512)
+        .map_err(CliError::failed)?;
+    let root = crate::data::resolve_root(&r.data).map_err(CliError::failed)?;
+    let data = crate::data::CourseData::open(&root).map_err(CliError::failed)?;
+    let paths: Vec<_> = data.train.iter().map(|s| s.path.clone()).collect();
+    let threads = r
+        .data
+        .num_workers
+        .unwrap_or_else(rayon::current_num_threads);
+    let (n, secs) = crate::data::bench::bench_pipeline(
+        &paths,
+        &r.transforms.train,
+        threads,
+        r.train.batch_size,
+    )
+    .map_err(CliError::failed)?;
+    let v = serde_json::json!({
+        "typical": typical,
+        "recipe": {
+            "pipeline": r.transforms.train.iter().map(|t| t.kind_name()).collect::<Vec<_>>(),
+            "images": n,
+            "threads": threads,
+            "seconds": secs,
+            "images_per_sec": n as f64 / secs.max(1e-9),
+        },
+        "machine": machine(),
+    });
     show(&v, format);
     Ok(())
 }
 
 pub fn model(recipe: &Path, sets: &[String], format: Format) -> Result<(), CliError> {
     let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
-    let report = crate::model::bench::bench_model(&r.model, num_classes(&r), r.data.image_size as usize, r.train.batch_size)
-        .map_err(CliError::failed)?;
+    let size = r.data.image_size as usize;
+    let report = crate::model::bench::bench_model(
+        &r.model,
+        num_classes(&r),
+        (size, size),
+        r.train.batch_size,
+        5,
+        &candle_core::Device::Cpu,
+    )
+    .map_err(CliError::failed)?;
     let mut v = serde_json::to_value(&report).unwrap_or_default();
     v["machine"] = machine().into();
     show(&v, format);

@@ -21,7 +21,11 @@ pub enum Split {
 }
 
 fn load(g: &Global, reference: &str) -> Result<LoadedModel, CliError> {
-    let store = if g.db.exists() { Some(Store::open(&g.db)?) } else { None };
+    let store = if g.db.exists() {
+        Some(Store::open(&g.db)?)
+    } else {
+        None
+    };
     load_model(store.as_ref(), reference).map_err(|e| match e {
         crate::engine::EngineError::Store(s) => CliError::from(s),
         other => CliError::invalid(other),
@@ -29,7 +33,11 @@ fn load(g: &Global, reference: &str) -> Result<LoadedModel, CliError> {
 }
 
 /// Classification predictions (identity names) for images, in order.
-fn classify(m: &LoadedModel, data: &CourseData, paths: &[PathBuf]) -> Result<Vec<String>, CliError> {
+fn classify(
+    m: &LoadedModel,
+    data: &CourseData,
+    paths: &[PathBuf],
+) -> Result<Vec<String>, CliError> {
     let items: Vec<(PathBuf, u32)> = paths.iter().map(|p| (p.clone(), 0)).collect();
     let src = crate::engine::batches::BatchSource::eval_items(items, &m.recipe, &m.device)
         .map_err(CliError::failed)?;
@@ -37,13 +45,21 @@ fn classify(m: &LoadedModel, data: &CourseData, paths: &[PathBuf]) -> Result<Vec
     for item in src.epoch(0, 0).map_err(CliError::failed)? {
         let (_, batch) = item.map_err(CliError::failed)?;
         let mut ctx = crate::model::ForwardCtx::eval();
-        let logits = m.model.forward(&batch.images, &mut ctx).map_err(CliError::failed)?;
+        let logits = m
+            .model
+            .forward(&batch.images, &mut ctx)
+            .map_err(CliError::failed)?;
         let idx = logits
             .argmax(1)
             .and_then(|t| t.to_vec1::<u32>())
             .map_err(CliError::failed)?;
         for i in idx {
-            out.push(data.classes.get(i as usize).cloned().unwrap_or_else(|| format!("class{i}")));
+            out.push(
+                data.classes
+                    .get(i as usize)
+                    .cloned()
+                    .unwrap_or_else(|| format!("class{i}")),
+            );
         }
     }
     Ok(out)
@@ -70,7 +86,12 @@ pub fn eval(
             let (paths, truth): (Vec<PathBuf>, Option<Vec<String>>) = if split == Split::Dev {
                 (
                     data.dev.iter().map(|s| s.path.clone()).collect(),
-                    Some(data.dev.iter().map(|s| data.classes[s.label].clone()).collect()),
+                    Some(
+                        data.dev
+                            .iter()
+                            .map(|s| data.classes[s.label].clone())
+                            .collect(),
+                    ),
                 )
             } else {
                 let labels = data.test_labels.as_ref().map(|l| {
@@ -87,10 +108,15 @@ pub fn eval(
                 report["accuracy"] = serde_json::json!(correct as f64 / pred.len().max(1) as f64);
             }
             report["images"] = pred.len().into();
-            rows = paths.iter().map(|p| crate::data::file_id(p)).zip(pred).collect();
+            rows = paths
+                .iter()
+                .map(|p| crate::data::file_id(p))
+                .zip(pred)
+                .collect();
         }
         Split::VerifyDev => {
-            let s = score_verification(m.model.as_ref(), &data, &m.recipe, &m.device).map_err(CliError::failed)?;
+            let s = score_verification(m.model.as_ref(), &data, &m.recipe, &m.device)
+                .map_err(CliError::failed)?;
             report["accuracy"] = s.metrics.accuracy.into();
             report["threshold"] = s.threshold.into();
             report["accuracy_known"] = serde_json::json!(s.metrics.accuracy_known);
@@ -103,20 +129,35 @@ pub fn eval(
             // The threshold: fixed by the recipe, or tuned on unknown_dev.
             let t = match crate::engine::verification::fixed_threshold(&m.recipe) {
                 Some(t) => t,
-                None => score_verification(m.model.as_ref(), &data, &m.recipe, &m.device)
-                    .map_err(CliError::failed)?
-                    .threshold,
+                None => {
+                    score_verification(m.model.as_ref(), &data, &m.recipe, &m.device)
+                        .map_err(CliError::failed)?
+                        .threshold
+                }
             };
-            let d = decide_paths(m.model.as_ref(), &data, &data.unknown_test, &m.recipe, &m.device, t)
-                .map_err(CliError::failed)?;
+            let d = decide_paths(
+                m.model.as_ref(),
+                &data,
+                &data.unknown_test,
+                &m.recipe,
+                &m.device,
+                t,
+            )
+            .map_err(CliError::failed)?;
             report["threshold"] = t.into();
             if let Some(labels) = &data.unknown_test_labels {
                 let pred: Vec<&str> = d.iter().map(|(_, l)| l.as_str()).collect();
                 let truth: Vec<String> = d
                     .iter()
-                    .map(|(id, _)| labels.get(id).cloned().unwrap_or_else(|| crate::verify::NO_MATCH.into()))
+                    .map(|(id, _)| {
+                        labels
+                            .get(id)
+                            .cloned()
+                            .unwrap_or_else(|| crate::verify::NO_MATCH.into())
+                    })
                     .collect();
-                let vm = crate::verify::verification_metrics(&pred, &truth).map_err(CliError::failed)?;
+                let vm =
+                    crate::verify::verification_metrics(&pred, &truth).map_err(CliError::failed)?;
                 report["accuracy"] = vm.accuracy.into();
                 report["accuracy_known"] = serde_json::json!(vm.accuracy_known);
                 report["impostor_rejection"] = serde_json::json!(vm.impostor_rejection);
@@ -126,8 +167,7 @@ pub fn eval(
         }
     }
     if let Some(path) = submission {
-        crate::verify::write_submission(path, &rows)
-            .map_err(CliError::failed)?;
+        crate::verify::write_submission(path, &rows).map_err(CliError::failed)?;
         report["submission"] = path.display().to_string().into();
     }
     if format == Format::Json {
@@ -145,7 +185,13 @@ pub fn eval(
 }
 
 /// `runner match`: for each image, the best gallery identity and its score.
-pub fn match_images(g: &Global, reference: &str, gallery: &Path, images: &[PathBuf], format: Format) -> Result<(), CliError> {
+pub fn match_images(
+    g: &Global,
+    reference: &str,
+    gallery: &Path,
+    images: &[PathBuf],
+    format: Format,
+) -> Result<(), CliError> {
     let m = load(g, reference)?;
     let mut known_paths = Vec::new();
     let mut known_labels = Vec::new();
@@ -156,7 +202,10 @@ pub fn match_images(g: &Global, reference: &str, gallery: &Path, images: &[PathB
         .collect();
     dirs.sort();
     for d in dirs {
-        let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for p in crate::data::list_images(&d).map_err(CliError::invalid)? {
             known_paths.push(p);
             known_labels.push(name.clone());
@@ -170,13 +219,19 @@ pub fn match_images(g: &Global, reference: &str, gallery: &Path, images: &[PathB
     }
     for img in images {
         if !img.is_file() {
-            return Err(CliError::invalid(format!("{}: no such image", img.display())));
+            return Err(CliError::invalid(format!(
+                "{}: no such image",
+                img.display()
+            )));
         }
     }
     let v = &m.recipe.verification;
-    let known = embed_paths(m.model.as_ref(), &known_paths, &m.recipe, &m.device).map_err(CliError::failed)?;
-    let unknown = embed_paths(m.model.as_ref(), images, &m.recipe, &m.device).map_err(CliError::failed)?;
-    let g = crate::verify::Gallery::build(&known, &known_labels, v.metric, v.gallery).map_err(CliError::failed)?;
+    let known = embed_paths(m.model.as_ref(), &known_paths, &m.recipe, &m.device)
+        .map_err(CliError::failed)?;
+    let unknown =
+        embed_paths(m.model.as_ref(), images, &m.recipe, &m.device).map_err(CliError::failed)?;
+    let g = crate::verify::Gallery::build(&known, &known_labels, v.metric, v.gallery)
+        .map_err(CliError::failed)?;
     let matches = g.best_matches(&unknown).map_err(CliError::failed)?;
     let threshold = crate::engine::verification::fixed_threshold(&m.recipe);
     let rows: Vec<serde_json::Value> = images

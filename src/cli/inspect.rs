@@ -5,7 +5,12 @@ use std::path::Path;
 use super::output::{print_json, table, Format};
 use super::{parse_sets, CliError};
 
-pub fn run(recipe: &Path, sets: &[String], classes: Option<usize>, format: Format) -> Result<(), CliError> {
+pub fn run(
+    recipe: &Path,
+    sets: &[String],
+    classes: Option<usize>,
+    format: Format,
+) -> Result<(), CliError> {
     let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
     let num_classes = match classes.or(r.model.num_classes) {
         Some(n) => n,
@@ -21,11 +26,20 @@ pub fn run(recipe: &Path, sets: &[String], classes: Option<usize>, format: Forma
     match format {
         Format::Json => print_json(&serde_json::to_value(&report).unwrap_or_default()),
         _ => {
-            let headers: Vec<String> = ["layer", "output shape", "params"].iter().map(|s| s.to_string()).collect();
+            let headers: Vec<String> = ["layer", "output shape", "params"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             let rows: Vec<Vec<String>> = report
                 .layers
                 .iter()
-                .map(|l| vec![l.name.clone(), format!("{:?}", l.out_shape), l.params.to_string()])
+                .map(|l| {
+                    vec![
+                        l.name.clone(),
+                        format!("{:?}", l.out_shape),
+                        l.params.to_string(),
+                    ]
+                })
                 .collect();
             println!("{}", table(&headers, &rows));
             println!(

@@ -41,9 +41,9 @@ pub fn rank(store: &Store, q: &Query) -> Result<Vec<Ranked>, CliError> {
         )));
     }
     let expr = match &q.filter {
-        Some(text) => Some(
-            filter::parse(text).map_err(|e| CliError::invalid(format!("--where: {e}")))?,
-        ),
+        Some(text) => {
+            Some(filter::parse(text).map_err(|e| CliError::invalid(format!("--where: {e}")))?)
+        }
         None => None,
     };
     let sweep = match (&q.sweep, &q.recipe) {
@@ -61,7 +61,8 @@ pub fn rank(store: &Store, q: &Query) -> Result<Vec<Ranked>, CliError> {
         };
         if let Some(e) = &expr {
             let mut config: Option<serde_json::Value> = None;
-            let lookup = |key: &str| -> Option<serde_json::Value> { lookup(&row, key, &mut config) };
+            let lookup =
+                |key: &str| -> Option<serde_json::Value> { lookup(&row, key, &mut config) };
             let keep = filter::evaluate(e, &lookup_cell(lookup));
             if !keep {
                 continue;
@@ -152,7 +153,12 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
             print_json(&serde_json::Value::Array(list));
         }
         Format::Table | Format::Csv => {
-            let mut headers = vec!["rank".to_string(), "id".into(), "key".into(), "status".into()];
+            let mut headers = vec![
+                "rank".to_string(),
+                "id".into(),
+                "key".into(),
+                "status".into(),
+            ];
             headers.extend(swept.iter().cloned());
             let shown_metrics: Vec<&str> = metrics
                 .iter()
@@ -177,10 +183,18 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
                         r.row.status.clone(),
                     ];
                     row.extend(swept.iter().map(|k| {
-                        r.row.overrides.get(k).map(cell).unwrap_or_else(|| "-".into())
+                        r.row
+                            .overrides
+                            .get(k)
+                            .map(cell)
+                            .unwrap_or_else(|| "-".into())
                     }));
                     row.extend(shown_metrics.iter().map(|m| {
-                        r.row.best.get(*m).map(|v| fmt_num(*v)).unwrap_or_else(|| "-".into())
+                        r.row
+                            .best
+                            .get(*m)
+                            .map(|v| fmt_num(*v))
+                            .unwrap_or_else(|| "-".into())
                     }));
                     row
                 })

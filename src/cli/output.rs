@@ -12,7 +12,10 @@ pub enum Format {
 
 /// Prints JSON to stdout alone.
 pub fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+    );
 }
 
 /// Renders rows as an aligned text table.

@@ -28,7 +28,10 @@ pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result
     let mut statuses = Vec::new();
     for r in &runs {
         let s = match &store {
-            Some(s) => s.status_of_key(&r.key)?.map(|s| s.as_str()).unwrap_or("new"),
+            Some(s) => s
+                .status_of_key(&r.key)?
+                .map(|s| s.as_str())
+                .unwrap_or("new"),
             None => "new",
         };
         statuses.push(s);
@@ -62,9 +65,11 @@ pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result
                 .zip(&statuses)
                 .map(|(r, s)| {
                     let mut row = vec![r.index.to_string(), r.key.clone()];
-                    row.extend(swept.iter().map(|k| {
-                        r.overrides.get(k).map(cell).unwrap_or_else(|| "-".into())
-                    }));
+                    row.extend(
+                        swept
+                            .iter()
+                            .map(|k| r.overrides.get(k).map(cell).unwrap_or_else(|| "-".into())),
+                    );
                     row.push(s.to_string());
                     row
                 })

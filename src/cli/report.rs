@@ -10,7 +10,9 @@ use super::{CliError, Global};
 use crate::store::EpochMetrics;
 
 const TEMPLATE: &str = include_str!("../../templates/report.html");
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
 const TOP_CURVES: usize = 5;
 
 /// Escapes text for HTML.
@@ -77,7 +79,11 @@ fn chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
             );
         }
     }
-    let _ = write!(svg, "</svg><figcaption>{}</figcaption></figure>", esc(title));
+    let _ = write!(
+        svg,
+        "</svg><figcaption>{}</figcaption></figure>",
+        esc(title)
+    );
     svg
 }
 
@@ -89,8 +95,13 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
         ..Default::default()
     };
     let ranked = super::leaderboard::rank(&store, &q)?;
-    let mut lb = String::from("<table><tr><th>rank</th><th>run</th><th>key</th><th>status</th><th>swept values</th>");
-    for m in crate::recipe::validate::METRICS.iter().filter(|m| **m != "lr") {
+    let mut lb = String::from(
+        "<table><tr><th>rank</th><th>run</th><th>key</th><th>status</th><th>swept values</th>",
+    );
+    for m in crate::recipe::validate::METRICS
+        .iter()
+        .filter(|m| **m != "lr")
+    {
         let _ = write!(lb, "<th>best {}</th>", esc(m));
     }
     lb.push_str("</tr>");
@@ -99,7 +110,11 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
             .row
             .overrides
             .as_object()
-            .map(|o| o.iter().map(|(k, v)| format!("{k}={}", super::output::cell(v))).collect())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k}={}", super::output::cell(v)))
+                    .collect()
+            })
             .unwrap_or_default();
         let _ = write!(
             lb,
@@ -110,8 +125,16 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
             esc(&r.row.status),
             esc(&swept.join(", "))
         );
-        for m in crate::recipe::validate::METRICS.iter().filter(|m| **m != "lr") {
-            let v = r.row.best.get(*m).map(|v| fmt_num(*v)).unwrap_or_else(|| "-".into());
+        for m in crate::recipe::validate::METRICS
+            .iter()
+            .filter(|m| **m != "lr")
+        {
+            let v = r
+                .row
+                .best
+                .get(*m)
+                .map(|v| fmt_num(*v))
+                .unwrap_or_else(|| "-".into());
             let _ = write!(lb, "<td>{}</td>", esc(&v));
         }
         lb.push_str("</tr>");
@@ -136,7 +159,9 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
             .map(|(n, es)| {
                 (
                     n.clone(),
-                    es.iter().filter_map(|e| f(e).map(|v| (e.epoch as f64, v))).collect(),
+                    es.iter()
+                        .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+                        .collect(),
                 )
             })
             .collect()

@@ -33,10 +33,12 @@ pub fn list(g: &Global, format: Format) -> Result<(), CliError> {
             print_json(&serde_json::Value::Array(list));
         }
         _ => {
-            let headers: Vec<String> = ["id", "key", "status", "recipe", "started", "finished", "parent"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let headers: Vec<String> = [
+                "id", "key", "status", "recipe", "started", "finished", "parent",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             let rows: Vec<Vec<String>> = runs
                 .iter()
                 .map(|r| {
@@ -47,7 +49,9 @@ pub fn list(g: &Global, format: Format) -> Result<(), CliError> {
                         r.recipe.clone(),
                         r.started.clone().unwrap_or_else(|| "-".into()),
                         r.finished.clone().unwrap_or_else(|| "-".into()),
-                        r.parent_id.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                        r.parent_id
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
@@ -115,7 +119,15 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
     let epochs = store.epochs(run.id)?;
     if !epochs.is_empty() {
         let headers: Vec<String> = [
-            "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "verify_acc", "img/s", "seconds",
+            "epoch",
+            "lr",
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "verify_acc",
+            "img/s",
+            "seconds",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -165,7 +177,9 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
                 fmt_num(v.accuracy),
                 v.threshold.map(fmt_num).unwrap_or_else(|| "-".into()),
                 v.accuracy_known.map(fmt_num).unwrap_or_else(|| "-".into()),
-                v.impostor_rejection.map(fmt_num).unwrap_or_else(|| "-".into()),
+                v.impostor_rejection
+                    .map(fmt_num)
+                    .unwrap_or_else(|| "-".into()),
             );
         }
     }
@@ -208,13 +222,20 @@ pub fn compare(g: &Global, a: &str, b: &str, format: Format) -> Result<(), CliEr
         let epochs = store.epochs(id)?;
         let mut out = std::collections::BTreeMap::new();
         for m in crate::recipe::validate::METRICS {
-            let vals = epochs.iter().filter_map(|e| e.get(m)).filter(|v| v.is_finite());
+            let vals = epochs
+                .iter()
+                .filter_map(|e| e.get(m))
+                .filter(|v| v.is_finite());
             let v = if m.ends_with("loss") {
-                vals.fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.min(v))))
+                vals.fold(None, |acc: Option<f64>, v| {
+                    Some(acc.map_or(v, |a| a.min(v)))
+                })
             } else if *m == "lr" {
                 epochs.last().map(|e| e.lr)
             } else {
-                vals.fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))))
+                vals.fold(None, |acc: Option<f64>, v| {
+                    Some(acc.map_or(v, |a| a.max(v)))
+                })
             };
             if let Some(v) = v {
                 out.insert(m.to_string(), v);
@@ -262,7 +283,11 @@ pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde
     match v {
         serde_json::Value::Object(m) => {
             for (k, v) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&p, v, out);
             }
         }

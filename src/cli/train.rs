@@ -5,7 +5,9 @@ use std::path::Path;
 use super::output::{cell, fmt_num, print_json, table, Format};
 use super::{parse_sets, CliError, Global};
 use crate::engine::progress::Reporter;
-use crate::engine::sweep::{execute_sweep, new_run, start_for, Heartbeat, SweepOptions, STALE_AFTER};
+use crate::engine::sweep::{
+    execute_sweep, new_run, start_for, Heartbeat, SweepOptions, STALE_AFTER,
+};
 use crate::engine::{execute, RunOutcome, RunRequest, StartFrom};
 use crate::recipe::{Composed, Origin, Override, Recipe};
 use crate::store::{Claim, NewRun, Store};
@@ -38,8 +40,17 @@ fn print_outcome(store: &Store, id: i64, format: Format) -> Result<(), CliError>
             "id": run.id, "key": run.key, "status": run.status, "metrics": metrics,
         })),
         _ => {
-            let m: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {}", fmt_num(*v))).collect();
-            eprintln!("run {} ({}) {}: {}", run.id, run.key, run.status, m.join("  "));
+            let m: Vec<String> = metrics
+                .iter()
+                .map(|(k, v)| format!("{k} {}", fmt_num(*v)))
+                .collect();
+            eprintln!(
+                "run {} ({}) {}: {}",
+                run.id,
+                run.key,
+                run.status,
+                m.join("  ")
+            );
             println!("{}", run.id);
         }
     }
@@ -76,8 +87,10 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
     } else {
         match store.claim_key(&record, STALE_AFTER, true)? {
             Claim::Done(id) => {
-                o.reporter
-                    .info(&format!("run {id} with key {} is already done (--force trains a fresh one)", planned.key));
+                o.reporter.info(&format!(
+                    "run {id} with key {} is already done (--force trains a fresh one)",
+                    planned.key
+                ));
                 return print_outcome(&store, id, o.format);
             }
             Claim::Busy(id) => {
@@ -86,8 +99,13 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
                     planned.key
                 )))
             }
-            Claim::Finished { id, .. } | Claim::Claimed { id, resumed: false } => (id, StartFrom::Scratch),
-            Claim::Claimed { id, resumed: true } => (id, start_for(&mut store, id, true).map_err(CliError::failed)?),
+            Claim::Finished { id, .. } | Claim::Claimed { id, resumed: false } => {
+                (id, StartFrom::Scratch)
+            }
+            Claim::Claimed { id, resumed: true } => (
+                id,
+                start_for(&mut store, id, true).map_err(CliError::failed)?,
+            ),
         }
     };
     let _hb = Heartbeat::start(&g.db, id);
@@ -140,8 +158,14 @@ pub fn sweep(
         let b = match r.run_id {
             Some(id) => {
                 let epochs = store.epochs(id)?;
-                let val = epochs.iter().filter_map(|e| e.val_acc).fold(f64::NAN, f64::max);
-                let ver = epochs.iter().filter_map(|e| e.verify_acc).fold(f64::NAN, f64::max);
+                let val = epochs
+                    .iter()
+                    .filter_map(|e| e.val_acc)
+                    .fold(f64::NAN, f64::max);
+                let ver = epochs
+                    .iter()
+                    .filter_map(|e| e.verify_acc)
+                    .fold(f64::NAN, f64::max);
                 (val, ver)
             }
             None => (f64::NAN, f64::NAN),
@@ -154,8 +178,16 @@ pub fn sweep(
             .zip(&best)
             .map(|(r, (v, ver))| {
                 let mut j = serde_json::to_value(r).unwrap_or_default();
-                j["best_val_acc"] = if v.is_finite() { (*v).into() } else { serde_json::Value::Null };
-                j["best_verify_acc"] = if ver.is_finite() { (*ver).into() } else { serde_json::Value::Null };
+                j["best_val_acc"] = if v.is_finite() {
+                    (*v).into()
+                } else {
+                    serde_json::Value::Null
+                };
+                j["best_verify_acc"] = if ver.is_finite() {
+                    (*ver).into()
+                } else {
+                    serde_json::Value::Null
+                };
                 j
             })
             .collect();
@@ -163,18 +195,40 @@ pub fn sweep(
     } else {
         let mut headers = vec!["#".to_string(), "run".into(), "key".into()];
         headers.extend(swept.iter().cloned());
-        headers.extend(["status", "action", "best val_acc", "best verify_acc", "time"].iter().map(|s| s.to_string()));
-        let f = |x: f64| if x.is_finite() { fmt_num(x) } else { "-".into() };
+        headers.extend(
+            [
+                "status",
+                "action",
+                "best val_acc",
+                "best verify_acc",
+                "time",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        let f = |x: f64| {
+            if x.is_finite() {
+                fmt_num(x)
+            } else {
+                "-".into()
+            }
+        };
         let table_rows: Vec<Vec<String>> = rows
             .iter()
             .zip(&best)
             .map(|(r, (v, ver))| {
                 let mut row = vec![
                     r.index.to_string(),
-                    r.run_id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                    r.run_id
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     r.key.clone(),
                 ];
-                row.extend(swept.iter().map(|k| r.overrides.get(k).map(cell).unwrap_or_else(|| "-".into())));
+                row.extend(
+                    swept
+                        .iter()
+                        .map(|k| r.overrides.get(k).map(cell).unwrap_or_else(|| "-".into())),
+                );
                 row.extend([
                     r.status.clone(),
                     r.action.clone(),
@@ -186,7 +240,11 @@ pub fn sweep(
             })
             .collect();
         println!("{}", table(&headers, &table_rows));
-        eprintln!("sweep of {} run(s) finished in {:.1}s", rows.len(), started.elapsed().as_secs_f64());
+        eprintln!(
+            "sweep of {} run(s) finished in {:.1}s",
+            rows.len(),
+            started.elapsed().as_secs_f64()
+        );
         // End with the leaderboard of this recipe's runs.
         let q = super::leaderboard::Query {
             metric: "val_acc".into(),
@@ -197,12 +255,19 @@ pub fn sweep(
         println!();
         super::leaderboard::run(g, &q, Format::Table)?;
     }
-    let failed = rows.iter().filter(|r| r.status == "failed" || r.status == "diverged").count();
+    let failed = rows
+        .iter()
+        .filter(|r| r.status == "failed" || r.status == "diverged")
+        .count();
     if rows.iter().any(|r| r.status == "interrupted") {
-        return Err(CliError::failed("sweep interrupted: run the same command again to resume it"));
+        return Err(CliError::failed(
+            "sweep interrupted: run the same command again to resume it",
+        ));
     }
     if failed > 0 && opts.fail_fast {
-        return Err(CliError::failed(format!("{failed} run(s) failed or diverged (--fail-fast)")));
+        return Err(CliError::failed(format!(
+            "{failed} run(s) failed or diverged (--fail-fast)"
+        )));
     }
     Ok(())
 }
@@ -239,12 +304,18 @@ pub fn resume(
     };
     let parent = store.run(parent_id)?;
     let parent_recipe: Recipe = serde_json::from_value(parent.config.clone()).map_err(|e| {
-        CliError::failed(format!("run {parent_id}: stored configuration unreadable: {e}"))
+        CliError::failed(format!(
+            "run {parent_id}: stored configuration unreadable: {e}"
+        ))
     })?;
     let checkpoints: Vec<_> = store
         .checkpoints(parent_id)?
         .into_iter()
-        .filter(|c| c.kept && Path::new(&c.path).is_file() && c.metric_name.as_deref() != Some(crate::engine::run::INTERRUPT_METRIC))
+        .filter(|c| {
+            c.kept
+                && Path::new(&c.path).is_file()
+                && c.metric_name.as_deref() != Some(crate::engine::run::INTERRUPT_METRIC)
+        })
         .collect();
     let ck = if from_best {
         let mode = parent_recipe.checkpoint.mode;
@@ -252,8 +323,15 @@ pub fn resume(
             .iter()
             .filter(|c| c.metric.is_some_and(f64::is_finite))
             .max_by(|a, b| {
-                let o = a.metric.unwrap_or(f64::NAN).total_cmp(&b.metric.unwrap_or(f64::NAN));
-                let o = if mode == crate::recipe::MetricMode::Min { o.reverse() } else { o };
+                let o = a
+                    .metric
+                    .unwrap_or(f64::NAN)
+                    .total_cmp(&b.metric.unwrap_or(f64::NAN));
+                let o = if mode == crate::recipe::MetricMode::Min {
+                    o.reverse()
+                } else {
+                    o
+                };
                 o.then(b.epoch.cmp(&a.epoch))
             })
             .or(checkpoints.last())
@@ -261,7 +339,9 @@ pub fn resume(
         checkpoints.last()
     }
     .cloned()
-    .ok_or_else(|| CliError::invalid(format!("run {parent_id} has no checkpoint to resume from")))?;
+    .ok_or_else(|| {
+        CliError::invalid(format!("run {parent_id} has no checkpoint to resume from"))
+    })?;
     // The parent's resolved configuration, with the new total epochs and --set on top.
     let mut table: toml::Table = toml::Table::try_from(&parent_recipe)
         .map_err(|e| CliError::failed(format!("run {parent_id}: {e}")))?;
@@ -299,7 +379,7 @@ pub fn resume(
     let id = store.create_claimed(&NewRun {
         key: key.clone(),
         recipe: parent.recipe.clone(),
-        config: crate::plan::key::canonical_config(&recipe),
+        config: serde_json::to_value(&recipe).unwrap_or_default(),
         overrides: parent.overrides.clone(),
         data_fingerprint: fp,
         sweep_id: None,

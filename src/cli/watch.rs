@@ -23,12 +23,22 @@ fn is_recipe(p: &Path) -> bool {
 }
 
 fn digest(p: &Path) -> Option<String> {
-    std::fs::read(p).ok().map(|b| hex::encode(Sha256::digest(&b)))
+    std::fs::read(p)
+        .ok()
+        .map(|b| hex::encode(Sha256::digest(&b)))
 }
 
-pub fn run(g: &Global, dir: &Path, device: Option<String>, reporter: &Reporter) -> Result<(), CliError> {
+pub fn run(
+    g: &Global,
+    dir: &Path,
+    device: Option<String>,
+    reporter: &Reporter,
+) -> Result<(), CliError> {
     if !dir.is_dir() {
-        return Err(CliError::invalid(format!("{}: not a directory", dir.display())));
+        return Err(CliError::invalid(format!(
+            "{}: not a directory",
+            dir.display()
+        )));
     }
     let stop = crate::engine::signals::stop_flag();
     let (tx, rx) = mpsc::channel();
@@ -51,7 +61,10 @@ pub fn run(g: &Global, dir: &Path, device: Option<String>, reporter: &Reporter) 
         .collect();
     pending.sort();
     let mut last_event = Instant::now();
-    reporter.info(&format!("watching {} for recipes (Ctrl-C to stop)", dir.display()));
+    reporter.info(&format!(
+        "watching {} for recipes (Ctrl-C to stop)",
+        dir.display()
+    ));
     while !stop.load(Ordering::SeqCst) {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(p) => {
@@ -94,27 +107,36 @@ fn process(
     reporter: &Reporter,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let sets: Vec<String> = device.iter().map(|d| format!("train.device=\"{d}\"")).collect();
+    let sets: Vec<String> = device
+        .iter()
+        .map(|d| format!("train.device=\"{d}\""))
+        .collect();
     let runs = match super::plan::plan_recipe(path, &sets) {
         Ok(r) => r,
         Err(e) => {
-            reporter.info(&format!("skipping invalid recipe {}:\n{}", path.display(), e.message));
+            reporter.info(&format!(
+                "skipping invalid recipe {}:\n{}",
+                path.display(),
+                e.message
+            ));
             eprintln!("invalid recipe {}: {}", path.display(), e.message);
             return;
         }
     };
     reporter.info(&format!("{}: {} run(s)", path.display(), runs.len()));
-    let result = Store::open(&g.db).map_err(|e| e.to_string()).and_then(|mut store| {
-        execute_sweep(
-            &mut store,
-            &path.display().to_string(),
-            &runs,
-            &SweepOptions::default(),
-            reporter,
-            stop.clone(),
-        )
+    let result = Store::open(&g.db)
         .map_err(|e| e.to_string())
-    });
+        .and_then(|mut store| {
+            execute_sweep(
+                &mut store,
+                &path.display().to_string(),
+                &runs,
+                &SweepOptions::default(),
+                reporter,
+                stop.clone(),
+            )
+            .map_err(|e| e.to_string())
+        });
     match result {
         Ok(rows) => {
             let done = rows.iter().filter(|r| r.status == "done").count();

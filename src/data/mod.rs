@@ -34,7 +34,11 @@ pub fn fingerprint_for(recipe: &Recipe) -> Result<String, String> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(format!("synth {GENERATOR_VERSION}\n").as_bytes());
-        h.update(serde_json::to_string(&recipe.data.synth).unwrap_or_default().as_bytes());
+        h.update(
+            serde_json::to_string(&recipe.data.synth)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         return Ok(hex::encode(&h.finalize()[..8]));
     }
     fingerprint(std::path::Path::new(&recipe.data.root)).map_err(|e| e.to_string())

@@ -36,7 +36,12 @@ fn specs_or_default(specs: &[TransformSpec]) -> Vec<TransformSpec> {
 impl BatchSource {
     /// The training split (shuffled per epoch, recipe's train transforms) or the dev split
     /// (fixed order, eval transforms).
-    pub fn new(data: &CourseData, split: Split, r: &Recipe, device: &Device) -> Result<Self, EngineError> {
+    pub fn new(
+        data: &CourseData,
+        split: Split,
+        r: &Recipe,
+        device: &Device,
+    ) -> Result<Self, EngineError> {
         let (samples, specs, shuffle) = match split {
             Split::Train => (&data.train, &r.transforms.train, true),
             Split::Dev => (&data.dev, &r.transforms.eval, false),
@@ -49,8 +54,18 @@ impl BatchSource {
     }
 
     /// Any list of images with labels, in order, through the eval transforms.
-    pub fn eval_items(items: Vec<(PathBuf, u32)>, r: &Recipe, device: &Device) -> Result<Self, EngineError> {
-        Self::build(items, &specs_or_default(&r.transforms.eval), false, r, device)
+    pub fn eval_items(
+        items: Vec<(PathBuf, u32)>,
+        r: &Recipe,
+        device: &Device,
+    ) -> Result<Self, EngineError> {
+        Self::build(
+            items,
+            &specs_or_default(&r.transforms.eval),
+            false,
+            r,
+            device,
+        )
     }
 
     fn build(
@@ -88,7 +103,8 @@ impl BatchSource {
         &self,
         epoch: u32,
         start: usize,
-    ) -> Result<impl Iterator<Item = Result<(usize, Batch), EngineError>> + 'static, EngineError> {
+    ) -> Result<impl Iterator<Item = Result<(usize, Batch), EngineError>> + 'static, EngineError>
+    {
         // Batches before `start` (a resume inside an epoch) are drawn and discarded: the order
         // and augmentation of the rest stay exactly those of an uninterrupted epoch.
         let loader = self.loader.clone();

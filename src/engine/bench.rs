@@ -43,24 +43,34 @@ pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
 
 /// Times `steps` training steps (after one warm-up step); medians per phase.
-pub fn bench_train(recipe: &Recipe, num_classes: usize, steps: usize) -> Result<TrainBench, EngineError> {
+pub fn bench_train(
+    recipe: &Recipe,
+    num_classes: usize,
+    steps: usize,
+) -> Result<TrainBench, EngineError> {
     let device = super::device(&recipe.train.device)?;
     let seeded = SeededVarMap::new(VarMap::new(), recipe.train.seed);
     let model = crate::model::build(&recipe.model, num_classes, seeded.var_builder(&device))?;
     let mut opt = optim::build(&recipe.optimizer, named_vars(&seeded.varmap))?;
     let (b, s) = (recipe.train.batch_size, recipe.data.image_size as usize);
     let mut rng = ChaCha8Rng::seed_from_u64(recipe.train.seed);
-    let x: Vec<f32> = (0..b * 3 * s * s).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
-    let y: Vec<u32> = (0..b).map(|_| rng.random_range(0..num_classes as u32)).collect();
+    let x: Vec<f32> = (0..b * 3 * s * s)
+        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+        .collect();
+    let y: Vec<u32> = (0..b)
+        .map(|_| rng.random_range(0..num_classes as u32))
+        .collect();
     let x = Tensor::from_vec(x, (b, 3, s, s), &device)?;
     let y = Tensor::from_vec(y, b, &device)?;
     let (mut fw, mut bw, mut st) = (Vec::new(), Vec::new(), Vec::new());

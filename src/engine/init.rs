@@ -2,8 +2,6 @@
 //! variable from a ChaCha RNG seeded by (run seed, variable name). Candle's own initialisers
 //! use an unseeded thread RNG; this makes a run's initial weights a function of its recipe.
 
-
-
 use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::init::{Init, NormalOrUniform};
 use candle_nn::var_builder::SimpleBackend;
@@ -44,7 +42,8 @@ impl SeededVarMap {
         let n = shape.elem_count();
         let mut rng = self.rng_for(name);
         let normal = |mean: f64, std: f64, rng: &mut ChaCha8Rng| -> candle_core::Result<Vec<f32>> {
-            let d = Normal::new(mean, std.max(0.0)).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let d = Normal::new(mean, std.max(0.0))
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             Ok((0..n).map(|_| d.sample(rng) as f32).collect())
         };
         let uniform = |lo: f64, up: f64, rng: &mut ChaCha8Rng| -> candle_core::Result<Vec<f32>> {
@@ -110,7 +109,12 @@ impl SimpleBackend for SeededVarMap {
         Ok(out)
     }
 
-    fn get_unchecked(&self, name: &str, dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let data = self
             .varmap
             .data()
@@ -144,7 +148,6 @@ pub fn named_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     v
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,15 +159,45 @@ mod tests {
         let b = SeededVarMap::new(VarMap::new(), 7);
         let va = a.var_builder(&dev);
         let vb = b.var_builder(&dev);
-        let x1 = va.get_with_hints((4, 3), "x", candle_nn::init::DEFAULT_KAIMING_NORMAL).unwrap();
-        let _y2 = vb.get_with_hints((2,), "y", Init::Randn { mean: 0.0, stdev: 1.0 }).unwrap();
-        let x2 = vb.get_with_hints((4, 3), "x", candle_nn::init::DEFAULT_KAIMING_NORMAL).unwrap();
-        let d = (x1 - x2).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let x1 = va
+            .get_with_hints((4, 3), "x", candle_nn::init::DEFAULT_KAIMING_NORMAL)
+            .unwrap();
+        let _y2 = vb
+            .get_with_hints(
+                (2,),
+                "y",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            )
+            .unwrap();
+        let x2 = vb
+            .get_with_hints((4, 3), "x", candle_nn::init::DEFAULT_KAIMING_NORMAL)
+            .unwrap();
+        let d = (x1 - x2)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(d, 0.0);
         let c = SeededVarMap::new(VarMap::new(), 8);
-        let x3 = c.var_builder(&dev).get_with_hints((4, 3), "x", candle_nn::init::DEFAULT_KAIMING_NORMAL).unwrap();
+        let x3 = c
+            .var_builder(&dev)
+            .get_with_hints((4, 3), "x", candle_nn::init::DEFAULT_KAIMING_NORMAL)
+            .unwrap();
         let x1 = va.get((4, 3), "x").unwrap();
-        let d = (x1 - x3).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (x1 - x3)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d > 0.0);
         assert_eq!(named_vars(&a.varmap).len(), 1);
     }

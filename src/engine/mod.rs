@@ -41,10 +41,9 @@ pub fn device(name: &str) -> Result<candle_core::Device, EngineError> {
         other => {
             let ordinal = match other.strip_prefix("cuda") {
                 Some("") => 0,
-                Some(rest) => rest
-                    .trim_start_matches(':')
-                    .parse::<usize>()
-                    .map_err(|_| EngineError::Other(format!("train.device: unknown device `{other}`")))?,
+                Some(rest) => rest.trim_start_matches(':').parse::<usize>().map_err(|_| {
+                    EngineError::Other(format!("train.device: unknown device `{other}`"))
+                })?,
                 None => {
                     return Err(EngineError::Other(format!(
                         "train.device: unknown device `{other}` (expected cpu, cuda or cuda:N)"

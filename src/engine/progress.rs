@@ -49,7 +49,9 @@ impl Reporter {
             LogFormat::Text => {
                 let _ = self.multi.println(msg);
             }
-            LogFormat::Json => eprintln!("{}", serde_json::json!({"event": "info", "message": msg})),
+            LogFormat::Json => {
+                eprintln!("{}", serde_json::json!({"event": "info", "message": msg}))
+            }
         }
     }
 
@@ -90,7 +92,8 @@ impl Reporter {
                 eprintln!("{v}");
             }
             LogFormat::Text => {
-                let opt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+                let opt =
+                    |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
                 let mut line = format!(
                     "{run} epoch {:>3}/{epochs}  lr {:.3e}  train loss {:.4} acc {:.4}  val loss {} acc {}",
                     m.epoch,
@@ -103,7 +106,10 @@ impl Reporter {
                 if let Some(v) = m.verify_acc {
                     line.push_str(&format!("  verify {v:.4}"));
                 }
-                line.push_str(&format!("  {:.0} img/s  {:.1}s", m.images_per_sec, m.seconds));
+                line.push_str(&format!(
+                    "  {:.0} img/s  {:.1}s",
+                    m.images_per_sec, m.seconds
+                ));
                 let _ = self.multi.println(line);
             }
         }

@@ -24,18 +24,33 @@ pub struct LoadedModel {
 
 /// The best kept checkpoint of a run by its recipe's monitored metric (the last when none
 /// has the metric).
-pub fn best_checkpoint(store: &Store, run_id: i64, mode: MetricMode) -> Result<Option<PathBuf>, EngineError> {
+pub fn best_checkpoint(
+    store: &Store,
+    run_id: i64,
+    mode: MetricMode,
+) -> Result<Option<PathBuf>, EngineError> {
     let kept: Vec<_> = store
         .checkpoints(run_id)?
         .into_iter()
-        .filter(|c| c.kept && Path::new(&c.path).is_file() && c.metric_name.as_deref() != Some(super::run::INTERRUPT_METRIC))
+        .filter(|c| {
+            c.kept
+                && Path::new(&c.path).is_file()
+                && c.metric_name.as_deref() != Some(super::run::INTERRUPT_METRIC)
+        })
         .collect();
     let best = kept
         .iter()
         .filter(|c| c.metric.is_some_and(f64::is_finite))
         .max_by(|a, b| {
-            let o = a.metric.unwrap_or(f64::NAN).total_cmp(&b.metric.unwrap_or(f64::NAN));
-            let o = if mode == MetricMode::Min { o.reverse() } else { o };
+            let o = a
+                .metric
+                .unwrap_or(f64::NAN)
+                .total_cmp(&b.metric.unwrap_or(f64::NAN));
+            let o = if mode == MetricMode::Min {
+                o.reverse()
+            } else {
+                o
+            };
             o.then(b.epoch.cmp(&a.epoch))
         })
         .or(kept.last());
@@ -43,10 +58,16 @@ pub fn best_checkpoint(store: &Store, run_id: i64, mode: MetricMode) -> Result<O
 }
 
 /// Loads the model stored in a checkpoint file.
-pub fn load_checkpoint(path: &Path, device_override: Option<&str>) -> Result<LoadedModel, EngineError> {
+pub fn load_checkpoint(
+    path: &Path,
+    device_override: Option<&str>,
+) -> Result<LoadedModel, EngineError> {
     let ck = read_checkpoint(path)?;
     let recipe: Recipe = serde_json::from_value(ck.meta.recipe.clone()).map_err(|e| {
-        EngineError::Other(format!("{}: the checkpoint's recipe is unreadable: {e}", path.display()))
+        EngineError::Other(format!(
+            "{}: the checkpoint's recipe is unreadable: {e}",
+            path.display()
+        ))
     })?;
     let device = super::device(device_override.unwrap_or("cpu"))?;
     let num_classes = ck
@@ -56,7 +77,12 @@ pub fn load_checkpoint(path: &Path, device_override: Option<&str>) -> Result<Loa
         .and_then(|n| n.as_u64())
         .map(|n| n as usize)
         .or(recipe.model.num_classes)
-        .ok_or_else(|| EngineError::Other(format!("{}: cannot tell the number of classes", path.display())))?;
+        .ok_or_else(|| {
+            EngineError::Other(format!(
+                "{}: cannot tell the number of classes",
+                path.display()
+            ))
+        })?;
     let seeded = SeededVarMap::new(VarMap::new(), recipe.train.seed);
     let model = crate::model::build(&recipe.model, num_classes, seeded.var_builder(&device))?;
     assign_vars(&seeded.varmap, &ck.model)?;
@@ -87,7 +113,13 @@ pub fn load_model(store: Option<&Store>, reference: &str) -> Result<LoadedModel,
         .get("checkpoint")
         .and_then(|c| c.get("mode"))
         .and_then(|m| m.as_str())
-        .map(|m| if m == "min" { MetricMode::Min } else { MetricMode::Max })
+        .map(|m| {
+            if m == "min" {
+                MetricMode::Min
+            } else {
+                MetricMode::Max
+            }
+        })
         .unwrap_or_default();
     let path = best_checkpoint(store, id, mode)?
         .ok_or_else(|| EngineError::Other(format!("run {id} has no checkpoint on disk")))?;

@@ -154,7 +154,12 @@ impl<'a, 's> Runner<'a, 's> {
         let seeded = SeededVarMap::new(VarMap::new(), r.train.seed);
         let vb = seeded.var_builder(&device);
         let model = crate::model::build(&r.model, num_classes, vb.clone())?;
-        let head = MarginHead::build(&r.loss, vb.pp("margin_head"), model.embedding_dim(), num_classes)?;
+        let head = MarginHead::build(
+            &r.loss,
+            vb.pp("margin_head"),
+            model.embedding_dim(),
+            num_classes,
+        )?;
         let varmap = seeded.varmap.clone();
         if let (Some(path), StartFrom::Scratch) = (&r.model.init_from, &req.start) {
             crate::model::load_init_from(&varmap, Path::new(path))?;
@@ -232,7 +237,12 @@ impl<'a, 's> Runner<'a, 's> {
                 .extra
                 .get("partial")
                 .and_then(|p| serde_json::from_value(p.clone()).ok());
-            self.step = ck.meta.extra.get("step").and_then(|s| s.as_u64()).unwrap_or(0);
+            self.step = ck
+                .meta
+                .extra
+                .get("step")
+                .and_then(|s| s.as_u64())
+                .unwrap_or(0);
             // Epochs after the checkpoint are recomputed; forget what was recorded of them.
             self.store.truncate_epochs(self.req.run_id, self.epoch)?;
             let saved = self.saved_checkpoints()?;
@@ -317,7 +327,9 @@ impl<'a, 's> Runner<'a, 's> {
                     impostor_rejection: s.metrics.impostor_rejection,
                 })?;
             }
-            self.req.reporter.epoch_done(&self.label(), epochs, &metrics);
+            self.req
+                .reporter
+                .epoch_done(&self.label(), epochs, &metrics);
             let m = metrics_map(&metrics);
             let hm: Metrics = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
             self.schedule.step_epoch(&hm)?;
@@ -360,7 +372,12 @@ impl<'a, 's> Runner<'a, 's> {
         Ok(Some(score))
     }
 
-    fn logits(&self, x: &Tensor, labels: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor, EngineError> {
+    fn logits(
+        &self,
+        x: &Tensor,
+        labels: &Tensor,
+        ctx: &mut ForwardCtx,
+    ) -> Result<Tensor, EngineError> {
         Ok(match &self.head {
             None => self.model.forward(x, ctx)?,
             Some(head) => {
@@ -407,8 +424,12 @@ impl<'a, 's> Runner<'a, 's> {
             }
             let n = batch.labels.dim(0)? as u64;
             let mut grads = loss_t.backward()?;
-            let vars: Vec<candle_core::Var> =
-                self.optimizer.params().iter().map(|p| p.var.clone()).collect();
+            let vars: Vec<candle_core::Var> = self
+                .optimizer
+                .params()
+                .iter()
+                .map(|p| p.var.clone())
+                .collect();
             let grad_norm = match grad_clip {
                 Some(max) => Some(optim::clip_grad_norm(&mut grads, &vars, max)?),
                 None => None,
@@ -417,7 +438,8 @@ impl<'a, 's> Runner<'a, 's> {
                 epoch,
                 step: self.step,
                 loss: loss_v,
-                grads_finite: grad_norm.map_or_else(|| optim::grads_finite(&grads, &vars), |g| Ok(g.is_finite()))?,
+                grads_finite: grad_norm
+                    .map_or_else(|| optim::grads_finite(&grads, &vars), |g| Ok(g.is_finite()))?,
                 grad_norm,
             };
             let can_rollback = self.policy.latest().is_some();
@@ -491,7 +513,9 @@ impl<'a, 's> Runner<'a, 's> {
         for item in self.eval_src.epoch(0, 0)? {
             let (_, batch) = item?;
             let mut ctx = ForwardCtx::eval();
-            let logits = self.logits(&batch.images, &batch.labels, &mut ctx)?.detach();
+            let logits = self
+                .logits(&batch.images, &batch.labels, &mut ctx)?
+                .detach();
             let l = loss::cross_entropy(&logits, &batch.labels, smoothing)?
                 .to_dtype(DType::F64)?
                 .to_scalar::<f64>()?;
@@ -508,7 +532,9 @@ impl<'a, 's> Runner<'a, 's> {
 
     fn rollback(&mut self, lr_scale: f64, reason: &str) -> Result<(), EngineError> {
         let Some(epoch) = self.policy.latest() else {
-            return Err(EngineError::Other(format!("cannot roll back ({reason}): no checkpoint")));
+            return Err(EngineError::Other(format!(
+                "cannot roll back ({reason}): no checkpoint"
+            )));
         };
         let path = self.checkpoint_path(epoch);
         self.req.reporter.info(&format!(
@@ -567,7 +593,11 @@ impl<'a, 's> Runner<'a, 's> {
         })
     }
 
-    fn save_checkpoint(&mut self, epoch: u32, metrics: &BTreeMap<String, f64>) -> Result<(), EngineError> {
+    fn save_checkpoint(
+        &mut self,
+        epoch: u32,
+        metrics: &BTreeMap<String, f64>,
+    ) -> Result<(), EngineError> {
         let path = self.checkpoint_path(epoch);
         write_checkpoint(&path, &self.checkpoint(metrics)?)?;
         let monitor = &self.req.recipe.checkpoint.monitor;
@@ -605,7 +635,8 @@ impl<'a, 's> Runner<'a, 's> {
         for c in self.store.checkpoints(self.req.run_id)? {
             if c.kept && c.metric_name.as_deref() == Some(INTERRUPT_METRIC) {
                 let _ = std::fs::remove_file(&c.path);
-                self.store.mark_checkpoint_deleted_path(self.req.run_id, &c.path)?;
+                self.store
+                    .mark_checkpoint_deleted_path(self.req.run_id, &c.path)?;
             }
         }
         Ok(())
@@ -659,6 +690,10 @@ pub fn mix(a: u64, b: u64, c: u64) -> u64 {
 pub fn metrics_map(m: &EpochMetrics) -> BTreeMap<String, f64> {
     crate::recipe::validate::METRICS
         .iter()
-        .filter_map(|k| m.get(k).filter(|v| v.is_finite()).map(|v| (k.to_string(), v)))
+        .filter_map(|k| {
+            m.get(k)
+                .filter(|v| v.is_finite())
+                .map(|v| (k.to_string(), v))
+        })
         .collect()
 }

@@ -17,7 +17,9 @@ pub fn stop_flag() -> Arc<AtomicBool> {
                 eprintln!("\nsecond interrupt: exiting now");
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupt: finishing the current step, then checkpointing (again to exit now)");
+            eprintln!(
+                "\ninterrupt: finishing the current step, then checkpointing (again to exit now)"
+            );
             f.store(true, Ordering::SeqCst);
         });
         flag

@@ -68,7 +68,7 @@ pub fn new_run(recipe_path: &str, run: &PlannedRun, sweep_id: Option<i64>) -> Ne
     NewRun {
         key: run.key.clone(),
         recipe: recipe_path.to_string(),
-        config: crate::plan::key::canonical_config(&run.recipe),
+        config: serde_json::to_value(&run.recipe).unwrap_or_default(),
         overrides: serde_json::to_value(&run.overrides).unwrap_or_default(),
         data_fingerprint: run.data_fingerprint.clone(),
         sweep_id,
@@ -142,7 +142,12 @@ pub fn execute_sweep(
             seconds: 0.0,
         };
         if stopped || opts.max_runs.is_some_and(|m| executed >= m) {
-            row.action = if stopped { "not started (interrupted)" } else { "not started (--max-runs)" }.into();
+            row.action = if stopped {
+                "not started (interrupted)"
+            } else {
+                "not started (--max-runs)"
+            }
+            .into();
             if let Some(s) = store.status_of_key(&run.key)? {
                 row.status = s.as_str().into();
             }
@@ -150,7 +155,11 @@ pub fn execute_sweep(
             bar.inc(1);
             continue;
         }
-        let claim = store.claim_key(&new_run(recipe_path, run, Some(sweep_id)), STALE_AFTER, opts.retry_failed)?;
+        let claim = store.claim_key(
+            &new_run(recipe_path, run, Some(sweep_id)),
+            STALE_AFTER,
+            opts.retry_failed,
+        )?;
         match claim {
             Claim::Done(id) => {
                 row.run_id = Some(id);

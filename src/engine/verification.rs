@@ -2,7 +2,6 @@
 //! and the unknown faces with the recipe's eval transforms (optionally averaged with the
 //! flipped image), matches them one-to-many, and scores the open-set decision.
 
-
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
@@ -83,7 +82,8 @@ pub fn score_verification(
                 .unwrap_or_else(|| verify::NO_MATCH.to_string())
         })
         .collect();
-    let score_t = verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
+    let score_t =
+        verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
     let decisions = verify::decide(&matches, score_t);
     let metrics = verify::verification_metrics(&decisions, &truth)?;
     let ids = unknown.ids().to_vec();
@@ -115,7 +115,10 @@ pub fn decide_paths(
     let unknown = embed_paths(model, paths, recipe, device)?;
     let gallery = Gallery::build(&known, &known_labels, v.metric, v.gallery)?;
     let matches = gallery.best_matches(&unknown)?;
-    let decisions = verify::decide(&matches, verify::score_threshold(v.metric, threshold_natural));
+    let decisions = verify::decide(
+        &matches,
+        verify::score_threshold(v.metric, threshold_natural),
+    );
     Ok(unknown.ids().iter().cloned().zip(decisions).collect())
 }
 
@@ -126,4 +129,3 @@ pub fn fixed_threshold(recipe: &Recipe) -> Option<f64> {
         ThresholdSpec::Tune => None,
     }
 }
-

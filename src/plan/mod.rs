@@ -91,7 +91,9 @@ pub fn plan(
 /// The value at a dotted key of a resolved recipe, as JSON (Null when absent).
 pub fn lookup_json(recipe: &Recipe, dotted: &str) -> serde_json::Value {
     let v = serde_json::to_value(recipe).unwrap_or(serde_json::Value::Null);
-    lookup_value(&v, dotted).cloned().unwrap_or(serde_json::Value::Null)
+    lookup_value(&v, dotted)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// The value at a dotted key (with `[i]` indices) of a JSON value.

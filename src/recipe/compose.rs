@@ -48,7 +48,8 @@ pub fn compose(path: &Path) -> Result<Composed, RecipeError> {
         RecipeError::Invalid(mut diags) => {
             for d in &mut diags {
                 if matches!(&d.origin, Origin::File { path: p, .. } if p != path) {
-                    d.message.push_str(&format!(" (composing {})", path.display()));
+                    d.message
+                        .push_str(&format!(" (composing {})", path.display()));
                 }
             }
             RecipeError::Invalid(diags)
@@ -140,7 +141,11 @@ fn load_layer(
     }
     let mut own: toml::Table = toml::from_str(&src).map_err(|e| {
         let origin = file_origin(e.span().map(|s| s.start).unwrap_or(0));
-        RecipeError::one(origin, "", format!("malformed TOML: {}", e.message().trim()))
+        RecipeError::one(
+            origin,
+            "",
+            format!("malformed TOML: {}", e.message().trim()),
+        )
     })?;
     files.push(path.to_path_buf());
 
@@ -156,7 +161,10 @@ fn load_layer(
                         return Err(RecipeError::one(
                             origin_in(&own_origins, &key, path),
                             key,
-                            format!("expected a fragment path (a string), found {}", other.type_str()),
+                            format!(
+                                "expected a fragment path (a string), found {}",
+                                other.type_str()
+                            ),
                         ))
                     }
                 }
@@ -167,7 +175,10 @@ fn load_layer(
             return Err(RecipeError::one(
                 origin_in(&own_origins, "use", path),
                 "use",
-                format!("expected a list of fragment paths, found {}", other.type_str()),
+                format!(
+                    "expected a list of fragment paths, found {}",
+                    other.type_str()
+                ),
             ))
         }
     };
@@ -239,7 +250,13 @@ pub fn join_key(prefix: &str, key: &str) -> String {
     }
 }
 
-fn collect_table(table: &toml_edit::Table, prefix: &str, src: &str, file: &Path, out: &mut Origins) {
+fn collect_table(
+    table: &toml_edit::Table,
+    prefix: &str,
+    src: &str,
+    file: &Path,
+    out: &mut Origins,
+) {
     for (key, item) in table.iter() {
         let path = join_key(prefix, key);
         let span = table

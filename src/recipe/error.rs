@@ -6,7 +6,11 @@ use std::path::PathBuf;
 /// Where a key was written: a file and a 1-based line and column, or the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    File { path: PathBuf, line: usize, col: usize },
+    File {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+    },
     CommandLine,
 }
 
@@ -96,7 +100,10 @@ pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The closest candidate to `word` when it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))

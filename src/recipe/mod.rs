@@ -16,7 +16,10 @@ pub use schema::*;
 /// Applies `overrides` (in order) to a composed recipe and types it, then checks ranges.
 /// An override written as a bare word or number that the schema wants as a string (e.g.
 /// `model.preset=18`) is retried as its text.
-pub fn resolve(mut composed: Composed, overrides: &[Override]) -> Result<(Composed, Recipe), RecipeError> {
+pub fn resolve(
+    mut composed: Composed,
+    overrides: &[Override],
+) -> Result<(Composed, Recipe), RecipeError> {
     let mut overrides = overrides.to_vec();
     loop {
         let mut c = composed.clone();

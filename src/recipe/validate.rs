@@ -124,7 +124,14 @@ pub fn check(recipe: &Recipe, composed: &Composed) -> Result<(), RecipeError> {
 }
 
 /// The metric names a monitor may watch.
-pub const METRICS: &[&str] = &["train_loss", "train_acc", "val_loss", "val_acc", "verify_acc", "lr"];
+pub const METRICS: &[&str] = &[
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "verify_acc",
+    "lr",
+];
 
 struct Checker<'a> {
     composed: &'a Composed,
@@ -147,7 +154,11 @@ impl Checker<'_> {
     }
 
     fn positive(&mut self, key: &str, v: f64) {
-        self.require(v.is_finite() && v > 0.0, key, &format!("must be > 0 (got {v})"));
+        self.require(
+            v.is_finite() && v > 0.0,
+            key,
+            &format!("must be > 0 (got {v})"),
+        );
     }
 
     fn unit_open(&mut self, key: &str, v: f64) {
@@ -170,7 +181,10 @@ impl Checker<'_> {
         self.require(
             r[0].is_finite() && r[1].is_finite() && r[0] <= r[1],
             key,
-            &format!("must be [min, max] with min <= max (got [{}, {}])", r[0], r[1]),
+            &format!(
+                "must be [min, max] with min <= max (got [{}, {}])",
+                r[0], r[1]
+            ),
         );
     }
 
@@ -192,7 +206,10 @@ impl Checker<'_> {
         }
         self.require(d.image_size >= 8, "data.image_size", "must be >= 8");
         if d.num_workers == Some(0) {
-            self.fail("data.num_workers", "must be >= 1 (omit it to use all cores)");
+            self.fail(
+                "data.num_workers",
+                "must be >= 1 (omit it to use all cores)",
+            );
         }
         let s = &d.synth;
         self.require(s.identities >= 2, "data.synth.identities", "must be >= 2");
@@ -229,7 +246,9 @@ impl Checker<'_> {
                     }
                 }
                 TransformSpec::RandomPerspective {
-                    distortion_scale, p, ..
+                    distortion_scale,
+                    p,
+                    ..
                 } => {
                     self.probability(&k("distortion_scale"), *distortion_scale);
                     self.probability(&k("p"), *p);
@@ -257,11 +276,9 @@ impl Checker<'_> {
                         }
                     }
                     match hue {
-                        Some(RangeSpec::Scalar(v)) => self.require(
-                            (0.0..=0.5).contains(v),
-                            &k("hue"),
-                            "must be in [0, 0.5]",
-                        ),
+                        Some(RangeSpec::Scalar(v)) => {
+                            self.require((0.0..=0.5).contains(v), &k("hue"), "must be in [0, 0.5]")
+                        }
                         Some(RangeSpec::Range(r)) => {
                             self.ordered(&k("hue"), *r);
                             self.require(
@@ -292,9 +309,11 @@ impl Checker<'_> {
                     );
                 }
                 TransformSpec::ToTensor => {}
-                TransformSpec::Normalize { std, .. } => {
-                    self.require(std.iter().all(|s| *s > 0.0), &k("std"), "every std must be > 0")
-                }
+                TransformSpec::Normalize { std, .. } => self.require(
+                    std.iter().all(|s| *s > 0.0),
+                    &k("std"),
+                    "every std must be > 0",
+                ),
                 TransformSpec::RandomErasing {
                     p, scale, ratio, ..
                 } => {
@@ -336,8 +355,16 @@ impl Checker<'_> {
             }
         }
         let convnext = m.kind == ModelKind::Convnext;
-        self.not_for(!convnext && m.depths.is_some(), "model.depths", kind_str(m.kind));
-        self.not_for(!convnext && m.dims.is_some(), "model.dims", kind_str(m.kind));
+        self.not_for(
+            !convnext && m.depths.is_some(),
+            "model.depths",
+            kind_str(m.kind),
+        );
+        self.not_for(
+            !convnext && m.dims.is_some(),
+            "model.dims",
+            kind_str(m.kind),
+        );
         if convnext {
             match (&m.depths, &m.dims, &m.preset) {
                 (None, None, None) => self.fail(
@@ -345,19 +372,33 @@ impl Checker<'_> {
                     "a ConvNeXt needs a preset (\"tiny\", \"nano\", ...) or depths and dims",
                 ),
                 (Some(d), Some(w), _) => {
-                    self.require(d.len() == w.len() && !d.is_empty(), "model.dims", "depths and dims must have the same, non-zero length");
-                    self.require(d.iter().all(|x| *x >= 1), "model.depths", "every depth must be >= 1");
-                    self.require(w.iter().all(|x| *x >= 1), "model.dims", "every dim must be >= 1");
+                    self.require(
+                        d.len() == w.len() && !d.is_empty(),
+                        "model.dims",
+                        "depths and dims must have the same, non-zero length",
+                    );
+                    self.require(
+                        d.iter().all(|x| *x >= 1),
+                        "model.depths",
+                        "every depth must be >= 1",
+                    );
+                    self.require(
+                        w.iter().all(|x| *x >= 1),
+                        "model.dims",
+                        "every dim must be >= 1",
+                    );
                 }
-                (Some(_), None, None) | (None, Some(_), None) => self.fail(
-                    "model.depths",
-                    "give both depths and dims (or a preset)",
-                ),
+                (Some(_), None, None) | (None, Some(_), None) => {
+                    self.fail("model.depths", "give both depths and dims (or a preset)")
+                }
                 _ => {}
             }
         }
         if m.kind == ModelKind::Resnet && m.preset.is_none() {
-            self.fail("model.preset", "a ResNet needs a preset: \"18\", \"34\" or \"50\"");
+            self.fail(
+                "model.preset",
+                "a ResNet needs a preset: \"18\", \"34\" or \"50\"",
+            );
         }
         self.unit_open("model.drop_path", m.drop_path);
         self.unit_open("model.dropout", m.dropout);
@@ -373,7 +414,10 @@ impl Checker<'_> {
         }
         if let Some(p) = &m.init_from {
             if !std::path::Path::new(p).is_file() {
-                self.fail("model.init_from", format!("weights file `{p}` does not exist"));
+                self.fail(
+                    "model.init_from",
+                    format!("weights file `{p}` does not exist"),
+                );
             }
         }
     }
@@ -381,8 +425,16 @@ impl Checker<'_> {
     fn loss(&mut self, l: &LossConfig) {
         self.unit_open("loss.label_smoothing", l.label_smoothing);
         let margin_loss = l.kind != LossKind::CrossEntropy;
-        self.not_for(!margin_loss && l.scale.is_some(), "loss.scale", "cross_entropy");
-        self.not_for(!margin_loss && l.margin.is_some(), "loss.margin", "cross_entropy");
+        self.not_for(
+            !margin_loss && l.scale.is_some(),
+            "loss.scale",
+            "cross_entropy",
+        );
+        self.not_for(
+            !margin_loss && l.margin.is_some(),
+            "loss.margin",
+            "cross_entropy",
+        );
         if margin_loss {
             self.positive("loss.scale", l.scale());
             self.require(l.margin() >= 0.0, "loss.margin", "must be >= 0");
@@ -391,7 +443,11 @@ impl Checker<'_> {
 
     fn optimizer(&mut self, o: &OptimizerConfig) {
         self.positive("optimizer.lr", o.lr());
-        self.require(o.weight_decay() >= 0.0, "optimizer.weight_decay", "must be >= 0");
+        self.require(
+            o.weight_decay() >= 0.0,
+            "optimizer.weight_decay",
+            "must be >= 0",
+        );
         match o.kind {
             OptimizerKind::Sgd => {
                 self.not_for(o.betas.is_some(), "optimizer.betas", "sgd");
@@ -423,15 +479,31 @@ impl Checker<'_> {
     fn scheduler(&mut self, s: &SchedulerConfig, epochs: u32) {
         use SchedulerKind as K;
         let kind = sched_str(s.kind);
-        self.not_for(s.kind != K::Step && s.step_size.is_some(), "scheduler.step_size", kind);
+        self.not_for(
+            s.kind != K::Step && s.step_size.is_some(),
+            "scheduler.step_size",
+            kind,
+        );
         self.not_for(
             !matches!(s.kind, K::Step | K::Multistep) && s.gamma.is_some(),
             "scheduler.gamma",
             kind,
         );
-        self.not_for(s.kind != K::Multistep && s.milestones.is_some(), "scheduler.milestones", kind);
-        self.not_for(s.kind != K::Cosine && s.t_max.is_some(), "scheduler.t_max", kind);
-        self.not_for(s.kind != K::Cosine && s.eta_min.is_some(), "scheduler.eta_min", kind);
+        self.not_for(
+            s.kind != K::Multistep && s.milestones.is_some(),
+            "scheduler.milestones",
+            kind,
+        );
+        self.not_for(
+            s.kind != K::Cosine && s.t_max.is_some(),
+            "scheduler.t_max",
+            kind,
+        );
+        self.not_for(
+            s.kind != K::Cosine && s.eta_min.is_some(),
+            "scheduler.eta_min",
+            kind,
+        );
         let plateau_keys = [
             ("mode", s.mode.is_some()),
             ("factor", s.factor.is_some()),
@@ -444,7 +516,11 @@ impl Checker<'_> {
             ("monitor", s.monitor.is_some()),
         ];
         for (name, set) in plateau_keys {
-            self.not_for(s.kind != K::Plateau && set, &format!("scheduler.{name}"), kind);
+            self.not_for(
+                s.kind != K::Plateau && set,
+                &format!("scheduler.{name}"),
+                kind,
+            );
         }
         match s.kind {
             K::Step => match s.step_size {
@@ -480,7 +556,11 @@ impl Checker<'_> {
                 if !METRICS.contains(&s.monitor()) {
                     self.fail(
                         "scheduler.monitor",
-                        format!("unknown metric `{}` (expected one of: {})", s.monitor(), METRICS.join(", ")),
+                        format!(
+                            "unknown metric `{}` (expected one of: {})",
+                            s.monitor(),
+                            METRICS.join(", ")
+                        ),
                     );
                 }
             }
@@ -517,11 +597,14 @@ impl Checker<'_> {
         );
         let dev_ok = t.device == "cpu"
             || t.device == "cuda"
-            || t
-                .device
+            || t.device
                 .strip_prefix("cuda:")
                 .is_some_and(|n| n.parse::<usize>().is_ok());
-        self.require(dev_ok, "train.device", "must be \"cpu\", \"cuda\" or \"cuda:N\"");
+        self.require(
+            dev_ok,
+            "train.device",
+            "must be \"cpu\", \"cuda\" or \"cuda:N\"",
+        );
         if t.precision != Precision::F32 && t.device == "cpu" {
             self.fail(
                 "train.precision",
@@ -594,7 +677,10 @@ impl Checker<'_> {
                 }
                 SweepValues::Distribution(d) => {
                     if s.mode != SweepMode::Random {
-                        self.fail(&k, "distributions need mode = \"random\"; grid and zip take lists");
+                        self.fail(
+                            &k,
+                            "distributions need mode = \"random\"; grid and zip take lists",
+                        );
                     }
                     match d {
                         Distribution::Uniform(r) => self.ordered(&k, *r),

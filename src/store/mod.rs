@@ -78,16 +78,18 @@ impl Store {
         };
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
             }
         }
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
         let found: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(err)?;
@@ -387,7 +389,11 @@ impl Store {
     }
 
     /// Marks a checkpoint file (by path) as deleted.
-    pub fn mark_checkpoint_deleted_path(&mut self, run_id: i64, path: &str) -> Result<(), StoreError> {
+    pub fn mark_checkpoint_deleted_path(
+        &mut self,
+        run_id: i64,
+        path: &str,
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE checkpoints SET kept = 0 WHERE run_id = ?1 AND path = ?2",
@@ -462,7 +468,9 @@ impl Store {
         if let Ok(id) = reference.parse::<i64>() {
             let found: Option<i64> = self
                 .conn
-                .query_row("SELECT id FROM runs WHERE id = ?1", params![id], |r| r.get(0))
+                .query_row("SELECT id FROM runs WHERE id = ?1", params![id], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .map_err(|e| self.err(e))?;
             if let Some(id) = found {
@@ -491,7 +499,11 @@ impl Store {
                 } else {
                     Err(StoreError::Ambiguous {
                         reference: reference.to_string(),
-                        matches: many.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+                        matches: many
+                            .iter()
+                            .map(|i| i.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     })
                 }
             }
@@ -574,7 +586,11 @@ impl Store {
 
     /// Every run's best value of `metric` over its epochs (max, or min for losses), with the
     /// run: the raw material of the leaderboard. One query.
-    pub fn best_metrics(&self, metric: &str, maximize: bool) -> Result<Vec<(RunRow, f64)>, StoreError> {
+    pub fn best_metrics(
+        &self,
+        metric: &str,
+        maximize: bool,
+    ) -> Result<Vec<(RunRow, f64)>, StoreError> {
         let column = match metric {
             "train_loss" | "train_acc" | "val_loss" | "val_acc" | "verify_acc" | "lr"
             | "images_per_sec" => metric,
@@ -618,7 +634,14 @@ impl Store {
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![sweep], |r| {
-                let names = ["train_loss", "train_acc", "val_loss", "val_acc", "verify_acc", "lr"];
+                let names = [
+                    "train_loss",
+                    "train_acc",
+                    "val_loss",
+                    "val_acc",
+                    "verify_acc",
+                    "lr",
+                ];
                 let mut best = std::collections::BTreeMap::new();
                 for (i, n) in names.iter().enumerate() {
                     if let Some(v) = r.get::<_, Option<f64>>(7 + i)? {

@@ -86,7 +86,10 @@ keep_last = 2
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_runner"));
-        c.arg("--db").arg(self.db()).arg("--quiet").current_dir(self.dir.path());
+        c.arg("--db")
+            .arg(self.db())
+            .arg("--quiet")
+            .current_dir(self.dir.path());
         c
     }
 
@@ -105,7 +108,10 @@ keep_last = 2
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("runner {args:?}: not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "runner {args:?}: not JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 }
@@ -122,7 +128,12 @@ pub fn checkpoint_weights(path: &Path) -> std::collections::BTreeMap<String, Vec
         .map(|(k, t)| {
             (
                 k.clone(),
-                t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap(),
+                t.flatten_all()
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F32)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
             )
         })
         .collect()
