@@ -255,6 +255,14 @@ enum DataCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Raw-pixel and chance baselines of a recipe's data (classification and verification).
+    Baseline {
+        recipe: PathBuf,
+        #[command(flatten)]
+        sets: Sets,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// A grid of training images after augmentation.
     Preview {
         recipe: PathBuf,
@@ -316,6 +324,11 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`runner show 1 | head`), as command-line tools do.
+    // SAFETY: resetting a signal disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -452,6 +465,7 @@ fn main() -> ExitCode {
                 cli::data::synth(&out, &cfg, &reporter)
             }
             DataCommand::Stats { dir, format } => cli::data::stats(&dir, format),
+            DataCommand::Baseline { recipe, sets, format } => cli::data::baseline(&recipe, &sets.set, format),
             DataCommand::Preview {
                 recipe,
                 out,

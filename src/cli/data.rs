@@ -74,3 +74,23 @@ pub fn preview(recipe: &Path, sets: &[String], out: &Path, count: usize) -> Resu
     eprintln!("wrote {}", out.display());
     Ok(())
 }
+
+/// `runner data baseline RECIPE`: what raw pixels and chance reach on the recipe's data.
+pub fn baseline(recipe: &Path, sets: &[String], format: Format) -> Result<(), CliError> {
+    let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
+    let root = crate::data::resolve_root(&r.data).map_err(CliError::failed)?;
+    let data = crate::data::CourseData::open(&root).map_err(CliError::invalid)?;
+    let b = crate::engine::verification::baselines(&data, &r).map_err(CliError::failed)?;
+    let v = serde_json::to_value(&b).unwrap_or_default();
+    match format {
+        Format::Json => print_json(&v),
+        _ => {
+            let mut rows = Vec::new();
+            super::runs::flatten("", &v, &mut rows);
+            for (k, v) in rows {
+                println!("{k:<38} {}", super::output::cell(&v));
+            }
+        }
+    }
+    Ok(())
+}

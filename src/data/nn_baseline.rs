@@ -9,7 +9,8 @@ use std::path::Path;
 /// Side the images are resized to before comparing pixels.
 pub const NN_SIDE: u32 = 32;
 
-fn load_vec(path: &Path) -> Result<Vec<f32>, DataError> {
+/// An image as a vector of its pixels (resized to `NN_SIDE`), in [0, 1].
+pub fn load_vec(path: &Path) -> Result<Vec<f32>, DataError> {
     let img = image::open(path)
         .map_err(|e| DataError::BadImage {
             path: path.to_path_buf(),

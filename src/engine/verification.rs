@@ -129,3 +129,67 @@ pub fn fixed_threshold(recipe: &Recipe) -> Option<f64> {
         ThresholdSpec::Tune => None,
     }
 }
+
+/// Baselines that show what the learned embedding adds: verification with raw pixels as
+/// the embedding (resized to 32x32, same gallery, metric and threshold rule as the recipe),
+/// 1-NN classification on raw pixels, and the open-set "chance" of answering `n000000`
+/// for every unknown.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Baselines {
+    pub raw_pixel_nn_dev_accuracy: f64,
+    pub raw_pixel_verification_accuracy: f64,
+    pub raw_pixel_verification_threshold: f64,
+    pub all_no_match_verification_accuracy: f64,
+    pub majority_class_dev_accuracy: f64,
+}
+
+/// Computes the baselines of a data set for a recipe's verification settings.
+pub fn baselines(data: &CourseData, recipe: &Recipe) -> Result<Baselines, EngineError> {
+    use rayon::prelude::*;
+    let v = &recipe.verification;
+    let pixels = |paths: &[PathBuf]| -> Result<Embeddings, EngineError> {
+        let rows: Vec<Vec<f32>> = paths
+            .par_iter()
+            .map(|p| crate::data::nn_baseline::load_vec(p))
+            .collect::<Result<_, _>>()?;
+        let ids = paths.iter().map(|p| crate::data::file_id(p)).collect();
+        Ok(Embeddings::from_rows(ids, &rows)?)
+    };
+    let known_paths: Vec<PathBuf> = data.known.iter().map(|s| s.path.clone()).collect();
+    let known_labels: Vec<String> = data
+        .known
+        .iter()
+        .map(|s| data.known_identities[s.label].clone())
+        .collect();
+    let known = pixels(&known_paths)?;
+    let unknown = pixels(&data.unknown_dev)?;
+    let gallery = Gallery::build(&known, &known_labels, v.metric, v.gallery)?;
+    let matches = gallery.best_matches(&unknown)?;
+    let truth: Vec<String> = unknown
+        .ids()
+        .iter()
+        .map(|id| {
+            data.unknown_dev_labels
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| verify::NO_MATCH.to_string())
+        })
+        .collect();
+    let t = verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
+    let decisions = verify::decide(&matches, t);
+    let m = verify::verification_metrics(&decisions, &truth)?;
+    let no_match = truth.iter().filter(|t| t.as_str() == verify::NO_MATCH).count() as f64
+        / truth.len().max(1) as f64;
+    let mut counts = std::collections::HashMap::new();
+    for s in &data.dev {
+        *counts.entry(s.label).or_insert(0usize) += 1;
+    }
+    let majority = counts.values().max().copied().unwrap_or(0) as f64 / data.dev.len().max(1) as f64;
+    Ok(Baselines {
+        raw_pixel_nn_dev_accuracy: crate::data::raw_pixel_nn_accuracy(data)?,
+        raw_pixel_verification_accuracy: m.accuracy,
+        raw_pixel_verification_threshold: verify::natural_threshold(v.metric, t),
+        all_no_match_verification_accuracy: no_match,
+        majority_class_dev_accuracy: majority,
+    })
+}
