@@ -169,6 +169,9 @@ enum Command {
         /// Write the course CSV (id,label) here.
         #[arg(long)]
         submission: Option<PathBuf>,
+        /// The pairs list for --split pairs (`img1 img2 same` per line).
+        #[arg(long)]
+        pairs: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -434,8 +437,9 @@ fn main() -> ExitCode {
             target,
             split,
             submission,
+            pairs,
             format,
-        } => cli::eval::eval(&g, &target, split, submission.as_deref(), format),
+        } => cli::eval::eval(&g, &target, split, submission.as_deref(), pairs.as_deref(), format),
         Command::Match {
             target,
             gallery,

@@ -18,6 +18,28 @@ pub enum Split {
     Test,
     VerifyDev,
     VerifyTest,
+    /// A pairs list (`img1 img2 same` per line), given with `--pairs FILE`.
+    Pairs,
+}
+
+/// Verification metrics of a pairs list: ROC AUC, EER, TAR at FAR 1e-2 and 1e-3.
+fn eval_pairs(m: &LoadedModel, pairs_file: &Path) -> Result<serde_json::Value, CliError> {
+    let pairs = crate::data::read_pairs(pairs_file).map_err(CliError::invalid)?;
+    if pairs.is_empty() {
+        return Err(CliError::invalid(format!("{}: no pairs", pairs_file.display())));
+    }
+    let a: Vec<PathBuf> = pairs.iter().map(|p| p.0.clone()).collect();
+    let b: Vec<PathBuf> = pairs.iter().map(|p| p.1.clone()).collect();
+    let same: Vec<bool> = pairs.iter().map(|p| p.2).collect();
+    let ea = embed_paths(m.model.as_ref(), &a, &m.recipe, &m.device).map_err(CliError::failed)?;
+    let eb = embed_paths(m.model.as_ref(), &b, &m.recipe, &m.device).map_err(CliError::failed)?;
+    let scores: Vec<f64> = crate::verify::pair_scores(&ea, &eb, m.recipe.verification.metric)
+        .map_err(CliError::failed)?
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let pm = crate::verify::pair_metrics(&scores, &same).map_err(CliError::invalid)?;
+    Ok(serde_json::to_value(&pm).unwrap_or_default())
 }
 
 fn load(g: &Global, reference: &str) -> Result<LoadedModel, CliError> {
@@ -70,9 +92,17 @@ pub fn eval(
     reference: &str,
     split: Split,
     submission: Option<&Path>,
+    pairs: Option<&Path>,
     format: Format,
 ) -> Result<(), CliError> {
     let m = load(g, reference)?;
+    if split == Split::Pairs {
+        let file = pairs.ok_or_else(|| CliError::invalid("--split pairs needs --pairs FILE"))?;
+        let mut v = eval_pairs(&m, file)?;
+        v["checkpoint"] = m.checkpoint.display().to_string().into();
+        v["split"] = "pairs".into();
+        return finish(v, format);
+    }
     let root = crate::data::resolve_root(&m.recipe.data).map_err(CliError::invalid)?;
     let data = CourseData::open(&root).map_err(CliError::invalid)?;
     let mut report = serde_json::json!({
@@ -125,6 +155,7 @@ pub fn eval(
             report["images"] = s.decisions.len().into();
             rows = s.decisions;
         }
+        Split::Pairs => return Err(CliError::invalid("--split pairs needs --pairs FILE")),
         Split::VerifyTest => {
             // The threshold: fixed by the recipe, or tuned on unknown_dev.
             let t = match crate::engine::verification::fixed_threshold(&m.recipe) {
@@ -170,6 +201,10 @@ pub fn eval(
         crate::verify::write_submission(path, &rows).map_err(CliError::failed)?;
         report["submission"] = path.display().to_string().into();
     }
+    finish(report, format)
+}
+
+fn finish(report: serde_json::Value, format: Format) -> Result<(), CliError> {
     if format == Format::Json {
         print_json(&report);
     } else if let Some(o) = report.as_object() {

@@ -321,7 +321,7 @@ impl<'a, 's> Runner<'a, 's> {
                     epoch,
                     split: "verify-dev".into(),
                     metric: s.metric.clone(),
-                    threshold: Some(s.threshold),
+                    threshold: Some(s.threshold).filter(|t| t.is_finite()),
                     accuracy: s.metrics.accuracy,
                     accuracy_known: s.metrics.accuracy_known,
                     impostor_rejection: s.metrics.impostor_rejection,

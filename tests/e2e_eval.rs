@@ -1,0 +1,110 @@
+//! `runner eval` and `runner match` on a trained run: metrics, submission files, matching.
+
+mod common;
+
+use common::{s, Env};
+
+#[test]
+fn eval_prints_metrics_and_writes_course_submissions() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let run = env.json(&["run", s(&r), "--format", "json"]);
+    let id = run["id"].to_string();
+
+    let dev = env.json(&["eval", &id, "--split", "dev", "--format", "json"]);
+    let acc = dev["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    // The best checkpoint's dev accuracy is the run's best val_acc.
+    let show = env.json(&["show", &id, "--format", "json"]);
+    let best_val = show["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["val_acc"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert!((acc - best_val).abs() < 1e-9, "eval {acc} vs best epoch {best_val}");
+
+    let sub = env.path("test.csv");
+    let test = env.json(&["eval", &id, "--split", "test", "--submission", s(&sub), "--format", "json"]);
+    assert!(test["accuracy"].as_f64().is_some(), "synthetic test labels exist: {test}");
+    let text = std::fs::read_to_string(&sub).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "id,label");
+    let test_dir = std::fs::read_dir(env.path("data"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("classification/test");
+    let n_test = std::fs::read_dir(&test_dir).unwrap().count();
+    assert_eq!(lines.len() - 1, n_test, "one row per test image");
+    let ids: Vec<&str> = lines[1..].iter().map(|l| l.split(',').next().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "stable (sorted) order");
+
+    let vsub = env.path("verify.csv");
+    let vd = env.json(&["eval", &id, "--split", "verify-dev", "--format", "json"]);
+    for k in ["accuracy", "threshold", "accuracy_known", "impostor_rejection"] {
+        assert!(vd.get(k).is_some(), "{k} in {vd}");
+    }
+    let vt = env.json(&["eval", &id, "--split", "verify-test", "--submission", s(&vsub), "--format", "json"]);
+    assert!(vt["accuracy"].as_f64().is_some());
+    let text = std::fs::read_to_string(&vsub).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("id,label"));
+    for l in lines {
+        let label = l.split(',').nth(1).unwrap();
+        assert!(label == "n000000" || label.starts_with('n'), "{l}");
+    }
+
+    // The same evaluation from the checkpoint file.
+    let ck = common::last_checkpoint(&show);
+    let from_file = env.json(&["eval", s(&ck), "--split", "dev", "--format", "json"]);
+    assert!(from_file["accuracy"].as_f64().is_some());
+
+    // match: each image gets a gallery identity and a score.
+    let root = test_dir.parent().unwrap().parent().unwrap().to_path_buf();
+    let gallery = root.join("verification/known");
+    let mut unknown: Vec<_> = std::fs::read_dir(root.join("verification/unknown_dev"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    unknown.sort();
+    let m = env.json(&["match", &id, "--gallery", s(&gallery), s(&unknown[0]), s(&unknown[1]), "--format", "json"]);
+    let m = m.as_array().unwrap();
+    assert_eq!(m.len(), 2);
+    assert!(m[0]["identity"].as_str().unwrap().starts_with('n'));
+    assert!(m[0]["score"].as_f64().unwrap().is_finite());
+
+    // Pairs data: ROC AUC, EER and TAR at FAR from a pairs list.
+    let known_ids: Vec<_> = {
+        let mut v: Vec<_> = std::fs::read_dir(&gallery).unwrap().map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    };
+    let imgs = |d: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    };
+    let mut pairs = String::from("img1 img2 same\n");
+    for (i, d) in known_ids.iter().enumerate() {
+        let a = imgs(d);
+        let other = imgs(&known_ids[(i + 1) % known_ids.len()]);
+        pairs.push_str(&format!("{} {} 1\n", a[0].display(), a[1].display()));
+        pairs.push_str(&format!("{} {} 0\n", a[0].display(), other[0].display()));
+    }
+    let pairs_file = env.path("pairs.txt");
+    std::fs::write(&pairs_file, pairs).unwrap();
+    let p = env.json(&["eval", &id, "--split", "pairs", "--pairs", s(&pairs_file), "--format", "json"]);
+    for k in ["roc_auc", "eer", "tar_at_far_1e2", "tar_at_far_1e3"] {
+        let v = p[k].as_f64().unwrap_or_else(|| panic!("{k} in {p}"));
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+
+    // Bad references are invalid input.
+    let out = env.run(&["eval", "no-such-run", "--split", "dev"]);
+    assert_eq!(out.status.code(), Some(2));
+}
