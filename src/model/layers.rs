@@ -7,7 +7,7 @@ use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use super::face::ForwardCtx;
-use crate::kernels::{depthwise_conv2d, DwParams};
+use crate::kernels::{conv2d_im2col, depthwise_conv2d, DwParams};
 
 pub type Result<T> = candle_core::Result<T>;
 
@@ -114,6 +114,8 @@ impl Conv2d {
             )?
         } else if self.groups == 1 && self.padding == 0 && kh == kw && kh == self.stride {
             patchify(x, &self.weight)?
+        } else if self.groups == 1 {
+            conv2d_im2col(x, &self.weight, self.stride, self.padding)?
         } else {
             x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
         };
