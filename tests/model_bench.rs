@@ -3,7 +3,7 @@
 //! The quick test checks that the benchmark functions run on tiny shapes.
 
 use candle_core::Device;
-use runner::kernels::bench::bench_depthwise;
+use runner::kernels::bench::{bench_conv, bench_depthwise};
 use runner::model::bench::bench_model;
 use runner::recipe::{BlockNorm, LayerScale, ModelConfig, ModelKind};
 
@@ -42,6 +42,22 @@ fn measure_depthwise_kernel() {
     for (n, c, h, w) in [(64, 96, 16, 16), (64, 192, 8, 8), (64, 80, 16, 16)] {
         let d = bench_depthwise(n, c, h, w, 7, 5).unwrap();
         println!("{}", serde_json::to_string(&d).unwrap());
+    }
+}
+
+#[test]
+#[ignore]
+fn measure_dense_conv() {
+    // ResNet-18 at 64 px: stem, layer1 3x3, layer2 3x3/2, 1x1/2 shortcut; ConvNeXt stem 4x4/4
+    for (n, c, h, w, o, k, s, p) in [
+        (64, 3, 64, 64, 64, 7, 2, 3),
+        (64, 64, 16, 16, 64, 3, 1, 1),
+        (64, 64, 16, 16, 128, 3, 2, 1),
+        (64, 64, 16, 16, 128, 1, 2, 0),
+        (64, 3, 64, 64, 96, 4, 4, 0),
+    ] {
+        let r = bench_conv(n, c, h, w, o, k, s, p, 3).unwrap();
+        println!("{}", serde_json::to_string(&r).unwrap());
     }
 }
 

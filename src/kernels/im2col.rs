@@ -246,11 +246,9 @@ mod tests {
         let loss = |xv: &[f32]| -> Result<f64> {
             let xt = Tensor::from_vec(xv.to_vec(), &d, &dev)?;
             let y = xt.conv2d(&w, 1, 2, 1, 1)?;
-            Ok(
-                (y.to_dtype(candle_core::DType::F64)? * r.to_dtype(candle_core::DType::F64)?)?
-                    .sum_all()?
-                    .to_scalar::<f64>()?,
-            )
+            (y.to_dtype(candle_core::DType::F64)? * r.to_dtype(candle_core::DType::F64)?)?
+                .sum_all()?
+                .to_scalar::<f64>()
         };
         for i in [0, 13, 55, xv.len() - 1] {
             let (mut a, mut b) = (xv.clone(), xv.clone());

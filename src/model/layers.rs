@@ -2,12 +2,12 @@
 //! kernel), linear, BatchNorm2d with train-mode statistics, LayerNorm (last dim / channels),
 //! drop path, dropout, activations, and the embedding + classifier head.
 
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use super::face::ForwardCtx;
-use crate::kernels::{conv2d_im2col, depthwise_conv2d, DwParams};
+use crate::kernels::{conv2d_im2col, depthwise_conv2d, layer_norm_last, DwParams};
 
 pub type Result<T> = candle_core::Result<T>;
 
@@ -297,15 +297,9 @@ impl LayerNorm {
         })
     }
 
-    /// Normalises over the last dimension.
+    /// Normalises over the last dimension (fused op with backward on CPU f32).
     pub fn forward_last(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = xc
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)?;
+        let y = layer_norm_last(x, &self.weight, &self.bias, self.eps)?;
         ctx.count(0, &y);
         Ok(y)
     }
