@@ -7,7 +7,9 @@ use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use super::face::ForwardCtx;
-use crate::kernels::{conv2d_im2col, depthwise_conv2d, layer_norm_last, DwParams};
+use crate::kernels::{
+    batch_norm_train, conv2d_im2col, depthwise_conv2d, layer_norm_last, DwParams,
+};
 
 pub type Result<T> = candle_core::Result<T>;
 
@@ -242,12 +244,9 @@ impl BatchNorm2d {
                     "BatchNorm2d in train mode needs more than one value per channel"
                 )
             }
-            let mean = x.mean_keepdim((0, 2, 3))?;
-            let xc = x.broadcast_sub(&mean)?;
-            let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
-            let inv = (var.clone() + self.eps)?.sqrt()?.recip()?;
+            let (y, mean, var) = batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
             self.update_running(&mean, &var, count)?;
-            xc.broadcast_mul(&(inv * w)?)?.broadcast_add(&b)?
+            y
         } else {
             let rm = self.running_mean.detach().reshape(shape)?;
             let rv = self.running_var.detach().reshape(shape)?;
