@@ -4,7 +4,7 @@
 
 use candle_core::Device;
 use runner::kernels::bench::{bench_conv, bench_depthwise};
-use runner::model::bench::bench_model;
+use runner::model::bench::{bench_model, bench_model_vs_candle};
 use runner::recipe::{BlockNorm, LayerScale, ModelConfig, ModelKind};
 
 fn cfg(kind: ModelKind, preset: Option<&str>) -> ModelConfig {
@@ -32,6 +32,8 @@ fn benchmarks_run_on_tiny_shapes() {
     c.dims = Some(vec![8, 16]);
     let r = bench_model(&c, 4, (32, 32), 2, 1, &Device::Cpu).unwrap();
     assert!(r.images_per_sec > 0.0);
+    let (a, b) = bench_model_vs_candle(&c, 4, (32, 32), 2, 1).unwrap();
+    assert!(a.images_per_sec > 0.0 && b.images_per_sec > 0.0);
     let d = bench_depthwise(2, 4, 8, 8, 7, 1).unwrap();
     assert!(d.speedup_forward > 0.0 && d.speedup_backward > 0.0);
 }
@@ -77,7 +79,12 @@ fn measure_models() {
         if !sel.is_empty() && !sel.split(',').any(|s| s == name) {
             continue;
         }
-        let r = bench_model(&c, 1000, (64, 64), 64, 3, &Device::Cpu).unwrap();
-        println!("{name} {}", serde_json::to_string(&r).unwrap());
+        let steps = std::env::var("BENCH_STEPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3);
+        let (ours, candle) = bench_model_vs_candle(&c, 1000, (64, 64), 64, steps).unwrap();
+        println!("{name} ours {}", serde_json::to_string(&ours).unwrap());
+        println!("{name} candle {}", serde_json::to_string(&candle).unwrap());
     }
 }
