@@ -181,3 +181,35 @@ fn every_parameter_gets_a_gradient() {
         }
     }
 }
+
+#[test]
+fn drop_path_is_seeded_and_train_only() {
+    let dev = Device::Cpu;
+    let mut c = cfg(ModelKind::Convnext, None);
+    c.depths = Some(vec![2, 2]);
+    c.dims = Some(vec![8, 16]);
+    c.drop_path = 0.5;
+    c.layer_scale = LayerScale::Init(1.0);
+    let varmap = VarMap::new();
+    let model = build(&c, 3, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (8, 3, 32, 32), &dev).unwrap();
+    let run = |ctx: &mut ForwardCtx| -> Vec<f32> {
+        model
+            .forward(&x, ctx)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    assert_eq!(
+        run(&mut ForwardCtx::train(7)),
+        run(&mut ForwardCtx::train(7))
+    );
+    assert_ne!(
+        run(&mut ForwardCtx::train(7)),
+        run(&mut ForwardCtx::train(8))
+    );
+    assert_eq!(run(&mut ForwardCtx::eval()), run(&mut ForwardCtx::eval()));
+    assert_ne!(run(&mut ForwardCtx::eval()), run(&mut ForwardCtx::train(7)));
+}

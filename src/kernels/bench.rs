@@ -82,3 +82,59 @@ pub fn bench_depthwise(
         speedup_backward: res[1].1 / res[0].1,
     })
 }
+
+/// Median milliseconds of forward + backward (both gradients) of a dense convolution: the
+/// project's im2col op against Candle's `conv2d`, runs alternating so load drift hits both.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvBench {
+    /// (N, C, H, W, O, K, stride, padding)
+    pub shape: (usize, usize, usize, usize, usize, usize, usize, usize),
+    pub ours_ms: f64,
+    pub candle_ms: f64,
+    pub speedup: f64,
+}
+
+/// Times `reps` alternating forward+backward passes of both implementations.
+#[allow(clippy::too_many_arguments)]
+pub fn bench_conv(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    reps: usize,
+) -> Result<ConvBench> {
+    let dev = Device::Cpu;
+    let x = Var::randn(0f32, 1.0, (n, c, h, w), &dev)?;
+    let wt = Var::randn(0f32, 0.1, (o, c, k, k), &dev)?;
+    let run = |ours: bool| -> Result<f64> {
+        let t = Instant::now();
+        let y = if ours {
+            super::conv2d_im2col(&x, &wt, stride, padding)?
+        } else {
+            x.conv2d(&wt, padding, stride, 1, 1)?
+        };
+        let g = y.sqr()?.sum_all()?.backward()?;
+        if g.get(&wt).is_none() {
+            candle_core::bail!("bench_conv: missing gradient")
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    run(true)?;
+    run(false)?;
+    for _ in 0..reps.max(1) {
+        a.push(run(true)?);
+        b.push(run(false)?);
+    }
+    let (ours, theirs) = (median(a), median(b));
+    Ok(ConvBench {
+        shape: (n, c, h, w, o, k, stride, padding),
+        ours_ms: ours,
+        candle_ms: theirs,
+        speedup: theirs / ours,
+    })
+}

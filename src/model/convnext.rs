@@ -9,6 +9,7 @@ use super::face::{FaceModel, ForwardCtx};
 use super::layers::{
     drop_path, dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, LayerNorm, Linear, WInit,
 };
+use crate::kernels::gelu_erf;
 use crate::recipe::BlockNorm;
 
 /// Depths and dims of timm's named ConvNeXt presets.
@@ -111,7 +112,7 @@ impl Block {
                 bn.forward(&y, ctx)?.permute((0, 2, 3, 1))?.contiguous()?
             }
         };
-        let y = self.fc1.forward(&y, ctx)?.gelu_erf()?;
+        let y = gelu_erf(&self.fc1.forward(&y, ctx)?)?;
         let y = self.fc2.forward(&y, ctx)?;
         let y = match &self.gamma {
             Some(g) => y.broadcast_mul(g)?,

@@ -2,12 +2,14 @@
 //! kernel), linear, BatchNorm2d with train-mode statistics, LayerNorm (last dim / channels),
 //! drop path, dropout, activations, and the embedding + classifier head.
 
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use super::face::ForwardCtx;
-use crate::kernels::{depthwise_conv2d, DwParams};
+use crate::kernels::{
+    batch_norm_train, conv2d_im2col, depthwise_conv2d, layer_norm_last, DwParams,
+};
 
 pub type Result<T> = candle_core::Result<T>;
 
@@ -112,8 +114,15 @@ impl Conv2d {
                     padding: (self.padding, self.padding),
                 },
             )?
-        } else if self.groups == 1 && self.padding == 0 && kh == kw && kh == self.stride {
+        } else if self.groups == 1
+            && self.padding == 0
+            && kh == kw
+            && kh == self.stride
+            && !crate::kernels::reference_mode()
+        {
             patchify(x, &self.weight)?
+        } else if self.groups == 1 {
+            conv2d_im2col(x, &self.weight, self.stride, self.padding)?
         } else {
             x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
         };
@@ -240,12 +249,9 @@ impl BatchNorm2d {
                     "BatchNorm2d in train mode needs more than one value per channel"
                 )
             }
-            let mean = x.mean_keepdim((0, 2, 3))?;
-            let xc = x.broadcast_sub(&mean)?;
-            let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
-            let inv = (var.clone() + self.eps)?.sqrt()?.recip()?;
+            let (y, mean, var) = batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
             self.update_running(&mean, &var, count)?;
-            xc.broadcast_mul(&(inv * w)?)?.broadcast_add(&b)?
+            y
         } else {
             let rm = self.running_mean.detach().reshape(shape)?;
             let rv = self.running_var.detach().reshape(shape)?;
@@ -295,15 +301,9 @@ impl LayerNorm {
         })
     }
 
-    /// Normalises over the last dimension.
+    /// Normalises over the last dimension (fused op with backward on CPU f32).
     pub fn forward_last(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = xc
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)?;
+        let y = layer_norm_last(x, &self.weight, &self.bias, self.eps)?;
         ctx.count(0, &y);
         Ok(y)
     }

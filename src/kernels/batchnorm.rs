@@ -1,0 +1,269 @@
+//! Train-mode BatchNorm over the channels of NCHW input as a Candle custom op with its own
+//! backward (input, weight, bias). Statistics are two passes parallel over channels, the
+//! element-wise parts one pass parallel over the N*C planes.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("batch_norm: tensor must be contiguous"),
+    }
+}
+
+fn dims(l: &Layout) -> Result<(usize, usize, usize)> {
+    match *l.dims() {
+        [n, c, h, w] => Ok((n, c, h * w)),
+        ref d => candle_core::bail!("batch_norm: expected NCHW input, got {d:?}"),
+    }
+}
+
+/// Per-channel (mean, biased variance) of NCHW data, parallel over channels.
+fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f32, f32)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ci| {
+            let m = (n * hw) as f64;
+            let mut s = 0f64;
+            for b in 0..n {
+                let p = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
+                s += p.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            let mean = s / m;
+            let mut v = 0f64;
+            for b in 0..n {
+                let p = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
+                v += p
+                    .iter()
+                    .map(|&x| (x as f64 - mean) * (x as f64 - mean))
+                    .sum::<f64>();
+            }
+            (mean as f32, (v / m) as f32)
+        })
+        .collect()
+}
+
+/// `x -> (2, C)`: batch mean and biased variance per channel (no backward).
+struct BnStats;
+
+/// `(x, weight, bias) -> y` with batch statistics.
+struct BnFwd {
+    eps: f32,
+}
+
+/// `(x, weight, grad_y) -> [grad_x | grad_w | grad_b]` packed flat.
+struct BnBwd {
+    eps: f32,
+}
+
+impl CustomOp1 for BnStats {
+    fn name(&self) -> &'static str {
+        "batch-norm-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, hw) = dims(l)?;
+        let st = channel_stats(slice(s, l)?, n, c, hw);
+        let mut out: Vec<f32> = st.iter().map(|s| s.0).collect();
+        out.extend(st.iter().map(|s| s.1));
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+impl CustomOp3 for BnFwd {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, hw) = dims(l1)?;
+        let x = slice(s1, l1)?;
+        let w = slice(s2, l2)?;
+        let b = slice(s3, l3)?;
+        if w.len() != c || b.len() != c {
+            candle_core::bail!("batch_norm: weight/bias size does not match {c} channels")
+        }
+        let st = channel_stats(x, n, c, hw);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, yo)| {
+            let ci = p % c;
+            let (mean, var) = st[ci];
+            let scale = w[ci] / (var + self.eps).sqrt();
+            let shift = b[ci] - mean * scale;
+            for (o, &v) in yo.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
+                *o = v * scale + shift;
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = w.dim(0)?;
+        let n = x.elem_count();
+        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &BnBwd { eps: self.eps })?;
+        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let gw = packed.narrow(0, n, c)?;
+        let gb = packed.narrow(0, n + c, c)?;
+        Ok((Some(gx), Some(gw), Some(gb)))
+    }
+}
+
+impl CustomOp3 for BnBwd {
+    fn name(&self) -> &'static str {
+        "batch-norm-train-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, hw) = dims(l1)?;
+        let x = slice(s1, l1)?;
+        let w = slice(s2, l2)?;
+        let g = slice(s3, l3)?;
+        if g.len() != x.len() || w.len() != c {
+            candle_core::bail!("batch_norm backward: shape mismatch")
+        }
+        let st = channel_stats(x, n, c, hw);
+        // per channel: sum(gy), sum(gy * xhat)
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ci| {
+                let (mean, var) = st[ci];
+                let rstd = 1.0 / (var + self.eps).sqrt();
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for b in 0..n {
+                    let o = (b * c + ci) * hw;
+                    for (&gv, &xv) in g[o..o + hw].iter().zip(&x[o..o + hw]) {
+                        sg += gv as f64;
+                        sgx += (gv * (xv - mean) * rstd) as f64;
+                    }
+                }
+                (sg as f32, sgx as f32)
+            })
+            .collect();
+        let total = x.len();
+        let mut out = vec![0f32; total + 2 * c];
+        let m = (n * hw) as f32;
+        let (gx, rest) = out.split_at_mut(total);
+        gx.par_chunks_mut(hw.max(1))
+            .enumerate()
+            .for_each(|(p, go)| {
+                let ci = p % c;
+                let (mean, var) = st[ci];
+                let rstd = 1.0 / (var + self.eps).sqrt();
+                let (sg, sgx) = sums[ci];
+                let k = w[ci] * rstd / m;
+                for ((o, &gv), &xv) in go
+                    .iter_mut()
+                    .zip(&g[p * hw..(p + 1) * hw])
+                    .zip(&x[p * hw..(p + 1) * hw])
+                {
+                    let xhat = (xv - mean) * rstd;
+                    *o = k * (m * gv - sg - xhat * sgx);
+                }
+            });
+        for (ci, &(sg, sgx)) in sums.iter().enumerate() {
+            rest[ci] = sgx;
+            rest[c + ci] = sg;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(total + 2 * c)))
+    }
+}
+
+/// Train-mode BatchNorm of NCHW `x`: returns the normalised output (differentiable in `x`,
+/// `weight`, `bias`) and the detached batch `(mean, biased variance)`, each `(C,)`.
+/// CPU f32 runs the fused op; otherwise it is composed from Candle ops.
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = weight.dim(0)?;
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !super::reference_mode() {
+        let x = x.contiguous()?;
+        let y = x.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            BnFwd { eps: eps as f32 },
+        )?;
+        let st = x.detach().apply_op1_no_bwd(&BnStats)?;
+        return Ok((y, st.get(0)?, st.get(1)?));
+    }
+    let shape = (1, c, 1, 1);
+    let mean = x.mean_keepdim((0, 2, 3))?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
+    let inv = (var.clone() + eps)?.sqrt()?.recip()?;
+    let y = xc
+        .broadcast_mul(&(inv * weight.reshape(shape)?)?)?
+        .broadcast_add(&bias.reshape(shape)?)?;
+    Ok((y, mean.detach().flatten_all()?, var.detach().flatten_all()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn reference(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+        let c = w.dim(0)?;
+        let mean = x.mean_keepdim((0, 2, 3))?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
+        xc.broadcast_div(&(var + eps)?.sqrt()?)?
+            .broadcast_mul(&w.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&b.reshape((1, c, 1, 1))?)
+    }
+
+    #[test]
+    fn matches_composed_batch_norm_and_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        for d in [[4usize, 3, 5, 7], [2, 8, 1, 1], [3, 2, 4, 4]] {
+            let x = Var::randn(0.3f32, 2.0, &d, &dev)?;
+            let w = Var::randn(1f32, 0.3, d[1], &dev)?;
+            let b = Var::randn(0f32, 0.3, d[1], &dev)?;
+            let r = Tensor::randn(0f32, 1.0, &d, &dev)?;
+            let (ya, mean, var) = batch_norm_train(&x, &w, &b, 1e-5)?;
+            let yb = reference(&x, &w, &b, 1e-5)?;
+            let diff = (&ya - &yb)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-4, "{d:?} forward {diff}");
+            let want_mean = x.mean((0, 2, 3))?;
+            let dm = (mean - want_mean)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(dm < 1e-5, "mean {dm}");
+            assert_eq!(var.dims(), &[d[1]]);
+            let ga = (ya * &r)?.sum_all()?.backward()?;
+            let gb = (yb * &r)?.sum_all()?.backward()?;
+            for v in [&x, &w, &b] {
+                let (p, q) = (ga.get(v).unwrap(), gb.get(v).unwrap());
+                let s = q.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+                let diff = (p - q)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-4 * s, "{d:?} grad {diff}");
+            }
+        }
+        Ok(())
+    }
+}
