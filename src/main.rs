@@ -439,7 +439,14 @@ fn main() -> ExitCode {
             submission,
             pairs,
             format,
-        } => cli::eval::eval(&g, &target, split, submission.as_deref(), pairs.as_deref(), format),
+        } => cli::eval::eval(
+            &g,
+            &target,
+            split,
+            submission.as_deref(),
+            pairs.as_deref(),
+            format,
+        ),
         Command::Match {
             target,
             gallery,
@@ -469,7 +476,11 @@ fn main() -> ExitCode {
                 cli::data::synth(&out, &cfg, &reporter)
             }
             DataCommand::Stats { dir, format } => cli::data::stats(&dir, format),
-            DataCommand::Baseline { recipe, sets, format } => cli::data::baseline(&recipe, &sets.set, format),
+            DataCommand::Baseline {
+                recipe,
+                sets,
+                format,
+            } => cli::data::baseline(&recipe, &sets.set, format),
             DataCommand::Preview {
                 recipe,
                 out,

@@ -22,11 +22,26 @@ fn eval_prints_metrics_and_writes_course_submissions() {
         .iter()
         .map(|e| e["val_acc"].as_f64().unwrap())
         .fold(f64::MIN, f64::max);
-    assert!((acc - best_val).abs() < 1e-9, "eval {acc} vs best epoch {best_val}");
+    assert!(
+        (acc - best_val).abs() < 1e-9,
+        "eval {acc} vs best epoch {best_val}"
+    );
 
     let sub = env.path("test.csv");
-    let test = env.json(&["eval", &id, "--split", "test", "--submission", s(&sub), "--format", "json"]);
-    assert!(test["accuracy"].as_f64().is_some(), "synthetic test labels exist: {test}");
+    let test = env.json(&[
+        "eval",
+        &id,
+        "--split",
+        "test",
+        "--submission",
+        s(&sub),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        test["accuracy"].as_f64().is_some(),
+        "synthetic test labels exist: {test}"
+    );
     let text = std::fs::read_to_string(&sub).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "id,label");
@@ -39,17 +54,34 @@ fn eval_prints_metrics_and_writes_course_submissions() {
         .join("classification/test");
     let n_test = std::fs::read_dir(&test_dir).unwrap().count();
     assert_eq!(lines.len() - 1, n_test, "one row per test image");
-    let ids: Vec<&str> = lines[1..].iter().map(|l| l.split(',').next().unwrap()).collect();
+    let ids: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted, "stable (sorted) order");
 
     let vsub = env.path("verify.csv");
     let vd = env.json(&["eval", &id, "--split", "verify-dev", "--format", "json"]);
-    for k in ["accuracy", "threshold", "accuracy_known", "impostor_rejection"] {
+    for k in [
+        "accuracy",
+        "threshold",
+        "accuracy_known",
+        "impostor_rejection",
+    ] {
         assert!(vd.get(k).is_some(), "{k} in {vd}");
     }
-    let vt = env.json(&["eval", &id, "--split", "verify-test", "--submission", s(&vsub), "--format", "json"]);
+    let vt = env.json(&[
+        "eval",
+        &id,
+        "--split",
+        "verify-test",
+        "--submission",
+        s(&vsub),
+        "--format",
+        "json",
+    ]);
     assert!(vt["accuracy"].as_f64().is_some());
     let text = std::fs::read_to_string(&vsub).unwrap();
     let mut lines = text.lines();
@@ -72,7 +104,16 @@ fn eval_prints_metrics_and_writes_course_submissions() {
         .map(|e| e.unwrap().path())
         .collect();
     unknown.sort();
-    let m = env.json(&["match", &id, "--gallery", s(&gallery), s(&unknown[0]), s(&unknown[1]), "--format", "json"]);
+    let m = env.json(&[
+        "match",
+        &id,
+        "--gallery",
+        s(&gallery),
+        s(&unknown[0]),
+        s(&unknown[1]),
+        "--format",
+        "json",
+    ]);
     let m = m.as_array().unwrap();
     assert_eq!(m.len(), 2);
     assert!(m[0]["identity"].as_str().unwrap().starts_with('n'));
@@ -80,12 +121,18 @@ fn eval_prints_metrics_and_writes_course_submissions() {
 
     // Pairs data: ROC AUC, EER and TAR at FAR from a pairs list.
     let known_ids: Vec<_> = {
-        let mut v: Vec<_> = std::fs::read_dir(&gallery).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut v: Vec<_> = std::fs::read_dir(&gallery)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         v.sort();
         v
     };
     let imgs = |d: &std::path::Path| -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         v.sort();
         v
     };
@@ -98,7 +145,16 @@ fn eval_prints_metrics_and_writes_course_submissions() {
     }
     let pairs_file = env.path("pairs.txt");
     std::fs::write(&pairs_file, pairs).unwrap();
-    let p = env.json(&["eval", &id, "--split", "pairs", "--pairs", s(&pairs_file), "--format", "json"]);
+    let p = env.json(&[
+        "eval",
+        &id,
+        "--split",
+        "pairs",
+        "--pairs",
+        s(&pairs_file),
+        "--format",
+        "json",
+    ]);
     for k in ["roc_auc", "eer", "tar_at_far_1e2", "tar_at_far_1e3"] {
         let v = p[k].as_f64().unwrap_or_else(|| panic!("{k} in {p}"));
         assert!((0.0..=1.0).contains(&v), "{k} = {v}");

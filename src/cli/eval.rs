@@ -26,7 +26,10 @@ pub enum Split {
 fn eval_pairs(m: &LoadedModel, pairs_file: &Path) -> Result<serde_json::Value, CliError> {
     let pairs = crate::data::read_pairs(pairs_file).map_err(CliError::invalid)?;
     if pairs.is_empty() {
-        return Err(CliError::invalid(format!("{}: no pairs", pairs_file.display())));
+        return Err(CliError::invalid(format!(
+            "{}: no pairs",
+            pairs_file.display()
+        )));
     }
     let a: Vec<PathBuf> = pairs.iter().map(|p| p.0.clone()).collect();
     let b: Vec<PathBuf> = pairs.iter().map(|p| p.1.clone()).collect();
@@ -39,7 +42,7 @@ fn eval_pairs(m: &LoadedModel, pairs_file: &Path) -> Result<serde_json::Value, C
         .map(f64::from)
         .collect();
     let pm = crate::verify::pair_metrics(&scores, &same).map_err(CliError::invalid)?;
-    Ok(serde_json::to_value(&pm).unwrap_or_default())
+    Ok(serde_json::to_value(pm).unwrap_or_default())
 }
 
 fn load(g: &Global, reference: &str) -> Result<LoadedModel, CliError> {

@@ -359,7 +359,7 @@ impl<'a, 's> Runner<'a, 's> {
         if !v.enabled || !self.data.has_verification() {
             return false;
         }
-        epoch == epochs || (v.every > 0 && epoch % v.every == 0)
+        epoch == epochs || (v.every > 0 && epoch.is_multiple_of(v.every))
     }
 
     fn verify(&mut self) -> Result<Option<VerificationScore>, EngineError> {

@@ -178,13 +178,17 @@ pub fn baselines(data: &CourseData, recipe: &Recipe) -> Result<Baselines, Engine
     let t = verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
     let decisions = verify::decide(&matches, t);
     let m = verify::verification_metrics(&decisions, &truth)?;
-    let no_match = truth.iter().filter(|t| t.as_str() == verify::NO_MATCH).count() as f64
+    let no_match = truth
+        .iter()
+        .filter(|t| t.as_str() == verify::NO_MATCH)
+        .count() as f64
         / truth.len().max(1) as f64;
     let mut counts = std::collections::HashMap::new();
     for s in &data.dev {
         *counts.entry(s.label).or_insert(0usize) += 1;
     }
-    let majority = counts.values().max().copied().unwrap_or(0) as f64 / data.dev.len().max(1) as f64;
+    let majority =
+        counts.values().max().copied().unwrap_or(0) as f64 / data.dev.len().max(1) as f64;
     Ok(Baselines {
         raw_pixel_nn_dev_accuracy: crate::data::raw_pixel_nn_accuracy(data)?,
         raw_pixel_verification_accuracy: m.accuracy,

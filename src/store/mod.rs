@@ -212,7 +212,7 @@ impl Store {
         let host = hostname();
         let cutoff = stale_cutoff(stale_after);
         self.write(|tx| {
-            let existing: Option<(i64, String, Option<i64>, Option<String>, Option<String>)> = tx
+            let existing: Option<ClaimRow> = tx
                 .query_row(
                     "SELECT id, status, pid, host, heartbeat FROM runs WHERE key = ?1 ORDER BY
                        CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 ELSE 2 END, id DESC LIMIT 1",
@@ -714,6 +714,9 @@ pub fn bench_fill(store: &mut Store, runs: usize, epochs: u32) -> Result<(), Sto
         Ok(())
     })
 }
+
+/// (id, status, pid, host, heartbeat) of the run a claim looks at.
+type ClaimRow = (i64, String, Option<i64>, Option<String>, Option<String>);
 
 fn stale_cutoff(stale_after: Duration) -> String {
     let d = std::time::SystemTime::now()
