@@ -54,25 +54,25 @@ pub fn embed_paths(
     Ok(Embeddings::from_tensor(ids, &all)?)
 }
 
-/// Scores verification on `unknown_dev` (threshold tuned there when the recipe says "tune").
-pub fn score_verification(
-    model: &dyn FaceModel,
+/// The gallery of known identities, each image embedded by `embed`.
+fn gallery_of(
     data: &CourseData,
     recipe: &Recipe,
-    device: &Device,
-) -> Result<VerificationScore, EngineError> {
+    embed: impl Fn(&[PathBuf]) -> Result<Embeddings, EngineError>,
+) -> Result<Gallery, EngineError> {
     let v = &recipe.verification;
-    let known_paths: Vec<PathBuf> = data.known.iter().map(|s| s.path.clone()).collect();
-    let known_labels: Vec<String> = data
+    let paths: Vec<PathBuf> = data.known.iter().map(|s| s.path.clone()).collect();
+    let labels: Vec<String> = data
         .known
         .iter()
         .map(|s| data.known_identities[s.label].clone())
         .collect();
-    let known = embed_paths(model, &known_paths, recipe, device)?;
-    let unknown = embed_paths(model, &data.unknown_dev, recipe, device)?;
-    let gallery = Gallery::build(&known, &known_labels, v.metric, v.gallery)?;
-    let matches = gallery.best_matches(&unknown)?;
-    let truth: Vec<String> = unknown
+    Ok(Gallery::build(&embed(&paths)?, &labels, v.metric, v.gallery)?)
+}
+
+/// The true label of each embedded `unknown_dev` image (`n000000` for impostors).
+fn dev_truth(data: &CourseData, unknown: &Embeddings) -> Vec<String> {
+    unknown
         .ids()
         .iter()
         .map(|id| {
@@ -81,7 +81,21 @@ pub fn score_verification(
                 .cloned()
                 .unwrap_or_else(|| verify::NO_MATCH.to_string())
         })
-        .collect();
+        .collect()
+}
+
+/// Scores verification on `unknown_dev` (threshold tuned there when the recipe says "tune").
+pub fn score_verification(
+    model: &dyn FaceModel,
+    data: &CourseData,
+    recipe: &Recipe,
+    device: &Device,
+) -> Result<VerificationScore, EngineError> {
+    let v = &recipe.verification;
+    let gallery = gallery_of(data, recipe, |p| embed_paths(model, p, recipe, device))?;
+    let unknown = embed_paths(model, &data.unknown_dev, recipe, device)?;
+    let matches = gallery.best_matches(&unknown)?;
+    let truth = dev_truth(data, &unknown);
     let score_t =
         verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
     let decisions = verify::decide(&matches, score_t);
@@ -105,15 +119,8 @@ pub fn decide_paths(
     threshold_natural: f64,
 ) -> Result<Vec<(String, String)>, EngineError> {
     let v = &recipe.verification;
-    let known_paths: Vec<PathBuf> = data.known.iter().map(|s| s.path.clone()).collect();
-    let known_labels: Vec<String> = data
-        .known
-        .iter()
-        .map(|s| data.known_identities[s.label].clone())
-        .collect();
-    let known = embed_paths(model, &known_paths, recipe, device)?;
+    let gallery = gallery_of(data, recipe, |p| embed_paths(model, p, recipe, device))?;
     let unknown = embed_paths(model, paths, recipe, device)?;
-    let gallery = Gallery::build(&known, &known_labels, v.metric, v.gallery)?;
     let matches = gallery.best_matches(&unknown)?;
     let decisions = verify::decide(
         &matches,
@@ -155,26 +162,10 @@ pub fn baselines(data: &CourseData, recipe: &Recipe) -> Result<Baselines, Engine
         let ids = paths.iter().map(|p| crate::data::file_id(p)).collect();
         Ok(Embeddings::from_rows(ids, &rows)?)
     };
-    let known_paths: Vec<PathBuf> = data.known.iter().map(|s| s.path.clone()).collect();
-    let known_labels: Vec<String> = data
-        .known
-        .iter()
-        .map(|s| data.known_identities[s.label].clone())
-        .collect();
-    let known = pixels(&known_paths)?;
+    let gallery = gallery_of(data, recipe, pixels)?;
     let unknown = pixels(&data.unknown_dev)?;
-    let gallery = Gallery::build(&known, &known_labels, v.metric, v.gallery)?;
     let matches = gallery.best_matches(&unknown)?;
-    let truth: Vec<String> = unknown
-        .ids()
-        .iter()
-        .map(|id| {
-            data.unknown_dev_labels
-                .get(id)
-                .cloned()
-                .unwrap_or_else(|| verify::NO_MATCH.to_string())
-        })
-        .collect();
+    let truth = dev_truth(data, &unknown);
     let t = verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
     let decisions = verify::decide(&matches, t);
     let m = verify::verification_metrics(&decisions, &truth)?;
