@@ -67,7 +67,12 @@ fn gallery_of(
         .iter()
         .map(|s| data.known_identities[s.label].clone())
         .collect();
-    Ok(Gallery::build(&embed(&paths)?, &labels, v.metric, v.gallery)?)
+    Ok(Gallery::build(
+        &embed(&paths)?,
+        &labels,
+        v.metric,
+        v.gallery,
+    )?)
 }
 
 /// The true label of each embedded `unknown_dev` image (`n000000` for impostors).

@@ -1,0 +1,149 @@
+//! The remaining commands through the binary: data synth / stats / preview / baseline,
+//! inspect, bench train, and the JSON shapes the contract fixes.
+
+mod common;
+
+use common::{s, Env};
+
+fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn data_synth_is_byte_identical_for_a_seed_and_stats_count_it() {
+    let env = Env::new();
+    let args = |out: &str, seed: &str| {
+        vec![
+            "data".to_string(),
+            "synth".into(),
+            "--out".into(),
+            out.into(),
+            "--identities".into(),
+            "4".into(),
+            "--images-per-identity".into(),
+            "5".into(),
+            "--verify-identities".into(),
+            "3".into(),
+            "--impostors".into(),
+            "2".into(),
+            "--size".into(),
+            "32".into(),
+            "--seed".into(),
+            seed.into(),
+        ]
+    };
+    let (a, b, c) = (env.path("a"), env.path("b"), env.path("c"));
+    for (dir, seed) in [(&a, "5"), (&b, "5"), (&c, "6")] {
+        let argv = args(s(dir), seed);
+        let out = env.run(&argv.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (fa, fb, fc) = (files(&a), files(&b), files(&c));
+    assert!(!fa.is_empty());
+    assert_eq!(fa, fb, "same seed, same bytes");
+    assert_ne!(fa, fc, "another seed, other faces");
+    // Writing over an existing folder is refused.
+    let argv = args(s(&a), "5");
+    let out = env.run(&argv.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(2));
+
+    let stats = env.json(&["data", "stats", s(&a), "--format", "json"]);
+    assert_eq!(stats["identities"], 4);
+    assert_eq!(stats["known_identities"], 3);
+    let png = env.path("grid.png");
+    let r = env.recipe("r.toml", "");
+    let out = env.run(&["data", "preview", s(&r), "--out", s(&png), "--count", "8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = image::open(&png).unwrap();
+    assert!(img.width() >= 32 && img.height() >= 32);
+    let base = env.json(&["data", "baseline", s(&r), "--format", "json"]);
+    for k in [
+        "raw_pixel_nn_dev_accuracy",
+        "raw_pixel_verification_accuracy",
+        "all_no_match_verification_accuracy",
+    ] {
+        let v = base[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k}");
+    }
+}
+
+#[test]
+fn inspect_counts_parameters_like_torchvision() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let j = env.json(&[
+        "inspect",
+        s(&r),
+        "--set",
+        "model={ kind = \"resnet\", preset = \"18\" }",
+        "--classes",
+        "1000",
+        "--set",
+        "data.image_size=224",
+        "--format",
+        "json",
+    ]);
+    // torchvision's resnet18(num_classes=1000).
+    assert_eq!(j["params_total"], 11_689_512);
+    assert_eq!(j["params_trainable"], 11_689_512);
+    assert!(j["macs"].as_u64().unwrap() > 1_700_000_000);
+    assert!(!j["layers"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn bench_train_reports_the_contract_fields() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let j = env.json(&["bench", "train", s(&r), "--steps", "2", "--format", "json"]);
+    for k in [
+        "images_per_sec",
+        "forward_ms",
+        "backward_ms",
+        "step_ms",
+        "peak_rss_mb",
+    ] {
+        assert!(j[k].as_f64().is_some_and(|v| v > 0.0), "{k} in {j}");
+    }
+    assert!(j["machine"].as_str().is_some());
+}
+
+#[test]
+fn reading_commands_on_a_missing_store_are_clear_errors() {
+    let env = Env::new();
+    for args in [
+        vec!["runs"],
+        vec!["show", "1"],
+        vec!["leaderboard"],
+        vec!["best"],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("store"),
+            "{args:?}"
+        );
+        assert!(!env.db().exists(), "reading must not create a store");
+    }
+}
