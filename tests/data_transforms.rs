@@ -328,3 +328,39 @@ fn bad_order_is_rejected() {
     let err = build(&[TransformSpec::ToTensor, resize(SizeSpec::Square(8))]).unwrap_err();
     assert!(err.to_string().contains("resize"), "{err}");
 }
+
+#[test]
+fn rotation_by_90_is_a_quarter_turn() {
+    use runner::data::transforms::affine::rotate;
+    let img = noise_image(6, 6, 9);
+    // Pillow's rotate(90) turns counter-clockwise, like rotate270 (clockwise 270)
+    assert_eq!(rotate(&img, 90.0, 0), image::imageops::rotate270(&img));
+    assert_eq!(rotate(&img, -90.0, 0), image::imageops::rotate90(&img));
+    assert_eq!(rotate(&img, 0.0, 0), img);
+}
+
+#[test]
+fn perspective_identity_when_points_do_not_move() {
+    use runner::data::transforms::perspective::{perspective_coeffs, warp_perspective};
+    let img = noise_image(10, 8, 4);
+    let pts = [[0.0, 0.0], [9.0, 0.0], [9.0, 7.0], [0.0, 7.0]];
+    let c = perspective_coeffs(pts, pts).unwrap();
+    assert_eq!(warp_perspective(&img, c, 0), img);
+}
+
+#[test]
+fn rand_augment_ops_keep_shape() {
+    // every op at a strong magnitude, many draws
+    let p = build(&[TransformSpec::RandAugment {
+        num_ops: 2,
+        magnitude: 30,
+        num_magnitude_bins: 31,
+        fill: 128,
+    }])
+    .unwrap();
+    let img = noise_image(20, 14, 5);
+    for i in 0..200 {
+        let t = p.apply(img.clone(), &mut sample_rng(3, 0, i)).unwrap();
+        assert_eq!((t.c, t.h, t.w), (3, 14, 20));
+    }
+}

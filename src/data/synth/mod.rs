@@ -174,10 +174,14 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary, DataError
     }
     let result = generate_into(cfg, &tmp, out);
     match result {
-        Ok(s) => {
-            std::fs::rename(&tmp, out).map_err(|e| DataError::io(out, e))?;
-            Ok(s)
-        }
+        Ok(s) => match std::fs::rename(&tmp, out) {
+            Ok(()) => Ok(s),
+            Err(e) => {
+                // e.g. another process finished the same set first
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(DataError::io(out, e))
+            }
+        },
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
             Err(e)
