@@ -91,20 +91,30 @@ pub fn data(recipe: &Path, sets: &[String], format: Format) -> Result<(), CliErr
     Ok(())
 }
 
+/// The recipe's model with the project's kernels against plain Candle ops (alternating steps,
+/// so machine load affects both alike), and the depthwise 7x7 kernel alone against Candle's
+/// grouped `conv2d`, forward and backward.
 pub fn model(recipe: &Path, sets: &[String], format: Format) -> Result<(), CliError> {
     let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
     let size = r.data.image_size as usize;
-    let report = crate::model::bench::bench_model(
+    let (ours, plain) = crate::model::bench::bench_model_vs_candle(
         &r.model,
         num_classes(&r),
         (size, size),
         r.train.batch_size,
-        5,
-        &candle_core::Device::Cpu,
+        3,
     )
     .map_err(CliError::failed)?;
-    let mut v = serde_json::to_value(&report).unwrap_or_default();
-    v["machine"] = machine().into();
+    let dw = crate::kernels::bench::bench_depthwise(64, 96, 16, 16, 7, 5).map_err(CliError::failed)?;
+    let v = serde_json::json!({
+        "model": {
+            "runner_kernels": ours,
+            "plain_candle": plain,
+            "speedup": ours.images_per_sec / plain.images_per_sec.max(1e-12),
+        },
+        "depthwise_7x7": dw,
+        "machine": machine(),
+    });
     show(&v, format);
     Ok(())
 }

@@ -170,9 +170,11 @@ impl<'a, 's> Runner<'a, 's> {
         let guard = DivergenceGuard::from_config(&r.train);
         let train_src = BatchSource::new(&data, Split::Train, r, &device)?;
         let eval_src = BatchSource::new(&data, Split::Dev, r, &device)?;
-        let ckpt_dir = PathBuf::from(&r.checkpoint.dir)
-            .join(&req.key)
-            .join(format!("run-{}", req.run_id));
+        // Absolute, so that the store's checkpoint paths work from any directory.
+        let base = std::env::current_dir()
+            .map(|cwd| cwd.join(&r.checkpoint.dir))
+            .unwrap_or_else(|_| PathBuf::from(&r.checkpoint.dir));
+        let ckpt_dir = base.join(&req.key).join(format!("run-{}", req.run_id));
         let mut runner = Runner {
             store,
             req,
