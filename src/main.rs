@@ -285,6 +285,9 @@ enum BenchCommand {
         recipe: PathBuf,
         #[arg(long, default_value_t = 10)]
         steps: usize,
+        /// Also train on the recipe's real data: through the loader against cached batches.
+        #[arg(long)]
+        loader: bool,
         #[command(flatten)]
         sets: Sets,
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -498,9 +501,10 @@ fn main() -> ExitCode {
             BenchCommand::Train {
                 recipe,
                 steps,
+                loader,
                 sets,
                 format,
-            } => cli::bench::train(&recipe, &sets.set, steps, format),
+            } => cli::bench::train(&recipe, &sets.set, steps, loader, format),
             BenchCommand::Data {
                 recipe,
                 sets,

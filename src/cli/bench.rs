@@ -45,11 +45,24 @@ fn num_classes(r: &crate::recipe::Recipe) -> usize {
     })
 }
 
-pub fn train(recipe: &Path, sets: &[String], steps: usize, format: Format) -> Result<(), CliError> {
+/// One training step on random input; with `loader`, also training on the recipe's real data
+/// through the loader against the same batches cached in memory.
+pub fn train(
+    recipe: &Path,
+    sets: &[String],
+    steps: usize,
+    loader: bool,
+    format: Format,
+) -> Result<(), CliError> {
     let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
     let b = crate::engine::bench::bench_train(&r, num_classes(&r), steps.max(1))
         .map_err(CliError::failed)?;
     let mut v = serde_json::to_value(&b).unwrap_or_default();
+    if loader {
+        let lb =
+            crate::engine::bench::bench_loader(&r, steps.max(1), 3).map_err(CliError::failed)?;
+        v["loader"] = serde_json::to_value(&lb).unwrap_or_default();
+    }
     v["machine"] = machine().into();
     show(&v, format);
     Ok(())
@@ -105,7 +118,8 @@ pub fn model(recipe: &Path, sets: &[String], format: Format) -> Result<(), CliEr
         3,
     )
     .map_err(CliError::failed)?;
-    let dw = crate::kernels::bench::bench_depthwise(64, 96, 16, 16, 7, 5).map_err(CliError::failed)?;
+    let dw =
+        crate::kernels::bench::bench_depthwise(64, 96, 16, 16, 7, 5).map_err(CliError::failed)?;
     let v = serde_json::json!({
         "model": {
             "runner_kernels": ours,

@@ -126,3 +126,73 @@ pub struct LeaderboardBench {
     pub leaderboard_ms: f64,
     pub filtered_leaderboard_ms: f64,
 }
+
+/// Training fed by the real loader (JPEG decoding and augmentation on worker threads,
+/// prefetching) against training on the same batches already in memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoaderBench {
+    pub batches: usize,
+    pub batch_size: usize,
+    pub cached_images_per_sec: f64,
+    pub loader_images_per_sec: f64,
+    /// loader / cached: 1.0 means the loader never makes the model wait.
+    pub ratio: f64,
+}
+
+/// Times `batches` training steps on the recipe's real data twice: from the loader, and from
+/// the same batches held in memory. Median of `rounds` alternating rounds.
+pub fn bench_loader(
+    recipe: &Recipe,
+    batches: usize,
+    rounds: usize,
+) -> Result<LoaderBench, EngineError> {
+    use super::batches::{BatchSource, Split};
+    let device = super::device(&recipe.train.device)?;
+    let root = crate::data::resolve_root(&recipe.data)?;
+    let data = crate::data::CourseData::open(&root)?;
+    let num_classes = recipe.model.num_classes.unwrap_or(data.classes.len());
+    let seeded = SeededVarMap::new(VarMap::new(), recipe.train.seed);
+    let model = crate::model::build(&recipe.model, num_classes, seeded.var_builder(&device))?;
+    let mut opt = optim::build(&recipe.optimizer, named_vars(&seeded.varmap))?;
+    let src = BatchSource::new(&data, Split::Train, recipe, &device)?;
+    let batches = batches.min(src.num_batches()).max(1);
+    let cached: Vec<_> = src
+        .epoch(1, 0)?
+        .take(batches)
+        .map(|r| r.map(|(_, b)| b))
+        .collect::<Result<_, _>>()?;
+    let mut step = |x: &Tensor, y: &Tensor| -> Result<usize, EngineError> {
+        let mut ctx = ForwardCtx::train(0);
+        let logits = model.forward(x, &mut ctx)?;
+        let l = loss::cross_entropy(&logits, y, recipe.loss.label_smoothing)?;
+        let grads = l.backward()?;
+        opt.step(&grads, recipe.optimizer.lr())?;
+        Ok(y.dim(0)?)
+    };
+    // Warm-up.
+    step(&cached[0].images, &cached[0].labels)?;
+    let (mut c, mut l) = (Vec::new(), Vec::new());
+    for round in 0..rounds.max(1) {
+        let t = Instant::now();
+        let mut n = 0;
+        for b in &cached {
+            n += step(&b.images, &b.labels)?;
+        }
+        c.push(n as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let mut n = 0;
+        for item in src.epoch(2 + round as u32, 0)?.take(batches) {
+            let (_, b) = item?;
+            n += step(&b.images, &b.labels)?;
+        }
+        l.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    let (cached_ips, loader_ips) = (median(c), median(l));
+    Ok(LoaderBench {
+        batches,
+        batch_size: recipe.train.batch_size,
+        cached_images_per_sec: cached_ips,
+        loader_images_per_sec: loader_ips,
+        ratio: loader_ips / cached_ips,
+    })
+}
