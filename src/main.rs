@@ -137,7 +137,7 @@ enum Command {
         /// Aggregate by a config key (mean and standard deviation).
         #[arg(long)]
         group_by: Option<String>,
-        /// Only the newest sweep of this recipe file.
+        /// Only runs planned from this recipe file (as given to `sweep` / `run`).
         #[arg(long, conflicts_with = "sweep")]
         recipe: Option<String>,
         /// Only this sweep id.

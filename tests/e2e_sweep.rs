@@ -98,6 +98,11 @@ fn a_sweep_runs_ranks_and_continues_the_winner() {
     );
     let runs = env.json(&["runs", "--format", "json"]);
     assert_eq!(runs.as_array().unwrap().len(), 5);
+    // The second sweep (id 2) planned the same 4 runs; the recipe has 5 (with the resumed one).
+    let lb2 = env.json(&["leaderboard", "--sweep", "2", "--format", "json"]);
+    assert_eq!(lb2.as_array().unwrap().len(), 4);
+    let lbr = env.json(&["leaderboard", "--recipe", s(&r), "--format", "json"]);
+    assert_eq!(lbr.as_array().unwrap().len(), 5);
 
     // Filters and grouping.
     let f = env.json(&[

@@ -46,16 +46,12 @@ pub fn rank(store: &Store, q: &Query) -> Result<Vec<Ranked>, CliError> {
         }
         None => None,
     };
-    let sweep = match (&q.sweep, &q.recipe) {
-        (Some(s), _) => Some(*s),
-        (None, Some(r)) => Some(store.latest_sweep_of(r)?.ok_or_else(|| {
-            CliError::invalid(format!("--recipe: no sweep of `{r}` in the store"))
-        })?),
-        _ => None,
-    };
-    let rows = store.leaderboard_rows(sweep)?;
+    let rows = store.leaderboard_rows(q.sweep)?;
     let mut ranked: Vec<Ranked> = Vec::new();
     for row in rows {
+        if q.recipe.as_ref().is_some_and(|r| *r != row.recipe) {
+            continue;
+        }
         let Some(value) = row.best.get(&q.metric).copied().filter(|v| v.is_finite()) else {
             continue;
         };

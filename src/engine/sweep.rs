@@ -160,6 +160,11 @@ pub fn execute_sweep(
             STALE_AFTER,
             opts.retry_failed,
         )?;
+        let (Claim::Done(id)
+        | Claim::Busy(id)
+        | Claim::Finished { id, .. }
+        | Claim::Claimed { id, .. }) = claim;
+        store.add_to_sweep(sweep_id, id)?;
         match claim {
             Claim::Done(id) => {
                 row.run_id = Some(id);

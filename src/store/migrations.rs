@@ -42,7 +42,7 @@ CREATE TABLE checkpoints (
 );
 ";
 
-/// Version 1 -> 2: sweeps, lineage (parent, resumed_from), process claim (pid, heartbeat),
+/// Version 1 -> 2: sweeps (and which runs each planned), lineage (parent, resumed_from), process claim (pid, heartbeat),
 /// verify_acc per epoch, the monitored metric's name on checkpoints, verification results.
 pub const V1_TO_V2: &str = "
 CREATE TABLE sweeps (
@@ -69,6 +69,11 @@ CREATE TABLE verification (
     accuracy_known REAL,
     impostor_rejection REAL,
     created TEXT NOT NULL
+);
+CREATE TABLE sweep_runs (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    PRIMARY KEY (sweep_id, run_id)
 );
 CREATE INDEX runs_status ON runs(status);
 CREATE INDEX checkpoints_run ON checkpoints(run_id);

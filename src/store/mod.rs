@@ -156,6 +156,17 @@ impl Store {
         })
     }
 
+    /// Records that a sweep planned a run (new or already there).
+    pub fn add_to_sweep(&mut self, sweep_id: i64, run_id: i64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id) VALUES (?1, ?2)",
+                params![sweep_id, run_id],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Inserts a run as `queued` and returns its id.
     pub fn insert_run(&mut self, run: &NewRun) -> Result<i64, StoreError> {
         self.write(|tx| {
@@ -526,7 +537,8 @@ impl Store {
     /// Every run, oldest first; optionally only those of one sweep.
     pub fn runs(&self, sweep: Option<i64>) -> Result<Vec<RunRow>, StoreError> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR sweep_id = ?1) ORDER BY id"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR id IN
+               (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)) ORDER BY id"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
@@ -629,7 +641,7 @@ impl Store {
                        (SELECT e2.lr FROM epochs e2 WHERE e2.run_id = e.run_id ORDER BY e2.epoch DESC LIMIT 1) AS lr,
                        COUNT(*) AS epochs
                 FROM epochs e GROUP BY run_id) b ON b.run_id = r.id
-             WHERE (?1 IS NULL OR r.sweep_id = ?1)
+             WHERE (?1 IS NULL OR r.id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1))
              ORDER BY r.id";
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = stmt
@@ -664,17 +676,6 @@ impl Store {
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err(e))?;
         Ok(rows)
-    }
-
-    /// The newest sweep id of a recipe file, if any.
-    pub fn latest_sweep_of(&self, recipe: &str) -> Result<Option<i64>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT MAX(id) FROM sweeps WHERE recipe = ?1",
-                params![recipe],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))
     }
 
     /// Direct access for migrations tests and the benchmark that fills a large store.
