@@ -1,6 +1,7 @@
 //! Project-owned Candle kernels: depthwise convolution, im2col convolution, pooling,
-//! exact GELU and LayerNorm, each with backward, and their benchmark.
+//! exact GELU and LayerNorm, each with backward, and their benchmark; allocator tuning.
 
+pub mod alloc;
 pub mod batchnorm;
 pub mod bench;
 pub mod depthwise;
@@ -9,6 +10,7 @@ pub mod im2col;
 pub mod layernorm;
 pub mod pool;
 
+pub use alloc::tune_allocator;
 pub use batchnorm::batch_norm_train;
 pub use depthwise::{depthwise_conv2d, DwParams};
 pub use gelu::gelu_erf;

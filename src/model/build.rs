@@ -26,6 +26,7 @@ pub fn build(
     num_classes: usize,
     vb: VarBuilder,
 ) -> Result<Box<dyn FaceModel>, ModelError> {
+    crate::kernels::tune_allocator();
     if num_classes == 0 {
         return Err(bad("model.num_classes", "must be positive".into()));
     }
