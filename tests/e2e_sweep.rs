@@ -205,12 +205,15 @@ fn two_concurrent_sweeps_share_the_work_and_never_run_a_run_twice() {
         env.cmd()
             .args(["sweep", s(&r), "--format", "json"])
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     };
     let (a, b) = (spawn(), spawn());
     let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert!(oa.status.success() && ob.status.success());
+    for o in [&oa, &ob] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     let ja: serde_json::Value = serde_json::from_slice(&oa.stdout).unwrap();
     let jb: serde_json::Value = serde_json::from_slice(&ob.stdout).unwrap();
     let trained = |j: &serde_json::Value| -> Vec<i64> {

@@ -113,8 +113,8 @@ fn store_writer_child() {
 #[test]
 fn two_processes_writing_at_once_neither_lock_out_nor_corrupt() {
     let dir = tempfile::tempdir().unwrap();
+    // The store does not exist yet: both processes create and migrate it at once.
     let db = dir.path().join("shared.db");
-    Store::open(&db).unwrap();
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = ["a", "b"]
         .iter()

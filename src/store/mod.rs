@@ -33,6 +33,17 @@ pub enum StoreError {
     Ambiguous { reference: String, matches: String },
 }
 
+/// How long a writer waits for another process's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether an error is SQLite's "database is locked / busy".
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// An open store.
 pub struct Store {
     conn: Connection,
@@ -82,14 +93,19 @@ impl Store {
                     .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
             }
         }
-        let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(err)?;
+        // Opening a new store from several processes at once can meet SQLITE_BUSY where
+        // SQLite does not call the busy handler (switching to WAL, a read lock upgrading):
+        // retry the whole setup for as long as the busy timeout.
+        let started = std::time::Instant::now();
+        let mut conn = loop {
+            match Self::setup(path) {
+                Ok(c) => break c,
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
         let found: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(err)?;
@@ -100,11 +116,29 @@ impl Store {
                 supported: migrations::SCHEMA_VERSION,
             });
         }
-        migrations::migrate(&mut conn).map_err(err)?;
+        loop {
+            match migrations::migrate(&mut conn) {
+                Ok(_) => break,
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
         Ok(Store {
             conn,
             path: path.to_path_buf(),
         })
+    }
+
+    /// A connection with the store's settings: busy timeout, WAL, foreign keys.
+    fn setup(path: &Path) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
     }
 
     pub fn path(&self) -> &Path {
