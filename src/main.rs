@@ -175,6 +175,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Write a run's (or checkpoint's) model weights as safetensors with timm/torchvision names.
+    Export {
+        /// Run id / key prefix (its best checkpoint), or a checkpoint file.
+        target: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// For each image, the best identity of a gallery folder and its score.
     Match {
         /// Run id / key prefix, or a checkpoint file.
@@ -450,6 +457,7 @@ fn main() -> ExitCode {
             pairs.as_deref(),
             format,
         ),
+        Command::Export { target, out } => cli::export::run(&g, &target, &out),
         Command::Match {
             target,
             gallery,

@@ -160,6 +160,30 @@ fn eval_prints_metrics_and_writes_course_submissions() {
         assert!((0.0..=1.0).contains(&v), "{k} = {v}");
     }
 
+    // Export the weights (timm names) and start another run from them with init_from.
+    let weights = env.path("weights.safetensors");
+    assert!(env
+        .run(&["export", &id, "--out", s(&weights)])
+        .status
+        .success());
+    let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    assert!(tensors.contains_key("stem.0.weight") && tensors.contains_key("head.fc.weight"));
+    assert!(!tensors
+        .keys()
+        .any(|k| k.starts_with("model.") || k.starts_with("optim.")));
+    let r2 = env.recipe("r2.toml", "");
+    let warm = env.json(&[
+        "run",
+        s(&r2),
+        "--set",
+        &format!("model.init_from=\"{}\"", weights.display()),
+        "--set",
+        "train.epochs=1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(warm["status"], "done");
+
     // Bad references are invalid input.
     let out = env.run(&["eval", "no-such-run", "--split", "dev"]);
     assert_eq!(out.status.code(), Some(2));
