@@ -67,6 +67,30 @@ fn straight_run(env: &Env, name: &str, epochs: u32) -> serde_json::Value {
     env.json(&["show", &out["id"].to_string(), "--format", "json"])
 }
 
+/// Polls the env's store until `ready` holds for its first run (2 minutes at most).
+fn wait_for(env: &Env, what: &str, ready: impl Fn(&runner::store::Store, i64) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if let Ok(store) = runner::store::Store::open(&env.db()) {
+            let first = store.runs(None).ok().and_then(|r| r.first().map(|r| r.id));
+            if first.is_some_and(|id| ready(&store, id)) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} did not happen in time");
+    }
+}
+
+/// Asserts that a run has bitwise the per-epoch metrics and final weights of a straight one.
+fn assert_same_as_straight(show: &serde_json::Value, straight: &serde_json::Value) {
+    assert_eq!(epoch_metrics(show), epoch_metrics(straight));
+    assert_eq!(
+        checkpoint_weights(&last_checkpoint(show)),
+        checkpoint_weights(&last_checkpoint(straight))
+    );
+}
+
 #[test]
 fn resuming_an_interrupted_run_gives_bitwise_the_same_weights_and_metrics() {
     let straight_env = Env::new();
@@ -94,11 +118,7 @@ fn resuming_an_interrupted_run_gives_bitwise_the_same_weights_and_metrics() {
     assert_eq!(resumed["status"], "done");
     assert_eq!(resumed["id"], j["id"]);
     let show = env.json(&["show", &resumed["id"].to_string(), "--format", "json"]);
-    assert_eq!(epoch_metrics(&show), epoch_metrics(&straight));
-    assert_eq!(
-        checkpoint_weights(&last_checkpoint(&show)),
-        checkpoint_weights(&last_checkpoint(&straight))
-    );
+    assert_same_as_straight(&show, &straight);
 }
 
 #[test]
@@ -113,21 +133,9 @@ fn sigterm_interrupts_cleanly_and_the_run_resumes_to_the_same_result() {
         .spawn()
         .unwrap();
     // Wait for the first epoch to be recorded, then send SIGTERM.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        if let Ok(store) = runner::store::Store::open(&env.db()) {
-            if store
-                .runs(None)
-                .ok()
-                .and_then(|r| r.first().map(|r| r.id))
-                .is_some_and(|id| store.epochs(id).map(|e| !e.is_empty()).unwrap_or(false))
-            {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "no epoch recorded in time");
-    }
+    wait_for(&env, "a recorded epoch", |store, id| {
+        store.epochs(id).map(|e| !e.is_empty()).unwrap_or(false)
+    });
     unsafe_kill(child.id(), 15);
     let status = child.wait().unwrap();
     let store = runner::store::Store::open(&env.db()).unwrap();
@@ -142,11 +150,7 @@ fn sigterm_interrupts_cleanly_and_the_run_resumes_to_the_same_result() {
         assert_eq!(resumed["status"], "done");
     }
     let show = env.json(&["show", &run.id.to_string(), "--format", "json"]);
-    assert_eq!(epoch_metrics(&show), epoch_metrics(&straight));
-    assert_eq!(
-        checkpoint_weights(&last_checkpoint(&show)),
-        checkpoint_weights(&last_checkpoint(&straight))
-    );
+    assert_same_as_straight(&show, &straight);
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {
@@ -170,31 +174,18 @@ fn kill_9_after_a_checkpoint_resumes_from_it_to_the_same_result() {
         .args(["run", s(&r), "--set", "train.epochs=4"])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        let store = runner::store::Store::open(&env.db()).unwrap();
-        let ck = store
-            .runs(None)
-            .unwrap()
-            .first()
-            .map(|r| store.checkpoints(r.id).unwrap())
-            .unwrap_or_default();
-        if ck.iter().any(|c| c.epoch >= 2) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint in time");
-    }
+    wait_for(&env, "an epoch-2 checkpoint", |store, id| {
+        store
+            .checkpoints(id)
+            .map(|c| c.iter().any(|c| c.epoch >= 2))
+            .unwrap_or(false)
+    });
     unsafe_kill(child.id(), 9);
     let _ = child.wait();
     let resumed = env.json(&["run", s(&r), "--set", "train.epochs=4", "--format", "json"]);
     assert_eq!(resumed["status"], "done");
     let show = env.json(&["show", &resumed["id"].to_string(), "--format", "json"]);
-    assert_eq!(epoch_metrics(&show), epoch_metrics(&straight));
-    assert_eq!(
-        checkpoint_weights(&last_checkpoint(&show)),
-        checkpoint_weights(&last_checkpoint(&straight))
-    );
+    assert_same_as_straight(&show, &straight);
 }
 
 #[test]
