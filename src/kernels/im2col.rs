@@ -2,7 +2,7 @@
 //! whose backward is col2im, so the convolution's backward is two matrix products and one
 //! scatter pass (Candle's own conv backward runs a naive transposed convolution).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy)]
@@ -178,15 +178,83 @@ pub fn conv2d_im2col(x: &Tensor, weight: &Tensor, stride: usize, padding: usize)
         candle_core::bail!("conv2d: input has {xc} channels, weight expects {c}")
     }
     let g = Geom::new(n, c, h, w, kh, stride, padding)?;
-    let cols = x.contiguous()?.apply_op1(Im2Col {
+    // The forward runs on detached tensors, so the column matrix is no graph node: Candle's
+    // matmul backward would otherwise compute (and zero-fill plus add) a gradient for it even
+    // where the input needs none (the image of the first conv), one column-sized pass each.
+    let cols = x.detach().contiguous()?.apply_op1_no_bwd(&Im2Col {
         k: kh,
         s: stride,
         p: padding,
     })?;
-    cols.matmul(&weight.reshape((o, c * kh * kw))?.t()?)?
-        .reshape((n, g.oh, g.ow, o))?
-        .permute((0, 3, 1, 2))?
-        .contiguous()
+    let w2 = weight.detach().reshape((o, c * kh * kw))?;
+    let y = cols.matmul(&w2.t()?)?;
+    x.apply_op2(weight, ConvAttach { g, o, cols, y })
+}
+
+/// Attaches the im2col convolution to the graph: forward permutes the precomputed `(N*OH*OW, O)`
+/// product to `(N, O, OH, OW)`; backward returns the weight gradient `gy^T @ cols` and, only
+/// where the input is tracked, the input gradient `col2im(gy @ W)`.
+struct ConvAttach {
+    g: Geom,
+    o: usize,
+    cols: Tensor,
+    y: Tensor,
+}
+
+impl CustomOp2 for ConvAttach {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _s1: &CpuStorage,
+        _l1: &Layout,
+        _s2: &CpuStorage,
+        _l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, o) = (self.g, self.o);
+        let (st, l) = self.y.storage_and_layout();
+        let src = match &*st {
+            Storage::Cpu(s) => slice(s, l)?,
+            _ => candle_core::bail!("conv2d-im2col: product is not on the CPU"),
+        };
+        let hw = g.oh * g.ow;
+        let mut out = vec![0f32; g.n * o * hw];
+        // one task per (n, o) plane
+        out.par_chunks_mut(hw.max(1))
+            .enumerate()
+            .for_each(|(t, plane)| {
+                let (b, oc) = (t / o, t % o);
+                let rows = &src[b * hw * o..(b + 1) * hw * o];
+                for (p, d) in plane.iter_mut().enumerate() {
+                    *d = rows[p * o + oc];
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((g.n, o, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (g, o) = (self.g, self.o);
+        let gy = grad
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((g.n * g.oh * g.ow, o))?;
+        let gw = gy.t()?.matmul(&self.cols)?.reshape(weight.shape())?;
+        let gx = if x.track_op() {
+            let w2 = weight.detach().reshape((o, g.row_len()))?;
+            Some(gy.matmul(&w2)?.apply_op1_no_bwd(&Col2Im { g })?)
+        } else {
+            None
+        };
+        Ok((gx, Some(gw)))
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +333,24 @@ mod tests {
                 gx[i]
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn untracked_input_gets_no_gradient_and_weight_gradient_matches() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 9), &dev)?;
+        let w = Var::randn(0f32, 1.0, (4, 3, 7, 7), &dev)?;
+        let a = conv2d_im2col(&x, &w, 2, 3)?;
+        let b = x.conv2d(&w, 3, 2, 1, 1)?;
+        let r = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
+        let ga = (a * &r)?.sum_all()?.backward()?;
+        let gb = (b * &r)?.sum_all()?.backward()?;
+        assert!(ga.get(&x).is_none());
+        let (ta, tb) = (ga.get(&w).unwrap(), gb.get(&w).unwrap());
+        let scale = tb.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = (ta - tb)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4 * scale.max(1.0), "weight grad: {diff}");
         Ok(())
     }
 }
