@@ -28,10 +28,7 @@ fn cfg(kind: ModelKind, preset: Option<&str>) -> ModelConfig {
 
 #[test]
 fn parameter_counts_match_reference() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/param_counts.json"
-    );
+    let path = "../shared/reference/param_counts.json";
     let want: HashMap<String, usize> =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut no_gamma = cfg(ModelKind::Convnext, Some("tiny"));

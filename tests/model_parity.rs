@@ -11,9 +11,7 @@ use runner::model::{build, load_init_from, ForwardCtx};
 use runner::recipe::{BlockNorm, LayerScale, ModelConfig, ModelKind};
 
 fn reference(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
-        .join(name)
+    PathBuf::from("../shared/reference").join(name)
 }
 
 fn load(name: &str) -> HashMap<String, Tensor> {

@@ -11,10 +11,7 @@ use runner::train::optim::{
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/optimizers.json"
-    );
+    let path = "../shared/reference/optimizers.json";
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse")
 }
 
