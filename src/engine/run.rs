@@ -409,6 +409,13 @@ impl<'a, 's> Runner<'a, 's> {
         bar.set_position(start_batch as u64);
         let started = Instant::now();
         let mut images_timed = 0u64;
+        // The optimizer's parameters, fixed for the run (a rollback sets their values in place).
+        let vars: Vec<candle_core::Var> = self
+            .optimizer
+            .params()
+            .iter()
+            .map(|p| p.var.clone())
+            .collect();
         for item in self.train_src.epoch(epoch, start_batch)? {
             let (b, batch) = item?;
             let lr = if per_iter {
@@ -426,12 +433,6 @@ impl<'a, 's> Runner<'a, 's> {
             }
             let n = batch.labels.dim(0)? as u64;
             let mut grads = loss_t.backward()?;
-            let vars: Vec<candle_core::Var> = self
-                .optimizer
-                .params()
-                .iter()
-                .map(|p| p.var.clone())
-                .collect();
             let grad_norm = match grad_clip {
                 Some(max) => Some(optim::clip_grad_norm(&mut grads, &vars, max)?),
                 None => None,
