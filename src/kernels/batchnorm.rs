@@ -45,17 +45,63 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f32, f32)> {
         .collect()
 }
 
+/// Activation fused into the BatchNorm: applied to its output in the same pass, its mask
+/// applied to the gradient inside the backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BnAct {
+    None,
+    /// max(y, 0)
+    Relu,
+    /// min(max(y, 0), 6)
+    Relu6,
+}
+
+impl BnAct {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            BnAct::None => v,
+            BnAct::Relu => v.max(0.0),
+            BnAct::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// The activation's derivative, from its output (0 on the clamped side, like PyTorch).
+    #[inline(always)]
+    fn pass(self, y: f32) -> bool {
+        match self {
+            BnAct::None => true,
+            BnAct::Relu => y > 0.0,
+            BnAct::Relu6 => y > 0.0 && y < 6.0,
+        }
+    }
+
+    /// The activation as Candle ops (reference path).
+    pub fn apply_tensor(self, y: Tensor) -> Result<Tensor> {
+        match self {
+            BnAct::None => Ok(y),
+            BnAct::Relu => y.relu(),
+            BnAct::Relu6 => y.relu()?.minimum(6f64),
+        }
+    }
+}
+
 /// `x -> (2, C)`: batch mean and biased variance per channel (no backward).
 struct BnStats;
 
-/// `(x, weight, bias) -> y` with batch statistics.
+/// `(x, weight, bias) -> act(y)` with the batch statistics computed once, before.
 struct BnFwd {
     eps: f32,
+    act: BnAct,
+    stats: Vec<(f32, f32)>,
 }
 
-/// `(x, weight, grad_y) -> [grad_x | grad_w | grad_b]` packed flat.
+/// `(x, grad_y, y) -> [grad_x | grad_w | grad_b]` packed flat; `w`: the weight values.
 struct BnBwd {
     eps: f32,
+    act: BnAct,
+    stats: Vec<(f32, f32)>,
+    w: Vec<f32>,
 }
 
 impl CustomOp1 for BnStats {
@@ -86,14 +132,15 @@ impl CustomOp3 for BnFwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, hw) = dims(l1)?;
+        let (_, c, hw) = dims(l1)?;
         let x = slice(s1, l1)?;
         let w = slice(s2, l2)?;
         let b = slice(s3, l3)?;
-        if w.len() != c || b.len() != c {
+        if w.len() != c || b.len() != c || self.stats.len() != c {
             candle_core::bail!("batch_norm: weight/bias size does not match {c} channels")
         }
-        let st = channel_stats(x, n, c, hw);
+        let st = &self.stats;
+        let act = self.act;
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, yo)| {
             let ci = p % c;
@@ -101,7 +148,7 @@ impl CustomOp3 for BnFwd {
             let scale = w[ci] / (var + self.eps).sqrt();
             let shift = b[ci] - mean * scale;
             for (o, &v) in yo.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
-                *o = v * scale + shift;
+                *o = act.apply(v * scale + shift);
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -112,12 +159,18 @@ impl CustomOp3 for BnFwd {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let c = w.dim(0)?;
         let n = x.elem_count();
-        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &BnBwd { eps: self.eps })?;
+        let op = BnBwd {
+            eps: self.eps,
+            act: self.act,
+            stats: self.stats.clone(),
+            w: w.flatten_all()?.to_vec1::<f32>()?,
+        };
+        let packed = x.apply_op3_no_bwd(&grad.contiguous()?, &res.contiguous()?, &op)?;
         let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
         let gw = packed.narrow(0, n, c)?;
         let gb = packed.narrow(0, n + c, c)?;
@@ -141,13 +194,21 @@ impl CustomOp3 for BnBwd {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, hw) = dims(l1)?;
         let x = slice(s1, l1)?;
-        let w = slice(s2, l2)?;
-        let g = slice(s3, l3)?;
-        if g.len() != x.len() || w.len() != c {
+        let g = slice(s2, l2)?;
+        let y = slice(s3, l3)?;
+        let (w, st, act) = (&self.w, &self.stats, self.act);
+        if g.len() != x.len() || y.len() != x.len() || w.len() != c || st.len() != c {
             candle_core::bail!("batch_norm backward: shape mismatch")
         }
-        let st = channel_stats(x, n, c, hw);
-        // per channel: sum(gy), sum(gy * xhat)
+        // the gradient through the activation
+        let ga = |o: usize, i: usize| -> f32 {
+            if act.pass(y[o + i]) {
+                g[o + i]
+            } else {
+                0.0
+            }
+        };
+        // per channel: sum(g), sum(g * xhat)
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ci| {
@@ -156,10 +217,14 @@ impl CustomOp3 for BnBwd {
                 let (mut sg, mut sgx) = (0f64, 0f64);
                 for b in 0..n {
                     let o = (b * c + ci) * hw;
-                    for (&gv, &xv) in g[o..o + hw].iter().zip(&x[o..o + hw]) {
-                        sg += gv as f64;
-                        sgx += (gv * (xv - mean) * rstd) as f64;
+                    let (mut pg, mut pgx) = (0f32, 0f32);
+                    for (i, &xv) in x[o..o + hw].iter().enumerate() {
+                        let gv = ga(o, i);
+                        pg += gv;
+                        pgx += gv * (xv - mean);
                     }
+                    sg += pg as f64;
+                    sgx += (pgx * rstd) as f64;
                 }
                 (sg as f32, sgx as f32)
             })
@@ -176,13 +241,10 @@ impl CustomOp3 for BnBwd {
                 let rstd = 1.0 / (var + self.eps).sqrt();
                 let (sg, sgx) = sums[ci];
                 let k = w[ci] * rstd / m;
-                for ((o, &gv), &xv) in go
-                    .iter_mut()
-                    .zip(&g[p * hw..(p + 1) * hw])
-                    .zip(&x[p * hw..(p + 1) * hw])
-                {
+                let o = p * hw;
+                for (i, (d, &xv)) in go.iter_mut().zip(&x[o..o + hw]).enumerate() {
                     let xhat = (xv - mean) * rstd;
-                    *o = k * (m * gv - sg - xhat * sgx);
+                    *d = k * (m * ga(o, i) - sg - xhat * sgx);
                 }
             });
         for (ci, &(sg, sgx)) in sums.iter().enumerate() {
@@ -202,15 +264,33 @@ pub fn batch_norm_train(
     bias: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_train_act(x, weight, bias, eps, BnAct::None)
+}
+
+/// [`batch_norm_train`] followed by the activation `act`, fused into the same passes (forward
+/// and backward) on CPU f32.
+pub fn batch_norm_train_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    act: BnAct,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let c = weight.dim(0)?;
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !super::reference_mode() {
         let x = x.contiguous()?;
+        let st = x.detach().apply_op1_no_bwd(&BnStats)?;
+        let v = st.to_vec2::<f32>()?;
+        let stats = v[0].iter().copied().zip(v[1].iter().copied()).collect();
         let y = x.apply_op3(
             &weight.contiguous()?,
             &bias.contiguous()?,
-            BnFwd { eps: eps as f32 },
+            BnFwd {
+                eps: eps as f32,
+                act,
+                stats,
+            },
         )?;
-        let st = x.detach().apply_op1_no_bwd(&BnStats)?;
         return Ok((y, st.get(0)?, st.get(1)?));
     }
     let shape = (1, c, 1, 1);
@@ -221,7 +301,11 @@ pub fn batch_norm_train(
     let y = xc
         .broadcast_mul(&(inv * weight.reshape(shape)?)?)?
         .broadcast_add(&bias.reshape(shape)?)?;
-    Ok((y, mean.detach().flatten_all()?, var.detach().flatten_all()?))
+    Ok((
+        act.apply_tensor(y)?,
+        mean.detach().flatten_all()?,
+        var.detach().flatten_all()?,
+    ))
 }
 
 #[cfg(test)]
@@ -262,6 +346,33 @@ mod tests {
                 let s = q.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
                 let diff = (p - q)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert!(diff < 1e-4 * s, "{d:?} grad {diff}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_activation_matches_composed_ops_and_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        for act in [BnAct::Relu, BnAct::Relu6] {
+            for d in [[4usize, 3, 5, 7], [2, 8, 1, 3], [3, 5, 4, 4]] {
+                let x = Var::randn(0.3f32, 2.0, &d, &dev)?;
+                // weights large enough that some outputs pass 6 and some fall below 0
+                let w = Var::randn(3f32, 1.0, d[1], &dev)?;
+                let b = Var::randn(1f32, 1.0, d[1], &dev)?;
+                let r = Tensor::randn(0f32, 1.0, &d, &dev)?;
+                let (ya, _, _) = batch_norm_train_act(&x, &w, &b, 1e-5, act)?;
+                let yb = act.apply_tensor(reference(&x, &w, &b, 1e-5)?)?;
+                let diff = (&ya - &yb)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "{act:?} {d:?} forward {diff}");
+                let ga = (ya * &r)?.sum_all()?.backward()?;
+                let gb = (yb * &r)?.sum_all()?.backward()?;
+                for v in [&x, &w, &b] {
+                    let (p, q) = (ga.get(v).unwrap(), gb.get(v).unwrap());
+                    let s = q.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+                    let diff = (p - q)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert!(diff < 1e-4 * s, "{act:?} {d:?} grad {diff}");
+                }
             }
         }
         Ok(())

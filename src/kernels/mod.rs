@@ -8,14 +8,16 @@ pub mod depthwise;
 pub mod gelu;
 pub mod im2col;
 pub mod layernorm;
+pub mod pointwise;
 pub mod pool;
 
 pub use alloc::tune_allocator;
-pub use batchnorm::batch_norm_train;
+pub use batchnorm::{batch_norm_train, batch_norm_train_act, BnAct};
 pub use depthwise::{depthwise_conv2d, DwParams};
 pub use gelu::gelu_erf;
 pub use im2col::conv2d_im2col;
 pub use layernorm::layer_norm_last;
+pub use pointwise::conv1x1;
 pub use pool::{avg_pool2d, max_pool2d, PoolParams};
 
 use std::sync::atomic::{AtomicBool, Ordering};

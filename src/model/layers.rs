@@ -8,7 +8,8 @@ use rand::Rng;
 
 use super::face::ForwardCtx;
 use crate::kernels::{
-    batch_norm_train, conv2d_im2col, depthwise_conv2d, layer_norm_last, DwParams,
+    batch_norm_train_act, conv1x1, conv2d_im2col, depthwise_conv2d, layer_norm_last, BnAct,
+    DwParams,
 };
 
 pub type Result<T> = candle_core::Result<T>;
@@ -105,6 +106,13 @@ impl Conv2d {
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let (out_c, cin_g, kh, kw) = self.weight.dims4()?;
         let depthwise = self.groups > 1 && cin_g == 1 && out_c == self.groups;
+        let pointwise = self.groups == 1 && kh == 1 && kw == 1 && self.stride == 1;
+        if pointwise && self.padding == 0 {
+            if let Some(y) = conv1x1(x, &self.weight, self.bias.as_ref())? {
+                ctx.count((y.elem_count() * cin_g) as u64, &y);
+                return Ok(y);
+            }
+        }
         let y = if depthwise {
             depthwise_conv2d(
                 x,
@@ -237,6 +245,11 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        self.forward_act(x, BnAct::None, ctx)
+    }
+
+    /// BatchNorm followed by `act` (fused into the same passes in train mode on CPU f32).
+    pub fn forward_act(&self, x: &Tensor, act: BnAct, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
         let shape = (1, c, 1, 1);
         let w = self.weight.reshape(shape)?;
@@ -249,16 +262,18 @@ impl BatchNorm2d {
                     "BatchNorm2d in train mode needs more than one value per channel"
                 )
             }
-            let (y, mean, var) = batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
+            let (y, mean, var) = batch_norm_train_act(x, &self.weight, &self.bias, self.eps, act)?;
             self.update_running(&mean, &var, count)?;
             y
         } else {
             let rm = self.running_mean.detach().reshape(shape)?;
             let rv = self.running_var.detach().reshape(shape)?;
             let scale = ((rv + self.eps)?.sqrt()?.recip()? * w)?;
-            x.broadcast_sub(&rm)?
-                .broadcast_mul(&scale)?
-                .broadcast_add(&b)?
+            act.apply_tensor(
+                x.broadcast_sub(&rm)?
+                    .broadcast_mul(&scale)?
+                    .broadcast_add(&b)?,
+            )?
         };
         ctx.count(0, &y);
         Ok(y)

@@ -4,8 +4,10 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::kernels::BnAct;
+
 use super::face::{FaceModel, ForwardCtx};
-use super::layers::{dropout, relu6, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, Linear, WInit};
+use super::layers::{dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, Linear, WInit};
 
 /// torchvision's `_make_divisible`: round `v` to a multiple of `divisor`, not below 90% of `v`.
 pub fn make_divisible(v: f64, divisor: usize) -> usize {
@@ -64,6 +66,12 @@ impl ConvBn {
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         self.bn.forward(&self.conv.forward(x, ctx)?, ctx)
     }
+
+    /// Conv + BatchNorm + ReLU6 (the BatchNorm and ReLU6 fused).
+    pub fn forward_relu6(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        self.bn
+            .forward_act(&self.conv.forward(x, ctx)?, BnAct::Relu6, ctx)
+    }
 }
 
 struct InvertedResidual {
@@ -101,10 +109,10 @@ impl InvertedResidual {
 
     fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let y = match &self.expand {
-            Some(e) => relu6(&e.forward(x, ctx)?)?,
+            Some(e) => e.forward_relu6(x, ctx)?,
             None => x.clone(),
         };
-        let y = relu6(&self.dw.forward(&y, ctx)?)?;
+        let y = self.dw.forward_relu6(&y, ctx)?;
         let y = self
             .project_bn
             .forward(&self.project.forward(&y, ctx)?, ctx)?;
@@ -181,13 +189,13 @@ impl MobileNetV2 {
 
 impl FaceModel for MobileNetV2 {
     fn embed(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let mut x = relu6(&self.stem.forward(x, ctx)?)?;
+        let mut x = self.stem.forward_relu6(x, ctx)?;
         ctx.record("features.0", &x);
         for (i, b) in self.blocks.iter().enumerate() {
             x = b.forward(&x, ctx)?;
             ctx.record(&format!("features.{}", i + 1), &x);
         }
-        let x = relu6(&self.last.forward(&x, ctx)?)?;
+        let x = self.last.forward_relu6(&x, ctx)?;
         ctx.record(&format!("features.{}", self.blocks.len() + 1), &x);
         let pooled = x.mean((2, 3))?;
         ctx.record("avgpool", &pooled);

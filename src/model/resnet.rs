@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 
 use super::face::{FaceModel, ForwardCtx};
 use super::layers::{dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, Linear, WInit};
-use crate::kernels::{max_pool2d, PoolParams};
+use crate::kernels::{max_pool2d, BnAct, PoolParams};
 
 const INIT: WInit = WInit::KaimingFanOut;
 
@@ -86,8 +86,7 @@ impl BasicBlock {
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let y = self
             .bn1
-            .forward(&self.conv1.forward(x, ctx)?, ctx)?
-            .relu()?;
+            .forward_act(&self.conv1.forward(x, ctx)?, BnAct::Relu, ctx)?;
         let y = self.bn2.forward(&self.conv2.forward(&y, ctx)?, ctx)?;
         let id = match &self.downsample {
             Some(d) => d.forward(x, ctx)?,
@@ -136,12 +135,10 @@ impl Bottleneck {
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let y = self
             .bn1
-            .forward(&self.conv1.forward(x, ctx)?, ctx)?
-            .relu()?;
+            .forward_act(&self.conv1.forward(x, ctx)?, BnAct::Relu, ctx)?;
         let y = self
             .bn2
-            .forward(&self.conv2.forward(&y, ctx)?, ctx)?
-            .relu()?;
+            .forward_act(&self.conv2.forward(&y, ctx)?, BnAct::Relu, ctx)?;
         let y = self.bn3.forward(&self.conv3.forward(&y, ctx)?, ctx)?;
         let id = match &self.downsample {
             Some(d) => d.forward(x, ctx)?,
@@ -181,8 +178,7 @@ impl Stem {
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let y = self
             .bn1
-            .forward(&self.conv1.forward(x, ctx)?, ctx)?
-            .relu()?;
+            .forward_act(&self.conv1.forward(x, ctx)?, BnAct::Relu, ctx)?;
         if self.pool {
             max_pool2d(&y, PoolParams::square(3, 2, 1))
         } else {

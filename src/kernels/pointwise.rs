@@ -1,0 +1,473 @@
+//! Pointwise (1x1, stride 1, no padding) convolution of NCHW input as a Candle custom op: one
+//! matrix product per image, `Y[n] = W X[n]` (`(O, C) x (C, H*W)`), on the NCHW data as it is,
+//! so neither the forward nor the backward permutes to channels-last and back. The optional
+//! bias is added in the same pass. Backward: `dX[n] = W^T dY[n]`, `dW = sum_n dY[n] X[n]^T`,
+//! `db = sum dY`; images run in parallel (rayon), each product single-threaded (`gemm`).
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("conv1x1: {what} must be contiguous"),
+    }
+}
+
+/// Row-major view of a matrix: element `(i, j)` at `i * rs + j * cs`.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// `dst (m x n, row-major, leading dim ldd) = [dst +] a (m x k) * b (k x n)`, single-threaded.
+///
+/// # Safety
+/// The views must cover valid memory for the given sizes; `dst` must not alias `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        ldd as isize,
+        accumulate,
+        a.ptr,
+        a.cs,
+        a.rs,
+        b.ptr,
+        b.cs,
+        b.rs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    n: usize,
+    c: usize,
+    hw: usize,
+    o: usize,
+}
+
+impl Geom {
+    fn new(x: &Layout, w: &Layout) -> Result<Self> {
+        match (x.dims(), w.dims()) {
+            (&[n, c, h, wd], &[o, wc, 1, 1]) if wc == c => Ok(Self {
+                n,
+                c,
+                hw: h * wd,
+                o,
+            }),
+            (d, k) => candle_core::bail!("conv1x1: input {d:?} and weight {k:?} do not match"),
+        }
+    }
+}
+
+/// Forward of `x (N, C, H, W)`, `w (O, C)` plus optional bias `(O,)`.
+fn forward(g: Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (c, hw, o) = (g.c, g.hw, g.o);
+    let mut y = vec![0f32; g.n * o * hw];
+    y.par_chunks_mut((o * hw).max(1))
+        .enumerate()
+        .for_each(|(b, yo)| {
+            if let Some(bias) = bias {
+                for (row, &bv) in yo.chunks_exact_mut(hw).zip(bias) {
+                    row.iter_mut().for_each(|v| *v = bv);
+                }
+            }
+            let xb = &x[b * c * hw..(b + 1) * c * hw];
+            // SAFETY: sizes match the slices; y and x are distinct allocations.
+            unsafe {
+                sgemm(
+                    o,
+                    hw,
+                    c,
+                    yo.as_mut_ptr(),
+                    hw,
+                    bias.is_some(),
+                    Mat {
+                        ptr: w.as_ptr(),
+                        rs: c as isize,
+                        cs: 1,
+                    },
+                    Mat {
+                        ptr: xb.as_ptr(),
+                        rs: hw as isize,
+                        cs: 1,
+                    },
+                )
+            }
+        });
+    y
+}
+
+/// Input gradient: `dX[n] = W^T dY[n]`.
+fn backward_input(g: Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
+    let (c, hw, o) = (g.c, g.hw, g.o);
+    let mut gx = vec![0f32; g.n * c * hw];
+    gx.par_chunks_mut((c * hw).max(1))
+        .enumerate()
+        .for_each(|(b, gxo)| {
+            let gyb = &gy[b * o * hw..(b + 1) * o * hw];
+            // SAFETY: as in `forward`.
+            unsafe {
+                sgemm(
+                    c,
+                    hw,
+                    o,
+                    gxo.as_mut_ptr(),
+                    hw,
+                    false,
+                    Mat {
+                        ptr: w.as_ptr(),
+                        rs: 1,
+                        cs: c as isize,
+                    },
+                    Mat {
+                        ptr: gyb.as_ptr(),
+                        rs: hw as isize,
+                        cs: 1,
+                    },
+                )
+            }
+        });
+    gx
+}
+
+/// Weight gradient `sum_n dY[n] X[n]^T` `(O, C)`, followed (if `with_bias`) by `sum dY` `(O,)`.
+/// The batch is split into one contiguous range per thread, each summing into its own buffer.
+fn backward_weight(g: Geom, x: &[f32], gy: &[f32], with_bias: bool) -> Vec<f32> {
+    let (c, hw, o) = (g.c, g.hw, g.o);
+    let parts = rayon::current_num_threads().clamp(1, g.n.max(1));
+    let per = g.n.div_ceil(parts).max(1);
+    let len = o * c + if with_bias { o } else { 0 };
+    let partial: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut acc = vec![0f32; len];
+            let (gw, gb) = acc.split_at_mut(o * c);
+            let lo = (p * per).min(g.n);
+            let hi = ((p + 1) * per).min(g.n);
+            for b in lo..hi {
+                let xb = &x[b * c * hw..(b + 1) * c * hw];
+                let gyb = &gy[b * o * hw..(b + 1) * o * hw];
+                // SAFETY: as in `forward`.
+                unsafe {
+                    sgemm(
+                        o,
+                        c,
+                        hw,
+                        gw.as_mut_ptr(),
+                        c,
+                        b > lo,
+                        Mat {
+                            ptr: gyb.as_ptr(),
+                            rs: hw as isize,
+                            cs: 1,
+                        },
+                        Mat {
+                            ptr: xb.as_ptr(),
+                            rs: 1,
+                            cs: hw as isize,
+                        },
+                    )
+                }
+                if with_bias {
+                    for (s, row) in gb.iter_mut().zip(gyb.chunks_exact(hw)) {
+                        *s += row.iter().sum::<f32>();
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut it = partial.into_iter();
+    let mut out = it.next().unwrap_or_else(|| vec![0f32; len]);
+    for p in it {
+        out.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    out
+}
+
+/// `(x, w) -> y`, no bias.
+struct Pw;
+/// `(x, w, bias) -> y`.
+struct PwBias;
+/// `(grad_y, w) -> grad_x`.
+struct PwBwdInput;
+/// `(x, grad_y) -> [grad_w | grad_b]` flat; `.0`: with the bias gradient.
+struct PwBwdWeight(bool);
+
+impl CustomOp2 for Pw {
+    fn name(&self) -> &'static str {
+        "conv1x1"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1, l2)?;
+        let y = forward(g, slice(s1, l1, "input")?, slice(s2, l2, "weight")?, None);
+        let d = l1.dims();
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, d[2], d[3]))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw, _) = grads(x, w, grad, false)?;
+        Ok((gx, Some(gw)))
+    }
+}
+
+impl CustomOp3 for PwBias {
+    fn name(&self) -> &'static str {
+        "conv1x1-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1, l2)?;
+        let bias = slice(s3, l3, "bias")?;
+        if bias.len() != g.o {
+            candle_core::bail!(
+                "conv1x1: bias has {} values for {} channels",
+                bias.len(),
+                g.o
+            )
+        }
+        let y = forward(
+            g,
+            slice(s1, l1, "input")?,
+            slice(s2, l2, "weight")?,
+            Some(bias),
+        );
+        let d = l1.dims();
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, d[2], d[3]))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw, gb) = grads(x, w, grad, true)?;
+        Ok((gx, Some(gw), gb))
+    }
+}
+
+/// Input gradient (only where `x` is tracked), weight gradient, bias gradient.
+fn grads(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    with_bias: bool,
+) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+    let grad = grad.contiguous()?;
+    let o = w.dim(0)?;
+    let gx = if x.track_op() {
+        Some(grad.apply_op2_no_bwd(w, &PwBwdInput)?)
+    } else {
+        None
+    };
+    let packed = x.apply_op2_no_bwd(&grad, &PwBwdWeight(with_bias))?;
+    let nw = w.elem_count();
+    let gw = packed.narrow(0, 0, nw)?.reshape(w.shape())?;
+    let gb = if with_bias {
+        Some(packed.narrow(0, nw, o)?)
+    } else {
+        None
+    };
+    Ok((gx, gw, gb))
+}
+
+impl CustomOp2 for PwBwdInput {
+    fn name(&self) -> &'static str {
+        "conv1x1-bwd-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        // the gradient has O channels where the input had C: swap to reuse `Geom`
+        let (gd, wd) = (l1.dims(), l2.dims());
+        if gd.len() != 4 || wd.len() != 4 || gd[1] != wd[0] {
+            candle_core::bail!("conv1x1 backward: gradient {gd:?} and weight {wd:?} mismatch")
+        }
+        let g = Geom {
+            n: gd[0],
+            c: wd[1],
+            hw: gd[2] * gd[3],
+            o: wd[0],
+        };
+        let gx = backward_input(g, slice(s1, l1, "gradient")?, slice(s2, l2, "weight")?);
+        Ok((CpuStorage::F32(gx), Shape::from((g.n, g.c, gd[2], gd[3]))))
+    }
+}
+
+impl CustomOp2 for PwBwdWeight {
+    fn name(&self) -> &'static str {
+        "conv1x1-bwd-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (xd, gd) = (l1.dims(), l2.dims());
+        if xd.len() != 4 || gd.len() != 4 || xd[0] != gd[0] || xd[2..] != gd[2..] {
+            candle_core::bail!("conv1x1 backward: input {xd:?} and gradient {gd:?} mismatch")
+        }
+        let g = Geom {
+            n: xd[0],
+            c: xd[1],
+            hw: xd[2] * xd[3],
+            o: gd[1],
+        };
+        let out = backward_weight(
+            g,
+            slice(s1, l1, "input")?,
+            slice(s2, l2, "gradient")?,
+            self.0,
+        );
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+/// Pointwise convolution of `x` `(N, C, H, W)` with `weight` `(O, C, 1, 1)` and optional bias
+/// `(O,)`. `None` where the fast path does not apply (not CPU f32, reference mode); the caller
+/// then runs its general path.
+pub fn conv1x1(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let (_, _, kh, kw) = weight.dims4()?;
+    if kh != 1
+        || kw != 1
+        || !x.device().is_cpu()
+        || x.dtype() != candle_core::DType::F32
+        || weight.dtype() != candle_core::DType::F32
+        || super::reference_mode()
+    {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let w = weight.contiguous()?;
+    let y = match bias {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, PwBias)?,
+        None => x.apply_op2(&w, Pw)?,
+    };
+    Ok(Some(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<(f32, f32)> {
+        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        Ok((diff, scale))
+    }
+
+    #[test]
+    fn matches_candle_conv_forward_and_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        // (input dims, out channels, bias)
+        let cases = [
+            ([2, 3, 9, 9], 4, false),
+            ([3, 5, 7, 3], 6, true),
+            ([1, 16, 1, 1], 7, true),
+            ([5, 1, 4, 6], 3, false),
+            ([4, 33, 5, 5], 17, true),
+        ];
+        for (d, o, with_bias) in cases {
+            let x = Var::randn(0f32, 1.0, &d, &dev)?;
+            let w = Var::randn(0f32, 1.0, (o, d[1], 1, 1), &dev)?;
+            let b = Var::randn(0f32, 1.0, o, &dev)?;
+            let bias = with_bias.then_some(b.as_tensor());
+            let a = conv1x1(&x, &w, bias)?.expect("fast path");
+            let mut r = x.conv2d(&w, 0, 1, 1, 1)?;
+            if with_bias {
+                r = r.broadcast_add(&b.reshape((1, o, 1, 1))?)?;
+            }
+            let (diff, scale) = max_diff(&a, &r)?;
+            assert!(diff < 1e-5 * scale, "forward {d:?} o{o}: {diff}");
+            let t = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
+            let ga = (a * &t)?.sum_all()?.backward()?;
+            let gr = (r * &t)?.sum_all()?.backward()?;
+            let mut vars = vec![&x, &w];
+            if with_bias {
+                vars.push(&b);
+            }
+            for v in vars {
+                let (diff, scale) = max_diff(ga.get(v).unwrap(), gr.get(v).unwrap())?;
+                assert!(diff < 1e-4 * scale, "grad {d:?} o{o}: {diff}");
+            }
+            if !with_bias {
+                assert!(ga.get(&b).is_none());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn untracked_input_gets_no_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (3, 4, 5, 5), &dev)?;
+        let w = Var::randn(0f32, 1.0, (6, 4, 1, 1), &dev)?;
+        let a = conv1x1(&x, &w, None)?.expect("fast path");
+        let r = x.conv2d(&w, 0, 1, 1, 1)?;
+        let t = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
+        let ga = (a * &t)?.sum_all()?.backward()?;
+        let gr = (r * &t)?.sum_all()?.backward()?;
+        assert!(ga.get(&x).is_none());
+        let (diff, scale) = max_diff(ga.get(&w).unwrap(), gr.get(&w).unwrap())?;
+        assert!(diff < 1e-4 * scale, "weight grad: {diff}");
+        Ok(())
+    }
+}
