@@ -342,6 +342,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Before any thread starts: it sets an environment variable.
+    runner::kernels::candle_elementwise_single_thread();
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

@@ -22,6 +22,19 @@ pub use pool::{avg_pool2d, max_pool2d, PoolParams};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Runs Candle's own element-wise ops on the calling thread (sets `CANDLE_NUM_THREADS=1`
+/// unless the variable is set). Candle 0.11 splits large element-wise ops over a second,
+/// private thread pool whose caller spins until the workers finish; next to the rayon pool
+/// the project kernels and `gemm` use, that is more threads than this 2-core machine has, and
+/// a descheduled worker left the main thread spinning (`BarrierGuard::drop`: 36% of a
+/// MobileNetV2 training profile). Call at the start of `main`, before any thread starts
+/// (the pool reads the variable once, on first use).
+pub fn candle_elementwise_single_thread() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 static REFERENCE_MODE: AtomicBool = AtomicBool::new(false);
 
 /// Process-wide switch for benchmarks: `true` makes every wrapper above fall back to plain
