@@ -20,27 +20,38 @@ fn dims(l: &Layout) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// Per-channel (mean, biased variance) of NCHW data, parallel over channels.
+/// Sum of `f(v)` over `xs` in eight independent lanes (so it vectorises); f32 within a plane.
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let ch = xs.chunks_exact(8);
+    let rem = ch.remainder();
+    for c in ch {
+        for i in 0..8 {
+            acc[i] += f(c[i]);
+        }
+    }
+    let mut s: f32 = rem.iter().map(|&v| f(v)).sum();
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
+/// Per-channel (mean, biased variance) of NCHW data, parallel over channels: two passes
+/// (mean, then squared deviations), f32 within a plane and f64 across planes.
 fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f32, f32)> {
     (0..c)
         .into_par_iter()
         .map(|ci| {
             let m = (n * hw) as f64;
-            let mut s = 0f64;
-            for b in 0..n {
-                let p = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
-                s += p.iter().map(|&v| v as f64).sum::<f64>();
-            }
-            let mean = s / m;
-            let mut v = 0f64;
-            for b in 0..n {
-                let p = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
-                v += p
-                    .iter()
-                    .map(|&x| (x as f64 - mean) * (x as f64 - mean))
-                    .sum::<f64>();
-            }
-            (mean as f32, (v / m) as f32)
+            let plane = |b: usize| &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
+            let s: f64 = (0..n).map(|b| lane_sum(plane(b), |v| v) as f64).sum();
+            let mean = (s / m) as f32;
+            let v: f64 = (0..n)
+                .map(|b| lane_sum(plane(b), |v| (v - mean) * (v - mean)) as f64)
+                .sum();
+            (mean, (v / m) as f32)
         })
         .collect()
 }
@@ -57,25 +68,6 @@ pub enum BnAct {
 }
 
 impl BnAct {
-    #[inline(always)]
-    fn apply(self, v: f32) -> f32 {
-        match self {
-            BnAct::None => v,
-            BnAct::Relu => v.max(0.0),
-            BnAct::Relu6 => v.clamp(0.0, 6.0),
-        }
-    }
-
-    /// The activation's derivative, from its output (0 on the clamped side, like PyTorch).
-    #[inline(always)]
-    fn pass(self, y: f32) -> bool {
-        match self {
-            BnAct::None => true,
-            BnAct::Relu => y > 0.0,
-            BnAct::Relu6 => y > 0.0 && y < 6.0,
-        }
-    }
-
     /// The activation as Candle ops (reference path).
     pub fn apply_tensor(self, y: Tensor) -> Result<Tensor> {
         match self {
@@ -83,6 +75,14 @@ impl BnAct {
             BnAct::Relu => y.relu(),
             BnAct::Relu6 => y.relu()?.minimum(6f64),
         }
+    }
+}
+
+/// `yo = f(xp * scale + shift)`.
+#[inline(always)]
+fn norm_plane(yo: &mut [f32], xp: &[f32], scale: f32, shift: f32, f: impl Fn(f32) -> f32) {
+    for (o, &v) in yo.iter_mut().zip(xp) {
+        *o = f(v * scale + shift);
     }
 }
 
@@ -147,8 +147,12 @@ impl CustomOp3 for BnFwd {
             let (mean, var) = st[ci];
             let scale = w[ci] / (var + self.eps).sqrt();
             let shift = b[ci] - mean * scale;
-            for (o, &v) in yo.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
-                *o = act.apply(v * scale + shift);
+            let xp = &x[p * hw..(p + 1) * hw];
+            // one loop per activation, so each vectorises
+            match act {
+                BnAct::None => norm_plane(yo, xp, scale, shift, |v| v),
+                BnAct::Relu => norm_plane(yo, xp, scale, shift, |v| v.max(0.0)),
+                BnAct::Relu6 => norm_plane(yo, xp, scale, shift, |v| v.clamp(0.0, 6.0)),
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -200,59 +204,94 @@ impl CustomOp3 for BnBwd {
         if g.len() != x.len() || y.len() != x.len() || w.len() != c || st.len() != c {
             candle_core::bail!("batch_norm backward: shape mismatch")
         }
-        // the gradient through the activation
-        let ga = |o: usize, i: usize| -> f32 {
-            if act.pass(y[o + i]) {
-                g[o + i]
-            } else {
-                0.0
-            }
-        };
-        // per channel: sum(g), sum(g * xhat)
-        let sums: Vec<(f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ci| {
-                let (mean, var) = st[ci];
-                let rstd = 1.0 / (var + self.eps).sqrt();
-                let (mut sg, mut sgx) = (0f64, 0f64);
-                for b in 0..n {
-                    let o = (b * c + ci) * hw;
-                    let (mut pg, mut pgx) = (0f32, 0f32);
-                    for (i, &xv) in x[o..o + hw].iter().enumerate() {
-                        let gv = ga(o, i);
-                        pg += gv;
-                        pgx += gv * (xv - mean);
-                    }
-                    sg += pg as f64;
-                    sgx += (pgx * rstd) as f64;
-                }
-                (sg as f32, sgx as f32)
-            })
-            .collect();
-        let total = x.len();
-        let mut out = vec![0f32; total + 2 * c];
-        let m = (n * hw) as f32;
-        let (gx, rest) = out.split_at_mut(total);
-        gx.par_chunks_mut(hw.max(1))
-            .enumerate()
-            .for_each(|(p, go)| {
-                let ci = p % c;
-                let (mean, var) = st[ci];
-                let rstd = 1.0 / (var + self.eps).sqrt();
-                let (sg, sgx) = sums[ci];
-                let k = w[ci] * rstd / m;
-                let o = p * hw;
-                for (i, (d, &xv)) in go.iter_mut().zip(&x[o..o + hw]).enumerate() {
-                    let xhat = (xv - mean) * rstd;
-                    *d = k * (m * ga(o, i) - sg - xhat * sgx);
-                }
-            });
-        for (ci, &(sg, sgx)) in sums.iter().enumerate() {
-            rest[ci] = sgx;
-            rest[c + ci] = sg;
+        match act {
+            BnAct::None => bwd_passes(x, g, y, w, st, self.eps, n, c, hw, |_| true),
+            BnAct::Relu => bwd_passes(x, g, y, w, st, self.eps, n, c, hw, |v| v > 0.0),
+            BnAct::Relu6 => bwd_passes(x, g, y, w, st, self.eps, n, c, hw, |v| v > 0.0 && v < 6.0),
         }
-        Ok((CpuStorage::F32(out), Shape::from(total + 2 * c)))
     }
+}
+
+/// BatchNorm backward with the activation mask `pass` (from the output `y`): per channel
+/// `sum(g)`, `sum(g * xhat)`, then the input gradient; returns `[gx | gw | gb]`.
+#[allow(clippy::too_many_arguments)]
+fn bwd_passes(
+    x: &[f32],
+    g: &[f32],
+    y: &[f32],
+    w: &[f32],
+    st: &[(f32, f32)],
+    eps: f32,
+    n: usize,
+    c: usize,
+    hw: usize,
+    pass: impl Fn(f32) -> bool + Sync,
+) -> Result<(CpuStorage, Shape)> {
+    let masked = |gv: f32, yv: f32| if pass(yv) { gv } else { 0.0 };
+    let sums: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ci| {
+            let (mean, var) = st[ci];
+            let rstd = 1.0 / (var + eps).sqrt();
+            let (mut sg, mut sgx) = (0f64, 0f64);
+            for b in 0..n {
+                let o = (b * c + ci) * hw;
+                let (xp, gp, yp) = (&x[o..o + hw], &g[o..o + hw], &y[o..o + hw]);
+                let (mut ag, mut agx) = ([0f32; 8], [0f32; 8]);
+                let (xc, gc, yc) = (xp.chunks_exact(8), gp.chunks_exact(8), yp.chunks_exact(8));
+                let (xr, gr, yr) = (xc.remainder(), gc.remainder(), yc.remainder());
+                for ((xv, gv), yv) in xc.zip(gc).zip(yc) {
+                    for i in 0..8 {
+                        let m = masked(gv[i], yv[i]);
+                        ag[i] += m;
+                        agx[i] += m * (xv[i] - mean);
+                    }
+                }
+                let (mut pg, mut pgx) = (0f32, 0f32);
+                for ((&xv, &gv), &yv) in xr.iter().zip(gr).zip(yr) {
+                    let m = masked(gv, yv);
+                    pg += m;
+                    pgx += m * (xv - mean);
+                }
+                for i in 0..8 {
+                    pg += ag[i];
+                    pgx += agx[i];
+                }
+                sg += pg as f64;
+                sgx += (pgx * rstd) as f64;
+            }
+            (sg as f32, sgx as f32)
+        })
+        .collect();
+    let total = x.len();
+    let mut out = vec![0f32; total + 2 * c];
+    let m = (n * hw) as f32;
+    let (gx, rest) = out.split_at_mut(total);
+    gx.par_chunks_mut(hw.max(1))
+        .enumerate()
+        .for_each(|(p, go)| {
+            let ci = p % c;
+            let (mean, var) = st[ci];
+            let rstd = 1.0 / (var + eps).sqrt();
+            let (sg, sgx) = sums[ci];
+            let k = w[ci] * rstd / m;
+            // gx = k * (m * g' - sg - (x - mean) * rstd * sgx) = a * g' + b * x + c0
+            let (a, bx) = (k * m, -k * rstd * sgx);
+            let c0 = -k * sg + k * rstd * sgx * mean;
+            let o = p * hw;
+            for ((d, &xv), (&gv, &yv)) in go
+                .iter_mut()
+                .zip(&x[o..o + hw])
+                .zip(g[o..o + hw].iter().zip(&y[o..o + hw]))
+            {
+                *d = a * masked(gv, yv) + bx * xv + c0;
+            }
+        });
+    for (ci, &(sg, sgx)) in sums.iter().enumerate() {
+        rest[ci] = sgx;
+        rest[c + ci] = sg;
+    }
+    Ok((CpuStorage::F32(out), Shape::from(total + 2 * c)))
 }
 
 /// Train-mode BatchNorm of NCHW `x`: returns the normalised output (differentiable in `x`,
