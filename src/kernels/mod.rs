@@ -4,19 +4,23 @@
 pub mod alloc;
 pub mod batchnorm;
 pub mod bench;
+pub mod chanbias;
 pub mod depthwise;
 pub mod gelu;
 pub mod im2col;
 pub mod layernorm;
+pub mod linear;
 pub mod pointwise;
 pub mod pool;
 
 pub use alloc::tune_allocator;
 pub use batchnorm::{batch_norm_train, batch_norm_train_act, BnAct};
+pub use chanbias::channel_bias;
 pub use depthwise::{depthwise_conv2d, DwParams};
 pub use gelu::gelu_erf;
 pub use im2col::conv2d_im2col;
 pub use layernorm::layer_norm_last;
+pub use linear::{col_scale, linear};
 pub use pointwise::conv1x1;
 pub use pool::{avg_pool2d, max_pool2d, PoolParams};
 

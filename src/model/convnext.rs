@@ -9,7 +9,7 @@ use super::face::{FaceModel, ForwardCtx};
 use super::layers::{
     drop_path, dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, LayerNorm, Linear, WInit,
 };
-use crate::kernels::gelu_erf;
+use crate::kernels::{col_scale, gelu_erf};
 use crate::recipe::BlockNorm;
 
 /// Depths and dims of timm's named ConvNeXt presets.
@@ -115,7 +115,10 @@ impl Block {
         let y = gelu_erf(&self.fc1.forward(&y, ctx)?)?;
         let y = self.fc2.forward(&y, ctx)?;
         let y = match &self.gamma {
-            Some(g) => y.broadcast_mul(g)?,
+            Some(g) => match col_scale(&y, g)? {
+                Some(y) => y,
+                None => y.broadcast_mul(g)?,
+            },
             None => y,
         };
         let y = y.permute((0, 3, 1, 2))?;

@@ -8,8 +8,8 @@ use rand::Rng;
 
 use super::face::ForwardCtx;
 use crate::kernels::{
-    batch_norm_train_act, conv1x1, conv2d_im2col, depthwise_conv2d, layer_norm_last, BnAct,
-    DwParams,
+    batch_norm_train_act, channel_bias, conv1x1, conv2d_im2col, depthwise_conv2d, layer_norm_last,
+    linear, BnAct, DwParams,
 };
 
 pub type Result<T> = candle_core::Result<T>;
@@ -135,7 +135,10 @@ impl Conv2d {
             x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
         };
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, out_c, 1, 1))?)?,
+            Some(b) => match channel_bias(&y, b)? {
+                Some(y) => y,
+                None => y.broadcast_add(&b.reshape((1, out_c, 1, 1))?)?,
+            },
             None => y,
         };
         ctx.count((y.elem_count() * cin_g * kh * kw) as u64, &y);
@@ -193,10 +196,16 @@ impl Linear {
         let (out_f, in_f) = self.weight.dims2()?;
         let dims = x.dims().to_vec();
         let rows = x.elem_count() / in_f;
-        let y = x.reshape((rows, in_f))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+        let x2 = x.reshape((rows, in_f))?;
+        let y = match linear(&x2, &self.weight, self.bias.as_ref())? {
+            Some(y) => y,
+            None => {
+                let y = x2.matmul(&self.weight.t()?)?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
         };
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
@@ -325,6 +334,19 @@ impl LayerNorm {
 
     /// Normalises over the channels of NCHW input (timm's LayerNorm2d).
     pub fn forward_channels(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 && !crate::kernels::reference_mode() {
+            // channels-last through the fused LayerNorm: two copies instead of Candle's
+            // strided reductions over the channel dimension (forward and backward)
+            let y = layer_norm_last(
+                &x.permute((0, 2, 3, 1))?,
+                &self.weight,
+                &self.bias,
+                self.eps,
+            )?
+            .permute((0, 3, 1, 2))?;
+            ctx.count(0, &y);
+            return Ok(y);
+        }
         let c = self.weight.dim(0)?;
         let mean = x.mean_keepdim(1)?;
         let xc = x.broadcast_sub(&mean)?;
