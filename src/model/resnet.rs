@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 
 use super::face::{FaceModel, ForwardCtx};
 use super::layers::{dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, Linear, WInit};
-use crate::kernels::{max_pool2d, BnAct, PoolParams};
+use crate::kernels::{add_relu, max_pool2d, BnAct, PoolParams};
 
 const INIT: WInit = WInit::KaimingFanOut;
 
@@ -92,7 +92,7 @@ impl BasicBlock {
             Some(d) => d.forward(x, ctx)?,
             None => x.clone(),
         };
-        (y + id)?.relu()
+        add_relu(&y, &id)
     }
 }
 
@@ -144,7 +144,7 @@ impl Bottleneck {
             Some(d) => d.forward(x, ctx)?,
             None => x.clone(),
         };
-        (y + id)?.relu()
+        add_relu(&y, &id)
     }
 }
 
