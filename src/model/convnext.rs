@@ -115,7 +115,7 @@ impl Block {
         let y = gelu_erf(&self.fc1.forward(&y, ctx)?)?;
         let y = self.fc2.forward(&y, ctx)?;
         let y = match &self.gamma {
-            Some(g) => y.broadcast_mul(g)?,
+            Some(g) => y.broadcast_mul(&g.to_dtype(y.dtype())?)?,
             None => y,
         };
         let y = y.permute((0, 3, 1, 2))?;

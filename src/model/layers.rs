@@ -1,6 +1,10 @@
 //! Shared layers written from differentiable Candle ops: conv (depthwise through the project
 //! kernel), linear, BatchNorm2d with train-mode statistics, LayerNorm (last dim / channels),
 //! drop path, dropout, activations, and the embedding + classifier head.
+//!
+//! Mixed precision: parameters are f32 Vars; conv and linear layers cast them to the input's
+//! dtype (a no-op in f32; in bf16 / f16 the cast's backward brings the gradient back to f32),
+//! and the norms compute in f32 and return the input's dtype, as PyTorch's autocast does.
 
 use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
@@ -104,11 +108,12 @@ impl Conv2d {
 
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let (out_c, cin_g, kh, kw) = self.weight.dims4()?;
+        let weight = &self.weight.to_dtype(x.dtype())?;
         let depthwise = self.groups > 1 && cin_g == 1 && out_c == self.groups;
         let y = if depthwise {
             depthwise_conv2d(
                 x,
-                &self.weight,
+                weight,
                 DwParams {
                     stride: (self.stride, self.stride),
                     padding: (self.padding, self.padding),
@@ -120,14 +125,14 @@ impl Conv2d {
             && kh == self.stride
             && !crate::kernels::reference_mode()
         {
-            patchify(x, &self.weight)?
+            patchify(x, weight)?
         } else if self.groups == 1 {
-            conv2d_im2col(x, &self.weight, self.stride, self.padding)?
+            conv2d_im2col(x, weight, self.stride, self.padding)?
         } else {
-            x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
+            x.conv2d(weight, self.padding, self.stride, 1, self.groups)?
         };
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, out_c, 1, 1))?)?,
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, out_c, 1, 1))?)?,
             None => y,
         };
         ctx.count((y.elem_count() * cin_g * kh * kw) as u64, &y);
@@ -185,9 +190,10 @@ impl Linear {
         let (out_f, in_f) = self.weight.dims2()?;
         let dims = x.dims().to_vec();
         let rows = x.elem_count() / in_f;
-        let y = x.reshape((rows, in_f))?.matmul(&self.weight.t()?)?;
+        let weight = self.weight.to_dtype(x.dtype())?;
+        let y = x.reshape((rows, in_f))?.matmul(&weight.t()?)?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
             None => y,
         };
         let mut out_dims = dims;
@@ -237,6 +243,12 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let y = in_f32(x, |x| self.forward_f32(x, ctx))?;
+        ctx.count(0, &y);
+        Ok(y)
+    }
+
+    fn forward_f32(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
         let shape = (1, c, 1, 1);
         let w = self.weight.reshape(shape)?;
@@ -260,7 +272,6 @@ impl BatchNorm2d {
                 .broadcast_mul(&scale)?
                 .broadcast_add(&b)?
         };
-        ctx.count(0, &y);
         Ok(y)
     }
 
@@ -303,7 +314,9 @@ impl LayerNorm {
 
     /// Normalises over the last dimension (fused op with backward on CPU f32).
     pub fn forward_last(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let y = layer_norm_last(x, &self.weight, &self.bias, self.eps)?;
+        let y = in_f32(x, |x| {
+            layer_norm_last(x, &self.weight, &self.bias, self.eps)
+        })?;
         ctx.count(0, &y);
         Ok(y)
     }
@@ -311,13 +324,14 @@ impl LayerNorm {
     /// Normalises over the channels of NCHW input (timm's LayerNorm2d).
     pub fn forward_channels(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
-        let mean = x.mean_keepdim(1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(1)?;
-        let y = xc
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        let y = in_f32(x, |x| {
+            let mean = x.mean_keepdim(1)?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean_keepdim(1)?;
+            xc.broadcast_div(&(var + self.eps)?.sqrt()?)?
+                .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+        })?;
         ctx.count(0, &y);
         Ok(y)
     }
@@ -380,9 +394,19 @@ pub fn hardswish(x: &Tensor) -> Result<Tensor> {
     x * hardsigmoid(x)?
 }
 
-/// Spatial mean of NCHW input: `(N, C)`.
+/// Spatial mean of NCHW input: `(N, C)`, accumulated in f32.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    x.mean((2, 3))
+    in_f32(x, |x| x.mean((2, 3)))
+}
+
+/// Runs `f` on `x` in f32 and returns its result in `x`'s dtype (the identity in f32): the
+/// norms and reductions of a bf16 / f16 forward, whose statistics need f32's precision.
+pub fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let dt = x.dtype();
+    if dt == DType::F32 {
+        return f(x);
+    }
+    f(&x.to_dtype(DType::F32)?)?.to_dtype(dt)
 }
 
 /// Optional projection of pooled features to `embedding_dim` (`embed.*`), then the classifier.
