@@ -132,6 +132,28 @@ pub fn decode_jpeg_rgb(bytes: &[u8]) -> Option<RgbImage> {
     RgbImage::from_raw(w as u32, h as u32, out)
 }
 
+/// Asks the kernel for transparent huge pages under a large fresh buffer (a batch: tens of MB,
+/// mapped afresh by glibc for every batch), so that it is faulted in 2 MiB at a time instead
+/// of 4 KiB. Only advice: nothing changes where the kernel does not take it.
+fn advise_huge_pages(buf: &mut [f32]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(buf);
+        let a = start.next_multiple_of(HUGE);
+        let b = end & !(HUGE - 1);
+        if b > a {
+            // SAFETY: [a, b) lies inside `buf`'s allocation; MADV_HUGEPAGE changes no contents.
+            unsafe {
+                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
 impl Shared {
     fn image(&self, i: usize) -> Result<Arc<RgbImage>, DataError> {
         let path = &self.items[i].0;
@@ -241,6 +263,7 @@ impl Shared {
     ) -> Result<Option<RawBatch>, DataError> {
         let per = c * h * w;
         let mut data = vec![0f32; idx.len() * per];
+        advise_huge_pages(&mut data);
         let kept: Vec<Result<bool, DataError>> = self.pool.install(|| {
             data.par_chunks_mut(per)
                 .zip(idx.par_iter())
