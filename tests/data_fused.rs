@@ -230,7 +230,15 @@ fn direct_jpeg_decoding_matches_the_image_crate() {
     let path = t.path().join("grey.jpg");
     std::fs::write(&path, &g).unwrap();
     let img = decode(&path).unwrap();
-    assert_eq!(img.dimensions(), (20, 10));
+    assert!(img == image::open(&path).unwrap().into_rgb8());
+    // PNGs too
+    let png = t.path().join("noise.png");
+    noise_image(9, 7, 5).save(&png).unwrap();
+    assert!(decode(&png).unwrap() == noise_image(9, 7, 5));
+    // a colour JPEG through the loader's decode is the image crate's decode
+    let path = t.path().join("colour.jpg");
+    std::fs::write(&path, jpeg_bytes(&noise_image(33, 20, 6), 75)).unwrap();
+    assert!(decode(&path).unwrap() == image::open(&path).unwrap().into_rgb8());
     // a truncated JPEG is decoded or reported exactly as the image crate does
     let bytes = jpeg_bytes(&noise_image(64, 64, 4), 90);
     let cut = &bytes[..bytes.len() / 2];

@@ -95,7 +95,12 @@ pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
     if let Some(img) = decode_jpeg_rgb(&bytes) {
         return Ok(img);
     }
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+    // as `ImageReader::open`: the extension's format unless the content says otherwise
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    if let Ok(format) = image::ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let reader = reader
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
     Ok(reader.decode().map_err(|e| bad(e.to_string()))?.into_rgb8())
@@ -132,12 +137,13 @@ pub fn decode_jpeg_rgb(bytes: &[u8]) -> Option<RgbImage> {
     RgbImage::from_raw(w as u32, h as u32, out)
 }
 
-/// Asks the kernel for transparent huge pages under a large fresh buffer (a batch: tens of MB,
-/// mapped afresh by glibc for every batch), so that it is faulted in 2 MiB at a time instead
-/// of 4 KiB. Only advice: nothing changes where the kernel does not take it.
+/// Asks the kernel for transparent huge pages under a large fresh buffer (a batch above the
+/// allocator's mmap threshold, mapped afresh for every batch), so that it is faulted in 2 MiB
+/// at a time instead of 4 KiB. Only advice: nothing changes where the kernel does not take it.
+/// Smaller buffers come from the heap, already faulted in, and are left alone.
 fn advise_huge_pages(buf: &mut [f32]) {
     #[cfg(target_os = "linux")]
-    {
+    if std::mem::size_of_val(buf) >= crate::kernels::alloc::MMAP_THRESHOLD {
         const HUGE: usize = 2 << 20;
         let start = buf.as_mut_ptr() as usize;
         let end = start + std::mem::size_of_val(buf);
