@@ -330,10 +330,12 @@ fn resample(
     s.tmp.resize(rows * stride, 0);
     s.acc.resize(stride, 0);
     s.planes.resize(3 * ow * oh, 0);
-    // Per output pixel in output order (mirrored when flipping): the first of `kh` input
-    // pixels and their weights. Windows near the right edge start earlier with leading zero
-    // weights, so every pixel reads exactly `kh` inputs (zero weights add exactly nothing).
-    let kh_eff = kh.min(w);
+    // Per output pixel in output order (mirrored when flipping): the first of `kh_eff` input
+    // pixels and their weights, `kh_eff` being the most taps any output pixel has (2 when
+    // upsampling, where Pillow's `ksize` is 3). Windows near the right edge start earlier with
+    // leading zero weights, so every pixel reads exactly `kh_eff` inputs (zero weights add
+    // exactly nothing).
+    let kh_eff = bounds_h.iter().map(|b| b.1).max().unwrap_or(1).clamp(1, w);
     let mut starts = Vec::with_capacity(ow);
     let mut wts = vec![0i32; ow * kh_eff];
     for x in 0..ow {
@@ -350,7 +352,9 @@ fn resample(
     let base = (top + first) * iw + left;
     let src = &src[base * 3..];
     let hpass = |tmp: &mut [u8]| match kh_eff {
+        2 => hpass_k::<2>(src, iw, rows, w, &starts, &wts, tmp, stride),
         3 => hpass_k::<3>(src, iw, rows, w, &starts, &wts, tmp, stride),
+        4 => hpass_k::<4>(src, iw, rows, w, &starts, &wts, tmp, stride),
         5 => hpass_k::<5>(src, iw, rows, w, &starts, &wts, tmp, stride),
         _ => hpass_any(src, iw, rows, w, kh_eff, &starts, &wts, tmp, stride),
     };
@@ -643,7 +647,7 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut r = ChaCha8Rng::seed_from_u64(3);
         for (w, ow) in [(5usize, 9usize), (9, 5), (40, 17), (17, 40), (3, 3)] {
-            for k in [3usize, 5] {
+            for k in [2usize, 3, 4, 5] {
                 if k > w {
                     continue;
                 }
@@ -656,12 +660,17 @@ mod tests {
                 let wts: Vec<i32> = (0..ow * k).map(|_| r.random_range(0..1 << 22)).collect();
                 let (mut a, mut b) = (vec![0u8; rows * ow * 3], vec![0u8; rows * ow * 3]);
                 let stride = ow * 3;
-                if k == 3 {
-                    unsafe { hpass_simd::<3>(&src, iw, rows, &starts, &wts, &mut a, stride) };
-                    hpass_k_scalar::<3>(&src, iw, rows, w, &starts, &wts, &mut b, stride);
-                } else {
-                    unsafe { hpass_simd::<5>(&src, iw, rows, &starts, &wts, &mut a, stride) };
-                    hpass_k_scalar::<5>(&src, iw, rows, w, &starts, &wts, &mut b, stride);
+                macro_rules! both {
+                    ($k:literal) => {{
+                        unsafe { hpass_simd::<$k>(&src, iw, rows, &starts, &wts, &mut a, stride) };
+                        hpass_k_scalar::<$k>(&src, iw, rows, w, &starts, &wts, &mut b, stride);
+                    }};
+                }
+                match k {
+                    2 => both!(2),
+                    3 => both!(3),
+                    4 => both!(4),
+                    _ => both!(5),
                 }
                 assert_eq!(a, b, "w {w}, ow {ow}, k {k}");
             }
