@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod batchnorm;
 pub mod bench;
+pub mod channels_last;
 pub mod depthwise;
 pub mod gelu;
 pub mod im2col;

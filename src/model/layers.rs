@@ -11,6 +11,7 @@ use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use super::face::ForwardCtx;
+use crate::kernels::channels_last::{bias_act, bias_nchw, to_nchw, to_nhwc, Act};
 use crate::kernels::{
     batch_norm_train, conv2d_im2col, depthwise_conv2d, layer_norm_last, DwParams,
 };
@@ -107,6 +108,15 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let y = self.forward_no_bias(x, ctx)?;
+        match &self.bias {
+            Some(b) => bias_nchw(&y, b),
+            None => Ok(y),
+        }
+    }
+
+    /// The convolution without its bias (for callers that fuse the bias into the next op).
+    pub fn forward_no_bias(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let (out_c, cin_g, kh, kw) = self.weight.dims4()?;
         let weight = &self.weight.to_dtype(x.dtype())?;
         let depthwise = self.groups > 1 && cin_g == 1 && out_c == self.groups;
@@ -130,10 +140,6 @@ impl Conv2d {
             conv2d_im2col(x, weight, self.stride, self.padding)?
         } else {
             x.conv2d(weight, self.padding, self.stride, 1, self.groups)?
-        };
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, out_c, 1, 1))?)?,
-            None => y,
         };
         ctx.count((y.elem_count() * cin_g * kh * kw) as u64, &y);
         Ok(y)
@@ -187,15 +193,21 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let y = self.forward_no_bias(x, ctx)?;
+        match &self.bias {
+            // one pass forward; the bias gradient is a parallel column sum
+            Some(b) => bias_act(&y, b, Act::Identity),
+            None => Ok(y),
+        }
+    }
+
+    /// `x @ weight^T` without the bias (for callers that fuse the bias into the next op).
+    pub fn forward_no_bias(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let (out_f, in_f) = self.weight.dims2()?;
         let dims = x.dims().to_vec();
         let rows = x.elem_count() / in_f;
         let weight = self.weight.to_dtype(x.dtype())?;
         let y = x.reshape((rows, in_f))?.matmul(&weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
-            None => y,
-        };
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
             *last = out_f;
@@ -324,6 +336,14 @@ impl LayerNorm {
     /// Normalises over the channels of NCHW input (timm's LayerNorm2d).
     pub fn forward_channels(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
+        if x.device().is_cpu() && x.dtype() == DType::F32 && !crate::kernels::reference_mode() {
+            // channels-last copy, the fused LayerNorm, and back
+            let y = to_nhwc(x)?;
+            let y = layer_norm_last(&y, &self.weight, &self.bias, self.eps)?;
+            let y = to_nchw(&y)?;
+            ctx.count(0, &y);
+            return Ok(y);
+        }
         let y = in_f32(x, |x| {
             let mean = x.mean_keepdim(1)?;
             let xc = x.broadcast_sub(&mean)?;
