@@ -42,6 +42,9 @@ def main():
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--stages", type=int, default=256,
+                    help="also time decoding and the transforms apart on this many images "
+                         "(thread CPU time, best of 2 passes; 0 to skip)")
     a = ap.parse_args()
     paths = []
     for d in a.images:
@@ -72,7 +75,25 @@ def main():
         secs = time.perf_counter() - start
         cases.append({"size": a.size, "threads": t, "images": n, "seconds": secs,
                       "images_per_sec": n / secs, "images_per_sec_per_thread": n / secs / t})
-    print(json.dumps({"torch": torch.__version__, "cases": cases}, indent=1))
+    stages = None
+    if a.stages:
+        few = paths[: a.stages]
+        best = [float("inf"), float("inf")]
+        for _ in range(2):
+            dec = tfs = 0.0
+            for p in few:
+                t0 = time.thread_time()
+                with Image.open(p) as im:
+                    im = im.convert("RGB")
+                t1 = time.thread_time()
+                tf(im)
+                t2 = time.thread_time()
+                dec += t1 - t0
+                tfs += t2 - t1
+            best = [min(best[0], dec / len(few) * 1e3), min(best[1], tfs / len(few) * 1e3)]
+        stages = {"size": a.size, "images": len(few), "decode_ms": best[0],
+                  "transforms_ms": best[1]}
+    print(json.dumps({"torch": torch.__version__, "cases": cases, "stages": stages}, indent=1))
 
 
 if __name__ == "__main__":

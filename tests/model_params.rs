@@ -210,3 +210,128 @@ fn drop_path_is_seeded_and_train_only() {
     assert_eq!(run(&mut ForwardCtx::eval()), run(&mut ForwardCtx::eval()));
     assert_ne!(run(&mut ForwardCtx::eval()), run(&mut ForwardCtx::train(7)));
 }
+
+/// Cosine similarity of two equally shaped tensors, in f64.
+fn cosine(a: &Tensor, b: &Tensor) -> f64 {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(&b) {
+        ab += *x as f64 * *y as f64;
+        aa += (*x as f64).powi(2);
+        bb += (*y as f64).powi(2);
+    }
+    if aa == 0.0 && bb == 0.0 {
+        return 1.0;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
+}
+
+/// bf16 / f16 mixed precision (run here on the CPU, whose kernels widen to f32 where Candle
+/// lacks a low-precision path; on CUDA the same graph runs natively): the logits follow the
+/// f32 ones, and every f32 master parameter gets an f32 gradient that points where the f32
+/// one does.
+#[test]
+fn mixed_precision_follows_f32_and_every_master_weight_gets_an_f32_gradient() {
+    use runner::recipe::Precision;
+    use runner::train::precision::{MixedPrecision, StepVerdict};
+    let dev = Device::Cpu;
+    for (what, c) in tiny_configs() {
+        // seeded weights and input: the tolerances below are checked on fixed numbers
+        let seeded = runner::engine::init::SeededVarMap::new(VarMap::new(), 7);
+        let varmap = seeded.varmap.clone();
+        let model = build(&c, 5, seeded.var_builder(&dev)).unwrap();
+        let xs: Vec<f32> = (0..2 * 3 * 32 * 32)
+            .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let x = Tensor::from_vec(xs, (2, 3, 32, 32), &dev).unwrap();
+        let run = |p: Precision| {
+            let mp = MixedPrecision::new(p);
+            let logits = mp
+                .output(
+                    &model
+                        .forward(&mp.input(&x).unwrap(), &mut ForwardCtx::eval())
+                        .unwrap(),
+                )
+                .unwrap();
+            assert_eq!(logits.dtype(), DType::F32, "{what} {p:?}");
+            // the training loss (O(1)); f16 starts at scale 65536 and halves on overflow
+            let labels = Tensor::new(&[1u32, 3], &dev).unwrap();
+            let loss = runner::train::loss::cross_entropy(&logits, &labels, 0.1).unwrap();
+            let mut mp = mp;
+            let vars: Vec<_> = varmap.all_vars();
+            let mut tries = 0;
+            let grads = loop {
+                let mut grads = mp.backward(&loss).unwrap();
+                if mp.after_backward(&mut grads, &vars, 1.0).unwrap() == StepVerdict::Apply {
+                    break grads;
+                }
+                tries += 1;
+                assert!(
+                    tries < 8,
+                    "{what} {p:?}: overflow at every scale down to {}",
+                    mp.scaler.scale
+                );
+            };
+            (logits, grads)
+        };
+        let (l32, g32) = run(Precision::F32);
+        for p in [Precision::Bf16, Precision::F16] {
+            let (l, g) = run(p);
+            let cos = cosine(&l, &l32);
+            assert!(cos > 0.99, "{what} {p:?}: logits cosine {cos}");
+            let data = varmap.data().lock().unwrap();
+            let (mut worst_cos, mut worst_norm) = (1f64, 0f64);
+            let (mut all, mut all32) = (Vec::new(), Vec::new());
+            for (name, var) in data.iter() {
+                if is_buffer(name) {
+                    continue;
+                }
+                let gv = g
+                    .get(var)
+                    .unwrap_or_else(|| panic!("{what} {p:?}: no gradient for {name}"));
+                assert_eq!(gv.dtype(), DType::F32, "{what} {p:?}: {name}");
+                let g_ref = g32.get(var).unwrap();
+                let cos = cosine(gv, g_ref);
+                let norm = |t: &Tensor| {
+                    t.sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                        .sqrt() as f64
+                };
+                let (n, n32) = (norm(gv), norm(g_ref));
+                let rel = (n - n32).abs() / n32.max(1e-12);
+                assert!(
+                    n.is_finite(),
+                    "{what} {p:?}: gradient of {name} is not finite"
+                );
+                // a missing or mis-scaled gradient would be far off; low-precision noise is not
+                // (gradients that are ~0 in f32 too, e.g. behind a saturated hard sigmoid, are
+                // all noise and only checked for finiteness)
+                if n32 > 1e-5 {
+                    assert!(cos > 0.8, "{what} {p:?}: gradient of {name}: cosine {cos}");
+                    assert!(
+                        rel < 0.3,
+                        "{what} {p:?}: gradient norm of {name}: {n} against {n32}"
+                    );
+                    worst_cos = worst_cos.min(cos);
+                    worst_norm = worst_norm.max(rel);
+                }
+                all.push(gv.flatten_all().unwrap());
+                all32.push(g_ref.flatten_all().unwrap());
+            }
+            let cos_all = cosine(
+                &Tensor::cat(&all, 0).unwrap(),
+                &Tensor::cat(&all32, 0).unwrap(),
+            );
+            eprintln!("{what} {p:?}: all-gradient cosine {cos_all:.5}, worst parameter cosine {worst_cos:.4}, worst norm error {worst_norm:.4}");
+            assert!(
+                cos_all > 0.98,
+                "{what} {p:?}: all-gradient cosine {cos_all}"
+            );
+        }
+    }
+}

@@ -24,11 +24,79 @@ pub struct DataBenchCase {
     pub images_per_sec_per_thread: f64,
 }
 
+/// Where one image's time goes, on one thread (CPU time of the thread, so other processes on
+/// the machine disturb it less than wall time): reading + decoding the file, the pipeline as
+/// run (fused when it can be), and the same transforms one after the other.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataStageTimes {
+    pub size: u32,
+    pub source_size: u32,
+    pub images: usize,
+    pub decode_ms: f64,
+    pub transforms_ms: f64,
+    pub transforms_steps_ms: f64,
+    pub fused: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DataBenchReport {
     pub pipeline: Vec<String>,
     pub batch_size: usize,
     pub cases: Vec<DataBenchCase>,
+    pub stages: Vec<DataStageTimes>,
+}
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_secs() -> f64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+        }
+    }
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+/// Per-image decode and transform times of `specs` over `paths` on the calling thread
+/// (best of `rounds` passes, each image decoded again every time).
+pub fn stage_times(
+    paths: &[PathBuf],
+    specs: &[TransformSpec],
+    rounds: usize,
+) -> Result<(f64, f64, f64, bool), DataError> {
+    use super::loader::decode;
+    use super::transforms::sample_rng;
+    let pipeline = build(specs)?;
+    let n = paths.len().max(1) as f64;
+    let (mut dec, mut tf, mut steps) = (f64::MAX, f64::MAX, f64::MAX);
+    for r in 0..rounds.max(1) {
+        let (mut d, mut t, mut st) = (0.0, 0.0, 0.0);
+        for (i, p) in paths.iter().enumerate() {
+            let t0 = thread_cpu_secs();
+            let img = decode(p)?;
+            let t1 = thread_cpu_secs();
+            let copy = img.clone();
+            let t2 = thread_cpu_secs();
+            let a = pipeline.apply(copy, &mut sample_rng(r as u64, 0, i as u64))?;
+            let t3 = thread_cpu_secs();
+            let b = pipeline.apply_steps(img, &mut sample_rng(r as u64, 0, i as u64))?;
+            let t4 = thread_cpu_secs();
+            std::hint::black_box((a, b));
+            d += t1 - t0;
+            t += t3 - t2;
+            st += t4 - t3;
+        }
+        dec = dec.min(d / n * 1e3);
+        tf = tf.min(t / n * 1e3);
+        steps = steps.min(st / n * 1e3);
+    }
+    Ok((dec, tf, steps, pipeline.is_fused()))
 }
 
 /// The benchmarked pipeline at output side `size`.
@@ -137,6 +205,7 @@ pub fn bench_data(
 ) -> Result<DataBenchReport, DataError> {
     let batch_size = 64;
     let mut cases = Vec::new();
+    let mut stages = Vec::new();
     for &size in sizes {
         let side = source_size_for(size);
         let per_identity = 20;
@@ -146,6 +215,17 @@ pub fn bench_data(
         let specs = typical_pipeline(size);
         // warm the file cache
         bench_pipeline(&paths[..paths.len().min(64)], &specs, 1, batch_size)?;
+        let few = &paths[..paths.len().min(256)];
+        let (decode_ms, transforms_ms, transforms_steps_ms, fused) = stage_times(few, &specs, 2)?;
+        stages.push(DataStageTimes {
+            size,
+            source_size: side,
+            images: few.len(),
+            decode_ms,
+            transforms_ms,
+            transforms_steps_ms,
+            fused,
+        });
         for &t in threads {
             let (n, secs) = bench_pipeline(&paths, &specs, t, batch_size)?;
             let ips = n as f64 / secs.max(1e-9);
@@ -168,5 +248,6 @@ pub fn bench_data(
         pipeline,
         batch_size,
         cases,
+        stages,
     })
 }

@@ -91,11 +91,73 @@ pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
         path: path.to_path_buf(),
         msg,
     };
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| bad(e.to_string()))?
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    if let Some(img) = decode_jpeg_rgb(&bytes) {
+        return Ok(img);
+    }
+    // as `ImageReader::open`: the extension's format unless the content says otherwise
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    if let Ok(format) = image::ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let reader = reader
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
     Ok(reader.decode().map_err(|e| bad(e.to_string()))?.into_rgb8())
+}
+
+/// A colour (YCbCr or RGB) JPEG decoded by zune-jpeg straight into an RGB buffer, with the
+/// options the `image` crate uses (so the pixels are the ones `image` would give); `None` for
+/// anything else (other formats, grey or CMYK JPEGs, damaged files), which `decode` then hands
+/// to `image` for the same result or its error message.
+pub fn decode_jpeg_rgb(bytes: &[u8]) -> Option<RgbImage> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return None;
+    }
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    dec.decode_headers().ok()?;
+    if !matches!(dec.input_colorspace()?, ColorSpace::YCbCr | ColorSpace::RGB) {
+        return None;
+    }
+    let (w, h) = dec.dimensions()?;
+    let size = dec.output_buffer_size()?;
+    if size != w * h * 3 {
+        return None;
+    }
+    let mut out = vec![0u8; size];
+    dec.decode_into(&mut out).ok()?;
+    RgbImage::from_raw(w as u32, h as u32, out)
+}
+
+/// Asks the kernel for transparent huge pages under a large fresh buffer (a batch above the
+/// allocator's mmap threshold, mapped afresh for every batch), so that it is faulted in 2 MiB
+/// at a time instead of 4 KiB. Only advice: nothing changes where the kernel does not take it.
+/// Smaller buffers come from the heap, already faulted in, and are left alone.
+fn advise_huge_pages(buf: &mut [f32]) {
+    #[cfg(target_os = "linux")]
+    if std::mem::size_of_val(buf) >= crate::kernels::alloc::MMAP_THRESHOLD {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(buf);
+        let a = start.next_multiple_of(HUGE);
+        let b = end & !(HUGE - 1);
+        if b > a {
+            // SAFETY: [a, b) lies inside `buf`'s allocation; MADV_HUGEPAGE changes no contents.
+            unsafe {
+                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
 }
 
 impl Shared {
@@ -113,25 +175,29 @@ impl Shared {
         }
     }
 
-    fn sample(&self, i: usize, epoch: u64) -> Result<Option<ImageTensor>, DataError> {
-        let img = match self.image(i) {
-            Ok(img) => img,
-            Err(e) => {
-                return match self.cfg.on_bad_image {
-                    BadImagePolicy::Fail => Err(e),
-                    BadImagePolicy::Skip => {
-                        if let Ok(mut bad) = self.bad.lock() {
-                            bad.insert(self.items[i].0.clone());
-                        }
-                        Ok(None)
+    /// The decoded image, or `None` for an unreadable one skipped by the policy.
+    fn load(&self, i: usize) -> Result<Option<Arc<RgbImage>>, DataError> {
+        match self.image(i) {
+            Ok(img) => Ok(Some(img)),
+            Err(e) => match self.cfg.on_bad_image {
+                BadImagePolicy::Fail => Err(e),
+                BadImagePolicy::Skip => {
+                    if let Ok(mut bad) = self.bad.lock() {
+                        bad.insert(self.items[i].0.clone());
                     }
+                    Ok(None)
                 }
-            }
+            },
+        }
+    }
+
+    fn sample(&self, i: usize, epoch: u64) -> Result<Option<ImageTensor>, DataError> {
+        let Some(img) = self.load(i)? else {
+            return Ok(None);
         };
         let mut rng = sample_rng(self.cfg.seed, epoch, i as u64);
-        let img = Arc::try_unwrap(img).unwrap_or_else(|a| (*a).clone());
         self.pipeline
-            .apply(img, &mut rng)
+            .apply_shared(img, &mut rng)
             .map(Some)
             .map_err(|e| match e {
                 DataError::Transform { kind, msg } => DataError::Transform {
@@ -142,7 +208,20 @@ impl Shared {
             })
     }
 
+    /// A fused pipeline's sample written straight into its slot of the batch; `false` when
+    /// the image was skipped.
+    fn sample_into(&self, i: usize, epoch: u64, out: &mut [f32]) -> Result<bool, DataError> {
+        let Some(img) = self.load(i)? else {
+            return Ok(false);
+        };
+        let mut rng = sample_rng(self.cfg.seed, epoch, i as u64);
+        Ok(self.pipeline.apply_into(&img, &mut rng, out))
+    }
+
     fn batch(&self, idx: &[usize], epoch: u64) -> Result<Option<RawBatch>, DataError> {
+        if let Some(shape) = self.pipeline.fused_shape() {
+            return self.batch_fused(idx, epoch, shape);
+        }
         let outs: Vec<Result<Option<ImageTensor>, DataError>> = self
             .pool
             .install(|| idx.par_iter().map(|&i| self.sample(i, epoch)).collect());
@@ -179,6 +258,48 @@ impl Shared {
             indices,
         }))
     }
+
+    /// `batch` for a fused pipeline: the workers write into the batch buffer directly (no
+    /// per-image tensor, no copy); slots of skipped images are closed up afterwards.
+    fn batch_fused(
+        &self,
+        idx: &[usize],
+        epoch: u64,
+        (c, h, w): (usize, usize, usize),
+    ) -> Result<Option<RawBatch>, DataError> {
+        let per = c * h * w;
+        let mut data = vec![0f32; idx.len() * per];
+        advise_huge_pages(&mut data);
+        let kept: Vec<Result<bool, DataError>> = self.pool.install(|| {
+            data.par_chunks_mut(per)
+                .zip(idx.par_iter())
+                .map(|(out, &i)| self.sample_into(i, epoch, out))
+                .collect()
+        });
+        let mut labels = Vec::with_capacity(idx.len());
+        let mut indices = Vec::with_capacity(idx.len());
+        for (slot, (&i, k)) in idx.iter().zip(kept).enumerate() {
+            if !k? {
+                continue;
+            }
+            let n = indices.len();
+            if n != slot {
+                data.copy_within(slot * per..(slot + 1) * per, n * per);
+            }
+            labels.push(self.items[i].1);
+            indices.push(i);
+        }
+        if indices.is_empty() {
+            return Ok(None);
+        }
+        data.truncate(indices.len() * per);
+        Ok(Some(RawBatch {
+            shape: (c, h, w),
+            data,
+            labels,
+            indices,
+        }))
+    }
 }
 
 /// A reusable loader over a fixed list of (path, label) items.
@@ -205,6 +326,9 @@ impl Loader {
         if cfg.batch_size == 0 {
             return Err(DataError::param("train.batch_size", "must be positive"));
         }
+        // per-image and per-batch buffers are reused from the heap instead of being mapped
+        // and faulted in afresh (training does this when it builds the model)
+        crate::kernels::tune_allocator();
         let threads = cfg
             .num_workers
             .unwrap_or_else(|| {

@@ -14,6 +14,7 @@ use super::init::{named_vars, SeededVarMap};
 use super::EngineError;
 use crate::model::ForwardCtx;
 use crate::recipe::Recipe;
+use crate::train::precision::{MixedPrecision, StepVerdict};
 use crate::train::{loss, optim};
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +29,9 @@ pub struct TrainBench {
     pub step_ms: f64,
     pub peak_rss_mb: f64,
     pub threads: usize,
+    /// `train.device` and `train.precision` the step ran with.
+    pub device: String,
+    pub precision: String,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -73,19 +77,26 @@ pub fn bench_train(
         .collect();
     let x = Tensor::from_vec(x, (b, 3, s, s), &device)?;
     let y = Tensor::from_vec(y, b, &device)?;
+    let mut precision = MixedPrecision::new(recipe.train.precision);
+    let vars: Vec<_> = named_vars(&seeded.varmap)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     let (mut fw, mut bw, mut st) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..steps + 1 {
         let t0 = Instant::now();
         let mut ctx = ForwardCtx::train(i as u64);
-        let logits = model.forward(&x, &mut ctx)?;
+        let logits = precision.output(&model.forward(&precision.input(&x)?, &mut ctx)?)?;
         let l = loss::cross_entropy(&logits, &y, recipe.loss.label_smoothing)?;
-        let _ = l.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let loss_v = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         device.synchronize()?;
         let t1 = Instant::now();
-        let grads = l.backward()?;
+        let mut grads = precision.backward(&l)?;
         device.synchronize()?;
         let t2 = Instant::now();
-        opt.step(&grads, recipe.optimizer.lr())?;
+        if precision.after_backward(&mut grads, &vars, loss_v)? == StepVerdict::Apply {
+            opt.step(&grads, recipe.optimizer.lr())?;
+        }
         device.synchronize()?;
         let t3 = Instant::now();
         if i > 0 {
@@ -115,6 +126,8 @@ pub fn bench_train(
         step_ms: sp,
         peak_rss_mb: peak_rss_mb(),
         threads: rayon::current_num_threads(),
+        device: recipe.train.device.clone(),
+        precision: format!("{:?}", recipe.train.precision).to_lowercase(),
     })
 }
 

@@ -33,6 +33,7 @@ use crate::train::checkpoint::{
 use crate::train::divergence::{DivergenceDecision, DivergenceGuard, StepHealth};
 use crate::train::margin::MarginHead;
 use crate::train::optim::{self, Optimizer};
+use crate::train::precision::{GradScaler, MixedPrecision, StepVerdict};
 use crate::train::schedule::{self, Schedule};
 use crate::train::{loss, Metrics};
 
@@ -114,6 +115,8 @@ struct Runner<'a, 's> {
     epoch: u32,
     partial: Option<PartialEpoch>,
     step: u64,
+    /// Compute dtype and (f16) loss scaler.
+    precision: MixedPrecision,
     faults: Faults,
 }
 
@@ -175,6 +178,7 @@ impl<'a, 's> Runner<'a, 's> {
             .map(|cwd| cwd.join(&r.checkpoint.dir))
             .unwrap_or_else(|_| PathBuf::from(&r.checkpoint.dir));
         let ckpt_dir = base.join(&req.key).join(format!("run-{}", req.run_id));
+        let precision = MixedPrecision::new(r.train.precision);
         let mut runner = Runner {
             store,
             req,
@@ -193,6 +197,7 @@ impl<'a, 's> Runner<'a, 's> {
             epoch: 0,
             partial: None,
             step: 0,
+            precision,
             faults: Faults::from_env(),
         };
         match runner.req.start.clone() {
@@ -225,6 +230,13 @@ impl<'a, 's> Runner<'a, 's> {
             // A linked run with another lr or length: its own schedule, advanced to this epoch.
             for _ in 0..self.epoch {
                 self.schedule.step_epoch(&Metrics::new())?;
+            }
+        }
+        if let Some(s) = ck.meta.extra.get("grad_scaler") {
+            if let Ok(s) = serde_json::from_value::<GradScaler>(s.clone()) {
+                if s.enabled == self.precision.scaler.enabled {
+                    self.precision.scaler = s;
+                }
             }
         }
         if let Some(g) = ck.meta.extra.get("divergence") {
@@ -381,9 +393,9 @@ impl<'a, 's> Runner<'a, 's> {
         ctx: &mut ForwardCtx,
     ) -> Result<Tensor, EngineError> {
         Ok(match &self.head {
-            None => self.model.forward(x, ctx)?,
+            None => self.precision.output(&self.model.forward(x, ctx)?)?,
             Some(head) => {
-                let e = self.model.embed(x, ctx)?;
+                let e = self.precision.output(&self.model.embed(x, ctx)?)?;
                 head.forward(&e, if ctx.train { Some(labels) } else { None })?
             }
         })
@@ -424,7 +436,8 @@ impl<'a, 's> Runner<'a, 's> {
                 self.schedule.lr()
             };
             let mut ctx = ForwardCtx::train(mix(seed, epoch as u64, b as u64));
-            let logits = self.logits(&batch.images, &batch.labels, &mut ctx)?;
+            let images = self.precision.input(&batch.images)?;
+            let logits = self.logits(&images, &batch.labels, &mut ctx)?;
             let loss_t = loss::cross_entropy(&logits, &batch.labels, smoothing)?;
             let mut loss_v = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if self.faults.nan_at_step == Some(self.step) {
@@ -432,37 +445,42 @@ impl<'a, 's> Runner<'a, 's> {
                 loss_v = f64::NAN;
             }
             let n = batch.labels.dim(0)? as u64;
-            let mut grads = loss_t.backward()?;
-            let grad_norm = match grad_clip {
-                Some(max) => Some(optim::clip_grad_norm(&mut grads, &vars, max)?),
-                None => None,
-            };
-            let health = StepHealth {
-                epoch,
-                step: self.step,
-                loss: loss_v,
-                grads_finite: grad_norm
-                    .map_or_else(|| optim::grads_finite(&grads, &vars), |g| Ok(g.is_finite()))?,
-                grad_norm,
-            };
-            let can_rollback = self.policy.latest().is_some();
-            match self.guard.check(&health, can_rollback) {
-                DivergenceDecision::Continue => {}
-                DivergenceDecision::Diverged { reason } => {
-                    bar.finish_and_clear();
-                    return Ok(EpochResult::Diverged(reason));
+            let mut grads = self.precision.backward(&loss_t)?;
+            let verdict = self.precision.after_backward(&mut grads, &vars, loss_v)?;
+            if verdict == StepVerdict::Apply {
+                let grad_norm = match grad_clip {
+                    Some(max) => Some(optim::clip_grad_norm(&mut grads, &vars, max)?),
+                    None => None,
+                };
+                let health = StepHealth {
+                    epoch,
+                    step: self.step,
+                    loss: loss_v,
+                    grads_finite: grad_norm.map_or_else(
+                        || optim::grads_finite(&grads, &vars),
+                        |g| Ok(g.is_finite()),
+                    )?,
+                    grad_norm,
+                };
+                let can_rollback = self.policy.latest().is_some();
+                match self.guard.check(&health, can_rollback) {
+                    DivergenceDecision::Continue => {}
+                    DivergenceDecision::Diverged { reason } => {
+                        bar.finish_and_clear();
+                        return Ok(EpochResult::Diverged(reason));
+                    }
+                    DivergenceDecision::Rollback {
+                        new_lr_scale,
+                        reason,
+                        ..
+                    } => {
+                        bar.finish_and_clear();
+                        self.rollback(new_lr_scale, &reason)?;
+                        return Ok(EpochResult::RolledBack);
+                    }
                 }
-                DivergenceDecision::Rollback {
-                    new_lr_scale,
-                    reason,
-                    ..
-                } => {
-                    bar.finish_and_clear();
-                    self.rollback(new_lr_scale, &reason)?;
-                    return Ok(EpochResult::RolledBack);
-                }
+                self.optimizer.step(&grads, lr)?;
             }
-            self.optimizer.step(&grads, lr)?;
             self.step += 1;
             self.faults.steps_here += 1;
             if self.faults.stop_after_steps == Some(self.faults.steps_here) {
@@ -516,9 +534,8 @@ impl<'a, 's> Runner<'a, 's> {
         for item in self.eval_src.epoch(0, 0)? {
             let (_, batch) = item?;
             let mut ctx = ForwardCtx::eval();
-            let logits = self
-                .logits(&batch.images, &batch.labels, &mut ctx)?
-                .detach();
+            let images = self.precision.input(&batch.images)?;
+            let logits = self.logits(&images, &batch.labels, &mut ctx)?.detach();
             let l = loss::cross_entropy(&logits, &batch.labels, smoothing)?
                 .to_dtype(DType::F64)?
                 .to_scalar::<f64>()?;
@@ -575,6 +592,9 @@ impl<'a, 's> Runner<'a, 's> {
             "step": self.step,
             "num_classes": self.model.num_classes(),
         });
+        if self.precision.scaler.enabled {
+            extra["grad_scaler"] = serde_json::to_value(&self.precision.scaler).unwrap_or_default();
+        }
         if let Some(p) = &self.partial {
             extra["partial"] = serde_json::to_value(p).unwrap_or_default();
         }

@@ -317,15 +317,80 @@ impl CustomOp2 for DwConvBwdWeight {
     }
 }
 
+/// Depthwise convolution from differentiable whole-tensor ops, for devices without the CPU
+/// kernel (CUDA): the sum over the `KH * KW` taps of a strided window of the zero-padded input
+/// times that tap's per-channel weight. Candle's grouped `conv2d` would run one convolution per
+/// channel (hundreds of launches per layer, and as many in the backward).
+pub fn depthwise_shift_sum(x: &Tensor, weight: &Tensor, params: DwParams) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (wc, one, kh, kw) = weight.dims4()?;
+    if wc != c || one != 1 {
+        candle_core::bail!(
+            "depthwise_conv2d: weight {:?} for {c} channels",
+            weight.dims()
+        )
+    }
+    let (sh, sw) = params.stride;
+    let (ph, pw) = params.padding;
+    if h + 2 * ph < kh || w + 2 * pw < kw || sh == 0 || sw == 0 {
+        candle_core::bail!("depthwise_conv2d: kernel larger than the padded input")
+    }
+    let oh = (h + 2 * ph - kh) / sh + 1;
+    let ow = (w + 2 * pw - kw) / sw + 1;
+    // pad so that every tap can take `stride * out` rows / columns (extra zeros are never read
+    // by a kept output)
+    let need_h = kh - 1 + sh * oh;
+    let need_w = kw - 1 + sw * ow;
+    let xp = x
+        .pad_with_zeros(2, ph, need_h.saturating_sub(h + ph))?
+        .pad_with_zeros(3, pw, need_w.saturating_sub(w + pw))?;
+    let wp = xp.dim(3)?;
+    let taps = weight.reshape((c, kh * kw))?.t()?.contiguous()?; // (KH*KW, C)
+    let mut acc: Option<Tensor> = None;
+    for ky in 0..kh {
+        let rows = xp.narrow(2, ky, sh * oh)?;
+        let rows = if sh > 1 {
+            rows.reshape((n, c, oh, sh, wp))?
+                .narrow(3, 0, 1)?
+                .squeeze(3)?
+        } else {
+            rows
+        };
+        for kx in 0..kw {
+            let win = rows.narrow(3, kx, sw * ow)?;
+            let win = if sw > 1 {
+                win.reshape((n, c, oh, ow, sw))?
+                    .narrow(4, 0, 1)?
+                    .squeeze(4)?
+            } else {
+                win
+            };
+            let tap = taps.get(ky * kw + kx)?.reshape((1, c, 1, 1))?;
+            let term = win.broadcast_mul(&tap)?;
+            acc = Some(match acc {
+                None => term,
+                Some(a) => (a + term)?,
+            });
+        }
+    }
+    match acc {
+        Some(a) => Ok(a),
+        None => candle_core::bail!("depthwise_conv2d: empty kernel"),
+    }
+}
+
 /// Depthwise convolution of `x` `(N, C, H, W)` with `weight` `(C, 1, KH, KW)`, no bias.
 /// Differentiable with respect to both arguments.
 pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, params: DwParams) -> Result<Tensor> {
-    if !x.device().is_cpu() || super::reference_mode() {
+    if super::reference_mode() {
         if params.stride.0 != params.stride.1 || params.padding.0 != params.padding.1 {
             candle_core::bail!("depthwise_conv2d: non-square stride/padding needs the CPU kernel")
         }
         let c = x.dim(1)?;
         return x.conv2d(weight, params.padding.0, params.stride.0, 1, c);
+    }
+    if !x.device().is_cpu() {
+        return depthwise_shift_sum(x, weight, params);
     }
     let dt = x.dtype();
     if dt != candle_core::DType::F32 {
@@ -378,6 +443,47 @@ mod tests {
         a.iter()
             .zip(b)
             .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+    }
+
+    /// The whole-tensor path (CUDA's) against the CPU kernel: forward and both gradients,
+    /// odd sizes, rectangular kernels, stride and padding.
+    #[test]
+    fn shift_sum_path_matches_the_kernel() -> Result<()> {
+        let dev = Device::Cpu;
+        let cases = [
+            ([2, 3, 9, 7], (7, 7), (1, 1), (3, 3)),
+            ([1, 4, 11, 13], (3, 3), (2, 2), (1, 1)),
+            ([3, 2, 8, 8], (3, 3), (2, 2), (0, 0)),
+            ([2, 5, 6, 5], (5, 3), (1, 2), (2, 1)),
+            ([1, 3, 5, 5], (1, 1), (1, 1), (0, 0)),
+            ([2, 3, 2, 2], (7, 7), (1, 1), (3, 3)),
+            ([1, 2, 3, 2], (3, 3), (2, 2), (1, 1)),
+        ];
+        for (xd, k, s, pd) in cases {
+            let p = DwParams {
+                stride: s,
+                padding: pd,
+            };
+            let x = Var::randn(0f32, 1.0, &xd, &dev)?;
+            let w = Var::randn(0f32, 1.0, (xd[1], 1, k.0, k.1), &dev)?;
+            let y = depthwise_conv2d(&x, &w, p)?;
+            let y2 = depthwise_shift_sum(&x, &w, p)?;
+            assert_eq!(y.dims(), y2.dims(), "{xd:?} {k:?} {s:?} {pd:?}");
+            let (a, b) = (
+                y.flatten_all()?.to_vec1::<f32>()?,
+                y2.flatten_all()?.to_vec1()?,
+            );
+            assert!(max_rel(&b, &a) < 1e-5, "forward {xd:?} {k:?} {s:?} {pd:?}");
+            let r = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
+            let g1 = (y * &r)?.sum_all()?.backward()?;
+            let g2 = (y2 * &r)?.sum_all()?.backward()?;
+            for v in [&x, &w] {
+                let a = g1.get(v).unwrap().flatten_all()?.to_vec1::<f32>()?;
+                let b = g2.get(v).unwrap().flatten_all()?.to_vec1::<f32>()?;
+                assert!(max_rel(&b, &a) < 1e-5, "grad {xd:?} {k:?} {s:?} {pd:?}");
+            }
+        }
+        Ok(())
     }
 
     #[test]

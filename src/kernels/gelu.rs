@@ -33,6 +33,20 @@ fn erf_f32(x: f32) -> f32 {
     }
 }
 
+/// Exact GELU of one value.
+#[inline(always)]
+pub(crate) fn gelu_f32(v: f32) -> f32 {
+    0.5 * v * (1.0 + erf_f32(v * FRAC_1_SQRT_2))
+}
+
+/// d GELU / dx at `v`.
+#[inline(always)]
+pub(crate) fn gelu_grad_f32(v: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf_f32(v * FRAC_1_SQRT_2));
+    let pdf = INV_SQRT_2PI * (-0.5 * v * v).exp();
+    cdf + v * pdf
+}
+
 struct GeluFwd;
 struct GeluBwd;
 
@@ -48,7 +62,7 @@ impl CustomOp1 for GeluFwd {
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| {
                 for (o, &v) in y.iter_mut().zip(x) {
-                    *o = 0.5 * v * (1.0 + erf_f32(v * FRAC_1_SQRT_2));
+                    *o = gelu_f32(v);
                 }
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -81,9 +95,7 @@ impl CustomOp2 for GeluBwd {
             .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
             .for_each(|(o, (x, g))| {
                 for ((o, &v), &gv) in o.iter_mut().zip(x).zip(g) {
-                    let cdf = 0.5 * (1.0 + erf_f32(v * FRAC_1_SQRT_2));
-                    let pdf = INV_SQRT_2PI * (-0.5 * v * v).exp();
-                    *o = gv * (cdf + v * pdf);
+                    *o = gv * gelu_grad_f32(v);
                 }
             });
         Ok((CpuStorage::F32(gx), l1.shape().clone()))

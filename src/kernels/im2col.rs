@@ -163,15 +163,19 @@ impl CustomOp1 for Col2Im {
 }
 
 /// Convolution of `x` `(N, C, H, W)` with `weight` `(O, C, K, K)`, square stride and padding,
-/// no bias: `im2col(x) @ weight^T`. CPU f32; other devices / dtypes use Candle's `conv2d`.
+/// no bias: `im2col(x) @ weight^T`. CPU (in f32, other dtypes are cast); other devices use
+/// Candle's `conv2d`.
 pub fn conv2d_im2col(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let (o, c, kh, kw) = weight.dims4()?;
-    if !x.device().is_cpu()
-        || x.dtype() != candle_core::DType::F32
-        || kh != kw
-        || super::reference_mode()
-    {
+    if !x.device().is_cpu() || kh != kw || super::reference_mode() {
         return x.conv2d(weight, padding, stride, 1, 1);
+    }
+    let dt = x.dtype();
+    if dt != candle_core::DType::F32 {
+        // Candle's CPU conv has no bf16 GEMM: a low-precision forward on the CPU runs in f32
+        let f32 = candle_core::DType::F32;
+        return conv2d_im2col(&x.to_dtype(f32)?, &weight.to_dtype(f32)?, stride, padding)?
+            .to_dtype(dt);
     }
     let (n, xc, h, w) = x.dims4()?;
     if xc != c {

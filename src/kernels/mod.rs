@@ -4,7 +4,7 @@
 pub mod alloc;
 pub mod batchnorm;
 pub mod bench;
-pub mod chanbias;
+pub mod channels_last;
 pub mod depthwise;
 pub mod eltwise;
 pub mod gelu;
@@ -16,7 +16,6 @@ pub mod pool;
 
 pub use alloc::tune_allocator;
 pub use batchnorm::{batch_norm_train, batch_norm_train_act, BnAct};
-pub use chanbias::channel_bias;
 pub use depthwise::{depthwise_conv2d, DwParams};
 pub use eltwise::add_relu;
 pub use gelu::gelu_erf;

@@ -9,7 +9,10 @@ use super::face::{FaceModel, ForwardCtx};
 use super::layers::{
     drop_path, dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, LayerNorm, Linear, WInit,
 };
-use crate::kernels::{col_scale, gelu_erf};
+use crate::kernels::channels_last::{
+    add_nhwc_to_nchw, bias_act, bias_scale, nchw_bias_to_nhwc, Act,
+};
+use crate::kernels::gelu_erf;
 use crate::recipe::BlockNorm;
 
 /// Depths and dims of timm's named ConvNeXt presets.
@@ -102,27 +105,42 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let y = self.conv_dw.forward(x, ctx)?;
+        // The biases, GELU and layer scale are fused with their neighbours
+        // (kernels::channels_last): one pass each, per-channel gradients reduced in the same
+        // pass, and no strided permute in the backward.
+        let y = self.conv_dw.forward_no_bias(x, ctx)?;
+        let c = y.dim(1)?;
         // channels-last for the norm and the pointwise MLP, as timm does
         let y = match &self.norm {
             BlockNormLayer::Layer(ln) => {
-                ln.forward_last(&y.permute((0, 2, 3, 1))?.contiguous()?, ctx)?
+                let y = match &self.conv_dw.bias {
+                    Some(b) => nchw_bias_to_nhwc(&y, b)?,
+                    None => y.permute((0, 2, 3, 1))?.contiguous()?,
+                };
+                ln.forward_last(&y, ctx)?
             }
             BlockNormLayer::Batch(bn) => {
+                let y = match &self.conv_dw.bias {
+                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, c, 1, 1))?)?,
+                    None => y,
+                };
                 bn.forward(&y, ctx)?.permute((0, 2, 3, 1))?.contiguous()?
             }
         };
-        let y = gelu_erf(&self.fc1.forward(&y, ctx)?)?;
-        let y = self.fc2.forward(&y, ctx)?;
-        let y = match &self.gamma {
-            Some(g) => match col_scale(&y, g)? {
-                Some(y) => y,
-                None => y.broadcast_mul(g)?,
-            },
-            None => y,
+        let y = self.fc1.forward_no_bias(&y, ctx)?;
+        let y = match &self.fc1.bias {
+            Some(b) => bias_act(&y, b, Act::Gelu)?,
+            None => gelu_erf(&y)?,
         };
-        let y = y.permute((0, 3, 1, 2))?;
-        let y = (drop_path(&y, self.drop_path, ctx)? + x)?;
+        let y = self.fc2.forward_no_bias(&y, ctx)?;
+        let y = match (&self.fc2.bias, &self.gamma) {
+            (Some(b), Some(g)) => bias_scale(&y, b, g)?,
+            (Some(b), None) => bias_act(&y, b, Act::Identity)?,
+            (None, Some(g)) => y.broadcast_mul(&g.to_dtype(y.dtype())?)?,
+            (None, None) => y,
+        };
+        let y = drop_path(&y, self.drop_path, ctx)?;
+        let y = add_nhwc_to_nchw(x, &y)?;
         ctx.record(&self.name, &y);
         Ok(y)
     }

@@ -1,15 +1,20 @@
 //! Shared layers written from differentiable Candle ops: conv (depthwise through the project
 //! kernel), linear, BatchNorm2d with train-mode statistics, LayerNorm (last dim / channels),
 //! drop path, dropout, activations, and the embedding + classifier head.
+//!
+//! Mixed precision: parameters are f32 Vars; conv and linear layers cast them to the input's
+//! dtype (a no-op in f32; in bf16 / f16 the cast's backward brings the gradient back to f32),
+//! and the norms compute in f32 and return the input's dtype, as PyTorch's autocast does.
 
 use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use super::face::ForwardCtx;
+use crate::kernels::channels_last::{bias_act, bias_nchw, to_nchw, to_nhwc, Act};
 use crate::kernels::{
-    batch_norm_train_act, channel_bias, conv1x1, conv2d_im2col, depthwise_conv2d, layer_norm_last,
-    linear, BnAct, DwParams,
+    batch_norm_train_act, conv1x1, conv2d_im2col, depthwise_conv2d, layer_norm_last, linear, BnAct,
+    DwParams,
 };
 
 pub type Result<T> = candle_core::Result<T>;
@@ -104,11 +109,21 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let y = self.forward_no_bias(x, ctx)?;
+        match &self.bias {
+            Some(b) => bias_nchw(&y, b),
+            None => Ok(y),
+        }
+    }
+
+    /// The convolution without its bias (for callers that fuse the bias into the next op).
+    pub fn forward_no_bias(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let (out_c, cin_g, kh, kw) = self.weight.dims4()?;
+        let weight = &self.weight.to_dtype(x.dtype())?;
         let depthwise = self.groups > 1 && cin_g == 1 && out_c == self.groups;
         let pointwise = self.groups == 1 && kh == 1 && kw == 1 && self.stride == 1;
         if pointwise && self.padding == 0 {
-            if let Some(y) = conv1x1(x, &self.weight, self.bias.as_ref())? {
+            if let Some(y) = conv1x1(x, weight, None)? {
                 ctx.count((y.elem_count() * cin_g) as u64, &y);
                 return Ok(y);
             }
@@ -116,7 +131,7 @@ impl Conv2d {
         let y = if depthwise {
             depthwise_conv2d(
                 x,
-                &self.weight,
+                weight,
                 DwParams {
                     stride: (self.stride, self.stride),
                     padding: (self.padding, self.padding),
@@ -128,18 +143,11 @@ impl Conv2d {
             && kh == self.stride
             && !crate::kernels::reference_mode()
         {
-            patchify(x, &self.weight)?
+            patchify(x, weight)?
         } else if self.groups == 1 {
-            conv2d_im2col(x, &self.weight, self.stride, self.padding)?
+            conv2d_im2col(x, weight, self.stride, self.padding)?
         } else {
-            x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
-        };
-        let y = match &self.bias {
-            Some(b) => match channel_bias(&y, b)? {
-                Some(y) => y,
-                None => y.broadcast_add(&b.reshape((1, out_c, 1, 1))?)?,
-            },
-            None => y,
+            x.conv2d(weight, self.padding, self.stride, 1, self.groups)?
         };
         ctx.count((y.elem_count() * cin_g * kh * kw) as u64, &y);
         Ok(y)
@@ -193,19 +201,24 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let y = self.forward_no_bias(x, ctx)?;
+        match &self.bias {
+            // one pass forward; the bias gradient is a parallel column sum
+            Some(b) => bias_act(&y, b, Act::Identity),
+            None => Ok(y),
+        }
+    }
+
+    /// `x @ weight^T` without the bias (for callers that fuse the bias into the next op).
+    pub fn forward_no_bias(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let (out_f, in_f) = self.weight.dims2()?;
         let dims = x.dims().to_vec();
         let rows = x.elem_count() / in_f;
+        let weight = self.weight.to_dtype(x.dtype())?;
         let x2 = x.reshape((rows, in_f))?;
-        let y = match linear(&x2, &self.weight, self.bias.as_ref())? {
+        let y = match linear(&x2, &weight, None)? {
             Some(y) => y,
-            None => {
-                let y = x2.matmul(&self.weight.t()?)?;
-                match &self.bias {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
-                }
-            }
+            None => x2.matmul(&weight.t()?)?,
         };
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
@@ -259,6 +272,12 @@ impl BatchNorm2d {
 
     /// BatchNorm followed by `act` (fused into the same passes in train mode on CPU f32).
     pub fn forward_act(&self, x: &Tensor, act: BnAct, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let y = in_f32(x, |x| self.forward_f32(x, act, ctx))?;
+        ctx.count(0, &y);
+        Ok(y)
+    }
+
+    fn forward_f32(&self, x: &Tensor, act: BnAct, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
         let shape = (1, c, 1, 1);
         let w = self.weight.reshape(shape)?;
@@ -284,7 +303,6 @@ impl BatchNorm2d {
                     .broadcast_add(&b)?,
             )?
         };
-        ctx.count(0, &y);
         Ok(y)
     }
 
@@ -327,34 +345,32 @@ impl LayerNorm {
 
     /// Normalises over the last dimension (fused op with backward on CPU f32).
     pub fn forward_last(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let y = layer_norm_last(x, &self.weight, &self.bias, self.eps)?;
+        let y = in_f32(x, |x| {
+            layer_norm_last(x, &self.weight, &self.bias, self.eps)
+        })?;
         ctx.count(0, &y);
         Ok(y)
     }
 
     /// Normalises over the channels of NCHW input (timm's LayerNorm2d).
     pub fn forward_channels(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
         if x.device().is_cpu() && x.dtype() == DType::F32 && !crate::kernels::reference_mode() {
-            // channels-last through the fused LayerNorm: two copies instead of Candle's
-            // strided reductions over the channel dimension (forward and backward)
-            let y = layer_norm_last(
-                &x.permute((0, 2, 3, 1))?,
-                &self.weight,
-                &self.bias,
-                self.eps,
-            )?
-            .permute((0, 3, 1, 2))?;
+            // channels-last copy, the fused LayerNorm, and back
+            let y = to_nhwc(x)?;
+            let y = layer_norm_last(&y, &self.weight, &self.bias, self.eps)?;
+            let y = to_nchw(&y)?;
             ctx.count(0, &y);
             return Ok(y);
         }
-        let c = self.weight.dim(0)?;
-        let mean = x.mean_keepdim(1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(1)?;
-        let y = xc
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        let y = in_f32(x, |x| {
+            let mean = x.mean_keepdim(1)?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean_keepdim(1)?;
+            xc.broadcast_div(&(var + self.eps)?.sqrt()?)?
+                .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+        })?;
         ctx.count(0, &y);
         Ok(y)
     }
@@ -417,9 +433,19 @@ pub fn hardswish(x: &Tensor) -> Result<Tensor> {
     x * hardsigmoid(x)?
 }
 
-/// Spatial mean of NCHW input: `(N, C)`.
+/// Spatial mean of NCHW input: `(N, C)`, accumulated in f32.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    x.mean((2, 3))
+    in_f32(x, |x| x.mean((2, 3)))
+}
+
+/// Runs `f` on `x` in f32 and returns its result in `x`'s dtype (the identity in f32): the
+/// norms and reductions of a bf16 / f16 forward, whose statistics need f32's precision.
+pub fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let dt = x.dtype();
+    if dt == DType::F32 {
+        return f(x);
+    }
+    f(&x.to_dtype(DType::F32)?)?.to_dtype(dt)
 }
 
 /// Optional projection of pooled features to `embedding_dim` (`embed.*`), then the classifier.

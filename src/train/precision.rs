@@ -4,7 +4,8 @@
 //! Master weights stay f32 Vars; the forward casts them (`to_dtype` has a backward, so the
 //! gradients arrive in f32). With f16: `scaler.scale_loss(&loss)` before `backward`, then
 //! `scaler.unscale(&mut grads, &vars)` (false = overflow: skip the optimizer step, which is
-//! not a divergence), then `scaler.update(found_inf)` every step.
+//! not a divergence), then `scaler.update(found_inf)` every step. [`MixedPrecision`] bundles
+//! the three for a training loop.
 
 use crate::recipe::Precision;
 use crate::train::optim::grads_finite;
@@ -93,6 +94,69 @@ impl GradScaler {
     }
 }
 
+/// What a training step does after the backward pass of [`MixedPrecision::backward`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepVerdict {
+    /// The gradients are unscaled (f16) and may be applied.
+    Apply,
+    /// f16 only: the scaled gradients overflowed; skip the optimizer step (the scale has
+    /// been halved). Not a divergence.
+    SkipOverflow,
+}
+
+/// A training loop's precision: the dtype images enter the network in, and (f16) the loss
+/// scaler. In f32 every method is the identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixedPrecision {
+    pub dtype: DType,
+    pub scaler: GradScaler,
+}
+
+impl MixedPrecision {
+    pub fn new(p: Precision) -> Self {
+        MixedPrecision {
+            dtype: compute_dtype(p),
+            scaler: GradScaler::for_precision(p),
+        }
+    }
+
+    /// The network's input in the compute dtype.
+    pub fn input(&self, images: &Tensor) -> Result<Tensor, TrainError> {
+        Ok(images.to_dtype(self.dtype)?)
+    }
+
+    /// Logits or embeddings back in f32, for the loss (softmax in f32, as autocast does).
+    pub fn output(&self, y: &Tensor) -> Result<Tensor, TrainError> {
+        Ok(y.to_dtype(DType::F32)?)
+    }
+
+    /// Backward of the (scaled, for f16) loss.
+    pub fn backward(&self, loss: &Tensor) -> Result<GradStore, TrainError> {
+        Ok(self.scaler.scale_loss(loss)?.backward()?)
+    }
+
+    /// f16: unscales the gradients, updates the scale, and says whether to apply them.
+    /// Otherwise `Apply` (non-finite gradients are then the divergence guard's business).
+    pub fn after_backward(
+        &mut self,
+        grads: &mut GradStore,
+        vars: &[Var],
+        loss: f64,
+    ) -> Result<StepVerdict, TrainError> {
+        if !self.scaler.enabled {
+            return Ok(StepVerdict::Apply);
+        }
+        let finite = self.scaler.unscale(grads, vars)?;
+        self.scaler.update(!finite);
+        // A non-finite loss is a divergence, not an overflow of the scaled gradients.
+        Ok(if !finite && loss.is_finite() {
+            StepVerdict::SkipOverflow
+        } else {
+            StepVerdict::Apply
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +207,45 @@ mod tests {
         // 65.536 * 1000 overflows f16 in the backward: caught.
         let (_, ok) = run(1000.0)?;
         assert!(!ok);
+        Ok(())
+    }
+
+    #[test]
+    fn overflow_skips_the_step_but_a_nan_loss_is_left_to_the_divergence_guard(
+    ) -> Result<(), TrainError> {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::new(&[1f32, 2.0], &dev)?)?;
+        let vars = [w.clone()];
+        let grads_for = |mp: &MixedPrecision, c: f32| -> Result<GradStore, TrainError> {
+            let c = Tensor::new(&[c, 1.0], &dev)?;
+            let y = mp.input(w.as_tensor())?.mul(&mp.input(&c)?)?;
+            let loss = (mp.output(&y)?.sum_all()? * 1e-3)?;
+            mp.backward(&loss)
+        };
+        let mut mp = MixedPrecision::new(Precision::F16);
+        assert_eq!(mp.dtype, DType::F16);
+        let mut g = grads_for(&mp, 1000.0)?;
+        assert_eq!(
+            mp.after_backward(&mut g, &vars, 0.5)?,
+            StepVerdict::SkipOverflow
+        );
+        assert_eq!(mp.scaler.scale, 32768.0);
+        // the same overflow with a NaN loss: applied, so that the guard sees it
+        let mut g = grads_for(&mp, 1000.0)?;
+        assert_eq!(
+            mp.after_backward(&mut g, &vars, f64::NAN)?,
+            StepVerdict::Apply
+        );
+        // clean step: unscaled f32 gradients
+        let mut g = grads_for(&mp, 3.0)?;
+        assert_eq!(mp.after_backward(&mut g, &vars, 0.5)?, StepVerdict::Apply);
+        let gv = g.get(w.as_tensor()).expect("grad").to_vec1::<f32>()?;
+        assert!((gv[0] - 3e-3).abs() < 1e-5, "{gv:?}");
+        // bf16 / f32: no scaler, always Apply
+        let mut bf = MixedPrecision::new(Precision::Bf16);
+        assert_eq!(bf.dtype, DType::BF16);
+        let mut g = grads_for(&bf, 1000.0)?;
+        assert_eq!(bf.after_backward(&mut g, &vars, 0.5)?, StepVerdict::Apply);
         Ok(())
     }
 }

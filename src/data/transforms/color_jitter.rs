@@ -61,12 +61,10 @@ impl ColorJitter {
     }
 }
 
-impl Transform for ColorJitter {
-    fn name(&self) -> &'static str {
-        "color_jitter"
-    }
-    fn apply(&self, x: Value, rng: &mut ChaCha8Rng) -> Result<Value, DataError> {
-        let mut img = expect_image("color_jitter", x)?;
+impl ColorJitter {
+    /// The random order of the operations (0 brightness, 1 contrast, 2 saturation, 3 hue) and
+    /// the factor of each one in use, drawn as torchvision's `get_params` does.
+    pub fn draw(&self, rng: &mut ChaCha8Rng) -> ([usize; 4], [Option<f64>; 4]) {
         let mut order = [0usize, 1, 2, 3];
         order.shuffle(rng);
         let mut draw = |r: Option<[f64; 2]>| r.map(|[a, b]| uniform(rng, a, b));
@@ -74,6 +72,17 @@ impl Transform for ColorJitter {
         let c = draw(self.contrast);
         let s = draw(self.saturation);
         let h = draw(self.hue);
+        (order, [b, c, s, h])
+    }
+}
+
+impl Transform for ColorJitter {
+    fn name(&self) -> &'static str {
+        "color_jitter"
+    }
+    fn apply(&self, x: Value, rng: &mut ChaCha8Rng) -> Result<Value, DataError> {
+        let mut img = expect_image("color_jitter", x)?;
+        let (order, [b, c, s, h]) = self.draw(rng);
         for op in order {
             img = match (op, b, c, s, h) {
                 (0, Some(f), _, _, _) => enhance::brightness(&img, f),

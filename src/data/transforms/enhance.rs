@@ -13,7 +13,7 @@ pub fn luma(p: &[u8]) -> u8 {
 /// Pillow `ImagingBlend` for one byte: `in1 + alpha * (in2 - in1)` in float, truncated, clipped
 /// only when extrapolating.
 #[inline]
-fn blend_px(d: u8, v: u8, a: f32, interp: bool) -> u8 {
+pub(crate) fn blend_px(d: u8, v: u8, a: f32, interp: bool) -> u8 {
     let t = d as f32 + a * (v as i32 - d as i32) as f32;
     if interp {
         t as u8
@@ -27,7 +27,7 @@ fn blend_px(d: u8, v: u8, a: f32, interp: bool) -> u8 {
 }
 
 /// The 256-entry table of blending every value with a constant degenerate value.
-fn blend_table(d: u8, alpha: f64) -> [u8; 256] {
+pub(crate) fn blend_table(d: u8, alpha: f64) -> [u8; 256] {
     let a = alpha as f32;
     let interp = (0.0..=1.0).contains(&a);
     let mut t = [0u8; 256];

@@ -6,6 +6,7 @@ pub mod center_crop;
 pub mod color_jitter;
 pub mod enhance;
 pub mod flip;
+pub mod fused;
 pub mod normalize;
 pub mod perspective;
 pub mod rand_augment;
@@ -57,14 +58,69 @@ pub fn sample_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
 
 /// A composed list of transforms. `apply` always returns a tensor (an image left at the end is
 /// converted as `to_tensor` would).
+///
+/// The usual training pipeline (RandomResizedCrop, flip, ColorJitter without hue, ToTensor,
+/// Normalize) runs fused (`fused.rs`), with the same output and random draws as the steps.
 #[derive(Debug, Default)]
 pub struct Pipeline {
     steps: Vec<Box<dyn Transform>>,
     normalize: Option<([f32; 3], [f32; 3])>,
+    fused: Option<fused::FusedPipeline>,
 }
 
 impl Pipeline {
     pub fn apply(&self, img: RgbImage, rng: &mut ChaCha8Rng) -> Result<ImageTensor, DataError> {
+        match &self.fused {
+            Some(f) => Ok(f.apply(&img, rng)),
+            None => self.apply_steps(img, rng),
+        }
+    }
+
+    /// `apply` for a shared image (e.g. from the loader's cache): the fused pipeline reads it
+    /// in place, the steps get a copy only when it is still shared.
+    pub fn apply_shared(
+        &self,
+        img: std::sync::Arc<RgbImage>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<ImageTensor, DataError> {
+        match &self.fused {
+            Some(f) => Ok(f.apply(&img, rng)),
+            None => {
+                let img = std::sync::Arc::try_unwrap(img).unwrap_or_else(|a| (*a).clone());
+                self.apply_steps(img, rng)
+            }
+        }
+    }
+
+    /// The fused path's output shape `(c, h, w)`, when `apply` takes it (every output then
+    /// has that shape and `apply_into` can write it in place).
+    pub fn fused_shape(&self) -> Option<(usize, usize, usize)> {
+        self.fused.as_ref().map(|f| f.output_shape())
+    }
+
+    /// The fused path writing into `out` (`fused_shape`'s size); `false` (nothing written)
+    /// when the pipeline is not fused.
+    pub fn apply_into(&self, img: &RgbImage, rng: &mut ChaCha8Rng, out: &mut [f32]) -> bool {
+        match &self.fused {
+            Some(f) => {
+                f.apply_into(img, rng, out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `apply` takes the fused path.
+    pub fn is_fused(&self) -> bool {
+        self.fused.is_some()
+    }
+
+    /// The transforms one after the other (what the fused path must reproduce).
+    pub fn apply_steps(
+        &self,
+        img: RgbImage,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<ImageTensor, DataError> {
         let mut v = Value::Image(img);
         for t in &self.steps {
             v = t.apply(v, rng)?;
@@ -199,7 +255,69 @@ pub fn build(specs: &[TransformSpec]) -> Result<Pipeline, DataError> {
         };
         steps.push(step);
     }
-    Ok(Pipeline { steps, normalize })
+    let fused = fusable(specs)?;
+    Ok(Pipeline {
+        steps,
+        normalize,
+        fused,
+    })
+}
+
+/// The fused form of `specs` when they are RandomResizedCrop, then HorizontalFlip /
+/// ColorJitter (no hue) in any order, then ToTensor (or nothing) and at most a Normalize.
+fn fusable(specs: &[TransformSpec]) -> Result<Option<fused::FusedPipeline>, DataError> {
+    let Some((
+        TransformSpec::RandomResizedCrop {
+            size, scale, ratio, ..
+        },
+        rest,
+    )) = specs.split_first()
+    else {
+        return Ok(None);
+    };
+    let crop = random_resized_crop::RandomResizedCrop::new(
+        hw("random_resized_crop", *size)?,
+        *scale,
+        *ratio,
+    )?;
+    let mut ops = Vec::new();
+    let mut rest = rest.iter();
+    loop {
+        match rest.next() {
+            Some(TransformSpec::HorizontalFlip { p }) => ops.push(fused::FusedOp::Flip(*p)),
+            Some(TransformSpec::ColorJitter {
+                brightness,
+                contrast,
+                saturation,
+                hue,
+            }) => {
+                let cj = color_jitter::ColorJitter::new(*brightness, *contrast, *saturation, *hue)?;
+                if cj.hue.is_some() {
+                    return Ok(None);
+                }
+                ops.push(fused::FusedOp::Jitter(cj));
+            }
+            // a pipeline without `to_tensor` ends with the same conversion
+            Some(TransformSpec::ToTensor) | None => break,
+            _ => return Ok(None),
+        }
+    }
+    let normalize = match rest.next() {
+        None => None,
+        Some(TransformSpec::Normalize { mean, std }) => {
+            let n = normalize::Normalize::new(*mean, *std)?;
+            Some((n.mean, n.std))
+        }
+        Some(_) => return Ok(None),
+    };
+    if rest.next().is_some() {
+        return Ok(None);
+    }
+    Ok(Some(fused::FusedPipeline {
+        crop,
+        ops,
+        normalize,
+    }))
 }
 
 /// `(height, width)` of a size spec.

@@ -6,11 +6,11 @@ use crate::recipe::SizeSpec;
 use image::RgbImage;
 use rand_chacha::ChaCha8Rng;
 
-const PRECISION_BITS: u32 = 32 - 8 - 2;
+pub(crate) const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 /// Pillow's `precompute_coeffs` for the bilinear filter: per output pixel, the first input
 /// index, the tap count and the 22-bit fixed-point weights (`ksize` per pixel).
-fn coeffs(in_size: usize, out_size: usize) -> (usize, Vec<(usize, usize)>, Vec<i32>) {
+pub(crate) fn coeffs(in_size: usize, out_size: usize) -> (usize, Vec<(usize, usize)>, Vec<i32>) {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filterscale; // bilinear support 1.0
@@ -47,7 +47,7 @@ fn coeffs(in_size: usize, out_size: usize) -> (usize, Vec<(usize, usize)>, Vec<i
 }
 
 #[inline]
-fn clip8(v: i32) -> u8 {
+pub(crate) fn clip8(v: i32) -> u8 {
     if v >= (1 << (PRECISION_BITS + 8)) {
         255
     } else if v <= 0 {

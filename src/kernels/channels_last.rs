@@ -1,0 +1,767 @@
+//! Fused per-channel element-wise ops around a ConvNeXt block's channels-last MLP, each one
+//! parallel pass forward and one backward, with the per-channel gradients (bias, layer scale)
+//! reduced in the same pass:
+//!
+//! - [`nchw_bias_to_nhwc`]: depthwise-conv bias add + the NCHW -> NHWC copy;
+//! - [`bias_act`]: `act(x + b)` over the last dim (fc1's bias and GELU);
+//! - [`bias_scale`]: `(x + b) * gamma` over the last dim (fc2's bias and the layer scale);
+//! - [`add_nhwc_to_nchw`]: the residual `x + y` with `y` channels-last, out NCHW.
+//!
+//! Composed from plain Candle ops they cost several passes each, and their backward reduces
+//! the bias gradients with Candle's single-threaded strided sum and accumulates permuted
+//! (strided) gradients. Other devices / dtypes and the reference mode use those plain ops.
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+
+use super::gelu::{gelu_f32, gelu_grad_f32};
+
+/// Rows per parallel task of the row-major `(rows, C)` passes.
+const ROW_CHUNK: usize = 64;
+/// Side of the square tiles of the NCHW <-> NHWC transposes.
+const TILE: usize = 32;
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: tensor must be contiguous"),
+    }
+}
+
+fn fast(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && !super::reference_mode()
+}
+
+/// Fills `out` (`rows x c`, row-major) row by row with `f(row, out_row, sum1, sum2)`, which
+/// also adds its per-column contributions to two running sums; returns the sums, reduced
+/// over the parallel tasks.
+fn rows_with_column_sums(
+    c: usize,
+    out: &mut [f32],
+    f: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = out
+        .par_chunks_mut(ROW_CHUNK * c)
+        .enumerate()
+        .map(|(chunk, out)| {
+            let (mut s1, mut s2) = (vec![0f32; c], vec![0f32; c]);
+            for (i, row) in out.chunks_mut(c).enumerate() {
+                f(chunk * ROW_CHUNK + i, row, &mut s1, &mut s2);
+            }
+            (s1, s2)
+        })
+        .collect();
+    let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
+    for (s1, s2) in partial {
+        for j in 0..c {
+            a[j] += s1[j];
+            b[j] += s2[j];
+        }
+    }
+    (a, b)
+}
+
+/// Activation applied by [`bias_act`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    Gelu,
+}
+
+struct BiasAct(Act);
+/// Backward of [`BiasAct`]: `(x, b, g)` -> packed `[gx (rows*C) | gb (C)]`.
+struct BiasActBwd(Act);
+
+impl CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "bias_act")?;
+        let b = slice(s2, l2, "bias_act")?;
+        let c = b.len();
+        let mut y = vec![0f32; x.len()];
+        let act = self.0;
+        y.par_chunks_mut(ROW_CHUNK * c)
+            .zip(x.par_chunks(ROW_CHUNK * c))
+            .for_each(|(y, x)| {
+                for (yr, xr) in y.chunks_mut(c).zip(x.chunks(c)) {
+                    for ((o, &v), &bv) in yr.iter_mut().zip(xr).zip(b) {
+                        let z = v + bv;
+                        *o = match act {
+                            Act::Identity => z,
+                            Act::Gelu => gelu_f32(z),
+                        };
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let c = b.elem_count();
+        let n = x.elem_count();
+        let packed = x.apply_op3_no_bwd(b, &grad.contiguous()?, &BiasActBwd(self.0))?;
+        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let gb = packed.narrow(0, n, c)?.reshape(b.shape())?;
+        Ok((Some(gx), Some(gb)))
+    }
+}
+
+impl CustomOp3 for BiasActBwd {
+    fn name(&self) -> &'static str {
+        "bias-act-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "bias_act backward")?;
+        let b = slice(s2, l2, "bias_act backward")?;
+        let g = slice(s3, l3, "bias_act backward")?;
+        let c = b.len();
+        if g.len() != x.len() || c == 0 || x.len() % c != 0 {
+            candle_core::bail!("bias_act backward: shape mismatch")
+        }
+        let mut out = vec![0f32; x.len() + c];
+        let (gx, gb_out) = out.split_at_mut(x.len());
+        let act = self.0;
+        let (gb, _) = rows_with_column_sums(c, gx, |r, o, s1, _| {
+            let (xr, gr) = (&x[r * c..(r + 1) * c], &g[r * c..(r + 1) * c]);
+            match act {
+                Act::Identity => o.copy_from_slice(gr),
+                Act::Gelu => {
+                    for (((o, &xv), &gv), &bv) in o.iter_mut().zip(xr).zip(gr).zip(b) {
+                        *o = gv * gelu_grad_f32(xv + bv);
+                    }
+                }
+            }
+            for (s, &v) in s1.iter_mut().zip(o.iter()) {
+                *s += v;
+            }
+        });
+        gb_out.copy_from_slice(&gb);
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + c)))
+    }
+}
+
+/// `act(x + b)` with `b` `(C)` broadcast over the last dimension of `x` `(..., C)`.
+pub fn bias_act(x: &Tensor, b: &Tensor, act: Act) -> Result<Tensor> {
+    let c = b.elem_count();
+    if x.dims().last() != Some(&c) {
+        candle_core::bail!("bias_act: last dim of {:?} is not {c}", x.dims())
+    }
+    if fast(x) && b.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op2(&b.contiguous()?, BiasAct(act));
+    }
+    bias_act_composed(x, b, act)
+}
+
+fn bias_act_composed(x: &Tensor, b: &Tensor, act: Act) -> Result<Tensor> {
+    let z = x.broadcast_add(&b.to_dtype(x.dtype())?)?;
+    match act {
+        Act::Identity => Ok(z),
+        Act::Gelu => z.gelu_erf(),
+    }
+}
+
+struct BiasScale;
+/// Backward of [`BiasScale`]: `(x, [b | gamma], g)` -> packed `[gx | gb | ggamma]`.
+struct BiasScaleBwd;
+
+impl CustomOp2 for BiasScale {
+    fn name(&self) -> &'static str {
+        "bias-scale"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "bias_scale")?;
+        let p = slice(s2, l2, "bias_scale")?;
+        let c = p.len() / 2;
+        let (b, gamma) = p.split_at(c);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(ROW_CHUNK * c)
+            .zip(x.par_chunks(ROW_CHUNK * c))
+            .for_each(|(y, x)| {
+                for (yr, xr) in y.chunks_mut(c).zip(x.chunks(c)) {
+                    for (((o, &v), &bv), &gv) in yr.iter_mut().zip(xr).zip(b).zip(gamma) {
+                        *o = (v + bv) * gv;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = x.elem_count();
+        let c2 = p.elem_count();
+        let packed = x.apply_op3_no_bwd(p, &grad.contiguous()?, &BiasScaleBwd)?;
+        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let gp = packed.narrow(0, n, c2)?;
+        Ok((Some(gx), Some(gp)))
+    }
+}
+
+impl CustomOp3 for BiasScaleBwd {
+    fn name(&self) -> &'static str {
+        "bias-scale-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "bias_scale backward")?;
+        let p = slice(s2, l2, "bias_scale backward")?;
+        let g = slice(s3, l3, "bias_scale backward")?;
+        let c = p.len() / 2;
+        if g.len() != x.len() || c == 0 || x.len() % c != 0 {
+            candle_core::bail!("bias_scale backward: shape mismatch")
+        }
+        let (b, gamma) = p.split_at(c);
+        let mut out = vec![0f32; x.len() + 2 * c];
+        let (gx, rest) = out.split_at_mut(x.len());
+        // gx = g * gamma; gb = sum gx; ggamma = sum g * (x + b)
+        let (gb, gg) = rows_with_column_sums(c, gx, |r, o, s1, s2| {
+            let (xr, gr) = (&x[r * c..(r + 1) * c], &g[r * c..(r + 1) * c]);
+            for j in 0..c {
+                let v = gr[j] * gamma[j];
+                o[j] = v;
+                s1[j] += v;
+                s2[j] += gr[j] * (xr[j] + b[j]);
+            }
+        });
+        rest[..c].copy_from_slice(&gb);
+        rest[c..].copy_from_slice(&gg);
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
+    }
+}
+
+/// `(x + b) * gamma` with `b`, `gamma` `(C)` broadcast over the last dimension of `x`.
+pub fn bias_scale(x: &Tensor, b: &Tensor, gamma: &Tensor) -> Result<Tensor> {
+    let c = b.elem_count();
+    if x.dims().last() != Some(&c) || gamma.elem_count() != c {
+        candle_core::bail!("bias_scale: last dim of {:?} is not {c}", x.dims())
+    }
+    if fast(x) && b.dtype() == DType::F32 && gamma.dtype() == DType::F32 {
+        // one parameter tensor: its gradient is split back by `cat`'s backward
+        let p = Tensor::cat(&[&b.flatten_all()?, &gamma.flatten_all()?], 0)?;
+        return x.contiguous()?.apply_op2(&p, BiasScale);
+    }
+    bias_scale_composed(x, b, gamma)
+}
+
+fn bias_scale_composed(x: &Tensor, b: &Tensor, gamma: &Tensor) -> Result<Tensor> {
+    x.broadcast_add(&b.to_dtype(x.dtype())?)?
+        .broadcast_mul(&gamma.to_dtype(x.dtype())?)
+}
+
+/// Copies `(N, C, H, W)` into `(N, H, W, C)` (or back with `to_nhwc == false`), per image in
+/// square tiles.
+fn transpose(src: &[f32], dst: &mut [f32], n: usize, c: usize, hw: usize, to_nhwc: bool) {
+    let per = c * hw;
+    dst.par_chunks_mut(per)
+        .zip(src.par_chunks(per))
+        .for_each(|(d, s)| {
+            // rows x cols source matrix: (C, HW) for to_nhwc, (HW, C) otherwise
+            let (rows, cols) = if to_nhwc { (c, hw) } else { (hw, c) };
+            for r0 in (0..rows).step_by(TILE) {
+                for c0 in (0..cols).step_by(TILE) {
+                    for r in r0..(r0 + TILE).min(rows) {
+                        for k in c0..(c0 + TILE).min(cols) {
+                            d[k * rows + r] = s[r * cols + k];
+                        }
+                    }
+                }
+            }
+        });
+    debug_assert_eq!(src.len(), n * per);
+}
+
+struct NchwBiasToNhwc;
+/// Backward of [`NchwBiasToNhwc`]: `g` NHWC -> packed `[gx NCHW | gb]`.
+struct NchwBiasToNhwcBwd {
+    n: usize,
+    c: usize,
+    hw: usize,
+}
+
+impl CustomOp2 for NchwBiasToNhwc {
+    fn name(&self) -> &'static str {
+        "nchw-bias-to-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "nchw_bias_to_nhwc")?;
+        let b = slice(s2, l2, "nchw_bias_to_nhwc")?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let mut y = vec![0f32; x.len()];
+        transpose(x, &mut y, n, c, h * w, true);
+        y.par_chunks_mut(ROW_CHUNK * c).for_each(|y| {
+            for row in y.chunks_mut(c) {
+                for (o, &bv) in row.iter_mut().zip(b) {
+                    *o += bv;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), Shape::from((n, h, w, c))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, w) = x.dims4()?;
+        let packed = grad
+            .contiguous()?
+            .apply_op1_no_bwd(&NchwBiasToNhwcBwd { n, c, hw: h * w })?;
+        let gx = packed.narrow(0, 0, n * c * h * w)?.reshape((n, c, h, w))?;
+        let gb = packed.narrow(0, n * c * h * w, c)?.reshape(b.shape())?;
+        Ok((Some(gx), Some(gb)))
+    }
+}
+
+impl CustomOp1 for NchwBiasToNhwcBwd {
+    fn name(&self) -> &'static str {
+        "nchw-bias-to-nhwc-bwd"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = slice(s, l, "nchw_bias_to_nhwc backward")?;
+        let (n, c, hw) = (self.n, self.c, self.hw);
+        if g.len() != n * c * hw {
+            candle_core::bail!("nchw_bias_to_nhwc backward: shape mismatch")
+        }
+        let mut out = vec![0f32; g.len() + c];
+        let (gx, gb_out) = out.split_at_mut(g.len());
+        transpose(g, gx, n, c, hw, false);
+        // bias gradient: per channel, a contiguous run of HW values per image
+        let gb: Vec<f32> = gx
+            .par_chunks(hw)
+            .enumerate()
+            .fold(
+                || vec![0f32; c],
+                |mut acc, (i, run)| {
+                    acc[i % c] += run.iter().sum::<f32>();
+                    acc
+                },
+            )
+            .reduce(
+                || vec![0f32; c],
+                |mut a, b| {
+                    for (x, y) in a.iter_mut().zip(b) {
+                        *x += y;
+                    }
+                    a
+                },
+            );
+        gb_out.copy_from_slice(&gb);
+        Ok((CpuStorage::F32(out), Shape::from(g.len() + c)))
+    }
+}
+
+/// `(x + b).permute(0, 2, 3, 1)` as a contiguous `(N, H, W, C)` tensor, `x` `(N, C, H, W)`.
+pub fn nchw_bias_to_nhwc(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if b.elem_count() != c {
+        candle_core::bail!(
+            "nchw_bias_to_nhwc: bias of {} for {c} channels",
+            b.elem_count()
+        )
+    }
+    if fast(x) && b.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op2(&b.contiguous()?, NchwBiasToNhwc);
+    }
+    nchw_bias_to_nhwc_composed(x, b)
+}
+
+fn nchw_bias_to_nhwc_composed(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    x.broadcast_add(&b.to_dtype(x.dtype())?.reshape((1, c, 1, 1))?)?
+        .permute((0, 2, 3, 1))?
+        .contiguous()
+}
+
+struct AddNhwcToNchw;
+struct NhwcToNchw {
+    to_nhwc: bool,
+}
+
+impl CustomOp2 for AddNhwcToNchw {
+    fn name(&self) -> &'static str {
+        "add-nhwc-to-nchw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "add_nhwc_to_nchw")?;
+        let y = slice(s2, l2, "add_nhwc_to_nchw")?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let mut out = vec![0f32; x.len()];
+        transpose(y, &mut out, n, c, h * w, false);
+        out.par_chunks_mut(16384)
+            .zip(x.par_chunks(16384))
+            .for_each(|(o, x)| {
+                for (o, &v) in o.iter_mut().zip(x) {
+                    *o += v;
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _y: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let gy = g.apply_op1_no_bwd(&NhwcToNchw { to_nhwc: true })?;
+        Ok((Some(g), Some(gy)))
+    }
+}
+
+impl CustomOp1 for NhwcToNchw {
+    fn name(&self) -> &'static str {
+        "nchw-nhwc-transpose"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "transpose")?;
+        let (n, a, b, d) = l.shape().dims4()?;
+        let mut y = vec![0f32; x.len()];
+        let shape = if self.to_nhwc {
+            // (N, C, H, W) -> (N, H, W, C)
+            transpose(x, &mut y, n, a, b * d, true);
+            Shape::from((n, b, d, a))
+        } else {
+            // (N, H, W, C) -> (N, C, H, W)
+            transpose(x, &mut y, n, d, a * b, false);
+            Shape::from((n, d, a, b))
+        };
+        Ok((CpuStorage::F32(y), shape))
+    }
+}
+
+/// `x + y.permute(0, 3, 1, 2)`: `x` `(N, C, H, W)`, `y` `(N, H, W, C)`, out NCHW contiguous.
+pub fn add_nhwc_to_nchw(x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if y.dims() != [n, h, w, c] {
+        candle_core::bail!("add_nhwc_to_nchw: {:?} and {:?}", x.dims(), y.dims())
+    }
+    if fast(x) && y.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op2(&y.contiguous()?, AddNhwcToNchw);
+    }
+    add_nhwc_to_nchw_composed(x, y)
+}
+
+fn add_nhwc_to_nchw_composed(x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    x + y.permute((0, 3, 1, 2))?
+}
+
+struct Layout4 {
+    to_nhwc: bool,
+}
+
+impl CustomOp1 for Layout4 {
+    fn name(&self) -> &'static str {
+        "nchw-nhwc"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        NhwcToNchw {
+            to_nhwc: self.to_nhwc,
+        }
+        .cpu_fwd(s, l)
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&NhwcToNchw {
+            to_nhwc: !self.to_nhwc,
+        })?))
+    }
+}
+
+/// `(N, C, H, W)` -> contiguous `(N, H, W, C)`, differentiable.
+pub fn to_nhwc(x: &Tensor) -> Result<Tensor> {
+    if fast(x) {
+        return x.contiguous()?.apply_op1(Layout4 { to_nhwc: true });
+    }
+    x.permute((0, 2, 3, 1))?.contiguous()
+}
+
+/// `(N, H, W, C)` -> contiguous `(N, C, H, W)`, differentiable.
+pub fn to_nchw(x: &Tensor) -> Result<Tensor> {
+    if fast(x) {
+        return x.contiguous()?.apply_op1(Layout4 { to_nhwc: false });
+    }
+    x.permute((0, 3, 1, 2))?.contiguous()
+}
+
+struct BiasNchw;
+/// Backward of [`BiasNchw`] for the bias: per-channel sums of `g` `(N, C, H, W)`.
+struct ChannelSums {
+    c: usize,
+    hw: usize,
+}
+
+impl CustomOp2 for BiasNchw {
+    fn name(&self) -> &'static str {
+        "bias-nchw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "bias_nchw")?;
+        let b = slice(s2, l2, "bias_nchw")?;
+        let (_, c, h, w) = l1.shape().dims4()?;
+        let hw = (h * w).max(1);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
+            .enumerate()
+            .for_each(|(i, (y, x))| {
+                let bv = b[i % c];
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = v + bv;
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (_, c, h, w) = x.dims4()?;
+        let g = grad.contiguous()?;
+        let gb = g.apply_op1_no_bwd(&ChannelSums { c, hw: h * w })?;
+        Ok((Some(g), Some(gb)))
+    }
+}
+
+impl CustomOp1 for ChannelSums {
+    fn name(&self) -> &'static str {
+        "channel-sums"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = slice(s, l, "bias_nchw backward")?;
+        let (c, hw) = (self.c, self.hw.max(1));
+        let sums = g
+            .par_chunks(hw)
+            .enumerate()
+            .fold(
+                || vec![0f32; c],
+                |mut acc, (i, run)| {
+                    acc[i % c] += run.iter().sum::<f32>();
+                    acc
+                },
+            )
+            .reduce(
+                || vec![0f32; c],
+                |mut a, b| {
+                    for (x, y) in a.iter_mut().zip(b) {
+                        *x += y;
+                    }
+                    a
+                },
+            );
+        Ok((CpuStorage::F32(sums), Shape::from(c)))
+    }
+}
+
+/// `x + b` with `b` `(C)` broadcast over `(N, C, H, W)`: a conv's bias.
+pub fn bias_nchw(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if b.elem_count() != c {
+        candle_core::bail!("bias_nchw: bias of {} for {c} channels", b.elem_count())
+    }
+    if fast(x) && b.dtype() == DType::F32 && x.rank() == 4 {
+        return x.contiguous()?.apply_op2(&b.flatten_all()?, BiasNchw);
+    }
+    bias_nchw_composed(x, b)
+}
+
+fn bias_nchw_composed(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    x.broadcast_add(&b.to_dtype(x.dtype())?.reshape((1, c, 1, 1))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Compares the fused op `f` with the composed ops `g` on the same variables: outputs and
+    /// the gradients of `sum(out * r)` with respect to every variable.
+    fn check(
+        vars: &[&Var],
+        f: impl Fn() -> Result<Tensor>,
+        g: impl Fn() -> Result<Tensor>,
+        tol: f32,
+    ) -> Result<()> {
+        let (a, b) = (f()?, g()?);
+        assert_eq!(a.dims(), b.dims());
+        assert!(a.is_contiguous(), "fused output must be contiguous");
+        let d = max_diff(&a, &b);
+        assert!(d < tol, "forward differs by {d}");
+        let r = Tensor::randn(0f32, 1.0, a.shape(), a.device())?;
+        let ga = (a * &r)?.sum_all()?.backward()?;
+        let gb = (b * &r)?.sum_all()?.backward()?;
+        for (i, v) in vars.iter().enumerate() {
+            let x = ga.get(v).expect("fused gradient");
+            let y = gb.get(v).expect("composed gradient");
+            assert_eq!(x.dims(), v.dims());
+            let d = max_diff(x, y);
+            let scale = y.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+            assert!(
+                d < tol * scale,
+                "gradient {i} differs by {d} (scale {scale})"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bias_act_matches_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        for (shape, c) in [
+            ((3usize, 5usize, 7usize), 7usize),
+            ((2, 33, 13), 13),
+            ((1, 1, 1), 1),
+        ] {
+            let x = Var::randn(0f32, 2.0, shape, &dev)?;
+            let b = Var::randn(0f32, 1.0, c, &dev)?;
+            for act in [Act::Identity, Act::Gelu] {
+                check(
+                    &[&x, &b],
+                    || bias_act(&x, &b, act),
+                    || bias_act_composed(&x, &b, act),
+                    1e-5,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bias_scale_matches_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        for (rows, c) in [(5usize, 3usize), (130, 17), (1, 1)] {
+            let x = Var::randn(0f32, 2.0, (rows, c), &dev)?;
+            let b = Var::randn(0f32, 1.0, c, &dev)?;
+            let g = Var::randn(0f32, 1.0, c, &dev)?;
+            check(
+                &[&x, &b, &g],
+                || bias_scale(&x, &b, &g),
+                || bias_scale_composed(&x, &b, &g),
+                1e-4,
+            )?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn layout_changes_match_permutes() -> Result<()> {
+        let dev = Device::Cpu;
+        for (n, c, h, w) in [
+            (2usize, 3usize, 5usize, 7usize),
+            (1, 40, 9, 3),
+            (3, 1, 1, 1),
+            (2, 33, 35, 2),
+        ] {
+            let x = Var::randn(0f32, 1.0, (n, c, h, w), &dev)?;
+            let b = Var::randn(0f32, 1.0, c, &dev)?;
+            check(
+                &[&x, &b],
+                || nchw_bias_to_nhwc(&x, &b),
+                || nchw_bias_to_nhwc_composed(&x, &b),
+                1e-5,
+            )?;
+            let y = Var::randn(0f32, 1.0, (n, h, w, c), &dev)?;
+            check(
+                &[&x, &y],
+                || add_nhwc_to_nchw(&x, &y),
+                || add_nhwc_to_nchw_composed(&x, &y),
+                1e-5,
+            )?;
+        }
+        Ok(())
+    }
+}
