@@ -6,6 +6,7 @@ pub mod batchnorm;
 pub mod bench;
 pub mod channels_last;
 pub mod depthwise;
+pub mod depthwise_nhwc;
 pub mod eltwise;
 pub mod gelu;
 pub mod im2col;

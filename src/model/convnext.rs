@@ -9,9 +9,11 @@ use super::face::{FaceModel, ForwardCtx};
 use super::layers::{
     drop_path, dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, LayerNorm, Linear, WInit,
 };
+use crate::kernels::channels_last::to_nhwc;
 use crate::kernels::channels_last::{
     add_nhwc_to_nchw, bias_act, bias_scale, nchw_bias_to_nhwc, Act,
 };
+use crate::kernels::depthwise_nhwc::depthwise_nhwc;
 use crate::kernels::gelu_erf;
 use crate::recipe::BlockNorm;
 
@@ -108,18 +110,28 @@ impl Block {
         // The biases, GELU and layer scale are fused with their neighbours
         // (kernels::channels_last): one pass each, per-channel gradients reduced in the same
         // pass, and no strided permute in the backward.
-        let y = self.conv_dw.forward_no_bias(x, ctx)?;
-        let c = y.dim(1)?;
         // channels-last for the norm and the pointwise MLP, as timm does
-        let y = match &self.norm {
-            BlockNormLayer::Layer(ln) => {
+        let y = match (&self.norm, &self.conv_dw.bias) {
+            (BlockNormLayer::Layer(ln), Some(b)) if self.conv_dw.stride == 1 => {
+                // the depthwise conv itself channels-last (vectorised over the channels,
+                // whatever the plane size), its bias fused
+                let w = self.conv_dw.weight.to_dtype(x.dtype())?;
+                let y = depthwise_nhwc(&to_nhwc(x)?, &w, b)?;
+                let (_, _, kh, kw) = w.dims4()?;
+                ctx.count((y.elem_count() * kh * kw) as u64, &y);
+                ln.forward_last(&y, ctx)?
+            }
+            (BlockNormLayer::Layer(ln), _) => {
+                let y = self.conv_dw.forward_no_bias(x, ctx)?;
                 let y = match &self.conv_dw.bias {
                     Some(b) => nchw_bias_to_nhwc(&y, b)?,
                     None => y.permute((0, 2, 3, 1))?.contiguous()?,
                 };
                 ln.forward_last(&y, ctx)?
             }
-            BlockNormLayer::Batch(bn) => {
+            (BlockNormLayer::Batch(bn), _) => {
+                let y = self.conv_dw.forward_no_bias(x, ctx)?;
+                let c = y.dim(1)?;
                 let y = match &self.conv_dw.bias {
                     Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, c, 1, 1))?)?,
                     None => y,

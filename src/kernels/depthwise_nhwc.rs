@@ -1,0 +1,430 @@
+//! Channels-last depthwise convolution (stride 1, "same"-style zero padding, with bias) for
+//! ConvNeXt blocks: `(N, H, W, C)` in and out, every loop innermost over the channels, so it
+//! vectorises at any plane size (the NCHW kernel's rows are only 2-16 values wide on
+//! ConvNeXt's late stages). AVX2+FMA code is chosen at run time where the CPU has it.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: tensor must be contiguous"),
+    }
+}
+
+/// Sizes of one call.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    kh: usize,
+    kw: usize,
+    ph: usize,
+    pw: usize,
+}
+
+impl Geom {
+    /// Output rows / columns equal the input's (stride 1, `out = in + 2p - k + 1`).
+    fn check(&self) -> Result<()> {
+        if self.kh != 2 * self.ph + 1 || self.kw != 2 * self.pw + 1 {
+            candle_core::bail!("depthwise_nhwc: needs kernel = 2 * padding + 1")
+        }
+        Ok(())
+    }
+}
+
+/// `acc[c] += a[c] * b[c]`.
+#[inline(always)]
+fn fma_row<const FMA: bool>(acc: &mut [f32], a: &[f32], b: &[f32]) {
+    let n = acc.len();
+    let (a, b) = (&a[..n], &b[..n]);
+    for i in 0..n {
+        acc[i] = if FMA {
+            a[i].mul_add(b[i], acc[i])
+        } else {
+            acc[i] + a[i] * b[i]
+        };
+    }
+}
+
+/// One output row `(W, C)` of `out = sum_taps x_shifted * taps` (+ bias): the forward with
+/// `taps` `(KH*KW, C)`, and the input gradient with the taps flipped.
+#[inline(always)]
+fn conv_row<const FMA: bool>(
+    g: &Geom,
+    src: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    oy: usize,
+    out: &mut [f32],
+) {
+    let (w, c) = (g.w, g.c);
+    for (ox, o) in out.chunks_exact_mut(c).enumerate() {
+        match bias {
+            Some(b) => o.copy_from_slice(b),
+            None => o.fill(0.0),
+        }
+        for ky in 0..g.kh {
+            let iy = oy as isize + ky as isize - g.ph as isize;
+            if iy < 0 || iy >= g.h as isize {
+                continue;
+            }
+            let row = &src[iy as usize * w * c..(iy as usize + 1) * w * c];
+            for kx in 0..g.kw {
+                let ix = ox as isize + kx as isize - g.pw as isize;
+                if ix < 0 || ix >= w as isize {
+                    continue;
+                }
+                let t = &taps[(ky * g.kw + kx) * c..(ky * g.kw + kx + 1) * c];
+                fma_row::<FMA>(o, &row[ix as usize * c..(ix as usize + 1) * c], t);
+            }
+        }
+    }
+}
+
+/// Per image: `out` `(H, W, C)` from `src` `(H, W, C)`.
+#[inline(always)]
+fn conv_image<const FMA: bool>(
+    g: &Geom,
+    src: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    for (oy, row) in out.chunks_exact_mut(g.w * g.c).enumerate() {
+        conv_row::<FMA>(g, src, taps, bias, oy, row);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn conv_image_avx2(
+    g: &Geom,
+    src: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    conv_image::<true>(g, src, taps, bias, out)
+}
+
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// All images, in parallel.
+fn conv_all(g: &Geom, src: &[f32], taps: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let per = g.h * g.w * g.c;
+    let mut out = vec![0f32; g.n * per];
+    let fast = has_avx2_fma();
+    out.par_chunks_mut(per)
+        .zip(src.par_chunks(per))
+        .for_each(|(o, s)| {
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                unsafe { conv_image_avx2(g, s, taps, bias, o) };
+                return;
+            }
+            let _ = fast;
+            conv_image::<false>(g, s, taps, bias, o)
+        });
+    out
+}
+
+/// `(C, 1, KH, KW)` weights as `(KH*KW, C)` taps, optionally flipped (for the input gradient).
+fn taps_of(w: &[f32], c: usize, kh: usize, kw: usize, flip: bool) -> Vec<f32> {
+    let kk = kh * kw;
+    let mut t = vec![0f32; kk * c];
+    for ch in 0..c {
+        for k in 0..kk {
+            let src = if flip { kk - 1 - k } else { k };
+            t[k * c + ch] = w[ch * kk + src];
+        }
+    }
+    t
+}
+
+/// Weight and bias gradient of one image: `gw[tap, c] += sum g[oy, ox, c] * x[iy, ix, c]`.
+#[inline(always)]
+fn grad_w_image<const FMA: bool>(g: &Geom, x: &[f32], gy: &[f32], gw: &mut [f32], gb: &mut [f32]) {
+    let (w, c) = (g.w, g.c);
+    for oy in 0..g.h {
+        for ox in 0..w {
+            let go = &gy[(oy * w + ox) * c..(oy * w + ox + 1) * c];
+            for (b, &v) in gb.iter_mut().zip(go) {
+                *b += v;
+            }
+            for ky in 0..g.kh {
+                let iy = oy as isize + ky as isize - g.ph as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix = ox as isize + kx as isize - g.pw as isize;
+                    if ix < 0 || ix >= w as isize {
+                        continue;
+                    }
+                    let xi = (iy as usize * w + ix as usize) * c;
+                    let t = ky * g.kw + kx;
+                    fma_row::<FMA>(&mut gw[t * c..(t + 1) * c], go, &x[xi..xi + c]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grad_w_image_avx2(g: &Geom, x: &[f32], gy: &[f32], gw: &mut [f32], gb: &mut [f32]) {
+    grad_w_image::<true>(g, x, gy, gw, gb)
+}
+
+struct DwNhwc {
+    g: Geom,
+}
+
+/// Backward: `(x, w, gy)` -> packed `[gx (N*H*W*C) | gw (C*KH*KW, PyTorch order) | gb (C)]`.
+struct DwNhwcBwd {
+    g: Geom,
+}
+
+impl CustomOp3 for DwNhwc {
+    fn name(&self) -> &'static str {
+        "depthwise-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let x = slice(s1, l1, "depthwise_nhwc")?;
+        let w = slice(s2, l2, "depthwise_nhwc")?;
+        let b = slice(s3, l3, "depthwise_nhwc")?;
+        let taps = taps_of(w, g.c, g.kh, g.kw, false);
+        let y = conv_all(&g, x, &taps, Some(b));
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = self.g;
+        let nx = x.elem_count();
+        let nw = w.elem_count();
+        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &DwNhwcBwd { g })?;
+        let gx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let gw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
+        let gb = packed.narrow(0, nx + nw, g.c)?.reshape(b.shape())?;
+        Ok((Some(gx), Some(gw), Some(gb)))
+    }
+}
+
+impl CustomOp3 for DwNhwcBwd {
+    fn name(&self) -> &'static str {
+        "depthwise-nhwc-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let x = slice(s1, l1, "depthwise_nhwc backward")?;
+        let w = slice(s2, l2, "depthwise_nhwc backward")?;
+        let gy = slice(s3, l3, "depthwise_nhwc backward")?;
+        if gy.len() != x.len() {
+            candle_core::bail!("depthwise_nhwc backward: gradient size mismatch")
+        }
+        let (c, kk) = (g.c, g.kh * g.kw);
+        // input gradient: the same correlation with the flipped kernel (stride 1, symmetric
+        // padding)
+        let flipped = taps_of(w, c, g.kh, g.kw, true);
+        let gx = conv_all(&g, gy, &flipped, None);
+        let per = g.h * g.w * c;
+        let fast = has_avx2_fma();
+        let (gw_t, gb) = x
+            .par_chunks(per)
+            .zip(gy.par_chunks(per))
+            .fold(
+                || (vec![0f32; kk * c], vec![0f32; c]),
+                |(mut gw, mut gb), (xi, gi)| {
+                    #[cfg(target_arch = "x86_64")]
+                    if fast {
+                        // SAFETY: the CPU has AVX2 and FMA (checked above).
+                        unsafe { grad_w_image_avx2(&g, xi, gi, &mut gw, &mut gb) };
+                        return (gw, gb);
+                    }
+                    let _ = fast;
+                    grad_w_image::<false>(&g, xi, gi, &mut gw, &mut gb);
+                    (gw, gb)
+                },
+            )
+            .reduce(
+                || (vec![0f32; kk * c], vec![0f32; c]),
+                |(mut a, mut b), (x, y)| {
+                    a.iter_mut().zip(x).for_each(|(p, q)| *p += q);
+                    b.iter_mut().zip(y).for_each(|(p, q)| *p += q);
+                    (a, b)
+                },
+            );
+        let mut out = gx;
+        out.reserve(c * kk + c);
+        // taps (KH*KW, C) back to PyTorch's (C, 1, KH, KW)
+        for ch in 0..c {
+            for k in 0..kk {
+                out.push(gw_t[k * c + ch]);
+            }
+        }
+        out.extend_from_slice(&gb);
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+/// Depthwise convolution of channels-last `x` `(N, H, W, C)` with `weight` `(C, 1, KH, KW)`
+/// (PyTorch's layout) and `bias` `(C)`, stride 1, padding `(KH / 2, KW / 2)` (odd kernels):
+/// `(N, H, W, C)` out, differentiable in all three. CPU f32 runs the kernel above; otherwise
+/// the NCHW path (`depthwise_conv2d`) between two permutes.
+pub fn depthwise_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    let (wc, one, kh, kw) = weight.dims4()?;
+    if wc != c || one != 1 || bias.elem_count() != c || kh % 2 == 0 || kw % 2 == 0 {
+        candle_core::bail!(
+            "depthwise_nhwc: weight {:?} / bias {:?} for {c} channels",
+            weight.dims(),
+            bias.dims()
+        )
+    }
+    let g = Geom {
+        n,
+        h,
+        w,
+        c,
+        kh,
+        kw,
+        ph: kh / 2,
+        pw: kw / 2,
+    };
+    g.check()?;
+    if x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && bias.dtype() == DType::F32
+        && !super::reference_mode()
+    {
+        return x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.flatten_all()?.contiguous()?,
+            DwNhwc { g },
+        );
+    }
+    depthwise_nhwc_composed(x, weight, bias, g)
+}
+
+fn depthwise_nhwc_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, g: Geom) -> Result<Tensor> {
+    let xn = x.permute((0, 3, 1, 2))?;
+    let y = super::depthwise_conv2d(
+        &xn,
+        &weight.to_dtype(x.dtype())?,
+        super::DwParams {
+            stride: (1, 1),
+            padding: (g.ph, g.pw),
+        },
+    )?;
+    y.broadcast_add(&bias.to_dtype(x.dtype())?.reshape((1, g.c, 1, 1))?)?
+        .permute((0, 2, 3, 1))?
+        .contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Against the NCHW path (itself tested against naive loops and Candle's conv): forward
+    /// and the gradients of input, weight and bias; odd sizes, planes smaller than the kernel.
+    #[test]
+    fn matches_the_nchw_path() -> Result<()> {
+        let dev = Device::Cpu;
+        for (n, h, w, c, k) in [
+            (2usize, 9usize, 7usize, 5usize, 7usize),
+            (1, 4, 4, 17, 7),
+            (3, 2, 3, 9, 7),
+            (2, 1, 1, 4, 7),
+            (2, 6, 5, 3, 3),
+            (1, 5, 8, 40, 5),
+        ] {
+            let x = Var::randn(0f32, 1.0, (n, h, w, c), &dev)?;
+            let wt = Var::randn(0f32, 1.0, (c, 1, k, k), &dev)?;
+            let b = Var::randn(0f32, 1.0, c, &dev)?;
+            let g = Geom {
+                n,
+                h,
+                w,
+                c,
+                kh: k,
+                kw: k,
+                ph: k / 2,
+                pw: k / 2,
+            };
+            let y = depthwise_nhwc(&x, &wt, &b)?;
+            let y2 = depthwise_nhwc_composed(&x, &wt, &b, g)?;
+            assert_eq!(y.dims(), &[n, h, w, c]);
+            let d = max_diff(&y, &y2);
+            assert!(d < 1e-4, "forward {n} {h} {w} {c} {k}: {d}");
+            let r = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
+            let g1 = (y * &r)?.sum_all()?.backward()?;
+            let g2 = (y2 * &r)?.sum_all()?.backward()?;
+            for (i, v) in [&x, &wt, &b].iter().enumerate() {
+                let a = g1.get(v).expect("fast gradient");
+                let e = g2.get(v).expect("reference gradient");
+                assert_eq!(a.dims(), v.dims());
+                let scale = e.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+                let d = max_diff(a, e);
+                assert!(d < 1e-4 * scale, "gradient {i} of {n} {h} {w} {c} {k}: {d}");
+            }
+        }
+        Ok(())
+    }
+}
