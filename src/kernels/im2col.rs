@@ -136,22 +136,28 @@ impl CustomOp1 for Col2Im {
         }
         let cols = slice(st, l)?;
         let mut gx = vec![0f32; g.n * g.c * g.h * g.w];
-        // one task per (n, c) plane: disjoint writes
-        gx.par_chunks_mut((g.h * g.w).max(1))
-            .enumerate()
-            .for_each(|(t, plane)| {
-                let (b, ci) = (t / g.c, t % g.c);
+        // One task per image (disjoint writes). The column rows are read in order, each once;
+        // the scattered adds of neighbouring output pixels land on the same few input rows,
+        // which stay in cache. (One task per plane read every row's few values per channel,
+        // a cache line for three floats.)
+        let plane = g.h * g.w;
+        let rows_per_image = g.oh * g.ow;
+        gx.par_chunks_mut((g.c * plane).max(1))
+            .zip(cols.par_chunks((rows_per_image * rl).max(1)))
+            .for_each(|(img, rows)| {
                 for oy in 0..g.oh {
-                    for ky in 0..g.k {
-                        let Some(iy) = g.iy(oy, ky) else { continue };
-                        let irow = &mut plane[iy * g.w..(iy + 1) * g.w];
-                        let base = (ci * g.k + ky) * g.k;
-                        for ox in 0..g.ow {
-                            let r = ((b * g.oh + oy) * g.ow + ox) * rl + base;
-                            let src = &cols[r..r + g.k];
-                            for (kx, &v) in src.iter().enumerate() {
-                                if let Some(ix) = g.ix(ox, kx) {
-                                    irow[ix] += v;
+                    for ox in 0..g.ow {
+                        let row = &rows[(oy * g.ow + ox) * rl..(oy * g.ow + ox + 1) * rl];
+                        for ci in 0..g.c {
+                            let p = &mut img[ci * plane..(ci + 1) * plane];
+                            for ky in 0..g.k {
+                                let Some(iy) = g.iy(oy, ky) else { continue };
+                                let src = &row[(ci * g.k + ky) * g.k..(ci * g.k + ky + 1) * g.k];
+                                let irow = &mut p[iy * g.w..(iy + 1) * g.w];
+                                for (kx, &v) in src.iter().enumerate() {
+                                    if let Some(ix) = g.ix(ox, kx) {
+                                        irow[ix] += v;
+                                    }
                                 }
                             }
                         }
