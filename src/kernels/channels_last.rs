@@ -24,11 +24,7 @@ const ROW_CHUNK: usize = 64;
 const TILE: usize = 32;
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what}: tensor must be contiguous"),
-    }
+    super::contiguous_f32(s, l, what)
 }
 
 fn fast(x: &Tensor) -> bool {

@@ -7,11 +7,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("add_relu: {what} must be contiguous"),
-    }
+    super::contiguous_f32(s, l, &format!("add_relu: {what}"))
 }
 
 const CHUNK: usize = 16 * 1024;

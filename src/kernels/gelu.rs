@@ -10,11 +10,7 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("gelu: tensor must be contiguous"),
-    }
+    super::contiguous_f32(s, l, "gelu")
 }
 
 /// erf with absolute error below 1.5e-7 (Abramowitz & Stegun 7.1.26), in f32.

@@ -70,11 +70,7 @@ struct Col2Im {
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("im2col: tensor must be contiguous"),
-    }
+    super::contiguous_f32(s, l, "im2col")
 }
 
 impl CustomOp1 for Im2Col {

@@ -8,11 +8,7 @@ use rayon::prelude::*;
 const ROWS_PER_TASK: usize = 64;
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("layer_norm: tensor must be contiguous"),
-    }
+    super::contiguous_f32(s, l, "layer_norm")
 }
 
 #[inline]

@@ -12,11 +12,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("linear: {what} must be contiguous"),
-    }
+    super::contiguous_f32(s, l, &format!("linear: {what}"))
 }
 
 /// `dst (m x n, row stride ldd) = [dst +] a (m x k) b (k x n)`, strides `(row, column)`.

@@ -28,6 +28,20 @@ pub use pool::{avg_pool2d, max_pool2d, PoolParams};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// The f32 data of a contiguous CPU tensor (what every kernel here reads); `what` names the
+/// op and argument in the error otherwise.
+pub(crate) fn contiguous_f32<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: tensor must be contiguous"),
+    }
+}
+
 /// Runs Candle's own element-wise ops on the calling thread (sets `CANDLE_NUM_THREADS=1`
 /// unless the variable is set). Candle 0.11 splits large element-wise ops over a second,
 /// private thread pool whose caller spins until the workers finish; next to the rayon pool

@@ -8,11 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv1x1: {what} must be contiguous"),
-    }
+    super::contiguous_f32(s, l, &format!("conv1x1: {what}"))
 }
 
 /// Row-major view of a matrix: element `(i, j)` at `i * rs + j * cs`.
