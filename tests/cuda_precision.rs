@@ -5,45 +5,30 @@
 //! fixed batch lower the loss.
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use common::{cosine, model_cfg};
 use runner::engine::init::SeededVarMap;
 use runner::model::{build, is_buffer, FaceModel, ForwardCtx};
-use runner::recipe::{BlockNorm, LayerScale, ModelConfig, ModelKind, Precision};
+use runner::recipe::{BlockNorm, ModelConfig, ModelKind, Precision};
 use runner::train::loss::cross_entropy;
 use runner::train::precision::{MixedPrecision, StepVerdict};
 
-fn cfg(kind: ModelKind, preset: Option<&str>) -> ModelConfig {
-    ModelConfig {
-        kind,
-        preset: preset.map(str::to_string),
-        depths: None,
-        dims: None,
-        block_norm: BlockNorm::Layer,
-        layer_scale: LayerScale::Init(1e-6),
-        drop_path: 0.0,
-        dropout: 0.0,
-        small_stem: false,
-        width_mult: 1.0,
-        embedding_dim: None,
-        num_classes: None,
-        init_from: None,
-    }
-}
-
 fn configs() -> Vec<(&'static str, ModelConfig)> {
-    let mut c = cfg(ModelKind::Convnext, None);
+    let mut c = model_cfg(ModelKind::Convnext, None);
     c.depths = Some(vec![1, 2]);
     c.dims = Some(vec![16, 32]);
     c.embedding_dim = Some(24);
     let mut cb = c.clone();
     cb.block_norm = BlockNorm::Batch;
-    let mut r = cfg(ModelKind::Resnet, Some("18"));
+    let mut r = model_cfg(ModelKind::Resnet, Some("18"));
     r.depths = Some(vec![1, 1]);
     r.dims = Some(vec![16, 32]);
-    let mut m2 = cfg(ModelKind::MobilenetV2, None);
+    let mut m2 = model_cfg(ModelKind::MobilenetV2, None);
     m2.width_mult = 0.5;
-    let mut m3 = cfg(ModelKind::MobilenetV3, Some("small"));
+    let mut m3 = model_cfg(ModelKind::MobilenetV3, Some("small"));
     m3.width_mult = 0.5;
     vec![
         ("convnext layer", c),
@@ -52,33 +37,6 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
         ("mobilenet_v2", m2),
         ("mobilenet_v3 small", m3),
     ]
-}
-
-fn cosine(a: &Tensor, b: &Tensor) -> f64 {
-    let a: Vec<f32> = a
-        .to_device(&Device::Cpu)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f32> = b
-        .to_device(&Device::Cpu)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(&b) {
-        ab += *x as f64 * *y as f64;
-        aa += (*x as f64).powi(2);
-        bb += (*y as f64).powi(2);
-    }
-    if aa == 0.0 && bb == 0.0 {
-        return 1.0;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
 }
 
 fn norm(t: &Tensor) -> f64 {

@@ -2,32 +2,17 @@
 //! `cargo test --release --test model_bench -- --ignored --nocapture`.
 //! The quick test checks that the benchmark functions run on tiny shapes.
 
+mod common;
+
 use candle_core::Device;
+use common::model_cfg;
 use runner::kernels::bench::{bench_conv, bench_depthwise};
 use runner::model::bench::{bench_model, bench_model_vs_candle};
-use runner::recipe::{BlockNorm, LayerScale, ModelConfig, ModelKind};
-
-fn cfg(kind: ModelKind, preset: Option<&str>) -> ModelConfig {
-    ModelConfig {
-        kind,
-        preset: preset.map(str::to_string),
-        depths: None,
-        dims: None,
-        block_norm: BlockNorm::Layer,
-        layer_scale: LayerScale::Init(1e-6),
-        drop_path: 0.0,
-        dropout: 0.0,
-        small_stem: false,
-        width_mult: 1.0,
-        embedding_dim: None,
-        num_classes: None,
-        init_from: None,
-    }
-}
+use runner::recipe::ModelKind;
 
 #[test]
 fn benchmarks_run_on_tiny_shapes() {
-    let mut c = cfg(ModelKind::Convnext, None);
+    let mut c = model_cfg(ModelKind::Convnext, None);
     c.depths = Some(vec![1, 1]);
     c.dims = Some(vec![8, 16]);
     let r = bench_model(&c, 4, (32, 32), 2, 1, &Device::Cpu).unwrap();
@@ -67,13 +52,19 @@ fn measure_dense_conv() {
 #[ignore]
 fn measure_models() {
     let sel = std::env::var("BENCH_MODELS").unwrap_or_default();
-    let mut small = cfg(ModelKind::Resnet, Some("18"));
+    let mut small = model_cfg(ModelKind::Resnet, Some("18"));
     small.small_stem = false;
     let cases = [
-        ("convnext_tiny", cfg(ModelKind::Convnext, Some("tiny"))),
-        ("convnext_nano", cfg(ModelKind::Convnext, Some("nano"))),
+        (
+            "convnext_tiny",
+            model_cfg(ModelKind::Convnext, Some("tiny")),
+        ),
+        (
+            "convnext_nano",
+            model_cfg(ModelKind::Convnext, Some("nano")),
+        ),
         ("resnet18", small),
-        ("mobilenet_v2", cfg(ModelKind::MobilenetV2, None)),
+        ("mobilenet_v2", model_cfg(ModelKind::MobilenetV2, None)),
     ];
     for (name, c) in cases {
         if !sel.is_empty() && !sel.split(',').any(|s| s == name) {

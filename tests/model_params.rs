@@ -1,6 +1,9 @@
 //! Parameter counts against ../shared/reference/param_counts.json (timm / torchvision), and
 //! a gradient for every parameter of every family (tiny configs, tiny input).
 
+mod common;
+
+use common::{cosine, model_cfg};
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
@@ -8,42 +11,24 @@ use candle_nn::{VarBuilder, VarMap};
 use runner::model::{build, count_params, is_buffer, ForwardCtx};
 use runner::recipe::{BlockNorm, LayerScale, ModelConfig, ModelKind};
 
-fn cfg(kind: ModelKind, preset: Option<&str>) -> ModelConfig {
-    ModelConfig {
-        kind,
-        preset: preset.map(str::to_string),
-        depths: None,
-        dims: None,
-        block_norm: BlockNorm::Layer,
-        layer_scale: LayerScale::Init(1e-6),
-        drop_path: 0.0,
-        dropout: 0.0,
-        small_stem: false,
-        width_mult: 1.0,
-        embedding_dim: None,
-        num_classes: None,
-        init_from: None,
-    }
-}
-
 #[test]
 fn parameter_counts_match_reference() {
     let path = "../shared/reference/param_counts.json";
     let want: HashMap<String, usize> =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut no_gamma = cfg(ModelKind::Convnext, Some("tiny"));
+    let mut no_gamma = model_cfg(ModelKind::Convnext, Some("tiny"));
     no_gamma.layer_scale = LayerScale::Enabled(false);
     let mut course = no_gamma.clone();
     course.block_norm = BlockNorm::Batch;
     let cases: Vec<(&str, ModelConfig, usize)> = vec![
         (
             "convnext_tiny(num_classes=7000)",
-            cfg(ModelKind::Convnext, Some("tiny")),
+            model_cfg(ModelKind::Convnext, Some("tiny")),
             7000,
         ),
         (
             "convnext_tiny(num_classes=1000)",
-            cfg(ModelKind::Convnext, Some("tiny")),
+            model_cfg(ModelKind::Convnext, Some("tiny")),
             1000,
         ),
         (
@@ -58,27 +43,27 @@ fn parameter_counts_match_reference() {
         ),
         (
             "resnet18(num_classes=7000) torchvision",
-            cfg(ModelKind::Resnet, Some("18")),
+            model_cfg(ModelKind::Resnet, Some("18")),
             7000,
         ),
         (
             "resnet34(num_classes=7000) torchvision",
-            cfg(ModelKind::Resnet, Some("34")),
+            model_cfg(ModelKind::Resnet, Some("34")),
             7000,
         ),
         (
             "resnet50(num_classes=7000) torchvision",
-            cfg(ModelKind::Resnet, Some("50")),
+            model_cfg(ModelKind::Resnet, Some("50")),
             7000,
         ),
         (
             "mobilenet_v2(num_classes=7000) torchvision",
-            cfg(ModelKind::MobilenetV2, None),
+            model_cfg(ModelKind::MobilenetV2, None),
             7000,
         ),
         (
             "mobilenet_v3_large(num_classes=7000) torchvision",
-            cfg(ModelKind::MobilenetV3, Some("large")),
+            model_cfg(ModelKind::MobilenetV3, Some("large")),
             7000,
         ),
     ];
@@ -97,7 +82,7 @@ fn parameter_counts_match_reference() {
 
 fn tiny_configs() -> Vec<(&'static str, ModelConfig)> {
     let mut v = Vec::new();
-    let mut c = cfg(ModelKind::Convnext, None);
+    let mut c = model_cfg(ModelKind::Convnext, None);
     c.depths = Some(vec![1, 2]);
     c.dims = Some(vec![8, 16]);
     c.drop_path = 0.1;
@@ -107,7 +92,7 @@ fn tiny_configs() -> Vec<(&'static str, ModelConfig)> {
     c.layer_scale = LayerScale::Enabled(false);
     c.embedding_dim = None;
     v.push(("convnext batch", c));
-    let mut r = cfg(ModelKind::Resnet, Some("18"));
+    let mut r = model_cfg(ModelKind::Resnet, Some("18"));
     r.depths = Some(vec![1, 1]);
     r.dims = Some(vec![8, 16]);
     v.push(("resnet basic", r.clone()));
@@ -115,10 +100,10 @@ fn tiny_configs() -> Vec<(&'static str, ModelConfig)> {
     r.small_stem = true;
     r.embedding_dim = Some(10);
     v.push(("resnet bottleneck small stem", r));
-    let mut m = cfg(ModelKind::MobilenetV2, None);
+    let mut m = model_cfg(ModelKind::MobilenetV2, None);
     m.width_mult = 0.25;
     v.push(("mobilenet_v2", m));
-    let mut m = cfg(ModelKind::MobilenetV3, Some("small"));
+    let mut m = model_cfg(ModelKind::MobilenetV3, Some("small"));
     m.width_mult = 0.25;
     v.push(("mobilenet_v3 small", m.clone()));
     m.preset = Some("large".into());
@@ -182,7 +167,7 @@ fn every_parameter_gets_a_gradient() {
 #[test]
 fn drop_path_is_seeded_and_train_only() {
     let dev = Device::Cpu;
-    let mut c = cfg(ModelKind::Convnext, None);
+    let mut c = model_cfg(ModelKind::Convnext, None);
     c.depths = Some(vec![2, 2]);
     c.dims = Some(vec![8, 16]);
     c.drop_path = 0.5;
@@ -209,22 +194,6 @@ fn drop_path_is_seeded_and_train_only() {
     );
     assert_eq!(run(&mut ForwardCtx::eval()), run(&mut ForwardCtx::eval()));
     assert_ne!(run(&mut ForwardCtx::eval()), run(&mut ForwardCtx::train(7)));
-}
-
-/// Cosine similarity of two equally shaped tensors, in f64.
-fn cosine(a: &Tensor, b: &Tensor) -> f64 {
-    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(&b) {
-        ab += *x as f64 * *y as f64;
-        aa += (*x as f64).powi(2);
-        bb += (*y as f64).powi(2);
-    }
-    if aa == 0.0 && bb == 0.0 {
-        return 1.0;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
 }
 
 /// bf16 / f16 mixed precision (run here on the CPU, whose kernels widen to f32 where Candle

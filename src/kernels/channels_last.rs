@@ -3,7 +3,7 @@
 //! reduced in the same pass:
 //!
 //! - [`nchw_bias_to_nhwc`]: depthwise-conv bias add + the NCHW -> NHWC copy;
-//! - [`bias_act`]: `act(x + b)` over the last dim (fc1's bias and GELU);
+//! - [`bias_gelu`]: `gelu(x + b)` over the last dim (fc1's bias and GELU);
 //! - [`bias_scale`]: `(x + b) * gamma` over the last dim (fc2's bias and the layer scale);
 //! - [`add_nhwc_to_nchw`]: the residual `x + y` with `y` channels-last, out NCHW.
 //!
@@ -60,20 +60,13 @@ fn rows_with_column_sums(
     (a, b)
 }
 
-/// Activation applied by [`bias_act`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Act {
-    Identity,
-    Gelu,
-}
+struct BiasGelu;
+/// Backward of [`BiasGelu`]: `(x, b, g)` -> packed `[gx (rows*C) | gb (C)]`.
+struct BiasGeluBwd;
 
-struct BiasAct(Act);
-/// Backward of [`BiasAct`]: `(x, b, g)` -> packed `[gx (rows*C) | gb (C)]`.
-struct BiasActBwd(Act);
-
-impl CustomOp2 for BiasAct {
+impl CustomOp2 for BiasGelu {
     fn name(&self) -> &'static str {
-        "bias-act"
+        "bias-gelu"
     }
 
     fn cpu_fwd(
@@ -83,21 +76,16 @@ impl CustomOp2 for BiasAct {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "bias_act")?;
-        let b = slice(s2, l2, "bias_act")?;
+        let x = slice(s1, l1, "bias_gelu")?;
+        let b = slice(s2, l2, "bias_gelu")?;
         let c = b.len();
         let mut y = vec![0f32; x.len()];
-        let act = self.0;
         y.par_chunks_mut(ROW_CHUNK * c)
             .zip(x.par_chunks(ROW_CHUNK * c))
             .for_each(|(y, x)| {
                 for (yr, xr) in y.chunks_mut(c).zip(x.chunks(c)) {
                     for ((o, &v), &bv) in yr.iter_mut().zip(xr).zip(b) {
-                        let z = v + bv;
-                        *o = match act {
-                            Act::Identity => z,
-                            Act::Gelu => gelu_f32(z),
-                        };
+                        *o = gelu_f32(v + bv);
                     }
                 }
             });
@@ -113,16 +101,16 @@ impl CustomOp2 for BiasAct {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let c = b.elem_count();
         let n = x.elem_count();
-        let packed = x.apply_op3_no_bwd(b, &grad.contiguous()?, &BiasActBwd(self.0))?;
+        let packed = x.apply_op3_no_bwd(b, &grad.contiguous()?, &BiasGeluBwd)?;
         let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
         let gb = packed.narrow(0, n, c)?.reshape(b.shape())?;
         Ok((Some(gx), Some(gb)))
     }
 }
 
-impl CustomOp3 for BiasActBwd {
+impl CustomOp3 for BiasGeluBwd {
     fn name(&self) -> &'static str {
-        "bias-act-bwd"
+        "bias-gelu-bwd"
     }
 
     fn cpu_fwd(
@@ -134,25 +122,19 @@ impl CustomOp3 for BiasActBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "bias_act backward")?;
-        let b = slice(s2, l2, "bias_act backward")?;
-        let g = slice(s3, l3, "bias_act backward")?;
+        let x = slice(s1, l1, "bias_gelu backward")?;
+        let b = slice(s2, l2, "bias_gelu backward")?;
+        let g = slice(s3, l3, "bias_gelu backward")?;
         let c = b.len();
         if g.len() != x.len() || c == 0 || x.len() % c != 0 {
-            candle_core::bail!("bias_act backward: shape mismatch")
+            candle_core::bail!("bias_gelu backward: shape mismatch")
         }
         let mut out = vec![0f32; x.len() + c];
         let (gx, gb_out) = out.split_at_mut(x.len());
-        let act = self.0;
         let (gb, _) = rows_with_column_sums(c, gx, |r, o, s1, _| {
             let (xr, gr) = (&x[r * c..(r + 1) * c], &g[r * c..(r + 1) * c]);
-            match act {
-                Act::Identity => o.copy_from_slice(gr),
-                Act::Gelu => {
-                    for (((o, &xv), &gv), &bv) in o.iter_mut().zip(xr).zip(gr).zip(b) {
-                        *o = gv * gelu_grad_f32(xv + bv);
-                    }
-                }
+            for (((o, &xv), &gv), &bv) in o.iter_mut().zip(xr).zip(gr).zip(b) {
+                *o = gv * gelu_grad_f32(xv + bv);
             }
             for (s, &v) in s1.iter_mut().zip(o.iter()) {
                 *s += v;
@@ -163,24 +145,20 @@ impl CustomOp3 for BiasActBwd {
     }
 }
 
-/// `act(x + b)` with `b` `(C)` broadcast over the last dimension of `x` `(..., C)`.
-pub fn bias_act(x: &Tensor, b: &Tensor, act: Act) -> Result<Tensor> {
+/// Exact GELU of `x + b`, `b` `(C)` broadcast over the last dimension of `x` `(..., C)`.
+pub fn bias_gelu(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     let c = b.elem_count();
     if x.dims().last() != Some(&c) {
-        candle_core::bail!("bias_act: last dim of {:?} is not {c}", x.dims())
+        candle_core::bail!("bias_gelu: last dim of {:?} is not {c}", x.dims())
     }
     if fast(x) && b.dtype() == DType::F32 {
-        return x.contiguous()?.apply_op2(&b.contiguous()?, BiasAct(act));
+        return x.contiguous()?.apply_op2(&b.contiguous()?, BiasGelu);
     }
-    bias_act_composed(x, b, act)
+    bias_gelu_composed(x, b)
 }
 
-fn bias_act_composed(x: &Tensor, b: &Tensor, act: Act) -> Result<Tensor> {
-    let z = x.broadcast_add(&b.to_dtype(x.dtype())?)?;
-    match act {
-        Act::Identity => Ok(z),
-        Act::Gelu => z.gelu_erf(),
-    }
+fn bias_gelu_composed(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.broadcast_add(&b.to_dtype(x.dtype())?)?.gelu_erf()
 }
 
 struct BiasScale;
@@ -695,7 +673,7 @@ mod tests {
     }
 
     #[test]
-    fn bias_act_matches_composed_ops() -> Result<()> {
+    fn bias_gelu_matches_composed_ops() -> Result<()> {
         let dev = Device::Cpu;
         for (shape, c) in [
             ((3usize, 5usize, 7usize), 7usize),
@@ -704,14 +682,12 @@ mod tests {
         ] {
             let x = Var::randn(0f32, 2.0, shape, &dev)?;
             let b = Var::randn(0f32, 1.0, c, &dev)?;
-            for act in [Act::Identity, Act::Gelu] {
-                check(
-                    &[&x, &b],
-                    || bias_act(&x, &b, act),
-                    || bias_act_composed(&x, &b, act),
-                    1e-5,
-                )?;
-            }
+            check(
+                &[&x, &b],
+                || bias_gelu(&x, &b),
+                || bias_gelu_composed(&x, &b),
+                1e-5,
+            )?;
         }
         Ok(())
     }

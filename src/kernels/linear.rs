@@ -1,9 +1,7 @@
 //! Fully connected layer `y = x W^T (+ b)` over rows of a 2-D input as a Candle custom op, the
-//! bias added in the product's pass; and the per-column scale `y = z * s` (ConvNeXt's layer
-//! scale). Their backward computes all gradients in one pass each: the bias gradient (column
-//! sums) together with the weight gradient, the scale gradient together with the input's.
-//! Candle's broadcast ops instead reduce the bias / scale gradient in a separate strided
-//! reduction over the rows (`ReduceSum`, 15% of a ConvNeXt nano step).
+//! bias added in the product's pass. The backward computes the bias gradient (column sums)
+//! together with the weight gradient; Candle's broadcast add instead reduces it in a separate
+//! strided reduction over the rows (`ReduceSum`, 15% of a ConvNeXt nano step).
 //!
 //! Products run on the `gemm` crate, single-threaded per block of rows, the blocks in
 //! parallel on rayon; the weight gradient splits the rows over the threads and sums the parts.
@@ -11,44 +9,10 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::{sgemm, Mat};
+
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     super::contiguous_f32(s, l, &format!("linear: {what}"))
-}
-
-/// `dst (m x n, row stride ldd) = [dst +] a (m x k) b (k x n)`, strides `(row, column)`.
-///
-/// # Safety
-/// The pointers must cover the given sizes and strides; `dst` must not alias `a` or `b`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn sgemm(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    ldd: usize,
-    accumulate: bool,
-    a: (*const f32, usize, usize),
-    b: (*const f32, usize, usize),
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        ldd as isize,
-        accumulate,
-        a.0,
-        a.2 as isize,
-        a.1 as isize,
-        b.0,
-        b.2 as isize,
-        b.1 as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
 }
 
 /// Rows per parallel task: about four tasks per thread, at least 32 rows.
@@ -80,12 +44,22 @@ fn lin_forward(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: u
             // SAFETY: rows x k of x from this block, n x k of w; y block is disjoint.
             unsafe {
                 sgemm(
-                    (rows, n, k),
+                    rows,
+                    n,
+                    k,
                     yo.as_mut_ptr(),
                     n,
                     b.is_some(),
-                    (xb.as_ptr(), k, 1),
-                    (w.as_ptr(), 1, k),
+                    Mat {
+                        ptr: xb.as_ptr(),
+                        rs: k as isize,
+                        cs: 1,
+                    },
+                    Mat {
+                        ptr: w.as_ptr(),
+                        rs: 1,
+                        cs: k as isize,
+                    },
                 )
             }
         });
@@ -232,12 +206,22 @@ impl CustomOp2 for LinBwdInput {
                 // SAFETY: rows x n of gy from this block, n x k of w.
                 unsafe {
                     sgemm(
-                        (rows, k, n),
+                        rows,
+                        k,
+                        n,
                         go.as_mut_ptr(),
                         k,
                         false,
-                        (gyb.as_ptr(), n, 1),
-                        (w.as_ptr(), k, 1),
+                        Mat {
+                            ptr: gyb.as_ptr(),
+                            rs: n as isize,
+                            cs: 1,
+                        },
+                        Mat {
+                            ptr: w.as_ptr(),
+                            rs: k as isize,
+                            cs: 1,
+                        },
                     )
                 }
             });
@@ -277,12 +261,22 @@ impl CustomOp2 for LinBwdWeight {
                     // SAFETY: rows lo..hi of gy (transposed: n x rows) and x (rows x k).
                     unsafe {
                         sgemm(
-                            (n, k, hi - lo),
+                            n,
+                            k,
+                            hi - lo,
                             gw.as_mut_ptr(),
                             k,
                             false,
-                            (gy[lo * n..].as_ptr(), 1, n),
-                            (x[lo * k..].as_ptr(), k, 1),
+                            Mat {
+                                ptr: gy[lo * n..].as_ptr(),
+                                rs: 1,
+                                cs: n as isize,
+                            },
+                            Mat {
+                                ptr: x[lo * k..].as_ptr(),
+                                rs: k as isize,
+                                cs: 1,
+                            },
                         )
                     }
                     if with_bias {
@@ -320,124 +314,6 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Opti
         Some(b) => x.apply_op3(&w, &b.contiguous()?, LinBias)?,
         None => x.apply_op2(&w, Lin)?,
     }))
-}
-
-/// `(z (M, N), s (N,)) -> z * s` per column.
-struct ColScale;
-/// `(z, grad_y, s) -> [grad_z (M*N) | grad_s (N)]`.
-struct ColScaleBwd;
-
-impl CustomOp2 for ColScale {
-    fn name(&self) -> &'static str {
-        "col-scale"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let z = slice(s1, l1, "input")?;
-        let s = slice(s2, l2, "scale")?;
-        let n = s.len();
-        if n == 0 || z.len() % n != 0 || l1.dims().last() != Some(&n) {
-            candle_core::bail!("col_scale: {:?} by {n} values", l1.dims())
-        }
-        let mut y = vec![0f32; z.len()];
-        let rb = row_block(z.len() / n) * n;
-        y.par_chunks_mut(rb)
-            .zip(z.par_chunks(rb))
-            .for_each(|(yo, zi)| {
-                for (yr, zr) in yo.chunks_exact_mut(n).zip(zi.chunks_exact(n)) {
-                    for ((o, &v), &sv) in yr.iter_mut().zip(zr).zip(s) {
-                        *o = v * sv;
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        z: &Tensor,
-        s: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let n = s.elem_count();
-        let total = z.elem_count();
-        let packed = z.apply_op3_no_bwd(&grad.contiguous()?, s, &ColScaleBwd)?;
-        let gz = packed.narrow(0, 0, total)?.reshape(z.shape())?;
-        let gs = packed.narrow(0, total, n)?.reshape(s.shape())?;
-        Ok((Some(gz), Some(gs)))
-    }
-}
-
-impl CustomOp3 for ColScaleBwd {
-    fn name(&self) -> &'static str {
-        "col-scale-bwd"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let z = slice(s1, l1, "input")?;
-        let g = slice(s2, l2, "gradient")?;
-        let s = slice(s3, l3, "scale")?;
-        let n = s.len();
-        if n == 0 || g.len() != z.len() || z.len() % n != 0 {
-            candle_core::bail!("col_scale backward: shape mismatch")
-        }
-        let total = z.len();
-        let mut out = vec![0f32; total + n];
-        let (gz, gs) = out.split_at_mut(total);
-        let rb = row_block(total / n) * n;
-        let parts: Vec<Vec<f32>> = gz
-            .par_chunks_mut(rb)
-            .zip(z.par_chunks(rb).zip(g.par_chunks(rb)))
-            .map(|(go, (zi, gi))| {
-                let mut acc = vec![0f32; n];
-                for ((gor, zr), gr) in go
-                    .chunks_exact_mut(n)
-                    .zip(zi.chunks_exact(n))
-                    .zip(gi.chunks_exact(n))
-                {
-                    for i in 0..n {
-                        gor[i] = gr[i] * s[i];
-                        acc[i] += gr[i] * zr[i];
-                    }
-                }
-                acc
-            })
-            .collect();
-        for p in parts {
-            gs.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-        }
-        Ok((CpuStorage::F32(out), Shape::from(total + n)))
-    }
-}
-
-/// `z * s` with `s` `(N,)` scaling the last dimension of `z`. `None` where the fast path does not
-/// apply (not CPU f32, reference mode).
-pub fn col_scale(z: &Tensor, s: &Tensor) -> Result<Option<Tensor>> {
-    if !z.device().is_cpu()
-        || z.dtype() != candle_core::DType::F32
-        || s.dtype() != candle_core::DType::F32
-        || s.rank() != 1
-        || z.dims().last() != Some(&s.elem_count())
-        || super::reference_mode()
-    {
-        return Ok(None);
-    }
-    Ok(Some(z.contiguous()?.apply_op2(&s.contiguous()?, ColScale)?))
 }
 
 #[cfg(test)]
@@ -499,33 +375,6 @@ mod tests {
         let gr = x.matmul(&w.t()?)?.sum_all()?.backward()?;
         let (diff, scale) = max_diff(ga.get(&w).unwrap(), gr.get(&w).unwrap())?;
         assert!(diff < 1e-4 * scale, "{diff}");
-        Ok(())
-    }
-
-    #[test]
-    fn col_scale_matches_broadcast_mul_and_gradients() -> Result<()> {
-        let dev = Device::Cpu;
-        for d in [
-            vec![7usize, 3],
-            vec![2, 5, 4, 9],
-            vec![1, 1],
-            vec![3, 70, 13],
-        ] {
-            let n = *d.last().unwrap();
-            let z = Var::randn(0f32, 1.0, d.as_slice(), &dev)?;
-            let s = Var::randn(0f32, 1.0, n, &dev)?;
-            let a = col_scale(&z, &s)?.expect("fast path");
-            let r = z.broadcast_mul(&s)?;
-            let (diff, scale) = max_diff(&a, &r)?;
-            assert!(diff < 1e-6 * scale, "forward {d:?}: {diff}");
-            let t = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
-            let ga = (a * &t)?.sum_all()?.backward()?;
-            let gr = (r * &t)?.sum_all()?.backward()?;
-            for v in [&z, &s] {
-                let (diff, scale) = max_diff(ga.get(v).unwrap(), gr.get(v).unwrap())?;
-                assert!(diff < 1e-4 * scale, "grad {d:?}: {diff}");
-            }
-        }
         Ok(())
     }
 }

@@ -22,11 +22,57 @@ pub use eltwise::add_relu;
 pub use gelu::gelu_erf;
 pub use im2col::conv2d_im2col;
 pub use layernorm::layer_norm_last;
-pub use linear::{col_scale, linear};
+pub use linear::linear;
 pub use pointwise::conv1x1;
 pub use pool::{avg_pool2d, max_pool2d, PoolParams};
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Row-major view of a matrix: element `(i, j)` at `i * rs + j * cs`.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// `dst (m x n, row-major, leading dim ldd) = [dst +] a (m x k) * b (k x n)`, single-threaded.
+///
+/// # Safety
+/// The views must cover valid memory for the given sizes; `dst` must not alias `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        ldd as isize,
+        accumulate,
+        a.ptr,
+        a.cs,
+        a.rs,
+        b.ptr,
+        b.cs,
+        b.rs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
 
 /// The f32 data of a contiguous CPU tensor (what every kernel here reads); `what` names the
 /// op and argument in the error otherwise.

@@ -7,54 +7,10 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::{sgemm, Mat};
+
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     super::contiguous_f32(s, l, &format!("conv1x1: {what}"))
-}
-
-/// Row-major view of a matrix: element `(i, j)` at `i * rs + j * cs`.
-#[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
-}
-
-/// `dst (m x n, row-major, leading dim ldd) = [dst +] a (m x k) * b (k x n)`, single-threaded.
-///
-/// # Safety
-/// The views must cover valid memory for the given sizes; `dst` must not alias `a` or `b`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    ldd: usize,
-    accumulate: bool,
-    a: Mat,
-    b: Mat,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        ldd as isize,
-        accumulate,
-        a.ptr,
-        a.cs,
-        a.rs,
-        b.ptr,
-        b.cs,
-        b.rs,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -10,9 +10,7 @@ use super::layers::{
     drop_path, dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, LayerNorm, Linear, WInit,
 };
 use crate::kernels::channels_last::to_nhwc;
-use crate::kernels::channels_last::{
-    add_nhwc_to_nchw, bias_act, bias_scale, nchw_bias_to_nhwc, Act,
-};
+use crate::kernels::channels_last::{add_nhwc_to_nchw, bias_gelu, bias_scale, nchw_bias_to_nhwc};
 use crate::kernels::depthwise_nhwc::depthwise_nhwc;
 use crate::kernels::gelu_erf;
 use crate::recipe::BlockNorm;
@@ -141,15 +139,16 @@ impl Block {
         };
         let y = self.fc1.forward_no_bias(&y, ctx)?;
         let y = match &self.fc1.bias {
-            Some(b) => bias_act(&y, b, Act::Gelu)?,
+            Some(b) => bias_gelu(&y, b)?,
             None => gelu_erf(&y)?,
         };
-        let y = self.fc2.forward_no_bias(&y, ctx)?;
         let y = match (&self.fc2.bias, &self.gamma) {
-            (Some(b), Some(g)) => bias_scale(&y, b, g)?,
-            (Some(b), None) => bias_act(&y, b, Act::Identity)?,
-            (None, Some(g)) => y.broadcast_mul(&g.to_dtype(y.dtype())?)?,
-            (None, None) => y,
+            (Some(b), Some(g)) => bias_scale(&self.fc2.forward_no_bias(&y, ctx)?, b, g)?,
+            (None, Some(g)) => {
+                let y = self.fc2.forward(&y, ctx)?;
+                y.broadcast_mul(&g.to_dtype(y.dtype())?)?
+            }
+            (_, None) => self.fc2.forward(&y, ctx)?,
         };
         let y = drop_path(&y, self.drop_path, ctx)?;
         let y = add_nhwc_to_nchw(x, &y)?;

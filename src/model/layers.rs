@@ -11,7 +11,7 @@ use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use super::face::ForwardCtx;
-use crate::kernels::channels_last::{bias_act, bias_nchw, to_nchw, to_nhwc, Act};
+use crate::kernels::channels_last::{bias_nchw, to_nchw, to_nhwc};
 use crate::kernels::{
     batch_norm_train_act, conv1x1, conv2d_im2col, depthwise_conv2d, layer_norm_last, linear, BnAct,
     DwParams,
@@ -201,24 +201,31 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let y = self.forward_no_bias(x, ctx)?;
-        match &self.bias {
-            // one pass forward; the bias gradient is a parallel column sum
-            Some(b) => bias_act(&y, b, Act::Identity),
-            None => Ok(y),
-        }
+        self.product(x, self.bias.as_ref(), ctx)
     }
 
     /// `x @ weight^T` without the bias (for callers that fuse the bias into the next op).
     pub fn forward_no_bias(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        self.product(x, None, ctx)
+    }
+
+    /// `x @ weight^T (+ bias)` over the last dimension: on CPU f32 the project op (bias fused
+    /// into the product, its gradient summed in the weight-gradient pass), else Candle's.
+    fn product(&self, x: &Tensor, bias: Option<&Tensor>, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let (out_f, in_f) = self.weight.dims2()?;
         let dims = x.dims().to_vec();
         let rows = x.elem_count() / in_f;
         let weight = self.weight.to_dtype(x.dtype())?;
         let x2 = x.reshape((rows, in_f))?;
-        let y = match linear(&x2, &weight, None)? {
+        let y = match linear(&x2, &weight, bias)? {
             Some(y) => y,
-            None => x2.matmul(&weight.t()?)?,
+            None => {
+                let y = x2.matmul(&weight.t()?)?;
+                match bias {
+                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+                    None => y,
+                }
+            }
         };
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {

@@ -165,3 +165,50 @@ pub fn last_checkpoint(show: &serde_json::Value) -> PathBuf {
         .expect("a kept checkpoint");
     PathBuf::from(c["path"].as_str().unwrap())
 }
+
+/// A model config with the schema's defaults for `kind` / `preset` (layer norm blocks, layer
+/// scale 1e-6, no drop path or dropout, width 1).
+pub fn model_cfg(
+    kind: runner::recipe::ModelKind,
+    preset: Option<&str>,
+) -> runner::recipe::ModelConfig {
+    runner::recipe::ModelConfig {
+        kind,
+        preset: preset.map(str::to_string),
+        depths: None,
+        dims: None,
+        block_norm: runner::recipe::BlockNorm::Layer,
+        layer_scale: runner::recipe::LayerScale::Init(1e-6),
+        drop_path: 0.0,
+        dropout: 0.0,
+        small_stem: false,
+        width_mult: 1.0,
+        embedding_dim: None,
+        num_classes: None,
+        init_from: None,
+    }
+}
+
+/// Cosine similarity of two equally shaped tensors (on any device), in f64; 1 for two zeros.
+pub fn cosine(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    let cpu = candle_core::Device::Cpu;
+    let flat = |t: &candle_core::Tensor| -> Vec<f32> {
+        t.to_device(&cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (a, b) = (flat(a), flat(b));
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(&b) {
+        ab += *x as f64 * *y as f64;
+        aa += (*x as f64).powi(2);
+        bb += (*y as f64).powi(2);
+    }
+    if aa == 0.0 && bb == 0.0 {
+        return 1.0;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
+}
