@@ -113,12 +113,13 @@ fn tiny_configs() -> Vec<(&'static str, ModelConfig)> {
 
 #[test]
 fn every_parameter_gets_a_gradient() {
+    let mut rng = runner::engine::init::TensorRng::new(44);
     let dev = Device::Cpu;
     for (what, c) in tiny_configs() {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
         let model = build(&c, 5, vb).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &dev).unwrap();
+        let x = rng.randn(0f32, 1.0, (2, 3, 32, 32), &dev).unwrap();
         let emb = model.embed(&x, &mut ForwardCtx::eval()).unwrap();
         assert_eq!(emb.dims(), &[2, model.embedding_dim()], "{what}");
         // a loss that reaches every logit with distinct weights
@@ -166,6 +167,7 @@ fn every_parameter_gets_a_gradient() {
 
 #[test]
 fn drop_path_is_seeded_and_train_only() {
+    let mut rng = runner::engine::init::TensorRng::new(45);
     let dev = Device::Cpu;
     let mut c = model_cfg(ModelKind::Convnext, None);
     c.depths = Some(vec![2, 2]);
@@ -174,7 +176,7 @@ fn drop_path_is_seeded_and_train_only() {
     c.layer_scale = LayerScale::Init(1.0);
     let varmap = VarMap::new();
     let model = build(&c, 3, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
-    let x = Tensor::randn(0f32, 1.0, (8, 3, 32, 32), &dev).unwrap();
+    let x = rng.randn(0f32, 1.0, (8, 3, 32, 32), &dev).unwrap();
     let run = |ctx: &mut ForwardCtx| -> Vec<f32> {
         model
             .forward(&x, ctx)

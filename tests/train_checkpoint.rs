@@ -357,19 +357,20 @@ fn a_plain_safetensors_file_is_not_a_checkpoint() {
 
 #[test]
 fn optimizer_state_resumes_bit_for_bit_through_a_checkpoint_file() {
+    let mut rng = runner::engine::init::TensorRng::new(35);
     use candle_core::Var;
     use runner::recipe::{OptimizerConfig, OptimizerKind};
     use runner::train::optim::build;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let dev = Device::Cpu;
-    let p0 = Tensor::randn(0f32, 1.0, (5, 7), &dev).expect("p0");
-    let b0 = Tensor::randn(0f32, 1.0, 7, &dev).expect("b0");
+    let p0 = rng.randn(0f32, 1.0, (5, 7), &dev).expect("p0");
+    let b0 = rng.randn(0f32, 1.0, 7, &dev).expect("b0");
     let grads: Vec<(Tensor, Tensor)> = (0..4)
         .map(|_| {
             (
-                Tensor::randn(0f32, 1.0, (5, 7), &dev).expect("g"),
-                Tensor::randn(0f32, 1.0, 7, &dev).expect("g"),
+                rng.randn(0f32, 1.0, (5, 7), &dev).expect("g"),
+                rng.randn(0f32, 1.0, 7, &dev).expect("g"),
             )
         })
         .collect();

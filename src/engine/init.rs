@@ -148,6 +148,48 @@ pub fn named_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     v
 }
 
+/// Seeded random tensors for tests and benchmarks. Candle's CPU `randn` draws from an unseeded
+/// thread RNG (and `Device::set_seed` is refused on CPU), so a test built on it sees new data on
+/// every run and can fail only now and then; this draws the same values for the same seed.
+pub struct TensorRng {
+    rng: ChaCha8Rng,
+}
+
+impl TensorRng {
+    pub fn new(seed: u64) -> Self {
+        TensorRng {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Like `Tensor::randn`: normal values with this mean and standard deviation, f32.
+    pub fn randn(
+        &mut self,
+        mean: f32,
+        std: f32,
+        shape: impl Into<Shape>,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let shape = shape.into();
+        let d = Normal::new(mean, std).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let v: Vec<f32> = (0..shape.elem_count())
+            .map(|_| d.sample(&mut self.rng))
+            .collect();
+        Tensor::from_vec(v, shape, device)
+    }
+
+    /// Like `Var::randn`.
+    pub fn var(
+        &mut self,
+        mean: f32,
+        std: f32,
+        shape: impl Into<Shape>,
+        device: &Device,
+    ) -> candle_core::Result<Var> {
+        Var::from_tensor(&self.randn(mean, std, shape, device)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -409,7 +409,7 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, params: DwParams) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
     fn naive(x: &[f32], xd: [usize; 4], w: &[f32], k: (usize, usize), p: DwParams) -> Vec<f32> {
         let [n, c, h, wd] = xd;
@@ -449,6 +449,7 @@ mod tests {
     /// odd sizes, rectangular kernels, stride and padding.
     #[test]
     fn shift_sum_path_matches_the_kernel() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(10);
         let dev = Device::Cpu;
         let cases = [
             ([2, 3, 9, 7], (7, 7), (1, 1), (3, 3)),
@@ -464,8 +465,8 @@ mod tests {
                 stride: s,
                 padding: pd,
             };
-            let x = Var::randn(0f32, 1.0, &xd, &dev)?;
-            let w = Var::randn(0f32, 1.0, (xd[1], 1, k.0, k.1), &dev)?;
+            let x = rng.var(0f32, 1.0, &xd, &dev)?;
+            let w = rng.var(0f32, 1.0, (xd[1], 1, k.0, k.1), &dev)?;
             let y = depthwise_conv2d(&x, &w, p)?;
             let y2 = depthwise_shift_sum(&x, &w, p)?;
             assert_eq!(y.dims(), y2.dims(), "{xd:?} {k:?} {s:?} {pd:?}");
@@ -474,7 +475,7 @@ mod tests {
                 y2.flatten_all()?.to_vec1()?,
             );
             assert!(max_rel(&b, &a) < 1e-5, "forward {xd:?} {k:?} {s:?} {pd:?}");
-            let r = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
+            let r = rng.randn(0f32, 1.0, y.shape(), &dev)?;
             let g1 = (y * &r)?.sum_all()?.backward()?;
             let g2 = (y2 * &r)?.sum_all()?.backward()?;
             for v in [&x, &w] {
@@ -488,6 +489,7 @@ mod tests {
 
     #[test]
     fn forward_matches_naive_and_grads_match_candle_conv() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(11);
         let dev = Device::Cpu;
         let cases = [
             ([2, 3, 9, 7], (7, 7), (1, 1), (3, 3)),
@@ -505,8 +507,8 @@ mod tests {
                 stride: s,
                 padding: pd,
             };
-            let x = Var::randn(0f32, 1.0, &xd, &dev)?;
-            let w = Var::randn(0f32, 1.0, (xd[1], 1, k.0, k.1), &dev)?;
+            let x = rng.var(0f32, 1.0, &xd, &dev)?;
+            let w = rng.var(0f32, 1.0, (xd[1], 1, k.0, k.1), &dev)?;
             let y = depthwise_conv2d(&x, &w, p)?;
             let yv = y.flatten_all()?.to_vec1::<f32>()?;
             let want = naive(
@@ -522,7 +524,7 @@ mod tests {
                 "forward {xd:?} {k:?} {s:?} {pd:?}"
             );
             // gradients of sum(y * r) against candle's own grouped conv (square cases)
-            let r = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
+            let r = rng.randn(0f32, 1.0, y.shape(), &dev)?;
             let gs = (y * &r)?.sum_all()?.backward()?;
             // candle's conv2d backward cannot recover input sizes that stride truncates
             let exact = (xd[2] + 2 * pd.0 - k.0) % s.0 == 0 && (xd[3] + 2 * pd.1 - k.1) % s.1 == 0;

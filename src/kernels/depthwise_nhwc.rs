@@ -363,7 +363,7 @@ fn depthwise_nhwc_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, g: Geom) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
@@ -382,6 +382,7 @@ mod tests {
     /// and the gradients of input, weight and bias; odd sizes, planes smaller than the kernel.
     #[test]
     fn matches_the_nchw_path() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(1);
         let dev = Device::Cpu;
         for (n, h, w, c, k) in [
             (2usize, 9usize, 7usize, 5usize, 7usize),
@@ -391,9 +392,9 @@ mod tests {
             (2, 6, 5, 3, 3),
             (1, 5, 8, 40, 5),
         ] {
-            let x = Var::randn(0f32, 1.0, (n, h, w, c), &dev)?;
-            let wt = Var::randn(0f32, 1.0, (c, 1, k, k), &dev)?;
-            let b = Var::randn(0f32, 1.0, c, &dev)?;
+            let x = rng.var(0f32, 1.0, (n, h, w, c), &dev)?;
+            let wt = rng.var(0f32, 1.0, (c, 1, k, k), &dev)?;
+            let b = rng.var(0f32, 1.0, c, &dev)?;
             let g = Geom {
                 n,
                 h,
@@ -409,7 +410,7 @@ mod tests {
             assert_eq!(y.dims(), &[n, h, w, c]);
             let d = max_diff(&y, &y2);
             assert!(d < 1e-4, "forward {n} {h} {w} {c} {k}: {d}");
-            let r = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
+            let r = rng.randn(0f32, 1.0, y.shape(), &dev)?;
             let g1 = (y * &r)?.sum_all()?.backward()?;
             let g2 = (y2 * &r)?.sum_all()?.backward()?;
             for (i, v) in [&x, &wt, &b].iter().enumerate() {

@@ -266,10 +266,11 @@ impl CustomOp2 for ConvAttach {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
     #[test]
     fn matches_candle_conv_forward_and_gradients() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(4);
         let dev = Device::Cpu;
         // (input dims, out channels, k, stride, padding)
         let cases = [
@@ -280,8 +281,8 @@ mod tests {
             ([1, 3, 5, 6], 2, 3, 1, 0),
         ];
         for (d, o, k, s, p) in cases {
-            let x = Var::randn(0f32, 1.0, &d, &dev)?;
-            let w = Var::randn(0f32, 1.0, (o, d[1], k, k), &dev)?;
+            let x = rng.var(0f32, 1.0, &d, &dev)?;
+            let w = rng.var(0f32, 1.0, (o, d[1], k, k), &dev)?;
             let a = conv2d_im2col(&x, &w, s, p)?;
             let b = x.conv2d(&w, p, s, 1, 1)?;
             let scale = b.abs()?.max_all()?.to_scalar::<f32>()?;
@@ -294,7 +295,7 @@ mod tests {
             if !exact {
                 continue; // candle's conv backward cannot recover truncated sizes
             }
-            let r = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
+            let r = rng.randn(0f32, 1.0, a.shape(), &dev)?;
             let ga = (a * &r)?.sum_all()?.backward()?;
             let gb = (b * &r)?.sum_all()?.backward()?;
             for v in [&x, &w] {
@@ -312,12 +313,13 @@ mod tests {
 
     #[test]
     fn truncated_sizes_match_finite_differences() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(5);
         let dev = Device::Cpu;
         let d = [1, 2, 8, 7];
-        let x = Var::randn(0f32, 1.0, &d, &dev)?;
-        let w = Var::randn(0f32, 1.0, (3, 2, 3, 3), &dev)?;
+        let x = rng.var(0f32, 1.0, &d, &dev)?;
+        let w = rng.var(0f32, 1.0, (3, 2, 3, 3), &dev)?;
         let y = conv2d_im2col(&x, &w, 2, 1)?;
-        let r = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
+        let r = rng.randn(0f32, 1.0, y.shape(), &dev)?;
         let g = (y * &r)?.sum_all()?.backward()?;
         let gx: Vec<f32> = g.get(&x).unwrap().flatten_all()?.to_vec1()?;
         let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
@@ -344,12 +346,13 @@ mod tests {
 
     #[test]
     fn untracked_input_gets_no_gradient_and_weight_gradient_matches() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(6);
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 9), &dev)?;
-        let w = Var::randn(0f32, 1.0, (4, 3, 7, 7), &dev)?;
+        let x = rng.randn(0f32, 1.0, (2, 3, 9, 9), &dev)?;
+        let w = rng.var(0f32, 1.0, (4, 3, 7, 7), &dev)?;
         let a = conv2d_im2col(&x, &w, 2, 3)?;
         let b = x.conv2d(&w, 3, 2, 1, 1)?;
-        let r = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
+        let r = rng.randn(0f32, 1.0, a.shape(), &dev)?;
         let ga = (a * &r)?.sum_all()?.backward()?;
         let gb = (b * &r)?.sum_all()?.backward()?;
         assert!(ga.get(&x).is_none());

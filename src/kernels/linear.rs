@@ -319,7 +319,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> Result<(f32, f32)> {
         let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
@@ -329,6 +329,7 @@ mod tests {
 
     #[test]
     fn linear_matches_candle_and_gradients() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(2);
         let dev = Device::Cpu;
         for (m, k, n, with_bias) in [
             (7, 5, 3, true),
@@ -337,9 +338,9 @@ mod tests {
             (300, 8, 1, true),
             (65, 1, 6, false),
         ] {
-            let x = Var::randn(0f32, 1.0, (m, k), &dev)?;
-            let w = Var::randn(0f32, 1.0, (n, k), &dev)?;
-            let b = Var::randn(0f32, 1.0, n, &dev)?;
+            let x = rng.var(0f32, 1.0, (m, k), &dev)?;
+            let w = rng.var(0f32, 1.0, (n, k), &dev)?;
+            let b = rng.var(0f32, 1.0, n, &dev)?;
             let a = linear(&x, &w, with_bias.then_some(b.as_tensor()))?.expect("fast path");
             let mut r = x.matmul(&w.t()?)?;
             if with_bias {
@@ -347,7 +348,7 @@ mod tests {
             }
             let (diff, scale) = max_diff(&a, &r)?;
             assert!(diff < 1e-5 * scale, "forward {m}x{k}x{n}: {diff}");
-            let t = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
+            let t = rng.randn(0f32, 1.0, a.shape(), &dev)?;
             let ga = (a * &t)?.sum_all()?.backward()?;
             let gr = (r * &t)?.sum_all()?.backward()?;
             let mut vars = vec![&x, &w];
@@ -366,9 +367,10 @@ mod tests {
 
     #[test]
     fn linear_untracked_input_gets_no_gradient() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(3);
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (40, 6), &dev)?;
-        let w = Var::randn(0f32, 1.0, (5, 6), &dev)?;
+        let x = rng.randn(0f32, 1.0, (40, 6), &dev)?;
+        let w = rng.var(0f32, 1.0, (5, 6), &dev)?;
         let a = linear(&x, &w, None)?.expect("fast path");
         let ga = a.sum_all()?.backward()?;
         assert!(ga.get(&x).is_none());

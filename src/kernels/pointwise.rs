@@ -358,7 +358,7 @@ pub fn conv1x1(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> Result<(f32, f32)> {
         let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
@@ -368,6 +368,7 @@ mod tests {
 
     #[test]
     fn matches_candle_conv_forward_and_gradients() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(17);
         let dev = Device::Cpu;
         // (input dims, out channels, bias)
         let cases = [
@@ -378,9 +379,9 @@ mod tests {
             ([4, 33, 5, 5], 17, true),
         ];
         for (d, o, with_bias) in cases {
-            let x = Var::randn(0f32, 1.0, &d, &dev)?;
-            let w = Var::randn(0f32, 1.0, (o, d[1], 1, 1), &dev)?;
-            let b = Var::randn(0f32, 1.0, o, &dev)?;
+            let x = rng.var(0f32, 1.0, &d, &dev)?;
+            let w = rng.var(0f32, 1.0, (o, d[1], 1, 1), &dev)?;
+            let b = rng.var(0f32, 1.0, o, &dev)?;
             let bias = with_bias.then_some(b.as_tensor());
             let a = conv1x1(&x, &w, bias)?.expect("fast path");
             let mut r = x.conv2d(&w, 0, 1, 1, 1)?;
@@ -389,7 +390,7 @@ mod tests {
             }
             let (diff, scale) = max_diff(&a, &r)?;
             assert!(diff < 1e-5 * scale, "forward {d:?} o{o}: {diff}");
-            let t = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
+            let t = rng.randn(0f32, 1.0, a.shape(), &dev)?;
             let ga = (a * &t)?.sum_all()?.backward()?;
             let gr = (r * &t)?.sum_all()?.backward()?;
             let mut vars = vec![&x, &w];
@@ -409,12 +410,13 @@ mod tests {
 
     #[test]
     fn untracked_input_gets_no_gradient() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(18);
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (3, 4, 5, 5), &dev)?;
-        let w = Var::randn(0f32, 1.0, (6, 4, 1, 1), &dev)?;
+        let x = rng.randn(0f32, 1.0, (3, 4, 5, 5), &dev)?;
+        let w = rng.var(0f32, 1.0, (6, 4, 1, 1), &dev)?;
         let a = conv1x1(&x, &w, None)?.expect("fast path");
         let r = x.conv2d(&w, 0, 1, 1, 1)?;
-        let t = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
+        let t = rng.randn(0f32, 1.0, a.shape(), &dev)?;
         let ga = (a * &t)?.sum_all()?.backward()?;
         let gr = (r * &t)?.sum_all()?.backward()?;
         assert!(ga.get(&x).is_none());
