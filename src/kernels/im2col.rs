@@ -1,9 +1,15 @@
-//! Dense 2-D convolution (groups 1) as im2col + matrix product. `im2col` is a Candle custom op
-//! whose backward is col2im, so the convolution's backward is two matrix products and one
-//! scatter pass (Candle's own conv backward runs a naive transposed convolution).
-
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+//! Dense 2-D convolution (groups 1) as im2col + matrix product, run in chunks of a few images.
+//! Each rayon task takes a contiguous range of images and works through it a chunk at a time:
+//! the chunk's column matrix (about 256 rows) is built in a scratch buffer that stays in cache,
+//! multiplied at once with a single-threaded GEMM, and the product is written out as NCHW. The
+//! backward rebuilds each chunk's columns instead of keeping the whole batch's (a 38 MB matrix
+//! for a ResNet-18 layer-1 conv at 64 px, batch 64: past glibc's mmap threshold, so each step
+//! faulted and zeroed it afresh), accumulates the weight gradient per task (the K split by
+//! hand that `gemm`'s own threading lacks) and scatters the input gradient with col2im.
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::{sgemm, Mat};
 
 #[derive(Debug, Clone, Copy)]
 struct Geom {
@@ -43,11 +49,14 @@ impl Geom {
         self.c * self.k * self.k
     }
 
-    /// Input column for output column `ox` and kernel column `kx`, if inside the image.
+    /// For output column `ox`: the first input column of its window (may be negative) and the
+    /// range of kernel columns that fall inside the image.
     #[inline(always)]
-    fn ix(&self, ox: usize, kx: usize) -> Option<usize> {
-        let v = (ox * self.s + kx) as isize - self.p as isize;
-        (v >= 0 && (v as usize) < self.w).then_some(v as usize)
+    fn window(&self, ox: usize) -> (isize, usize, usize) {
+        let start = (ox * self.s) as isize - self.p as isize;
+        let lo = (-start).clamp(0, self.k as isize) as usize;
+        let hi = (self.w as isize - start).clamp(lo as isize, self.k as isize) as usize;
+        (start, lo, hi)
     }
 
     #[inline(always)]
@@ -57,184 +66,224 @@ impl Geom {
     }
 }
 
-/// `(N, C, H, W)` -> `(N*OH*OW, C*K*K)`, rows ordered (n, oy, ox), columns (c, ky, kx).
-struct Im2Col {
-    k: usize,
-    s: usize,
-    p: usize,
+/// Rows of the column matrix a chunk aims for: enough for an efficient GEMM, small enough that
+/// the chunk's columns (rows x C*K*K floats) stay in the core's L2 cache at ResNet sizes.
+const TARGET_ROWS: usize = 256;
+
+/// How a batch is cut: `tasks` contiguous ranges of `per_task` images (the last may be
+/// shorter), each worked through `per_chunk` images at a time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Plan {
+    per_task: usize,
+    per_chunk: usize,
 }
 
-/// Backward of `Im2Col`: scatters the column gradient back to `(N, C, H, W)`.
-struct Col2Im {
-    g: Geom,
+impl Plan {
+    fn new(n: usize, rows_per_image: usize, threads: usize, target_rows: usize) -> Self {
+        let per_task = n.div_ceil(threads.clamp(1, n.max(1))).max(1);
+        let per_chunk = target_rows
+            .div_ceil(rows_per_image.max(1))
+            .clamp(1, per_task);
+        Plan {
+            per_task,
+            per_chunk,
+        }
+    }
+}
+
+/// `(C, HW)` planes of `nb` images -> `(HW, C)` rows (channels last).
+fn to_channels_last(src: &[f32], nb: usize, c: usize, hw: usize, dst: &mut [f32]) {
+    for b in 0..nb {
+        let (s, d) = (
+            &src[b * c * hw..(b + 1) * c * hw],
+            &mut dst[b * c * hw..(b + 1) * c * hw],
+        );
+        for ci in 0..c {
+            for (p, &v) in s[ci * hw..(ci + 1) * hw].iter().enumerate() {
+                d[p * c + ci] = v;
+            }
+        }
+    }
+}
+
+/// `(HW, C)` rows of `nb` images -> `(C, HW)` planes.
+fn to_channels_first(src: &[f32], nb: usize, c: usize, hw: usize, dst: &mut [f32]) {
+    for b in 0..nb {
+        let (s, d) = (
+            &src[b * c * hw..(b + 1) * c * hw],
+            &mut dst[b * c * hw..(b + 1) * c * hw],
+        );
+        for p in 0..hw {
+            for (ci, &v) in s[p * c..(p + 1) * c].iter().enumerate() {
+                d[ci * hw + p] = v;
+            }
+        }
+    }
+}
+
+/// Writes the column rows of `nb` channels-last images `xt` (`H*W*C` each) into `cols`
+/// (`nb*OH*OW` rows of `K*K*C`, rows ordered (image, oy, ox), columns (ky, kx, c)). Within a
+/// row each kernel row's window is one contiguous run of `C`-channel pixels; every cell is
+/// written, padding as zero, so the buffer can be reused.
+fn im2col_chunk(g: &Geom, xt: &[f32], nb: usize, cols: &mut [f32]) {
+    let (c, k, rl) = (g.c, g.k, g.row_len());
+    let img = g.h * g.w * c;
+    for (r, row) in cols[..nb * g.oh * g.ow * rl].chunks_mut(rl).enumerate() {
+        let (b, oy, ox) = (r / (g.oh * g.ow), r / g.ow % g.oh, r % g.ow);
+        let (start, lo, hi) = g.window(ox);
+        for (ky, seg) in row.chunks_mut(k * c).enumerate() {
+            let Some(iy) = g.iy(oy, ky) else {
+                seg.fill(0.0);
+                continue;
+            };
+            seg[..lo * c].fill(0.0);
+            if hi > lo {
+                let from = b * img + (iy * g.w) * c + (start + lo as isize) as usize * c;
+                seg[lo * c..hi * c].copy_from_slice(&xt[from..from + (hi - lo) * c]);
+            }
+            seg[hi * c..].fill(0.0);
+        }
+    }
+}
+
+/// Adds the column rows `cols` of `nb` images back onto their input positions in the
+/// channels-last `gxt` (`nb` images of `H*W*C`, zeroed by the caller).
+fn col2im_chunk(g: &Geom, cols: &[f32], nb: usize, gxt: &mut [f32]) {
+    let (c, k, rl) = (g.c, g.k, g.row_len());
+    let img = g.h * g.w * c;
+    for (r, row) in cols[..nb * g.oh * g.ow * rl].chunks(rl).enumerate() {
+        let (b, oy, ox) = (r / (g.oh * g.ow), r / g.ow % g.oh, r % g.ow);
+        let (start, lo, hi) = g.window(ox);
+        for (ky, seg) in row.chunks(k * c).enumerate() {
+            let Some(iy) = g.iy(oy, ky) else { continue };
+            if hi == lo {
+                continue;
+            }
+            let to = b * img + (iy * g.w) * c + (start + lo as isize) as usize * c;
+            for (d, &v) in gxt[to..to + (hi - lo) * c]
+                .iter_mut()
+                .zip(&seg[lo * c..hi * c])
+            {
+                *d += v;
+            }
+        }
+    }
+}
+
+/// Weight `(O, C, K, K)` -> `(O, K, K, C)`, the column order of [`im2col_chunk`]; `back`
+/// reverses it.
+fn permute_weight(w: &[f32], o: usize, c: usize, kk: usize, back: bool) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    out.par_chunks_mut((c * kk).max(1))
+        .zip(w.par_chunks((c * kk).max(1)))
+        .take(o)
+        .for_each(|(dst, src)| {
+            for ci in 0..c {
+                for q in 0..kk {
+                    if back {
+                        dst[ci * kk + q] = src[q * c + ci];
+                    } else {
+                        dst[q * c + ci] = src[ci * kk + q];
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// `rows (nb*HW x O)` -> `nchw (nb x O x HW)`.
+fn rows_to_nchw(rows: &[f32], nb: usize, hw: usize, o: usize, nchw: &mut [f32]) {
+    for b in 0..nb {
+        for p in 0..hw {
+            let src = &rows[(b * hw + p) * o..(b * hw + p + 1) * o];
+            for (oc, &v) in src.iter().enumerate() {
+                nchw[(b * o + oc) * hw + p] = v;
+            }
+        }
+    }
+}
+
+/// `nchw (nb x O x HW)` -> `rows (nb*HW x O)`.
+fn nchw_to_rows(nchw: &[f32], nb: usize, hw: usize, o: usize, rows: &mut [f32]) {
+    for b in 0..nb {
+        for oc in 0..o {
+            let src = &nchw[(b * o + oc) * hw..(b * o + oc + 1) * hw];
+            for (p, &v) in src.iter().enumerate() {
+                rows[(b * hw + p) * o + oc] = v;
+            }
+        }
+    }
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    super::contiguous_f32(s, l, "im2col")
+    super::contiguous_f32(s, l, "conv2d-im2col")
 }
 
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-
-    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = match *l.dims() {
-            [n, c, h, w] => (n, c, h, w),
-            ref d => candle_core::bail!("im2col: expected 4-D input, got {d:?}"),
-        };
-        let g = Geom::new(n, c, h, w, self.k, self.s, self.p)?;
-        let x = slice(st, l)?;
-        let rl = g.row_len();
-        let mut cols = vec![0f32; n * g.oh * g.ow * rl];
-        // one task per output row (n, oy): OW rows of the column matrix
-        cols.par_chunks_mut((g.ow * rl).max(1))
-            .enumerate()
-            .for_each(|(t, out)| {
-                let (b, oy) = (t / g.oh, t % g.oh);
-                for ci in 0..g.c {
-                    let plane = &x[(b * g.c + ci) * g.h * g.w..(b * g.c + ci + 1) * g.h * g.w];
-                    for ky in 0..g.k {
-                        let Some(iy) = g.iy(oy, ky) else { continue };
-                        let irow = &plane[iy * g.w..(iy + 1) * g.w];
-                        let base = (ci * g.k + ky) * g.k;
-                        for ox in 0..g.ow {
-                            let dst = &mut out[ox * rl + base..ox * rl + base + g.k];
-                            for (kx, d) in dst.iter_mut().enumerate() {
-                                if let Some(ix) = g.ix(ox, kx) {
-                                    *d = irow[ix];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(cols), Shape::from((n * g.oh * g.ow, rl))))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (n, c, h, w) = arg.dims4()?;
-        let g = Geom::new(n, c, h, w, self.k, self.s, self.p)?;
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Col2Im { g })?))
-    }
-}
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "col2im"
-    }
-
-    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.g;
-        let rl = g.row_len();
-        if l.dims() != [g.n * g.oh * g.ow, rl] {
-            candle_core::bail!("col2im: gradient shape {:?} mismatch", l.dims())
-        }
-        let cols = slice(st, l)?;
-        let mut gx = vec![0f32; g.n * g.c * g.h * g.w];
-        // One task per image (disjoint writes). The column rows are read in order, each once;
-        // the scattered adds of neighbouring output pixels land on the same few input rows,
-        // which stay in cache. (One task per plane read every row's few values per channel,
-        // a cache line for three floats.)
-        let plane = g.h * g.w;
-        let rows_per_image = g.oh * g.ow;
-        gx.par_chunks_mut((g.c * plane).max(1))
-            .zip(cols.par_chunks((rows_per_image * rl).max(1)))
-            .for_each(|(img, rows)| {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let row = &rows[(oy * g.ow + ox) * rl..(oy * g.ow + ox + 1) * rl];
-                        for ci in 0..g.c {
-                            let p = &mut img[ci * plane..(ci + 1) * plane];
-                            for ky in 0..g.k {
-                                let Some(iy) = g.iy(oy, ky) else { continue };
-                                let src = &row[(ci * g.k + ky) * g.k..(ci * g.k + ky + 1) * g.k];
-                                let irow = &mut p[iy * g.w..(iy + 1) * g.w];
-                                for (kx, &v) in src.iter().enumerate() {
-                                    if let Some(ix) = g.ix(ox, kx) {
-                                        irow[ix] += v;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(gx), Shape::from((g.n, g.c, g.h, g.w))))
-    }
-}
-
-/// Convolution of `x` `(N, C, H, W)` with `weight` `(O, C, K, K)`, square stride and padding,
-/// no bias: `im2col(x) @ weight^T`. CPU (in f32, other dtypes are cast); other devices use
-/// Candle's `conv2d`.
-pub fn conv2d_im2col(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (o, c, kh, kw) = weight.dims4()?;
-    if !x.device().is_cpu() || kh != kw || super::reference_mode() {
-        return x.conv2d(weight, padding, stride, 1, 1);
-    }
-    let dt = x.dtype();
-    if dt != candle_core::DType::F32 {
-        // Candle's CPU conv has no bf16 GEMM: a low-precision forward on the CPU runs in f32
-        let f32 = candle_core::DType::F32;
-        return conv2d_im2col(&x.to_dtype(f32)?, &weight.to_dtype(f32)?, stride, padding)?
-            .to_dtype(dt);
-    }
-    let (n, xc, h, w) = x.dims4()?;
-    if xc != c {
-        candle_core::bail!("conv2d: input has {xc} channels, weight expects {c}")
-    }
-    let g = Geom::new(n, c, h, w, kh, stride, padding)?;
-    // The forward runs on detached tensors, so the column matrix is no graph node: Candle's
-    // matmul backward would otherwise compute (and zero-fill plus add) a gradient for it even
-    // where the input needs none (the image of the first conv), one column-sized pass each.
-    let cols = x.detach().contiguous()?.apply_op1_no_bwd(&Im2Col {
-        k: kh,
-        s: stride,
-        p: padding,
-    })?;
-    let w2 = weight.detach().reshape((o, c * kh * kw))?;
-    let y = cols.matmul(&w2.t()?)?;
-    x.apply_op2(weight, ConvAttach { g, o, cols, y })
-}
-
-/// Attaches the im2col convolution to the graph: forward permutes the precomputed `(N*OH*OW, O)`
-/// product to `(N, O, OH, OW)`; backward returns the weight gradient `gy^T @ cols` and, only
-/// where the input is tracked, the input gradient `col2im(gy @ W)`.
-struct ConvAttach {
+/// The forward op on (input, weight); its backward is [`ConvBackward`].
+struct ConvForward {
     g: Geom,
     o: usize,
-    cols: Tensor,
-    y: Tensor,
+    target_rows: usize,
 }
 
-impl CustomOp2 for ConvAttach {
+impl CustomOp2 for ConvForward {
     fn name(&self) -> &'static str {
         "conv2d-im2col"
     }
 
     fn cpu_fwd(
         &self,
-        _s1: &CpuStorage,
-        _l1: &Layout,
-        _s2: &CpuStorage,
-        _l2: &Layout,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (g, o) = (self.g, self.o);
-        let (st, l) = self.y.storage_and_layout();
-        let src = match &*st {
-            Storage::Cpu(s) => slice(s, l)?,
-            _ => candle_core::bail!("conv2d-im2col: product is not on the CPU"),
-        };
-        let hw = g.oh * g.ow;
+        let (x, w) = (slice(s1, l1)?, slice(s2, l2)?);
+        let (hw, rl) = (g.oh * g.ow, g.row_len());
+        let img = g.c * g.h * g.w;
+        let plan = Plan::new(g.n, hw, rayon::current_num_threads(), self.target_rows);
+        let w = permute_weight(w, o, g.c, g.k * g.k, false);
         let mut out = vec![0f32; g.n * o * hw];
-        // one task per (n, o) plane
-        out.par_chunks_mut(hw.max(1))
+        out.par_chunks_mut((plan.per_task * o * hw).max(1))
             .enumerate()
-            .for_each(|(t, plane)| {
-                let (b, oc) = (t / o, t % o);
-                let rows = &src[b * hw * o..(b + 1) * hw * o];
-                for (p, d) in plane.iter_mut().enumerate() {
-                    *d = rows[p * o + oc];
+            .for_each(|(t, task_out)| {
+                let mut xt = vec![0f32; plan.per_chunk * img];
+                let mut cols = vec![0f32; plan.per_chunk * hw * rl];
+                let mut rows = vec![0f32; plan.per_chunk * hw * o];
+                let task_images = task_out.len() / (o * hw).max(1);
+                for (c, chunk_out) in task_out
+                    .chunks_mut((plan.per_chunk * o * hw).max(1))
+                    .enumerate()
+                {
+                    let nb = chunk_out.len() / (o * hw).max(1);
+                    let b0 = t * plan.per_task + c * plan.per_chunk;
+                    debug_assert!(c * plan.per_chunk + nb <= task_images);
+                    to_channels_last(&x[b0 * img..(b0 + nb) * img], nb, g.c, g.h * g.w, &mut xt);
+                    im2col_chunk(&g, &xt, nb, &mut cols);
+                    // rows (nb*HW x O) = cols (nb*HW x K) * W^T (K x O)
+                    // SAFETY: the buffers hold these sizes and do not overlap.
+                    unsafe {
+                        sgemm(
+                            nb * hw,
+                            o,
+                            rl,
+                            rows.as_mut_ptr(),
+                            o,
+                            false,
+                            Mat {
+                                ptr: cols.as_ptr(),
+                                rs: rl as isize,
+                                cs: 1,
+                            },
+                            Mat {
+                                ptr: w.as_ptr(),
+                                rs: 1,
+                                cs: rl as isize,
+                            },
+                        )
+                    };
+                    rows_to_nchw(&rows, nb, hw, o, chunk_out);
                 }
             });
         Ok((CpuStorage::F32(out), Shape::from((g.n, o, g.oh, g.ow))))
@@ -247,20 +296,201 @@ impl CustomOp2 for ConvAttach {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (g, o) = (self.g, self.o);
-        let gy = grad
-            .permute((0, 2, 3, 1))?
-            .contiguous()?
-            .reshape((g.n * g.oh * g.ow, o))?;
-        let gw = gy.t()?.matmul(&self.cols)?.reshape(weight.shape())?;
-        let gx = if x.track_op() {
-            let w2 = weight.detach().reshape((o, g.row_len()))?;
-            Some(gy.matmul(&w2)?.apply_op1_no_bwd(&Col2Im { g })?)
+        let g = self.g;
+        let need_input = x.track_op();
+        let both = x.apply_op3_no_bwd(
+            weight,
+            &grad.contiguous()?,
+            &ConvBackward {
+                g,
+                o: self.o,
+                target_rows: self.target_rows,
+                need_input,
+            },
+        )?;
+        let nx = if need_input { g.n * g.c * g.h * g.w } else { 0 };
+        let gw = both
+            .narrow(0, nx, weight.elem_count())?
+            .reshape(weight.shape())?;
+        let gx = if need_input {
+            Some(both.narrow(0, 0, nx)?.reshape(x.shape())?)
         } else {
             None
         };
         Ok((gx, Some(gw)))
     }
+}
+
+/// Backward on (input, weight, output gradient): one flat tensor holding the input gradient
+/// (when `need_input`) followed by the weight gradient.
+struct ConvBackward {
+    g: Geom,
+    o: usize,
+    target_rows: usize,
+    need_input: bool,
+}
+
+impl CustomOp3 for ConvBackward {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, o) = (self.g, self.o);
+        let (x, w, gy) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (hw, rl) = (g.oh * g.ow, g.row_len());
+        if gy.len() != g.n * o * hw {
+            candle_core::bail!("conv2d-im2col: gradient shape {:?} mismatch", l3.dims())
+        }
+        let plan = Plan::new(g.n, hw, rayon::current_num_threads(), self.target_rows);
+        let img = g.c * g.h * g.w;
+        let w = permute_weight(w, o, g.c, g.k * g.k, false);
+        let nx = if self.need_input { g.n * img } else { 0 };
+        let mut out = vec![0f32; nx + o * rl];
+        let (gx, gw) = out.split_at_mut(nx);
+        let tasks = g.n.div_ceil(plan.per_task);
+        // one input-gradient slice per task (empty when the input needs none)
+        let gx_parts: Vec<&mut [f32]> = if self.need_input {
+            gx.chunks_mut(plan.per_task * img).collect()
+        } else {
+            (0..tasks).map(|_| Default::default()).collect()
+        };
+        let partials: Vec<Vec<f32>> = gx_parts
+            .into_par_iter()
+            .enumerate()
+            .map(|(t, gx_task)| {
+                let mut gw_task = vec![0f32; o * rl];
+                let mut xt = vec![0f32; plan.per_chunk * img];
+                let mut cols = vec![0f32; plan.per_chunk * hw * rl];
+                let mut rows = vec![0f32; plan.per_chunk * hw * o];
+                let first = t * plan.per_task;
+                let last = (first + plan.per_task).min(g.n);
+                let mut b0 = first;
+                while b0 < last {
+                    let nb = plan.per_chunk.min(last - b0);
+                    let r = nb * hw;
+                    to_channels_last(&x[b0 * img..(b0 + nb) * img], nb, g.c, g.h * g.w, &mut xt);
+                    im2col_chunk(&g, &xt, nb, &mut cols);
+                    nchw_to_rows(&gy[b0 * o * hw..(b0 + nb) * o * hw], nb, hw, o, &mut rows);
+                    // SAFETY (both products): the buffers hold these sizes and do not overlap.
+                    // gW (O x K) += gy_rows^T (O x r) * cols (r x K)
+                    unsafe {
+                        sgemm(
+                            o,
+                            rl,
+                            r,
+                            gw_task.as_mut_ptr(),
+                            rl,
+                            true,
+                            Mat {
+                                ptr: rows.as_ptr(),
+                                rs: 1,
+                                cs: o as isize,
+                            },
+                            Mat {
+                                ptr: cols.as_ptr(),
+                                rs: rl as isize,
+                                cs: 1,
+                            },
+                        )
+                    };
+                    if self.need_input {
+                        // dcols (r x K) = gy_rows (r x O) * W (O x K), into the column buffer
+                        unsafe {
+                            sgemm(
+                                r,
+                                rl,
+                                o,
+                                cols.as_mut_ptr(),
+                                rl,
+                                false,
+                                Mat {
+                                    ptr: rows.as_ptr(),
+                                    rs: o as isize,
+                                    cs: 1,
+                                },
+                                Mat {
+                                    ptr: w.as_ptr(),
+                                    rs: rl as isize,
+                                    cs: 1,
+                                },
+                            )
+                        };
+                        // the channels-last input is no longer needed: reuse it for the gradient
+                        xt[..nb * img].fill(0.0);
+                        col2im_chunk(&g, &cols, nb, &mut xt);
+                        let off = (b0 - first) * img;
+                        to_channels_first(
+                            &xt,
+                            nb,
+                            g.c,
+                            g.h * g.w,
+                            &mut gx_task[off..off + nb * img],
+                        );
+                    }
+                    b0 += nb;
+                }
+                gw_task
+            })
+            .collect();
+        let mut sum = vec![0f32; o * rl];
+        for p in &partials {
+            for (a, b) in sum.iter_mut().zip(p) {
+                *a += *b;
+            }
+        }
+        gw.copy_from_slice(&permute_weight(&sum, o, g.c, g.k * g.k, true));
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+/// Convolution of `x` `(N, C, H, W)` with `weight` `(O, C, K, K)`, square stride and padding,
+/// no bias, as chunked im2col + GEMM. CPU (in f32, other dtypes are cast); other devices use
+/// Candle's `conv2d`.
+pub fn conv2d_im2col(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    conv2d_chunked(x, weight, stride, padding, TARGET_ROWS)
+}
+
+fn conv2d_chunked(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    padding: usize,
+    target_rows: usize,
+) -> Result<Tensor> {
+    let (o, c, kh, kw) = weight.dims4()?;
+    if !x.device().is_cpu() || kh != kw || super::reference_mode() {
+        return x.conv2d(weight, padding, stride, 1, 1);
+    }
+    let dt = x.dtype();
+    if dt != candle_core::DType::F32 {
+        // Candle's CPU conv has no bf16 GEMM: a low-precision forward on the CPU runs in f32
+        let f32 = candle_core::DType::F32;
+        return conv2d_chunked(
+            &x.to_dtype(f32)?,
+            &weight.to_dtype(f32)?,
+            stride,
+            padding,
+            target_rows,
+        )?
+        .to_dtype(dt);
+    }
+    let (n, xc, h, w) = x.dims4()?;
+    if xc != c {
+        candle_core::bail!("conv2d: input has {xc} channels, weight expects {c}")
+    }
+    let g = Geom::new(n, c, h, w, kh, stride, padding)?;
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, ConvForward { g, o, target_rows })
 }
 
 #[cfg(test)]
@@ -279,11 +509,18 @@ mod tests {
             ([1, 4, 8, 8], 6, 1, 2, 0),
             ([2, 2, 7, 7], 3, 3, 2, 1),
             ([1, 3, 5, 6], 2, 3, 1, 0),
+            ([5, 3, 4, 4], 4, 3, 1, 1),
+            ([7, 2, 6, 5], 3, 3, 2, 1),
         ];
-        for (d, o, k, s, p) in cases {
+        // the default chunking, and small targets that cut the batch into several chunks per
+        // task with a shorter last chunk
+        for ((d, o, k, s, p), target) in cases
+            .into_iter()
+            .flat_map(|c| [(c, TARGET_ROWS), (c, 1), (c, 20)])
+        {
             let x = rng.var(0f32, 1.0, &d, &dev)?;
             let w = rng.var(0f32, 1.0, (o, d[1], k, k), &dev)?;
-            let a = conv2d_im2col(&x, &w, s, p)?;
+            let a = conv2d_chunked(&x, &w, s, p, target)?;
             let b = x.conv2d(&w, p, s, 1, 1)?;
             let scale = b.abs()?.max_all()?.to_scalar::<f32>()?;
             let diff = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
@@ -304,11 +541,46 @@ mod tests {
                 let diff = (ta - tb)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert!(
                     diff < 1e-4 * scale.max(1.0),
-                    "grad {d:?} k{k} s{s} p{p}: {diff}"
+                    "grad {d:?} k{k} s{s} p{p} target {target}: {diff}"
                 );
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn plan_splits_the_batch_over_tasks_and_chunks() {
+        // 64 images of 256 rows, 2 threads: two tasks of 32, one image per chunk
+        assert_eq!(
+            Plan::new(64, 256, 2, 256),
+            Plan {
+                per_task: 32,
+                per_chunk: 1
+            }
+        );
+        // 2x2 outputs: a chunk takes 64 images but no more than its task
+        assert_eq!(
+            Plan::new(64, 4, 2, 256),
+            Plan {
+                per_task: 32,
+                per_chunk: 32
+            }
+        );
+        // more threads than images
+        assert_eq!(
+            Plan::new(3, 10, 8, 256),
+            Plan {
+                per_task: 1,
+                per_chunk: 1
+            }
+        );
+        assert_eq!(
+            Plan::new(7, 9, 2, 20),
+            Plan {
+                per_task: 4,
+                per_chunk: 3
+            }
+        );
     }
 
     #[test]

@@ -68,24 +68,30 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
-/// Index (in the plane) of the first maximum of the window, `None` for an empty window.
+/// Index (in the plane) of the first maximum of the window, `None` for an empty window. A NaN
+/// wins (the first one), as in PyTorch; the scan itself only compares and remembers whether it
+/// saw one, so it stays branch-light.
 #[inline]
 fn argmax(plane: &[f32], w: usize, win: (usize, usize, usize, usize)) -> Option<usize> {
     let (y0, y1, x0, x1) = win;
-    let mut best: Option<(usize, f32)> = None;
+    if y0 >= y1 || x0 >= x1 {
+        return None;
+    }
+    let (mut best, mut best_v, mut nan) = (y0 * w + x0, plane[y0 * w + x0], false);
     for y in y0..y1 {
-        for x in x0..x1 {
-            let v = plane[y * w + x];
-            match best {
-                Some((_, b)) if !(v > b || v.is_nan()) => {}
-                _ => best = Some((y * w + x, v)),
-            }
-            if v.is_nan() {
-                return Some(y * w + x);
+        for (i, &v) in plane[y * w + x0..y * w + x1].iter().enumerate() {
+            nan |= v.is_nan();
+            if v > best_v {
+                (best, best_v) = (y * w + x0 + i, v);
             }
         }
     }
-    best.map(|(i, _)| i)
+    if nan {
+        return (y0..y1)
+            .flat_map(|y| (x0..x1).map(move |x| y * w + x))
+            .find(|&i| plane[i].is_nan());
+    }
+    Some(best)
 }
 
 struct MaxPoolFwd(PoolParams);
@@ -464,6 +470,25 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn max_pool_takes_the_first_maximum_and_propagates_nan() -> Result<()> {
+        let dev = Device::Cpu;
+        // one 2x4 plane, 2x2 windows with stride 2: a tie (first 5 wins) and a NaN after a 9
+        let x = candle_core::Var::from_tensor(&Tensor::from_vec(
+            vec![1f32, 5., 9., 2., 5., 0., f32::NAN, 3.],
+            (1, 1, 2, 4),
+            &dev,
+        )?)?;
+        let y = max_pool2d(&x, PoolParams::square(2, 2, 0))?;
+        let v: Vec<f32> = y.flatten_all()?.to_vec1()?;
+        assert_eq!(v[0], 5.0);
+        assert!(v[1].is_nan());
+        let g = y.sum_all()?.backward()?;
+        let gx: Vec<f32> = g.get(&x).unwrap().flatten_all()?.to_vec1()?;
+        assert_eq!(gx, vec![0., 1., 0., 0., 0., 0., 1., 0.]);
         Ok(())
     }
 }
