@@ -16,7 +16,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::gelu::{gelu_f32, gelu_grad_f32};
+use super::gelu::{bias_gelu_grad_row, bias_gelu_row};
 
 /// Rows per parallel task of the row-major `(rows, C)` passes.
 const ROW_CHUNK: usize = 64;
@@ -84,9 +84,7 @@ impl CustomOp2 for BiasGelu {
             .zip(x.par_chunks(ROW_CHUNK * c))
             .for_each(|(y, x)| {
                 for (yr, xr) in y.chunks_mut(c).zip(x.chunks(c)) {
-                    for ((o, &v), &bv) in yr.iter_mut().zip(xr).zip(b) {
-                        *o = gelu_f32(v + bv);
-                    }
+                    bias_gelu_row(yr, xr, b);
                 }
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -133,9 +131,7 @@ impl CustomOp3 for BiasGeluBwd {
         let (gx, gb_out) = out.split_at_mut(x.len());
         let (gb, _) = rows_with_column_sums(c, gx, |r, o, s1, _| {
             let (xr, gr) = (&x[r * c..(r + 1) * c], &g[r * c..(r + 1) * c]);
-            for (((o, &xv), &gv), &bv) in o.iter_mut().zip(xr).zip(gr).zip(b) {
-                *o = gv * gelu_grad_f32(xv + bv);
-            }
+            bias_gelu_grad_row(o, xr, gr, b);
             for (s, &v) in s1.iter_mut().zip(o.iter()) {
                 *s += v;
             }
