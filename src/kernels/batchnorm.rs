@@ -171,10 +171,9 @@ impl CustomOp3 for BnFwd {
             w: w.flatten_all()?.to_vec1::<f32>()?,
         };
         let packed = x.apply_op3_no_bwd(&grad.contiguous()?, &res.contiguous()?, &op)?;
-        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let gw = packed.narrow(0, n, c)?;
-        let gb = packed.narrow(0, n + c, c)?;
-        Ok((Some(gx), Some(gw), Some(gb)))
+        let (gx, small) = super::split_packed(&packed, n, &[c, c])?;
+        let [gw, gb] = <[Tensor; 2]>::try_from(small).expect("two parts");
+        Ok((Some(gx.reshape(x.shape())?), Some(gw), Some(gb)))
     }
 }
 

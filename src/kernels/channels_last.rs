@@ -100,9 +100,11 @@ impl CustomOp2 for BiasGelu {
         let c = b.elem_count();
         let n = x.elem_count();
         let packed = x.apply_op3_no_bwd(b, &grad.contiguous()?, &BiasGeluBwd)?;
-        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let gb = packed.narrow(0, n, c)?.reshape(b.shape())?;
-        Ok((Some(gx), Some(gb)))
+        let (gx, small) = super::split_packed(&packed, n, &[c])?;
+        Ok((
+            Some(gx.reshape(x.shape())?),
+            Some(small[0].reshape(b.shape())?),
+        ))
     }
 }
 
@@ -200,9 +202,8 @@ impl CustomOp2 for BiasScale {
         let n = x.elem_count();
         let c2 = p.elem_count();
         let packed = x.apply_op3_no_bwd(p, &grad.contiguous()?, &BiasScaleBwd)?;
-        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let gp = packed.narrow(0, n, c2)?;
-        Ok((Some(gx), Some(gp)))
+        let (gx, mut small) = super::split_packed(&packed, n, &[c2])?;
+        Ok((Some(gx.reshape(x.shape())?), small.pop()))
     }
 }
 
@@ -333,9 +334,11 @@ impl CustomOp2 for NchwBiasToNhwc {
         let packed = grad
             .contiguous()?
             .apply_op1_no_bwd(&NchwBiasToNhwcBwd { n, c, hw: h * w })?;
-        let gx = packed.narrow(0, 0, n * c * h * w)?.reshape((n, c, h, w))?;
-        let gb = packed.narrow(0, n * c * h * w, c)?.reshape(b.shape())?;
-        Ok((Some(gx), Some(gb)))
+        let (gx, small) = super::split_packed(&packed, n * c * h * w, &[c])?;
+        Ok((
+            Some(gx.reshape((n, c, h, w))?),
+            Some(small[0].reshape(b.shape())?),
+        ))
     }
 }
 

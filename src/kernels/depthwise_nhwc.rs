@@ -231,10 +231,12 @@ impl CustomOp3 for DwNhwc {
         let nx = x.elem_count();
         let nw = w.elem_count();
         let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &DwNhwcBwd { g })?;
-        let gx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let gw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
-        let gb = packed.narrow(0, nx + nw, g.c)?.reshape(b.shape())?;
-        Ok((Some(gx), Some(gw), Some(gb)))
+        let (gx, small) = super::split_packed(&packed, nx, &[nw, g.c])?;
+        Ok((
+            Some(gx.reshape(x.shape())?),
+            Some(small[0].reshape(w.shape())?),
+            Some(small[1].reshape(b.shape())?),
+        ))
     }
 }
 

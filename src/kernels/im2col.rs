@@ -309,15 +309,13 @@ impl CustomOp2 for ConvForward {
             },
         )?;
         let nx = if need_input { g.n * g.c * g.h * g.w } else { 0 };
-        let gw = both
-            .narrow(0, nx, weight.elem_count())?
-            .reshape(weight.shape())?;
+        let (gx, small) = super::split_packed(&both, nx, &[weight.elem_count()])?;
         let gx = if need_input {
-            Some(both.narrow(0, 0, nx)?.reshape(x.shape())?)
+            Some(gx.reshape(x.shape())?)
         } else {
             None
         };
-        Ok((gx, Some(gw)))
+        Ok((gx, Some(small[0].reshape(weight.shape())?)))
     }
 }
 

@@ -75,10 +75,9 @@ impl CustomOp3 for LnFwd {
         let c = w.dim(0)?;
         let n = x.elem_count();
         let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LnBwd { eps: self.eps })?;
-        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let gw = packed.narrow(0, n, c)?;
-        let gb = packed.narrow(0, n + c, c)?;
-        Ok((Some(gx), Some(gw), Some(gb)))
+        let (gx, small) = super::split_packed(&packed, n, &[c, c])?;
+        let [gw, gb] = <[Tensor; 2]>::try_from(small).expect("two parts");
+        Ok((Some(gx.reshape(x.shape())?), Some(gw), Some(gb)))
     }
 }
 

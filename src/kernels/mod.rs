@@ -74,6 +74,24 @@ unsafe fn sgemm(
     )
 }
 
+/// Splits a backward kernel's packed output `[input gradient (len first) | small gradients
+/// (lens rest)]`. The input gradient stays a view of the packed buffer; the small (parameter)
+/// gradients are copied out: Candle keeps a parameter's gradient to the end of the backward,
+/// and a view would keep the whole, activation-sized buffer alive with it.
+fn split_packed(
+    packed: &candle_core::Tensor,
+    first: usize,
+    rest: &[usize],
+) -> candle_core::Result<(candle_core::Tensor, Vec<candle_core::Tensor>)> {
+    let mut at = first;
+    let mut small = Vec::with_capacity(rest.len());
+    for &len in rest {
+        small.push(packed.narrow(0, at, len)?.force_contiguous()?);
+        at += len;
+    }
+    Ok((packed.narrow(0, 0, first)?, small))
+}
+
 /// The f32 data of a contiguous CPU tensor (what every kernel here reads); `what` names the
 /// op and argument in the error otherwise.
 pub(crate) fn contiguous_f32<'a>(
