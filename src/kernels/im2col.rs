@@ -1,11 +1,14 @@
 //! Dense 2-D convolution (groups 1) as im2col + matrix product, run in chunks of a few images.
 //! Each rayon task takes a contiguous range of images and works through it a chunk at a time:
-//! the chunk's column matrix (about 256 rows) is built in a scratch buffer that stays in cache,
-//! multiplied at once with a single-threaded GEMM, and the product is written out as NCHW. The
+//! the chunk's images are copied channels-last and its column matrix (about 256 rows, columns
+//! ordered (ky, kx, c) so that each kernel row's window is one contiguous copy) is built in a
+//! scratch buffer that stays in cache, multiplied at once with a single-threaded GEMM against
+//! the weight permuted to the same order, and the product is written out as NCHW. The
 //! backward rebuilds each chunk's columns instead of keeping the whole batch's (a 38 MB matrix
 //! for a ResNet-18 layer-1 conv at 64 px, batch 64: past glibc's mmap threshold, so each step
 //! faulted and zeroed it afresh), accumulates the weight gradient per task (the K split by
 //! hand that `gemm`'s own threading lacks) and scatters the input gradient with col2im.
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
