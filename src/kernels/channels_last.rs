@@ -266,26 +266,40 @@ fn bias_scale_composed(x: &Tensor, b: &Tensor, gamma: &Tensor) -> Result<Tensor>
         .broadcast_mul(&gamma.to_dtype(x.dtype())?)
 }
 
-/// Copies `(N, C, H, W)` into `(N, H, W, C)` (or back with `to_nhwc == false`), per image in
-/// square tiles.
-fn transpose(src: &[f32], dst: &mut [f32], n: usize, c: usize, hw: usize, to_nhwc: bool) {
-    let per = c * hw;
+/// Copies `(N, C, H, W)` into `(N, H, W, C)` (or back with `to_nhwc == false`), one image per
+/// task.
+pub(super) fn transpose(
+    src: &[f32],
+    dst: &mut [f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    to_nhwc: bool,
+) {
+    let per = (c * hw).max(1);
     dst.par_chunks_mut(per)
         .zip(src.par_chunks(per))
-        .for_each(|(d, s)| {
-            // rows x cols source matrix: (C, HW) for to_nhwc, (HW, C) otherwise
-            let (rows, cols) = if to_nhwc { (c, hw) } else { (hw, c) };
-            for r0 in (0..rows).step_by(TILE) {
-                for c0 in (0..cols).step_by(TILE) {
-                    for r in r0..(r0 + TILE).min(rows) {
-                        for k in c0..(c0 + TILE).min(cols) {
-                            d[k * rows + r] = s[r * cols + k];
-                        }
+        .for_each(|(d, s)| transpose_images(s, d, c, hw, to_nhwc));
+    debug_assert_eq!(src.len(), n * c * hw);
+}
+
+/// [`transpose`] on the calling thread: each `(C, HW)` image of `src` to `(HW, C)` in `dst`
+/// (or back), in square tiles.
+pub(super) fn transpose_images(src: &[f32], dst: &mut [f32], c: usize, hw: usize, to_nhwc: bool) {
+    let per = (c * hw).max(1);
+    // rows x cols source matrix: (C, HW) for to_nhwc, (HW, C) otherwise
+    let (rows, cols) = if to_nhwc { (c, hw) } else { (hw, c) };
+    for (d, s) in dst.chunks_mut(per).zip(src.chunks(per)) {
+        for r0 in (0..rows).step_by(TILE) {
+            for c0 in (0..cols).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    for k in c0..(c0 + TILE).min(cols) {
+                        d[k * rows + r] = s[r * cols + k];
                     }
                 }
             }
-        });
-    debug_assert_eq!(src.len(), n * per);
+        }
+    }
 }
 
 struct NchwBiasToNhwc;

@@ -12,6 +12,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::channels_last::{transpose, transpose_images};
 use super::{sgemm, Mat};
 
 #[derive(Debug, Clone, Copy)]
@@ -94,36 +95,6 @@ impl Plan {
     }
 }
 
-/// `(C, HW)` planes of `nb` images -> `(HW, C)` rows (channels last).
-fn to_channels_last(src: &[f32], nb: usize, c: usize, hw: usize, dst: &mut [f32]) {
-    for b in 0..nb {
-        let (s, d) = (
-            &src[b * c * hw..(b + 1) * c * hw],
-            &mut dst[b * c * hw..(b + 1) * c * hw],
-        );
-        for ci in 0..c {
-            for (p, &v) in s[ci * hw..(ci + 1) * hw].iter().enumerate() {
-                d[p * c + ci] = v;
-            }
-        }
-    }
-}
-
-/// `(HW, C)` rows of `nb` images -> `(C, HW)` planes.
-fn to_channels_first(src: &[f32], nb: usize, c: usize, hw: usize, dst: &mut [f32]) {
-    for b in 0..nb {
-        let (s, d) = (
-            &src[b * c * hw..(b + 1) * c * hw],
-            &mut dst[b * c * hw..(b + 1) * c * hw],
-        );
-        for p in 0..hw {
-            for (ci, &v) in s[p * c..(p + 1) * c].iter().enumerate() {
-                d[ci * hw + p] = v;
-            }
-        }
-    }
-}
-
 /// Writes the column rows of `nb` channels-last images `xt` (`H*W*C` each) into `cols`
 /// (`nb*OH*OW` rows of `K*K*C`, rows ordered (image, oy, ox), columns (ky, kx, c)). Within a
 /// row each kernel row's window is one contiguous run of `C`-channel pixels; every cell is
@@ -173,49 +144,11 @@ fn col2im_chunk(g: &Geom, cols: &[f32], nb: usize, gxt: &mut [f32]) {
     }
 }
 
-/// Weight `(O, C, K, K)` -> `(O, K, K, C)`, the column order of [`im2col_chunk`]; `back`
-/// reverses it.
-fn permute_weight(w: &[f32], o: usize, c: usize, kk: usize, back: bool) -> Vec<f32> {
+/// Weight `(O, C, K, K)` -> `(O, K, K, C)`, the column order of [`im2col_chunk`].
+fn permute_weight(g: &Geom, o: usize, w: &[f32]) -> Vec<f32> {
     let mut out = vec![0f32; w.len()];
-    out.par_chunks_mut((c * kk).max(1))
-        .zip(w.par_chunks((c * kk).max(1)))
-        .take(o)
-        .for_each(|(dst, src)| {
-            for ci in 0..c {
-                for q in 0..kk {
-                    if back {
-                        dst[ci * kk + q] = src[q * c + ci];
-                    } else {
-                        dst[q * c + ci] = src[ci * kk + q];
-                    }
-                }
-            }
-        });
+    transpose(w, &mut out, o, g.c, g.k * g.k, true);
     out
-}
-
-/// `rows (nb*HW x O)` -> `nchw (nb x O x HW)`.
-fn rows_to_nchw(rows: &[f32], nb: usize, hw: usize, o: usize, nchw: &mut [f32]) {
-    for b in 0..nb {
-        for p in 0..hw {
-            let src = &rows[(b * hw + p) * o..(b * hw + p + 1) * o];
-            for (oc, &v) in src.iter().enumerate() {
-                nchw[(b * o + oc) * hw + p] = v;
-            }
-        }
-    }
-}
-
-/// `nchw (nb x O x HW)` -> `rows (nb*HW x O)`.
-fn nchw_to_rows(nchw: &[f32], nb: usize, hw: usize, o: usize, rows: &mut [f32]) {
-    for b in 0..nb {
-        for oc in 0..o {
-            let src = &nchw[(b * o + oc) * hw..(b * o + oc + 1) * hw];
-            for (p, &v) in src.iter().enumerate() {
-                rows[(b * hw + p) * o + oc] = v;
-            }
-        }
-    }
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -246,7 +179,7 @@ impl CustomOp2 for ConvForward {
         let (hw, rl) = (g.oh * g.ow, g.row_len());
         let img = g.c * g.h * g.w;
         let plan = Plan::new(g.n, hw, rayon::current_num_threads(), self.target_rows);
-        let w = permute_weight(w, o, g.c, g.k * g.k, false);
+        let w = permute_weight(&g, o, w);
         let mut out = vec![0f32; g.n * o * hw];
         out.par_chunks_mut((plan.per_task * o * hw).max(1))
             .enumerate()
@@ -262,7 +195,8 @@ impl CustomOp2 for ConvForward {
                     let nb = chunk_out.len() / (o * hw).max(1);
                     let b0 = t * plan.per_task + c * plan.per_chunk;
                     debug_assert!(c * plan.per_chunk + nb <= task_images);
-                    to_channels_last(&x[b0 * img..(b0 + nb) * img], nb, g.c, g.h * g.w, &mut xt);
+                    let xs = &x[b0 * img..(b0 + nb) * img];
+                    transpose_images(xs, &mut xt[..nb * img], g.c, g.h * g.w, true);
                     im2col_chunk(&g, &xt, nb, &mut cols);
                     // rows (nb*HW x O) = cols (nb*HW x K) * W^T (K x O)
                     // SAFETY: the buffers hold these sizes and do not overlap.
@@ -286,7 +220,7 @@ impl CustomOp2 for ConvForward {
                             },
                         )
                     };
-                    rows_to_nchw(&rows, nb, hw, o, chunk_out);
+                    transpose_images(&rows[..nb * hw * o], chunk_out, o, hw, false);
                 }
             });
         Ok((CpuStorage::F32(out), Shape::from((g.n, o, g.oh, g.ow))))
@@ -353,7 +287,10 @@ impl CustomOp3 for ConvBackward {
         }
         let plan = Plan::new(g.n, hw, rayon::current_num_threads(), self.target_rows);
         let img = g.c * g.h * g.w;
-        let w = permute_weight(w, o, g.c, g.k * g.k, false);
+        // permuted again rather than kept from the forward: holding every conv's permuted
+        // weight until the backward cost 55 MB of peak memory for ResNet-18 and no
+        // measurable time
+        let w = permute_weight(&g, o, w);
         let nx = if self.need_input { g.n * img } else { 0 };
         let mut out = vec![0f32; nx + o * rl];
         let (gx, gw) = out.split_at_mut(nx);
@@ -378,9 +315,11 @@ impl CustomOp3 for ConvBackward {
                 while b0 < last {
                     let nb = plan.per_chunk.min(last - b0);
                     let r = nb * hw;
-                    to_channels_last(&x[b0 * img..(b0 + nb) * img], nb, g.c, g.h * g.w, &mut xt);
+                    let xs = &x[b0 * img..(b0 + nb) * img];
+                    transpose_images(xs, &mut xt[..nb * img], g.c, g.h * g.w, true);
                     im2col_chunk(&g, &xt, nb, &mut cols);
-                    nchw_to_rows(&gy[b0 * o * hw..(b0 + nb) * o * hw], nb, hw, o, &mut rows);
+                    let gys = &gy[b0 * o * hw..(b0 + nb) * o * hw];
+                    transpose_images(gys, &mut rows[..nb * hw * o], o, hw, true);
                     // SAFETY (both products): the buffers hold these sizes and do not overlap.
                     // gW (O x K) += gy_rows^T (O x r) * cols (r x K)
                     unsafe {
@@ -429,13 +368,8 @@ impl CustomOp3 for ConvBackward {
                         xt[..nb * img].fill(0.0);
                         col2im_chunk(&g, &cols, nb, &mut xt);
                         let off = (b0 - first) * img;
-                        to_channels_first(
-                            &xt,
-                            nb,
-                            g.c,
-                            g.h * g.w,
-                            &mut gx_task[off..off + nb * img],
-                        );
+                        let gxs = &mut gx_task[off..off + nb * img];
+                        transpose_images(&xt[..nb * img], gxs, g.c, g.h * g.w, false);
                     }
                     b0 += nb;
                 }
@@ -448,7 +382,8 @@ impl CustomOp3 for ConvBackward {
                 *a += *b;
             }
         }
-        gw.copy_from_slice(&permute_weight(&sum, o, g.c, g.k * g.k, true));
+        // back from column order to (O, C, K, K)
+        transpose(&sum, gw, o, g.c, g.k * g.k, false);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
