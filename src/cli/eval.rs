@@ -7,6 +7,7 @@ use clap::ValueEnum;
 
 use super::output::{fmt_num, print_json, Format};
 use super::{CliError, Global};
+use crate::data::loader::SkippedImage;
 use crate::data::CourseData;
 use crate::engine::restore::{load_model, LoadedModel};
 use crate::engine::verification::{decide_paths, embed_paths, score_verification};
@@ -31,18 +32,66 @@ fn eval_pairs(m: &LoadedModel, pairs_file: &Path) -> Result<serde_json::Value, C
             pairs_file.display()
         )));
     }
-    let a: Vec<PathBuf> = pairs.iter().map(|p| p.0.clone()).collect();
-    let b: Vec<PathBuf> = pairs.iter().map(|p| p.1.clone()).collect();
-    let same: Vec<bool> = pairs.iter().map(|p| p.2).collect();
-    let ea = embed_paths(m.model.as_ref(), &a, &m.recipe, &m.device).map_err(CliError::failed)?;
-    let eb = embed_paths(m.model.as_ref(), &b, &m.recipe, &m.device).map_err(CliError::failed)?;
-    let scores: Vec<f64> = crate::verify::pair_scores(&ea, &eb, m.recipe.verification.metric)
-        .map_err(CliError::failed)?
-        .into_iter()
-        .map(f64::from)
+    // every distinct image embedded once; a pair with a skipped image is left out
+    let mut distinct: Vec<PathBuf> = pairs
+        .iter()
+        .flat_map(|p| [p.0.clone(), p.1.clone()])
         .collect();
+    distinct.sort();
+    distinct.dedup();
+    let e =
+        embed_paths(m.model.as_ref(), &distinct, &m.recipe, &m.device).map_err(CliError::failed)?;
+    warn_skipped(&e.skipped);
+    let row_of: std::collections::HashMap<&Path, usize> = e
+        .kept
+        .iter()
+        .enumerate()
+        .map(|(row, &i)| (distinct[i].as_path(), row))
+        .collect();
+    let (mut ra, mut rb, mut same) = (Vec::new(), Vec::new(), Vec::new());
+    for (a, b, s) in &pairs {
+        if let (Some(&x), Some(&y)) = (row_of.get(a.as_path()), row_of.get(b.as_path())) {
+            ra.push(x);
+            rb.push(y);
+            same.push(*s);
+        }
+    }
+    let rows = |r: &[usize]| {
+        let emb = &e.embeddings;
+        let ids = r.iter().map(|&i| emb.ids()[i].clone()).collect();
+        let data = r.iter().flat_map(|&i| emb.row(i).iter().copied()).collect();
+        crate::verify::Embeddings::new(ids, data, emb.dim()).map_err(CliError::failed)
+    };
+    let scores: Vec<f64> =
+        crate::verify::pair_scores(&rows(&ra)?, &rows(&rb)?, m.recipe.verification.metric)
+            .map_err(CliError::failed)?
+            .into_iter()
+            .map(f64::from)
+            .collect();
     let pm = crate::verify::pair_metrics(&scores, &same).map_err(CliError::invalid)?;
-    Ok(serde_json::to_value(pm).unwrap_or_default())
+    let mut v = serde_json::to_value(pm).unwrap_or_default();
+    v["pairs"] = same.len().into();
+    note_skipped(&mut v, &e.skipped);
+    Ok(v)
+}
+
+/// Warns on stderr about images skipped as unreadable (`data.on_bad_image = "skip"`): they
+/// are left out of the metrics and the submission.
+fn warn_skipped(skipped: &[SkippedImage]) {
+    for s in skipped {
+        eprintln!("warning: skipped unreadable image {s} (data.on_bad_image = \"skip\")");
+    }
+}
+
+/// Lists skipped images in a report (`skipped`), when there are any.
+fn note_skipped(report: &mut serde_json::Value, skipped: &[SkippedImage]) {
+    if !skipped.is_empty() {
+        report["skipped"] = skipped
+            .iter()
+            .map(|s| s.path.display().to_string())
+            .collect::<Vec<_>>()
+            .into();
+    }
 }
 
 fn load(g: &Global, reference: &str) -> Result<LoadedModel, CliError> {
@@ -57,16 +106,17 @@ fn load(g: &Global, reference: &str) -> Result<LoadedModel, CliError> {
     })
 }
 
-/// Classification predictions (identity names) for images, in order.
+/// Classification predictions (identity names) for images, in order: `None` for an image
+/// skipped as unreadable (`data.on_bad_image = "skip"`), which is also returned.
 fn classify(
     m: &LoadedModel,
     data: &CourseData,
     paths: &[PathBuf],
-) -> Result<Vec<String>, CliError> {
+) -> Result<(Vec<Option<String>>, Vec<SkippedImage>), CliError> {
     let items: Vec<(PathBuf, u32)> = paths.iter().map(|p| (p.clone(), 0)).collect();
     let src = crate::engine::batches::BatchSource::eval_items(items, &m.recipe, &m.device)
         .map_err(CliError::failed)?;
-    let mut out = Vec::new();
+    let mut out = vec![None; paths.len()];
     for item in src.epoch(0, 0).map_err(CliError::failed)? {
         let (_, batch) = item.map_err(CliError::failed)?;
         let mut ctx = crate::model::ForwardCtx::eval();
@@ -78,8 +128,8 @@ fn classify(
             .argmax(1)
             .and_then(|t| t.to_vec1::<u32>())
             .map_err(CliError::failed)?;
-        for i in idx {
-            out.push(
+        for (&at, i) in batch.indices.iter().zip(idx) {
+            out[at] = Some(
                 data.classes
                     .get(i as usize)
                     .cloned()
@@ -87,7 +137,7 @@ fn classify(
             );
         }
     }
-    Ok(out)
+    Ok((out, src.skipped()))
 }
 
 pub fn eval(
@@ -135,16 +185,23 @@ pub fn eval(
                 });
                 (data.test.clone(), labels)
             };
-            let pred = classify(&m, &data, &paths)?;
-            if let Some(t) = truth {
-                let correct = pred.iter().zip(&t).filter(|(a, b)| a == b).count();
-                report["accuracy"] = serde_json::json!(correct as f64 / pred.len().max(1) as f64);
-            }
-            report["images"] = pred.len().into();
-            rows = paths
+            let (pred, skipped) = classify(&m, &data, &paths)?;
+            warn_skipped(&skipped);
+            note_skipped(&mut report, &skipped);
+            // accuracy over the images that could be read
+            let scored: Vec<(usize, &String)> = pred
                 .iter()
-                .map(|p| crate::data::file_id(p))
-                .zip(pred)
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
+                .collect();
+            if let Some(t) = truth {
+                let correct = scored.iter().filter(|(i, p)| **p == t[*i]).count();
+                report["accuracy"] = serde_json::json!(correct as f64 / scored.len().max(1) as f64);
+            }
+            report["images"] = scored.len().into();
+            rows = scored
+                .iter()
+                .map(|(i, p)| (crate::data::file_id(&paths[*i]), (*p).clone()))
                 .collect();
         }
         Split::VerifyDev => {
@@ -156,6 +213,8 @@ pub fn eval(
             report["impostor_rejection"] = serde_json::json!(s.metrics.impostor_rejection);
             report["metric"] = s.metric.clone().into();
             report["images"] = s.decisions.len().into();
+            warn_skipped(&s.skipped);
+            note_skipped(&mut report, &s.skipped);
             rows = s.decisions;
         }
         Split::Pairs => return Err(CliError::invalid("--split pairs needs --pairs FILE")),
@@ -169,7 +228,7 @@ pub fn eval(
                         .threshold
                 }
             };
-            let d = decide_paths(
+            let decisions = decide_paths(
                 m.model.as_ref(),
                 &data,
                 &data.unknown_test,
@@ -178,6 +237,9 @@ pub fn eval(
                 t,
             )
             .map_err(CliError::failed)?;
+            warn_skipped(&decisions.skipped);
+            note_skipped(&mut report, &decisions.skipped);
+            let d = decisions.rows;
             report["threshold"] = t.into();
             if let Some(labels) = &data.unknown_test_labels {
                 let pred: Vec<&str> = d.iter().map(|(_, l)| l.as_str()).collect();
@@ -266,14 +328,21 @@ pub fn match_images(
     let v = &m.recipe.verification;
     let known = embed_paths(m.model.as_ref(), &known_paths, &m.recipe, &m.device)
         .map_err(CliError::failed)?;
+    warn_skipped(&known.skipped);
+    let known_labels: Vec<&String> = known.kept.iter().map(|&i| &known_labels[i]).collect();
     let unknown =
         embed_paths(m.model.as_ref(), images, &m.recipe, &m.device).map_err(CliError::failed)?;
-    let g = crate::verify::Gallery::build(&known, &known_labels, v.metric, v.gallery)
+    warn_skipped(&unknown.skipped);
+    let g = crate::verify::Gallery::build(&known.embeddings, &known_labels, v.metric, v.gallery)
         .map_err(CliError::failed)?;
-    let matches = g.best_matches(&unknown).map_err(CliError::failed)?;
+    let matches = g
+        .best_matches(&unknown.embeddings)
+        .map_err(CliError::failed)?;
     let threshold = crate::engine::verification::fixed_threshold(&m.recipe);
-    let rows: Vec<serde_json::Value> = images
+    let rows: Vec<serde_json::Value> = unknown
+        .kept
         .iter()
+        .map(|&i| &images[i])
         .zip(&matches)
         .map(|(p, mt)| {
             let natural = crate::verify::natural_threshold(v.metric, mt.score as f64);

@@ -70,6 +70,7 @@ pub fn show_json(store: &Store, run: &RunRow) -> Result<serde_json::Value, CliEr
     let epochs = store.epochs(run.id)?;
     let checkpoints = store.checkpoints(run.id)?;
     let verification = store.verification(run.id)?;
+    let skipped = store.skipped_images(run.id)?;
     Ok(serde_json::json!({
         "id": run.id,
         "key": run.key,
@@ -87,6 +88,7 @@ pub fn show_json(store: &Store, run: &RunRow) -> Result<serde_json::Value, CliEr
         "epochs": epochs,
         "checkpoints": checkpoints,
         "verification": verification,
+        "skipped_images": skipped,
         "parent": run.parent_id,
     }))
 }
@@ -181,6 +183,16 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
                     .map(fmt_num)
                     .unwrap_or_else(|| "-".into()),
             );
+        }
+    }
+    let skipped = store.skipped_images(run.id)?;
+    if !skipped.is_empty() {
+        println!(
+            "\nskipped unreadable images (data.on_bad_image = \"skip\"): {}",
+            skipped.len()
+        );
+        for s in skipped {
+            println!("  epoch {:>3}  {}  {}", s.epoch, s.path, s.error);
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -60,6 +60,19 @@ impl LoaderConfig {
     }
 }
 
+/// An image the loader skipped under `on_bad_image = "skip"`, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SkippedImage {
+    pub path: PathBuf,
+    pub error: String,
+}
+
+impl std::fmt::Display for SkippedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.error)
+    }
+}
+
 /// One batch: images (N, C, H, W) f32 on the loader's device, labels (N) u32, and the dataset
 /// indices of the samples (skipped bad images are absent).
 #[derive(Debug, Clone)]
@@ -82,7 +95,8 @@ struct Shared {
     cfg: LoaderConfig,
     pool: rayon::ThreadPool,
     cache: Vec<OnceLock<Arc<RgbImage>>>,
-    bad: Mutex<BTreeSet<PathBuf>>,
+    /// Skipped images: path -> error.
+    bad: Mutex<BTreeMap<PathBuf, String>>,
 }
 
 /// Decodes an image file to RGB, naming the path on failure.
@@ -182,8 +196,13 @@ impl Shared {
             Err(e) => match self.cfg.on_bad_image {
                 BadImagePolicy::Fail => Err(e),
                 BadImagePolicy::Skip => {
+                    let error = match e {
+                        // the path is the map's key
+                        DataError::BadImage { msg, .. } => msg,
+                        other => other.to_string(),
+                    };
                     if let Ok(mut bad) = self.bad.lock() {
-                        bad.insert(self.items[i].0.clone());
+                        bad.entry(self.items[i].0.clone()).or_insert(error);
                     }
                     Ok(None)
                 }
@@ -354,7 +373,7 @@ impl Loader {
                 cfg,
                 pool,
                 cache,
-                bad: Mutex::new(BTreeSet::new()),
+                bad: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -414,11 +433,19 @@ impl Loader {
         self.shared.bad.lock().map(|b| b.len()).unwrap_or(0)
     }
 
-    pub fn bad_images(&self) -> Vec<PathBuf> {
+    /// The images skipped so far, by path, with the reason.
+    pub fn bad_images(&self) -> Vec<SkippedImage> {
         self.shared
             .bad
             .lock()
-            .map(|b| b.iter().cloned().collect())
+            .map(|b| {
+                b.iter()
+                    .map(|(path, error)| SkippedImage {
+                        path: path.clone(),
+                        error: error.clone(),
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use candle_core::Device;
 
 use super::EngineError;
-use crate::data::loader::{Batch, Loader, LoaderConfig};
+use crate::data::loader::{Batch, Loader, LoaderConfig, SkippedImage};
 use crate::data::CourseData;
 use crate::recipe::{Recipe, TransformSpec};
 
@@ -96,6 +96,11 @@ impl BatchSource {
 
     pub fn is_empty(&self) -> bool {
         self.loader.is_empty()
+    }
+
+    /// The images skipped so far as unreadable (`data.on_bad_image = "skip"`).
+    pub fn skipped(&self) -> Vec<SkippedImage> {
+        self.loader.bad_images()
     }
 
     /// The batches of an epoch from batch `start` on, numbered.

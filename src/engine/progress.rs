@@ -40,6 +40,16 @@ impl Reporter {
         Reporter::new(true, LogFormat::Text)
     }
 
+    /// A line on stderr: above the bars on a terminal, plain otherwise (indicatif draws
+    /// nothing, `println` included, when stderr is not a terminal: a log file, a Slurm job).
+    fn line(&self, text: impl AsRef<str>) {
+        if self.multi.is_hidden() {
+            eprintln!("{}", text.as_ref());
+        } else {
+            let _ = self.multi.println(text);
+        }
+    }
+
     /// A free-form line (or a JSON event).
     pub fn info(&self, msg: &str) {
         if self.quiet {
@@ -47,10 +57,28 @@ impl Reporter {
         }
         match self.format {
             LogFormat::Text => {
-                let _ = self.multi.println(msg);
+                self.line(msg);
             }
             LogFormat::Json => {
                 eprintln!("{}", serde_json::json!({"event": "info", "message": msg}))
+            }
+        }
+    }
+
+    /// A warning: `warning: ...` (or a JSON event with `"event": "warning"`).
+    pub fn warn(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        match self.format {
+            LogFormat::Text => {
+                self.line(format!("warning: {msg}"));
+            }
+            LogFormat::Json => {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"event": "warning", "message": msg})
+                )
             }
         }
     }
@@ -110,7 +138,7 @@ impl Reporter {
                     "  {:.0} img/s  {:.1}s",
                     m.images_per_sec, m.seconds
                 ));
-                let _ = self.multi.println(line);
+                self.line(line);
             }
         }
     }

@@ -7,7 +7,7 @@
 //! masks from (seed, epoch, batch). Nothing depends on the thread count or on where a run was
 //! interrupted, so a resumed run computes what an uninterrupted one would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use super::init::{named_vars, SeededVarMap};
 use super::progress::{set_batch_message, Reporter};
 use super::verification::{score_verification, VerificationScore};
 use super::EngineError;
+use crate::data::loader::SkippedImage;
 use crate::data::CourseData;
 use crate::model::{FaceModel, ForwardCtx};
 use crate::recipe::Recipe;
@@ -118,6 +119,8 @@ struct Runner<'a, 's> {
     /// Compute dtype and (f16) loss scaler.
     precision: MixedPrecision,
     faults: Faults,
+    /// Unreadable images already reported and recorded (`data.on_bad_image = "skip"`).
+    reported_skips: BTreeSet<PathBuf>,
 }
 
 /// Fault injection for tests and debugging, from the environment:
@@ -199,6 +202,7 @@ impl<'a, 's> Runner<'a, 's> {
             step: 0,
             precision,
             faults: Faults::from_env(),
+            reported_skips: BTreeSet::new(),
         };
         match runner.req.start.clone() {
             StartFrom::Scratch => {}
@@ -329,6 +333,8 @@ impl<'a, 's> Runner<'a, 's> {
             metrics.verify_acc = score.as_ref().map(|s| s.metrics.accuracy);
             metrics.seconds = train.seconds + train.eval_start.elapsed().as_secs_f64();
             self.store.record_epoch(self.req.run_id, &metrics)?;
+            let skipped = score.as_ref().map(|s| &s.skipped[..]).unwrap_or(&[]);
+            self.report_skipped(epoch, skipped)?;
             if let Some(s) = &score {
                 self.store.record_verification(&VerificationRecord {
                     run_id: self.req.run_id,
@@ -366,6 +372,27 @@ impl<'a, 's> Runner<'a, 's> {
             }
         }
         Ok(RunOutcome::Done(last))
+    }
+
+    /// Warns about, and records in the store, the unreadable images skipped for the first
+    /// time: by the training and dev loaders, and by verification (`extra`).
+    fn report_skipped(&mut self, epoch: u32, extra: &[SkippedImage]) -> Result<(), EngineError> {
+        let mut all = self.train_src.skipped();
+        all.extend(self.eval_src.skipped());
+        all.extend_from_slice(extra);
+        let mut new = Vec::new();
+        for s in all {
+            if self.reported_skips.insert(s.path.clone()) {
+                self.req.reporter.warn(&format!(
+                    "{}: skipped unreadable image {s} (data.on_bad_image = \"skip\")",
+                    self.label()
+                ));
+                new.push((s.path.display().to_string(), s.error));
+            }
+        }
+        self.store
+            .record_skipped_images(self.req.run_id, epoch, &new)?;
+        Ok(())
     }
 
     fn verification_due(&self, epoch: u32, epochs: u32) -> bool {

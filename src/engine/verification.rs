@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 
 use super::batches::BatchSource;
 use super::EngineError;
+use crate::data::loader::SkippedImage;
 use crate::data::CourseData;
 use crate::model::{FaceModel, ForwardCtx};
 use crate::recipe::{Recipe, ThresholdSpec};
@@ -22,19 +23,35 @@ pub struct VerificationScore {
     pub metrics: VerificationMetrics,
     /// The decision for each unknown image, by id.
     pub decisions: Vec<(String, String)>,
+    /// Gallery and unknown images skipped as unreadable (`data.on_bad_image = "skip"`): they
+    /// are neither in the gallery nor scored.
+    pub skipped: Vec<SkippedImage>,
 }
 
-/// Embeds images (in order) with the eval pipeline; ids are the file names.
+/// The embeddings of a list of images: one row per image that could be read.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// Ids are the file names.
+    pub embeddings: Embeddings,
+    /// For each row, its image's position in the list.
+    pub kept: Vec<usize>,
+    /// Images skipped as unreadable (`data.on_bad_image = "skip"`; with `"fail"` an
+    /// unreadable image is an error).
+    pub skipped: Vec<SkippedImage>,
+}
+
+/// Embeds images (in order) with the eval pipeline.
 pub fn embed_paths(
     model: &dyn FaceModel,
     paths: &[PathBuf],
     recipe: &Recipe,
     device: &Device,
-) -> Result<Embeddings, EngineError> {
+) -> Result<Embedded, EngineError> {
     let items: Vec<(PathBuf, u32)> = paths.iter().map(|p| (p.clone(), 0)).collect();
     let src = BatchSource::eval_items(items, recipe, device)?;
     let tta = recipe.verification.tta;
     let mut rows: Vec<Tensor> = Vec::new();
+    let mut kept = Vec::with_capacity(paths.len());
     for item in src.epoch(0, 0)? {
         let (_, batch) = item?;
         let mut ctx = ForwardCtx::eval();
@@ -45,34 +62,41 @@ pub fn embed_paths(
             e = ((e + f)? * 0.5)?;
         }
         rows.push(e);
+        kept.extend_from_slice(&batch.indices);
     }
-    let ids: Vec<String> = paths.iter().map(|p| crate::data::file_id(p)).collect();
-    if rows.is_empty() {
-        return Ok(Embeddings::new(ids, Vec::new(), model.embedding_dim())?);
-    }
-    let all = Tensor::cat(&rows, 0)?;
-    Ok(Embeddings::from_tensor(ids, &all)?)
+    let ids: Vec<String> = kept
+        .iter()
+        .map(|&i| crate::data::file_id(&paths[i]))
+        .collect();
+    let embeddings = if rows.is_empty() {
+        Embeddings::new(ids, Vec::new(), model.embedding_dim())?
+    } else {
+        Embeddings::from_tensor(ids, &Tensor::cat(&rows, 0)?)?
+    };
+    Ok(Embedded {
+        embeddings,
+        kept,
+        skipped: src.skipped(),
+    })
 }
 
-/// The gallery of known identities, each image embedded by `embed`.
+/// The gallery of known identities, each image embedded by `embed`; also the gallery images
+/// `embed` skipped.
 fn gallery_of(
     data: &CourseData,
     recipe: &Recipe,
-    embed: impl Fn(&[PathBuf]) -> Result<Embeddings, EngineError>,
-) -> Result<Gallery, EngineError> {
+    embed: impl Fn(&[PathBuf]) -> Result<Embedded, EngineError>,
+) -> Result<(Gallery, Vec<SkippedImage>), EngineError> {
     let v = &recipe.verification;
     let paths: Vec<PathBuf> = data.known.iter().map(|s| s.path.clone()).collect();
-    let labels: Vec<String> = data
-        .known
+    let known = embed(&paths)?;
+    let labels: Vec<&str> = known
+        .kept
         .iter()
-        .map(|s| data.known_identities[s.label].clone())
+        .map(|&i| data.known_identities[data.known[i].label].as_str())
         .collect();
-    Ok(Gallery::build(
-        &embed(&paths)?,
-        &labels,
-        v.metric,
-        v.gallery,
-    )?)
+    let gallery = Gallery::build(&known.embeddings, &labels, v.metric, v.gallery)?;
+    Ok((gallery, known.skipped))
 }
 
 /// The true label of each embedded `unknown_dev` image (`n000000` for impostors).
@@ -97,8 +121,11 @@ pub fn score_verification(
     device: &Device,
 ) -> Result<VerificationScore, EngineError> {
     let v = &recipe.verification;
-    let gallery = gallery_of(data, recipe, |p| embed_paths(model, p, recipe, device))?;
+    let (gallery, mut skipped) =
+        gallery_of(data, recipe, |p| embed_paths(model, p, recipe, device))?;
     let unknown = embed_paths(model, &data.unknown_dev, recipe, device)?;
+    skipped.extend(unknown.skipped);
+    let unknown = unknown.embeddings;
     let matches = gallery.best_matches(&unknown)?;
     let truth = dev_truth(data, &unknown);
     let score_t =
@@ -111,7 +138,17 @@ pub fn score_verification(
         threshold: verify::natural_threshold(v.metric, score_t),
         metrics,
         decisions: ids.into_iter().zip(decisions).collect(),
+        skipped,
     })
+}
+
+/// Open-set decisions for a list of unknown images.
+#[derive(Debug, Clone)]
+pub struct Decisions {
+    /// (image id, identity or `n000000`), one per image that could be read.
+    pub rows: Vec<(String, String)>,
+    /// Gallery and unknown images skipped as unreadable (`data.on_bad_image = "skip"`).
+    pub skipped: Vec<SkippedImage>,
 }
 
 /// Decisions for `unknown_test` with a threshold (natural unit) fixed on the dev split.
@@ -122,16 +159,25 @@ pub fn decide_paths(
     recipe: &Recipe,
     device: &Device,
     threshold_natural: f64,
-) -> Result<Vec<(String, String)>, EngineError> {
+) -> Result<Decisions, EngineError> {
     let v = &recipe.verification;
-    let gallery = gallery_of(data, recipe, |p| embed_paths(model, p, recipe, device))?;
+    let (gallery, mut skipped) =
+        gallery_of(data, recipe, |p| embed_paths(model, p, recipe, device))?;
     let unknown = embed_paths(model, paths, recipe, device)?;
-    let matches = gallery.best_matches(&unknown)?;
+    skipped.extend(unknown.skipped);
+    let matches = gallery.best_matches(&unknown.embeddings)?;
     let decisions = verify::decide(
         &matches,
         verify::score_threshold(v.metric, threshold_natural),
     );
-    Ok(unknown.ids().iter().cloned().zip(decisions).collect())
+    let rows = unknown
+        .embeddings
+        .ids()
+        .iter()
+        .cloned()
+        .zip(decisions)
+        .collect();
+    Ok(Decisions { rows, skipped })
 }
 
 /// The fixed threshold of a recipe, if it has one.
@@ -159,16 +205,20 @@ pub struct Baselines {
 pub fn baselines(data: &CourseData, recipe: &Recipe) -> Result<Baselines, EngineError> {
     use rayon::prelude::*;
     let v = &recipe.verification;
-    let pixels = |paths: &[PathBuf]| -> Result<Embeddings, EngineError> {
+    let pixels = |paths: &[PathBuf]| -> Result<Embedded, EngineError> {
         let rows: Vec<Vec<f32>> = paths
             .par_iter()
             .map(|p| crate::data::nn_baseline::load_vec(p))
             .collect::<Result<_, _>>()?;
         let ids = paths.iter().map(|p| crate::data::file_id(p)).collect();
-        Ok(Embeddings::from_rows(ids, &rows)?)
+        Ok(Embedded {
+            embeddings: Embeddings::from_rows(ids, &rows)?,
+            kept: (0..paths.len()).collect(),
+            skipped: Vec::new(),
+        })
     };
-    let gallery = gallery_of(data, recipe, pixels)?;
-    let unknown = pixels(&data.unknown_dev)?;
+    let (gallery, _) = gallery_of(data, recipe, pixels)?;
+    let unknown = pixels(&data.unknown_dev)?.embeddings;
     let matches = gallery.best_matches(&unknown)?;
     let truth = dev_truth(data, &unknown);
     let t = verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: the first release (runs, epochs, checkpoints; no sweeps, no verification table,
 /// no lineage or heartbeat columns). Kept so tests can build an old store.
@@ -80,9 +80,21 @@ CREATE INDEX checkpoints_run ON checkpoints(run_id);
 CREATE INDEX verification_run ON verification(run_id);
 ";
 
+/// Version 2 -> 3: images a run skipped as unreadable (`data.on_bad_image = "skip"`), each
+/// once, with the error and the epoch it was first met in.
+pub const V2_TO_V3: &str = "
+CREATE TABLE skipped_images (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    path TEXT NOT NULL,
+    error TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    PRIMARY KEY (run_id, path)
+);
+";
+
 /// Brings a store at any older version up to `SCHEMA_VERSION`, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
-    let steps: [(i64, &str); 2] = [(1, V1), (2, V1_TO_V2)];
+    let steps: [(i64, &str); 3] = [(1, V1), (2, V1_TO_V2), (3, V2_TO_V3)];
     let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (target, sql) in steps {
         if version < target {

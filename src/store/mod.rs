@@ -448,6 +448,50 @@ impl Store {
         })
     }
 
+    /// Records images a run skipped as unreadable, first met in `epoch` (an image already
+    /// recorded for the run keeps its first record).
+    pub fn record_skipped_images(
+        &mut self,
+        run_id: i64,
+        epoch: u32,
+        images: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        if images.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut st = tx.prepare(
+                "INSERT OR IGNORE INTO skipped_images (run_id, path, error, epoch)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (path, error) in images {
+                st.execute(params![run_id, path, error, epoch])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The images a run skipped as unreadable, by path.
+    pub fn skipped_images(&self, run_id: i64) -> Result<Vec<SkippedImageRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT path, error, epoch FROM skipped_images WHERE run_id = ?1 ORDER BY path",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![run_id], |r| {
+                Ok(SkippedImageRecord {
+                    path: r.get(0)?,
+                    error: r.get(1)?,
+                    epoch: r.get(2)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
     /// Records a verification score.
     pub fn record_verification(&mut self, v: &VerificationRecord) -> Result<(), StoreError> {
         self.write(|tx| {

@@ -182,6 +182,15 @@ impl CheckpointRecord {
     }
 }
 
+/// An image a run skipped as unreadable (`data.on_bad_image = "skip"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedImageRecord {
+    pub path: String,
+    pub error: String,
+    /// The epoch it was first met in.
+    pub epoch: u32,
+}
+
 /// A verification score of a run at an epoch.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerificationRecord {
