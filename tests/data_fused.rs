@@ -29,6 +29,7 @@ fn rrc(h: u32, w: u32, scale: [f64; 2]) -> TransformSpec {
         size: SizeSpec::HeightWidth([h, w]),
         scale,
         ratio: [0.75, 4.0 / 3.0],
+        interpolation: Default::default(),
         antialias: true,
     }
 }
@@ -88,6 +89,7 @@ fn variants() -> Vec<Vec<TransformSpec>> {
                 size: SizeSpec::Square(24),
                 scale: [0.08, 1.0],
                 ratio: [0.2, 5.0],
+                interpolation: Default::default(),
                 antialias: true,
             },
             TransformSpec::ColorJitter {

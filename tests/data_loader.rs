@@ -26,6 +26,7 @@ fn train_specs() -> Vec<TransformSpec> {
             size: SizeSpec::Square(24),
             scale: [0.5, 1.0],
             ratio: [0.75, 4.0 / 3.0],
+            interpolation: Default::default(),
             antialias: true,
         },
         TransformSpec::HorizontalFlip { p: 0.5 },
@@ -97,6 +98,8 @@ fn eval_keeps_order_and_last_batch() {
     let eval = build(&[
         TransformSpec::Resize {
             size: SizeSpec::Square(16),
+            interpolation: Default::default(),
+            max_size: None,
             antialias: true,
         },
         TransformSpec::ToTensor,

@@ -60,6 +60,8 @@ const STD: [f64; 3] = [0.229, 0.224, 0.225];
 fn resize(size: SizeSpec) -> TransformSpec {
     TransformSpec::Resize {
         size,
+        interpolation: Default::default(),
+        max_size: None,
         antialias: true,
     }
 }
@@ -203,6 +205,7 @@ fn random_specs() -> Vec<Vec<TransformSpec>> {
             size: SizeSpec::Square(24),
             scale: [0.08, 1.0],
             ratio: [0.75, 4.0 / 3.0],
+            interpolation: Default::default(),
             antialias: true,
         }],
         vec![TransformSpec::RandomCrop {

@@ -106,6 +106,7 @@ pub fn typical_pipeline(size: u32) -> Vec<TransformSpec> {
             size: SizeSpec::Square(size),
             scale: [0.08, 1.0],
             ratio: [0.75, 4.0 / 3.0],
+            interpolation: Default::default(),
             antialias: true,
         },
         TransformSpec::HorizontalFlip { p: 0.5 },

@@ -156,12 +156,70 @@ pub enum RangeSpec {
     Range([f64; 2]),
 }
 
+/// A resampling filter, named as torchvision's `InterpolationMode` (lower case). On PIL images
+/// torchvision hands each to Pillow's `Image.resize`, which this project reproduces bit for bit.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    /// Pillow `NEAREST`: the source pixel under each output pixel's centre (no antialiasing).
+    Nearest,
+    /// Pillow `BILINEAR` (triangle filter, support 1, widened when downscaling).
+    #[default]
+    Bilinear,
+    /// Pillow `BICUBIC` (cubic convolution, a = -0.5, support 2).
+    Bicubic,
+    /// Pillow `BOX` (support 0.5).
+    Box,
+    /// Pillow `HAMMING` (Hamming-windowed sinc, support 1).
+    Hamming,
+    /// Pillow `LANCZOS` (Lanczos-3, support 3).
+    Lanczos,
+}
+
+impl Interpolation {
+    /// Every mode, in declaration order (serde's order of variants).
+    pub const ALL: [Interpolation; 6] = [
+        Interpolation::Nearest,
+        Interpolation::Bilinear,
+        Interpolation::Bicubic,
+        Interpolation::Box,
+        Interpolation::Hamming,
+        Interpolation::Lanczos,
+    ];
+
+    pub fn is_default(&self) -> bool {
+        *self == Interpolation::Bilinear
+    }
+
+    /// The recipe name (`"bicubic"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Interpolation::Nearest => "nearest",
+            Interpolation::Bilinear => "bilinear",
+            Interpolation::Bicubic => "bicubic",
+            Interpolation::Box => "box",
+            Interpolation::Hamming => "hamming",
+            Interpolation::Lanczos => "lanczos",
+        }
+    }
+}
+
 /// One transform, named and parameterised as torchvision names it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TransformSpec {
     Resize {
         size: SizeSpec,
+        /// The filter (torchvision's `InterpolationMode`, i.e. Pillow's resampling filter).
+        /// Omitted from the canonical form at its default, so run keys predating it hold.
+        #[serde(default, skip_serializing_if = "Interpolation::is_default")]
+        interpolation: Interpolation,
+        /// With an int `size` only: the longer side is capped at `max_size` (torchvision's
+        /// rule); must be greater than `size`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_size: Option<u32>,
+        /// Accepted and ignored, as torchvision ignores it for PIL images (Pillow always
+        /// antialiases when downscaling).
         #[serde(default = "yes")]
         antialias: bool,
     },
@@ -183,6 +241,8 @@ pub enum TransformSpec {
         scale: [f64; 2],
         #[serde(default = "default_rrc_ratio")]
         ratio: [f64; 2],
+        #[serde(default, skip_serializing_if = "Interpolation::is_default")]
+        interpolation: Interpolation,
         #[serde(default = "yes")]
         antialias: bool,
     },

@@ -44,7 +44,21 @@ fn explain(raw: &str, key: &mut String) -> String {
     if let Some(rest) = raw.strip_prefix("unknown variant `") {
         let (variant, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let candidates = backticked(expected);
-        let mut msg = format!("unknown kind `{variant}`");
+        // A transform's fields are read from buffered content, so serde's path stops at the
+        // transform: name the field for the one enum such a field has.
+        let interpolation = candidates
+            .iter()
+            .map(|s| s.as_str())
+            .eq(Interpolation::ALL.iter().map(|i| i.name()));
+        if interpolation && !key.ends_with("interpolation") {
+            *key = super::compose::join_key(key, "interpolation");
+        }
+        let what = if interpolation {
+            "interpolation"
+        } else {
+            "kind"
+        };
+        let mut msg = format!("unknown {what} `{variant}`");
         if let Some(s) = did_you_mean(variant, candidates.iter().map(|s| s.as_str())) {
             msg.push_str(&format!("; did you mean `{s}`?"));
         }
@@ -225,9 +239,25 @@ impl Checker<'_> {
         for (i, t) in list.iter().enumerate() {
             let k = |name: &str| format!("{prefix}[{i}].{name}");
             match t {
-                TransformSpec::Resize { size, .. }
-                | TransformSpec::CenterCrop { size }
-                | TransformSpec::RandomCrop { size, .. } => self.size(&k("size"), size),
+                TransformSpec::Resize { size, max_size, .. } => {
+                    self.size(&k("size"), size);
+                    if let Some(m) = max_size {
+                        match size {
+                            SizeSpec::HeightWidth(_) => self.fail(
+                                &k("max_size"),
+                                "is only allowed with an int size (the shorter side), not [h, w] (as in torchvision)",
+                            ),
+                            SizeSpec::Square(s) => self.require(
+                                m > s,
+                                &k("max_size"),
+                                &format!("must be greater than size ({s}), got {m}"),
+                            ),
+                        }
+                    }
+                }
+                TransformSpec::CenterCrop { size } | TransformSpec::RandomCrop { size, .. } => {
+                    self.size(&k("size"), size)
+                }
                 TransformSpec::RandomResizedCrop {
                     size, scale, ratio, ..
                 } => {

@@ -4,9 +4,10 @@
 //! ToTensor, and an optional Normalize.
 //!
 //! - the crop is read in place from the decoded image (no copy) and resampled with Pillow's
-//!   bilinear filter in its two passes; the horizontal pass writes its row mirrored when the
-//!   flip applies (mirroring commutes with the per-pixel colour operations and the vertical
-//!   pass), and the vertical pass writes channel planes;
+//!   bilinear filter in its two passes, in Pillow 13's order (`resize::vertical_first`); the
+//!   horizontal pass writes its row mirrored when the flip applies (mirroring commutes with the
+//!   per-pixel colour operations and the vertical pass), and the last pass writes channel
+//!   planes;
 //! - ColorJitter's brightness and contrast are 256-entry tables (as Pillow computes them) that
 //!   compose; they are applied lazily, folded into the next pass that has to touch the pixels
 //!   (a saturation pass, the grey mean that contrast needs, or the final pass);
@@ -18,7 +19,7 @@
 
 use super::color_jitter::ColorJitter;
 use super::random_resized_crop::RandomResizedCrop;
-use super::resize::{clip8, coeffs, PRECISION_BITS};
+use super::resize::{clip8, coeffs, vertical_first, PRECISION_BITS};
 use super::ImageTensor;
 use image::RgbImage;
 use rand::Rng;
@@ -43,6 +44,8 @@ pub struct FusedPipeline {
 #[derive(Default)]
 struct Scratch {
     tmp: Vec<u8>,
+    /// The horizontal pass's output when the vertical pass runs first.
+    tmp2: Vec<u8>,
     acc: Vec<i32>,
     planes: Vec<u8>,
 }
@@ -308,7 +311,8 @@ fn clip8_fast(v: i32) -> u8 {
 
 /// Pillow's bilinear resize of the `h x w` window at (`top`, `left`) of `img` to `ow x oh`
 /// (both passes always run: a pass between equal sizes is the identity in Pillow's
-/// fixed-point arithmetic), mirrored when `flip`, into `s.planes` as three channel planes.
+/// fixed-point arithmetic), in Pillow 13's order of the passes (`vertical_first`), mirrored
+/// when `flip`, into `s.planes` as three channel planes.
 #[allow(clippy::too_many_arguments)]
 fn resample(
     img: &RgbImage,
@@ -323,12 +327,12 @@ fn resample(
 ) {
     let (ksize_v, bounds_v, kk_v) = coeffs(h, oh);
     let (kh, bounds_h, kk_h) = coeffs(w, ow);
-    let first = bounds_v[0].0;
+    // vertical first only matters when both passes change the size
+    let vfirst = ow != w && vertical_first(w as u32, h as u32, ow as u32, oh as u32);
+    let first = if vfirst { 0 } else { bounds_v[0].0 };
     let last = bounds_v[oh - 1].0 + bounds_v[oh - 1].1;
     let rows = last - first;
     let stride = ow * 3;
-    s.tmp.resize(rows * stride, 0);
-    s.acc.resize(stride, 0);
     s.planes.resize(3 * ow * oh, 0);
     // Per output pixel in output order (mirrored when flipping): the first of `kh_eff` input
     // pixels and their weights, `kh_eff` being the most taps any output pixel has (2 when
@@ -349,16 +353,45 @@ fn resample(
     }
     let src = img.as_raw();
     let iw = img.width() as usize;
-    let base = (top + first) * iw + left;
-    let src = &src[base * 3..];
-    let hpass = |tmp: &mut [u8]| match kh_eff {
+    let hpass = |src: &[u8], iw: usize, rows: usize, tmp: &mut [u8]| match kh_eff {
         2 => hpass_k::<2>(src, iw, rows, w, &starts, &wts, tmp, stride),
         3 => hpass_k::<3>(src, iw, rows, w, &starts, &wts, tmp, stride),
         4 => hpass_k::<4>(src, iw, rows, w, &starts, &wts, tmp, stride),
         5 => hpass_k::<5>(src, iw, rows, w, &starts, &wts, tmp, stride),
         _ => hpass_any(src, iw, rows, w, kh_eff, &starts, &wts, tmp, stride),
     };
-    hpass(&mut s.tmp);
+    if vfirst {
+        // the window's columns resampled vertically (interleaved, `w` wide), then the
+        // horizontal pass over those `oh` rows, then split into planes
+        let base = top * iw + left;
+        s.tmp.resize(oh * w * 3, 0);
+        s.acc.resize(w * 3, 0);
+        s.tmp2.resize(oh * stride, 0);
+        vpass_window(
+            &src[base * 3..],
+            iw,
+            w,
+            &mut s.acc,
+            &mut s.tmp,
+            &bounds_v,
+            &kk_v,
+            ksize_v,
+        );
+        hpass(&s.tmp, w, oh, &mut s.tmp2);
+        let n = ow * oh;
+        let (pr, rest) = s.planes.split_at_mut(n);
+        let (pg, pb) = rest.split_at_mut(n);
+        for (((px, r), g), b) in s.tmp2.chunks_exact(3).zip(pr).zip(pg).zip(pb) {
+            *r = px[0];
+            *g = px[1];
+            *b = px[2];
+        }
+        return;
+    }
+    s.tmp.resize(rows * stride, 0);
+    s.acc.resize(stride, 0);
+    let base = (top + first) * iw + left;
+    hpass(&src[base * 3..], iw, rows, &mut s.tmp);
     vpass(
         &s.tmp,
         &mut s.acc,
@@ -371,6 +404,53 @@ fn resample(
         oh,
     );
 }
+
+/// The vertical pass over the `w` columns of a window of an image `iw` pixels wide (`src`
+/// starts at the window's top-left pixel), written interleaved (`w * 3` bytes a row).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn vpass_window_generic(
+    src: &[u8],
+    iw: usize,
+    w: usize,
+    acc: &mut [i32],
+    out: &mut [u8],
+    bounds_v: &[(usize, usize)],
+    kk_v: &[i32],
+    ksize_v: usize,
+) {
+    let half = 1i32 << (PRECISION_BITS - 1);
+    let width = w * 3;
+    let acc = &mut acc[..width];
+    for (yy, drow) in out.chunks_exact_mut(width).enumerate() {
+        let (ymin, cnt) = bounds_v[yy];
+        let k = &kk_v[yy * ksize_v..yy * ksize_v + cnt];
+        acc.fill(half);
+        for (t, &wt) in k.iter().enumerate() {
+            let r = (ymin + t) * iw * 3;
+            for (a, &v) in acc.iter_mut().zip(&src[r..r + width]) {
+                *a = a.wrapping_add(v as i32 * wt);
+            }
+        }
+        for (d, &a) in drow.iter_mut().zip(acc.iter()) {
+            *d = clip8_fast(a);
+        }
+    }
+}
+dispatch!(
+    vpass_window,
+    vpass_window_generic,
+    (
+        src: &[u8],
+        iw: usize,
+        w: usize,
+        acc: &mut [i32],
+        out: &mut [u8],
+        bounds_v: &[(usize, usize)],
+        kk_v: &[i32],
+        ksize_v: usize
+    )
+);
 
 #[allow(clippy::too_many_arguments)]
 fn hpass_k<const K: usize>(

@@ -177,7 +177,12 @@ pub fn build(specs: &[TransformSpec]) -> Result<Pipeline, DataError> {
             return Err(DataError::transform(kind, "must come after `to_tensor`"));
         }
         let step: Box<dyn Transform> = match spec {
-            TransformSpec::Resize { size, .. } => Box::new(resize::Resize::new(*size)?),
+            TransformSpec::Resize {
+                size,
+                interpolation,
+                max_size,
+                ..
+            } => Box::new(resize::Resize::new(*size, *interpolation, *max_size)?),
             TransformSpec::CenterCrop { size } => {
                 Box::new(center_crop::CenterCrop::new(hw(kind, *size)?))
             }
@@ -193,12 +198,15 @@ pub fn build(specs: &[TransformSpec]) -> Result<Pipeline, DataError> {
                 fill: *fill,
             }),
             TransformSpec::RandomResizedCrop {
-                size, scale, ratio, ..
-            } => Box::new(random_resized_crop::RandomResizedCrop::new(
-                hw(kind, *size)?,
-                *scale,
-                *ratio,
-            )?),
+                size,
+                scale,
+                ratio,
+                interpolation,
+                ..
+            } => Box::new(
+                random_resized_crop::RandomResizedCrop::new(hw(kind, *size)?, *scale, *ratio)?
+                    .with_interpolation(*interpolation),
+            ),
             TransformSpec::HorizontalFlip { p } => Box::new(flip::HorizontalFlip::new(*p)?),
             TransformSpec::RandomRotation { degrees, fill } => Box::new(rotation::RandomRotation {
                 degrees: symmetric(kind, "degrees", *degrees, None)?,
@@ -263,12 +271,17 @@ pub fn build(specs: &[TransformSpec]) -> Result<Pipeline, DataError> {
     })
 }
 
-/// The fused form of `specs` when they are RandomResizedCrop, then HorizontalFlip /
-/// ColorJitter (no hue) in any order, then ToTensor (or nothing) and at most a Normalize.
+/// The fused form of `specs` when they are RandomResizedCrop (bilinear: the fused resize is
+/// the bilinear port), then HorizontalFlip / ColorJitter (no hue) in any order, then ToTensor
+/// (or nothing) and at most a Normalize.
 fn fusable(specs: &[TransformSpec]) -> Result<Option<fused::FusedPipeline>, DataError> {
     let Some((
         TransformSpec::RandomResizedCrop {
-            size, scale, ratio, ..
+            size,
+            scale,
+            ratio,
+            interpolation: crate::recipe::Interpolation::Bilinear,
+            ..
         },
         rest,
     )) = specs.split_first()

@@ -1,9 +1,12 @@
 //! RandomResizedCrop (torchvision `get_params`: 10 tries of scale/log-ratio, then the central
-//! fallback), cropped then resized with the Pillow-exact bilinear resize.
+//! fallback), cropped then resized with the Pillow-exact resize (torchvision's
+//! `F.resized_crop`: crop, then `resize` with the interpolation mode).
 
 use super::center_crop::crop_fill;
-use super::resize::resize_bilinear;
+use super::resize::resize_with;
 use super::{expect_image, randint, uniform, DataError, Transform, Value};
+use crate::recipe::Interpolation;
+use image::RgbImage;
 use rand_chacha::ChaCha8Rng;
 
 #[derive(Debug, Clone)]
@@ -12,6 +15,7 @@ pub struct RandomResizedCrop {
     pub size: (u32, u32),
     pub scale: [f64; 2],
     pub ratio: [f64; 2],
+    pub interpolation: Interpolation,
 }
 
 impl RandomResizedCrop {
@@ -28,7 +32,18 @@ impl RandomResizedCrop {
                 format!("ratio must satisfy 0 < min <= max, got {ratio:?}"),
             ));
         }
-        Ok(RandomResizedCrop { size, scale, ratio })
+        Ok(RandomResizedCrop {
+            size,
+            scale,
+            ratio,
+            interpolation: Interpolation::Bilinear,
+        })
+    }
+
+    /// The same with another interpolation mode.
+    pub fn with_interpolation(mut self, interpolation: Interpolation) -> Self {
+        self.interpolation = interpolation;
+        self
     }
 
     /// `(top, left, h, w)` of the crop, as torchvision draws it.
@@ -66,11 +81,23 @@ impl Transform for RandomResizedCrop {
     fn apply(&self, x: Value, rng: &mut ChaCha8Rng) -> Result<Value, DataError> {
         let img = expect_image("random_resized_crop", x)?;
         let (i, j, h, w) = self.params(img.width(), img.height(), rng);
-        let crop = crop_fill(&img, i, j, h.max(1) as u32, w.max(1) as u32, 0);
-        Ok(Value::Image(resize_bilinear(
-            &crop,
-            self.size.1,
-            self.size.0,
+        Ok(Value::Image(resized_crop(
+            &img,
+            (i, j, h, w),
+            self.size,
+            self.interpolation,
         )))
     }
+}
+
+/// torchvision's `F.resized_crop` on a PIL image: crop `(top, left, height, width)` (zeros
+/// outside the image), then resize to `size = (height, width)` with `interpolation`.
+pub fn resized_crop(
+    img: &RgbImage,
+    (top, left, h, w): (i64, i64, i64, i64),
+    size: (u32, u32),
+    interpolation: Interpolation,
+) -> RgbImage {
+    let crop = crop_fill(img, top, left, h.max(1) as u32, w.max(1) as u32, 0);
+    resize_with(&crop, size.1, size.0, interpolation)
 }
