@@ -44,7 +44,12 @@ fn explain(raw: &str, key: &mut String) -> String {
     if let Some(rest) = raw.strip_prefix("unknown variant `") {
         let (variant, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let candidates = backticked(expected);
-        let mut msg = format!("unknown kind `{variant}`");
+        let what = if key.is_empty() || key.ends_with("kind") {
+            "kind"
+        } else {
+            "value"
+        };
+        let mut msg = format!("unknown {what} `{variant}`");
         if let Some(s) = did_you_mean(variant, candidates.iter().map(|s| s.as_str())) {
             msg.push_str(&format!("; did you mean `{s}`?"));
         }
@@ -64,6 +69,10 @@ fn explain(raw: &str, key: &mut String) -> String {
             "SizeSpec" => "`size`: an integer or [height, width]",
             "RangeSpec" => "a number or [min, max]",
             "LayerScale" => "a number (the initial gamma) or false",
+            "PaddingSpec" => {
+                "`padding`: an integer, [left/right, top/bottom] or [left, top, right, bottom]"
+            }
+            "EraseValue" => "`value`: a number, [r, g, b] (one per channel) or \"random\"",
             "SweepValues" => "a list of values or a distribution ({ uniform = [a, b] }, { loguniform = [a, b] }, { int = [a, b] }, { choice = [...] })",
             _ => "another type",
         };
@@ -238,11 +247,20 @@ impl Checker<'_> {
                     self.require(ratio[0] > 0.0, &k("ratio"), "must be > 0");
                 }
                 TransformSpec::HorizontalFlip { p } => self.probability(&k("p"), *p),
-                TransformSpec::RandomRotation { degrees, .. } => {
+                TransformSpec::RandomRotation {
+                    degrees, center, ..
+                } => {
                     if let RangeSpec::Range(r) = degrees {
                         self.ordered(&k("degrees"), *r);
                     } else if let RangeSpec::Scalar(v) = degrees {
                         self.require(*v >= 0.0, &k("degrees"), "must be >= 0");
+                    }
+                    if let Some(c) = center {
+                        self.require(
+                            c.iter().all(|v| v.is_finite()),
+                            &k("center"),
+                            "must be [x, y] with finite numbers (pixels from the top-left corner)",
+                        );
                     }
                 }
                 TransformSpec::RandomPerspective {
@@ -315,11 +333,20 @@ impl Checker<'_> {
                     "every std must be > 0",
                 ),
                 TransformSpec::RandomErasing {
-                    p, scale, ratio, ..
+                    p,
+                    scale,
+                    ratio,
+                    value,
                 } => {
                     self.probability(&k("p"), *p);
                     self.ordered(&k("scale"), *scale);
                     self.ordered(&k("ratio"), *ratio);
+                    let finite = match value {
+                        EraseValue::Number(v) => v.is_finite(),
+                        EraseValue::PerChannel(v) => v.iter().all(|x| x.is_finite()),
+                        EraseValue::Random(_) => true,
+                    };
+                    self.require(finite, &k("value"), "must be finite");
                 }
             }
         }
