@@ -854,3 +854,41 @@ fn rotation_about_a_corner_keeps_that_corner() {
         );
     }
 }
+
+// ---------------------------------------------------------------- RandomPerspective p
+
+fn perspective(p: f64) -> runner::data::transforms::Pipeline {
+    build(&[TransformSpec::RandomPerspective {
+        distortion_scale: 0.5,
+        p,
+        fill: 0,
+    }])
+    .unwrap()
+}
+
+#[test]
+fn perspective_probability() {
+    let img = noise_image(16, 16, 15);
+    let base = to_tensor(&img);
+    let n = 2000u64;
+    let p = perspective(0.3);
+    let changed = (0..n)
+        .filter(|&i| p.apply(img.clone(), &mut sample_rng(8, 0, i)).unwrap() != base)
+        .count();
+    let rate = changed as f64 / n as f64;
+    // binomial standard deviation sqrt(0.3 * 0.7 / 2000) = 0.010; allow 4 of them
+    assert!((rate - 0.3).abs() < 0.041, "perspective rate {rate}");
+    // p = 0 never touches the image, p = 1 always warps it
+    let p0 = perspective(0.0);
+    let p1 = perspective(1.0);
+    for i in 0..200 {
+        assert_eq!(
+            p0.apply(img.clone(), &mut sample_rng(9, 0, i)).unwrap(),
+            base
+        );
+        assert_ne!(
+            p1.apply(img.clone(), &mut sample_rng(9, 0, i)).unwrap(),
+            base
+        );
+    }
+}
