@@ -56,9 +56,20 @@ fn data_synth_is_byte_identical_for_a_seed_and_stats_count_it() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // the same set on one thread
+    let one = env.path("one");
+    let argv = args(s(&one), "5");
+    let out = env
+        .cmd()
+        .env("RAYON_NUM_THREADS", "1")
+        .args(&argv)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
     let (fa, fb, fc) = (files(&a), files(&b), files(&c));
     assert!(!fa.is_empty());
     assert_eq!(fa, fb, "same seed, same bytes");
+    assert_eq!(fa, files(&one), "one thread, same bytes");
     assert_ne!(fa, fc, "another seed, other faces");
     // Writing over an existing folder is refused.
     let argv = args(s(&a), "5");
