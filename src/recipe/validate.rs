@@ -50,7 +50,9 @@ fn explain(raw: &str, key: &mut String) -> String {
             "value"
         };
         let mut msg = format!("unknown {what} `{variant}`");
-        if let Some(s) = did_you_mean(variant, candidates.iter().map(|s| s.as_str())) {
+        let suggestion = torchvision_name(variant, &candidates)
+            .or_else(|| did_you_mean(variant, candidates.iter().map(|s| s.as_str())));
+        if let Some(s) = suggestion {
             msg.push_str(&format!("; did you mean `{s}`?"));
         }
         if !candidates.is_empty() {
@@ -79,6 +81,57 @@ fn explain(raw: &str, key: &mut String) -> String {
         return format!("expected {what}");
     }
     humanize_types(raw)
+}
+
+/// torchvision's class and function names (snake-cased) whose transform has another kind
+/// here. Only a suggestion: the kinds themselves are fixed by the contract.
+const TORCHVISION_KINDS: &[(&str, &str)] = &[
+    ("random_horizontal_flip", "horizontal_flip"),
+    ("hflip", "horizontal_flip"),
+    ("random_sized_crop", "random_resized_crop"),
+    ("scale", "resize"),
+    ("pil_to_tensor", "to_tensor"),
+    ("to_image", "to_tensor"),
+    ("to_dtype", "to_tensor"),
+    ("convert_image_dtype", "to_tensor"),
+];
+
+/// The kind a torchvision name (`RandomHorizontalFlip`, `random_horizontal_flip`, `ToTensor`,
+/// ...) stands for, when it is one of `candidates` and not `word` itself.
+fn torchvision_name<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+    let snake = snake_case(word);
+    let target = TORCHVISION_KINDS
+        .iter()
+        .find(|(tv, _)| *tv == snake)
+        .map(|(_, ours)| *ours)
+        .unwrap_or(snake.as_str());
+    candidates
+        .iter()
+        .find(|c| c.as_str() == target && c.as_str() != word)
+        .map(|c| c.as_str())
+}
+
+/// `RandomHorizontalFlip` -> `random_horizontal_flip` (already snake-cased names unchanged).
+fn snake_case(word: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = word.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
+            if i > 0 && (prev_lower || (prev_upper && next_lower)) && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if c == '-' || c == ' ' {
+            out.push('_');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Serde names Rust types; say what a recipe author writes instead.
