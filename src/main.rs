@@ -242,6 +242,7 @@ enum FromCkpt {
 enum DataCommand {
     /// Write the synthetic face data set in the course layout.
     Synth {
+        /// Folder to write the data set to (must not exist yet).
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 100)]
@@ -262,6 +263,7 @@ enum DataCommand {
     /// Identities, images per split, image sizes, class balance.
     Stats {
         dir: PathBuf,
+        /// table / json: the summary; csv: one row per split and identity with its image count.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -276,6 +278,7 @@ enum DataCommand {
     /// A grid of training images after augmentation.
     Preview {
         recipe: PathBuf,
+        /// PNG file to write the grid of augmented training images to.
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 32)]

@@ -103,3 +103,66 @@ fn malformed_set_argument_is_invalid_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("key=value"));
 }
+
+fn validate_stderr(recipe: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["validate", recipe])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{recipe}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn torchvision_class_names_suggest_our_kind() {
+    let stderr = validate_stderr("tests/bad_recipes/torchvision_transform_name.toml");
+    assert!(
+        stderr.contains("unknown kind `random_horizontal_flip`; did you mean `horizontal_flip`?"),
+        "{stderr}"
+    );
+    // CamelCase class names and other torchvision names too; never accepted as aliases
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string("tests/bad_recipes/torchvision_transform_name.toml").unwrap();
+    for (name, ours) in [
+        ("RandomHorizontalFlip", "horizontal_flip"),
+        ("ToTensor", "to_tensor"),
+        ("RandomResizedCrop", "random_resized_crop"),
+        ("random_sized_crop", "random_resized_crop"),
+        ("ColorJitter", "color_jitter"),
+        ("RandAugment", "rand_augment"),
+    ] {
+        let p = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&p, text.replace("random_horizontal_flip", name)).unwrap();
+        let stderr = validate_stderr(p.to_str().unwrap());
+        assert!(
+            stderr.contains(&format!("unknown kind `{name}`; did you mean `{ours}`?")),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn new_transform_values_are_explained() {
+    let stderr = validate_stderr("tests/bad_recipes/wrong_padding.toml");
+    assert!(
+        stderr.contains("[left/right, top/bottom] or [left, top, right, bottom]"),
+        "{stderr}"
+    );
+    let stderr = validate_stderr("tests/bad_recipes/wrong_erasing_value.toml");
+    assert!(stderr.contains("\"random\""), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mode.toml");
+    let text = std::fs::read_to_string("tests/bad_recipes/wrong_padding.toml").unwrap();
+    std::fs::write(
+        &p,
+        text.replace(
+            "padding = [4, 4, 4]",
+            "padding = 4, padding_mode = \"mirror\"",
+        ),
+    )
+    .unwrap();
+    let stderr = validate_stderr(p.to_str().unwrap());
+    assert!(stderr.contains("unknown value `mirror`"), "{stderr}");
+    assert!(stderr.contains("reflect"), "{stderr}");
+}

@@ -56,9 +56,20 @@ fn data_synth_is_byte_identical_for_a_seed_and_stats_count_it() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // the same set on one thread
+    let one = env.path("one");
+    let argv = args(s(&one), "5");
+    let out = env
+        .cmd()
+        .env("RAYON_NUM_THREADS", "1")
+        .args(&argv)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
     let (fa, fb, fc) = (files(&a), files(&b), files(&c));
     assert!(!fa.is_empty());
     assert_eq!(fa, fb, "same seed, same bytes");
+    assert_eq!(fa, files(&one), "one thread, same bytes");
     assert_ne!(fa, fc, "another seed, other faces");
     // Writing over an existing folder is refused.
     let argv = args(s(&a), "5");
@@ -68,6 +79,52 @@ fn data_synth_is_byte_identical_for_a_seed_and_stats_count_it() {
     let stats = env.json(&["data", "stats", s(&a), "--format", "json"]);
     assert_eq!(stats["identities"], 4);
     assert_eq!(stats["known_identities"], 3);
+    // CSV: a header and one row per split and identity
+    let out = env.run(&["data", "stats", s(&a), "--format", "csv"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0], ["split", "identity", "images"]);
+    let count = |split: &str| -> u64 {
+        rows[1..]
+            .iter()
+            .filter(|r| r[0] == split)
+            .map(|r| r[2].parse::<u64>().unwrap())
+            .sum()
+    };
+    for (split, key) in [
+        ("train", "train_images"),
+        ("dev", "dev_images"),
+        ("test", "test_images"),
+        ("known", "known_images"),
+        ("unknown_dev", "unknown_dev_images"),
+        ("unknown_test", "unknown_test_images"),
+    ] {
+        assert_eq!(count(split), stats[key].as_u64().unwrap(), "{split}");
+    }
+    let train: Vec<_> = rows.iter().filter(|r| r[0] == "train").collect();
+    assert_eq!(train.len(), 4, "one train row per identity");
+    assert!(rows
+        .iter()
+        .any(|r| r[0] == "unknown_dev" && r[1] == "n000000"));
+    // --out is documented
+    for sub in ["synth", "preview"] {
+        let out = env.run(&["data", sub, "-h"]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        // the option's line and its continuation lines, up to the next option
+        let mut lines = help
+            .lines()
+            .map(str::trim)
+            .skip_while(|l| !l.starts_with("--out"));
+        let first = lines.next().unwrap_or_default();
+        let rest: Vec<&str> = lines.take_while(|l| !l.starts_with('-')).collect();
+        let text = format!(
+            "{} {}",
+            first.trim_start_matches("--out <OUT>"),
+            rest.join(" ")
+        );
+        assert!(text.trim().len() > 10, "{sub}: --out has no help: {help}");
+    }
     let png = env.path("grid.png");
     let r = env.recipe("r.toml", "");
     let out = env.run(&["data", "preview", s(&r), "--out", s(&png), "--count", "8"]);

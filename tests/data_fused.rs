@@ -185,7 +185,7 @@ fn other_pipelines_are_not_fused() {
             p: 0.5,
             scale: [0.02, 0.33],
             ratio: [0.3, 3.3],
-            value: 0.0,
+            value: runner::recipe::EraseValue::Number(0.0),
         },
     ];
     assert!(!build(&erasing).unwrap().is_fused());

@@ -1,6 +1,7 @@
 //! The synthetic generator: byte-identical output for a seed, disjoint identities, impostors
 //! only among the unknowns, the course layout, resolve_root caching.
 
+use runner::data::synth::{identity_role, render_image, synth_files, traits, IdentityRole};
 use runner::data::{fingerprint, generate, resolve_root, CourseData};
 use runner::recipe::{DataConfig, Difficulty, SynthConfig};
 use std::collections::BTreeMap;
@@ -80,6 +81,135 @@ fn same_seed_same_bytes_and_layout() {
     }
     let img = image::open(&d.train[0].path).unwrap();
     assert_eq!((img.width(), img.height()), (32, 32));
+}
+
+#[test]
+fn output_does_not_depend_on_the_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        identities: 6,
+        images_per_identity: 5,
+        ..tiny(3)
+    };
+    let mut sets = Vec::new();
+    for threads in [1, 2, 5] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let out = tmp.path().join(format!("t{threads}"));
+        pool.install(|| generate(&cfg, &out)).unwrap();
+        sets.push((threads, all_files(&out)));
+    }
+    for (threads, files) in &sets[1..] {
+        assert_eq!(files, &sets[0].1, "{threads} threads vs 1");
+    }
+}
+
+/// The generator's own record of which identity rendered each file.
+fn record(cfg: &SynthConfig) -> BTreeMap<String, (usize, usize)> {
+    synth_files(cfg)
+        .unwrap()
+        .into_iter()
+        .map(|f| {
+            let rel = f.rel.to_string_lossy().replace('\\', "/");
+            (rel, (f.identity, f.index))
+        })
+        .collect()
+}
+
+fn jpeg(img: &image::RgbImage, quality: u8) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100));
+    img.write_with_encoder(enc).unwrap();
+    buf
+}
+
+#[test]
+fn every_file_comes_from_the_identity_its_labels_claim() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        identities: 5,
+        images_per_identity: 10,
+        verify_identities: 4,
+        impostors: 3,
+        ..tiny(9)
+    };
+    let root = tmp.path().join("d");
+    generate(&cfg, &root).unwrap();
+    let rec = record(&cfg);
+    let files = all_files(&root);
+    // the record lists exactly the images written, and each is the record's rendering
+    let images: Vec<&String> = files.keys().filter(|k| k.ends_with(".jpg")).collect();
+    assert_eq!(images, rec.keys().collect::<Vec<_>>());
+    for (rel, &(identity, index)) in &rec {
+        let (img, q) = render_image(&cfg, identity, index);
+        assert!(
+            files[rel] == jpeg(&img, q),
+            "{rel} is not ({identity}, {index})"
+        );
+    }
+    let role = |id: usize| identity_role(&cfg, id).unwrap();
+    let d = CourseData::open(&root).unwrap();
+    let name_of = |rel: &str| rel.split('/').nth(2).unwrap().to_string();
+    let mut known_ids = std::collections::BTreeSet::new();
+    for (rel, &(id, _)) in &rec {
+        if rel.starts_with("verification/known/") {
+            // no impostor (nor classification identity) renders a gallery image, and the
+            // folder is the identity that rendered it
+            assert_eq!(role(id), IdentityRole::Verification, "{rel}");
+            assert_eq!(
+                name_of(rel),
+                runner::data::synth::identity_name(id),
+                "{rel}"
+            );
+            known_ids.insert(id);
+        }
+        if rel.starts_with("classification/train/") || rel.starts_with("classification/dev/") {
+            assert_eq!(role(id), IdentityRole::Classification, "{rel}");
+            assert_eq!(
+                name_of(rel),
+                runner::data::synth::identity_name(id),
+                "{rel}"
+            );
+        }
+    }
+    assert_eq!(known_ids.len(), cfg.verify_identities);
+    // unknown_dev: a known label was rendered by that identity; n000000 by an impostor that
+    // renders nothing in known/
+    let mut impostors = 0;
+    for (file, label) in &d.unknown_dev_labels {
+        let (id, _) = rec[&format!("verification/unknown_dev/{file}")];
+        if label == "n000000" {
+            assert_eq!(role(id), IdentityRole::Impostor, "{file}");
+            assert!(!known_ids.contains(&id));
+            impostors += 1;
+        } else {
+            assert_eq!(label, &runner::data::synth::identity_name(id), "{file}");
+            assert!(known_ids.contains(&id), "{file}: {label} has no gallery");
+        }
+    }
+    assert!(impostors >= cfg.impostors, "{impostors} impostor images");
+    for (file, label) in d.test_labels.as_ref().unwrap() {
+        let (id, _) = rec[&format!("classification/test/{file}")];
+        assert_eq!(role(id), IdentityRole::Classification, "{file}");
+        assert_eq!(label, &runner::data::synth::identity_name(id), "{file}");
+    }
+    // classification, verification and impostor identities are distinct trait draws, not
+    // only distinct folder names
+    let all: std::collections::BTreeSet<usize> = rec.values().map(|(id, _)| *id).collect();
+    assert_eq!(
+        all.len(),
+        cfg.identities + cfg.verify_identities + cfg.impostors
+    );
+    let mut draws = std::collections::BTreeMap::new();
+    for &id in &all {
+        let mut rng = runner::data::synth::derived_rng(cfg.seed, id as u64, 0, b"identity");
+        let t = format!("{:?}", traits::IdentityTraits::sample(&mut rng));
+        if let Some(other) = draws.insert(t, id) {
+            panic!("identities {other} and {id} share their traits");
+        }
+    }
 }
 
 #[test]

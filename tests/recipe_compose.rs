@@ -198,3 +198,52 @@ fn every_shipped_recipe_and_template_set_validates() {
         }
     }
 }
+
+/// The key `tests/recipes/transforms_keys.toml` had before RandomCrop's `padding_mode` and
+/// padding lists, RandomRotation's `expand` / `center` and RandomErasing's non-numeric
+/// `value` existed (computed by the build before them).
+const TRANSFORMS_KEY_BEFORE_NEW_OPTIONS: &str = "4734eaa6435cf6ca";
+
+#[test]
+fn new_transform_options_leave_existing_run_keys_unchanged() {
+    let base = plan("tests/recipes/transforms_keys.toml", &[]);
+    assert_eq!(base.len(), 1);
+    assert_eq!(base[0].key, TRANSFORMS_KEY_BEFORE_NEW_OPTIONS);
+    // the canonical form has none of the new keys at their defaults
+    let canon = runner::plan::key::canonical_config(&base[0].recipe).to_string();
+    for k in ["padding_mode", "expand", "center"] {
+        assert!(!canon.contains(k), "{k} in {canon}");
+    }
+    let text = std::fs::read_to_string("tests/recipes/transforms_keys.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_of = |edit: &dyn Fn(&str) -> String| {
+        let p = dir.path().join("r.toml");
+        std::fs::write(&p, edit(&text)).unwrap();
+        let runs = plan_file(&p, &[], &fingerprint).unwrap();
+        runs[0].key.clone()
+    };
+    // writing the defaults (or another spelling of the same padding) is the same run
+    let explicit = key_of(&|t| {
+        t.replace(
+            "size = 56, padding = 4 }",
+            "size = 56, padding = [4, 4, 4, 4], padding_mode = \"constant\" }",
+        )
+        .replace("degrees = 10 }", "degrees = 10, expand = false }")
+    });
+    assert_eq!(explicit, TRANSFORMS_KEY_BEFORE_NEW_OPTIONS);
+    let two = key_of(&|t| t.replace("padding = 4 }", "padding = [4, 4] }"));
+    assert_eq!(two, TRANSFORMS_KEY_BEFORE_NEW_OPTIONS);
+    // a new value is a new run
+    for (from, to) in [
+        ("padding = 4 }", "padding = 4, padding_mode = \"reflect\" }"),
+        ("padding = 4 }", "padding = [4, 2] }"),
+        ("degrees = 10 }", "degrees = 10, expand = true }"),
+        ("degrees = 10 }", "degrees = 10, center = [0, 0] }"),
+        ("value = 0.5 }", "value = \"random\" }"),
+        ("value = 0.5 }", "value = [0.5, 0.5, 0.4] }"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let k = key_of(&|t| t.replacen(from, to, 1));
+        assert_ne!(k, TRANSFORMS_KEY_BEFORE_NEW_OPTIONS, "{to}");
+    }
+}

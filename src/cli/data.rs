@@ -4,7 +4,7 @@ use std::path::Path;
 
 use clap::ValueEnum;
 
-use super::output::{print_json, table, Format};
+use super::output::{csv, print_json, table, Format};
 use super::{parse_sets, CliError};
 use crate::engine::progress::Reporter;
 use crate::recipe::{Difficulty, SynthConfig};
@@ -50,11 +50,22 @@ pub fn synth(out: &Path, cfg: &SynthConfig, reporter: &Reporter) -> Result<(), C
 }
 
 pub fn stats(dir: &Path, format: Format) -> Result<(), CliError> {
+    if format == Format::Csv {
+        // one row per split and identity: what a spreadsheet wants from a data set
+        let counts = crate::data::stats::identity_counts(dir).map_err(CliError::invalid)?;
+        let headers = ["split", "identity", "images"].map(String::from);
+        let rows: Vec<Vec<String>> = counts
+            .into_iter()
+            .map(|c| vec![c.split.to_string(), c.identity, c.images.to_string()])
+            .collect();
+        print!("{}", csv(&headers, &rows));
+        return Ok(());
+    }
     let s = crate::data::stats::stats(dir).map_err(CliError::invalid)?;
     let v = serde_json::to_value(&s).unwrap_or_default();
     match format {
         Format::Json => print_json(&v),
-        _ => {
+        Format::Table | Format::Csv => {
             let mut rows = Vec::new();
             super::runs::flatten("", &v, &mut rows);
             let headers = vec!["statistic".to_string(), "value".to_string()];

@@ -14,7 +14,7 @@ pub use preview::{preview, PreviewSummary};
 pub mod resolve;
 pub use resolve::resolve_root;
 pub mod stats;
-pub use stats::{stats, DataStats};
+pub use stats::{identity_counts, stats, DataStats, IdentityCount};
 pub mod synth;
 pub use synth::{generate, SynthSummary, GENERATOR_VERSION};
 pub mod transforms;

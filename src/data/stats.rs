@@ -43,6 +43,63 @@ pub struct DataStats {
     pub unreadable: Vec<PathBuf>,
 }
 
+/// Images of one identity in one split (`runner data stats --format csv` writes one row each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentityCount {
+    /// `train`, `dev`, `test`, `known`, `unknown_dev` or `unknown_test`.
+    pub split: &'static str,
+    /// The identity folder or CSV label (`n000000`: no known identity); empty for the images
+    /// of a split without labels.
+    pub identity: String,
+    pub images: usize,
+}
+
+/// Images per split and identity, splits in layout order and identities sorted.
+pub fn identity_counts(root: &Path) -> Result<Vec<IdentityCount>, DataError> {
+    let d = CourseData::open(root)?;
+    let mut out = Vec::new();
+    let mut push = |split: &'static str, counts: BTreeMap<String, usize>| {
+        out.extend(counts.into_iter().map(|(identity, images)| IdentityCount {
+            split,
+            identity,
+            images,
+        }));
+    };
+    let by_label = |samples: &[super::Sample], names: &[String]| {
+        let mut m: BTreeMap<String, usize> = names.iter().map(|n| (n.clone(), 0)).collect();
+        for s in samples {
+            if let Some(n) = names.get(s.label) {
+                *m.entry(n.clone()).or_default() += 1;
+            }
+        }
+        m
+    };
+    let by_csv = |files: &[PathBuf], labels: Option<&std::collections::HashMap<String, String>>| {
+        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+        for f in files {
+            let label = labels
+                .and_then(|l| l.get(&super::file_id(f)))
+                .cloned()
+                .unwrap_or_default();
+            *m.entry(label).or_default() += 1;
+        }
+        m
+    };
+    push("train", by_label(&d.train, &d.classes));
+    push("dev", by_label(&d.dev, &d.classes));
+    push("test", by_csv(&d.test, d.test_labels.as_ref()));
+    push("known", by_label(&d.known, &d.known_identities));
+    push(
+        "unknown_dev",
+        by_csv(&d.unknown_dev, Some(&d.unknown_dev_labels)),
+    );
+    push(
+        "unknown_test",
+        by_csv(&d.unknown_test, d.unknown_test_labels.as_ref()),
+    );
+    Ok(out)
+}
+
 fn balance(counts: &[usize]) -> Balance {
     if counts.is_empty() {
         return Balance {

@@ -21,6 +21,17 @@ pub fn canonical_config(recipe: &Recipe) -> serde_json::Value {
     } else {
         r.data.synth = Default::default();
     }
+    // One spelling per padding (`4`, `[4, 4]` and `[4, 4, 4, 4]` are the same crop).
+    for t in r
+        .transforms
+        .train
+        .iter_mut()
+        .chain(r.transforms.eval.iter_mut())
+    {
+        if let crate::recipe::TransformSpec::RandomCrop { padding, .. } = t {
+            *padding = padding.simplest();
+        }
+    }
     // Fill defaults so that writing a default explicitly gives the same key.
     let o = &mut r.optimizer;
     o.lr = Some(o.lr());

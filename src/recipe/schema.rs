@@ -229,11 +229,14 @@ pub enum TransformSpec {
     RandomCrop {
         size: SizeSpec,
         #[serde(default)]
-        padding: u32,
+        padding: PaddingSpec,
         #[serde(default)]
         pad_if_needed: bool,
         #[serde(default)]
         fill: u8,
+        /// Not serialised at its default, so recipes without it keep their run key.
+        #[serde(default, skip_serializing_if = "PaddingMode::is_constant")]
+        padding_mode: PaddingMode,
     },
     RandomResizedCrop {
         size: SizeSpec,
@@ -254,6 +257,12 @@ pub enum TransformSpec {
         degrees: RangeSpec,
         #[serde(default)]
         fill: u8,
+        /// Grow the output to hold the whole rotated image (Pillow's `rotate(expand=True)`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        expand: bool,
+        /// `[x, y]` in pixels from the top-left corner; `None` = the image centre.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        center: Option<[f64; 2]>,
     },
     RandomPerspective {
         #[serde(default = "half")]
@@ -296,8 +305,96 @@ pub enum TransformSpec {
         #[serde(default = "default_erase_ratio")]
         ratio: [f64; 2],
         #[serde(default)]
-        value: f64,
+        value: EraseValue,
     },
+}
+
+/// RandomCrop's `padding`, as torchvision reads it: an int for every side, `[left/right,
+/// top/bottom]` or `[left, top, right, bottom]`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PaddingSpec {
+    All(u32),
+    LeftRightTopBottom([u32; 2]),
+    Sides([u32; 4]),
+}
+
+impl Default for PaddingSpec {
+    fn default() -> Self {
+        PaddingSpec::All(0)
+    }
+}
+
+impl PaddingSpec {
+    /// `[left, top, right, bottom]`.
+    pub fn sides(&self) -> [u32; 4] {
+        match *self {
+            PaddingSpec::All(p) => [p; 4],
+            PaddingSpec::LeftRightTopBottom([lr, tb]) => [lr, tb, lr, tb],
+            PaddingSpec::Sides(s) => s,
+        }
+    }
+
+    /// The shortest spelling of the same padding (an int when every side is equal).
+    pub fn simplest(&self) -> PaddingSpec {
+        let [l, t, r, b] = self.sides();
+        if l == t && t == r && r == b {
+            PaddingSpec::All(l)
+        } else if l == r && t == b {
+            PaddingSpec::LeftRightTopBottom([l, t])
+        } else {
+            PaddingSpec::Sides([l, t, r, b])
+        }
+    }
+}
+
+/// How RandomCrop pads (torchvision / `numpy.pad` semantics): `constant` uses `fill`, `edge`
+/// repeats the last pixel, `reflect` mirrors without repeating it (`dcb|abcd`), `symmetric`
+/// mirrors repeating it (`cba|abcd`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PaddingMode {
+    #[default]
+    Constant,
+    Edge,
+    Reflect,
+    Symmetric,
+}
+
+impl PaddingMode {
+    /// The recipe's names, in declaration order (serde's `expected one of` list).
+    pub const NAMES: [&'static str; 4] = ["constant", "edge", "reflect", "symmetric"];
+
+    pub fn is_constant(&self) -> bool {
+        *self == PaddingMode::Constant
+    }
+}
+
+/// RandomErasing's `value`: one number for every channel, one per channel, or `"random"`
+/// (per-pixel standard normal values, as torchvision's `value="random"`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum EraseValue {
+    Number(f64),
+    PerChannel([f64; 3]),
+    Random(RandomWord),
+}
+
+impl Default for EraseValue {
+    fn default() -> Self {
+        EraseValue::Number(0.0)
+    }
+}
+
+/// The word `"random"`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RandomWord {
+    Random,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn yes() -> bool {

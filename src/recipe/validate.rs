@@ -45,21 +45,35 @@ fn explain(raw: &str, key: &mut String) -> String {
         let (variant, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let candidates = backticked(expected);
         // A transform's fields are read from buffered content, so serde's path stops at the
-        // transform: name the field for the one enum such a field has.
-        let interpolation = candidates
-            .iter()
-            .map(|s| s.as_str())
-            .eq(Interpolation::ALL.iter().map(|i| i.name()));
-        if interpolation && !key.ends_with("interpolation") {
-            *key = super::compose::join_key(key, "interpolation");
+        // transform: name the field from the values its enum allows.
+        let is = |names: &[&str]| {
+            candidates
+                .iter()
+                .map(|s| s.as_str())
+                .eq(names.iter().copied())
+        };
+        let interpolation = is(&Interpolation::ALL.map(|i| i.name()));
+        let field = if interpolation {
+            Some("interpolation")
+        } else if is(&PaddingMode::NAMES) {
+            Some("padding_mode")
+        } else {
+            None
+        };
+        if let Some(f) = field.filter(|f| !key.ends_with(f)) {
+            *key = super::compose::join_key(key, f);
         }
         let what = if interpolation {
             "interpolation"
-        } else {
+        } else if key.is_empty() || key.ends_with("kind") {
             "kind"
+        } else {
+            "value"
         };
         let mut msg = format!("unknown {what} `{variant}`");
-        if let Some(s) = did_you_mean(variant, candidates.iter().map(|s| s.as_str())) {
+        let suggestion = torchvision_name(variant, &candidates)
+            .or_else(|| did_you_mean(variant, candidates.iter().map(|s| s.as_str())));
+        if let Some(s) = suggestion {
             msg.push_str(&format!("; did you mean `{s}`?"));
         }
         if !candidates.is_empty() {
@@ -78,12 +92,67 @@ fn explain(raw: &str, key: &mut String) -> String {
             "SizeSpec" => "`size`: an integer or [height, width]",
             "RangeSpec" => "a number or [min, max]",
             "LayerScale" => "a number (the initial gamma) or false",
+            "PaddingSpec" => {
+                "`padding`: an integer, [left/right, top/bottom] or [left, top, right, bottom]"
+            }
+            "EraseValue" => "`value`: a number, [r, g, b] (one per channel) or \"random\"",
             "SweepValues" => "a list of values or a distribution ({ uniform = [a, b] }, { loguniform = [a, b] }, { int = [a, b] }, { choice = [...] })",
             _ => "another type",
         };
         return format!("expected {what}");
     }
     humanize_types(raw)
+}
+
+/// torchvision's class and function names (snake-cased) whose transform has another kind
+/// here. Only a suggestion: the kinds themselves are fixed by the contract.
+const TORCHVISION_KINDS: &[(&str, &str)] = &[
+    ("random_horizontal_flip", "horizontal_flip"),
+    ("hflip", "horizontal_flip"),
+    ("random_sized_crop", "random_resized_crop"),
+    ("scale", "resize"),
+    ("pil_to_tensor", "to_tensor"),
+    ("to_image", "to_tensor"),
+    ("to_dtype", "to_tensor"),
+    ("convert_image_dtype", "to_tensor"),
+];
+
+/// The kind a torchvision name (`RandomHorizontalFlip`, `random_horizontal_flip`, `ToTensor`,
+/// ...) stands for, when it is one of `candidates` and not `word` itself.
+fn torchvision_name<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+    let snake = snake_case(word);
+    let target = TORCHVISION_KINDS
+        .iter()
+        .find(|(tv, _)| *tv == snake)
+        .map(|(_, ours)| *ours)
+        .unwrap_or(snake.as_str());
+    candidates
+        .iter()
+        .find(|c| c.as_str() == target && c.as_str() != word)
+        .map(|c| c.as_str())
+}
+
+/// `RandomHorizontalFlip` -> `random_horizontal_flip` (already snake-cased names unchanged).
+fn snake_case(word: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = word.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
+            if i > 0 && (prev_lower || (prev_upper && next_lower)) && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if c == '-' || c == ' ' {
+            out.push('_');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Serde names Rust types; say what a recipe author writes instead.
@@ -268,11 +337,20 @@ impl Checker<'_> {
                     self.require(ratio[0] > 0.0, &k("ratio"), "must be > 0");
                 }
                 TransformSpec::HorizontalFlip { p } => self.probability(&k("p"), *p),
-                TransformSpec::RandomRotation { degrees, .. } => {
+                TransformSpec::RandomRotation {
+                    degrees, center, ..
+                } => {
                     if let RangeSpec::Range(r) = degrees {
                         self.ordered(&k("degrees"), *r);
                     } else if let RangeSpec::Scalar(v) = degrees {
                         self.require(*v >= 0.0, &k("degrees"), "must be >= 0");
+                    }
+                    if let Some(c) = center {
+                        self.require(
+                            c.iter().all(|v| v.is_finite()),
+                            &k("center"),
+                            "must be [x, y] with finite numbers (pixels from the top-left corner)",
+                        );
                     }
                 }
                 TransformSpec::RandomPerspective {
@@ -345,11 +423,20 @@ impl Checker<'_> {
                     "every std must be > 0",
                 ),
                 TransformSpec::RandomErasing {
-                    p, scale, ratio, ..
+                    p,
+                    scale,
+                    ratio,
+                    value,
                 } => {
                     self.probability(&k("p"), *p);
                     self.ordered(&k("scale"), *scale);
                     self.ordered(&k("ratio"), *ratio);
+                    let finite = match value {
+                        EraseValue::Number(v) => v.is_finite(),
+                        EraseValue::PerChannel(v) => v.iter().all(|x| x.is_finite()),
+                        EraseValue::Random(_) => true,
+                    };
+                    self.require(finite, &k("value"), "must be finite");
                 }
             }
         }

@@ -76,11 +76,56 @@ fn verify_counts(n: usize) -> (usize, usize) {
     (n.saturating_sub(2 * u), u)
 }
 
+/// One image file of the set and what it was rendered from: `render_image(cfg, identity,
+/// index)` gives its pixels. Identity numbers are 1-based: `1..=identities` classification,
+/// then `verify_identities` verification identities, then `impostors` impostors (each number
+/// is its own trait draw, `derived_rng(seed, identity, 0, b"identity")`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynthFile {
+    /// Path relative to the set's root.
+    pub rel: PathBuf,
+    pub identity: usize,
+    /// The identity's image number (its variation draw).
+    pub index: usize,
+}
+
+/// What kind of identity number `identity` is in a set generated with `cfg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityRole {
+    Classification,
+    Verification,
+    Impostor,
+}
+
+/// The role of identity number `identity` (1-based), `None` when the set has no such number.
+pub fn identity_role(cfg: &SynthConfig, identity: usize) -> Option<IdentityRole> {
+    let first_verify = cfg.identities + 1;
+    let first_impostor = first_verify + cfg.verify_identities;
+    match identity {
+        0 => None,
+        i if i < first_verify => Some(IdentityRole::Classification),
+        i if i < first_impostor => Some(IdentityRole::Verification),
+        i if i < first_impostor + cfg.impostors => Some(IdentityRole::Impostor),
+        _ => None,
+    }
+}
+
+/// Every image file `generate(cfg, ..)` writes, with the identity and image number it is
+/// rendered from (the generator's own record; no image is read).
+pub fn synth_files(cfg: &SynthConfig) -> Result<Vec<SynthFile>, DataError> {
+    check(cfg)?;
+    Ok(plan(cfg).jobs)
+}
+
 /// Where one image goes.
-struct Job {
-    identity: usize,
-    index: usize,
-    rel: PathBuf,
+type Job = SynthFile;
+
+/// Every file of a set: the images and the label CSVs' rows.
+struct Plan {
+    jobs: Vec<Job>,
+    test_labels: Vec<(String, String)>,
+    dev_labels: Vec<(String, String)>,
+    test_vlabels: Vec<(String, String)>,
 }
 
 fn check(cfg: &SynthConfig) -> Result<(), DataError> {
@@ -189,11 +234,7 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary, DataError
     }
 }
 
-fn generate_into(
-    cfg: &SynthConfig,
-    dir: &Path,
-    final_root: &Path,
-) -> Result<SynthSummary, DataError> {
+fn plan(cfg: &SynthConfig) -> Plan {
     let n = cfg.images_per_identity;
     let split = split_counts(n);
     let (gallery, per_unknown) = verify_counts(n);
@@ -283,6 +324,28 @@ fn generate_into(
             rel: PathBuf::from("verification").join(folder).join(file),
         });
     }
+    Plan {
+        jobs,
+        test_labels,
+        dev_labels,
+        test_vlabels,
+    }
+}
+
+fn generate_into(
+    cfg: &SynthConfig,
+    dir: &Path,
+    final_root: &Path,
+) -> Result<SynthSummary, DataError> {
+    let n = cfg.images_per_identity;
+    let split = split_counts(n);
+    let (gallery, _) = verify_counts(n);
+    let Plan {
+        jobs,
+        test_labels,
+        dev_labels,
+        test_vlabels,
+    } = plan(cfg);
     // folders first (sequentially), then the images in parallel
     let mut folders: Vec<PathBuf> = jobs
         .iter()

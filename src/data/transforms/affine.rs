@@ -6,12 +6,24 @@ use image::RgbImage;
 /// Pillow `Image.transform(AFFINE, NEAREST)`: output pixel (x, y) reads input
 /// `m * (x + 0.5, y + 0.5)` truncated; outside the image -> `fill`.
 pub fn affine_nearest(img: &RgbImage, m: [f64; 6], fill: u8) -> RgbImage {
+    affine_nearest_sized(img, m, img.width(), img.height(), fill)
+}
+
+/// `affine_nearest` into an `out_w x out_h` output (Pillow's `transform(size, AFFINE, ...)`).
+pub fn affine_nearest_sized(
+    img: &RgbImage,
+    m: [f64; 6],
+    out_w: u32,
+    out_h: u32,
+    fill: u8,
+) -> RgbImage {
     let (w, h) = (img.width() as i64, img.height() as i64);
+    let (ow, oh) = (out_w as i64, out_h as i64);
     let src = img.as_raw();
-    let mut out = vec![fill; (w * h * 3) as usize];
-    for y in 0..h {
+    let mut out = vec![fill; (ow * oh * 3) as usize];
+    for y in 0..oh {
         let yc = y as f64 + 0.5;
-        for x in 0..w {
+        for x in 0..ow {
             let xc = x as f64 + 0.5;
             let xi = m[0] * xc + m[1] * yc + m[2];
             let yi = m[3] * xc + m[4] * yc + m[5];
@@ -20,11 +32,11 @@ pub fn affine_nearest(img: &RgbImage, m: [f64; 6], fill: u8) -> RgbImage {
                 continue;
             }
             let s = ((sy * w + sx) * 3) as usize;
-            let d = ((y * w + x) * 3) as usize;
+            let d = ((y * ow + x) * 3) as usize;
             out[d..d + 3].copy_from_slice(&src[s..s + 3]);
         }
     }
-    RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_default()
+    RgbImage::from_raw(out_w, out_h, out).unwrap_or_default()
 }
 
 #[inline]
@@ -63,6 +75,21 @@ pub fn inverse_affine_matrix(
 
 /// Pillow `Image.rotate(angle)` (counter-clockwise degrees, about the centre, same size).
 pub fn rotate(img: &RgbImage, angle: f64, fill: u8) -> RgbImage {
+    rotate_with(img, angle, None, false, fill)
+}
+
+/// Pillow `Image.rotate(angle, expand=expand, center=center)`, what torchvision's `rotate`
+/// calls for a PIL image: counter-clockwise degrees about `center` (`[x, y]` in pixels from
+/// the top-left corner; the image centre when `None`). With `expand` the output is
+/// `ceil(max) - floor(min)` of the rotated corners on each axis, re-centred as if the rotation
+/// were about the centre (as Pillow and torchvision document, `expand` assumes it is).
+pub fn rotate_with(
+    img: &RgbImage,
+    angle: f64,
+    center: Option<[f64; 2]>,
+    expand: bool,
+    fill: u8,
+) -> RgbImage {
     let (w, h) = (img.width() as f64, img.height() as f64);
     let a = -(angle % 360.0).to_radians();
     let r15 = |v: f64| (v * 1e15).round() / 1e15;
@@ -74,8 +101,26 @@ pub fn rotate(img: &RgbImage, angle: f64, fill: u8) -> RgbImage {
         r15(a.cos()),
         0.0,
     ];
-    let (cx, cy) = (w / 2.0, h / 2.0);
+    let [cx, cy] = center.unwrap_or([w / 2.0, h / 2.0]);
     m[2] = m[0] * -cx + m[1] * -cy + cx;
     m[5] = m[3] * -cx + m[4] * -cy + cy;
-    affine_nearest(img, m, fill)
+    if !expand {
+        return affine_nearest(img, m, fill);
+    }
+    let tf =
+        |m: &[f64; 6], x: f64, y: f64| (m[0] * x + m[1] * y + m[2], m[3] * x + m[4] * y + m[5]);
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)] {
+        let (tx, ty) = tf(&m, x, y);
+        x0 = x0.min(tx);
+        x1 = x1.max(tx);
+        y0 = y0.min(ty);
+        y1 = y1.max(ty);
+    }
+    let nw = x1.ceil() - x0.floor();
+    let nh = y1.ceil() - y0.floor();
+    let (tx, ty) = tf(&m, -(nw - w) / 2.0, -(nh - h) / 2.0);
+    m[2] = tx;
+    m[5] = ty;
+    affine_nearest_sized(img, m, nw.max(0.0) as u32, nh.max(0.0) as u32, fill)
 }

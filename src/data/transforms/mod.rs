@@ -191,11 +191,13 @@ pub fn build(specs: &[TransformSpec]) -> Result<Pipeline, DataError> {
                 padding,
                 pad_if_needed,
                 fill,
+                padding_mode,
             } => Box::new(random_crop::RandomCrop {
                 size: hw(kind, *size)?,
-                padding: *padding,
+                padding: padding.sides(),
                 pad_if_needed: *pad_if_needed,
                 fill: *fill,
+                padding_mode: *padding_mode,
             }),
             TransformSpec::RandomResizedCrop {
                 size,
@@ -208,10 +210,22 @@ pub fn build(specs: &[TransformSpec]) -> Result<Pipeline, DataError> {
                     .with_interpolation(*interpolation),
             ),
             TransformSpec::HorizontalFlip { p } => Box::new(flip::HorizontalFlip::new(*p)?),
-            TransformSpec::RandomRotation { degrees, fill } => Box::new(rotation::RandomRotation {
-                degrees: symmetric(kind, "degrees", *degrees, None)?,
-                fill: *fill,
-            }),
+            TransformSpec::RandomRotation {
+                degrees,
+                fill,
+                expand,
+                center,
+            } => {
+                if center.is_some_and(|c| !c.iter().all(|v| v.is_finite())) {
+                    return Err(DataError::transform(kind, "center must be finite"));
+                }
+                Box::new(rotation::RandomRotation {
+                    degrees: symmetric(kind, "degrees", *degrees, None)?,
+                    fill: *fill,
+                    expand: *expand,
+                    center: *center,
+                })
+            }
             TransformSpec::RandomPerspective {
                 distortion_scale,
                 p,

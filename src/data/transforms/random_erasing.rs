@@ -1,20 +1,37 @@
 //! RandomErasing (torchvision, on tensors): with probability `p`, a rectangle of area fraction
-//! in `scale` and aspect ratio in `ratio` (log-uniform) is set to `value`.
+//! in `scale` and aspect ratio in `ratio` (log-uniform) is set to `value`: one number, one per
+//! channel, or (`"random"`) per-pixel standard normal values drawn from the sample's RNG.
 
 use super::{check_prob, expect_tensor, randint, uniform, DataError, Transform, Value};
+use crate::recipe::EraseValue;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+/// What the erased rectangle is set to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fill {
+    /// One value per channel (a single number is repeated).
+    PerChannel([f32; 3]),
+    /// torchvision's `value="random"`: `torch.empty(c, h, w).normal_()`.
+    Normal,
+}
 
 #[derive(Debug, Clone)]
 pub struct RandomErasing {
     pub p: f64,
     pub scale: [f64; 2],
     pub ratio: [f64; 2],
-    pub value: f32,
+    pub value: Fill,
 }
 
 impl RandomErasing {
-    pub fn new(p: f64, scale: [f64; 2], ratio: [f64; 2], value: f64) -> Result<Self, DataError> {
+    pub fn new(
+        p: f64,
+        scale: [f64; 2],
+        ratio: [f64; 2],
+        value: EraseValue,
+    ) -> Result<Self, DataError> {
         check_prob("random_erasing", p)?;
         if !(0.0..=1.0).contains(&scale[0]) || scale[0] > scale[1] || scale[1] > 1.0 {
             return Err(DataError::transform(
@@ -28,11 +45,26 @@ impl RandomErasing {
                 format!("ratio must satisfy 0 < min <= max, got {ratio:?}"),
             ));
         }
+        let value = match value {
+            EraseValue::Number(v) => Fill::PerChannel([v as f32; 3]),
+            EraseValue::PerChannel(v) => Fill::PerChannel(v.map(|x| x as f32)),
+            EraseValue::Random(_) => Fill::Normal,
+        };
+        let finite = match value {
+            Fill::PerChannel(v) => v.iter().all(|x| x.is_finite()),
+            Fill::Normal => true,
+        };
+        if !finite {
+            return Err(DataError::transform(
+                "random_erasing",
+                "value must be finite",
+            ));
+        }
         Ok(RandomErasing {
             p,
             scale,
             ratio,
-            value: value as f32,
+            value,
         })
     }
 }
@@ -57,13 +89,28 @@ impl Transform for RandomErasing {
             if !(h < ih && w < iw) {
                 continue;
             }
+            // as torchvision: the random values (c, h, w) are drawn before the position
+            let noise: Vec<f32> = match self.value {
+                Fill::Normal => (0..t.c * (h * w) as usize)
+                    .map(|_| rng.sample::<f32, _>(StandardNormal))
+                    .collect(),
+                Fill::PerChannel(_) => Vec::new(),
+            };
             let i = randint(rng, 0, ih - h + 1);
             let j = randint(rng, 0, iw - w + 1);
             let plane = t.h * t.w;
+            let (h, w, i, j) = (h as usize, w as usize, i as usize, j as usize);
             for c in 0..t.c {
-                for y in i..i + h {
-                    let row = c * plane + y as usize * t.w;
-                    t.data[row + j as usize..row + (j + w) as usize].fill(self.value);
+                for y in 0..h {
+                    let row = c * plane + (i + y) * t.w + j;
+                    let dst = &mut t.data[row..row + w];
+                    match self.value {
+                        Fill::PerChannel(v) => dst.fill(v[c.min(2)]),
+                        Fill::Normal => {
+                            let k = (c * h + y) * w;
+                            dst.copy_from_slice(&noise[k..k + w]);
+                        }
+                    }
                 }
             }
             break;
