@@ -7,16 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{s, Env};
-
-fn sorted_files(d: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
-}
+use common::{s, sorted_files, Env};
 
 /// The first image of the first identity folder under `d`.
 fn first_in_first_identity(d: &Path) -> PathBuf {

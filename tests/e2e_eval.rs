@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{s, Env};
+use common::{s, sorted_files, Env};
 
 #[test]
 fn eval_prints_metrics_and_writes_course_submissions() {
@@ -99,11 +99,7 @@ fn eval_prints_metrics_and_writes_course_submissions() {
     // match: each image gets a gallery identity and a score.
     let root = test_dir.parent().unwrap().parent().unwrap().to_path_buf();
     let gallery = root.join("verification/known");
-    let mut unknown: Vec<_> = std::fs::read_dir(root.join("verification/unknown_dev"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    unknown.sort();
+    let unknown = sorted_files(&root.join("verification/unknown_dev"));
     let m = env.json(&[
         "match",
         &id,
@@ -120,26 +116,11 @@ fn eval_prints_metrics_and_writes_course_submissions() {
     assert!(m[0]["score"].as_f64().unwrap().is_finite());
 
     // Pairs data: ROC AUC, EER and TAR at FAR from a pairs list.
-    let known_ids: Vec<_> = {
-        let mut v: Vec<_> = std::fs::read_dir(&gallery)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        v.sort();
-        v
-    };
-    let imgs = |d: &std::path::Path| -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        v.sort();
-        v
-    };
+    let known_ids = sorted_files(&gallery);
     let mut pairs = String::from("img1 img2 same\n");
     for (i, d) in known_ids.iter().enumerate() {
-        let a = imgs(d);
-        let other = imgs(&known_ids[(i + 1) % known_ids.len()]);
+        let a = sorted_files(d);
+        let other = sorted_files(&known_ids[(i + 1) % known_ids.len()]);
         pairs.push_str(&format!("{} {} 1\n", a[0].display(), a[1].display()));
         pairs.push_str(&format!("{} {} 0\n", a[0].display(), other[0].display()));
     }

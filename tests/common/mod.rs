@@ -116,6 +116,16 @@ keep_last = 2
     }
 }
 
+/// The entries of a folder, sorted by path.
+pub fn sorted_files(d: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
