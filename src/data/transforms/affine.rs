@@ -4,12 +4,15 @@
 use image::RgbImage;
 
 /// Pillow `Image.transform(AFFINE, NEAREST)`: output pixel (x, y) reads input
-/// `m * (x + 0.5, y + 0.5)` truncated; outside the image -> `fill`.
+/// `m * (x + 0.5, y + 0.5)` rounded down; outside the image -> `fill`.
 pub fn affine_nearest(img: &RgbImage, m: [f64; 6], fill: u8) -> RgbImage {
     affine_nearest_sized(img, m, img.width(), img.height(), fill)
 }
 
-/// `affine_nearest` into an `out_w x out_h` output (Pillow's `transform(size, AFFINE, ...)`).
+/// `affine_nearest` into an `out_w x out_h` output (Pillow's `transform(size, AFFINE, ...)`),
+/// with Pillow's own arithmetic (`ImagingTransformAffine`), so the same pixels: a pure scale
+/// steps in f64 from the first pixel centre; any other map, when its corners are within
+/// +-32768, steps in 16.16 fixed point (weights rounded to 1/65536); else it steps in f64.
 pub fn affine_nearest_sized(
     img: &RgbImage,
     m: [f64; 6],
@@ -18,27 +21,70 @@ pub fn affine_nearest_sized(
     fill: u8,
 ) -> RgbImage {
     let (w, h) = (img.width() as i64, img.height() as i64);
-    let (ow, oh) = (out_w as i64, out_h as i64);
+    let (ow, oh) = (out_w as usize, out_h as usize);
     let src = img.as_raw();
-    let mut out = vec![fill; (ow * oh * 3) as usize];
-    for y in 0..oh {
-        let yc = y as f64 + 0.5;
-        for x in 0..ow {
-            let xc = x as f64 + 0.5;
-            let xi = m[0] * xc + m[1] * yc + m[2];
-            let yi = m[3] * xc + m[4] * yc + m[5];
-            let (sx, sy) = (coord(xi), coord(yi));
-            if sx < 0 || sx >= w || sy < 0 || sy >= h {
-                continue;
-            }
+    let mut out = vec![fill; ow * oh * 3];
+    let mut put = |x: usize, y: usize, sx: i64, sy: i64| {
+        if (0..w).contains(&sx) && (0..h).contains(&sy) {
             let s = ((sy * w + sx) * 3) as usize;
-            let d = ((y * ow + x) * 3) as usize;
+            let d = (y * ow + x) * 3;
             out[d..d + 3].copy_from_slice(&src[s..s + 3]);
+        }
+    };
+    let fits = |x: f64, y: f64| {
+        (x * m[0] + y * m[1] + m[2]).abs() < 32768.0 && (x * m[3] + y * m[4] + m[5]).abs() < 32768.0
+    };
+    let (fw, fh) = (ow as f64, oh as f64);
+    if m[1] == 0.0 && m[3] == 0.0 {
+        // ImagingScaleAffine
+        let mut xs = Vec::with_capacity(ow);
+        let mut xo = m[2] + m[0] * 0.5;
+        for _ in 0..ow {
+            xs.push(coord(xo));
+            xo += m[0];
+        }
+        let mut yo = m[5] + m[4] * 0.5;
+        for y in 0..oh {
+            let sy = coord(yo);
+            for (x, &sx) in xs.iter().enumerate() {
+                put(x, y, sx, sy);
+            }
+            yo += m[4];
+        }
+    } else if fits(0.0, 0.0) && fits(fw, fh) && fits(0.0, fh) && fits(fw, 0.0) {
+        // affine_fixed: 16.16 fixed point; `>> 16` rounds down, negatives included
+        let fix = |v: f64| (v * 65536.0 + 0.5).floor() as i64;
+        let (a0, a1, a3, a4) = (fix(m[0]), fix(m[1]), fix(m[3]), fix(m[4]));
+        let mut a2 = fix(m[2] + m[0] * 0.5 + m[1] * 0.5);
+        let mut a5 = fix(m[5] + m[3] * 0.5 + m[4] * 0.5);
+        for y in 0..oh {
+            let (mut xx, mut yy) = (a2, a5);
+            for x in 0..ow {
+                put(x, y, xx >> 16, yy >> 16);
+                xx += a0;
+                yy += a3;
+            }
+            a2 += a1;
+            a5 += a4;
+        }
+    } else {
+        let mut xo = m[2] + m[1] * 0.5 + m[0] * 0.5;
+        let mut yo = m[5] + m[4] * 0.5 + m[3] * 0.5;
+        for y in 0..oh {
+            let (mut xx, mut yy) = (xo, yo);
+            for x in 0..ow {
+                put(x, y, coord(xx), coord(yy));
+                xx += m[0];
+                yy += m[3];
+            }
+            xo += m[1];
+            yo += m[4];
         }
     }
     RgbImage::from_raw(out_w, out_h, out).unwrap_or_default()
 }
 
+/// Pillow's `COORD`: -1 for any negative coordinate, else truncated.
 #[inline]
 fn coord(v: f64) -> i64 {
     if v < 0.0 {
