@@ -1,9 +1,10 @@
-//! Rotation and affine warps against torchvision on PIL images (Pillow's nearest-neighbour
-//! affine engine): every case of tests/fixtures/affine/cases.json, written by
-//! tests/fixtures/gen_affine.py from ../shared/reference/transform_input.png, must agree bit
-//! for bit, output size included.
+//! Rotation, affine and perspective warps against torchvision on PIL images (Pillow's
+//! nearest-neighbour affine engine and bilinear generic transform): every case of
+//! tests/fixtures/affine/cases.json, written by tests/fixtures/gen_affine.py from
+//! ../shared/reference/transform_input.png, must agree bit for bit, output size included.
 
 use runner::data::transforms::affine::{affine_nearest, inverse_affine_matrix, rotate_with};
+use runner::data::transforms::perspective::{perspective_coeffs, warp_perspective};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -19,7 +20,9 @@ struct Manifest {
 struct Case {
     name: String,
     kind: String,
+    #[serde(default)]
     angle: f64,
+    #[serde(default)]
     center: Option<[f64; 2]>,
     #[serde(default)]
     expand: bool,
@@ -29,6 +32,11 @@ struct Case {
     scale: f64,
     #[serde(default)]
     shear: [f64; 2],
+    /// perspective: the corners in the input and where they go in the output
+    #[serde(default)]
+    start: [[f64; 2]; 4],
+    #[serde(default)]
+    end: [[f64; 2]; 4],
 }
 
 fn input() -> image::RgbImage {
@@ -42,14 +50,14 @@ fn input() -> image::RgbImage {
 }
 
 #[test]
-fn rotate_and_affine_match_torchvision_pixel_for_pixel() {
+fn rotate_affine_and_perspective_match_torchvision_pixel_for_pixel() {
     let img = input();
     let (w, h) = (img.width() as f64, img.height() as f64);
     let manifest: Manifest = serde_json::from_str(
         &std::fs::read_to_string(format!("{FIXTURES}/cases.json")).expect("cases.json"),
     )
     .expect("manifest");
-    assert!(manifest.cases.len() >= 9);
+    assert!(manifest.cases.len() >= 12);
     for c in &manifest.cases {
         let ours = match c.kind.as_str() {
             "rotate" => rotate_with(&img, c.angle, c.center, c.expand, manifest.fill),
@@ -63,6 +71,10 @@ fn rotate_and_affine_match_torchvision_pixel_for_pixel() {
                     c.shear,
                 );
                 affine_nearest(&img, m, manifest.fill)
+            }
+            "perspective" => {
+                let k = perspective_coeffs(c.start, c.end).expect("solvable");
+                warp_perspective(&img, k, manifest.fill)
             }
             other => panic!("unknown case kind {other}"),
         };

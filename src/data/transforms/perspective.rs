@@ -31,7 +31,8 @@ impl RandomPerspective {
 }
 
 /// Solves the 8 perspective coefficients mapping `end` points (output) to `start` (input),
-/// as torchvision `_get_perspective_coeffs`.
+/// as torchvision `_get_perspective_coeffs`: solved in f64, then rounded to f32 as torchvision
+/// does before handing them to Pillow.
 pub fn perspective_coeffs(start: [[f64; 2]; 4], end: [[f64; 2]; 4]) -> Option<[f64; 8]> {
     let mut a = [[0f64; 9]; 8];
     for i in 0..4 {
@@ -59,42 +60,45 @@ pub fn perspective_coeffs(start: [[f64; 2]; 4], end: [[f64; 2]; 4]) -> Option<[f
     }
     let mut out = [0f64; 8];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = a[i][8] / a[i][i];
+        *o = (a[i][8] / a[i][i]) as f32 as f64;
     }
     Some(out)
 }
 
-/// Pillow `Image.transform(PERSPECTIVE, BILINEAR)`.
+/// Pillow `Image.transform(PERSPECTIVE, BILINEAR)` with its arithmetic
+/// (`ImagingGenericTransform` with `bilinear_filter32RGB`): output pixel centre (x + 0.5,
+/// y + 0.5) maps to input (xi, yi); outside `[0, w) x [0, h)` -> `fill`; else the four pixels
+/// around (xi - 0.5, yi - 0.5), clamped to the image's edge, are blended in f64 and truncated.
 pub fn warp_perspective(img: &RgbImage, c: [f64; 8], fill: u8) -> RgbImage {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let src = img.as_raw();
     let mut out = vec![fill; (w * h * 3) as usize];
     let px = |x: i64, y: i64, ch: usize| -> f64 {
-        if x < 0 || y < 0 || x >= w || y >= h {
-            fill as f64
-        } else {
-            src[((y * w + x) * 3) as usize + ch] as f64
-        }
+        src[((y.clamp(0, h - 1) * w + x.clamp(0, w - 1)) * 3) as usize + ch] as f64
     };
     for y in 0..h {
         for x in 0..w {
             let (xc, yc) = (x as f64 + 0.5, y as f64 + 0.5);
             let den = c[6] * xc + c[7] * yc + 1.0;
-            if den == 0.0 {
+            let xi = (c[0] * xc + c[1] * yc + c[2]) / den;
+            let yi = (c[3] * xc + c[4] * yc + c[5]) / den;
+            // also false for NaN (a zero denominator)
+            if !(xi >= 0.0 && xi < w as f64 && yi >= 0.0 && yi < h as f64) {
                 continue;
             }
-            let xi = (c[0] * xc + c[1] * yc + c[2]) / den - 0.5;
-            let yi = (c[3] * xc + c[4] * yc + c[5]) / den - 0.5;
-            if xi < -1.0 || yi < -1.0 || xi >= w as f64 || yi >= h as f64 {
-                continue;
-            }
+            let (xi, yi) = (xi - 0.5, yi - 0.5);
             let (x0, y0) = (xi.floor() as i64, yi.floor() as i64);
-            let (fx, fy) = (xi - x0 as f64, yi - y0 as f64);
+            let (dx, dy) = (xi - x0 as f64, yi - y0 as f64);
             let d = ((y * w + x) * 3) as usize;
             for ch in 0..3 {
-                let top = px(x0, y0, ch) * (1.0 - fx) + px(x0 + 1, y0, ch) * fx;
-                let bot = px(x0, y0 + 1, ch) * (1.0 - fx) + px(x0 + 1, y0 + 1, ch) * fx;
-                out[d + ch] = (top * (1.0 - fy) + bot * fy).round().clamp(0.0, 255.0) as u8;
+                let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
+                let top = lerp(px(x0, y0, ch), px(x0 + 1, y0, ch), dx);
+                let bottom = if y0 + 1 < h {
+                    lerp(px(x0, y0 + 1, ch), px(x0 + 1, y0 + 1, ch), dx)
+                } else {
+                    top
+                };
+                out[d + ch] = lerp(top, bottom, dy) as u8;
             }
         }
     }
