@@ -109,6 +109,8 @@ pub fn sharpness(img: &RgbImage, f: f64) -> RgbImage {
     blend_images(img, f, d.as_raw())
 }
 
+/// Pillow's `rgb2hsv_row` (RGB -> HSV `convert`), with its mix of f32 variables and f64
+/// expressions (C promotes `float op double` to double), so the same bytes.
 fn rgb2hsv(p: &[u8]) -> [u8; 3] {
     let (r, g, b) = (p[0], p[1], p[2]);
     let maxc = r.max(g).max(b);
@@ -121,32 +123,39 @@ fn rgb2hsv(p: &[u8]) -> [u8; 3] {
     let rc = (maxc - r) as f32 / cr;
     let gc = (maxc - g) as f32 / cr;
     let bc = (maxc - b) as f32 / cr;
-    let h = if r == maxc {
+    let h: f32 = if r == maxc {
         bc - gc
     } else if g == maxc {
-        2.0 + rc - bc
+        (2.0 + rc as f64 - bc as f64) as f32
     } else {
-        4.0 + gc - rc
+        (4.0 + gc as f64 - rc as f64) as f32
     };
-    let h = ((h / 6.0 + 1.0) as f64).rem_euclid(1.0);
+    // C's fmod; the argument is positive (h >= -1)
+    let h = ((h as f64 / 6.0 + 1.0) % 1.0) as f32;
     let clip = |v: i32| v.clamp(0, 255) as u8;
-    [clip((h * 255.0) as i32), clip((s * 255.0) as i32), maxc]
+    [
+        clip((h as f64 * 255.0) as i32),
+        clip((s as f64 * 255.0) as i32),
+        maxc,
+    ]
 }
 
+/// Pillow's `hsv2rgb` (HSV -> RGB `convert`), same arithmetic as the C.
 fn hsv2rgb(p: [u8; 3]) -> [u8; 3] {
     let (hh, ss, v) = (p[0], p[1], p[2]);
     if ss == 0 {
         return [v, v, v];
     }
-    let h = hh as f32 * 6.0 / 255.0;
-    let s = ss as f32 / 255.0;
-    let i = h.floor() as i32;
-    let f = h - i as f32;
-    let vf = v as f32;
-    let clip = |x: f32| x.round().clamp(0.0, 255.0) as u8;
-    let pp = clip(vf * (1.0 - s));
-    let q = clip(vf * (1.0 - s * f));
-    let t = clip(vf * (1.0 - s * (1.0 - f)));
+    let h6 = hh as f64 * 6.0 / 255.0;
+    let i = h6.floor() as i32;
+    let f = (h6 - i as f64) as f32;
+    let fs = (ss as f64 / 255.0) as f32;
+    let vf = v as f64;
+    // C's round(): half away from zero, as f64::round
+    let clip = |x: f64| x.round().clamp(0.0, 255.0) as u8;
+    let pp = clip(vf * (1.0 - fs as f64));
+    let q = clip(vf * (1.0 - (fs * f) as f64));
+    let t = clip(vf * (1.0 - fs as f64 * (1.0 - f as f64)));
     match i % 6 {
         0 => [v, t, pp],
         1 => [q, v, pp],

@@ -1,14 +1,16 @@
-//! Rotation, affine and perspective warps against torchvision on PIL images (Pillow's
-//! nearest-neighbour affine engine and bilinear generic transform): every case of
-//! tests/fixtures/affine/cases.json, written by tests/fixtures/gen_affine.py from
-//! ../shared/reference/transform_input.png, must agree bit for bit, output size included.
+//! torchvision's ops on PIL images, pixel for pixel: rotation, affine and perspective warps
+//! (Pillow's nearest-neighbour affine engine and bilinear generic transform) and the colour
+//! ops of ColorJitter and RandAugment. Every case of tests/fixtures/pil_ops/cases.json, written
+//! by tests/fixtures/gen_pil_ops.py from ../shared/reference/transform_input.png, must agree
+//! bit for bit, output size included.
 
 use runner::data::transforms::affine::{affine_nearest, inverse_affine_matrix, rotate_with};
+use runner::data::transforms::enhance;
 use runner::data::transforms::perspective::{perspective_coeffs, warp_perspective};
 use serde::Deserialize;
 use std::path::PathBuf;
 
-const FIXTURES: &str = "tests/fixtures/affine";
+const FIXTURES: &str = "tests/fixtures/pil_ops";
 
 #[derive(Debug, Deserialize)]
 struct Manifest {
@@ -37,6 +39,9 @@ struct Case {
     start: [[f64; 2]; 4],
     #[serde(default)]
     end: [[f64; 2]; 4],
+    /// colour ops: the factor, bits or threshold
+    #[serde(default)]
+    value: f64,
 }
 
 fn input() -> image::RgbImage {
@@ -50,14 +55,14 @@ fn input() -> image::RgbImage {
 }
 
 #[test]
-fn rotate_affine_and_perspective_match_torchvision_pixel_for_pixel() {
+fn geometric_and_colour_ops_match_torchvision_pixel_for_pixel() {
     let img = input();
     let (w, h) = (img.width() as f64, img.height() as f64);
     let manifest: Manifest = serde_json::from_str(
         &std::fs::read_to_string(format!("{FIXTURES}/cases.json")).expect("cases.json"),
     )
     .expect("manifest");
-    assert!(manifest.cases.len() >= 12);
+    assert!(manifest.cases.len() >= 28);
     for c in &manifest.cases {
         let ours = match c.kind.as_str() {
             "rotate" => rotate_with(&img, c.angle, c.center, c.expand, manifest.fill),
@@ -76,6 +81,15 @@ fn rotate_affine_and_perspective_match_torchvision_pixel_for_pixel() {
                 let k = perspective_coeffs(c.start, c.end).expect("solvable");
                 warp_perspective(&img, k, manifest.fill)
             }
+            "brightness" => enhance::brightness(&img, c.value),
+            "contrast" => enhance::contrast(&img, c.value),
+            "saturation" => enhance::saturation(&img, c.value),
+            "sharpness" => enhance::sharpness(&img, c.value),
+            "hue" => enhance::hue(&img, c.value),
+            "posterize" => enhance::posterize(&img, c.value as u32),
+            "solarize" => enhance::solarize(&img, c.value),
+            "autocontrast" => enhance::autocontrast(&img),
+            "equalize" => enhance::equalize(&img),
             other => panic!("unknown case kind {other}"),
         };
         let want = image::open(format!("{FIXTURES}/{}.png", c.name))
