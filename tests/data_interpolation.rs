@@ -3,12 +3,15 @@
 //! ../shared/reference/transform_input.png) must agree bit for bit, on the uint8 image and
 //! after `to_tensor` (`/ 255`).
 
+mod common;
+
+use common::reference_input;
 use runner::data::transforms::random_resized_crop::resized_crop;
 use runner::data::transforms::resize::{output_size, resize_with, vertical_first};
 use runner::data::transforms::{build, sample_rng};
 use runner::recipe::{Interpolation, SizeSpec, TransformSpec};
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const FIXTURES: &str = "tests/fixtures/resize_interp";
 
@@ -48,16 +51,6 @@ impl SizeJson {
             SizeJson::Pair(p) => SizeSpec::HeightWidth(p),
         }
     }
-}
-
-fn input() -> image::RgbImage {
-    let p = PathBuf::from("../shared/reference/transform_input.png");
-    assert!(
-        p.is_file(),
-        "{} missing: the reference fixtures live in ../shared/reference",
-        p.display()
-    );
-    image::open(p).expect("reference png").to_rgb8()
 }
 
 fn manifest() -> Manifest {
@@ -126,7 +119,7 @@ fn compute(case: &Case, img: &image::RgbImage) -> (image::RgbImage, Option<Vec<f
 
 /// Checks every case of `group`: bit-exact uint8, and the tensor equal to uint8 / 255.
 fn check_group(group: &str) {
-    let img = input();
+    let img = reference_input();
     let m = manifest();
     let cases: Vec<&Case> = m.cases.iter().filter(|c| c.group == group).collect();
     assert!(!cases.is_empty(), "no cases in group {group}");
@@ -222,7 +215,7 @@ fn resize_pass_order_matches_pillow_13() {
 fn fused_path_follows_pillows_pass_order() {
     // The fused RandomResizedCrop (bilinear) on the whole image resized to 20x90, where
     // Pillow 13 runs the vertical pass first, against Pillow.
-    let img = input();
+    let img = reference_input();
     let m = manifest();
     let case = m
         .cases
@@ -286,7 +279,7 @@ fn max_size_output_sizes_follow_torchvision() {
 
 #[test]
 fn random_resized_crop_uses_its_interpolation_and_skips_the_fused_path() {
-    let img = input();
+    let img = reference_input();
     let m = manifest();
     // scale [1, 1] and the image's own ratio: the crop is the whole image, so
     // RandomResizedCrop(64, bicubic) is Resize([64, 64], bicubic).
@@ -346,7 +339,7 @@ fn random_resized_crop_draws_then_resized_crop() {
     // Whatever the crop drawn, the transform is `resized_crop` of its parameters.
     use runner::data::transforms::random_resized_crop::RandomResizedCrop;
     use runner::data::transforms::{Transform, Value};
-    let img = input();
+    let img = reference_input();
     for interp in [
         Interpolation::Nearest,
         Interpolation::Bicubic,

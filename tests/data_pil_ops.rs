@@ -4,11 +4,13 @@
 //! by tests/fixtures/gen_pil_ops.py from ../shared/reference/transform_input.png, must agree
 //! bit for bit, output size included.
 
+mod common;
+
+use common::reference_input;
 use runner::data::transforms::affine::{affine_nearest, inverse_affine_matrix, rotate_with};
 use runner::data::transforms::enhance;
 use runner::data::transforms::perspective::{perspective_coeffs, warp_perspective};
 use serde::Deserialize;
-use std::path::PathBuf;
 
 const FIXTURES: &str = "tests/fixtures/pil_ops";
 
@@ -44,19 +46,9 @@ struct Case {
     value: f64,
 }
 
-fn input() -> image::RgbImage {
-    let p = PathBuf::from("../shared/reference/transform_input.png");
-    assert!(
-        p.exists(),
-        "{} missing: the reference fixtures live in ../shared/reference",
-        p.display()
-    );
-    image::open(p).expect("reference png").to_rgb8()
-}
-
 #[test]
 fn geometric_and_colour_ops_match_torchvision_pixel_for_pixel() {
-    let img = input();
+    let img = reference_input();
     let (w, h) = (img.width() as f64, img.height() as f64);
     let manifest: Manifest = serde_json::from_str(
         &std::fs::read_to_string(format!("{FIXTURES}/cases.json")).expect("cases.json"),

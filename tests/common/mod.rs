@@ -116,6 +116,18 @@ keep_last = 2
     }
 }
 
+/// `../shared/reference/transform_input.png` (97x83 RGB), the input of the torchvision and
+/// Pillow fixtures.
+pub fn reference_input() -> image::RgbImage {
+    let p = PathBuf::from("../shared/reference/transform_input.png");
+    assert!(
+        p.is_file(),
+        "{} missing: the reference fixtures live in ../shared/reference",
+        p.display()
+    );
+    image::open(p).expect("reference png").to_rgb8()
+}
+
 /// The entries of a folder, sorted by path.
 pub fn sorted_files(d: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(d)
