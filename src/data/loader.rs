@@ -61,7 +61,7 @@ impl LoaderConfig {
 }
 
 /// An image the loader skipped under `on_bad_image = "skip"`, and why.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedImage {
     pub path: PathBuf,
     pub error: String,
