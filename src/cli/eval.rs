@@ -10,7 +10,7 @@ use super::{CliError, Global};
 use crate::data::loader::SkippedImage;
 use crate::data::CourseData;
 use crate::engine::restore::{load_model, LoadedModel};
-use crate::engine::verification::{decide_paths, embed_paths, score_verification};
+use crate::engine::verification::{embed_paths, score_verification, Verifier};
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -219,24 +219,17 @@ pub fn eval(
         }
         Split::Pairs => return Err(CliError::invalid("--split pairs needs --pairs FILE")),
         Split::VerifyTest => {
-            // The threshold: fixed by the recipe, or tuned on unknown_dev.
+            // The gallery is embedded once, for tuning the threshold on unknown_dev (unless
+            // the recipe fixes it) and for deciding unknown_test.
+            let verifier = Verifier::new(m.model.as_ref(), &data, &m.recipe, &m.device)
+                .map_err(CliError::failed)?;
             let t = match crate::engine::verification::fixed_threshold(&m.recipe) {
                 Some(t) => t,
-                None => {
-                    score_verification(m.model.as_ref(), &data, &m.recipe, &m.device)
-                        .map_err(CliError::failed)?
-                        .threshold
-                }
+                None => verifier.score_dev().map_err(CliError::failed)?.threshold,
             };
-            let decisions = decide_paths(
-                m.model.as_ref(),
-                &data,
-                &data.unknown_test,
-                &m.recipe,
-                &m.device,
-                t,
-            )
-            .map_err(CliError::failed)?;
+            let decisions = verifier
+                .decide(&data.unknown_test, t)
+                .map_err(CliError::failed)?;
             warn_skipped(&decisions.skipped);
             note_skipped(&mut report, &decisions.skipped);
             let d = decisions.rows;

@@ -120,26 +120,7 @@ pub fn score_verification(
     recipe: &Recipe,
     device: &Device,
 ) -> Result<VerificationScore, EngineError> {
-    let v = &recipe.verification;
-    let (gallery, mut skipped) =
-        gallery_of(data, recipe, |p| embed_paths(model, p, recipe, device))?;
-    let unknown = embed_paths(model, &data.unknown_dev, recipe, device)?;
-    skipped.extend(unknown.skipped);
-    let unknown = unknown.embeddings;
-    let matches = gallery.best_matches(&unknown)?;
-    let truth = dev_truth(data, &unknown);
-    let score_t =
-        verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
-    let decisions = verify::decide(&matches, score_t);
-    let metrics = verify::verification_metrics(&decisions, &truth)?;
-    let ids = unknown.ids().to_vec();
-    Ok(VerificationScore {
-        metric: format!("{:?}", v.metric).to_lowercase(),
-        threshold: verify::natural_threshold(v.metric, score_t),
-        metrics,
-        decisions: ids.into_iter().zip(decisions).collect(),
-        skipped,
-    })
+    Verifier::new(model, data, recipe, device)?.score_dev()
 }
 
 /// Open-set decisions for a list of unknown images.
@@ -151,33 +132,84 @@ pub struct Decisions {
     pub skipped: Vec<SkippedImage>,
 }
 
-/// Decisions for `unknown_test` with a threshold (natural unit) fixed on the dev split.
-pub fn decide_paths(
-    model: &dyn FaceModel,
-    data: &CourseData,
-    paths: &[PathBuf],
-    recipe: &Recipe,
-    device: &Device,
-    threshold_natural: f64,
-) -> Result<Decisions, EngineError> {
-    let v = &recipe.verification;
-    let (gallery, mut skipped) =
-        gallery_of(data, recipe, |p| embed_paths(model, p, recipe, device))?;
-    let unknown = embed_paths(model, paths, recipe, device)?;
-    skipped.extend(unknown.skipped);
-    let matches = gallery.best_matches(&unknown.embeddings)?;
-    let decisions = verify::decide(
-        &matches,
-        verify::score_threshold(v.metric, threshold_natural),
-    );
-    let rows = unknown
-        .embeddings
-        .ids()
-        .iter()
-        .cloned()
-        .zip(decisions)
-        .collect();
-    Ok(Decisions { rows, skipped })
+/// A model's gallery of known identities, embedded once, against which unknown faces are
+/// scored (`unknown_dev`) or decided (`unknown_test`, any list of images).
+pub struct Verifier<'a> {
+    model: &'a dyn FaceModel,
+    data: &'a CourseData,
+    recipe: &'a Recipe,
+    device: &'a Device,
+    gallery: Gallery,
+    /// Gallery images skipped as unreadable.
+    gallery_skipped: Vec<SkippedImage>,
+}
+
+impl<'a> Verifier<'a> {
+    /// Embeds the gallery (`verification/known`) with the recipe's eval pipeline.
+    pub fn new(
+        model: &'a dyn FaceModel,
+        data: &'a CourseData,
+        recipe: &'a Recipe,
+        device: &'a Device,
+    ) -> Result<Self, EngineError> {
+        let (gallery, gallery_skipped) =
+            gallery_of(data, recipe, |p| embed_paths(model, p, recipe, device))?;
+        Ok(Self {
+            model,
+            data,
+            recipe,
+            device,
+            gallery,
+            gallery_skipped,
+        })
+    }
+
+    /// Scores `unknown_dev` (threshold tuned there when the recipe says "tune").
+    pub fn score_dev(&self) -> Result<VerificationScore, EngineError> {
+        let v = &self.recipe.verification;
+        let unknown = embed_paths(self.model, &self.data.unknown_dev, self.recipe, self.device)?;
+        let mut skipped = self.gallery_skipped.clone();
+        skipped.extend(unknown.skipped);
+        let unknown = unknown.embeddings;
+        let matches = self.gallery.best_matches(&unknown)?;
+        let truth = dev_truth(self.data, &unknown);
+        let score_t =
+            verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
+        let decisions = verify::decide(&matches, score_t);
+        let metrics = verify::verification_metrics(&decisions, &truth)?;
+        let ids = unknown.ids().to_vec();
+        Ok(VerificationScore {
+            metric: format!("{:?}", v.metric).to_lowercase(),
+            threshold: verify::natural_threshold(v.metric, score_t),
+            metrics,
+            decisions: ids.into_iter().zip(decisions).collect(),
+            skipped,
+        })
+    }
+
+    /// Decisions for a list of unknown images with a threshold in the metric's natural unit
+    /// (fixed by the recipe, or tuned on `unknown_dev` by [`Verifier::score_dev`]).
+    pub fn decide(
+        &self,
+        paths: &[PathBuf],
+        threshold_natural: f64,
+    ) -> Result<Decisions, EngineError> {
+        let metric = self.recipe.verification.metric;
+        let unknown = embed_paths(self.model, paths, self.recipe, self.device)?;
+        let mut skipped = self.gallery_skipped.clone();
+        skipped.extend(unknown.skipped);
+        let matches = self.gallery.best_matches(&unknown.embeddings)?;
+        let decisions =
+            verify::decide(&matches, verify::score_threshold(metric, threshold_natural));
+        let rows = unknown
+            .embeddings
+            .ids()
+            .iter()
+            .cloned()
+            .zip(decisions)
+            .collect();
+        Ok(Decisions { rows, skipped })
+    }
 }
 
 /// The fixed threshold of a recipe, if it has one.
