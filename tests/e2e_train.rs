@@ -98,11 +98,12 @@ fn resuming_an_interrupted_run_gives_bitwise_the_same_weights_and_metrics() {
 
     let env = Env::new();
     let r = env.recipe("r.toml", "");
-    // Stop mid-epoch 2 (as Ctrl-C / SIGTERM does, deterministically placed): 6 steps = 1.5 epochs.
+    // Stop mid-epoch 2 (as Ctrl-C / SIGTERM does, deterministically placed): 3 steps an epoch
+    // (30 training images, batches of 8, the last partial one dropped), so 5 steps = 1 2/3.
     let out = env
         .cmd()
         .args(["run", s(&r), "--set", "train.epochs=4", "--format", "json"])
-        .env("RUNNER_STOP_AFTER_STEPS", "6")
+        .env("RUNNER_STOP_AFTER_STEPS", "5")
         .output()
         .unwrap();
     assert_eq!(
@@ -113,6 +114,17 @@ fn resuming_an_interrupted_run_gives_bitwise_the_same_weights_and_metrics() {
     );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["status"], "interrupted");
+    let interrupted = env.json(&["show", &j["id"].to_string(), "--format", "json"]);
+    assert!(
+        interrupted["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["metric_name"] == "interrupt" && c["kept"] == true),
+        "a mid-epoch checkpoint: {}",
+        interrupted["checkpoints"]
+    );
+    assert_eq!(interrupted["epochs"].as_array().unwrap().len(), 1);
     // Running the same recipe resumes it (same run id).
     let resumed = env.json(&["run", s(&r), "--set", "train.epochs=4", "--format", "json"]);
     assert_eq!(resumed["status"], "done");
@@ -166,12 +178,13 @@ fn unsafe_kill(pid: u32, sig: i32) {
 #[test]
 fn kill_9_after_a_checkpoint_resumes_from_it_to_the_same_result() {
     let straight_env = Env::new();
-    let straight = straight_run(&straight_env, "r.toml", 4);
+    let straight = straight_run(&straight_env, "r.toml", 8);
     let env = Env::new();
     let r = env.recipe("r.toml", "");
+    // 8 epochs: the kill after epoch 2's checkpoint lands well before the end.
     let mut child = env
         .cmd()
-        .args(["run", s(&r), "--set", "train.epochs=4"])
+        .args(["run", s(&r), "--set", "train.epochs=8"])
         .spawn()
         .unwrap();
     wait_for(&env, "an epoch-2 checkpoint", |store, id| {
@@ -182,7 +195,13 @@ fn kill_9_after_a_checkpoint_resumes_from_it_to_the_same_result() {
     });
     unsafe_kill(child.id(), 9);
     let _ = child.wait();
-    let resumed = env.json(&["run", s(&r), "--set", "train.epochs=4", "--format", "json"]);
+    let store = runner::store::Store::open(&env.db()).unwrap();
+    let run = store.runs(None).unwrap().remove(0);
+    assert_eq!(
+        run.status, "running",
+        "the kill must land before the run ends, or this tests nothing"
+    );
+    let resumed = env.json(&["run", s(&r), "--set", "train.epochs=8", "--format", "json"]);
     assert_eq!(resumed["status"], "done");
     let show = env.json(&["show", &resumed["id"].to_string(), "--format", "json"]);
     assert_same_as_straight(&show, &straight);
@@ -197,6 +216,7 @@ fn twenty_random_kills_never_corrupt_the_store_or_a_checkpoint_and_the_run_finis
     assert!(env.run(&["plan", s(&r)]).status.success());
     let mut delays_ms: u64 = 137;
     let mut kills = 0;
+    let mut recorded_before = 0;
     for i in 0..20 {
         let mut child = env.cmd().args(args).spawn().unwrap();
         // A spread of moments: pseudo-random, reproducible.
@@ -228,6 +248,17 @@ fn twenty_random_kills_never_corrupt_the_store_or_a_checkpoint_and_the_run_finis
             store.runs(None).unwrap().len() <= 1,
             "kill {i}: a restart must resume the same run"
         );
+        // A restart resumes from the newest checkpoint: it redoes at most the epoch recorded
+        // just before a kill cut its checkpoint short (a restart from scratch would drop all).
+        let recorded = match store.runs(None).unwrap().first() {
+            Some(run) => store.epochs(run.id).unwrap().len(),
+            None => 0,
+        };
+        assert!(
+            recorded + 1 >= recorded_before,
+            "kill {i}: {recorded} epochs recorded, {recorded_before} before"
+        );
+        recorded_before = recorded;
         kills += 1;
         if store.runs(None).unwrap().iter().any(|r| r.status == "done") {
             break;
@@ -254,6 +285,10 @@ fn twenty_random_kills_never_corrupt_the_store_or_a_checkpoint_and_the_run_finis
     );
     let show = env.json(&["show", &out["id"].to_string(), "--format", "json"]);
     assert_eq!(show["epochs"].as_array().unwrap().len(), 300);
+    // And every resume was exact: the same as 300 epochs straight.
+    let straight_env = Env::new();
+    let straight = straight_run(&straight_env, "r.toml", 300);
+    assert_same_as_straight(&show, &straight);
 }
 
 #[test]
@@ -316,4 +351,130 @@ fn an_absurd_lr_diverges_or_rolls_back_never_a_crash_or_a_nan_model() {
     let lrs: Vec<f64> = epochs.iter().map(|e| e["lr"].as_f64().unwrap()).collect();
     assert_eq!(lrs[0], 0.05);
     assert_eq!(lrs[2], 0.025, "{lrs:?}");
+}
+
+#[test]
+fn weights_blown_up_by_an_epochs_last_step_are_a_divergence_not_a_nan_model() {
+    let env = Env::new();
+    // One step an epoch (the 30 training images in one batch): the only step of the epoch
+    // has a finite loss and gradient, and its update leaves infinite weights.
+    let r = env.recipe("r.toml", "");
+    let out = env.run(&[
+        "run",
+        s(&r),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "optimizer.lr=1e300",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["status"], "diverged");
+    let show = env.json(&["show", &j["id"].to_string(), "--format", "json"]);
+    let err = show["error"].as_str().unwrap();
+    assert!(
+        err.contains("epoch 1") && err.contains("non-finite weights"),
+        "{err}"
+    );
+    assert!(show["epochs"].as_array().unwrap().is_empty(), "{show}");
+    assert!(show["checkpoints"].as_array().unwrap().is_empty(), "{show}");
+
+    // With rollback: a warm-up epoch at a tiny lr, then epoch 2 at lr 1e300 blows the weights
+    // up; the run reloads epoch 1 and reruns epoch 2 at lr 1e300 * 1e-302.
+    let rb = env.run(&[
+        "run",
+        s(&r),
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "optimizer.lr=1e300",
+        "--set",
+        "scheduler.warmup_epochs=1",
+        "--set",
+        "scheduler.warmup_start_factor=1e-305",
+        "--set",
+        "train.on_divergence=\"rollback\"",
+        "--set",
+        "train.rollback_factor=1e-302",
+        "--format",
+        "json",
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&rb.stdout).unwrap();
+    assert_eq!(
+        j["status"],
+        "done",
+        "{}",
+        String::from_utf8_lossy(&rb.stderr)
+    );
+    let show = env.json(&["show", &j["id"].to_string(), "--format", "json"]);
+    let epochs = show["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    let lr2 = epochs[1]["lr"].as_f64().unwrap();
+    assert!((lr2 - 1e-2).abs() < 1e-12, "{lr2}");
+    for e in epochs {
+        assert!(
+            e["val_loss"].as_f64().is_some_and(f64::is_finite),
+            "no NaN epoch is recorded: {e}"
+        );
+    }
+    let weights = checkpoint_weights(&last_checkpoint(&show));
+    assert!(weights.values().flatten().all(|w| w.is_finite()));
+}
+
+#[test]
+fn a_plateau_monitor_the_data_never_logs_is_a_clear_error_before_training() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "\n[scheduler]\nkind = \"plateau\"\n");
+    // A generated set without its dev images: `val_loss` is never logged.
+    let nodev = env.path("nodev");
+    let synth = env.run(&[
+        "data",
+        "synth",
+        "--out",
+        s(&nodev),
+        "--identities",
+        "6",
+        "--size",
+        "32",
+    ]);
+    assert!(
+        synth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synth.stderr)
+    );
+    let dev = nodev.join("classification/dev");
+    std::fs::remove_dir_all(&dev).unwrap();
+    std::fs::create_dir(&dev).unwrap();
+    let text = std::fs::read_to_string(&r).unwrap();
+    let r2 = env.path("nodev.toml");
+    std::fs::write(
+        &r2,
+        text.replace(
+            "root = \"synth\"",
+            &format!("root = \"{}\"", nodev.display()),
+        ),
+    )
+    .unwrap();
+    let out = env.run(&["run", s(&r2)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("scheduler.monitor = \"val_loss\"") && err.contains("no dev images"),
+        "{err}"
+    );
+    let store = runner::store::Store::open(&env.db()).unwrap();
+    let run = store.runs(None).unwrap().remove(0);
+    assert!(
+        store.epochs(run.id).unwrap().is_empty(),
+        "nothing was trained"
+    );
 }

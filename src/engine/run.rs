@@ -25,11 +25,11 @@ use super::EngineError;
 use crate::data::loader::SkippedImage;
 use crate::data::CourseData;
 use crate::model::{FaceModel, ForwardCtx};
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, SchedulerKind};
 use crate::store::{CheckpointRecord, EpochMetrics, RunStatus, Store, VerificationRecord};
 use crate::train::checkpoint::{
-    assign_vars, read_checkpoint, write_checkpoint, Checkpoint, CheckpointAction, CheckpointMeta,
-    CheckpointPolicy, CheckpointingStrategy, SavedCheckpoint,
+    assign_vars, read_checkpoint, remove_stale_temp, write_checkpoint, Checkpoint,
+    CheckpointAction, CheckpointMeta, CheckpointPolicy, CheckpointingStrategy, SavedCheckpoint,
 };
 use crate::train::divergence::{DivergenceDecision, DivergenceGuard, StepHealth};
 use crate::train::margin::MarginHead;
@@ -156,6 +156,7 @@ impl<'a, 's> Runner<'a, 's> {
                 root.display()
             )));
         }
+        check_plateau_monitor(r, &data, &root)?;
         let num_classes = r.model.num_classes.unwrap_or(data.classes.len());
         let seeded = SeededVarMap::new(VarMap::new(), r.train.seed);
         let vb = seeded.var_builder(&device);
@@ -223,17 +224,29 @@ impl<'a, 's> Runner<'a, 's> {
         self.optimizer.load_state_tensors(&ck.optim)?;
         self.epoch = ck.meta.epoch;
         let parent_recipe: Option<Recipe> = serde_json::from_value(ck.meta.recipe.clone()).ok();
-        let same_schedule = parent_recipe.as_ref().is_some_and(|p| {
-            p.scheduler == self.req.recipe.scheduler
-                && p.optimizer.lr() == self.req.recipe.optimizer.lr()
-                && p.train.epochs == self.req.recipe.train.epochs
-        });
+        let new = &self.req.recipe;
+        let same_lr = parent_recipe
+            .as_ref()
+            .is_some_and(|p| p.optimizer.lr() == new.optimizer.lr());
+        // More epochs change nothing before them, unless cosine's default t_max follows them.
+        let same_schedule = same_lr
+            && parent_recipe.as_ref().is_some_and(|p| {
+                p.scheduler == new.scheduler
+                    && (p.train.epochs == new.train.epochs || !new.scheduler.depends_on_epochs())
+            });
         if same_run || same_schedule {
             self.schedule.load_state(&ck.meta.scheduler)?;
         } else {
-            // A linked run with another lr or length: its own schedule, advanced to this epoch.
-            for _ in 0..self.epoch {
-                self.schedule.step_epoch(&Metrics::new())?;
+            // A linked run with another lr or schedule: its own schedule, replayed to this
+            // epoch on the metrics its ancestry recorded (ReduceLROnPlateau reads them).
+            for (e, m) in self.lineage_metrics(self.epoch)?.iter().enumerate() {
+                self.schedule.step_epoch(m).map_err(|err| {
+                    EngineError::Other(format!(
+                        "cannot replay the new schedule to epoch {} of the parent run: epoch {}: {err}",
+                        self.epoch,
+                        e + 1
+                    ))
+                })?;
             }
         }
         if let Some(s) = ck.meta.extra.get("grad_scaler") {
@@ -243,24 +256,42 @@ impl<'a, 's> Runner<'a, 's> {
                 }
             }
         }
+        // Steps count on through linked runs, as epochs do.
+        self.step = ck
+            .meta
+            .extra
+            .get("step")
+            .and_then(|s| s.as_u64())
+            .unwrap_or(0);
+        // The rollbacks so far and their lr scale carry on (the policy, factor and maximum are
+        // the recipe's); a linked run given a new lr starts from that lr, unscaled.
         if let Some(g) = ck.meta.extra.get("divergence") {
             if let Ok(g) = serde_json::from_value::<DivergenceGuard>(g.clone()) {
-                self.guard = g;
+                self.guard.rollbacks = g.rollbacks;
+                if same_run || same_lr {
+                    self.guard.lr_scale = g.lr_scale;
+                }
                 self.schedule.set_lr_scale(self.guard.lr_scale);
             }
         }
         if same_run {
+            // The run's checkpoints stay in one directory, wherever it is resumed from; a
+            // write that a crash cut short left a temporary file there.
+            if let Some(dir) = path.parent() {
+                self.ckpt_dir = dir.to_path_buf();
+            }
+            for stale in remove_stale_temp(&self.ckpt_dir)? {
+                self.req.reporter.info(&format!(
+                    "{}: removed {}, a checkpoint write cut short",
+                    self.label(),
+                    stale.display()
+                ));
+            }
             self.partial = ck
                 .meta
                 .extra
                 .get("partial")
                 .and_then(|p| serde_json::from_value(p.clone()).ok());
-            self.step = ck
-                .meta
-                .extra
-                .get("step")
-                .and_then(|s| s.as_u64())
-                .unwrap_or(0);
             // Epochs after the checkpoint are recomputed; forget what was recorded of them.
             self.store.truncate_epochs(self.req.run_id, self.epoch)?;
             let saved = self.saved_checkpoints()?;
@@ -280,6 +311,39 @@ impl<'a, 's> Runner<'a, 's> {
                 .unwrap_or_default()
         ));
         Ok(())
+    }
+
+    /// The metrics of epochs 1..=`upto` as the ancestry of this linked run recorded them, each
+    /// epoch from the run that trained it (an epoch nobody recorded has none).
+    fn lineage_metrics(&self, upto: u32) -> Result<Vec<Metrics>, EngineError> {
+        let mut by_epoch: BTreeMap<u32, Metrics> = BTreeMap::new();
+        let mut run = self.store.run(self.req.run_id)?;
+        let mut limit = upto;
+        while let (Some(parent_id), true) = (run.parent_id, limit > 0) {
+            let parent = self.store.run(parent_id)?;
+            // The parent's own epochs start after the checkpoint it was resumed from.
+            let start = match (parent.parent_id, &parent.resumed_from) {
+                (Some(grandparent), Some(path)) => self
+                    .store
+                    .checkpoints(grandparent)?
+                    .iter()
+                    .find(|c| &c.path == path)
+                    .map_or(0, |c| c.epoch),
+                _ => 0,
+            };
+            for e in self.store.epochs(parent_id)? {
+                if e.epoch > start && e.epoch <= limit {
+                    by_epoch
+                        .entry(e.epoch)
+                        .or_insert_with(|| metrics_map(&e).into_iter().collect());
+                }
+            }
+            limit = start;
+            run = parent;
+        }
+        Ok((1..=upto)
+            .map(|e| by_epoch.remove(&e).unwrap_or_default())
+            .collect())
     }
 
     /// This run's kept end-of-epoch checkpoints with their epochs' metrics.
@@ -317,6 +381,24 @@ impl<'a, 's> Runner<'a, 's> {
                 EpochResult::RolledBack => continue,
             };
             let (val_loss, val_acc) = self.evaluate()?;
+            // The last updates of an epoch are checked by no later step: check the weights
+            // they left, and the validation loss, before anything is recorded or saved.
+            if let Some(reason) = self.unhealthy_after_epoch(epoch, val_loss)? {
+                match self.guard.diverged(reason, self.policy.latest().is_some()) {
+                    DivergenceDecision::Continue => {}
+                    DivergenceDecision::Diverged { reason } => {
+                        return Ok(RunOutcome::Diverged(reason))
+                    }
+                    DivergenceDecision::Rollback {
+                        new_lr_scale,
+                        reason,
+                        ..
+                    } => {
+                        self.rollback(new_lr_scale, &reason)?;
+                        continue;
+                    }
+                }
+            }
             let verify = self.verification_due(epoch, epochs);
             let mut metrics = EpochMetrics {
                 epoch,
@@ -393,6 +475,34 @@ impl<'a, 's> Runner<'a, 's> {
         self.store
             .record_skipped_images(self.req.run_id, epoch, &new)?;
         Ok(())
+    }
+
+    /// What is non-finite at the end of an epoch: the weights, or the validation loss.
+    fn unhealthy_after_epoch(
+        &self,
+        epoch: u32,
+        val_loss: Option<f64>,
+    ) -> Result<Option<String>, EngineError> {
+        let vars: Vec<candle_core::Var> = self
+            .optimizer
+            .params()
+            .iter()
+            .map(|p| p.var.clone())
+            .collect();
+        let mut what = Vec::new();
+        if !optim::vars_finite(&vars)? {
+            what.push("non-finite weights".to_string());
+        }
+        if let Some(v) = val_loss.filter(|v| !v.is_finite()) {
+            what.push(format!("validation loss = {v}"));
+        }
+        Ok((!what.is_empty()).then(|| {
+            format!(
+                "epoch {epoch} (after step {}): {}",
+                self.step.saturating_sub(1),
+                what.join(", ")
+            )
+        }))
     }
 
     fn verification_due(&self, epoch: u32, epochs: u32) -> bool {
@@ -583,7 +693,7 @@ impl<'a, 's> Runner<'a, 's> {
                 "cannot roll back ({reason}): no checkpoint"
             )));
         };
-        let path = self.checkpoint_path(epoch);
+        let path = self.stored_checkpoint_path(epoch)?;
         self.req.reporter.info(&format!(
             "{}: {reason}; rolling back to epoch {epoch} with lr scale {lr_scale}",
             self.label()
@@ -607,6 +717,20 @@ impl<'a, 's> Runner<'a, 's> {
 
     fn checkpoint_path(&self, epoch: u32) -> PathBuf {
         self.ckpt_dir.join(format!("epoch-{epoch:04}.safetensors"))
+    }
+
+    /// Where this run's kept end-of-epoch checkpoint of `epoch` is, as the store recorded it
+    /// when it was written.
+    fn stored_checkpoint_path(&self, epoch: u32) -> Result<PathBuf, EngineError> {
+        Ok(self
+            .store
+            .checkpoints(self.req.run_id)?
+            .into_iter()
+            .rev()
+            .find(|c| {
+                c.epoch == epoch && c.kept && c.metric_name.as_deref() != Some(INTERRUPT_METRIC)
+            })
+            .map_or_else(|| self.checkpoint_path(epoch), |c| PathBuf::from(c.path)))
     }
 
     fn checkpoint(&self, metrics: &BTreeMap<String, f64>) -> Result<Checkpoint, EngineError> {
@@ -693,7 +817,7 @@ impl<'a, 's> Runner<'a, 's> {
     }
 
     fn delete_checkpoint(&mut self, epoch: u32) -> Result<(), EngineError> {
-        let path = self.checkpoint_path(epoch);
+        let path = self.stored_checkpoint_path(epoch)?;
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -737,6 +861,28 @@ pub fn mix(a: u64, b: u64, c: u64) -> u64 {
 }
 
 /// An epoch's metrics by contract name (finite values only).
+/// ReduceLROnPlateau reads its metric every epoch: the data set must produce it.
+fn check_plateau_monitor(r: &Recipe, data: &CourseData, root: &Path) -> Result<(), EngineError> {
+    if r.scheduler.kind != SchedulerKind::Plateau {
+        return Ok(());
+    }
+    let monitor = r.scheduler.monitor();
+    let missing = match monitor {
+        "val_loss" | "val_acc" if data.dev.is_empty() => Some("no dev images (classification/dev)"),
+        "verify_acc" if !data.has_verification() => {
+            Some("no verification data (verification/known and unknown_dev)")
+        }
+        _ => None,
+    };
+    match missing {
+        Some(why) => Err(EngineError::Other(format!(
+            "scheduler.monitor = \"{monitor}\" is never logged: {} has {why}",
+            root.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub fn metrics_map(m: &EpochMetrics) -> BTreeMap<String, f64> {
     crate::recipe::validate::METRICS
         .iter()

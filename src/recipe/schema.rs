@@ -728,6 +728,10 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
+    /// Whether the lr sequence depends on `train.epochs` (cosine's default `t_max` does).
+    pub fn depends_on_epochs(&self) -> bool {
+        self.kind == SchedulerKind::Cosine && self.t_max.is_none()
+    }
     pub fn gamma(&self) -> f64 {
         self.gamma.unwrap_or(0.1)
     }

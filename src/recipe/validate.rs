@@ -196,6 +196,7 @@ pub fn check(recipe: &Recipe, composed: &Composed) -> Result<(), RecipeError> {
     c.train(&recipe.train);
     c.checkpoint(&recipe.checkpoint);
     c.verification(&recipe.verification);
+    c.plateau_monitor_logged(recipe);
     if let Some(s) = &recipe.sweep {
         c.sweep(s);
     }
@@ -745,6 +746,27 @@ impl Checker<'_> {
             self.fail("checkpoint.monitor", msg);
         }
         self.require(!c.dir.is_empty(), "checkpoint.dir", "must not be empty");
+    }
+
+    /// ReduceLROnPlateau steps every epoch, so its metric must be logged every epoch:
+    /// `verify_acc` only is when verification is scored every epoch.
+    fn plateau_monitor_logged(&mut self, r: &Recipe) {
+        let v = &r.verification;
+        if r.scheduler.kind == SchedulerKind::Plateau
+            && r.scheduler.monitor() == "verify_acc"
+            && !(v.enabled && (v.every == 1 || r.train.epochs == 1))
+        {
+            self.fail(
+                "scheduler.monitor",
+                format!(
+                    "`verify_acc` is scored only every `verification.every` epochs ({}; 0 = at the \
+                     end{}), but ReduceLROnPlateau steps every epoch: set verification.every = 1 \
+                     or monitor another metric",
+                    v.every,
+                    if v.enabled { "" } else { ", and verification.enabled = false" }
+                ),
+            );
+        }
     }
 
     fn verification(&mut self, v: &VerificationConfig) {

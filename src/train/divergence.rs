@@ -90,7 +90,12 @@ impl DivergenceGuard {
         if health.is_healthy() {
             return DivergenceDecision::Continue;
         }
-        let reason = health.describe();
+        self.diverged(health.describe(), can_rollback)
+    }
+
+    /// The policy's answer to a divergence found outside a step (non-finite weights or
+    /// validation loss at the end of an epoch); `reason` says what and where.
+    pub fn diverged(&mut self, reason: String, can_rollback: bool) -> DivergenceDecision {
         match self.policy {
             DivergencePolicy::Fail => DivergenceDecision::Diverged { reason },
             DivergencePolicy::Rollback if !can_rollback => DivergenceDecision::Diverged {

@@ -1,8 +1,9 @@
-//! Gradient clipping by global norm (PyTorch's `clip_grad_norm_`) and a finiteness check.
+//! Gradient clipping by global norm (PyTorch's `clip_grad_norm_`) and finiteness checks of
+//! gradients and weights.
 
 use crate::train::TrainError;
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Var};
+use candle_core::{DType, Tensor, Var};
 
 /// The global L2 norm of the gradients of `vars` (missing gradients count as zero).
 pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64, TrainError> {
@@ -47,17 +48,24 @@ pub fn clip_grad_norm(
 
 /// Whether every gradient of `vars` is finite (no NaN, no infinity).
 pub fn grads_finite(grads: &GradStore, vars: &[Var]) -> Result<bool, TrainError> {
-    for v in vars {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            // x - x is 0 for finite x and NaN for NaN or +-inf; the sum cannot overflow.
-            let s = g
-                .sub(g)?
-                .to_dtype(DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()?;
-            if !s.is_finite() {
-                return Ok(false);
-            }
+    all_finite(vars.iter().filter_map(|v| grads.get(v.as_tensor())))
+}
+
+/// Whether every value of `vars` is finite (the weights after an update).
+pub fn vars_finite(vars: &[Var]) -> Result<bool, TrainError> {
+    all_finite(vars.iter().map(|v| v.as_tensor()))
+}
+
+fn all_finite<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> Result<bool, TrainError> {
+    for t in tensors {
+        // x - x is 0 for finite x and NaN for NaN or +-inf; the sum cannot overflow.
+        let s = t
+            .sub(t)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        if !s.is_finite() {
+            return Ok(false);
         }
     }
     Ok(true)
