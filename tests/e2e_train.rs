@@ -213,7 +213,12 @@ fn twenty_random_kills_never_corrupt_the_store_or_a_checkpoint_and_the_run_finis
     let r = env.recipe("r.toml", "");
     let args = ["run", s(&r), "--set", "train.epochs=300"];
     // Generate the data once so that kills land in training, not in generation.
-    assert!(env.run(&["plan", s(&r)]).status.success());
+    let preview = env.path("preview.png");
+    assert!(env
+        .run(&["data", "preview", s(&r), "--out", s(&preview)])
+        .status
+        .success());
+    assert!(std::fs::read_dir(env.path("data")).unwrap().count() == 1);
     let mut delays_ms: u64 = 137;
     let mut kills = 0;
     let mut recorded_before = 0;
