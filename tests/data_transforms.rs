@@ -895,3 +895,38 @@ fn perspective_probability() {
         );
     }
 }
+
+/// RandAugment's magnitudes equal torchvision's at every bin (tests/fixtures/
+/// rand_augment_magnitudes.json, written by gen_rand_augment_magnitudes.py): float32
+/// linspace bins, and Posterize's bits rounded half to even (9 bins: bin 1 keeps 8 bits).
+#[test]
+fn rand_augment_magnitudes_are_torchvisions() {
+    use runner::data::transforms::rand_augment::RandAugment;
+    let text = std::fs::read_to_string("tests/fixtures/rand_augment_magnitudes.json").unwrap();
+    let fx: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut checked = 0;
+    for case in fx["cases"].as_array().unwrap() {
+        let bins = case["bins"].as_u64().unwrap() as u32;
+        let (w, h) = (
+            case["width"].as_u64().unwrap() as u32,
+            case["height"].as_u64().unwrap() as u32,
+        );
+        for op in 0..14 {
+            let name = RandAugment::op_name(op);
+            let want = &case["ops"][name];
+            let values = want["values"].as_array().unwrap();
+            assert_eq!(values.len(), bins as usize, "{name}");
+            for (m, v) in values.iter().enumerate() {
+                let ra = RandAugment::new(2, m as u32, bins, 0).unwrap();
+                let (mag, signed) = ra.magnitude_of(op, w, h);
+                assert_eq!(
+                    (mag, signed),
+                    (v.as_f64().unwrap(), want["signed"].as_bool().unwrap()),
+                    "{name} bin {m} of {bins} at {w}x{h}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 5000, "{checked}");
+}

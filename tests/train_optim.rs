@@ -1,4 +1,5 @@
-//! Optimizer updates against PyTorch (../shared/reference/optimizers.json, every step),
+//! Optimizer updates against PyTorch (../shared/reference/optimizers.json, and
+//! tests/fixtures/optim_extra.json for SGD's dampening and AdamW's betas / eps; every step),
 //! state save / load for exact resume, parameter grouping, gradient clipping.
 
 use candle_core::backprop::GradStore;
@@ -11,8 +12,11 @@ use runner::train::optim::{
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = "../shared/reference/optimizers.json";
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse")
+    read_json("../shared/reference/optimizers.json")
+}
+
+fn read_json(path: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect(path)).expect("parse")
 }
 
 fn vec_f32(v: &Value) -> Vec<f32> {
@@ -101,9 +105,25 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
 
 #[test]
 fn every_case_matches_pytorch_after_every_step() {
-    let fx = fixture();
+    assert_cases_match(&fixture(), 4);
+}
+
+#[test]
+fn dampening_and_adamw_betas_match_pytorch_after_every_step() {
+    let fx = read_json("tests/fixtures/optim_extra.json");
+    assert_cases_match(&fx, 3);
+    let dampened = fx["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter(|c| c["dampening"].as_f64().is_some_and(|d| d > 0.0))
+        .count();
+    assert_eq!(dampened, 2);
+}
+
+fn assert_cases_match(fx: &Value, expected_cases: usize) {
     let cases = fx["cases"].as_array().expect("cases");
-    assert_eq!(cases.len(), 4);
+    assert_eq!(cases.len(), expected_cases);
     for fused in [true, false] {
         for case in cases {
             let name = format!("{} (fused {fused})", case["name"].as_str().expect("name"));

@@ -54,19 +54,23 @@ impl RandAugment {
         })
     }
 
-    /// The op's magnitude at the configured bin and whether it is signed.
-    fn magnitude_of(&self, op: usize, w: u32, h: u32) -> (f64, bool) {
-        let bins = self.num_magnitude_bins as f64;
-        let m = self.magnitude as f64;
-        let lin = |hi: f64| hi * m / (bins - 1.0);
+    /// The magnitude of op `op` (an index into the augmentation space) at the configured bin
+    /// for an image of `w` x `h`, and whether it is signed: torchvision's values exactly, from
+    /// float32 `torch.linspace` bins (and Posterize's float32 quotient rounded half to even).
+    pub fn magnitude_of(&self, op: usize, w: u32, h: u32) -> (f64, bool) {
+        let (bins, m) = (self.num_magnitude_bins, self.magnitude);
+        let lin = |end: f64| torch_linspace_at(0.0, end, bins, m);
         match op {
             1 | 2 => (lin(0.3), true),
             3 => (lin(150.0 / 331.0 * w as f64), true),
             4 => (lin(150.0 / 331.0 * h as f64), true),
             5 => (lin(30.0), true),
             6..=9 => (lin(0.9), true),
-            10 => ((8.0 - (m / ((bins - 1.0) / 4.0)).round()), false),
-            11 => (255.0 - lin(255.0), false),
+            10 => {
+                let q = m as f32 / ((bins - 1) as f64 / 4.0) as f32;
+                (8.0 - q.round_ties_even() as f64, false)
+            }
+            11 => (torch_linspace_at(255.0, 0.0, bins, m), false),
             _ => (0.0, false),
         }
     }
@@ -142,4 +146,21 @@ impl Transform for RandAugment {
         }
         Ok(Value::Image(img))
     }
+}
+
+/// Element `i` of `torch.linspace(start, end, steps)` in float32, as PyTorch's CPU kernel
+/// computes it: a float32 step, then `start + step * i` for the first half and
+/// `end - step * (steps - 1 - i)` for the rest, each a fused multiply-add.
+fn torch_linspace_at(start: f64, end: f64, steps: u32, i: u32) -> f64 {
+    let (start, end) = (start as f32, end as f32);
+    if steps == 1 {
+        return start as f64;
+    }
+    let step = (end - start) / (steps - 1) as f32;
+    let v = if i < steps / 2 {
+        step.mul_add(i as f32, start)
+    } else {
+        (-step).mul_add((steps - 1 - i) as f32, end)
+    };
+    v as f64
 }
