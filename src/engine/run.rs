@@ -860,7 +860,6 @@ pub fn mix(a: u64, b: u64, c: u64) -> u64 {
     x
 }
 
-/// An epoch's metrics by contract name (finite values only).
 /// ReduceLROnPlateau reads its metric every epoch: the data set must produce it.
 fn check_plateau_monitor(r: &Recipe, data: &CourseData, root: &Path) -> Result<(), EngineError> {
     if r.scheduler.kind != SchedulerKind::Plateau {
@@ -883,6 +882,7 @@ fn check_plateau_monitor(r: &Recipe, data: &CourseData, root: &Path) -> Result<(
     }
 }
 
+/// An epoch's metrics by contract name (finite values only).
 pub fn metrics_map(m: &EpochMetrics) -> BTreeMap<String, f64> {
     crate::recipe::validate::METRICS
         .iter()
