@@ -286,3 +286,54 @@ fn watch_runs_a_recipe_dropped_in_and_reports_a_broken_one() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken.toml"), "{stderr}");
 }
+
+#[test]
+fn a_sweep_with_a_diverged_run_trains_the_rest_exits_1_and_groups_exact_values() {
+    let env = Env::new();
+    let r = env.recipe(
+        "sweep.toml",
+        r#"
+[sweep]
+mode = "grid"
+
+[sweep.params]
+"optimizer.lr" = [1e30, 0.00151, 0.00154]
+"#,
+    );
+    let out = env.run(&[
+        "sweep",
+        s(&r),
+        "--set",
+        "train.epochs=1",
+        "--format",
+        "json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("1 run(s) failed or diverged"), "{err}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statuses: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["diverged", "done", "done"], "{rows}");
+    // Two lrs that round to the same 4 decimals are two groups.
+    let groups = env.json(&[
+        "leaderboard",
+        "--group-by",
+        "optimizer.lr",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
+    // A filter that matches nothing says so.
+    let none = env.run(&["leaderboard", "--where", "optimizer.lr > 1"]);
+    assert!(none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("matches --where"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+}

@@ -198,7 +198,12 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
             if format == Format::Csv {
                 print!("{}", csv(&headers, &rows));
             } else if rows.is_empty() {
-                eprintln!("no run has a recorded `{}` yet", q.metric);
+                match &q.filter {
+                    Some(f) => {
+                        eprintln!("no run with a recorded `{}` matches --where {f}", q.metric)
+                    }
+                    None => eprintln!("no run has a recorded `{}` yet", q.metric),
+                }
             } else {
                 println!("{}", table(&headers, &rows));
             }
@@ -211,8 +216,13 @@ fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Resu
     let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in ranked {
         let mut config = None;
+        // The exact value (cells round numbers for display; 0.00151 and 0.00154 are two groups).
         let v = lookup(&r.row, key, &mut config)
-            .map(|v| cell(&v))
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => "-".into(),
+                other => other.to_string(),
+            })
             .unwrap_or_else(|| "-".into());
         groups.entry(v).or_default().push(r.value);
     }

@@ -269,6 +269,12 @@ pub fn sweep(
             "{failed} run(s) failed or diverged (--fail-fast)"
         )));
     }
+    if failed > 0 {
+        // Exit 1, as `runner run` does for such a run; the others were still trained.
+        return Err(CliError::failed(format!(
+            "{failed} run(s) failed or diverged (see the summary); `--retry-failed` reruns them"
+        )));
+    }
     Ok(())
 }
 
