@@ -121,3 +121,46 @@ fn fingerprint_is_stable_across_copies() {
     img(&b.join("classification/train/bob/9.png"));
     assert_ne!(fingerprint(&a).unwrap(), fingerprint(&b).unwrap());
 }
+
+/// A test or unknown_test label file that leaves an image out is a layout error naming the
+/// file and the image, not a silently lower accuracy.
+#[test]
+fn label_files_must_cover_every_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("set");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args([
+            "data",
+            "synth",
+            "--out",
+            root.to_str().unwrap(),
+            "--identities",
+            "6",
+        ])
+        .args(["--size", "32"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(runner::data::CourseData::open(&root).is_ok());
+    for csv in [
+        "classification/test_labels.csv",
+        "verification/verification_test.csv",
+    ] {
+        let path = root.join(csv);
+        let full = std::fs::read_to_string(&path).unwrap();
+        let header_only = full.lines().next().unwrap().to_string() + "\n";
+        std::fs::write(&path, header_only).unwrap();
+        let err = runner::data::CourseData::open(&root)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(csv) && err.contains("no label for image"),
+            "{err}"
+        );
+        std::fs::write(&path, full).unwrap();
+    }
+}

@@ -208,7 +208,7 @@ pub fn eval(
             let s = score_verification(m.model.as_ref(), &data, &m.recipe, &m.device)
                 .map_err(CliError::failed)?;
             report["accuracy"] = s.metrics.accuracy.into();
-            report["threshold"] = s.threshold.into();
+            report["threshold"] = threshold_json(s.threshold);
             report["accuracy_known"] = serde_json::json!(s.metrics.accuracy_known);
             report["impostor_rejection"] = serde_json::json!(s.metrics.impostor_rejection);
             report["metric"] = s.metric.clone().into();
@@ -233,7 +233,7 @@ pub fn eval(
             warn_skipped(&decisions.skipped);
             note_skipped(&mut report, &decisions.skipped);
             let d = decisions.rows;
-            report["threshold"] = t.into();
+            report["threshold"] = threshold_json(t);
             if let Some(labels) = &data.unknown_test_labels {
                 let pred: Vec<&str> = d.iter().map(|(_, l)| l.as_str()).collect();
                 let truth: Vec<String> = d
@@ -260,6 +260,16 @@ pub fn eval(
         report["submission"] = path.display().to_string().into();
     }
     finish(report, format)
+}
+
+/// A threshold as JSON: a number, or `"inf"` / `"-inf"` when tuning chose to reject or accept
+/// every unknown (JSON numbers cannot be infinite; `null` would hide which).
+fn threshold_json(t: f64) -> serde_json::Value {
+    if t.is_finite() {
+        t.into()
+    } else {
+        format!("{t}").into()
+    }
 }
 
 fn finish(report: serde_json::Value, format: Format) -> Result<(), CliError> {

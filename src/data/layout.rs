@@ -138,6 +138,35 @@ pub fn read_id_label_csv(path: &Path) -> Result<HashMap<String, String>, DataErr
     Ok(out)
 }
 
+/// Every image of an unknown split has a row, naming a known identity or `n000000`.
+fn check_unknown_labels(
+    csv_path: &Path,
+    labels: &HashMap<String, String>,
+    images: &[PathBuf],
+    split: &str,
+    known_identities: &[String],
+) -> Result<(), DataError> {
+    for p in images {
+        let id = file_id(p);
+        match labels.get(&id) {
+            None => {
+                return Err(DataError::layout(
+                    csv_path,
+                    format!("no label for image `{id}` of verification/{split}"),
+                ))
+            }
+            Some(l) if l != NO_MATCH && !known_identities.contains(l) => {
+                return Err(DataError::layout(
+                    csv_path,
+                    format!("label `{l}` of `{id}` is neither a known identity nor {NO_MATCH}"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn optional_csv(path: &Path) -> Result<Option<HashMap<String, String>>, DataError> {
     if path.is_file() {
         read_id_label_csv(path).map(Some)
@@ -198,6 +227,16 @@ impl CourseData {
             Vec::new()
         };
         let test_labels = optional_csv(&cls.join("test_labels.csv"))?;
+        if let Some(labels) = &test_labels {
+            // A test image without a row would silently count as misclassified.
+            let csv_path = cls.join("test_labels.csv");
+            if let Some(p) = test.iter().find(|p| !labels.contains_key(&file_id(p))) {
+                return Err(DataError::layout(
+                    &csv_path,
+                    format!("no label for image `{}` of classification/test", file_id(p)),
+                ));
+            }
+        }
 
         let ver = root.join("verification");
         let mut known = Vec::new();
@@ -221,30 +260,29 @@ impl CourseData {
                     return Err(DataError::MissingFile(csv_path));
                 }
                 unknown_dev_labels = read_id_label_csv(&csv_path)?;
-                for p in &unknown_dev {
-                    let id = file_id(p);
-                    match unknown_dev_labels.get(&id) {
-                        None => {
-                            return Err(DataError::layout(
-                                &csv_path,
-                                format!("no label for image `{id}` of verification/unknown_dev"),
-                            ))
-                        }
-                        Some(l) if l != NO_MATCH && !known_identities.contains(l) => {
-                            return Err(DataError::layout(
-                                &csv_path,
-                                format!("label `{l}` of `{id}` is neither a known identity nor {NO_MATCH}"),
-                            ))
-                        }
-                        _ => {}
-                    }
-                }
+                check_unknown_labels(
+                    &csv_path,
+                    &unknown_dev_labels,
+                    &unknown_dev,
+                    "unknown_dev",
+                    &known_identities,
+                )?;
             }
             let ut = ver.join("unknown_test");
             if ut.is_dir() {
                 unknown_test = list_images(&ut)?;
             }
-            unknown_test_labels = optional_csv(&ver.join("verification_test.csv"))?;
+            let csv_path = ver.join("verification_test.csv");
+            unknown_test_labels = optional_csv(&csv_path)?;
+            if let Some(labels) = &unknown_test_labels {
+                check_unknown_labels(
+                    &csv_path,
+                    labels,
+                    &unknown_test,
+                    "unknown_test",
+                    &known_identities,
+                )?;
+            }
         }
         Ok(CourseData {
             root,
