@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use runner::cli::{self, output::Format, CliError, Global};
+use runner::cli::{
+    self,
+    output::{Format, ReportFormat},
+    CliError, Global,
+};
 use runner::engine::progress::{LogFormat, Reporter};
 
 #[derive(Parser)]
@@ -66,8 +70,8 @@ enum Command {
         /// Train a fresh run even if one with the same key is done.
         #[arg(long)]
         force: bool,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Plan a recipe and train every run not yet done, one after another.
     Sweep {
@@ -88,8 +92,8 @@ enum Command {
         /// Stop at the first failed or diverged run.
         #[arg(long)]
         fail_fast: bool,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Continue a run (or the best run) from its checkpoint as a new, linked run.
     Resume {
@@ -98,9 +102,9 @@ enum Command {
         /// Continue the best run of the leaderboard.
         #[arg(long, conflicts_with = "run")]
         best: bool,
-        /// The metric that picks the best run (with --best).
-        #[arg(long, default_value = "val_acc")]
-        metric: String,
+        /// The metric that picks the best run (with --best; default val_acc).
+        #[arg(long)]
+        metric: Option<String>,
         /// Which checkpoint: the best by the run's monitored metric, or the last.
         #[arg(long, value_enum, default_value_t = FromCkpt::Best)]
         from: FromCkpt,
@@ -111,8 +115,8 @@ enum Command {
         sets: Sets,
         #[arg(long)]
         device: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// List every run in the store.
     Runs {
@@ -122,8 +126,8 @@ enum Command {
     /// One run: configuration, per-epoch metrics, checkpoints, verification, parent.
     Show {
         run: String,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Runs ranked by their best epoch's metric.
     Leaderboard {
@@ -150,15 +154,15 @@ enum Command {
     Best {
         #[arg(long, default_value = "val_acc")]
         metric: String,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Two runs side by side: configuration differences and best metrics.
     Compare {
         a: String,
         b: String,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Metrics of a run or checkpoint on a split; optionally the course's submission CSV.
     Eval {
@@ -172,8 +176,8 @@ enum Command {
         /// The pairs list for --split pairs (`img1 img2 same` per line).
         #[arg(long)]
         pairs: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Write a run's (or checkpoint's) model weights as safetensors with timm/torchvision names.
     Export {
@@ -191,8 +195,8 @@ enum Command {
         gallery: PathBuf,
         #[arg(required = true)]
         images: Vec<PathBuf>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// The built-in synthetic data set, data statistics and augmentation previews.
     Data {
@@ -207,8 +211,8 @@ enum Command {
         classes: Option<usize>,
         #[command(flatten)]
         sets: Sets,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Benchmarks: training step, data pipeline, model kernels, matching.
     Bench {
@@ -272,8 +276,8 @@ enum DataCommand {
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// A grid of training images after augmentation.
     Preview {
@@ -300,24 +304,24 @@ enum BenchCommand {
         loader: bool,
         #[command(flatten)]
         sets: Sets,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Decoded + augmented images per second of the recipe's training pipeline.
     Data {
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Model forward+backward+step throughput and the depthwise kernel against Candle's.
     Model {
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Open-set matching throughput (unknowns x known identities).
     Matching {
@@ -327,15 +331,15 @@ enum BenchCommand {
         known: usize,
         #[arg(long, default_value_t = 512)]
         dim: usize,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Leaderboard latency over a store filled with synthetic runs.
     Leaderboard {
         #[arg(long, default_value_t = 100_000)]
         runs: usize,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
 }
 
@@ -376,7 +380,7 @@ fn main() -> ExitCode {
             device,
             force,
             format,
-        } => cli::train::run(&g, &recipe, force, train_opts(&sets, device, format)),
+        } => cli::train::run(&g, &recipe, force, train_opts(&sets, device, format.into())),
         Command::Sweep {
             recipe,
             sets,
@@ -397,7 +401,7 @@ fn main() -> ExitCode {
                 &recipe,
                 &opts,
                 dry_run,
-                train_opts(&sets, device, format),
+                train_opts(&sets, device, format.into()),
             )
         }
         Command::Resume {
@@ -411,8 +415,13 @@ fn main() -> ExitCode {
             format,
         } => {
             let target = match (run, best) {
+                (Some(_), false) if metric.is_some() => Err(CliError::invalid(
+                    "resume: --metric picks the run for --best; a RUN is continued as given",
+                )),
                 (Some(r), false) => Ok(cli::train::ResumeTarget::Run(r)),
-                (None, true) => Ok(cli::train::ResumeTarget::Best(metric)),
+                (None, true) => Ok(cli::train::ResumeTarget::Best(
+                    metric.unwrap_or_else(|| "val_acc".into()),
+                )),
                 _ => Err(CliError::invalid("resume: give a RUN or --best")),
             };
             target.and_then(|t| {
@@ -421,12 +430,12 @@ fn main() -> ExitCode {
                     t,
                     from == FromCkpt::Best,
                     epochs,
-                    train_opts(&sets, device, format),
+                    train_opts(&sets, device, format.into()),
                 )
             })
         }
         Command::Runs { format } => cli::runs::list(&g, format),
-        Command::Show { run, format } => cli::runs::show(&g, &run, format),
+        Command::Show { run, format } => cli::runs::show(&g, &run, format.into()),
         Command::Leaderboard {
             metric,
             top,
@@ -446,8 +455,8 @@ fn main() -> ExitCode {
             };
             cli::leaderboard::run(&g, &q, format)
         }
-        Command::Best { metric, format } => cli::leaderboard::best(&g, &metric, format),
-        Command::Compare { a, b, format } => cli::runs::compare(&g, &a, &b, format),
+        Command::Best { metric, format } => cli::leaderboard::best(&g, &metric, format.into()),
+        Command::Compare { a, b, format } => cli::runs::compare(&g, &a, &b, format.into()),
         Command::Eval {
             target,
             split,
@@ -460,7 +469,7 @@ fn main() -> ExitCode {
             split,
             submission.as_deref(),
             pairs.as_deref(),
-            format,
+            format.into(),
         ),
         Command::Export { target, out } => cli::export::run(&g, &target, &out),
         Command::Match {
@@ -468,7 +477,7 @@ fn main() -> ExitCode {
             gallery,
             images,
             format,
-        } => cli::eval::match_images(&g, &target, &gallery, &images, format),
+        } => cli::eval::match_images(&g, &target, &gallery, &images, format.into()),
         Command::Data { command } => match command {
             DataCommand::Synth {
                 out,
@@ -496,7 +505,7 @@ fn main() -> ExitCode {
                 recipe,
                 sets,
                 format,
-            } => cli::data::baseline(&recipe, &sets.set, format),
+            } => cli::data::baseline(&recipe, &sets.set, format.into()),
             DataCommand::Preview {
                 recipe,
                 out,
@@ -509,7 +518,7 @@ fn main() -> ExitCode {
             classes,
             sets,
             format,
-        } => cli::inspect::run(&recipe, &sets.set, classes, format),
+        } => cli::inspect::run(&recipe, &sets.set, classes, format.into()),
         Command::Bench { command } => match command {
             BenchCommand::Train {
                 recipe,
@@ -517,24 +526,26 @@ fn main() -> ExitCode {
                 loader,
                 sets,
                 format,
-            } => cli::bench::train(&recipe, &sets.set, steps, loader, format),
+            } => cli::bench::train(&recipe, &sets.set, steps, loader, format.into()),
             BenchCommand::Data {
                 recipe,
                 sets,
                 format,
-            } => cli::bench::data(&recipe, &sets.set, format),
+            } => cli::bench::data(&recipe, &sets.set, format.into()),
             BenchCommand::Model {
                 recipe,
                 sets,
                 format,
-            } => cli::bench::model(&recipe, &sets.set, format),
+            } => cli::bench::model(&recipe, &sets.set, format.into()),
             BenchCommand::Matching {
                 unknowns,
                 known,
                 dim,
                 format,
-            } => cli::bench::matching(unknowns, known, dim, format),
-            BenchCommand::Leaderboard { runs, format } => cli::bench::leaderboard(runs, format),
+            } => cli::bench::matching(unknowns, known, dim, format.into()),
+            BenchCommand::Leaderboard { runs, format } => {
+                cli::bench::leaderboard(runs, format.into())
+            }
         },
         Command::Watch { dir, device } => cli::watch::run(&g, &dir, device, &reporter),
         Command::Report { sweep, metric, out } => cli::report::run(&g, sweep, &metric, &out),

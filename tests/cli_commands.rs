@@ -204,3 +204,26 @@ fn reading_commands_on_a_missing_store_are_clear_errors() {
         assert!(!env.db().exists(), "reading must not create a store");
     }
 }
+
+#[test]
+fn options_a_command_does_not_take_are_usage_errors() {
+    let env = Env::new();
+    for (args, needle) in [
+        // csv is offered only where the output is one table (runs, plan, leaderboard, data stats).
+        (vec!["show", "1", "--format", "csv"], "csv"),
+        (vec!["best", "--format", "csv"], "csv"),
+        (vec!["compare", "1", "2", "--format", "csv"], "csv"),
+        (
+            vec!["eval", "1", "--split", "dev", "--format", "csv"],
+            "csv",
+        ),
+        // --metric picks the run for --best; with a RUN it would be silently ignored.
+        (vec!["resume", "1", "--metric", "val_loss"], "--best"),
+    ] {
+        let out = env.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!env.db().exists(), "{args:?} must not create a store");
+    }
+}

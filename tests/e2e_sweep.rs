@@ -251,9 +251,12 @@ fn watch_runs_a_recipe_dropped_in_and_reports_a_broken_one() {
     let env = Env::new();
     let queue = env.path("queue");
     std::fs::create_dir_all(&queue).unwrap();
+    // One recipe waits in the folder; the folder is named relative to the working directory.
+    let good = env.recipe("good.toml", "");
+    std::fs::copy(&good, queue.join("good.toml")).unwrap();
     let mut child = env
         .cmd()
-        .args(["watch", s(&queue)])
+        .args(["watch", "queue"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -263,8 +266,6 @@ fn watch_runs_a_recipe_dropped_in_and_reports_a_broken_one() {
         "[data]\nroot = \"synth\"\n[model]\nkind = \"vit\"\n",
     )
     .unwrap();
-    let good = env.recipe("good.toml", "");
-    std::fs::copy(&good, queue.join("good.toml")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         std::thread::sleep(Duration::from_millis(200));
@@ -276,6 +277,14 @@ fn watch_runs_a_recipe_dropped_in_and_reports_a_broken_one() {
         assert!(Instant::now() < deadline, "watch did not run the recipe");
         assert!(child.try_wait().unwrap().is_none(), "the watcher stopped");
     }
+    // Saving the recipe unchanged is not a change: no second sweep of it.
+    std::fs::copy(&good, queue.join("good.toml")).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let sweeps: i64 = rusqlite::Connection::open(env.db())
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM sweeps", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sweeps, 1, "the unchanged recipe was swept again");
     // Stop it like Ctrl-C.
     let _ = std::process::Command::new("kill")
         .arg("-INT")
@@ -328,6 +337,40 @@ mode = "grid"
         "json",
     ]);
     assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
+    // JSON groups carry the value itself (a number here) under `value`.
+    for g in groups.as_array().unwrap() {
+        assert_eq!(g["group_by"], "optimizer.lr", "{g}");
+        assert!(g["value"].is_number(), "{g}");
+    }
+    // Array elements are addressed by index, in the filter's and in --set's spelling.
+    for f in ["model.dims.0 = 8", "model.dims[0] = 8"] {
+        let dims = env.json(&["leaderboard", "--where", f, "--format", "json"]);
+        assert_eq!(dims.as_array().unwrap().len(), 2, "{f}: {dims}");
+    }
+    // The recipe given relatively, or through another spelling, names the same runs.
+    for spelling in ["sweep.toml", "./sweep.toml", s(&r)] {
+        let by_recipe = env.json(&["leaderboard", "--recipe", spelling, "--format", "json"]);
+        assert_eq!(by_recipe.as_array().unwrap().len(), 2, "{spelling}");
+    }
+    // Unknown keys, sweeps, recipes and an empty top are errors (status 2), not empty tables.
+    for (args, needle) in [
+        (
+            vec!["leaderboard", "--where", "optimiser.lr < 1"],
+            "did you mean `optimizer.lr`",
+        ),
+        (
+            vec!["leaderboard", "--group-by", "optimizer.lrr"],
+            "--group-by",
+        ),
+        (vec!["leaderboard", "--sweep", "999"], "no such sweep"),
+        (vec!["leaderboard", "--recipe", "nope.toml"], "no such file"),
+        (vec!["leaderboard", "--top", "0"], "--top"),
+    ] {
+        let out = env.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
     // A filter that matches nothing says so.
     let none = env.run(&["leaderboard", "--where", "optimizer.lr > 1"]);
     assert!(none.status.success());

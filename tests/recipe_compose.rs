@@ -188,6 +188,49 @@ fn changing_a_kind_replaces_the_table_instead_of_merging_stale_options() {
 }
 
 #[test]
+fn a_kind_changed_by_set_drops_only_the_old_kinds_options() {
+    // frags/optim.toml is SGD (momentum 0.9, weight decay 1e-4); the recipe sets lr 0.05.
+    let ovs = [Override::parse("optimizer.kind=adamw").unwrap()];
+    let (_, r) = recipe::load(Path::new("tests/recipes/composed.toml"), &ovs).unwrap();
+    assert_eq!(r.optimizer.kind, runner::recipe::OptimizerKind::Adamw);
+    assert_eq!(r.optimizer.lr(), 0.05, "an option both kinds take is kept");
+    assert_eq!(r.optimizer.weight_decay(), 1e-4, "kept as well");
+    // An option of the old kind set on the command line is still an error, naming it.
+    let ovs =
+        ["optimizer.kind=adamw", "optimizer.momentum=0.8"].map(|s| Override::parse(s).unwrap());
+    let err = recipe::load(Path::new("tests/recipes/composed.toml"), &ovs).unwrap_err();
+    assert!(err.to_string().contains("optimizer.momentum"), "{err}");
+    // A ConvNeXt's depths and dims give way to a ResNet preset.
+    let ovs = ["model.kind=resnet", "model.preset=18"].map(|s| Override::parse(s).unwrap());
+    let (_, r) = recipe::load(Path::new("tests/recipes/composed.toml"), &ovs).unwrap();
+    assert_eq!(r.model.preset.as_deref(), Some("18"));
+    assert_eq!(r.model.dims, None);
+    // A transform in a list: random_resized_crop's scale and ratio go, its size stays.
+    let ovs = [Override::parse("transforms.train[0].kind=center_crop").unwrap()];
+    let (_, r) = recipe::load(Path::new("recipes/quickstart.toml"), &ovs).unwrap();
+    let first = serde_json::to_value(&r.transforms.train[0]).unwrap();
+    assert_eq!(first["kind"], "center_crop", "{first}");
+    assert_eq!(first["size"], 32, "{first}");
+}
+
+#[test]
+fn set_errors_quote_the_value_as_written_and_name_the_command_line() {
+    for (set, needle) in [
+        ("train.epochs=2.5", "floating point `2.5`"),
+        ("train.epochs=-1", "integer `-1`"),
+        ("nosection.x=1", "unknown key `nosection`"),
+        ("scheduler.kind=step", "scheduler.step_size"),
+    ] {
+        let ovs = [Override::parse(set).unwrap()];
+        let err = recipe::load(Path::new("recipes/quickstart.toml"), &ovs)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{set}: {err}");
+        assert!(err.starts_with("--set"), "{set}: blamed on {err}");
+    }
+}
+
+#[test]
 fn every_shipped_recipe_and_template_set_validates() {
     for entry in std::fs::read_dir("recipes").unwrap() {
         let path = entry.unwrap().path();

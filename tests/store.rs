@@ -168,3 +168,35 @@ fn a_run_is_claimed_by_one_process_and_a_stale_claim_can_be_taken_over() {
     );
     assert_eq!(b.status_of_key("k").unwrap(), Some(RunStatus::Done));
 }
+
+#[test]
+fn an_infinite_verification_threshold_survives_the_store_and_prints_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+    let id = store.insert_run(&new_run("k")).unwrap();
+    for (epoch, t) in [(1, f64::INFINITY), (2, f64::NEG_INFINITY), (3, 0.25)] {
+        store
+            .record_verification(&runner::store::VerificationRecord {
+                run_id: id,
+                epoch,
+                split: "verify-dev".into(),
+                metric: "cosine".into(),
+                threshold: Some(t),
+                accuracy: 0.5,
+                accuracy_known: None,
+                impostor_rejection: None,
+            })
+            .unwrap();
+    }
+    let v = store.verification(id).unwrap();
+    let thresholds: Vec<Option<f64>> = v.iter().map(|r| r.threshold).collect();
+    assert_eq!(
+        thresholds,
+        [Some(f64::INFINITY), Some(f64::NEG_INFINITY), Some(0.25)],
+        "accept-all and reject-all stay distinct (not both NULL)"
+    );
+    let json: Vec<serde_json::Value> = v.iter().map(|r| serde_json::to_value(r).unwrap()).collect();
+    assert_eq!(json[0]["threshold"], "inf");
+    assert_eq!(json[1]["threshold"], "-inf");
+    assert_eq!(json[2]["threshold"], 0.25);
+}

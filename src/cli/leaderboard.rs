@@ -31,6 +31,9 @@ pub struct Ranked {
     pub value: f64,
 }
 
+/// Keys a filter or `--group-by` can name besides config paths and metrics.
+const RUN_FIELDS: [&str; 5] = ["id", "key", "status", "recipe", "epochs"];
+
 /// Ranks the store's runs: best first; runs without the metric are left out.
 pub fn rank(store: &Store, q: &Query) -> Result<Vec<Ranked>, CliError> {
     if !crate::recipe::validate::METRICS.contains(&q.metric.as_str()) {
@@ -46,11 +49,33 @@ pub fn rank(store: &Store, q: &Query) -> Result<Vec<Ranked>, CliError> {
         }
         None => None,
     };
+    if let Some(id) = q.sweep {
+        if !store.sweep_exists(id)? {
+            return Err(CliError::invalid(format!(
+                "--sweep {id}: no such sweep in {} (`sqlite3 {} \"SELECT * FROM sweeps\"` lists them)",
+                store.path().display(),
+                store.path().display()
+            )));
+        }
+    }
     let rows = store.leaderboard_rows(q.sweep)?;
+    if let Some(e) = &expr {
+        for key in e.keys() {
+            check_key(&rows, "--where", key)?;
+        }
+    }
+    if let Some(key) = &q.group_by {
+        check_key(&rows, "--group-by", key)?;
+    }
+    let mut recipe = q.recipe.as_deref().map(RecipeMatch::new);
     let mut ranked: Vec<Ranked> = Vec::new();
+    let mut recipe_seen = false;
     for row in rows {
-        if q.recipe.as_ref().is_some_and(|r| *r != row.recipe) {
-            continue;
+        if let Some(m) = recipe.as_mut() {
+            if !m.matches(&row.recipe) {
+                continue;
+            }
+            recipe_seen = true;
         }
         let Some(value) = row.best.get(&q.metric).copied().filter(|v| v.is_finite()) else {
             continue;
@@ -66,12 +91,125 @@ pub fn rank(store: &Store, q: &Query) -> Result<Vec<Ranked>, CliError> {
         }
         ranked.push(Ranked { row, value });
     }
+    if let Some(m) = &recipe {
+        if !recipe_seen && m.canonical.is_none() {
+            return Err(CliError::invalid(format!(
+                "--recipe {}: no such file, and no run in the store was planned from it",
+                m.typed
+            )));
+        }
+    }
     let max = maximize(&q.metric);
     ranked.sort_by(|a, b| {
         let o = a.value.total_cmp(&b.value);
         (if max { o.reverse() } else { o }).then(a.row.id.cmp(&b.row.id))
     });
     Ok(ranked)
+}
+
+/// Matches the recipe path a run recorded (as it was typed, relative to where `runner` ran)
+/// against the one asked for: the same string, or the same file once both are resolved.
+struct RecipeMatch {
+    typed: String,
+    canonical: Option<std::path::PathBuf>,
+    seen: std::collections::HashMap<String, bool>,
+}
+
+impl RecipeMatch {
+    fn new(typed: &str) -> Self {
+        RecipeMatch {
+            typed: typed.to_string(),
+            canonical: std::fs::canonicalize(typed).ok(),
+            seen: Default::default(),
+        }
+    }
+
+    fn matches(&mut self, recorded: &str) -> bool {
+        if recorded == self.typed {
+            return true;
+        }
+        let Some(wanted) = &self.canonical else {
+            return false;
+        };
+        *self
+            .seen
+            .entry(recorded.to_string())
+            .or_insert_with(|| std::fs::canonicalize(recorded).is_ok_and(|p| p == *wanted))
+    }
+}
+
+/// Refuses a key that no run can have: not a metric, not a run field, and absent from every
+/// run's configuration (a typo would otherwise silently match nothing). An empty store
+/// accepts any key.
+fn check_key(rows: &[LeaderRow], option: &str, key: &str) -> Result<(), CliError> {
+    if key.is_empty() {
+        return Err(CliError::invalid(format!("{option}: empty key")));
+    }
+    let metrics = crate::recipe::validate::METRICS;
+    if rows.is_empty() || metrics.contains(&key) || RUN_FIELDS.contains(&key) {
+        return Ok(());
+    }
+    let mut first_config = None;
+    for row in rows {
+        let Ok(config) = serde_json::from_str::<serde_json::Value>(&row.config_text) else {
+            continue;
+        };
+        if config_path(&config, key).is_some() {
+            return Ok(());
+        }
+        first_config.get_or_insert(config);
+    }
+    let mut candidates: Vec<String> = metrics
+        .iter()
+        .chain(RUN_FIELDS.iter())
+        .map(|s| s.to_string())
+        .collect();
+    if let Some(c) = &first_config {
+        flatten_keys(c, "", &mut candidates);
+    }
+    let hint = crate::recipe::error::did_you_mean(key, candidates.iter().map(String::as_str))
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default();
+    Err(CliError::invalid(format!(
+        "{option}: unknown key `{key}`: no run's configuration has it, and it is not a metric \
+         ({}) or a run field ({}){hint}",
+        metrics.join(", "),
+        RUN_FIELDS.join(", ")
+    )))
+}
+
+/// Every dotted path of a JSON configuration (`model.dims.0`), leaves and tables alike.
+fn flatten_keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                let path = join(k);
+                out.push(path.clone());
+                flatten_keys(child, &path, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                let path = join(&i.to_string());
+                out.push(path.clone());
+                flatten_keys(child, &path, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A dotted key in a run's configuration: `model.dims.0` (the filter's spelling) or
+/// `model.dims[0]` (the `--set` spelling).
+fn config_path<'a>(config: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    filter::json_path(config, key).or_else(|| crate::plan::lookup_value(config, key))
 }
 
 /// Adapts a FnMut lookup (which caches the parsed config) to the filter's `Fn` interface.
@@ -101,9 +239,7 @@ fn lookup(
     if config.is_none() {
         *config = Some(serde_json::from_str(&row.config_text).unwrap_or(serde_json::Value::Null));
     }
-    config
-        .as_ref()
-        .and_then(|c| crate::plan::lookup_value(c, key).cloned())
+    config.as_ref().and_then(|c| config_path(c, key).cloned())
 }
 
 /// `runner leaderboard`.
@@ -113,6 +249,9 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
             "{}: no experiment store here yet (run `runner sweep RECIPE` first, or pass --db)",
             g.db.display()
         )));
+    }
+    if q.top == Some(0) {
+        return Err(CliError::invalid("--top: must be at least 1"));
     }
     let store = Store::open(&g.db)?;
     let ranked = rank(&store, q)?;
@@ -213,22 +352,26 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
 }
 
 fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Result<(), CliError> {
-    let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    // Grouped by the exact value (cells round numbers for display; 0.00151 and 0.00154 are two
+    // groups), keeping the JSON value itself for `--format json`.
+    let mut groups: BTreeMap<String, (serde_json::Value, Vec<f64>)> = BTreeMap::new();
     for r in ranked {
         let mut config = None;
-        // The exact value (cells round numbers for display; 0.00151 and 0.00154 are two groups).
-        let v = lookup(&r.row, key, &mut config)
-            .map(|v| match v {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Null => "-".into(),
-                other => other.to_string(),
-            })
-            .unwrap_or_else(|| "-".into());
-        groups.entry(v).or_default().push(r.value);
+        let value = lookup(&r.row, key, &mut config).unwrap_or(serde_json::Value::Null);
+        let label = match &value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".into(),
+            other => other.to_string(),
+        };
+        groups
+            .entry(label)
+            .or_insert_with(|| (value, Vec::new()))
+            .1
+            .push(r.value);
     }
-    let mut stats: Vec<(String, usize, f64, f64)> = groups
+    let mut stats: Vec<(String, serde_json::Value, usize, f64, f64)> = groups
         .into_iter()
-        .map(|(k, vals)| {
+        .map(|(label, (value, vals))| {
             let n = vals.len();
             let mean = vals.iter().sum::<f64>() / n as f64;
             let var = if n > 1 {
@@ -236,12 +379,12 @@ fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Resu
             } else {
                 0.0
             };
-            (k, n, mean, var.sqrt())
+            (label, value, n, mean, var.sqrt())
         })
         .collect();
     let max = maximize(&q.metric);
     stats.sort_by(|a, b| {
-        let o = a.2.total_cmp(&b.2);
+        let o = a.3.total_cmp(&b.3);
         if max {
             o.reverse()
         } else {
@@ -253,8 +396,11 @@ fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Resu
         Format::Json => {
             let list: Vec<serde_json::Value> = stats
                 .iter()
-                .map(|(k, n, m, s)| {
-                    serde_json::json!({ key: k, "runs": n, "mean": m, "std": s, "metric": q.metric })
+                .map(|(_, value, n, m, s)| {
+                    serde_json::json!({
+                        "group_by": key, "value": value, "runs": n, "mean": m, "std": s,
+                        "metric": q.metric
+                    })
                 })
                 .collect();
             print_json(&serde_json::Value::Array(list));
@@ -268,7 +414,9 @@ fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Resu
             ];
             let rows: Vec<Vec<String>> = stats
                 .iter()
-                .map(|(k, n, m, s)| vec![k.clone(), n.to_string(), fmt_num(*m), fmt_num(*s)])
+                .map(|(label, _, n, m, s)| {
+                    vec![label.clone(), n.to_string(), fmt_num(*m), fmt_num(*s)]
+                })
                 .collect();
             if format == Format::Csv {
                 print!("{}", csv(&headers, &rows));

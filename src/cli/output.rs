@@ -10,6 +10,23 @@ pub enum Format {
     Csv,
 }
 
+/// `--format` of the commands whose output is not one table: `table` or `json` (no `csv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ReportFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+impl From<ReportFormat> for Format {
+    fn from(f: ReportFormat) -> Format {
+        match f {
+            ReportFormat::Table => Format::Table,
+            ReportFormat::Json => Format::Json,
+        }
+    }
+}
+
 /// Prints JSON to stdout alone.
 pub fn print_json(v: &serde_json::Value) {
     println!(

@@ -245,15 +245,18 @@ pub fn sweep(
             rows.len(),
             started.elapsed().as_secs_f64()
         );
-        // End with the leaderboard of this recipe's runs.
-        let q = super::leaderboard::Query {
-            metric: "val_acc".into(),
-            top: Some(10),
-            recipe: Some(recipe.display().to_string()),
-            ..Default::default()
-        };
-        println!();
-        super::leaderboard::run(g, &q, Format::Table)?;
+        // End with the leaderboard of the runs this sweep planned.
+        if let Some(sweep_id) = rows.first().map(|r| r.sweep_id) {
+            let q = super::leaderboard::Query {
+                metric: "val_acc".into(),
+                top: Some(10),
+                sweep: Some(sweep_id),
+                ..Default::default()
+            };
+            println!();
+            eprintln!("leaderboard of sweep {sweep_id} (`runner leaderboard --sweep {sweep_id}`):");
+            super::leaderboard::run(g, &q, Format::Table)?;
+        }
     }
     let failed = rows
         .iter()
@@ -302,10 +305,10 @@ pub fn resume(
                 ..Default::default()
             };
             let ranked = super::leaderboard::rank(&store, &q)?;
-            ranked
-                .first()
-                .map(|r| r.row.id)
-                .ok_or_else(|| CliError::invalid(format!("no run has a recorded `{}`", q.metric)))?
+            ranked.first().map(|r| r.row.id).ok_or_else(|| {
+                // As `runner best` says it: a state of the store, not a bad argument.
+                CliError::failed(format!("no run has a recorded `{}` yet", q.metric))
+            })?
         }
     };
     let parent = store.run(parent_id)?;

@@ -40,6 +40,10 @@ pub fn run(
             dir.display()
         )));
     }
+    // Absolute, as the watcher reports changed files: one recipe is one path, whichever way
+    // the folder was named (`runner watch queue/` and an event for /abs/queue/a.toml).
+    let dir = &std::fs::canonicalize(dir)
+        .map_err(|e| CliError::invalid(format!("{}: {e}", dir.display())))?;
     let stop = crate::engine::signals::stop_flag();
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {

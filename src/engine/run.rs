@@ -423,7 +423,8 @@ impl<'a, 's> Runner<'a, 's> {
                     epoch,
                     split: "verify-dev".into(),
                     metric: s.metric.clone(),
-                    threshold: Some(s.threshold).filter(|t| t.is_finite()),
+                    // SQLite keeps +-infinity ("accept or reject every unknown"); NaN is NULL.
+                    threshold: Some(s.threshold).filter(|t| !t.is_nan()),
                     accuracy: s.metrics.accuracy,
                     accuracy_known: s.metrics.accuracy_known,
                     impostor_rejection: s.metrics.impostor_rejection,

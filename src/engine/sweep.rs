@@ -28,6 +28,8 @@ pub struct SweepOptions {
 /// One line of a sweep's summary.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SummaryRow {
+    /// The sweep this invocation recorded (`runner leaderboard --sweep ID`).
+    pub sweep_id: i64,
     pub index: usize,
     pub key: String,
     pub run_id: Option<i64>,
@@ -133,6 +135,7 @@ pub fn execute_sweep(
     let mut stopped = false;
     for run in runs {
         let mut row = SummaryRow {
+            sweep_id,
             index: run.index,
             key: run.key.clone(),
             run_id: None,

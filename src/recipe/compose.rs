@@ -20,16 +20,32 @@ pub struct Composed {
 }
 
 impl Composed {
-    /// The origin of `key` or of its closest written ancestor; the recipe file otherwise.
+    /// Where `key` was written: the key itself; else the first of its sub-keys that was written
+    /// (`--set nosection.x=1` for `nosection`); else, walking up, the `kind` that made it
+    /// apply (`--set scheduler.kind=step` for a missing `scheduler.step_size`) or the closest
+    /// written ancestor; the recipe file otherwise.
     pub fn origin_of(&self, key: &str) -> Origin {
-        let mut k = key.to_string();
-        loop {
-            if let Some(o) = self.origins.get(&k) {
+        if let Some(o) = self.origins.get(key) {
+            return o.clone();
+        }
+        if !key.is_empty() {
+            let (dot, bracket) = (format!("{key}."), format!("{key}["));
+            if let Some(o) = self
+                .origins
+                .iter()
+                .find(|(k, _)| k.starts_with(&dot) || k.starts_with(&bracket))
+                .map(|(_, o)| o)
+            {
                 return o.clone();
             }
-            match k.rfind(['.', '[']) {
-                Some(i) => k.truncate(i),
-                None => break,
+        }
+        let mut k = key.to_string();
+        while let Some(i) = k.rfind(['.', '[']) {
+            k.truncate(i);
+            for candidate in [format!("{k}.kind"), k.clone()] {
+                if let Some(o) = self.origins.get(&candidate) {
+                    return o.clone();
+                }
             }
         }
         Origin::File {

@@ -104,6 +104,52 @@ pub fn apply(composed: &mut Composed, ov: &Override) -> Result<(), RecipeError> 
     Ok(())
 }
 
+/// The value at a dotted key (`optimizer.kind`, `transforms.train[0].kind`), if present.
+pub fn get<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let path = parse_path(key)?;
+    let (first, rest) = path.split_first()?;
+    let Segment::Key(k) = first else {
+        return None;
+    };
+    rest.iter()
+        .try_fold(table.get(k)?, |cur, seg| match (seg, cur) {
+            (Segment::Key(k), toml::Value::Table(t)) => t.get(k),
+            (Segment::Index(i), toml::Value::Array(a)) => a.get(*i),
+            _ => None,
+        })
+}
+
+/// Removes the key at a dotted path (`optimizer.betas`, `transforms.train[0].size`) and its
+/// origins; whether it was there.
+pub fn remove(composed: &mut Composed, key: &str) -> bool {
+    let Some(path) = parse_path(key) else {
+        return false;
+    };
+    let Some((Segment::Key(last), parents)) = path.split_last() else {
+        return false;
+    };
+    let mut root = toml::Value::Table(std::mem::take(&mut composed.table));
+    let parent = parents
+        .iter()
+        .try_fold(&mut root, |cur, seg| match (seg, cur) {
+            (Segment::Key(k), toml::Value::Table(t)) => t.get_mut(k),
+            (Segment::Index(i), toml::Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        });
+    let removed = match parent {
+        Some(toml::Value::Table(t)) => t.remove(last).is_some(),
+        _ => false,
+    };
+    if let toml::Value::Table(t) = root {
+        composed.table = t;
+    }
+    let (dot, bracket) = (format!("{key}."), format!("{key}["));
+    composed
+        .origins
+        .retain(|k, _| !(k == key || k.starts_with(&dot) || k.starts_with(&bracket)));
+    removed
+}
+
 fn set_path(cur: &mut toml::Value, path: &[Segment], value: toml::Value) -> Result<(), String> {
     let Some((seg, rest)) = path.split_first() else {
         *cur = value;

@@ -9,7 +9,8 @@
 //! comparison := operand op operand
 //! operand    := key | string | number | "true" | "false"
 //! op         := "=" | "==" | "!=" | "<" | "<=" | ">" | ">="
-//! key        := name ("." name)*      name: [A-Za-z_][A-Za-z0-9_]* (after a dot: [A-Za-z0-9_]+)
+//! key        := name index* ("." name index*)*   name: [A-Za-z_][A-Za-z0-9_]* (after a dot:
+//!               [A-Za-z0-9_]+); index: "[" digits "]", read as ".digits" (`dims[0]` = `dims.0`)
 //! string     := "..." | '...'         escapes: \" \' \\ \n \t \r
 //! number     := -?digits[.digits][(e|E)[+-]digits]  (also .5, 1., -2e-3)
 //! ```
@@ -355,28 +356,54 @@ fn number(chars: &[char], start: usize) -> Result<(f64, usize), FilterError> {
     }
 }
 
+/// A dotted key; list indices may be written `[i]` as `--set` writes them, and read as `.i`
+/// (`model.dims[0]` is the key `model.dims.0`).
 fn key(chars: &[char], start: usize) -> Result<(String, usize), FilterError> {
     let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let found_at = |i: usize| {
+        chars
+            .get(i)
+            .map(|c| format!("`{c}`"))
+            .unwrap_or_else(|| "end of input".into())
+    };
+    let mut out = String::new();
     let mut i = start;
-    while i < chars.len() && name_char(chars[i]) {
-        i += 1;
-    }
-    while i < chars.len() && chars[i] == '.' {
-        let dot = i;
-        i += 1;
+    loop {
         let s = i;
         while i < chars.len() && name_char(chars[i]) {
             i += 1;
         }
         if i == s {
-            let found = chars
-                .get(i)
-                .map(|c| format!("`{c}`"))
-                .unwrap_or_else(|| "end of input".into());
-            return Err(FilterError::new(dot + 2, "a name after `.`", found));
+            return Err(FilterError::new(i + 1, "a name after `.`", found_at(i)));
+        }
+        out.extend(&chars[s..i]);
+        while i < chars.len() && chars[i] == '[' {
+            let d = i + 1;
+            i = d;
+            while i < chars.len() && chars[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i == d {
+                return Err(FilterError::new(
+                    i + 1,
+                    "a list index after `[`",
+                    found_at(i),
+                ));
+            }
+            if chars.get(i) != Some(&']') {
+                return Err(FilterError::new(i + 1, "`]`", found_at(i)));
+            }
+            out.push('.');
+            out.extend(&chars[d..i]);
+            i += 1;
+        }
+        if i < chars.len() && chars[i] == '.' {
+            out.push('.');
+            i += 1;
+        } else {
+            return Ok((out, i));
         }
     }
-    Ok((chars[start..i].iter().collect(), i))
 }
 
 fn string(chars: &[char], start: usize) -> Result<(String, usize), FilterError> {
@@ -904,6 +931,18 @@ mod tests {
         assert_eq!((e.column, e.expected.as_str()), (7, "a name after `.`"));
         let e = err("model.kind. = 1");
         assert_eq!(e.column, 12);
+        let e = err("model.dims[] = 1");
+        assert_eq!(
+            (e.column, e.expected.as_str()),
+            (12, "a list index after `[`")
+        );
+        let e = err("model.dims[0 = 1");
+        assert_eq!((e.column, e.expected.as_str()), (13, "`]`"));
+        // `[i]` reads as `.i`.
+        assert_eq!(
+            parse("model.dims[1] = 8").unwrap(),
+            parse("model.dims.1 = 8").unwrap()
+        );
         let e = err("a = 1.2.3");
         assert_eq!((e.column, e.found.as_str()), (5, "`1.2.3`"));
         let e = err("a = 12abc");

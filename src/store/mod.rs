@@ -190,6 +190,19 @@ impl Store {
         })
     }
 
+    /// Whether a sweep with this id was recorded.
+    pub fn sweep_exists(&self, sweep_id: i64) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM sweeps WHERE id = ?1",
+                params![sweep_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|e| self.err(e))
+    }
+
     /// Records that a sweep planned a run (new or already there).
     pub fn add_to_sweep(&mut self, sweep_id: i64, run_id: i64) -> Result<(), StoreError> {
         self.write(|tx| {

@@ -199,6 +199,9 @@ pub struct VerificationRecord {
     pub epoch: u32,
     pub split: String,
     pub metric: String,
+    /// The decision threshold; +-infinity when tuning found accepting (or rejecting) every
+    /// unknown best (JSON: "inf" / "-inf", as `eval` prints it).
+    #[serde(serialize_with = "number_or_infinity")]
     pub threshold: Option<f64>,
     pub accuracy: f64,
     pub accuracy_known: Option<f64>,
@@ -217,6 +220,14 @@ impl VerificationRecord {
             accuracy_known: r.get(6)?,
             impostor_rejection: r.get(7)?,
         })
+    }
+}
+
+/// A number as JSON, and +-infinity (which JSON lacks) as the text "inf" / "-inf".
+fn number_or_infinity<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(x) if x.is_infinite() => s.serialize_str(&x.to_string()),
+        other => other.serialize(s),
     }
 }
 
