@@ -417,7 +417,7 @@ impl Checker<'_> {
                         "must be < num_magnitude_bins",
                     );
                 }
-                TransformSpec::ToTensor => {}
+                TransformSpec::ToTensor {} => {}
                 TransformSpec::Normalize { std, .. } => self.require(
                     std.iter().all(|s| *s > 0.0),
                     &k("std"),
