@@ -38,6 +38,21 @@ pub struct CourseData {
     pub unknown_test_labels: Option<HashMap<String, String>>,
 }
 
+/// A part of the course layout that a command may need ([`CourseData::require`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `classification/dev`
+    Dev,
+    /// `classification/test`
+    Test,
+    /// `verification/known`, the gallery
+    Known,
+    /// `verification/unknown_dev`
+    UnknownDev,
+    /// `verification/unknown_test`
+    UnknownTest,
+}
+
 /// Image file extensions the layout accepts.
 pub fn is_image(path: &Path) -> bool {
     matches!(
@@ -298,6 +313,41 @@ impl CourseData {
             unknown_test,
             unknown_test_labels,
         })
+    }
+
+    /// Fails, naming the folder, when a part of the layout a command needs is missing or
+    /// has no images. Reading a set leaves `classification/test` and `verification/` optional
+    /// (training does without them); scoring or predicting on them does not.
+    pub fn require(&self, part: Part) -> Result<(), DataError> {
+        let (dir, empty) = match part {
+            Part::Dev => (
+                self.root.join("classification").join("dev"),
+                self.dev.is_empty(),
+            ),
+            Part::Test => (
+                self.root.join("classification").join("test"),
+                self.test.is_empty(),
+            ),
+            Part::Known => (
+                self.root.join("verification").join("known"),
+                self.known.is_empty(),
+            ),
+            Part::UnknownDev => (
+                self.root.join("verification").join("unknown_dev"),
+                self.unknown_dev.is_empty(),
+            ),
+            Part::UnknownTest => (
+                self.root.join("verification").join("unknown_test"),
+                self.unknown_test.is_empty(),
+            ),
+        };
+        if !dir.is_dir() {
+            return Err(DataError::MissingFolder(dir));
+        }
+        if empty {
+            return Err(DataError::layout(dir, "no images"));
+        }
+        Ok(())
     }
 
     /// Whether the set has a verification part with labelled `unknown_dev` images.
