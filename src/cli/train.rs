@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::output::{cell, fmt_num, print_json, table, Format};
 use super::{parse_sets, CliError, Global};
+use crate::engine::preflight::Preflight;
 use crate::engine::progress::Reporter;
 use crate::engine::sweep::{
     execute_sweep, new_run, start_for, Heartbeat, SweepOptions, STALE_AFTER,
@@ -79,6 +80,8 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
             runs.len()
         )));
     };
+    // the data and the model must fit before a run is recorded
+    Preflight::default().check(&planned.recipe)?;
     let mut store = Store::open(&g.db)?;
     let record = new_run(&recipe.display().to_string(), planned, None);
     let (id, start) = if force {
@@ -137,6 +140,10 @@ pub fn sweep(
     let runs = super::plan::plan_recipe(recipe, &sets)?;
     if dry_run {
         return super::plan::run(g, recipe, &sets, o.format);
+    }
+    let mut preflight = Preflight::default();
+    for r in &runs {
+        preflight.check(&r.recipe)?;
     }
     let mut store = Store::open(&g.db)?;
     let started = std::time::Instant::now();

@@ -123,6 +123,11 @@ fn process(
             return;
         }
     };
+    let mut preflight = crate::engine::preflight::Preflight::default();
+    if let Some(e) = runs.iter().find_map(|r| preflight.check(&r.recipe).err()) {
+        eprintln!("skipping {}: {e}", path.display());
+        return;
+    }
     reporter.info(&format!("{}: {} run(s)", path.display(), runs.len()));
     let result = Store::open(&g.db)
         .map_err(|e| e.to_string())

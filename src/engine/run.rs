@@ -157,7 +157,8 @@ impl<'a, 's> Runner<'a, 's> {
             )));
         }
         check_plateau_monitor(r, &data, &root)?;
-        let num_classes = r.model.num_classes.unwrap_or(data.classes.len());
+        let num_classes = super::preflight::num_classes(r, &data)
+            .map_err(|e| EngineError::Other(e.to_string()))?;
         let seeded = SeededVarMap::new(VarMap::new(), r.train.seed);
         let vb = seeded.var_builder(&device);
         let model = crate::model::build(&r.model, num_classes, vb.clone())?;

@@ -1,0 +1,108 @@
+//! Input that cannot work is refused before a run is recorded, through the real binary: exit
+//! status 2, an error naming the key or file, and nothing written to the store. Inputs too
+//! small for the model, a classifier smaller than the data.
+
+mod common;
+
+use common::{assert_invalid, folder_recipe, runs_in_store, s, stderr, synth_folder, Env};
+
+const NO_RESIZE: &str = "transforms.train=[{ kind = \"to_tensor\" }]";
+
+#[test]
+fn inputs_too_small_for_the_model_are_refused_before_a_run_exists() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    // data.image_size: what inspect and bench use
+    for cmd in [&["inspect"][..], &["bench", "train", "--steps", "1"][..]] {
+        let mut args = cmd.to_vec();
+        args.extend([s(&r), "--set", "data.image_size=16"]);
+        assert_invalid(&env.run(&args), &["data.image_size", ">= 32", "ConvNeXt"]);
+    }
+    // built-in images at their own size (no resizing transform)
+    for cmd in ["run", "sweep"] {
+        let out = env.run(&[
+            cmd,
+            s(&r),
+            "--set",
+            "data.synth.size=16",
+            "--set",
+            NO_RESIZE,
+        ]);
+        assert_invalid(&out, &["data.synth.size", "16 px", ">= 32"]);
+    }
+    // a transform that makes them too small
+    let out = env.run(&["run", s(&r), "--set", "transforms.train[0].size=16"]);
+    assert_invalid(&out, &["transforms.train[0].size", "16 px", ">= 32"]);
+    // a folder's images, only known once the run starts: refused before the run row
+    let small = env.path("small16");
+    synth_folder(&env, &small, 16);
+    let f = folder_recipe(&env, "f.toml", &small, "", "");
+    let out = env.run(&["run", s(&f), "--set", NO_RESIZE]);
+    assert_invalid(
+        &out,
+        &[
+            "transforms.train",
+            "small16/classification/train",
+            "16x16",
+            ">= 32",
+        ],
+    );
+    let out = env.run(&["sweep", s(&f), "--set", NO_RESIZE]);
+    assert_invalid(&out, &["small16/classification/train", "16x16"]);
+    assert_eq!(runs_in_store(&env), 0, "invalid input writes no run");
+
+    // ResNet and MobileNet run at 8 px: nothing refused there
+    let text = std::fs::read_to_string(&f).unwrap().replace(
+        "kind = \"convnext\"\ndepths = [1, 1, 1, 1]\ndims = [8, 16, 24, 32]",
+        "kind = \"resnet\"\npreset = \"18\"",
+    );
+    assert!(text.contains("resnet"));
+    let res = env.path("res.toml");
+    std::fs::write(&res, text).unwrap();
+    let out = env.run(&["inspect", s(&res), "--set", "data.image_size=8"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = env.json(&[
+        "run",
+        s(&res),
+        "--set",
+        NO_RESIZE,
+        "--set",
+        "train.epochs=1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run["status"], "done", "{run}");
+}
+
+#[test]
+fn num_classes_must_cover_the_data_identities() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let out = env.run(&["run", s(&r), "--set", "model.num_classes=2"]);
+    assert_invalid(&out, &["model.num_classes = 2", "6 identities"]);
+    assert_eq!(runs_in_store(&env), 0, "invalid input writes no run");
+    // more outputs than identities train (the extra ones unused)
+    let run = env.json(&[
+        "run",
+        s(&r),
+        "--set",
+        "model.num_classes=9",
+        "--set",
+        "train.epochs=1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run["status"], "done", "{run}");
+    let dev = env.json(&[
+        "eval",
+        &run["id"].to_string(),
+        "--split",
+        "dev",
+        "--format",
+        "json",
+    ]);
+    assert!(dev["accuracy"].as_f64().is_some(), "{dev}");
+    // inspect's --classes is input too
+    let out = env.run(&["inspect", s(&r), "--classes", "0"]);
+    assert_invalid(&out, &["--classes", ">= 1"]);
+}
