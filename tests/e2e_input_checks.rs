@@ -1,6 +1,7 @@
 //! Input that cannot work is refused before a run is recorded, through the real binary: exit
 //! status 2, an error naming the key or file, and nothing written to the store. Inputs too
-//! small for the model, a classifier smaller than the data.
+//! small for the model, a classifier smaller than the data, a corrupt or mismatched
+//! checkpoint to resume from.
 
 mod common;
 
@@ -105,4 +106,46 @@ fn num_classes_must_cover_the_data_identities() {
     // inspect's --classes is input too
     let out = env.run(&["inspect", s(&r), "--classes", "0"]);
     assert_invalid(&out, &["--classes", ">= 1"]);
+}
+
+#[test]
+fn resume_refuses_a_bad_checkpoint_before_recording_a_run() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let run = env.json(&["run", s(&r), "--format", "json"]);
+    assert_eq!(run["status"], "done");
+    let id = run["id"].to_string();
+    // a model the checkpoint does not fit
+    let out = env.run(&[
+        "resume",
+        &id,
+        "--epochs",
+        "4",
+        "--set",
+        "model.dims=[8, 16, 24, 48]",
+    ]);
+    assert_invalid(&out, &["checkpoint", ".safetensors", "shape"]);
+    assert_eq!(runs_in_store(&env), 1);
+    // every checkpoint cut short
+    let show = env.json(&["show", &id, "--format", "json"]);
+    let paths: Vec<String> = show["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kept"].as_bool().unwrap())
+        .map(|c| c["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!paths.is_empty());
+    for p in &paths {
+        let bytes = std::fs::read(p).unwrap();
+        std::fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let out = env.run(&["resume", &id, "--epochs", "4"]);
+    assert_invalid(&out, &["truncated or corrupt"]);
+    assert!(
+        paths.iter().any(|p| stderr(&out).contains(p.as_str())),
+        "names the file: {}",
+        stderr(&out)
+    );
+    assert_eq!(runs_in_store(&env), 1, "no failed run left behind");
 }

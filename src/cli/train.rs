@@ -387,6 +387,10 @@ pub fn resume(
             ck.epoch, recipe.train.epochs, ck.epoch
         )));
     }
+    // a corrupt checkpoint, or a model it does not fit, is refused before the run exists
+    let mut preflight = Preflight::default();
+    preflight.check(&recipe)?;
+    preflight.check_checkpoint(&recipe, Path::new(&ck.path))?;
     let fp = parent.data_fingerprint.clone().unwrap_or_default();
     let key = crate::plan::key::run_key(&recipe, &fp);
     let id = store.create_claimed(&NewRun {

@@ -1,14 +1,17 @@
 //! Checks made before a run is recorded in the store: what recipe validation cannot see
-//! without the data. The model's classifier must cover the data's identities, and the
-//! images must reach the model large enough for its downsampling. Failing any of them is
+//! without the data or a checkpoint. The model's classifier must cover the data's
+//! identities, the images must reach the model large enough for its downsampling, and a
+//! checkpoint a run starts from must be readable and fit the model. Failing any of them is
 //! invalid input (exit status 2, nothing written to the store), not a failed run.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::data::{CourseData, DataError};
+use crate::model::{ModelError, ShapeRecorder};
 use crate::recipe::validate::output_side_bound;
 use crate::recipe::Recipe;
+use crate::train::TrainError;
 
 /// Why a run cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,11 @@ pub enum PreflightError {
         height: u32,
         why: String,
     },
+    /// A checkpoint that cannot be read or does not fit the model (names the file).
+    #[error(transparent)]
+    Checkpoint(TrainError),
+    #[error(transparent)]
+    Model(ModelError),
 }
 
 impl PreflightError {
@@ -139,5 +147,37 @@ impl Preflight {
             }
         }
         Ok(())
+    }
+
+    /// Checks a checkpoint a new run starts from: it reads back intact (format, checksum)
+    /// and its model tensors have the names and shapes of the model `recipe` builds.
+    pub fn check_checkpoint(&mut self, recipe: &Recipe, path: &Path) -> Result<(), PreflightError> {
+        let n = num_classes(recipe, &self.facts(recipe)?.data)?;
+        let ck =
+            crate::train::checkpoint::read_checkpoint(path).map_err(PreflightError::Checkpoint)?;
+        let rec = ShapeRecorder::default();
+        let vb = rec.var_builder();
+        let model =
+            crate::model::build(&recipe.model, n, vb.clone()).map_err(PreflightError::Model)?;
+        crate::train::margin::MarginHead::build(
+            &recipe.loss,
+            vb.pp("margin_head"),
+            model.embedding_dim(),
+            n,
+        )
+        .map_err(|e| PreflightError::Model(ModelError::Candle(e)))?;
+        let shapes = rec.entries();
+        crate::train::checkpoint::check_model_shapes(
+            &ck.model,
+            shapes
+                .iter()
+                .map(|(name, dims)| (name.as_str(), dims.as_slice())),
+        )
+        .map_err(|e| {
+            PreflightError::Checkpoint(TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                msg: format!("{e} (the recipe's model differs from the one that wrote it)"),
+            })
+        })
     }
 }
