@@ -149,3 +149,20 @@ fn resume_refuses_a_bad_checkpoint_before_recording_a_run() {
     );
     assert_eq!(runs_in_store(&env), 1, "no failed run left behind");
 }
+
+/// The checks read the data, so they are left out for a run that is already done: `run` and
+/// `sweep` of a finished recipe print it without regenerating a deleted built-in set.
+#[test]
+fn a_done_run_is_not_checked_again() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let run = env.json(&["run", s(&r), "--set", "train.epochs=1", "--format", "json"]);
+    assert_eq!(run["status"], "done");
+    std::fs::remove_dir_all(env.path("data")).unwrap();
+    for cmd in ["run", "sweep"] {
+        let out = env.run(&[cmd, s(&r), "--set", "train.epochs=1"]);
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+        assert!(!env.path("data").exists(), "{cmd} regenerated the data");
+    }
+    assert_eq!(runs_in_store(&env), 1);
+}

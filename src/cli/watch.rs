@@ -124,7 +124,13 @@ fn process(
         }
     };
     let mut preflight = crate::engine::preflight::Preflight::default();
-    if let Some(e) = runs.iter().find_map(|r| preflight.check(&r.recipe).err()) {
+    let unusable = runs
+        .iter()
+        .find_map(|r| match super::train::already_done(g, &r.key) {
+            Ok(true) => None,
+            _ => preflight.check(&r.recipe).err(),
+        });
+    if let Some(e) = unusable {
         eprintln!("skipping {}: {e}", path.display());
         return;
     }
