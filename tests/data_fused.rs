@@ -63,25 +63,25 @@ fn variants() -> Vec<Vec<TransformSpec>> {
             rrc(24, 24, [0.08, 1.0]),
             flip(0.5),
             jitter(0.4, 0.4, 0.4),
-            ToTensor,
+            ToTensor {},
             normalize(),
         ],
         vec![
             rrc(20, 28, [0.08, 1.0]),
             jitter(0.9, 0.9, 0.9),
             flip(0.5),
-            ToTensor,
+            ToTensor {},
         ],
-        vec![rrc(40, 40, [0.5, 1.0]), flip(1.0), ToTensor, normalize()],
+        vec![rrc(40, 40, [0.5, 1.0]), flip(1.0), ToTensor {}, normalize()],
         vec![rrc(16, 16, [0.08, 1.0])],
-        vec![rrc(24, 24, [0.08, 1.0]), jitter(0.0, 0.8, 0.0), ToTensor],
+        vec![rrc(24, 24, [0.08, 1.0]), jitter(0.0, 0.8, 0.0), ToTensor {}],
         vec![
             rrc(24, 24, [0.08, 1.0]),
             jitter(0.5, 0.0, 1.0),
             jitter(0.0, 0.7, 0.0),
             flip(0.5),
             flip(0.5),
-            ToTensor,
+            ToTensor {},
             normalize(),
         ],
         vec![
@@ -98,7 +98,7 @@ fn variants() -> Vec<Vec<TransformSpec>> {
                 saturation: Some(RangeSpec::Range([0.0, 3.0])),
                 hue: None,
             },
-            ToTensor,
+            ToTensor {},
             normalize(),
         ],
         // infinite factors: Pillow's clipping, and 0 where the blend is inf * 0 = NaN
@@ -110,7 +110,7 @@ fn variants() -> Vec<Vec<TransformSpec>> {
                 saturation: Some(RangeSpec::Range([0.0, f64::INFINITY])),
                 hue: None,
             },
-            ToTensor,
+            ToTensor {},
         ],
     ]
 }
@@ -175,12 +175,12 @@ fn other_pipelines_are_not_fused() {
             saturation: None,
             hue: Some(RangeSpec::Scalar(0.1)),
         },
-        TransformSpec::ToTensor,
+        TransformSpec::ToTensor {},
     ];
     assert!(!build(&with_hue).unwrap().is_fused());
     let erasing = vec![
         rrc(24, 24, [0.08, 1.0]),
-        TransformSpec::ToTensor,
+        TransformSpec::ToTensor {},
         TransformSpec::RandomErasing {
             p: 0.5,
             scale: [0.02, 0.33],
@@ -189,7 +189,11 @@ fn other_pipelines_are_not_fused() {
         },
     ];
     assert!(!build(&erasing).unwrap().is_fused());
-    let tensor_flip = vec![rrc(24, 24, [0.08, 1.0]), TransformSpec::ToTensor, flip(0.5)];
+    let tensor_flip = vec![
+        rrc(24, 24, [0.08, 1.0]),
+        TransformSpec::ToTensor {},
+        flip(0.5),
+    ];
     assert!(!build(&tensor_flip).unwrap().is_fused());
 }
 

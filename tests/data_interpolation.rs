@@ -91,7 +91,7 @@ fn compute(case: &Case, img: &image::RgbImage) -> (image::RgbImage, Option<Vec<f
         "resize" => {
             let (w, h) = output_size(img.width(), img.height(), case.size.spec(), case.max_size);
             let u8_out = resize_with(img, w, h, case.interpolation);
-            let p = build(&[resize_spec(case), TransformSpec::ToTensor]).expect("build");
+            let p = build(&[resize_spec(case), TransformSpec::ToTensor {}]).expect("build");
             let t = p
                 .apply(img.clone(), &mut sample_rng(0, 0, 0))
                 .expect("apply");
@@ -233,7 +233,7 @@ fn fused_path_follows_pillows_pass_order() {
             antialias: true,
         },
         TransformSpec::HorizontalFlip { p: 0.0 },
-        TransformSpec::ToTensor,
+        TransformSpec::ToTensor {},
     ])
     .expect("build");
     assert!(p.is_fused());
@@ -301,7 +301,7 @@ fn random_resized_crop_uses_its_interpolation_and_skips_the_fused_path() {
         vec![
             rrc(interpolation),
             TransformSpec::HorizontalFlip { p: 0.0 },
-            TransformSpec::ToTensor,
+            TransformSpec::ToTensor {},
         ]
     };
     let bicubic = build(&specs(Interpolation::Bicubic)).expect("build");

@@ -103,11 +103,45 @@ fn pairs_format() {
     assert!(pairs[0].2);
     assert_eq!(pairs[1].1, Path::new("/abs/3.jpg"));
     assert!(!pairs[1].2);
-    std::fs::write(&p, "a b maybe\nc d 1\n").unwrap();
-    assert!(read_pairs(&p).is_err() || read_pairs(&p).unwrap().len() == 1);
     std::fs::write(&p, "a b 1\nc d maybe\n").unwrap();
     let err = read_pairs(&p).unwrap_err();
     assert!(err.to_string().contains("line 2"), "{err}");
+}
+
+/// A first line is a header only when it looks like one; a bad label on a first line of
+/// image paths is an error naming the file and line, not a silently dropped pair.
+#[test]
+fn pairs_header_only_when_it_looks_like_one() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("pairs.txt");
+    for bad in ["maybe", "2", "y"] {
+        std::fs::write(&p, format!("a.jpg b.jpg {bad}\nc.jpg d.jpg 1\n")).unwrap();
+        let err = read_pairs(&p).expect_err(bad).to_string();
+        assert!(
+            err.contains("pairs.txt") && err.contains("line 1") && err.contains(bad),
+            "{bad}: {err}"
+        );
+    }
+    // existing files without an image extension are image paths too
+    std::fs::write(t.path().join("x"), b"").unwrap();
+    std::fs::write(&p, "x x maybe\nc.jpg d.jpg 1\n").unwrap();
+    assert!(read_pairs(&p).is_err());
+    // headers: known words, with or without commas, also after leading comments
+    for header in [
+        "img1 img2 same",
+        "image_a,image_b,label",
+        "# list v1\n\n#x\nleft right match",
+    ] {
+        std::fs::write(&p, format!("{header}\nc.jpg d.jpg 1\ne.jpg f.jpg no\n")).unwrap();
+        let pairs = read_pairs(&p).unwrap_or_else(|e| panic!("{header}: {e}"));
+        assert_eq!(pairs.len(), 2, "{header}");
+        assert_eq!(pairs[0].0, t.path().join("c.jpg"));
+        assert!(pairs[0].2 && !pairs[1].2);
+    }
+    // only the first line may be a header
+    std::fs::write(&p, "c.jpg d.jpg 1\nimg1 img2 same\n").unwrap();
+    let err = read_pairs(&p).unwrap_err().to_string();
+    assert!(err.contains("line 2"), "{err}");
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn train_specs() -> Vec<TransformSpec> {
             antialias: true,
         },
         TransformSpec::HorizontalFlip { p: 0.5 },
-        TransformSpec::ToTensor,
+        TransformSpec::ToTensor {},
         TransformSpec::Normalize {
             mean: [0.5; 3],
             std: [0.25; 3],
@@ -102,7 +102,7 @@ fn eval_keeps_order_and_last_batch() {
             max_size: None,
             antialias: true,
         },
-        TransformSpec::ToTensor,
+        TransformSpec::ToTensor {},
     ])
     .unwrap();
     let mut c = cfg(2, false, false);
@@ -133,7 +133,7 @@ fn bad_images_skip_or_fail() {
     items.insert(1, (bad.clone(), 0));
     let mut c = cfg(2, false, false);
     c.on_bad_image = BadImagePolicy::Skip;
-    let eval = || build(&[TransformSpec::ToTensor]).unwrap();
+    let eval = || build(&[TransformSpec::ToTensor {}]).unwrap();
     let l = Loader::new(items.clone(), eval(), c.clone()).unwrap();
     let n: usize = collect(&l, 0).iter().map(|b| b.1.len()).sum();
     assert_eq!(n, items.len() - 1);

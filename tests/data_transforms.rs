@@ -68,7 +68,7 @@ fn resize(size: SizeSpec) -> TransformSpec {
 
 #[test]
 fn to_tensor_matches() {
-    check("to_tensor", &[TransformSpec::ToTensor], 0.0);
+    check("to_tensor", &[TransformSpec::ToTensor {}], 0.0);
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn resize_square_matches() {
         "resize_64x64_bilinear_antialias",
         &[
             resize(SizeSpec::HeightWidth([64, 64])),
-            TransformSpec::ToTensor,
+            TransformSpec::ToTensor {},
         ],
         0.0,
     );
@@ -87,7 +87,7 @@ fn resize_square_matches() {
 fn resize_shorter_side_matches() {
     check(
         "resize_short_48_bilinear",
-        &[resize(SizeSpec::Square(48)), TransformSpec::ToTensor],
+        &[resize(SizeSpec::Square(48)), TransformSpec::ToTensor {}],
         0.0,
     );
 }
@@ -98,7 +98,7 @@ fn resize_upsample_matches() {
         "resize_128x128_bilinear_upsample",
         &[
             resize(SizeSpec::HeightWidth([128, 128])),
-            TransformSpec::ToTensor,
+            TransformSpec::ToTensor {},
         ],
         0.0,
     );
@@ -112,7 +112,7 @@ fn center_crop_matches() {
             TransformSpec::CenterCrop {
                 size: SizeSpec::Square(64),
             },
-            TransformSpec::ToTensor,
+            TransformSpec::ToTensor {},
         ],
         0.0,
     );
@@ -124,7 +124,7 @@ fn hflip_matches() {
         "hflip",
         &[
             TransformSpec::HorizontalFlip { p: 1.0 },
-            TransformSpec::ToTensor,
+            TransformSpec::ToTensor {},
         ],
         0.0,
     );
@@ -132,7 +132,7 @@ fn hflip_matches() {
     check(
         "hflip",
         &[
-            TransformSpec::ToTensor,
+            TransformSpec::ToTensor {},
             TransformSpec::HorizontalFlip { p: 1.0 },
         ],
         0.0,
@@ -144,7 +144,7 @@ fn normalize_matches() {
     check(
         "normalize_imagenet",
         &[
-            TransformSpec::ToTensor,
+            TransformSpec::ToTensor {},
             TransformSpec::Normalize {
                 mean: MEAN,
                 std: STD,
@@ -163,7 +163,7 @@ fn chain_matches() {
             TransformSpec::CenterCrop {
                 size: SizeSpec::Square(56),
             },
-            TransformSpec::ToTensor,
+            TransformSpec::ToTensor {},
             TransformSpec::Normalize {
                 mean: MEAN,
                 std: STD,
@@ -180,7 +180,7 @@ fn center_crop_pads_when_larger() {
         TransformSpec::CenterCrop {
             size: SizeSpec::HeightWidth([4, 6]),
         },
-        TransformSpec::ToTensor,
+        TransformSpec::ToTensor {},
     ])
     .unwrap();
     let t = p.apply(img, &mut sample_rng(0, 0, 0)).unwrap();
@@ -239,7 +239,7 @@ fn random_specs() -> Vec<Vec<TransformSpec>> {
             fill: 0,
         }],
         vec![
-            TransformSpec::ToTensor,
+            TransformSpec::ToTensor {},
             TransformSpec::RandomErasing {
                 p: 1.0,
                 scale: [0.02, 0.33],
@@ -301,7 +301,7 @@ fn flip_probability() {
 #[test]
 fn erasing_probability_and_value() {
     let p = build(&[
-        TransformSpec::ToTensor,
+        TransformSpec::ToTensor {},
         TransformSpec::RandomErasing {
             p: 0.5,
             scale: [0.02, 0.33],
@@ -332,7 +332,7 @@ fn bad_order_is_rejected() {
     }])
     .unwrap_err();
     assert!(err.to_string().contains("normalize"), "{err}");
-    let err = build(&[TransformSpec::ToTensor, resize(SizeSpec::Square(8))]).unwrap_err();
+    let err = build(&[TransformSpec::ToTensor {}, resize(SizeSpec::Square(8))]).unwrap_err();
     assert!(err.to_string().contains("resize"), "{err}");
 }
 
@@ -608,7 +608,7 @@ fn erasing(
     ratio: [f64; 2],
 ) -> runner::data::transforms::Pipeline {
     build(&[
-        TransformSpec::ToTensor,
+        TransformSpec::ToTensor {},
         TransformSpec::RandomErasing {
             p: 1.0,
             scale,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{s, sorted_files, Env};
+use common::{assert_invalid, folder_recipe, s, sorted_files, synth_folder, Env};
 
 #[test]
 fn eval_prints_metrics_and_writes_course_submissions() {
@@ -168,4 +168,81 @@ fn eval_prints_metrics_and_writes_course_submissions() {
     // Bad references are invalid input.
     let out = env.run(&["eval", "no-such-run", "--split", "dev"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The folders a split reads must be there (training does without them); an eval whose
+/// images were all unreadable scores nothing and says so with null metrics.
+#[test]
+fn eval_needs_its_split_and_reports_null_when_every_image_was_unreadable() {
+    let env = Env::new();
+    let data = env.path("faces");
+    synth_folder(&env, &data, 32);
+    let r = folder_recipe(&env, "r.toml", &data, "on_bad_image = \"skip\"", "");
+    let run = env.json(&["run", s(&r), "--set", "train.epochs=1", "--format", "json"]);
+    let id = run["id"].to_string();
+
+    // every test image unreadable: nothing scored, so no accuracy (not 0)
+    let test_dir = data.join("classification/test");
+    let test_images = sorted_files(&test_dir);
+    for p in &test_images {
+        std::fs::write(p, b"this is not a JPEG").unwrap();
+    }
+    let rep = env.json(&["eval", &id, "--split", "test", "--format", "json"]);
+    assert!(rep["accuracy"].is_null(), "{rep}");
+    assert_eq!(rep["images"], 0, "{rep}");
+    assert_eq!(
+        rep["skipped"].as_array().map(Vec::len),
+        Some(test_images.len())
+    );
+    let pairs = env.path("pairs.txt");
+    std::fs::write(
+        &pairs,
+        format!(
+            "{} {} 1\n{} {} 0\n",
+            test_images[0].display(),
+            test_images[1].display(),
+            test_images[0].display(),
+            test_images[2].display()
+        ),
+    )
+    .unwrap();
+    let rep = env.json(&[
+        "eval",
+        &id,
+        "--split",
+        "pairs",
+        "--pairs",
+        s(&pairs),
+        "--format",
+        "json",
+    ]);
+    assert!(rep["roc_auc"].is_null() && rep["eer"].is_null(), "{rep}");
+    assert_eq!(rep["pairs"], 0, "{rep}");
+
+    // a missing folder is named, and no submission is written
+    std::fs::remove_dir_all(&test_dir).unwrap();
+    let sub = env.path("sub.csv");
+    for extra in [&[][..], &["--submission", s(&sub)][..]] {
+        let mut args = vec!["eval", id.as_str(), "--split", "test"];
+        args.extend(extra);
+        assert_invalid(
+            &env.run(&args),
+            &["--split test", "faces/classification/test"],
+        );
+    }
+    assert!(!sub.exists());
+    std::fs::remove_dir_all(data.join("verification/unknown_test")).unwrap();
+    let out = env.run(&["eval", &id, "--split", "verify-test"]);
+    assert_invalid(&out, &["faces/verification/unknown_test"]);
+    std::fs::rename(data.join("verification"), env.path("verification.away")).unwrap();
+    for split in ["verify-dev", "verify-test"] {
+        let out = env.run(&["eval", &id, "--split", split]);
+        assert_invalid(&out, &["faces/verification/known"]);
+    }
+    let out = env.run(&["data", "baseline", s(&r)]);
+    assert_invalid(&out, &["faces/verification/known"]);
+    // training does without verification data
+    let run = env.json(&["run", s(&r), "--set", "train.epochs=1", "--format", "json"]);
+    assert_eq!(run["status"], "done", "{run}");
+    assert!(run["metrics"].get("verify_acc").is_none(), "{run}");
 }

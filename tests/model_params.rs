@@ -306,3 +306,56 @@ fn mixed_precision_follows_f32_and_every_master_weight_gets_an_f32_gradient() {
         }
     }
 }
+
+/// `min_input_side` is what the architectures really take: every family trains a step
+/// (forward in train mode, backward) at its minimum (8 px for ResNet and MobileNet, the
+/// recipe floor; 32 px for a four-stage ConvNeXt, 16 px for three stages), and a ConvNeXt
+/// one pixel under it is refused with an error naming the size, not a kernel panic.
+#[test]
+fn every_family_runs_at_its_minimum_input_side() {
+    let mut rng = runner::engine::init::TensorRng::new(45);
+    let dev = Device::Cpu;
+    let mut configs = tiny_configs();
+    let mut three = model_cfg(ModelKind::Convnext, None);
+    three.depths = Some(vec![1, 1, 1]);
+    three.dims = Some(vec![8, 16, 24]);
+    configs.push(("convnext three stages", three));
+    let mut four = model_cfg(ModelKind::Convnext, None);
+    four.depths = Some(vec![1, 1, 1, 1]);
+    four.dims = Some(vec![8, 8, 8, 8]);
+    configs.push(("convnext four stages", four));
+    configs.push((
+        "convnext atto preset",
+        model_cfg(ModelKind::Convnext, Some("atto")),
+    ));
+    for (what, c) in configs {
+        let min = runner::model::min_input_side(&c) as usize;
+        let expected = match c.kind {
+            ModelKind::Convnext => 4 << (c.depths.as_ref().map_or(4, Vec::len) - 1),
+            _ => 1,
+        };
+        assert_eq!(min, expected, "{what}");
+        let varmap = VarMap::new();
+        let model = build(&c, 5, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        // the minimum itself, and the recipe floor of 8 px
+        for side in [min, min.max(8)] {
+            let x = rng.randn(0f32, 1.0, (2, 3, side, side), &dev).unwrap();
+            let logits = model
+                .forward(&x, &mut ForwardCtx::train(1))
+                .unwrap_or_else(|e| panic!("{what} at {side} px: {e}"));
+            assert_eq!(logits.dims(), &[2, 5], "{what}");
+            logits.sum_all().unwrap().backward().unwrap();
+        }
+        if c.kind == ModelKind::Convnext {
+            let x = rng.randn(0f32, 1.0, (2, 3, min - 1, min), &dev).unwrap();
+            let err = model
+                .forward(&x, &mut ForwardCtx::train(1))
+                .expect_err(what)
+                .to_string();
+            assert!(
+                err.contains("too small") && err.contains(&format!("{min}x{min}")),
+                "{what}: {err}"
+            );
+        }
+    }
+}

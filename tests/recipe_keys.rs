@@ -108,3 +108,28 @@ fn new_transform_options_at_their_defaults_keep_the_key() {
     }
     assert_ne!(bicubic, nearest_eval);
 }
+
+/// `to_tensor` has no parameters: a stray key is an error naming it (it used to be ignored,
+/// a unit variant escaping `deny_unknown_fields`), and the pinned key above, which has two
+/// `to_tensor`s, holds (checked in `new_transform_options_at_their_defaults_keep_the_key`).
+#[test]
+fn to_tensor_refuses_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.toml");
+    std::fs::write(&path, RECIPE.replace("TRAIN", "").replace("EVAL", "")).unwrap();
+    for set in ["transforms.train[1].bogus=3", "transforms.eval[1].p=0.5"] {
+        let ov = Override::parse(set).unwrap();
+        let err = plan_file(&path, &[ov], &fixed_fingerprint)
+            .map(|_| ())
+            .expect_err(set)
+            .to_string();
+        let key = set.split('=').next().unwrap();
+        assert!(
+            err.contains(key) && err.contains("unknown key"),
+            "{set}: {err}"
+        );
+    }
+    let same = Override::parse("transforms.train[1]={ kind = \"to_tensor\" }").unwrap();
+    let planned = plan_file(&path, &[same], &fixed_fingerprint).unwrap();
+    assert_eq!(planned[0].key, "3c100957d2a655eb");
+}

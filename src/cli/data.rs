@@ -91,6 +91,11 @@ pub fn baseline(recipe: &Path, sets: &[String], format: Format) -> Result<(), Cl
     let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
     let root = crate::data::resolve_root(&r.data).map_err(CliError::failed)?;
     let data = crate::data::CourseData::open(&root).map_err(CliError::invalid)?;
+    // the verification baselines match unknown_dev against the gallery
+    for part in [crate::data::Part::Known, crate::data::Part::UnknownDev] {
+        data.require(part)
+            .map_err(|e| CliError::invalid(format!("data baseline: {e}")))?;
+    }
     let b = crate::engine::verification::baselines(&data, &r).map_err(CliError::failed)?;
     let v = serde_json::to_value(&b).unwrap_or_default();
     match format {

@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use super::output::{fmt_num, print_json, Format};
 use super::{CliError, Global};
 use crate::data::loader::SkippedImage;
-use crate::data::CourseData;
+use crate::data::{CourseData, Part};
 use crate::engine::restore::{load_model, LoadedModel};
 use crate::engine::verification::{embed_paths, score_verification, Verifier};
 use crate::store::Store;
@@ -62,6 +62,15 @@ fn eval_pairs(m: &LoadedModel, pairs_file: &Path) -> Result<serde_json::Value, C
         let data = r.iter().flat_map(|&i| emb.row(i).iter().copied()).collect();
         crate::verify::Embeddings::new(ids, data, emb.dim()).map_err(CliError::failed)
     };
+    if same.is_empty() {
+        // every pair has an image skipped as unreadable: nothing was scored
+        let mut v = serde_json::json!({
+            "roc_auc": null, "eer": null, "tar_at_far_1e2": null, "tar_at_far_1e3": null,
+            "n_genuine": 0, "n_impostor": 0, "pairs": 0,
+        });
+        note_skipped(&mut v, &e.skipped);
+        return Ok(v);
+    }
     let scores: Vec<f64> =
         crate::verify::pair_scores(&rows(&ra)?, &rows(&rb)?, m.recipe.verification.metric)
             .map_err(CliError::failed)?
@@ -158,10 +167,30 @@ pub fn eval(
     }
     let root = crate::data::resolve_root(&m.recipe.data).map_err(CliError::invalid)?;
     let data = CourseData::open(&root).map_err(CliError::invalid)?;
+    let split_name = format!("{split:?}")
+        .to_lowercase()
+        .replace("verifydev", "verify-dev")
+        .replace("verifytest", "verify-test");
+    // The parts of the layout this split reads (optional for training) must be there.
+    let needs: &[Part] = match split {
+        Split::Dev => &[Part::Dev],
+        Split::Test => &[Part::Test],
+        Split::VerifyDev => &[Part::Known, Part::UnknownDev],
+        // the threshold is tuned on unknown_dev unless the recipe fixes it
+        Split::VerifyTest if crate::engine::verification::fixed_threshold(&m.recipe).is_some() => {
+            &[Part::Known, Part::UnknownTest]
+        }
+        Split::VerifyTest => &[Part::Known, Part::UnknownDev, Part::UnknownTest],
+        Split::Pairs => &[],
+    };
+    for &part in needs {
+        data.require(part)
+            .map_err(|e| CliError::invalid(format!("--split {split_name}: {e}")))?;
+    }
     let mut report = serde_json::json!({
         "checkpoint": m.checkpoint.display().to_string(),
         "epoch": m.epoch,
-        "split": format!("{split:?}").to_lowercase().replace("verifydev", "verify-dev").replace("verifytest", "verify-test"),
+        "split": split_name,
     });
     let rows: Vec<(String, String)>;
     match split {
@@ -196,7 +225,12 @@ pub fn eval(
                 .collect();
             if let Some(t) = truth {
                 let correct = scored.iter().filter(|(i, p)| **p == t[*i]).count();
-                report["accuracy"] = serde_json::json!(correct as f64 / scored.len().max(1) as f64);
+                // null when every image was skipped as unreadable: nothing was scored
+                report["accuracy"] = if scored.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::json!(correct as f64 / scored.len() as f64)
+                };
             }
             report["images"] = scored.len().into();
             rows = scored
@@ -234,7 +268,14 @@ pub fn eval(
             note_skipped(&mut report, &decisions.skipped);
             let d = decisions.rows;
             report["threshold"] = threshold_json(t);
-            if let Some(labels) = &data.unknown_test_labels {
+            if d.is_empty() {
+                // every unknown was skipped as unreadable: nothing was scored
+                if data.unknown_test_labels.is_some() {
+                    for k in ["accuracy", "accuracy_known", "impostor_rejection"] {
+                        report[k] = serde_json::Value::Null;
+                    }
+                }
+            } else if let Some(labels) = &data.unknown_test_labels {
                 let pred: Vec<&str> = d.iter().map(|(_, l)| l.as_str()).collect();
                 let truth: Vec<String> = d
                     .iter()

@@ -11,6 +11,9 @@ pub fn run(
     classes: Option<usize>,
     format: Format,
 ) -> Result<(), CliError> {
+    if classes == Some(0) {
+        return Err(CliError::invalid("--classes: must be >= 1"));
+    }
     let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
     let num_classes = match classes.or(r.model.num_classes) {
         Some(n) => n,
@@ -22,7 +25,11 @@ pub fn run(
     };
     let size = r.data.image_size as usize;
     let report = crate::model::inspect(&r.model, num_classes, (size, size), r.train.batch_size)
-        .map_err(CliError::failed)?;
+        .map_err(|e| match e {
+            // a model the recipe's keys describe but cannot build: the input's fault
+            crate::model::ModelError::Config { .. } => CliError::invalid(e),
+            other => CliError::failed(other),
+        })?;
     match format {
         Format::Json => print_json(&serde_json::to_value(&report).unwrap_or_default()),
         _ => {

@@ -58,6 +58,16 @@ impl From<crate::store::StoreError> for CliError {
     }
 }
 
+impl From<crate::engine::preflight::PreflightError> for CliError {
+    fn from(e: crate::engine::preflight::PreflightError) -> Self {
+        if e.is_invalid_input() {
+            CliError::invalid(e)
+        } else {
+            CliError::failed(e)
+        }
+    }
+}
+
 /// Options every command shares.
 #[derive(Debug, Clone)]
 pub struct Global {

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::output::{cell, fmt_num, print_json, table, Format};
 use super::{parse_sets, CliError, Global};
+use crate::engine::preflight::Preflight;
 use crate::engine::progress::Reporter;
 use crate::engine::sweep::{
     execute_sweep, new_run, start_for, Heartbeat, SweepOptions, STALE_AFTER,
@@ -68,6 +69,16 @@ fn outcome_code(outcome: &Result<RunOutcome, crate::engine::EngineError>) -> Res
     }
 }
 
+/// Whether a run with `key` is done in the store (then it is not trained again, and its data
+/// need not be read, nor the built-in set regenerated, to check it). Opens no new store.
+pub(crate) fn already_done(g: &Global, key: &str) -> Result<bool, CliError> {
+    if !g.db.exists() {
+        return Ok(false);
+    }
+    let status = Store::open(&g.db)?.status_of_key(key)?;
+    Ok(matches!(status, Some(crate::store::RunStatus::Done)))
+}
+
 /// `runner run RECIPE`.
 pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), CliError> {
     let sets = with_device(&o.sets, &o.device);
@@ -79,6 +90,10 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
             runs.len()
         )));
     };
+    // the data and the model must fit before a run is recorded
+    if force || !already_done(g, &planned.key)? {
+        Preflight::default().check(&planned.recipe)?;
+    }
     let mut store = Store::open(&g.db)?;
     let record = new_run(&recipe.display().to_string(), planned, None);
     let (id, start) = if force {
@@ -137,6 +152,12 @@ pub fn sweep(
     let runs = super::plan::plan_recipe(recipe, &sets)?;
     if dry_run {
         return super::plan::run(g, recipe, &sets, o.format);
+    }
+    let mut preflight = Preflight::default();
+    for r in &runs {
+        if !already_done(g, &r.key)? {
+            preflight.check(&r.recipe)?;
+        }
     }
     let mut store = Store::open(&g.db)?;
     let started = std::time::Instant::now();
@@ -383,6 +404,10 @@ pub fn resume(
             ck.epoch, recipe.train.epochs, ck.epoch
         )));
     }
+    // a corrupt checkpoint, or a model it does not fit, is refused before the run exists
+    let mut preflight = Preflight::default();
+    preflight.check(&recipe)?;
+    preflight.check_checkpoint(&recipe, Path::new(&ck.path))?;
     let fp = parent.data_fingerprint.clone().unwrap_or_default();
     let key = crate::plan::key::run_key(&recipe, &fp);
     let id = store.create_claimed(&NewRun {

@@ -127,6 +127,17 @@ fn process(
             return;
         }
     };
+    let mut preflight = crate::engine::preflight::Preflight::default();
+    let unusable = runs
+        .iter()
+        .find_map(|r| match super::train::already_done(g, &r.key) {
+            Ok(true) => None,
+            _ => preflight.check(&r.recipe).err(),
+        });
+    if let Some(e) = unusable {
+        eprintln!("skipping {}: {e}", path.display());
+        return;
+    }
     reporter.info(&format!("{}: {} run(s)", path.display(), runs.len()));
     let result = Store::open(&g.db)
         .map_err(|e| e.to_string())

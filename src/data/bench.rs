@@ -116,7 +116,7 @@ pub fn typical_pipeline(size: u32) -> Vec<TransformSpec> {
             saturation: Some(RangeSpec::Scalar(0.4)),
             hue: None,
         },
-        TransformSpec::ToTensor,
+        TransformSpec::ToTensor {},
         TransformSpec::Normalize {
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],

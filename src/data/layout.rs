@@ -38,6 +38,21 @@ pub struct CourseData {
     pub unknown_test_labels: Option<HashMap<String, String>>,
 }
 
+/// A part of the course layout that a command may need ([`CourseData::require`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `classification/dev`
+    Dev,
+    /// `classification/test`
+    Test,
+    /// `verification/known`, the gallery
+    Known,
+    /// `verification/unknown_dev`
+    UnknownDev,
+    /// `verification/unknown_test`
+    UnknownTest,
+}
+
 /// Image file extensions the layout accepts.
 pub fn is_image(path: &Path) -> bool {
     matches!(
@@ -300,23 +315,70 @@ impl CourseData {
         })
     }
 
+    /// Fails, naming the folder, when a part of the layout a command needs is missing or
+    /// has no images. Reading a set leaves `classification/test` and `verification/` optional
+    /// (training does without them); scoring or predicting on them does not.
+    pub fn require(&self, part: Part) -> Result<(), DataError> {
+        let (dir, empty) = match part {
+            Part::Dev => (
+                self.root.join("classification").join("dev"),
+                self.dev.is_empty(),
+            ),
+            Part::Test => (
+                self.root.join("classification").join("test"),
+                self.test.is_empty(),
+            ),
+            Part::Known => (
+                self.root.join("verification").join("known"),
+                self.known.is_empty(),
+            ),
+            Part::UnknownDev => (
+                self.root.join("verification").join("unknown_dev"),
+                self.unknown_dev.is_empty(),
+            ),
+            Part::UnknownTest => (
+                self.root.join("verification").join("unknown_test"),
+                self.unknown_test.is_empty(),
+            ),
+        };
+        if !dir.is_dir() {
+            return Err(DataError::MissingFolder(dir));
+        }
+        if empty {
+            return Err(DataError::layout(dir, "no images"));
+        }
+        Ok(())
+    }
+
     /// Whether the set has a verification part with labelled `unknown_dev` images.
     pub fn has_verification(&self) -> bool {
         !self.known.is_empty() && !self.unknown_dev.is_empty()
     }
 }
 
-/// Reads a pairs list: `img1 img2 same` per line (same: 1/0 or true/false); relative paths are
-/// taken relative to the list's folder. Blank lines and `#` comments are skipped.
+/// Whether a pairs-list field names an image: an image file name (`.jpg`, `.jpeg`, `.png`), or
+/// a file that exists (relative to the list's folder).
+fn looks_like_image(field: &str, base: &Path) -> bool {
+    let p = Path::new(field);
+    is_image(p) || base.join(p).is_file()
+}
+
+/// Reads a pairs list: `img1 img2 same` per line (same: 1/0, true/false or yes/no); relative
+/// paths are taken relative to the list's folder. Blank lines and `#` comments are skipped.
+/// The first other line may be a header (`img1 img2 same`): it is skipped when its third
+/// field is not a label and neither of its first two names an image. Any other bad label is
+/// an error naming the file and line.
 pub fn read_pairs(path: &Path) -> Result<Vec<(PathBuf, PathBuf, bool)>, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
+    let mut first = true;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        let may_be_header = std::mem::replace(&mut first, false);
         let parts: Vec<&str> = line
             .split(|c: char| c.is_whitespace() || c == ',')
             .filter(|s| !s.is_empty())
@@ -329,10 +391,10 @@ pub fn read_pairs(path: &Path) -> Result<Vec<(PathBuf, PathBuf, bool)>, DataErro
             "1" | "true" | "yes" => true,
             "0" | "false" | "no" => false,
             _ => {
-                if i == 0 {
+                if may_be_header && !parts[..2].iter().any(|p| looks_like_image(p, base)) {
                     continue; // header such as `img1 img2 same`
                 }
-                return Err(bad("third column must be 1/0 or true/false"));
+                return Err(bad("third column must be 1/0, true/false or yes/no"));
             }
         };
         let resolve = |s: &str| {

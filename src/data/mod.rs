@@ -21,7 +21,7 @@ pub mod transforms;
 
 pub use error::DataError;
 pub use fingerprint::fingerprint;
-pub use layout::{file_id, list_images, read_pairs, CourseData, Sample};
+pub use layout::{file_id, list_images, read_pairs, CourseData, Part, Sample};
 
 pub use transforms::{build, sample_rng, ImageTensor, Pipeline};
 

@@ -27,7 +27,7 @@ pub struct BatchSource {
 /// The default eval pipeline when a recipe lists none: to_tensor only.
 fn specs_or_default(specs: &[TransformSpec]) -> Vec<TransformSpec> {
     if specs.is_empty() {
-        vec![TransformSpec::ToTensor]
+        vec![TransformSpec::ToTensor {}]
     } else {
         specs.to_vec()
     }

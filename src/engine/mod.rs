@@ -6,6 +6,7 @@
 pub mod batches;
 pub mod bench;
 pub mod init;
+pub mod preflight;
 pub mod progress;
 pub mod restore;
 pub mod run;

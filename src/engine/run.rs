@@ -157,7 +157,8 @@ impl<'a, 's> Runner<'a, 's> {
             )));
         }
         check_plateau_monitor(r, &data, &root)?;
-        let num_classes = r.model.num_classes.unwrap_or(data.classes.len());
+        let num_classes = super::preflight::num_classes(r, &data)
+            .map_err(|e| EngineError::Other(e.to_string()))?;
         let seeded = SeededVarMap::new(VarMap::new(), r.train.seed);
         let vb = seeded.var_builder(&device);
         let model = crate::model::build(&r.model, num_classes, vb.clone())?;
@@ -220,8 +221,15 @@ impl<'a, 's> Runner<'a, 's> {
     /// Loads a checkpoint: weights, optimizer, schedule, divergence state, epoch.
     fn restore(&mut self, path: &Path, same_run: bool) -> Result<(), EngineError> {
         let ck = read_checkpoint(path)?;
-        assign_vars(&self.varmap, &ck.model)?;
-        self.optimizer.load_state_tensors(&ck.optim)?;
+        // name the file: the state may be of another model or optimizer
+        let in_file = |e: crate::train::TrainError| crate::train::TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        };
+        assign_vars(&self.varmap, &ck.model).map_err(&in_file)?;
+        self.optimizer
+            .load_state_tensors(&ck.optim)
+            .map_err(in_file)?;
         self.epoch = ck.meta.epoch;
         let parent_recipe: Option<Recipe> = serde_json::from_value(ck.meta.recipe.clone()).ok();
         let new = &self.req.recipe;

@@ -310,6 +310,7 @@ pub fn batch_norm_train_act(
     eps: f64,
     act: BnAct,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    super::require_non_empty("batch_norm", x)?;
     let c = weight.dim(0)?;
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !super::reference_mode() {
         let x = x.contiguous()?;

@@ -145,6 +145,7 @@ impl CustomOp3 for BiasGeluBwd {
 
 /// Exact GELU of `x + b`, `b` `(C)` broadcast over the last dimension of `x` `(..., C)`.
 pub fn bias_gelu(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("bias_gelu", x)?;
     let c = b.elem_count();
     if x.dims().last() != Some(&c) {
         candle_core::bail!("bias_gelu: last dim of {:?} is not {c}", x.dims())
@@ -249,6 +250,7 @@ impl CustomOp3 for BiasScaleBwd {
 
 /// `(x + b) * gamma` with `b`, `gamma` `(C)` broadcast over the last dimension of `x`.
 pub fn bias_scale(x: &Tensor, b: &Tensor, gamma: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("bias_scale", x)?;
     let c = b.elem_count();
     if x.dims().last() != Some(&c) || gamma.elem_count() != c {
         candle_core::bail!("bias_scale: last dim of {:?} is not {c}", x.dims())
@@ -397,6 +399,7 @@ impl CustomOp1 for NchwBiasToNhwcBwd {
 
 /// `(x + b).permute(0, 2, 3, 1)` as a contiguous `(N, H, W, C)` tensor, `x` `(N, C, H, W)`.
 pub fn nchw_bias_to_nhwc(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("nchw_bias_to_nhwc", x)?;
     let c = x.dim(1)?;
     if b.elem_count() != c {
         candle_core::bail!(
@@ -486,6 +489,7 @@ impl CustomOp1 for NhwcToNchw {
 
 /// `x + y.permute(0, 3, 1, 2)`: `x` `(N, C, H, W)`, `y` `(N, H, W, C)`, out NCHW contiguous.
 pub fn add_nhwc_to_nchw(x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("add_nhwc_to_nchw", x)?;
     let (n, c, h, w) = x.dims4()?;
     if y.dims() != [n, h, w, c] {
         candle_core::bail!("add_nhwc_to_nchw: {:?} and {:?}", x.dims(), y.dims())
@@ -525,6 +529,7 @@ impl CustomOp1 for Layout4 {
 
 /// `(N, C, H, W)` -> contiguous `(N, H, W, C)`, differentiable.
 pub fn to_nhwc(x: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("to_nhwc", x)?;
     if fast(x) {
         return x.contiguous()?.apply_op1(Layout4 { to_nhwc: true });
     }
@@ -533,6 +538,7 @@ pub fn to_nhwc(x: &Tensor) -> Result<Tensor> {
 
 /// `(N, H, W, C)` -> contiguous `(N, C, H, W)`, differentiable.
 pub fn to_nchw(x: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("to_nchw", x)?;
     if fast(x) {
         return x.contiguous()?.apply_op1(Layout4 { to_nhwc: false });
     }
@@ -622,6 +628,7 @@ impl CustomOp1 for ChannelSums {
 
 /// `x + b` with `b` `(C)` broadcast over `(N, C, H, W)`: a conv's bias.
 pub fn bias_nchw(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("bias_nchw", x)?;
     let c = x.dim(1)?;
     if b.elem_count() != c {
         candle_core::bail!("bias_nchw: bias of {} for {c} channels", b.elem_count())

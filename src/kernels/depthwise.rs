@@ -384,6 +384,7 @@ impl CustomOp2 for DwConvBwdWeight {
 /// times that tap's per-channel weight. Candle's grouped `conv2d` would run one convolution per
 /// channel (hundreds of launches per layer, and as many in the backward).
 pub fn depthwise_shift_sum(x: &Tensor, weight: &Tensor, params: DwParams) -> Result<Tensor> {
+    super::require_non_empty("depthwise_conv2d", x)?;
     let (n, c, h, w) = x.dims4()?;
     let (wc, one, kh, kw) = weight.dims4()?;
     if wc != c || one != 1 {
@@ -444,6 +445,7 @@ pub fn depthwise_shift_sum(x: &Tensor, weight: &Tensor, params: DwParams) -> Res
 /// Depthwise convolution of `x` `(N, C, H, W)` with `weight` `(C, 1, KH, KW)`, no bias.
 /// Differentiable with respect to both arguments.
 pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, params: DwParams) -> Result<Tensor> {
+    super::require_non_empty("depthwise_conv2d", x)?;
     if super::reference_mode() {
         if params.stride.0 != params.stride.1 || params.padding.0 != params.padding.1 {
             candle_core::bail!("depthwise_conv2d: non-square stride/padding needs the CPU kernel")

@@ -312,6 +312,7 @@ impl CustomOp3 for DwNhwcBwd {
 /// `(N, H, W, C)` out, differentiable in all three. CPU f32 runs the kernel above; otherwise
 /// the NCHW path (`depthwise_conv2d`) between two permutes.
 pub fn depthwise_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("depthwise_nhwc", x)?;
     let (n, h, w, c) = x.dims4()?;
     let (wc, one, kh, kw) = weight.dims4()?;
     if wc != c || one != 1 || bias.elem_count() != c || kh % 2 == 0 || kw % 2 == 0 {

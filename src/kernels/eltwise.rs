@@ -90,6 +90,7 @@ impl CustomOp2 for ReluMask {
 
 /// `relu(a + b)` for same-shaped tensors; CPU f32 runs the fused op, otherwise Candle ops.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("add_relu", a)?;
     if a.device().is_cpu()
         && a.dtype() == candle_core::DType::F32
         && b.dtype() == candle_core::DType::F32

@@ -163,6 +163,7 @@ impl CustomOp2 for GeluBwd {
 /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, differentiable. CPU f32 runs the fused op;
 /// otherwise Candle's `gelu_erf`.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("gelu_erf", x)?;
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !super::reference_mode() {
         x.contiguous()?.apply_op1(GeluFwd)
     } else {

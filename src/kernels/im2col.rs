@@ -393,6 +393,7 @@ impl CustomOp3 for ConvBackward {
 /// no bias, as chunked im2col + GEMM. CPU (in f32, other dtypes are cast); other devices use
 /// Candle's `conv2d`.
 pub fn conv2d_im2col(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    super::require_non_empty("conv2d", x)?;
     conv2d_chunked(x, weight, stride, padding, TARGET_ROWS)
 }
 

@@ -154,6 +154,7 @@ impl CustomOp3 for LnBwd {
 /// LayerNorm over the last dimension with affine `weight` / `bias`, differentiable in all
 /// three. CPU f32 runs the fused op; otherwise it is composed from Candle ops.
 pub fn layer_norm_last(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    super::require_non_empty("layer_norm", x)?;
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !super::reference_mode() {
         return x.contiguous()?.apply_op3(
             &weight.contiguous()?,

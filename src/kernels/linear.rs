@@ -300,6 +300,7 @@ impl CustomOp2 for LinBwdWeight {
 /// `x (M, K) W^T (+ b)` for 2-D `x`, weight `(N, K)`, bias `(N,)`. `None` where the fast path
 /// does not apply (not CPU f32, reference mode); the caller then uses Candle's matmul.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    super::require_non_empty("linear", x)?;
     if !x.device().is_cpu()
         || x.dtype() != candle_core::DType::F32
         || weight.dtype() != candle_core::DType::F32

@@ -106,6 +106,19 @@ pub(crate) fn contiguous_f32<'a>(
     }
 }
 
+/// Refuses an input with no elements. The kernels split their work into chunks of one image,
+/// plane or row, which a zero-sized dimension would make zero-sized (a panic in rayon); an
+/// empty feature map comes from an image too small for the network's downsampling.
+pub(crate) fn require_non_empty(op: &str, x: &candle_core::Tensor) -> candle_core::Result<()> {
+    if x.elem_count() == 0 {
+        candle_core::bail!(
+            "{op}: empty input of shape {:?} (an input image too small for the network's downsampling leaves an empty feature map)",
+            x.dims()
+        )
+    }
+    Ok(())
+}
+
 /// Runs Candle's own element-wise ops on the calling thread (sets `CANDLE_NUM_THREADS=1`
 /// unless the variable is set). Candle 0.11 splits large element-wise ops over a second,
 /// private thread pool whose caller spins until the workers finish; next to the rayon pool
@@ -132,4 +145,107 @@ pub fn set_reference_mode(on: bool) {
 /// See [`set_reference_mode`].
 pub fn reference_mode() -> bool {
     REFERENCE_MODE.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod empty_input_tests {
+    use super::*;
+    use candle_core::{DType, Device, Tensor};
+
+    /// Every kernel entry point refuses an empty tensor with an error naming the op, where
+    /// the rayon chunking used to panic (`chunk_size must not be zero`).
+    #[test]
+    fn kernels_refuse_empty_inputs_without_panicking() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let z = |dims: &[usize]| Tensor::zeros(dims, DType::F32, &dev);
+        let nhwc = z(&[2, 0, 0, 8])?;
+        let nchw = z(&[2, 8, 0, 0])?;
+        let b = z(&[8])?;
+        let dw = z(&[8, 1, 7, 7])?;
+        let results: Vec<(&str, candle_core::Result<()>)> = vec![
+            (
+                "depthwise_nhwc",
+                depthwise_nhwc::depthwise_nhwc(&nhwc, &dw, &b).map(|_| ()),
+            ),
+            ("to_nhwc", channels_last::to_nhwc(&nchw).map(|_| ())),
+            ("to_nchw", channels_last::to_nchw(&nhwc).map(|_| ())),
+            ("bias_gelu", channels_last::bias_gelu(&nhwc, &b).map(|_| ())),
+            (
+                "bias_scale",
+                channels_last::bias_scale(&nhwc, &b, &b).map(|_| ()),
+            ),
+            (
+                "nchw_bias_to_nhwc",
+                channels_last::nchw_bias_to_nhwc(&nchw, &b).map(|_| ()),
+            ),
+            (
+                "add_nhwc_to_nchw",
+                channels_last::add_nhwc_to_nchw(&nchw, &nhwc).map(|_| ()),
+            ),
+            ("bias_nchw", channels_last::bias_nchw(&nchw, &b).map(|_| ())),
+            (
+                "depthwise_conv2d",
+                depthwise_conv2d(
+                    &nchw,
+                    &dw,
+                    DwParams {
+                        stride: (1, 1),
+                        padding: (3, 3),
+                    },
+                )
+                .map(|_| ()),
+            ),
+            ("add_relu", add_relu(&nchw, &nchw).map(|_| ())),
+            ("gelu_erf", gelu_erf(&nhwc).map(|_| ())),
+            (
+                "conv2d",
+                conv2d_im2col(&nchw, &z(&[4, 8, 3, 3])?, 1, 1).map(|_| ()),
+            ),
+            (
+                "layer_norm",
+                layer_norm_last(&nhwc, &b, &b, 1e-6).map(|_| ()),
+            ),
+            (
+                "linear",
+                linear(&z(&[0, 8])?, &z(&[4, 8])?, None).map(|_| ()),
+            ),
+            (
+                "conv1x1",
+                conv1x1(&nchw, &z(&[4, 8, 1, 1])?, None).map(|_| ()),
+            ),
+            (
+                "max_pool2d",
+                max_pool2d(
+                    &nchw,
+                    PoolParams {
+                        kernel: (3, 3),
+                        stride: (2, 2),
+                        padding: (1, 1),
+                    },
+                )
+                .map(|_| ()),
+            ),
+            (
+                "avg_pool2d",
+                avg_pool2d(
+                    &nchw,
+                    PoolParams {
+                        kernel: (2, 2),
+                        stride: (2, 2),
+                        padding: (0, 0),
+                    },
+                )
+                .map(|_| ()),
+            ),
+            (
+                "batch_norm",
+                batch_norm_train(&nchw, &b, &b, 1e-5).map(|_| ()),
+            ),
+        ];
+        for (op, r) in results {
+            let err = r.expect_err(op).to_string();
+            assert!(err.contains(op) && err.contains("empty"), "{op}: {err}");
+        }
+        Ok(())
+    }
 }

@@ -336,6 +336,7 @@ impl CustomOp2 for PwBwdWeight {
 /// `(O,)`. `None` where the fast path does not apply (not CPU f32, reference mode); the caller
 /// then runs its general path.
 pub fn conv1x1(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    super::require_non_empty("conv1x1", x)?;
     let (_, _, kh, kw) = weight.dims4()?;
     if kh != 1
         || kw != 1

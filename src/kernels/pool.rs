@@ -274,6 +274,7 @@ fn pad_const(x: &Tensor, dim: usize, lo: usize, hi: usize, value: f64) -> Result
 /// Pooling from differentiable Candle ops (pad, strided views by reshape, maximum / sum): the
 /// path for devices without the CPU kernel. At exact ties max-pool splits the gradient.
 pub fn pool_generic(x: &Tensor, p: PoolParams, max: bool) -> Result<Tensor> {
+    super::require_non_empty("pool2d", x)?;
     let (_, _, h, w) = x.dims4()?;
     let (oh, ow) = p.out_hw(h, w)?;
     let (kh, kw) = p.kernel;
@@ -319,6 +320,7 @@ pub fn pool_generic(x: &Tensor, p: PoolParams, max: bool) -> Result<Tensor> {
 
 /// Max-pool over `(N, C, H, W)`, differentiable.
 pub fn max_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
+    super::require_non_empty("max_pool2d", x)?;
     if !x.device().is_cpu() {
         return pool_generic(x, p, true);
     }
@@ -327,6 +329,7 @@ pub fn max_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
 
 /// Avg-pool over `(N, C, H, W)` (padding counted in the divisor), differentiable.
 pub fn avg_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
+    super::require_non_empty("avg_pool2d", x)?;
     if !x.device().is_cpu() {
         return pool_generic(x, p, false);
     }

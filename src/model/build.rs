@@ -149,6 +149,42 @@ pub fn build(
     }
 }
 
+/// The smallest input side, in pixels, the network `cfg` describes can run on.
+///
+/// ConvNeXt's 4x4/4 stem and 2x2/2 downsamplings (one per stage after the first) have no
+/// padding and floor the side, so a side under `4 * 2^(stages - 1)` (32 for the four-stage
+/// presets) leaves an empty feature map. ResNet's and MobileNet's strided convolutions and
+/// max-pool are padded (`out = (in - 1) / stride + 1` for 3x3 / pad 1 at stride 2, 7x7 / pad
+/// 3, 5x5 / pad 2), so every side keeps at least one pixel: 1.
+pub fn min_input_side(cfg: &ModelConfig) -> u32 {
+    match cfg.kind {
+        ModelKind::Convnext => {
+            let stages = match (&cfg.depths, cfg.preset.as_deref()) {
+                (Some(d), _) => d.len(),
+                (None, Some(p)) => convnext::preset(p).map(|(d, _)| d.len()).unwrap_or(4),
+                (None, None) => 4,
+            };
+            convnext::min_input_side(stages)
+        }
+        ModelKind::Resnet | ModelKind::MobilenetV2 | ModelKind::MobilenetV3 => 1,
+    }
+}
+
+/// How [`min_input_side`] comes about, for error messages.
+pub fn min_input_reason(cfg: &ModelConfig) -> String {
+    match cfg.kind {
+        ModelKind::Convnext => {
+            let min = min_input_side(cfg);
+            let downs = (min / 4).trailing_zeros();
+            format!(
+                "this ConvNeXt ({} stages: a 4x4/4 stem and {downs} 2x2/2 downsamplings) needs >= {min} px",
+                downs + 1
+            )
+        }
+        _ => "this model needs >= 1 px".into(),
+    }
+}
+
 fn check_width(w: f64) -> Result<(), ModelError> {
     if w > 0.0 && w.is_finite() {
         Ok(())

@@ -30,6 +30,13 @@ pub fn preset(name: &str) -> Option<(Vec<usize>, Vec<usize>)> {
     Some((d.to_vec(), w.to_vec()))
 }
 
+/// The smallest input side a ConvNeXt of `stages` stages runs on: its 4x4/4 stem and the
+/// 2x2/2 downsampling of every later stage floor the side, so anything smaller leaves a 0x0
+/// feature map.
+pub fn min_input_side(stages: usize) -> u32 {
+    4u32 << stages.saturating_sub(1).min(24)
+}
+
 /// Everything that shapes a ConvNeXt.
 #[derive(Debug, Clone)]
 pub struct ConvNextConfig {
@@ -262,6 +269,15 @@ impl ConvNext {
 
     /// Pooled, head-normed features (timm's `forward_head(pre_logits=True)`).
     pub fn pre_logits(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let min = min_input_side(self.stages.len()) as usize;
+        if h < min || w < min {
+            candle_core::bail!(
+                "convnext: a {h}x{w} input is too small for this {}-stage ConvNeXt (it needs at least {min}x{min}: a 4x4/4 stem and {} 2x2/2 downsamplings)",
+                self.stages.len(),
+                self.stages.len().saturating_sub(1)
+            )
+        }
         let x = self.stem_conv.forward(x, ctx)?;
         let mut x = self.stem_norm.forward_channels(&x, ctx)?;
         ctx.record("stem", &x);

@@ -11,7 +11,7 @@ pub mod mobilenet_v3;
 pub mod resnet;
 pub mod weights;
 
-pub use build::build;
+pub use build::{build, min_input_reason, min_input_side};
 pub use face::{FaceModel, ForwardCtx, Trace, TraceEntry};
 pub use inspect::{inspect, InspectReport, LayerInfo};
 pub use weights::{

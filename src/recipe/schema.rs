@@ -292,7 +292,10 @@ pub enum TransformSpec {
         #[serde(default)]
         fill: u8,
     },
-    ToTensor,
+    /// No parameters. A struct variant, not a unit one, so that `deny_unknown_fields`
+    /// refuses stray keys (serde lets a unit variant of an internally tagged enum ignore
+    /// them); it serialises the same (`{kind = "to_tensor"}`), so run keys are unchanged.
+    ToTensor {},
     Normalize {
         mean: [f64; 3],
         std: [f64; 3],
@@ -438,7 +441,7 @@ impl TransformSpec {
             TransformSpec::RandomPerspective { .. } => "random_perspective",
             TransformSpec::ColorJitter { .. } => "color_jitter",
             TransformSpec::RandAugment { .. } => "rand_augment",
-            TransformSpec::ToTensor => "to_tensor",
+            TransformSpec::ToTensor {} => "to_tensor",
             TransformSpec::Normalize { .. } => "normalize",
             TransformSpec::RandomErasing { .. } => "random_erasing",
         }

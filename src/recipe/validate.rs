@@ -190,6 +190,7 @@ pub fn check(recipe: &Recipe, composed: &Composed) -> Result<(), RecipeError> {
     c.transforms("transforms.train", &recipe.transforms.train);
     c.transforms("transforms.eval", &recipe.transforms.eval);
     c.model(&recipe.model);
+    c.input_size(recipe);
     c.loss(&recipe.loss);
     c.optimizer(&recipe.optimizer);
     c.scheduler(&recipe.scheduler, recipe.train.epochs);
@@ -205,6 +206,40 @@ pub fn check(recipe: &Recipe, composed: &Composed) -> Result<(), RecipeError> {
     } else {
         Err(RecipeError::Invalid(c.out))
     }
+}
+
+/// A lower bound on the shorter side, in pixels, of the images a transform list outputs, with
+/// the index of the transform that sets it (`None`: the images keep their own size, whose
+/// shorter side is `native`). `None` when it cannot be known without the images: `native`
+/// unknown and no transform fixing the size, or a `resize` with `max_size` (its shorter side
+/// then depends on the aspect ratio) last.
+pub fn output_side_bound(
+    list: &[TransformSpec],
+    native: Option<u32>,
+) -> Option<(u32, Option<usize>)> {
+    let shorter = |s: &SizeSpec| match s {
+        SizeSpec::Square(v) => *v,
+        SizeSpec::HeightWidth([h, w]) => (*h).min(*w),
+    };
+    let mut bound = native.map(|n| (n, None));
+    for (i, t) in list.iter().enumerate() {
+        match t {
+            TransformSpec::Resize {
+                size: SizeSpec::Square(_),
+                max_size: Some(_),
+                ..
+            } => bound = None,
+            TransformSpec::Resize { size, .. }
+            | TransformSpec::CenterCrop { size }
+            | TransformSpec::RandomCrop { size, .. }
+            | TransformSpec::RandomResizedCrop { size, .. } => {
+                bound = Some((shorter(size), Some(i)))
+            }
+            // the rest keep the size (a rotation with `expand` only grows it)
+            _ => {}
+        }
+    }
+    bound
 }
 
 /// The metric names a monitor may watch.
@@ -303,6 +338,41 @@ impl Checker<'_> {
             "must be >= 3 (train, dev and test each need one)",
         );
         self.require(s.size >= 16, "data.synth.size", "must be >= 16");
+    }
+
+    /// The model's input must survive its downsampling: `data.image_size` (the size `inspect`
+    /// and `bench` use) and what the transforms output (or, without a resizing transform,
+    /// the built-in images' own size). A folder's images are checked when a run starts.
+    fn input_size(&mut self, r: &Recipe) {
+        let min = crate::model::min_input_side(&r.model);
+        let why = crate::model::min_input_reason(&r.model);
+        let size = r.data.image_size;
+        if size >= 8 && size < min {
+            self.fail(
+                "data.image_size",
+                format!("must be >= {min} (got {size}): {why}; ResNet and MobileNet accept 8"),
+            );
+        }
+        let native = (r.data.root == "synth").then_some(r.data.synth.size);
+        let mut native_reported = false;
+        for (name, list) in [("train", &r.transforms.train), ("eval", &r.transforms.eval)] {
+            match output_side_bound(list, native) {
+                Some((side, Some(i))) if side < min => self.fail(
+                    &format!("transforms.{name}[{i}].size"),
+                    format!("makes {name} images {side} px, too small for the model: {why}"),
+                ),
+                Some((side, None)) if side < min && !native_reported => {
+                    native_reported = true;
+                    self.fail(
+                        "data.synth.size",
+                        format!(
+                            "the images ({side} px) reach the model at their own size (transforms.{name} does not resize them), too small: {why}; raise data.synth.size or add a resize"
+                        ),
+                    )
+                }
+                _ => {}
+            }
+        }
     }
 
     fn transforms(&mut self, prefix: &str, list: &[TransformSpec]) {
@@ -417,7 +487,7 @@ impl Checker<'_> {
                         "must be < num_magnitude_bins",
                     );
                 }
-                TransformSpec::ToTensor => {}
+                TransformSpec::ToTensor {} => {}
                 TransformSpec::Normalize { std, .. } => self.require(
                     std.iter().all(|s| *s > 0.0),
                     &k("std"),

@@ -234,3 +234,68 @@ pub fn cosine(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
     }
     ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
 }
+
+pub fn code(out: &std::process::Output) -> Option<i32> {
+    out.status.code()
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts exit status 2 with every one of `needles` in the error, and no panic.
+pub fn assert_invalid(out: &std::process::Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(code(out), Some(2), "expected exit 2, stderr:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in:\n{err}");
+    }
+}
+
+/// Runs in the store (none when it was never created).
+pub fn runs_in_store(env: &Env) -> usize {
+    if !env.db().exists() {
+        return 0;
+    }
+    env.json(&["runs", "--format", "json"])
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// Writes the course layout with synthetic faces of `size` px into `dir`.
+pub fn synth_folder(env: &Env, dir: &Path, size: u32) {
+    let out = env.run(&[
+        "data",
+        "synth",
+        "--out",
+        s(dir),
+        "--identities",
+        "6",
+        "--images-per-identity",
+        "8",
+        "--verify-identities",
+        "4",
+        "--impostors",
+        "2",
+        "--size",
+        &size.to_string(),
+        "--seed",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The tiny recipe reading the folder `root` instead of the built-in data, with `data_extra`
+/// added to its `[data]` table.
+pub fn folder_recipe(env: &Env, name: &str, root: &Path, data_extra: &str, extra: &str) -> PathBuf {
+    let r = env.recipe(name, extra);
+    let text = std::fs::read_to_string(&r).unwrap().replacen(
+        "root = \"synth\"",
+        &format!("root = \"{}\"\n{data_extra}", root.display()),
+        1,
+    );
+    std::fs::write(&r, text).unwrap();
+    r
+}

@@ -257,7 +257,7 @@ pub fn build(specs: &[TransformSpec]) -> Result<Pipeline, DataError> {
                 *num_magnitude_bins,
                 *fill,
             )?),
-            TransformSpec::ToTensor => {
+            TransformSpec::ToTensor {} => {
                 tensor = true;
                 Box::new(to_tensor::ToTensor)
             }
@@ -325,7 +325,7 @@ fn fusable(specs: &[TransformSpec]) -> Result<Option<fused::FusedPipeline>, Data
                 ops.push(fused::FusedOp::Jitter(cj));
             }
             // a pipeline without `to_tensor` ends with the same conversion
-            Some(TransformSpec::ToTensor) | None => break,
+            Some(TransformSpec::ToTensor {}) | None => break,
             _ => return Ok(None),
         }
     }

@@ -292,17 +292,17 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
     Ok(ck)
 }
 
-/// Loads `tensors` into the variables of `varmap` (names must match one to one, shapes
-/// exactly; values are converted to each variable's device and dtype).
-pub fn assign_vars(varmap: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<(), TrainError> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| TrainError::ModelState("variable map lock poisoned".into()))?;
-    let mut missing: Vec<&str> = data
+/// Checks that `tensors` (a checkpoint's model tensors) fit a model whose variables are
+/// `expected` (name, shape): the names one to one, the shapes exactly.
+pub fn check_model_shapes<'a>(
+    tensors: &HashMap<String, Tensor>,
+    expected: impl IntoIterator<Item = (&'a str, &'a [usize])>,
+) -> Result<(), TrainError> {
+    let expected: HashMap<&str, &[usize]> = expected.into_iter().collect();
+    let mut missing: Vec<&str> = expected
         .keys()
-        .filter(|k| !tensors.contains_key(*k))
-        .map(String::as_str)
+        .filter(|k| !tensors.contains_key(**k))
+        .copied()
         .collect();
     if !missing.is_empty() {
         missing.sort_unstable();
@@ -314,7 +314,7 @@ pub fn assign_vars(varmap: &VarMap, tensors: &HashMap<String, Tensor>) -> Result
     }
     let mut extra: Vec<&str> = tensors
         .keys()
-        .filter(|k| !data.contains_key(*k))
+        .filter(|k| !expected.contains_key(k.as_str()))
         .map(String::as_str)
         .collect();
     if !extra.is_empty() {
@@ -324,15 +324,34 @@ pub fn assign_vars(varmap: &VarMap, tensors: &HashMap<String, Tensor>) -> Result
             extra.join(", ")
         )));
     }
-    for (name, var) in data.iter() {
-        let t = &tensors[name];
-        if t.dims() != var.dims() {
+    let mut names: Vec<&&str> = expected.keys().collect();
+    names.sort_unstable();
+    for name in names {
+        let (t, want) = (&tensors[*name], expected[*name]);
+        if t.dims() != want {
             return Err(TrainError::ModelState(format!(
                 "`{name}` has shape {:?} in the checkpoint but {:?} in the model",
                 t.dims(),
-                var.dims()
+                want
             )));
         }
+    }
+    Ok(())
+}
+
+/// Loads `tensors` into the variables of `varmap` (names must match one to one, shapes
+/// exactly; values are converted to each variable's device and dtype).
+pub fn assign_vars(varmap: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<(), TrainError> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::ModelState("variable map lock poisoned".into()))?;
+    check_model_shapes(
+        tensors,
+        data.iter().map(|(name, var)| (name.as_str(), var.dims())),
+    )?;
+    for (name, var) in data.iter() {
+        let t = &tensors[name];
         var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
     }
     Ok(())

@@ -5,8 +5,8 @@ pub mod io;
 pub mod policy;
 
 pub use io::{
-    assign_vars, read_checkpoint, remove_stale_temp, temp_path, write_checkpoint, Checkpoint,
-    CheckpointMeta,
+    assign_vars, check_model_shapes, read_checkpoint, remove_stale_temp, temp_path,
+    write_checkpoint, Checkpoint, CheckpointMeta,
 };
 pub use policy::{
     CheckpointAction, CheckpointPolicy, CheckpointRule, CheckpointingStrategy, EveryN, KeepBestN,

@@ -1,0 +1,183 @@
+//! Checks made before a run is recorded in the store: what recipe validation cannot see
+//! without the data or a checkpoint. The model's classifier must cover the data's
+//! identities, the images must reach the model large enough for its downsampling, and a
+//! checkpoint a run starts from must be readable and fit the model. Failing any of them is
+//! invalid input (exit status 2, nothing written to the store), not a failed run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::data::{CourseData, DataError};
+use crate::model::{ModelError, ShapeRecorder};
+use crate::recipe::validate::output_side_bound;
+use crate::recipe::Recipe;
+use crate::train::TrainError;
+
+/// Why a run cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    /// The data folder does not fit the course layout (named by path).
+    #[error(transparent)]
+    Data(DataError),
+    /// The built-in data set could not be generated: a run-time failure, not bad input.
+    #[error(transparent)]
+    Generate(DataError),
+    /// `model.num_classes` smaller than the data's identity count.
+    #[error(
+        "model.num_classes = {num_classes} is fewer than the {classes} identities of {} (omit model.num_classes to take the data's count; a larger one leaves outputs unused)",
+        train_dir.display()
+    )]
+    TooFewClasses {
+        num_classes: usize,
+        classes: usize,
+        train_dir: PathBuf,
+    },
+    /// Images that reach the model smaller than it can take.
+    #[error(
+        "transforms.{split}: the images are not resized (no resize or crop sets their size), and {} is {width}x{height} px, too small: {why}; add a resize or crop to transforms.{split}",
+        image.display()
+    )]
+    InputTooSmall {
+        split: &'static str,
+        image: PathBuf,
+        width: u32,
+        height: u32,
+        why: String,
+    },
+    /// A checkpoint that cannot be read or does not fit the model (names the file).
+    #[error(transparent)]
+    Checkpoint(TrainError),
+    #[error(transparent)]
+    Model(ModelError),
+}
+
+impl PreflightError {
+    /// Whether this is the user's input at fault (exit status 2) rather than a run-time
+    /// failure (1).
+    pub fn is_invalid_input(&self) -> bool {
+        !matches!(self, PreflightError::Generate(_))
+    }
+}
+
+/// The classifier size of a run: `model.num_classes`, or the data's identity count when it
+/// is absent. Fewer classes than identities is an error (the labels would index past the
+/// classifier); more is allowed (outputs no training label uses, as a head sized for a
+/// larger set of identities).
+pub fn num_classes(recipe: &Recipe, data: &CourseData) -> Result<usize, PreflightError> {
+    let classes = data.classes.len();
+    match recipe.model.num_classes {
+        None => Ok(classes),
+        Some(n) if n >= classes => Ok(n),
+        Some(n) => Err(PreflightError::TooFewClasses {
+            num_classes: n,
+            classes,
+            train_dir: data.root.join("classification").join("train"),
+        }),
+    }
+}
+
+/// What the checks need to know of a data set, read once per data set.
+struct DataFacts {
+    data: CourseData,
+    /// The first training image's width and height, read on demand.
+    first_image: Option<Option<(PathBuf, u32, u32)>>,
+}
+
+/// Runs the checks, reading each data set once (a sweep's runs mostly share one).
+#[derive(Default)]
+pub struct Preflight {
+    data: HashMap<String, DataFacts>,
+}
+
+impl Preflight {
+    fn facts(&mut self, recipe: &Recipe) -> Result<&mut DataFacts, PreflightError> {
+        let key = serde_json::to_string(&recipe.data).unwrap_or_default();
+        if !self.data.contains_key(&key) {
+            let root = crate::data::resolve_root(&recipe.data).map_err(|e| match e {
+                DataError::MissingFolder(_) => PreflightError::Data(e),
+                other => PreflightError::Generate(other),
+            })?;
+            let data = CourseData::open(&root).map_err(PreflightError::Data)?;
+            self.data.insert(
+                key.clone(),
+                DataFacts {
+                    data,
+                    first_image: None,
+                },
+            );
+        }
+        Ok(self.data.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Checks a run's recipe against its data: the classifier covers the identities, and
+    /// images the transforms do not resize are large enough for the model (checked on the
+    /// first training image; recipe validation covers resized and built-in images).
+    pub fn check(&mut self, recipe: &Recipe) -> Result<(), PreflightError> {
+        let facts = self.facts(recipe)?;
+        num_classes(recipe, &facts.data)?;
+        let min = crate::model::min_input_side(&recipe.model);
+        if min <= 1 {
+            return Ok(());
+        }
+        for (split, list) in [
+            ("train", &recipe.transforms.train),
+            ("eval", &recipe.transforms.eval),
+        ] {
+            // Only a list that keeps the images' own size depends on them.
+            if output_side_bound(list, None).is_some() || output_side_bound(list, Some(1)).is_none()
+            {
+                continue;
+            }
+            let first = facts.first_image.get_or_insert_with(|| {
+                let path = facts.data.train.first()?.path.clone();
+                // an unreadable image is the loader's business (`data.on_bad_image`)
+                let (w, h) = image::image_dimensions(&path).ok()?;
+                Some((path, w, h))
+            });
+            if let Some((image, width, height)) = first {
+                if (*width).min(*height) < min {
+                    return Err(PreflightError::InputTooSmall {
+                        split,
+                        image: image.clone(),
+                        width: *width,
+                        height: *height,
+                        why: crate::model::min_input_reason(&recipe.model),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a checkpoint a new run starts from: it reads back intact (format, checksum)
+    /// and its model tensors have the names and shapes of the model `recipe` builds.
+    pub fn check_checkpoint(&mut self, recipe: &Recipe, path: &Path) -> Result<(), PreflightError> {
+        let n = num_classes(recipe, &self.facts(recipe)?.data)?;
+        let ck =
+            crate::train::checkpoint::read_checkpoint(path).map_err(PreflightError::Checkpoint)?;
+        let rec = ShapeRecorder::default();
+        let vb = rec.var_builder();
+        let model =
+            crate::model::build(&recipe.model, n, vb.clone()).map_err(PreflightError::Model)?;
+        crate::train::margin::MarginHead::build(
+            &recipe.loss,
+            vb.pp("margin_head"),
+            model.embedding_dim(),
+            n,
+        )
+        .map_err(|e| PreflightError::Model(ModelError::Candle(e)))?;
+        let shapes = rec.entries();
+        crate::train::checkpoint::check_model_shapes(
+            &ck.model,
+            shapes
+                .iter()
+                .map(|(name, dims)| (name.as_str(), dims.as_slice())),
+        )
+        .map_err(|e| {
+            PreflightError::Checkpoint(TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                msg: format!("{e} (the recipe's model differs from the one that wrote it)"),
+            })
+        })
+    }
+}

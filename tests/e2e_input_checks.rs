@@ -1,0 +1,168 @@
+//! Input that cannot work is refused before a run is recorded, through the real binary: exit
+//! status 2, an error naming the key or file, and nothing written to the store. Inputs too
+//! small for the model, a classifier smaller than the data, a corrupt or mismatched
+//! checkpoint to resume from.
+
+mod common;
+
+use common::{assert_invalid, folder_recipe, runs_in_store, s, stderr, synth_folder, Env};
+
+const NO_RESIZE: &str = "transforms.train=[{ kind = \"to_tensor\" }]";
+
+#[test]
+fn inputs_too_small_for_the_model_are_refused_before_a_run_exists() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    // data.image_size: what inspect and bench use
+    for cmd in [&["inspect"][..], &["bench", "train", "--steps", "1"][..]] {
+        let mut args = cmd.to_vec();
+        args.extend([s(&r), "--set", "data.image_size=16"]);
+        assert_invalid(&env.run(&args), &["data.image_size", ">= 32", "ConvNeXt"]);
+    }
+    // built-in images at their own size (no resizing transform)
+    for cmd in ["run", "sweep"] {
+        let out = env.run(&[
+            cmd,
+            s(&r),
+            "--set",
+            "data.synth.size=16",
+            "--set",
+            NO_RESIZE,
+        ]);
+        assert_invalid(&out, &["data.synth.size", "16 px", ">= 32"]);
+    }
+    // a transform that makes them too small
+    let out = env.run(&["run", s(&r), "--set", "transforms.train[0].size=16"]);
+    assert_invalid(&out, &["transforms.train[0].size", "16 px", ">= 32"]);
+    // a folder's images, only known once the run starts: refused before the run row
+    let small = env.path("small16");
+    synth_folder(&env, &small, 16);
+    let f = folder_recipe(&env, "f.toml", &small, "", "");
+    let out = env.run(&["run", s(&f), "--set", NO_RESIZE]);
+    assert_invalid(
+        &out,
+        &[
+            "transforms.train",
+            "small16/classification/train",
+            "16x16",
+            ">= 32",
+        ],
+    );
+    let out = env.run(&["sweep", s(&f), "--set", NO_RESIZE]);
+    assert_invalid(&out, &["small16/classification/train", "16x16"]);
+    assert_eq!(runs_in_store(&env), 0, "invalid input writes no run");
+
+    // ResNet and MobileNet run at 8 px: nothing refused there
+    let text = std::fs::read_to_string(&f).unwrap().replace(
+        "kind = \"convnext\"\ndepths = [1, 1, 1, 1]\ndims = [8, 16, 24, 32]",
+        "kind = \"resnet\"\npreset = \"18\"",
+    );
+    assert!(text.contains("resnet"));
+    let res = env.path("res.toml");
+    std::fs::write(&res, text).unwrap();
+    let out = env.run(&["inspect", s(&res), "--set", "data.image_size=8"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = env.json(&[
+        "run",
+        s(&res),
+        "--set",
+        NO_RESIZE,
+        "--set",
+        "train.epochs=1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run["status"], "done", "{run}");
+}
+
+#[test]
+fn num_classes_must_cover_the_data_identities() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let out = env.run(&["run", s(&r), "--set", "model.num_classes=2"]);
+    assert_invalid(&out, &["model.num_classes = 2", "6 identities"]);
+    assert_eq!(runs_in_store(&env), 0, "invalid input writes no run");
+    // more outputs than identities train (the extra ones unused)
+    let run = env.json(&[
+        "run",
+        s(&r),
+        "--set",
+        "model.num_classes=9",
+        "--set",
+        "train.epochs=1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run["status"], "done", "{run}");
+    let dev = env.json(&[
+        "eval",
+        &run["id"].to_string(),
+        "--split",
+        "dev",
+        "--format",
+        "json",
+    ]);
+    assert!(dev["accuracy"].as_f64().is_some(), "{dev}");
+    // inspect's --classes is input too
+    let out = env.run(&["inspect", s(&r), "--classes", "0"]);
+    assert_invalid(&out, &["--classes", ">= 1"]);
+}
+
+#[test]
+fn resume_refuses_a_bad_checkpoint_before_recording_a_run() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let run = env.json(&["run", s(&r), "--format", "json"]);
+    assert_eq!(run["status"], "done");
+    let id = run["id"].to_string();
+    // a model the checkpoint does not fit
+    let out = env.run(&[
+        "resume",
+        &id,
+        "--epochs",
+        "4",
+        "--set",
+        "model.dims=[8, 16, 24, 48]",
+    ]);
+    assert_invalid(&out, &["checkpoint", ".safetensors", "shape"]);
+    assert_eq!(runs_in_store(&env), 1);
+    // every checkpoint cut short
+    let show = env.json(&["show", &id, "--format", "json"]);
+    let paths: Vec<String> = show["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kept"].as_bool().unwrap())
+        .map(|c| c["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!paths.is_empty());
+    for p in &paths {
+        let bytes = std::fs::read(p).unwrap();
+        std::fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let out = env.run(&["resume", &id, "--epochs", "4"]);
+    assert_invalid(&out, &["truncated or corrupt"]);
+    assert!(
+        paths.iter().any(|p| stderr(&out).contains(p.as_str())),
+        "names the file: {}",
+        stderr(&out)
+    );
+    assert_eq!(runs_in_store(&env), 1, "no failed run left behind");
+}
+
+/// The checks read the data, so they are left out for a run that is already done: `run` and
+/// `sweep` of a finished recipe print it without regenerating a deleted built-in set.
+#[test]
+fn a_done_run_is_not_checked_again() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let run = env.json(&["run", s(&r), "--set", "train.epochs=1", "--format", "json"]);
+    assert_eq!(run["status"], "done");
+    std::fs::remove_dir_all(env.path("data")).unwrap();
+    for cmd in ["run", "sweep"] {
+        let out = env.run(&[cmd, s(&r), "--set", "train.epochs=1"]);
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+        assert!(!env.path("data").exists(), "{cmd} regenerated the data");
+    }
+    assert_eq!(runs_in_store(&env), 1);
+}
