@@ -553,8 +553,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
-            ExitCode::from(e.code.clamp(1, 255) as u8)
+            let code = e.code.clamp(1, 255);
+            reporter.error(&e.message, Some(code));
+            ExitCode::from(code as u8)
         }
     }
 }

@@ -483,3 +483,44 @@ fn a_plateau_monitor_the_data_never_logs_is_a_clear_error_before_training() {
         "nothing was trained"
     );
 }
+
+/// stderr of `runner --log-format json ...` (no --quiet), each line parsed as JSON.
+fn json_log(env: &Env, args: &[&str]) -> (Option<i32>, Vec<serde_json::Value>) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg("--db")
+        .arg(env.db())
+        .args(["--log-format", "json"])
+        .args(args)
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    (out.status.code(), events)
+}
+
+#[test]
+fn log_format_json_writes_only_json_lines_on_stderr_errors_included() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let (code, events) = json_log(&env, &["run", s(&r), "--set", "train.epochs=2"]);
+    assert_eq!(code, Some(0), "{events:?}");
+    let epochs = events.iter().filter(|e| e["event"] == "epoch").count();
+    assert_eq!(epochs, 2, "{events:?}");
+    let end = events.last().unwrap();
+    assert_eq!(end["event"], "run_finished", "{events:?}");
+    assert_eq!(end["status"], "done");
+    assert!(end["metrics"]["val_acc"].is_number(), "{end}");
+    // An error is an event too, with the exit status it ends in.
+    let (code, events) = json_log(&env, &["run", "missing.toml"]);
+    assert_eq!(code, Some(2));
+    let end = events.last().unwrap();
+    assert_eq!(end["event"], "error", "{events:?}");
+    assert_eq!(end["code"], 2);
+    assert!(
+        end["message"].as_str().unwrap().contains("missing.toml"),
+        "{end}"
+    );
+}

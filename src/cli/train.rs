@@ -29,29 +29,20 @@ fn with_device(sets: &[String], device: &Option<String>) -> Vec<String> {
     s
 }
 
-fn print_outcome(store: &Store, id: i64, format: Format) -> Result<(), CliError> {
+fn print_outcome(store: &Store, id: i64, o: &TrainOpts) -> Result<(), CliError> {
     let run = store.run(id)?;
     let epochs = store.epochs(id)?;
     let metrics = epochs
         .last()
         .map(crate::engine::run::metrics_map)
         .unwrap_or_default();
-    match format {
+    match o.format {
         Format::Json => print_json(&serde_json::json!({
             "id": run.id, "key": run.key, "status": run.status, "metrics": metrics,
         })),
         _ => {
-            let m: Vec<String> = metrics
-                .iter()
-                .map(|(k, v)| format!("{k} {}", fmt_num(*v)))
-                .collect();
-            eprintln!(
-                "run {} ({}) {}: {}",
-                run.id,
-                run.key,
-                run.status,
-                m.join("  ")
-            );
+            o.reporter
+                .run_finished(run.id, &run.key, &run.status, &metrics);
             println!("{}", run.id);
         }
     }
@@ -106,7 +97,7 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
                     "run {id} with key {} is already done (--force trains a fresh one)",
                     planned.key
                 ));
-                return print_outcome(&store, id, o.format);
+                return print_outcome(&store, id, &o);
             }
             Claim::Busy(id) => {
                 return Err(CliError::failed(format!(
@@ -135,7 +126,7 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
             stop: crate::engine::signals::stop_flag(),
         },
     );
-    print_outcome(&store, id, o.format)?;
+    print_outcome(&store, id, &o)?;
     outcome_code(&outcome)
 }
 
@@ -261,11 +252,11 @@ pub fn sweep(
             })
             .collect();
         println!("{}", table(&headers, &table_rows));
-        eprintln!(
+        o.reporter.info(&format!(
             "sweep of {} run(s) finished in {:.1}s",
             rows.len(),
             started.elapsed().as_secs_f64()
-        );
+        ));
         // End with the leaderboard of the runs this sweep planned.
         if let Some(sweep_id) = rows.first().map(|r| r.sweep_id) {
             let q = super::leaderboard::Query {
@@ -275,7 +266,9 @@ pub fn sweep(
                 ..Default::default()
             };
             println!();
-            eprintln!("leaderboard of sweep {sweep_id} (`runner leaderboard --sweep {sweep_id}`):");
+            o.reporter.info(&format!(
+                "leaderboard of sweep {sweep_id} (`runner leaderboard --sweep {sweep_id}`):"
+            ));
             super::leaderboard::run(g, &q, Format::Table)?;
         }
     }
@@ -436,6 +429,6 @@ pub fn resume(
             stop: crate::engine::signals::stop_flag(),
         },
     );
-    print_outcome(&store, id, o.format)?;
+    print_outcome(&store, id, &o)?;
     outcome_code(&outcome)
 }

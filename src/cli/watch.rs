@@ -118,12 +118,10 @@ fn process(
     let runs = match super::plan::plan_recipe(path, &sets) {
         Ok(r) => r,
         Err(e) => {
-            reporter.info(&format!(
-                "skipping invalid recipe {}:\n{}",
-                path.display(),
-                e.message
-            ));
-            eprintln!("invalid recipe {}: {}", path.display(), e.message);
+            reporter.error(
+                &format!("skipping invalid recipe {}: {}", path.display(), e.message),
+                None,
+            );
             return;
         }
     };
@@ -135,7 +133,7 @@ fn process(
             _ => preflight.check(&r.recipe).err(),
         });
     if let Some(e) = unusable {
-        eprintln!("skipping {}: {e}", path.display());
+        reporter.error(&format!("skipping {}: {e}", path.display()), None);
         return;
     }
     reporter.info(&format!("{}: {} run(s)", path.display(), runs.len()));
@@ -155,8 +153,12 @@ fn process(
     match result {
         Ok(rows) => {
             let done = rows.iter().filter(|r| r.status == "done").count();
-            eprintln!("{}: {done}/{} run(s) done", path.display(), rows.len());
+            reporter.info(&format!(
+                "{}: {done}/{} run(s) done",
+                path.display(),
+                rows.len()
+            ));
         }
-        Err(e) => eprintln!("{}: sweep failed: {e}", path.display()),
+        Err(e) => reporter.error(&format!("{}: sweep failed: {e}", path.display()), None),
     }
 }

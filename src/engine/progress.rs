@@ -83,6 +83,48 @@ impl Reporter {
         }
     }
 
+    /// An error: `error: ...` (or a JSON event `{"event": "error", "message", "code"}`), shown
+    /// even with `--quiet`. `code` is the exit status it leads to, if it ends the command.
+    pub fn error(&self, msg: &str, code: Option<i32>) {
+        match self.format {
+            LogFormat::Text => self.line(format!("error: {msg}")),
+            LogFormat::Json => eprintln!(
+                "{}",
+                serde_json::json!({"event": "error", "message": msg, "code": code})
+            ),
+        }
+    }
+
+    /// How a run ended: `run ID (KEY) STATUS: metric value ...` (or a JSON event
+    /// `{"event": "run_finished", "id", "key", "status", "metrics"}`).
+    pub fn run_finished(
+        &self,
+        id: i64,
+        key: &str,
+        status: &str,
+        metrics: &std::collections::BTreeMap<String, f64>,
+    ) {
+        if self.quiet {
+            return;
+        }
+        match self.format {
+            LogFormat::Text => {
+                let m: Vec<String> = metrics
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}", crate::cli::output::fmt_num(*v)))
+                    .collect();
+                self.line(format!("run {id} ({key}) {status}: {}", m.join("  ")));
+            }
+            LogFormat::Json => eprintln!(
+                "{}",
+                serde_json::json!({
+                    "event": "run_finished", "id": id, "key": key, "status": status,
+                    "metrics": metrics,
+                })
+            ),
+        }
+    }
+
     /// The bar of a sweep (run i of n).
     pub fn sweep_bar(&self, runs: u64) -> ProgressBar {
         let bar = self.multi.add(ProgressBar::new(runs));
