@@ -337,6 +337,15 @@ mode = "grid"
         "json",
     ]);
     assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
+    // CSV headers are plain metric names (the table stars the ranking metric).
+    let csv = env.run(&["leaderboard", "--format", "csv"]);
+    let header = String::from_utf8_lossy(&csv.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(header.split(',').any(|h| h == "val_acc"), "{header}");
+    assert!(!header.contains('*'), "{header}");
     // JSON groups carry the value itself (a number here) under `value`.
     for g in groups.as_array().unwrap() {
         assert_eq!(g["group_by"], "optimizer.lr", "{g}");
@@ -378,5 +387,55 @@ mode = "grid"
         String::from_utf8_lossy(&none.stderr).contains("matches --where"),
         "{}",
         String::from_utf8_lossy(&none.stderr)
+    );
+}
+
+#[test]
+fn fail_fast_stops_at_the_first_diverged_run_and_says_why_the_rest_did_not_start() {
+    let env = Env::new();
+    let r = env.recipe(
+        "sweep.toml",
+        r#"
+[sweep]
+mode = "zip"
+
+[sweep.params]
+"optimizer.lr" = [1e30, 0.01, 0.02]
+"#,
+    );
+    let out = env.run(&[
+        "sweep",
+        s(&r),
+        "--set",
+        "train.epochs=1",
+        "--fail-fast",
+        "--format",
+        "json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--fail-fast"), "{err}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "trained",
+            "not started (--fail-fast)",
+            "not started (--fail-fast)"
+        ],
+        "{rows}"
+    );
+    assert_eq!(rows[0]["status"], "diverged", "{rows}");
+    let runs = env.json(&["runs", "--format", "json"]);
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        1,
+        "nothing after the first run"
     );
 }

@@ -301,7 +301,8 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
                 .filter(|m| *m != "lr" && shown.iter().any(|r| r.row.best.contains_key(*m)))
                 .collect();
             headers.extend(shown_metrics.iter().map(|m| {
-                if *m == q.metric {
+                // the ranking metric is starred in the table; CSV headers stay plain names
+                if *m == q.metric && format == Format::Table {
                     format!("{m}*")
                 } else {
                     m.to_string()

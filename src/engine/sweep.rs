@@ -132,7 +132,8 @@ pub fn execute_sweep(
     let bar = reporter.sweep_bar(runs.len() as u64);
     let mut rows = Vec::new();
     let mut executed = 0usize;
-    let mut stopped = false;
+    // Why the runs left are not started: "interrupted" or "--fail-fast".
+    let mut stopped: Option<&str> = None;
     for run in runs {
         let mut row = SummaryRow {
             sweep_id,
@@ -144,13 +145,8 @@ pub fn execute_sweep(
             action: String::new(),
             seconds: 0.0,
         };
-        if stopped || opts.max_runs.is_some_and(|m| executed >= m) {
-            row.action = if stopped {
-                "not started (interrupted)"
-            } else {
-                "not started (--max-runs)"
-            }
-            .into();
+        if stopped.is_some() || opts.max_runs.is_some_and(|m| executed >= m) {
+            row.action = format!("not started ({})", stopped.unwrap_or("--max-runs"));
             if let Some(s) = store.status_of_key(&run.key)? {
                 row.status = s.as_str().into();
             }
@@ -211,20 +207,20 @@ pub fn execute_sweep(
                     Ok(RunOutcome::Done(_)) => row.status = RunStatus::Done.as_str().into(),
                     Ok(RunOutcome::Interrupted) => {
                         row.status = RunStatus::Interrupted.as_str().into();
-                        stopped = true;
+                        stopped = Some("interrupted");
                     }
                     Ok(RunOutcome::Diverged(why)) => {
                         row.status = RunStatus::Diverged.as_str().into();
                         reporter.info(&format!("run {id} diverged: {why}"));
                         if opts.fail_fast {
-                            stopped = true;
+                            stopped = Some("--fail-fast");
                         }
                     }
                     Err(e) => {
                         row.status = RunStatus::Failed.as_str().into();
                         reporter.info(&format!("run {id} failed: {e}"));
                         if opts.fail_fast {
-                            stopped = true;
+                            stopped = Some("--fail-fast");
                         }
                     }
                 }
@@ -233,7 +229,7 @@ pub fn execute_sweep(
         rows.push(row);
         bar.inc(1);
         if stop.load(Ordering::SeqCst) {
-            stopped = true;
+            stopped = Some("interrupted");
         }
     }
     bar.finish_and_clear();

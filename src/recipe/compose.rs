@@ -134,7 +134,15 @@ fn load_layer(
             format!("fragment cycle: {}", chain.join(" -> ")),
         ));
     }
-    let src = read_text(path)?;
+    let src = read_text(path).map_err(|e| match (&used_at, e) {
+        // a fragment that cannot be read is reported where `use` names it
+        (Some(origin), RecipeError::IsDirectory { path }) => RecipeError::one(
+            origin.clone(),
+            "use",
+            format!("`{}` is a directory, not a recipe fragment", path.display()),
+        ),
+        (_, e) => e,
+    })?;
     let file_origin = |offset: usize| {
         let (line, col) = line_col(&src, offset);
         Origin::File {
