@@ -337,6 +337,15 @@ mode = "grid"
         "json",
     ]);
     assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
+    // The report lists the diverged run, which the metric cannot rank, with its error.
+    let report = env.path("report.html");
+    assert!(env.run(&["report", "--out", s(&report)]).status.success());
+    let html = std::fs::read_to_string(&report).unwrap();
+    let unranked = html
+        .split("Runs without a recorded val_acc")
+        .nth(1)
+        .expect("a section for unranked runs");
+    assert!(unranked.contains("<td>diverged</td>"), "{unranked}");
     // CSV headers are plain metric names (the table stars the ranking metric).
     let csv = env.run(&["leaderboard", "--format", "csv"]);
     let header = String::from_utf8_lossy(&csv.stdout)

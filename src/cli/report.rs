@@ -87,6 +87,19 @@ fn chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
     svg
 }
 
+/// A run's swept values: `optimizer.lr=0.01, train.seed=1`.
+fn swept_values(overrides: &serde_json::Value) -> String {
+    overrides
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| format!("{k}={}", super::output::cell(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(), CliError> {
     let store = super::runs::open_store(g)?;
     let q = super::leaderboard::Query {
@@ -106,16 +119,6 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
     }
     lb.push_str("</tr>");
     for (i, r) in ranked.iter().enumerate() {
-        let swept: Vec<String> = r
-            .row
-            .overrides
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| format!("{k}={}", super::output::cell(v)))
-                    .collect()
-            })
-            .unwrap_or_default();
         let _ = write!(
             lb,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
@@ -123,7 +126,7 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
             r.row.id,
             esc(&r.row.key),
             esc(&r.row.status),
-            esc(&swept.join(", "))
+            esc(&swept_values(&r.row.overrides))
         );
         for m in crate::recipe::validate::METRICS
             .iter()
@@ -140,6 +143,33 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
         lb.push_str("</tr>");
     }
     lb.push_str("</table>");
+    // Runs the metric cannot rank (failed, diverged, still running) are listed too.
+    let ranked_ids: std::collections::HashSet<i64> = ranked.iter().map(|r| r.row.id).collect();
+    let unranked: Vec<_> = store
+        .leaderboard_rows(sweep)?
+        .into_iter()
+        .filter(|r| !ranked_ids.contains(&r.id))
+        .collect();
+    if !unranked.is_empty() {
+        let _ = write!(
+            lb,
+            "<h3>Runs without a recorded {}</h3><table><tr><th>run</th><th>key</th><th>status</th><th>swept values</th><th>error</th></tr>",
+            esc(metric)
+        );
+        for r in &unranked {
+            let error = store.run(r.id)?.error.unwrap_or_default();
+            let _ = write!(
+                lb,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                r.id,
+                esc(&r.key),
+                esc(&r.status),
+                esc(&swept_values(&r.overrides)),
+                esc(&error)
+            );
+        }
+        lb.push_str("</table>");
+    }
     let top: Vec<_> = ranked.iter().take(TOP_CURVES).collect();
     let mut curves_of: Vec<(String, Vec<EpochMetrics>)> = Vec::new();
     let mut legend = String::new();
@@ -174,8 +204,12 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
     curves.push_str(&chart("verification accuracy", &series(&|e| e.verify_acc)));
     curves.push_str(&chart("learning rate", &series(&|e| Some(e.lr))));
     let mut configs = String::new();
-    for r in &ranked {
-        let run = store.run(r.row.id)?;
+    let ids = ranked
+        .iter()
+        .map(|r| r.row.id)
+        .chain(unranked.iter().map(|r| r.id));
+    for id in ids {
+        let run = store.run(id)?;
         let pretty = serde_json::to_string_pretty(&run.config).unwrap_or_default();
         let _ = write!(
             configs,
