@@ -284,13 +284,13 @@ fn watch_runs_a_recipe_dropped_in_and_reports_a_broken_one() {
         .unwrap()
         .query_row("SELECT COUNT(*) FROM sweeps", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(sweeps, 1, "the unchanged recipe was swept again");
-    // Stop it like Ctrl-C.
+    // Stop it like Ctrl-C (before any assertion, so a failure leaves no watcher behind).
     let _ = std::process::Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
         .status();
     let out = child.wait_with_output().unwrap();
+    assert_eq!(sweeps, 1, "the unchanged recipe was swept again");
     assert!(out.status.success(), "{:?}", out.status);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken.toml"), "{stderr}");

@@ -46,8 +46,9 @@ pub fn resolve(
             .iter()
             .find_map(|d| stale_option_of_old_kind(&d.key, &composed, &overrides))
         {
-            overrides::remove(&mut composed, &stale);
-            continue;
+            if overrides::remove(&mut composed, &stale) {
+                continue;
+            }
         }
         let key = diags.first().map(|d| d.key.clone()).unwrap_or_default();
         if let Some((k, first)) = retried.take() {
