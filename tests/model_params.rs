@@ -359,3 +359,67 @@ fn every_family_runs_at_its_minimum_input_side() {
         }
     }
 }
+
+/// Every gradient, flattened, by parameter name.
+fn all_gradients(
+    model: &dyn runner::model::FaceModel,
+    varmap: &VarMap,
+    x: &Tensor,
+) -> Vec<(String, Vec<f32>)> {
+    let logits = model.forward(x, &mut ForwardCtx::train(1)).unwrap();
+    let grads = logits.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let data = varmap.data().lock().unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = data
+        .iter()
+        .filter(|(name, _)| !is_buffer(name))
+        .map(|(name, var)| {
+            let g = grads.get(var).unwrap().flatten_all().unwrap();
+            (name.clone(), g.to_vec1::<f32>().unwrap())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn gradients_are_bitwise_the_same_on_every_call_with_many_threads() {
+    // Weight and bias gradients sum over images in parallel; the sums must be added in a fixed
+    // order (not as work stealing splits them), or identical runs and resumes differ in their
+    // last bits. Models wide enough for the kernels' parallel paths, four threads.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
+    let mut layer = model_cfg(ModelKind::Convnext, None);
+    layer.depths = Some(vec![1, 1, 1, 1]);
+    layer.dims = Some(vec![32, 64, 96, 128]);
+    let mut batch = layer.clone();
+    batch.block_norm = BlockNorm::Batch;
+    let mut resnet = model_cfg(ModelKind::Resnet, Some("18"));
+    resnet.small_stem = true;
+    let mut mobile = model_cfg(ModelKind::MobilenetV2, None);
+    mobile.width_mult = 0.5;
+    pool.install(move || {
+        let mut rng = runner::engine::init::TensorRng::new(46);
+        let dev = Device::Cpu;
+        for (what, c) in [
+            ("convnext layer", layer),
+            ("convnext batch", batch),
+            ("resnet", resnet),
+            ("mobilenet_v2", mobile),
+        ] {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+            let model = build(&c, 10, vb).unwrap();
+            let x = rng.randn(0f32, 1.0, (16, 3, 32, 32), &dev).unwrap();
+            let first = all_gradients(model.as_ref(), &varmap, &x);
+            for call in 1..6 {
+                let again = all_gradients(model.as_ref(), &varmap, &x);
+                for ((name, a), (_, b)) in first.iter().zip(&again) {
+                    let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(same, "{what}: gradient of {name} changed on call {call}");
+                }
+            }
+        }
+    });
+}

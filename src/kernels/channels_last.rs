@@ -373,25 +373,7 @@ impl CustomOp1 for NchwBiasToNhwcBwd {
         let (gx, gb_out) = out.split_at_mut(g.len());
         transpose(g, gx, n, c, hw, false);
         // bias gradient: per channel, a contiguous run of HW values per image
-        let gb: Vec<f32> = gx
-            .par_chunks(hw)
-            .enumerate()
-            .fold(
-                || vec![0f32; c],
-                |mut acc, (i, run)| {
-                    acc[i % c] += run.iter().sum::<f32>();
-                    acc
-                },
-            )
-            .reduce(
-                || vec![0f32; c],
-                |mut a, b| {
-                    for (x, y) in a.iter_mut().zip(b) {
-                        *x += y;
-                    }
-                    a
-                },
-            );
+        let gb = channel_sums(gx, n, c, hw);
         gb_out.copy_from_slice(&gb);
         Ok((CpuStorage::F32(out), Shape::from(g.len() + c)))
     }
@@ -603,25 +585,7 @@ impl CustomOp1 for ChannelSums {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = slice(s, l, "bias_nchw backward")?;
         let (c, hw) = (self.c, self.hw.max(1));
-        let sums = g
-            .par_chunks(hw)
-            .enumerate()
-            .fold(
-                || vec![0f32; c],
-                |mut acc, (i, run)| {
-                    acc[i % c] += run.iter().sum::<f32>();
-                    acc
-                },
-            )
-            .reduce(
-                || vec![0f32; c],
-                |mut a, b| {
-                    for (x, y) in a.iter_mut().zip(b) {
-                        *x += y;
-                    }
-                    a
-                },
-            );
+        let sums = channel_sums(g, g.len() / (c * hw).max(1), c, hw);
         Ok((CpuStorage::F32(sums), Shape::from(c)))
     }
 }
@@ -642,6 +606,17 @@ pub fn bias_nchw(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 fn bias_nchw_composed(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     let c = x.dim(1)?;
     x.broadcast_add(&b.to_dtype(x.dtype())?.reshape((1, c, 1, 1))?)
+}
+
+/// Per-channel sums of NCHW `g` (`n` images of `c` planes of `hw` values): one partial per
+/// image, added in image order (the same sums whatever the threads do).
+fn channel_sums(g: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
+    super::sum_in_order(n, c, |b| {
+        g[b * c * hw..(b + 1) * c * hw]
+            .chunks_exact(hw.max(1))
+            .map(|run| run.iter().sum::<f32>())
+            .collect()
+    })
 }
 
 #[cfg(test)]

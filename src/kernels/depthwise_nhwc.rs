@@ -6,6 +6,10 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+/// Images per partial sum of the weight gradient (fixed, so the sums do not depend on the
+/// thread count).
+const IMAGES_PER_PARTIAL: usize = 4;
+
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     super::contiguous_f32(s, l, what)
 }
@@ -268,31 +272,27 @@ impl CustomOp3 for DwNhwcBwd {
         let gx = conv_all(&g, gy, &flipped, None);
         let per = g.h * g.w * c;
         let fast = has_avx2_fma();
-        let (gw_t, gb) = x
-            .par_chunks(per)
-            .zip(gy.par_chunks(per))
-            .fold(
-                || (vec![0f32; kk * c], vec![0f32; c]),
-                |(mut gw, mut gb), (xi, gi)| {
-                    #[cfg(target_arch = "x86_64")]
-                    if fast {
-                        // SAFETY: the CPU has AVX2 and FMA (checked above).
-                        unsafe { grad_w_image_avx2(&g, xi, gi, &mut gw, &mut gb) };
-                        return (gw, gb);
-                    }
-                    let _ = fast;
-                    grad_w_image::<false>(&g, xi, gi, &mut gw, &mut gb);
-                    (gw, gb)
-                },
-            )
-            .reduce(
-                || (vec![0f32; kk * c], vec![0f32; c]),
-                |(mut a, mut b), (x, y)| {
-                    a.iter_mut().zip(x).for_each(|(p, q)| *p += q);
-                    b.iter_mut().zip(y).for_each(|(p, q)| *p += q);
-                    (a, b)
-                },
-            );
+        // weight and bias gradients: a partial per block of images, added in block order
+        let n = x.len() / per.max(1);
+        let blocks = n.div_ceil(IMAGES_PER_PARTIAL);
+        let sums = super::sum_in_order(blocks, kk * c + c, |blk| {
+            let mut acc = vec![0f32; kk * c + c];
+            let (gw, gb) = acc.split_at_mut(kk * c);
+            let images = blk * IMAGES_PER_PARTIAL..((blk + 1) * IMAGES_PER_PARTIAL).min(n);
+            for i in images {
+                let (xi, gi) = (&x[i * per..(i + 1) * per], &gy[i * per..(i + 1) * per]);
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: the CPU has AVX2 and FMA (checked above).
+                    unsafe { grad_w_image_avx2(&g, xi, gi, gw, gb) };
+                    continue;
+                }
+                let _ = fast;
+                grad_w_image::<false>(&g, xi, gi, gw, gb);
+            }
+            acc
+        });
+        let (gw_t, gb) = sums.split_at(kk * c);
         let mut out = gx;
         out.reserve(c * kk + c);
         // taps (KH*KW, C) back to PyTorch's (C, 1, KH, KW)

@@ -137,14 +137,14 @@ impl CustomOp3 for LnBwd {
                 }
                 (gw, gb)
             })
-            .reduce(
-                || (vec![0f32; c], vec![0f32; c]),
-                |(mut a, mut b), (x, y)| {
-                    a.iter_mut().zip(&x).for_each(|(p, q)| *p += q);
-                    b.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
-                    (a, b)
-                },
-            );
+            .collect::<Vec<_>>()
+            .into_iter()
+            // added in task order: the same sums whatever the threads do (see `sum_in_order`)
+            .fold((vec![0f32; c], vec![0f32; c]), |(mut a, mut b), (x, y)| {
+                a.iter_mut().zip(&x).for_each(|(p, q)| *p += q);
+                b.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
+                (a, b)
+            });
         rest[..c].copy_from_slice(&gw_sum);
         rest[c..].copy_from_slice(&gb_sum);
         Ok((CpuStorage::F32(out), Shape::from(n + 2 * c)))

@@ -106,6 +106,25 @@ pub(crate) fn contiguous_f32<'a>(
     }
 }
 
+/// Adds up per-block partial sums in a fixed order: `partial(b)` is block `b`'s contribution
+/// (`len` values; blocks fixed by the caller, not by the thread count), the blocks run in
+/// parallel and their results are added in block order. Rayon's `fold` / `reduce` group
+/// blocks as work stealing happens to split them, so float sums (weight and bias gradients)
+/// would differ from run to run in their last bits; bitwise resume needs them fixed.
+pub(crate) fn sum_in_order(
+    blocks: usize,
+    len: usize,
+    partial: impl Fn(usize) -> Vec<f32> + Sync + Send,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let parts: Vec<Vec<f32>> = (0..blocks).into_par_iter().map(partial).collect();
+    let mut out = vec![0f32; len];
+    for p in parts {
+        out.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    out
+}
+
 /// Refuses an input with no elements. The kernels split their work into chunks of one image,
 /// plane or row, which a zero-sized dimension would make zero-sized (a panic in rayon); an
 /// empty feature map comes from an image too small for the network's downsampling.
