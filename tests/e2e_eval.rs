@@ -114,6 +114,40 @@ fn eval_prints_metrics_and_writes_course_submissions() {
     assert_eq!(m.len(), 2);
     assert!(m[0]["identity"].as_str().unwrap().starts_with('n'));
     assert!(m[0]["score"].as_f64().unwrap().is_finite());
+    // With threshold = "tune", match decides with the threshold tuned on unknown_dev: against
+    // the run's own gallery, its decisions are verify-dev's submission.
+    let dev_sub = env.path("verify-dev.csv");
+    env.json(&[
+        "eval",
+        &id,
+        "--split",
+        "verify-dev",
+        "--submission",
+        s(&dev_sub),
+        "--format",
+        "json",
+    ]);
+    let submitted: std::collections::HashMap<String, String> = std::fs::read_to_string(&dev_sub)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (i, label) = l.split_once(',').unwrap();
+            (i.to_string(), label.to_string())
+        })
+        .collect();
+    let mut args = vec!["match", &id, "--gallery", s(&gallery), "--format", "json"];
+    args.extend(unknown.iter().map(|p| s(p)));
+    let all = env.json(&args);
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), unknown.len());
+    for r in all {
+        let path = std::path::Path::new(r["image"].as_str().unwrap());
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let want = submitted.get(&stem).or_else(|| submitted.get(&name));
+        assert_eq!(r["decision"].as_str(), want.map(String::as_str), "{r}");
+    }
 
     // Pairs data: ROC AUC, EER and TAR at FAR from a pairs list.
     let known_ids = sorted_files(&gallery);

@@ -329,6 +329,35 @@ fn finish(report: serde_json::Value, format: Format) -> Result<(), CliError> {
 }
 
 /// `runner match`: for each image, the best gallery identity and its score.
+/// The threshold `match` decides with: the recipe's fixed one; with `threshold = "tune"`, the
+/// one tuned on the run's own `unknown_dev` (as `eval --split verify-test` does). `None` (the
+/// decision is the best identity) only when the run's data has no verification part to tune on.
+fn match_threshold(m: &LoadedModel) -> Result<Option<f64>, CliError> {
+    if let Some(t) = crate::engine::verification::fixed_threshold(&m.recipe) {
+        return Ok(Some(t));
+    }
+    let data = crate::data::resolve_root(&m.recipe.data)
+        .and_then(|root| CourseData::open(&root))
+        .ok()
+        .filter(|d| d.has_verification());
+    let Some(data) = data else {
+        eprintln!(
+            "warning: threshold = \"tune\" and the run's data has no verification/known and \
+             unknown_dev to tune on: each decision is the best identity"
+        );
+        return Ok(None);
+    };
+    let verifier =
+        Verifier::new(m.model.as_ref(), &data, &m.recipe, &m.device).map_err(CliError::failed)?;
+    let t = verifier.score_dev().map_err(CliError::failed)?.threshold;
+    eprintln!(
+        "threshold {} (tuned on {})",
+        fmt_num(t),
+        data.root.join("verification").join("unknown_dev").display()
+    );
+    Ok(Some(t))
+}
+
 pub fn match_images(
     g: &Global,
     reference: &str,
@@ -382,7 +411,7 @@ pub fn match_images(
     let matches = g
         .best_matches(&unknown.embeddings)
         .map_err(CliError::failed)?;
-    let threshold = crate::engine::verification::fixed_threshold(&m.recipe);
+    let threshold = match_threshold(&m)?;
     let rows: Vec<serde_json::Value> = unknown
         .kept
         .iter()
