@@ -343,6 +343,15 @@ enum BenchCommand {
     },
 }
 
+/// Whether the raw arguments ask for `--log-format json` (read before clap, for its errors).
+fn wants_json_log() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--log-format=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--log-format" && w[1] == "json")
+}
+
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`runner show 1 | head`), as command-line tools do.
     // SAFETY: resetting a signal disposition to its default before any thread starts.
@@ -355,7 +364,13 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
+            if code != 0 && wants_json_log() {
+                // a usage error under `--log-format json` is an error event like any other
+                let message = e.to_string();
+                Reporter::new(false, LogFormat::Json).error(message.trim_end(), Some(2));
+            } else {
+                let _ = e.print();
+            }
             return ExitCode::from(code);
         }
     };

@@ -166,3 +166,22 @@ fn a_done_run_is_not_checked_again() {
     }
     assert_eq!(runs_in_store(&env), 1);
 }
+
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn a_cuda_device_on_a_cpu_build_is_refused_before_a_run_exists() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    for args in [
+        vec!["run", s(&r), "--device", "cuda"],
+        vec!["sweep", s(&r), "--device", "cuda:1"],
+    ] {
+        let out = env.run(&args);
+        assert_invalid(&out, &["train.device", "without CUDA"]);
+        assert_eq!(
+            runs_in_store(&env),
+            0,
+            "{args:?}: invalid input writes no run"
+        );
+    }
+}

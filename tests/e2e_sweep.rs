@@ -338,7 +338,8 @@ mode = "grid"
     ]);
     assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
     // The report lists the diverged run, which the metric cannot rank, with its error.
-    let report = env.path("report.html");
+    // (into a folder that does not exist yet, created as the other --out options do)
+    let report = env.path("reports/report.html");
     assert!(env.run(&["report", "--out", s(&report)]).status.success());
     let html = std::fs::read_to_string(&report).unwrap();
     let unranked = html
@@ -355,6 +356,12 @@ mode = "grid"
         .to_string();
     assert!(header.split(',').any(|h| h == "val_acc"), "{header}");
     assert!(!header.contains('*'), "{header}");
+    // CSV values are exact (tables round to 4 digits): the swept lrs read back as written.
+    let body = String::from_utf8_lossy(&csv.stdout).to_string();
+    assert!(
+        body.contains(",0.00151,") && body.contains(",0.00154,"),
+        "{body}"
+    );
     // JSON groups carry the value itself (a number here) under `value`.
     for g in groups.as_array().unwrap() {
         assert_eq!(g["group_by"], "optimizer.lr", "{g}");

@@ -513,6 +513,12 @@ fn log_format_json_writes_only_json_lines_on_stderr_errors_included() {
     assert_eq!(end["event"], "run_finished", "{events:?}");
     assert_eq!(end["status"], "done");
     assert!(end["metrics"]["val_acc"].is_number(), "{end}");
+    // A usage error (clap's) is an event too.
+    let (code, events) = json_log(&env, &["eval", "1", "--split", "nope"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "error");
+    assert!(events[0]["message"].as_str().unwrap().contains("nope"));
     // An error is an event too, with the exit status it ends in.
     let (code, events) = json_log(&env, &["run", "missing.toml"]);
     assert_eq!(code, Some(2));

@@ -268,6 +268,7 @@ pub fn eval(
             note_skipped(&mut report, &decisions.skipped);
             let d = decisions.rows;
             report["threshold"] = threshold_json(t);
+            report["metric"] = serde_json::json!(m.recipe.verification.metric);
             if d.is_empty() {
                 // every unknown was skipped as unreadable: nothing was scored
                 if data.unknown_test_labels.is_some() {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::output::{cell, csv, fmt_num, print_json, table, Format};
+use super::output::{cell_in, csv, num_in, print_json, table, Format};
 use super::{CliError, Global};
 use crate::store::{filter, LeaderRow, Store};
 
@@ -322,14 +322,14 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
                         r.row
                             .overrides
                             .get(k)
-                            .map(cell)
+                            .map(|v| cell_in(v, format))
                             .unwrap_or_else(|| "-".into())
                     }));
                     row.extend(shown_metrics.iter().map(|m| {
                         r.row
                             .best
                             .get(*m)
-                            .map(|v| fmt_num(*v))
+                            .map(|v| num_in(*v, format))
                             .unwrap_or_else(|| "-".into())
                     }));
                     row
@@ -416,7 +416,12 @@ fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Resu
             let rows: Vec<Vec<String>> = stats
                 .iter()
                 .map(|(label, _, n, m, s)| {
-                    vec![label.clone(), n.to_string(), fmt_num(*m), fmt_num(*s)]
+                    vec![
+                        label.clone(),
+                        n.to_string(),
+                        num_in(*m, format),
+                        num_in(*s, format),
+                    ]
                 })
                 .collect();
             if format == Format::Csv {

@@ -72,11 +72,12 @@ pub fn table(headers: &[String], rows: &[Vec<String>]) -> String {
 }
 
 /// Renders rows as CSV (RFC 4180 quoting through the csv crate).
+/// `rows` under `headers` as CSV. A `-` (a missing value in tables) is an empty field.
 pub fn csv(headers: &[String], rows: &[Vec<String>]) -> String {
     let mut w = ::csv::Writer::from_writer(Vec::new());
     let _ = w.write_record(headers);
     for r in rows {
-        let _ = w.write_record(r);
+        let _ = w.write_record(r.iter().map(|f| if f == "-" { "" } else { f.as_str() }));
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
@@ -91,6 +92,26 @@ pub fn cell(v: &serde_json::Value) -> String {
             _ => n.to_string(),
         },
         other => other.to_string(),
+    }
+}
+
+/// A JSON value as a cell in `format`: exact for CSV (spreadsheets compute with it), short
+/// for tables.
+pub fn cell_in(v: &serde_json::Value, format: Format) -> String {
+    match (format, v) {
+        (Format::Csv, serde_json::Value::String(s)) => s.clone(),
+        (Format::Csv, serde_json::Value::Null) => String::new(),
+        (Format::Csv, other) => other.to_string(),
+        _ => cell(v),
+    }
+}
+
+/// A number as a cell in `format`: every digit for CSV, 4 significant digits for tables.
+pub fn num_in(f: f64, format: Format) -> String {
+    if format == Format::Csv {
+        f.to_string()
+    } else {
+        fmt_num(f)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::output::{cell, print_json, table, Format};
+use super::output::{cell_in, print_json, table, Format};
 use super::{parse_sets, CliError, Global};
 use crate::plan::PlannedRun;
 use crate::store::Store;
@@ -65,11 +65,12 @@ pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result
                 .zip(&statuses)
                 .map(|(r, s)| {
                     let mut row = vec![r.index.to_string(), r.key.clone()];
-                    row.extend(
-                        swept
-                            .iter()
-                            .map(|k| r.overrides.get(k).map(cell).unwrap_or_else(|| "-".into())),
-                    );
+                    row.extend(swept.iter().map(|k| {
+                        r.overrides
+                            .get(k)
+                            .map(|v| cell_in(v, format))
+                            .unwrap_or_else(|| "-".into())
+                    }));
                     row.push(s.to_string());
                     row
                 })

@@ -238,6 +238,10 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
         .replace("{{legend}}", &legend)
         .replace("{{curves}}", &curves)
         .replace("{{configs}}", &configs);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::failed(format!("{}: {e}", dir.display())))?;
+    }
     let tmp = out.with_extension("html.tmp");
     std::fs::write(&tmp, html)
         .and_then(|_| std::fs::rename(&tmp, out))

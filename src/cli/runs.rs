@@ -140,7 +140,8 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
             .map(|e| {
                 vec![
                     e.epoch.to_string(),
-                    fmt_num(e.lr),
+                    // lr in one format (fmt_num would show 1.986e-3 and 2e-3 both as 0.002)
+                    format!("{:.3e}", e.lr),
                     fmt_num(e.train_loss),
                     fmt_num(e.train_acc),
                     opt(e.val_loss),
@@ -280,7 +281,13 @@ pub fn compare(g: &Global, a: &str, b: &str, format: Format) -> Result<(), CliEr
     for m in crate::recipe::validate::METRICS {
         if ba.contains_key(*m) || bb.contains_key(*m) {
             let f = |x: Option<&f64>| x.map(|v| fmt_num(*v)).unwrap_or_else(|| "-".into());
-            rows.push(vec![format!("best {m}"), f(ba.get(*m)), f(bb.get(*m))]);
+            // the lr row is the last epoch's lr (a "best" lr means nothing)
+            let label = if *m == "lr" {
+                "last lr".to_string()
+            } else {
+                format!("best {m}")
+            };
+            rows.push(vec![label, f(ba.get(*m)), f(bb.get(*m))]);
         }
     }
     println!("{}", table(&headers, &rows));

@@ -252,9 +252,18 @@ pub fn sweep(
             })
             .collect();
         println!("{}", table(&headers, &table_rows));
+        let worked = rows
+            .iter()
+            .filter(|r| r.action == "trained" || r.action == "resumed")
+            .count();
+        let not_started = rows
+            .iter()
+            .filter(|r| r.action.starts_with("not started"))
+            .count();
         o.reporter.info(&format!(
-            "sweep of {} run(s) finished in {:.1}s",
+            "sweep of {} run(s): {worked} trained or resumed, {} already there or busy, {not_started} not started; {:.1}s",
             rows.len(),
+            rows.len() - worked - not_started,
             started.elapsed().as_secs_f64()
         ));
         // End with the leaderboard of the runs this sweep planned.

@@ -44,6 +44,9 @@ pub enum PreflightError {
         height: u32,
         why: String,
     },
+    /// A `train.device` this build or this machine cannot use (`cuda` without the feature).
+    #[error("{0}")]
+    Device(String),
     /// A checkpoint that cannot be read or does not fit the model (names the file).
     #[error(transparent)]
     Checkpoint(TrainError),
@@ -113,6 +116,10 @@ impl Preflight {
     /// images the transforms do not resize are large enough for the model (checked on the
     /// first training image; recipe validation covers resized and built-in images).
     pub fn check(&mut self, recipe: &Recipe) -> Result<(), PreflightError> {
+        if !recipe.train.device.eq_ignore_ascii_case("cpu") {
+            crate::engine::device(&recipe.train.device)
+                .map_err(|e| PreflightError::Device(e.to_string()))?;
+        }
         let facts = self.facts(recipe)?;
         num_classes(recipe, &facts.data)?;
         let min = crate::model::min_input_side(&recipe.model);

@@ -113,7 +113,12 @@ impl Reporter {
                     .iter()
                     .map(|(k, v)| format!("{k} {}", crate::cli::output::fmt_num(*v)))
                     .collect();
-                self.line(format!("run {id} ({key}) {status}: {}", m.join("  ")));
+                let metrics = if m.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", m.join("  "))
+                };
+                self.line(format!("run {id} ({key}) {status}{metrics}"));
             }
             LogFormat::Json => eprintln!(
                 "{}",

@@ -228,6 +228,8 @@ pub fn fixed_threshold(recipe: &Recipe) -> Option<f64> {
 pub struct Baselines {
     pub raw_pixel_nn_dev_accuracy: f64,
     pub raw_pixel_verification_accuracy: f64,
+    /// +-infinity (accept / reject every unknown) as "inf" / "-inf" in JSON.
+    #[serde(serialize_with = "crate::store::records::f64_or_infinity")]
     pub raw_pixel_verification_threshold: f64,
     pub all_no_match_verification_accuracy: f64,
     pub majority_class_dev_accuracy: f64,

@@ -301,7 +301,7 @@ impl CustomOp3 for DwNhwcBwd {
                 out.push(gw_t[k * c + ch]);
             }
         }
-        out.extend_from_slice(&gb);
+        out.extend_from_slice(gb);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }

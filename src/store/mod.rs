@@ -3,7 +3,7 @@
 
 pub mod filter;
 pub mod migrations;
-mod records;
+pub(crate) mod records;
 
 pub use records::*;
 

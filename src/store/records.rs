@@ -226,8 +226,17 @@ impl VerificationRecord {
 /// A number as JSON, and +-infinity (which JSON lacks) as the text "inf" / "-inf".
 fn number_or_infinity<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
-        Some(x) if x.is_infinite() => s.serialize_str(&x.to_string()),
-        other => other.serialize(s),
+        Some(x) => f64_or_infinity(x, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// [`number_or_infinity`] for a plain `f64` (thresholds that may be +-infinity).
+pub(crate) fn f64_or_infinity<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_infinite() {
+        s.serialize_str(&v.to_string())
+    } else {
+        s.serialize_f64(*v)
     }
 }
 
