@@ -61,6 +61,13 @@ fn reads_verification_and_labels() {
     assert_eq!(d.unknown_dev_labels["u2.png"], "n000000");
     assert_eq!(d.unknown_test.len(), 1);
     assert!(d.has_verification());
+    // A gallery identity named like "no match" is refused, naming the folder.
+    img(&r.join("verification/known/n000000/1.png"));
+    let err = CourseData::open(r).unwrap_err().to_string();
+    assert!(
+        err.contains("known/n000000") && err.contains("no match"),
+        "{err}"
+    );
 }
 
 #[test]

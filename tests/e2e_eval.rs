@@ -149,6 +149,20 @@ fn eval_prints_metrics_and_writes_course_submissions() {
         assert_eq!(r["decision"].as_str(), want.map(String::as_str), "{r}");
     }
 
+    // A gallery folder named like "no match" is refused before anything is embedded.
+    let bad_gallery = env.path("bad_gallery/n000000");
+    std::fs::create_dir_all(&bad_gallery).unwrap();
+    std::fs::copy(&unknown[0], bad_gallery.join("a.jpg")).unwrap();
+    let out = env.run(&[
+        "match",
+        &id,
+        "--gallery",
+        s(&env.path("bad_gallery")),
+        s(&unknown[0]),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no match"));
+
     // Pairs data: ROC AUC, EER and TAR at FAR from a pairs list.
     let known_ids = sorted_files(&gallery);
     let mut pairs = String::from("img1 img2 same\n");

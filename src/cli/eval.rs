@@ -380,6 +380,12 @@ pub fn match_images(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if name == crate::verify::NO_MATCH {
+            return Err(CliError::invalid(format!(
+                "{}: `{name}` means \"no match\"; a gallery identity cannot use it",
+                d.display()
+            )));
+        }
         for p in crate::data::list_images(&d).map_err(CliError::invalid)? {
             known_paths.push(p);
             known_labels.push(name.clone());

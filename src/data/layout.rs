@@ -264,6 +264,15 @@ impl CourseData {
             let known_dir = ver.join("known");
             for (label, (name, files)) in read_identity_folders(&known_dir)?.into_iter().enumerate()
             {
+                if name == NO_MATCH {
+                    // the label of "no known identity" cannot be an identity of the gallery
+                    return Err(DataError::layout(
+                        known_dir.join(&name),
+                        format!(
+                            "`{NO_MATCH}` means \"no match\"; a gallery identity cannot use it"
+                        ),
+                    ));
+                }
                 known_identities.push(name);
                 known.extend(files.into_iter().map(|path| Sample { path, label }));
             }
