@@ -309,25 +309,14 @@ mode = "grid"
 "optimizer.lr" = [1e30, 0.00151, 0.00154]
 "#,
     );
-    let out = env.run(&[
-        "sweep",
-        s(&r),
-        "--set",
-        "train.epochs=1",
-        "--format",
-        "json",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err, rows) = one_epoch_sweep(&env, &r, &[]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("1 run(s) failed or diverged"), "{err}");
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let statuses: Vec<&str> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["diverged", "done", "done"], "{rows}");
+    assert_eq!(
+        column(&rows, "status"),
+        ["diverged", "done", "done"],
+        "{rows}"
+    );
     // Two lrs that round to the same 4 decimals are two groups.
     let groups = env.json(&[
         "leaderboard",
@@ -419,27 +408,11 @@ mode = "zip"
 "optimizer.lr" = [1e30, 0.01, 0.02]
 "#,
     );
-    let out = env.run(&[
-        "sweep",
-        s(&r),
-        "--set",
-        "train.epochs=1",
-        "--fail-fast",
-        "--format",
-        "json",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err, rows) = one_epoch_sweep(&env, &r, &["--fail-fast"]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--fail-fast"), "{err}");
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let actions: Vec<&str> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["action"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        actions,
+        column(&rows, "action"),
         [
             "trained",
             "not started (--fail-fast)",
@@ -454,4 +427,36 @@ mode = "zip"
         1,
         "nothing after the first run"
     );
+}
+
+/// `runner sweep RECIPE --set train.epochs=1 EXTRA... --format json`: exit status, stderr and
+/// the summary rows.
+fn one_epoch_sweep(
+    env: &Env,
+    recipe: &std::path::Path,
+    extra: &[&str],
+) -> (Option<i32>, String, serde_json::Value) {
+    let mut args = vec![
+        "sweep",
+        s(recipe),
+        "--set",
+        "train.epochs=1",
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = env.run(&args);
+    let rows = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        rows,
+    )
+}
+
+/// One string field of every summary row.
+fn column<'a>(rows: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    rows.as_array()
+        .map(|a| a.iter().filter_map(|r| r[field].as_str()).collect())
+        .unwrap_or_default()
 }

@@ -158,15 +158,18 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
         );
         for r in &unranked {
             let error = store.run(r.id)?.error.unwrap_or_default();
-            let _ = write!(
-                lb,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                r.id,
-                esc(&r.key),
-                esc(&r.status),
-                esc(&swept_values(&r.overrides)),
-                esc(&error)
-            );
+            let cells = [
+                r.id.to_string(),
+                r.key.clone(),
+                r.status.clone(),
+                swept_values(&r.overrides),
+                error,
+            ];
+            lb.push_str("<tr>");
+            for c in cells {
+                let _ = write!(lb, "<td>{}</td>", esc(&c));
+            }
+            lb.push_str("</tr>");
         }
         lb.push_str("</table>");
     }
