@@ -245,19 +245,34 @@ fn direct_jpeg_decoding_matches_the_image_crate() {
     let path = t.path().join("colour.jpg");
     std::fs::write(&path, jpeg_bytes(&noise_image(33, 20, 6), 75)).unwrap();
     assert!(decode(&path).unwrap() == image::open(&path).unwrap().into_rgb8());
-    // a truncated JPEG is decoded or reported exactly as the image crate does
-    let bytes = jpeg_bytes(&noise_image(64, 64, 4), 90);
-    let cut = &bytes[..bytes.len() / 2];
-    let path = t.path().join("cut.jpg");
-    std::fs::write(&path, cut).unwrap();
-    let theirs = image::load_from_memory(cut).map(|i| i.into_rgb8());
-    match (decode(&path), theirs) {
-        (Ok(a), Ok(b)) => assert!(a == b),
-        (Err(_), Err(_)) => {}
-        (a, b) => panic!(
-            "truncated JPEG: ours {:?}, image {:?}",
-            a.is_ok(),
-            b.is_ok()
-        ),
+    // a truncated JPEG is an error (as in Pillow), even where the image crate fills the missing
+    // rows: see `damaged_jpegs_are_unreadable_images_not_filler_or_an_abort`
+}
+
+#[test]
+fn damaged_jpegs_are_unreadable_images_not_filler_or_an_abort() {
+    let t = tempfile::tempdir().unwrap();
+    let bytes = jpeg_bytes(&noise_image(96, 96, 7), 90);
+    let write = |name: &str, b: &[u8]| {
+        let p = t.path().join(name);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    // Cut short: Pillow says "image file is truncated"; rows of filler would train silently.
+    for keep in [0.5, 0.75, 0.9] {
+        let cut = &bytes[..(bytes.len() as f64 * keep) as usize];
+        let err = decode(&write("cut.jpg", cut)).unwrap_err().to_string();
+        assert!(err.contains("cut.jpg"), "{keep}: {err}");
     }
+    // A header claiming 60000 x 60000 pixels: refused before anything is allocated.
+    let mut huge = bytes.clone();
+    let sof = huge
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("a baseline JPEG");
+    huge[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+    let err = decode(&write("huge.jpg", &huge)).unwrap_err().to_string();
+    assert!(err.contains("huge.jpg") && err.contains("limit"), "{err}");
+    // The whole file still reads.
+    assert!(decode(&write("whole.jpg", &bytes)).is_ok());
 }

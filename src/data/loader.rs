@@ -106,7 +106,7 @@ pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
         msg,
     };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    if let Some(img) = decode_jpeg_rgb(&bytes) {
+    if let Some(img) = colour_jpeg(&bytes).map_err(bad)? {
         return Ok(img);
     }
     // as `ImageReader::open`: the extension's format unless the content says otherwise
@@ -120,35 +120,60 @@ pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
     Ok(reader.decode().map_err(|e| bad(e.to_string()))?.into_rgb8())
 }
 
+/// Largest decoded image accepted, in bytes: the `image` crate's default allocation limit
+/// (Pillow refuses such images too). A damaged header claiming 60000x60000 pixels is an
+/// unreadable image, not an allocation that aborts the process.
+const MAX_DECODED_BYTES: usize = 512 << 20;
+
 /// A colour (YCbCr or RGB) JPEG decoded by zune-jpeg straight into an RGB buffer, with the
 /// options the `image` crate uses (so the pixels are the ones `image` would give); `None` for
 /// anything else (other formats, grey or CMYK JPEGs, damaged files), which `decode` then hands
 /// to `image` for the same result or its error message.
 pub fn decode_jpeg_rgb(bytes: &[u8]) -> Option<RgbImage> {
+    colour_jpeg(bytes).ok().flatten()
+}
+
+/// `decode_jpeg_rgb`, telling a damaged colour JPEG (`Err`: truncated data, a size above
+/// [`MAX_DECODED_BYTES`]) from one this path does not take (`Ok(None)`). Strict: a file cut
+/// short is an error, as Pillow's "image file is truncated", not rows of filler.
+fn colour_jpeg(bytes: &[u8]) -> Result<Option<RgbImage>, String> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
     if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        return None;
+        return Ok(None);
     }
     let options = DecoderOptions::default()
-        .set_strict_mode(false)
+        .set_strict_mode(true)
         .set_max_width(usize::MAX)
         .set_max_height(usize::MAX)
         .jpeg_set_out_colorspace(ColorSpace::RGB);
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    dec.decode_headers().ok()?;
-    if !matches!(dec.input_colorspace()?, ColorSpace::YCbCr | ColorSpace::RGB) {
-        return None;
+    if dec.decode_headers().is_err() {
+        return Ok(None); // `image` names what is wrong with the header
     }
-    let (w, h) = dec.dimensions()?;
-    let size = dec.output_buffer_size()?;
+    if !matches!(
+        dec.input_colorspace(),
+        Some(ColorSpace::YCbCr | ColorSpace::RGB)
+    ) {
+        return Ok(None);
+    }
+    let (Some((w, h)), Some(size)) = (dec.dimensions(), dec.output_buffer_size()) else {
+        return Ok(None);
+    };
+    if w.saturating_mul(h).saturating_mul(3) > MAX_DECODED_BYTES {
+        return Err(format!(
+            "{w}x{h} pixels: above the {} MiB decoding limit (a damaged header?)",
+            MAX_DECODED_BYTES >> 20
+        ));
+    }
     if size != w * h * 3 {
-        return None;
+        return Ok(None);
     }
     let mut out = vec![0u8; size];
-    dec.decode_into(&mut out).ok()?;
-    RgbImage::from_raw(w as u32, h as u32, out)
+    dec.decode_into(&mut out)
+        .map_err(|e| format!("damaged JPEG data: {e}"))?;
+    Ok(RgbImage::from_raw(w as u32, h as u32, out))
 }
 
 /// Asks the kernel for transparent huge pages under a large fresh buffer (a batch above the
