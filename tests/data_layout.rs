@@ -205,3 +205,42 @@ fn label_files_must_cover_every_image() {
         std::fs::write(&path, full).unwrap();
     }
 }
+
+#[test]
+fn hidden_entries_are_not_data_and_empty_identities_or_relabelled_rows_are_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    minimal(r);
+    let before = fingerprint(r).unwrap();
+    // Notebook checkpoints, macOS resource forks and a dangling link: ignored everywhere.
+    img(&r.join("classification/train/.ipynb_checkpoints/x-checkpoint.png"));
+    img(&r.join("classification/train/alice/._1.png"));
+    img(&r.join("classification/test/._a.png"));
+    std::os::unix::fs::symlink("/nonexistent", r.join("classification/README")).unwrap();
+    std::os::unix::fs::symlink("..", r.join("classification/loop")).unwrap();
+    let d = CourseData::open(r).unwrap();
+    assert_eq!(d.classes, vec!["alice", "bob"]);
+    assert_eq!(d.train.len(), 3);
+    assert_eq!(d.test.len(), 2);
+    assert_eq!(
+        fingerprint(r).unwrap(),
+        before,
+        "hidden files change nothing"
+    );
+    // An identity folder without images would be a class nothing trains.
+    std::fs::create_dir_all(r.join("classification/train/carol")).unwrap();
+    let err = CourseData::open(r).unwrap_err().to_string();
+    assert!(
+        err.contains("train/carol") && err.contains("without images"),
+        "{err}"
+    );
+    std::fs::remove_dir(r.join("classification/train/carol")).unwrap();
+    // A label file that labels one image twice, differently, names the row.
+    std::fs::write(
+        r.join("classification/test_labels.csv"),
+        "id,label\na.png,alice\nb.png,bob\na.png,bob\n",
+    )
+    .unwrap();
+    let err = CourseData::open(r).unwrap_err().to_string();
+    assert!(err.contains("row 4") && err.contains("a.png"), "{err}");
+}

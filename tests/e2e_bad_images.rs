@@ -187,3 +187,47 @@ fn skipped_images_are_warned_recorded_and_left_out_of_eval_rows() {
     assert_eq!(p["pairs"], 3, "{p}");
     assert_eq!(skipped_list(&p), vec![broken[2].display().to_string()]);
 }
+
+#[test]
+fn a_split_with_no_readable_image_is_not_scored_as_zero() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let text = std::fs::read_to_string(&r).unwrap().replace(
+        "num_workers = 2",
+        "num_workers = 2\non_bad_image = \"skip\"",
+    );
+    std::fs::write(&r, text).unwrap();
+    let grid = env.path("grid.png");
+    assert!(env
+        .run(&["data", "preview", s(&r), "--out", s(&grid)])
+        .status
+        .success());
+    let root = sorted_files(&env.path("data"))[0].clone();
+    let all_in = |split: &str| -> Vec<PathBuf> {
+        sorted_files(&root.join(split))
+            .iter()
+            .flat_map(|d| sorted_files(d))
+            .collect()
+    };
+    // Every dev image unreadable: validation metrics are absent, not 0.
+    for p in all_in("classification/dev") {
+        corrupt(&p);
+    }
+    let run = env.json(&["run", s(&r), "--set", "train.epochs=1", "--format", "json"]);
+    assert_eq!(run["status"], "done", "{run}");
+    let show = env.json(&["show", &run["id"].to_string(), "--format", "json"]);
+    let epoch = &show["epochs"][0];
+    assert!(
+        epoch["val_acc"].is_null() && epoch["val_loss"].is_null(),
+        "{epoch}"
+    );
+    // Every training image unreadable: the run fails, saying so, instead of "training" on
+    // nothing with a loss of 0.
+    for p in all_in("classification/train") {
+        corrupt(&p);
+    }
+    let out = env.run(&["run", s(&r), "--set", "train.epochs=1", "--force"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no training image was read"), "{err}");
+}

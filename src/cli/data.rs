@@ -81,7 +81,13 @@ pub fn stats(dir: &Path, format: Format) -> Result<(), CliError> {
 
 pub fn preview(recipe: &Path, sets: &[String], out: &Path, count: usize) -> Result<(), CliError> {
     let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
-    crate::data::preview::preview(&r, out, count).map_err(CliError::failed)?;
+    crate::data::preview::preview(&r, out, count).map_err(|e| {
+        if e.is_invalid_input() {
+            CliError::invalid(e)
+        } else {
+            CliError::failed(e)
+        }
+    })?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }

@@ -39,6 +39,19 @@ impl DataError {
             source,
         }
     }
+    /// Whether the user's data or settings are at fault (exit status 2) rather than a file
+    /// that failed to read or write at run time (1).
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            DataError::MissingFolder(_)
+                | DataError::MissingFile(_)
+                | DataError::Layout { .. }
+                | DataError::Csv { .. }
+                | DataError::Param { .. }
+        )
+    }
+
     pub fn layout(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         DataError::Layout {
             path: path.into(),

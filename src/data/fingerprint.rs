@@ -12,14 +12,31 @@ fn counts(path: &Path) -> bool {
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<(), DataError> {
+/// The course layout's deepest file is `classification/train/<identity>/<image>`: the walk
+/// goes no deeper (a folder link back up, `loop -> ..`, ends there).
+const MAX_DEPTH: usize = 4;
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    out: &mut Vec<(String, u64)>,
+) -> Result<(), DataError> {
     let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
     for entry in rd {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
         let path = entry.path();
-        let meta = std::fs::metadata(&path).map_err(|e| DataError::io(&path, e))?;
+        if super::layout::is_hidden(&path) {
+            continue; // never data (the layout reader skips them too)
+        }
+        // a dangling link is no file of the set (the layout reader skips it too)
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if meta.is_dir() {
-            walk(root, &path, out)?;
+            if depth < MAX_DEPTH {
+                walk(root, &path, depth + 1, out)?;
+            }
         } else if meta.is_file() && counts(&path) {
             let rel = path.strip_prefix(root).unwrap_or(&path);
             let rel: Vec<String> = rel
@@ -39,7 +56,7 @@ pub fn fingerprint(root: &Path) -> Result<String, DataError> {
         return Err(DataError::MissingFolder(root.to_path_buf()));
     }
     let mut files = Vec::new();
-    walk(root, root, &mut files)?;
+    walk(root, root, 1, &mut files)?;
     files.sort();
     let mut h = Sha256::new();
     for (rel, size) in &files {

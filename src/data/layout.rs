@@ -71,12 +71,22 @@ pub fn file_id(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a file or folder name is hidden (`.ipynb_checkpoints`, macOS's `._x.jpg`,
+/// `.DS_Store`): never data.
+pub fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// The entries of `dir`, sorted, hidden ones left out.
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
     let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        out.push(entry.path());
+        if !is_hidden(&entry.path()) {
+            out.push(entry.path());
+        }
     }
     out.sort();
     Ok(out)
@@ -101,7 +111,16 @@ fn read_identity_folders(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, Data
             continue;
         }
         let name = file_id(&sub);
-        out.push((name, list_images(&sub)?));
+        let images = list_images(&sub)?;
+        if images.is_empty() {
+            // an identity without images would be a class nothing trains (torchvision's
+            // ImageFolder refuses it too)
+            return Err(DataError::layout(
+                sub,
+                "identity folder without images (.jpg, .jpeg, .png); remove it or add images",
+            ));
+        }
+        out.push((name, images));
     }
     Ok(out)
 }
@@ -148,7 +167,17 @@ pub fn read_id_label_csv(path: &Path) -> Result<HashMap<String, String>, DataErr
                 msg: format!("row {} lacks id or label", line + 2),
             });
         };
-        out.insert(id.to_string(), label.to_string());
+        if let Some(first) = out.insert(id.to_string(), label.to_string()) {
+            if first != label {
+                return Err(DataError::Csv {
+                    path: path.to_path_buf(),
+                    msg: format!(
+                        "row {}: `{id}` is labelled again, `{label}` after `{first}`",
+                        line + 2
+                    ),
+                });
+            }
+        }
     }
     Ok(out)
 }

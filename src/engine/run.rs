@@ -660,6 +660,15 @@ impl<'a, 's> Runner<'a, 's> {
             }
         }
         bar.finish_and_clear();
+        if seen == 0 {
+            // nothing trained: every image skipped as unreadable, or no full batch
+            return Err(EngineError::Other(format!(
+                "epoch {epoch}: no training image was read ({} skipped as unreadable, or fewer \
+                 than one batch of train.batch_size = {} images)",
+                self.train_src.skipped().len(),
+                self.req.recipe.train.batch_size
+            )));
+        }
         let elapsed = started.elapsed().as_secs_f64();
         prior_seconds += elapsed;
         Ok(EpochResult::Finished(TrainStats {
@@ -690,9 +699,12 @@ impl<'a, 's> Runner<'a, 's> {
             correct += loss::correct_count(&logits, &batch.labels)? as u64;
             seen += n;
         }
+        if seen == 0 {
+            return Ok((None, None)); // every dev image skipped as unreadable: nothing measured
+        }
         Ok((
-            Some(loss_sum / seen.max(1) as f64),
-            Some(correct as f64 / seen.max(1) as f64),
+            Some(loss_sum / seen as f64),
+            Some(correct as f64 / seen as f64),
         ))
     }
 
