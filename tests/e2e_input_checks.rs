@@ -185,3 +185,26 @@ fn a_cuda_device_on_a_cpu_build_is_refused_before_a_run_exists() {
         );
     }
 }
+
+#[test]
+fn images_of_mixed_sizes_that_nothing_resizes_are_named_both() {
+    let env = Env::new();
+    let root = env.path("set");
+    synth_folder(&env, &root, 32);
+    // one dev image wider than the others; the tiny recipe's eval transforms do not resize
+    let dev = common::sorted_files(&common::sorted_files(&root.join("classification/dev"))[0]);
+    let odd = &dev[0];
+    image::RgbImage::from_pixel(48, 32, image::Rgb([90, 90, 90]))
+        .save(odd)
+        .unwrap();
+    let r = folder_recipe(&env, "r.toml", &root, "", "");
+    let out = env.run(&["run", s(&r), "--set", "train.epochs=1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let name = odd.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        err.contains(&name) && err.contains("differ in size"),
+        "{err}"
+    );
+    assert!(!err.contains("decode"), "nothing failed to decode: {err}");
+}

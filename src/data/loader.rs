@@ -278,16 +278,20 @@ impl Shared {
             let s = (t.c, t.h, t.w);
             match shape {
                 None => {
-                    shape = Some(s);
+                    shape = Some((s, i));
                     data.reserve(idx.len() * t.data.len());
                 }
-                Some(first) if first != s => {
-                    return Err(DataError::BadImage {
-                        path: self.items[i].0.clone(),
-                        msg: format!(
-                            "transformed to {s:?} but the batch is {first:?}; add a resize/crop to the transforms"
+                Some((first, j)) if first != s => {
+                    // not a bad file: images of different sizes that nothing resizes
+                    return Err(DataError::layout(
+                        self.items[i].0.clone(),
+                        format!(
+                            "transformed to {s:?}, but {} of the same batch to {first:?}: the \
+                             images differ in size and the transforms keep it; add a resize or \
+                             crop to the transforms",
+                            self.items[j].0.display()
                         ),
-                    })
+                    ));
                 }
                 _ => {}
             }
@@ -295,7 +299,7 @@ impl Shared {
             labels.push(self.items[i].1);
             indices.push(i);
         }
-        Ok(shape.map(|shape| RawBatch {
+        Ok(shape.map(|(shape, _)| RawBatch {
             shape,
             data,
             labels,
