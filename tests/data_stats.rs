@@ -32,6 +32,18 @@ fn stats_of_a_synthetic_set() {
     assert_eq!(st.class_balance.min, st.class_balance.max);
     let json = serde_json::to_value(&st).unwrap();
     assert!(json.get("class_balance").is_some());
+    // A PNG named .jpg is counted by its content, as training reads it, not as unreadable.
+    let first = std::fs::read_dir(t.path().join("d/classification/test"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    image::RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]))
+        .save_with_format(&first, image::ImageFormat::Png)
+        .unwrap();
+    let st = stats(&t.path().join("d")).unwrap();
+    assert!(st.unreadable.is_empty(), "{:?}", st.unreadable);
 }
 
 #[test]

@@ -99,6 +99,17 @@ struct Shared {
     bad: Mutex<BTreeMap<PathBuf, String>>,
 }
 
+/// An image file's width and height from its header, by its content (a PNG named `.jpg` is
+/// read as the PNG it is, as `decode` reads it).
+pub fn dimensions(path: &Path) -> Option<(u32, u32)> {
+    image::ImageReader::open(path)
+        .ok()?
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()
+}
+
 /// Decodes an image file to RGB, naming the path on failure.
 pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
     let bad = |msg: String| DataError::BadImage {

@@ -11,12 +11,8 @@ pub const NN_SIDE: u32 = 32;
 
 /// An image as a vector of its pixels (resized to `NN_SIDE`), in [0, 1].
 pub fn load_vec(path: &Path) -> Result<Vec<f32>, DataError> {
-    let img = image::open(path)
-        .map_err(|e| DataError::BadImage {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?
-        .to_rgb8();
+    // decoded as training decodes it (by content, strict JPEG)
+    let img = super::loader::decode(path)?;
     let small = resize_bilinear(&img, NN_SIDE, NN_SIDE);
     Ok(small.as_raw().iter().map(|&v| v as f32 / 255.0).collect())
 }

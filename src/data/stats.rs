@@ -134,9 +134,9 @@ pub fn stats(root: &Path) -> Result<DataStats, DataError> {
     let mut sizes: BTreeMap<(u32, u32), usize> = BTreeMap::new();
     let mut unreadable = Vec::new();
     for p in paths {
-        match image::image_dimensions(p) {
-            Ok(wh) => *sizes.entry(wh).or_default() += 1,
-            Err(_) => unreadable.push(p.clone()),
+        match super::loader::dimensions(p) {
+            Some(wh) => *sizes.entry(wh).or_default() += 1,
+            None => unreadable.push(p.clone()),
         }
     }
     let mut image_sizes: Vec<SizeCount> = sizes

@@ -138,7 +138,7 @@ impl Preflight {
             let first = facts.first_image.get_or_insert_with(|| {
                 let path = facts.data.train.first()?.path.clone();
                 // an unreadable image is the loader's business (`data.on_bad_image`)
-                let (w, h) = image::image_dimensions(&path).ok()?;
+                let (w, h) = crate::data::loader::dimensions(&path)?;
                 Some((path, w, h))
             });
             if let Some((image, width, height)) = first {
