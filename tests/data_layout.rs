@@ -243,4 +243,12 @@ fn hidden_entries_are_not_data_and_empty_identities_or_relabelled_rows_are_error
     .unwrap();
     let err = CourseData::open(r).unwrap_err().to_string();
     assert!(err.contains("row 4") && err.contains("a.png"), "{err}");
+    // A test label no training identity has could never be predicted.
+    std::fs::write(
+        r.join("classification/test_labels.csv"),
+        "id,label\na.png,alice\nb.png,zed\n",
+    )
+    .unwrap();
+    let err = CourseData::open(r).unwrap_err().to_string();
+    assert!(err.contains("`zed`") && err.contains("b.png"), "{err}");
 }

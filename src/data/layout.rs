@@ -280,6 +280,15 @@ impl CourseData {
                     format!("no label for image `{}` of classification/test", file_id(p)),
                 ));
             }
+            // A label no training identity has could never be predicted: a typo.
+            let mut rows: Vec<(&String, &String)> = labels.iter().collect();
+            rows.sort();
+            if let Some((id, l)) = rows.into_iter().find(|(_, l)| !classes.contains(*l)) {
+                return Err(DataError::layout(
+                    &csv_path,
+                    format!("label `{l}` of `{id}` is not a training identity"),
+                ));
+            }
         }
 
         let ver = root.join("verification");

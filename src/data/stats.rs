@@ -163,10 +163,14 @@ pub fn stats(root: &Path) -> Result<DataStats, DataError> {
         known_identities: d.known_identities.len(),
         known_images: d.known.len(),
         unknown_dev_images: d.unknown_dev.len(),
+        // the images' labels (the CSV may hold rows for images that are not there)
         unknown_dev_impostors: d
-            .unknown_dev_labels
-            .values()
-            .filter(|l| *l == super::layout::NO_MATCH)
+            .unknown_dev
+            .iter()
+            .filter(|p| {
+                d.unknown_dev_labels.get(&super::layout::file_id(p))
+                    == Some(&super::layout::NO_MATCH.to_string())
+            })
             .count(),
         unknown_test_images: d.unknown_test.len(),
         image_sizes,
