@@ -268,7 +268,7 @@ fn raw_pixel_nearest_neighbour_is_poor() {
     };
     generate(&cfg, &tmp.path().join("d")).unwrap();
     let d = CourseData::open(tmp.path().join("d")).unwrap();
-    let acc = runner::data::raw_pixel_nn_accuracy(&d).unwrap();
+    let acc = runner::data::raw_pixel_nn_accuracy(&d, false).unwrap().0;
     eprintln!("raw-pixel 1-NN dev accuracy (20 ids x 10 images, 32 px): {acc:.3}");
     assert!(acc < 0.3, "raw-pixel NN accuracy {acc}");
 }
@@ -288,7 +288,7 @@ fn raw_pixel_nearest_neighbour_default_sets() {
         };
         generate(&cfg, &tmp.path().join("d")).unwrap();
         let d = CourseData::open(tmp.path().join("d")).unwrap();
-        let acc = runner::data::raw_pixel_nn_accuracy(&d).unwrap();
+        let acc = runner::data::raw_pixel_nn_accuracy(&d, false).unwrap().0;
         eprintln!(
             "{difficulty:?}: raw-pixel 1-NN dev accuracy {acc:.4} ({} dev images)",
             d.dev.len()

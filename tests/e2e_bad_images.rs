@@ -59,6 +59,22 @@ fn skipped_images_are_warned_recorded_and_left_out_of_eval_rows() {
     for p in &broken {
         corrupt(p);
     }
+    // The data commands honour "skip" too: the baselines leave the images out and list them,
+    // the preview takes the next readable image.
+    let b = env.json(&["data", "baseline", s(&r), "--format", "json"]);
+    let listed: Vec<&str> = b["skipped_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for p in &broken {
+        assert!(listed.contains(&s(p)), "{} not in {b}", p.display());
+    }
+    assert!(env
+        .run(&["data", "preview", s(&r), "--out", s(&grid)])
+        .status
+        .success());
 
     // not --quiet: the warnings are the point
     let out = Command::new(env!("CARGO_BIN_EXE_runner"))

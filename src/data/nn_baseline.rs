@@ -1,6 +1,7 @@
 //! The raw-pixel nearest-neighbour baseline: dev accuracy of 1-NN (L2 on pixels resized to
 //! 32x32) against the training images. The synthetic set is built so this stays poor.
 
+use super::loader::SkippedImage;
 use super::transforms::resize::resize_bilinear;
 use super::{CourseData, DataError};
 use rayon::prelude::*;
@@ -17,32 +18,72 @@ pub fn load_vec(path: &Path) -> Result<Vec<f32>, DataError> {
     Ok(small.as_raw().iter().map(|&v| v as f32 / 255.0).collect())
 }
 
-/// 1-NN dev accuracy (in [0, 1]) on raw pixels.
-pub fn raw_pixel_nn_accuracy(data: &CourseData) -> Result<f64, DataError> {
-    if data.dev.is_empty() {
-        return Err(DataError::layout(&data.root, "no dev images to score"));
+/// Every image of `paths` as a pixel vector, in order. With `skip` (`data.on_bad_image =
+/// "skip"`) an unreadable image is `None` and listed; otherwise it fails the whole call.
+pub fn load_all(
+    paths: &[&Path],
+    skip: bool,
+) -> Result<(Vec<Option<Vec<f32>>>, Vec<SkippedImage>), DataError> {
+    let loaded: Vec<Result<Vec<f32>, DataError>> = paths.par_iter().map(|p| load_vec(p)).collect();
+    let (mut out, mut skipped) = (Vec::with_capacity(paths.len()), Vec::new());
+    for (r, p) in loaded.into_iter().zip(paths) {
+        match r {
+            Ok(v) => out.push(Some(v)),
+            Err(e) if skip => {
+                skipped.push(SkippedImage {
+                    path: p.to_path_buf(),
+                    error: e.to_string(),
+                });
+                out.push(None);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let train: Vec<(Vec<f32>, usize)> = data
-        .train
+    Ok((out, skipped))
+}
+
+/// The paths of a split's samples.
+fn paths_of(split: &[super::Sample]) -> Vec<&Path> {
+    split.iter().map(|s| s.path.as_path()).collect()
+}
+
+/// 1-NN dev accuracy (in [0, 1]) on raw pixels, over the dev images read (with `skip`,
+/// unreadable images are left out of both sides and returned).
+pub fn raw_pixel_nn_accuracy(
+    data: &CourseData,
+    skip: bool,
+) -> Result<(f64, Vec<SkippedImage>), DataError> {
+    let (train, mut skipped) = load_all(&paths_of(&data.train), skip)?;
+    let train: Vec<(Vec<f32>, usize)> = train
+        .into_iter()
+        .zip(&data.train)
+        .filter_map(|(v, s)| v.map(|v| (v, s.label)))
+        .collect();
+    let (dev, dev_skipped) = load_all(&paths_of(&data.dev), skip)?;
+    skipped.extend(dev_skipped);
+    let queries: Vec<(&Vec<f32>, usize)> = dev
+        .iter()
+        .zip(&data.dev)
+        .filter_map(|(v, s)| v.as_ref().map(|v| (v, s.label)))
+        .collect();
+    if queries.is_empty() || train.is_empty() {
+        return Err(DataError::layout(
+            &data.root,
+            "no readable dev and training images to score",
+        ));
+    }
+    let correct: usize = queries
         .par_iter()
-        .map(|s| load_vec(&s.path).map(|v| (v, s.label)))
-        .collect::<Result<_, _>>()?;
-    let correct: usize = data
-        .dev
-        .par_iter()
-        .map(|s| -> Result<usize, DataError> {
-            let q = load_vec(&s.path)?;
+        .map(|(q, want)| {
             let mut best = (f32::INFINITY, usize::MAX);
             for (v, label) in &train {
-                let d: f32 = v.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum();
+                let d: f32 = v.iter().zip(q.iter()).map(|(a, b)| (a - b) * (a - b)).sum();
                 if d < best.0 {
                     best = (d, *label);
                 }
             }
-            Ok(usize::from(best.1 == s.label))
+            usize::from(best.1 == *want)
         })
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
         .sum();
-    Ok(correct as f64 / data.dev.len() as f64)
+    Ok((correct as f64 / queries.len() as f64, skipped))
 }

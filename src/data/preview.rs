@@ -43,10 +43,28 @@ pub fn preview(recipe: &Recipe, out: &Path, n: usize) -> Result<PreviewSummary, 
     let n = n.clamp(1, data.train.len());
     let step = data.train.len() as f64 / n as f64;
     let mut tiles = Vec::with_capacity(n);
+    let skip = recipe.data.on_bad_image == crate::recipe::BadImagePolicy::Skip;
+    let len = data.train.len();
     for k in 0..n {
-        let idx = ((k as f64 * step) as usize).min(data.train.len() - 1);
-        let path = &data.train[idx].path;
-        let img = super::loader::decode(path)?;
+        let start = ((k as f64 * step) as usize).min(len - 1);
+        // with `on_bad_image = "skip"`, an unreadable image gives way to the next readable one
+        let mut found = None;
+        for idx in (start..len).chain(0..start) {
+            match super::loader::decode(&data.train[idx].path) {
+                Ok(img) => {
+                    found = Some((idx, img));
+                    break;
+                }
+                Err(_) if skip => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((idx, img)) = found else {
+            return Err(DataError::layout(
+                root.join("classification").join("train"),
+                "no training image could be read",
+            ));
+        };
         let mut rng = sample_rng(recipe.train.seed, 0, idx as u64);
         let t = pipeline.apply(img, &mut rng)?;
         tiles.push(tensor_to_image(&t, pipeline.normalization()));

@@ -233,26 +233,33 @@ pub struct Baselines {
     pub raw_pixel_verification_threshold: f64,
     pub all_no_match_verification_accuracy: f64,
     pub majority_class_dev_accuracy: f64,
+    /// Images left out as unreadable (`data.on_bad_image = "skip"`).
+    pub skipped_images: Vec<String>,
 }
 
 /// Computes the baselines of a data set for a recipe's verification settings.
 pub fn baselines(data: &CourseData, recipe: &Recipe) -> Result<Baselines, EngineError> {
-    use rayon::prelude::*;
     let v = &recipe.verification;
+    let skip = recipe.data.on_bad_image == crate::recipe::BadImagePolicy::Skip;
     let pixels = |paths: &[PathBuf]| -> Result<Embedded, EngineError> {
-        let rows: Vec<Vec<f32>> = paths
-            .par_iter()
-            .map(|p| crate::data::nn_baseline::load_vec(p))
-            .collect::<Result<_, _>>()?;
-        let ids = paths.iter().map(|p| crate::data::file_id(p)).collect();
+        let refs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+        let (rows, skipped) = crate::data::nn_baseline::load_all(&refs, skip)?;
+        let kept: Vec<usize> = (0..paths.len()).filter(|&i| rows[i].is_some()).collect();
+        let ids = kept
+            .iter()
+            .map(|&i| crate::data::file_id(&paths[i]))
+            .collect();
+        let rows: Vec<Vec<f32>> = rows.into_iter().flatten().collect();
         Ok(Embedded {
             embeddings: Embeddings::from_rows(ids, &rows)?,
-            kept: (0..paths.len()).collect(),
-            skipped: Vec::new(),
+            kept,
+            skipped,
         })
     };
-    let (gallery, _) = gallery_of(data, recipe, pixels)?;
-    let unknown = pixels(&data.unknown_dev)?.embeddings;
+    let (gallery, mut skipped) = gallery_of(data, recipe, pixels)?;
+    let unknown = pixels(&data.unknown_dev)?;
+    skipped.extend(unknown.skipped);
+    let unknown = unknown.embeddings;
     let matches = gallery.best_matches(&unknown)?;
     let truth = dev_truth(data, &unknown);
     let t = verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
@@ -269,8 +276,17 @@ pub fn baselines(data: &CourseData, recipe: &Recipe) -> Result<Baselines, Engine
     }
     let majority =
         counts.values().max().copied().unwrap_or(0) as f64 / data.dev.len().max(1) as f64;
+    let (nn_accuracy, nn_skipped) = crate::data::raw_pixel_nn_accuracy(data, skip)?;
+    skipped.extend(nn_skipped);
+    let mut skipped_images: Vec<String> = skipped
+        .iter()
+        .map(|s| s.path.display().to_string())
+        .collect();
+    skipped_images.sort();
+    skipped_images.dedup();
     Ok(Baselines {
-        raw_pixel_nn_dev_accuracy: crate::data::raw_pixel_nn_accuracy(data)?,
+        raw_pixel_nn_dev_accuracy: nn_accuracy,
+        skipped_images,
         raw_pixel_verification_accuracy: m.accuracy,
         raw_pixel_verification_threshold: verify::natural_threshold(v.metric, t),
         all_no_match_verification_accuracy: no_match,
