@@ -18,12 +18,12 @@ pub fn load_vec(path: &Path) -> Result<Vec<f32>, DataError> {
     Ok(small.as_raw().iter().map(|&v| v as f32 / 255.0).collect())
 }
 
+/// Pixel vectors in path order (`None`: skipped as unreadable), and the skipped images.
+pub type Loaded = (Vec<Option<Vec<f32>>>, Vec<SkippedImage>);
+
 /// Every image of `paths` as a pixel vector, in order. With `skip` (`data.on_bad_image =
 /// "skip"`) an unreadable image is `None` and listed; otherwise it fails the whole call.
-pub fn load_all(
-    paths: &[&Path],
-    skip: bool,
-) -> Result<(Vec<Option<Vec<f32>>>, Vec<SkippedImage>), DataError> {
+pub fn load_all(paths: &[&Path], skip: bool) -> Result<Loaded, DataError> {
     let loaded: Vec<Result<Vec<f32>, DataError>> = paths.par_iter().map(|p| load_vec(p)).collect();
     let (mut out, mut skipped) = (Vec::with_capacity(paths.len()), Vec::new());
     for (r, p) in loaded.into_iter().zip(paths) {
