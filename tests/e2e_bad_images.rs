@@ -34,8 +34,9 @@ fn skipped_list(report: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn skipped_images_are_warned_recorded_and_left_out_of_eval_rows() {
+/// A tiny recipe with `on_bad_image = "skip"` and its data set generated (through `data
+/// preview`): the env, the recipe and the data root.
+fn skipping_env() -> (Env, PathBuf, PathBuf) {
     let env = Env::new();
     let r = env.recipe("r.toml", "");
     let text = std::fs::read_to_string(&r).unwrap().replace(
@@ -43,13 +44,20 @@ fn skipped_images_are_warned_recorded_and_left_out_of_eval_rows() {
         "num_workers = 2\non_bad_image = \"skip\"",
     );
     std::fs::write(&r, text).unwrap();
-    // generate the data set, then break one image in each split the run reads
     let grid = env.path("grid.png");
     assert!(env
         .run(&["data", "preview", s(&r), "--out", s(&grid)])
         .status
         .success());
     let root = sorted_files(&env.path("data"))[0].clone();
+    (env, r, root)
+}
+
+#[test]
+fn skipped_images_are_warned_recorded_and_left_out_of_eval_rows() {
+    // generate the data set, then break one image in each split the run reads
+    let (env, r, root) = skipping_env();
+    let grid = env.path("grid.png");
     let broken = [
         first_in_first_identity(&root.join("classification/train")),
         first_in_first_identity(&root.join("classification/dev")),
@@ -206,19 +214,7 @@ fn skipped_images_are_warned_recorded_and_left_out_of_eval_rows() {
 
 #[test]
 fn a_split_with_no_readable_image_is_not_scored_as_zero() {
-    let env = Env::new();
-    let r = env.recipe("r.toml", "");
-    let text = std::fs::read_to_string(&r).unwrap().replace(
-        "num_workers = 2",
-        "num_workers = 2\non_bad_image = \"skip\"",
-    );
-    std::fs::write(&r, text).unwrap();
-    let grid = env.path("grid.png");
-    assert!(env
-        .run(&["data", "preview", s(&r), "--out", s(&grid)])
-        .status
-        .success());
-    let root = sorted_files(&env.path("data"))[0].clone();
+    let (env, r, root) = skipping_env();
     let all_in = |split: &str| -> Vec<PathBuf> {
         sorted_files(&root.join(split))
             .iter()
