@@ -60,14 +60,24 @@ fn outcome_code(outcome: &Result<RunOutcome, crate::engine::EngineError>) -> Res
     }
 }
 
-/// Whether a run with `key` is done in the store (then it is not trained again, and its data
-/// need not be read, nor the built-in set regenerated, to check it). Opens no new store.
-pub(crate) fn already_done(g: &Global, key: &str) -> Result<bool, CliError> {
+/// The keys among `keys` whose run is done in the store (those are not trained again, so their
+/// data need not be read, nor the built-in set regenerated, to check them). Opens the store
+/// once, and creates none.
+pub(crate) fn done_keys<'a>(
+    g: &Global,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> Result<std::collections::HashSet<String>, CliError> {
+    let mut done = std::collections::HashSet::new();
     if !g.db.exists() {
-        return Ok(false);
+        return Ok(done);
     }
-    let status = Store::open(&g.db)?.status_of_key(key)?;
-    Ok(matches!(status, Some(crate::store::RunStatus::Done)))
+    let store = Store::open(&g.db)?;
+    for key in keys {
+        if store.status_of_key(key)? == Some(crate::store::RunStatus::Done) {
+            done.insert(key.to_string());
+        }
+    }
+    Ok(done)
 }
 
 /// `runner run RECIPE`.
@@ -82,7 +92,7 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
         )));
     };
     // the data and the model must fit before a run is recorded
-    if force || !already_done(g, &planned.key)? {
+    if force || done_keys(g, [planned.key.as_str()])?.is_empty() {
         Preflight::default().check(&planned.recipe)?;
     }
     let mut store = Store::open(&g.db)?;
@@ -145,10 +155,9 @@ pub fn sweep(
         return super::plan::run(g, recipe, &sets, o.format);
     }
     let mut preflight = Preflight::default();
-    for r in &runs {
-        if !already_done(g, &r.key)? {
-            preflight.check(&r.recipe)?;
-        }
+    let done = done_keys(g, runs.iter().map(|r| r.key.as_str()))?;
+    for r in runs.iter().filter(|r| !done.contains(&r.key)) {
+        preflight.check(&r.recipe)?;
     }
     let mut store = Store::open(&g.db)?;
     let started = std::time::Instant::now();

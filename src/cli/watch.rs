@@ -126,12 +126,11 @@ fn process(
         }
     };
     let mut preflight = crate::engine::preflight::Preflight::default();
+    let done = super::train::done_keys(g, runs.iter().map(|r| r.key.as_str())).unwrap_or_default();
     let unusable = runs
         .iter()
-        .find_map(|r| match super::train::already_done(g, &r.key) {
-            Ok(true) => None,
-            _ => preflight.check(&r.recipe).err(),
-        });
+        .filter(|r| !done.contains(&r.key))
+        .find_map(|r| preflight.check(&r.recipe).err());
     if let Some(e) = unusable {
         reporter.error(&format!("skipping {}: {e}", path.display()), None);
         return;

@@ -366,28 +366,14 @@ impl CourseData {
     /// has no images. Reading a set leaves `classification/test` and `verification/` optional
     /// (training does without them); scoring or predicting on them does not.
     pub fn require(&self, part: Part) -> Result<(), DataError> {
-        let (dir, empty) = match part {
-            Part::Dev => (
-                self.root.join("classification").join("dev"),
-                self.dev.is_empty(),
-            ),
-            Part::Test => (
-                self.root.join("classification").join("test"),
-                self.test.is_empty(),
-            ),
-            Part::Known => (
-                self.root.join("verification").join("known"),
-                self.known.is_empty(),
-            ),
-            Part::UnknownDev => (
-                self.root.join("verification").join("unknown_dev"),
-                self.unknown_dev.is_empty(),
-            ),
-            Part::UnknownTest => (
-                self.root.join("verification").join("unknown_test"),
-                self.unknown_test.is_empty(),
-            ),
+        let (folder, empty) = match part {
+            Part::Dev => ("classification/dev", self.dev.is_empty()),
+            Part::Test => ("classification/test", self.test.is_empty()),
+            Part::Known => ("verification/known", self.known.is_empty()),
+            Part::UnknownDev => ("verification/unknown_dev", self.unknown_dev.is_empty()),
+            Part::UnknownTest => ("verification/unknown_test", self.unknown_test.is_empty()),
         };
+        let dir = self.root.join(folder);
         if !dir.is_dir() {
             return Err(DataError::MissingFolder(dir));
         }
