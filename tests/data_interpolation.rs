@@ -1,6 +1,6 @@
 //! `interpolation` and `max_size` against Pillow: every case of
 //! tests/fixtures/resize_interp/cases.json (written by tests/fixtures/gen_resize_interp.py from
-//! ../shared/reference/transform_input.png) must agree bit for bit, on the uint8 image and
+//! tests/fixtures/reference/transform_input.png) must agree bit for bit, on the uint8 image and
 //! after `to_tensor` (`/ 255`).
 
 mod common;

@@ -1,7 +1,7 @@
 //! torchvision's ops on PIL images, pixel for pixel: rotation, affine and perspective warps
 //! (Pillow's nearest-neighbour affine engine and bilinear generic transform) and the colour
 //! ops of ColorJitter and RandAugment. Every case of tests/fixtures/pil_ops/cases.json, written
-//! by tests/fixtures/gen_pil_ops.py from ../shared/reference/transform_input.png, must agree
+//! by tests/fixtures/gen_pil_ops.py from tests/fixtures/reference/transform_input.png, must agree
 //! bit for bit, output size included.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Transform parity with torchvision (../shared/reference/transforms.*) and the contract of the
+//! Transform parity with torchvision (tests/fixtures/reference/transforms.*) and the contract of the
 //! random transforms (shape, range, probability, reproducibility).
 
 use runner::data::transforms::{build, sample_rng, ImageTensor};
@@ -6,14 +6,14 @@ use runner::recipe::{EraseValue, PaddingMode, PaddingSpec, RangeSpec, SizeSpec, 
 use std::path::PathBuf;
 
 fn reference_dir() -> PathBuf {
-    PathBuf::from("../shared/reference")
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference"))
 }
 
 fn input() -> Option<image::RgbImage> {
     let p = reference_dir().join("transform_input.png");
     assert!(
         p.is_file(),
-        "{} missing: the reference fixtures live in ../shared/reference",
+        "{} missing: the reference fixtures live in tests/fixtures/reference",
         p.display()
     );
     Some(image::open(p).expect("reference png").to_rgb8())

@@ -1,5 +1,5 @@
 //! Parity of the project's ConvNeXt and ResNet pieces with timm / torchvision fixtures
-//! (../shared/reference): forward outputs, every gradient, BatchNorm running statistics.
+//! (tests/fixtures/reference): forward outputs, every gradient, BatchNorm running statistics.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use runner::model::{build, load_init_from, ForwardCtx};
 use runner::recipe::{BlockNorm, LayerScale, ModelConfig, ModelKind};
 
 fn reference(name: &str) -> PathBuf {
-    PathBuf::from("../shared/reference").join(name)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference")).join(name)
 }
 
 fn load(name: &str) -> HashMap<String, Tensor> {

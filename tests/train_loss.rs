@@ -1,12 +1,12 @@
 //! Cross-entropy with label smoothing and its gradient against PyTorch
-//! (../shared/reference/cross_entropy.json, float64), plus the float32 path.
+//! (tests/fixtures/reference/cross_entropy.json, float64), plus the float32 path.
 
 use candle_core::{DType, Device, Tensor, Var};
 use runner::train::loss::cross_entropy;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = "../shared/reference/cross_entropy.json";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference/cross_entropy.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse")
 }
 

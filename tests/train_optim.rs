@@ -1,4 +1,4 @@
-//! Optimizer updates against PyTorch (../shared/reference/optimizers.json, and
+//! Optimizer updates against PyTorch (tests/fixtures/reference/optimizers.json, and
 //! tests/fixtures/optim_extra.json for SGD's dampening and AdamW's betas / eps; every step),
 //! state save / load for exact resume, parameter grouping, gradient clipping.
 
@@ -12,7 +12,7 @@ use runner::train::optim::{
 use serde_json::Value;
 
 fn fixture() -> Value {
-    read_json("../shared/reference/optimizers.json")
+    read_json(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference/optimizers.json"))
 }
 
 fn read_json(path: &str) -> Value {

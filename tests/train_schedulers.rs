@@ -1,4 +1,4 @@
-//! Scheduler lr sequences against PyTorch (../shared/reference/schedulers.json), state
+//! Scheduler lr sequences against PyTorch (tests/fixtures/reference/schedulers.json), state
 //! round trips, per-iteration warm-up and the lr scale.
 
 use runner::recipe::{PlateauMode, SchedulerConfig, SchedulerKind, ThresholdMode};
@@ -7,7 +7,7 @@ use runner::train::Metrics;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = "../shared/reference/schedulers.json";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference/schedulers.json");
     let text = std::fs::read_to_string(path).expect("read schedulers.json");
     serde_json::from_str(&text).expect("parse schedulers.json")
 }
