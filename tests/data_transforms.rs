@@ -6,7 +6,7 @@ use runner::recipe::{EraseValue, PaddingMode, PaddingSpec, RangeSpec, SizeSpec, 
 use std::path::PathBuf;
 
 fn reference_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference"))
+    PathBuf::from("tests/fixtures/reference")
 }
 
 fn input() -> Option<image::RgbImage> {
