@@ -569,7 +569,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.code.clamp(1, 255);
-            reporter.error(&e.message, Some(code));
+            if e.diagnostics.is_empty() {
+                reporter.error(&e.message, Some(code));
+            } else {
+                reporter.diagnostics(&e.diagnostics, Some(code));
+            }
             ExitCode::from(code as u8)
         }
     }

@@ -54,12 +54,20 @@ fn at_least_fifteen_bad_recipes_each_fail_cleanly() {
                         stderr.contains(&format!("`{key}`")),
                         "{name}: message must name key {key}: {stderr}"
                     );
-                    let has_line_col = stderr.split(':').collect::<Vec<_>>().windows(2).any(|w| {
-                        w[0].trim().parse::<u32>().is_ok() && w[1].trim().parse::<u32>().is_ok()
+                    // `FILE:LINE:COL`: a file (the recipe, or the fragment that wrote the
+                    // key) named with a line and column
+                    let has_line_col = stderr.match_indices(".toml:").any(|(i, m)| {
+                        let rest = &stderr[i + m.len()..];
+                        let mut parts = rest.splitn(3, |c: char| !c.is_ascii_digit());
+                        let line = parts.next().unwrap_or_default();
+                        let sep = rest[line.len()..].starts_with(':');
+                        let col = rest[line.len()..].trim_start_matches(':');
+                        let col_digits = col.chars().take_while(|c| c.is_ascii_digit()).count();
+                        !line.is_empty() && sep && col_digits > 0
                     });
                     assert!(
                         has_line_col,
-                        "{name}: message must give line:column: {stderr}"
+                        "{name}: message must give FILE:LINE:COLUMN: {stderr}"
                     );
                 }
             }
@@ -117,7 +125,11 @@ fn validate_stderr(recipe: &str) -> String {
 fn torchvision_class_names_suggest_our_kind() {
     let stderr = validate_stderr("tests/bad_recipes/torchvision_transform_name.toml");
     assert!(
-        stderr.contains("unknown kind `random_horizontal_flip`; did you mean `horizontal_flip`?"),
+        stderr.contains("`transforms.train[1].kind`: unknown kind `random_horizontal_flip`\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("= help: did you mean `horizontal_flip`?"),
         "{stderr}"
     );
     // CamelCase class names and other torchvision names too; never accepted as aliases
@@ -136,7 +148,11 @@ fn torchvision_class_names_suggest_our_kind() {
         std::fs::write(&p, text.replace("random_horizontal_flip", name)).unwrap();
         let stderr = validate_stderr(p.to_str().unwrap());
         assert!(
-            stderr.contains(&format!("unknown kind `{name}`; did you mean `{ours}`?")),
+            stderr.contains(&format!("unknown kind `{name}`\n")),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("= help: did you mean `{ours}`?")),
             "{name}: {stderr}"
         );
     }
@@ -165,4 +181,342 @@ fn new_transform_values_are_explained() {
     let stderr = validate_stderr(p.to_str().unwrap());
     assert!(stderr.contains("unknown value `mirror`"), "{stderr}");
     assert!(stderr.contains("reflect"), "{stderr}");
+}
+
+/// One diagnostic as shown in place: the `-->` location, the numbered source line and the
+/// text its carets underline.
+#[derive(Debug)]
+struct Shown {
+    title: String,
+    file: String,
+    line: usize,
+    col: usize,
+    source: String,
+    underlined: String,
+    caret_col: usize,
+}
+
+/// Every `error:` of stderr that is shown in place (`-->`, a numbered line, carets under it).
+fn shown(stderr: &str) -> Vec<Shown> {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(loc) = l.trim_start().strip_prefix("--> ") else {
+            continue;
+        };
+        let title = lines[..i]
+            .iter()
+            .rev()
+            .find_map(|t| t.strip_prefix("error: "))
+            .unwrap_or_default()
+            .to_string();
+        let mut parts = loc.rsplitn(3, ':');
+        let col: usize = parts.next().unwrap().parse().unwrap();
+        let line: usize = parts.next().unwrap().parse().unwrap();
+        let file = parts.next().unwrap().to_string();
+        // `NN | source` then `   |   ^^^`
+        let (src_idx, src) = lines[i..]
+            .iter()
+            .enumerate()
+            .find_map(|(j, t)| {
+                t.split_once(" | ")
+                    .filter(|(n, _)| n.trim() == line.to_string())
+                    .map(|(n, rest)| (i + j, (n.len() + 3, rest.to_string())))
+            })
+            .unwrap_or_else(|| panic!("no source line {line} after {loc}:\n{stderr}"));
+        let (gutter, source) = src;
+        let carets = lines[src_idx + 1];
+        let start = carets
+            .find('^')
+            .unwrap_or_else(|| panic!("no caret: {stderr}"));
+        let len = carets[start..].chars().take_while(|c| *c == '^').count();
+        let caret_col = start - gutter + 1;
+        let underlined: String = source.chars().skip(caret_col - 1).take(len).collect();
+        out.push(Shown {
+            title,
+            file,
+            line,
+            col,
+            source,
+            underlined,
+            caret_col,
+        });
+    }
+    out
+}
+
+fn runner(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn three_mistakes_give_three_messages_each_in_place() {
+    let recipe = "tests/bad_recipes/three_mistakes.toml";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    runner::store::Store::open(&db).unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let png = dir.path().join("grid.png");
+    let db = db.to_str().unwrap();
+    // every command that loads a recipe reports all three, exits 2 and writes nothing
+    for cmd in [
+        vec!["validate", recipe],
+        vec!["plan", recipe],
+        vec!["run", recipe],
+        vec!["sweep", recipe],
+        vec!["inspect", recipe],
+        vec!["bench", "train", recipe],
+        vec!["data", "preview", recipe, "--out", png.to_str().unwrap()],
+    ] {
+        let out = runner(&[&["--db", db][..], &cmd].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{cmd:?}");
+        let shown = shown(&stderr);
+        assert_eq!(shown.len(), 3, "{cmd:?}: {stderr}");
+        let expected = [
+            (
+                "`optimizer.momentun`: unknown key `momentun`",
+                14,
+                1,
+                "momentun",
+            ),
+            (
+                "`train.epochs`: invalid type: string \"ten\", expected a non-negative integer",
+                17,
+                10,
+                "\"ten\"",
+            ),
+            (
+                "`loss.label_smoothing`: must be in [0, 1) (got 1.5)",
+                20,
+                19,
+                "1.5",
+            ),
+        ];
+        for (s, (title, line, col, underlined)) in shown.iter().zip(expected) {
+            assert_eq!(s.title, title, "{stderr}");
+            assert!(s.file.ends_with("three_mistakes.toml"), "{s:?}");
+            assert_eq!((s.line, s.col), (line, col), "{s:?}");
+            let text = std::fs::read_to_string(recipe).unwrap();
+            assert_eq!(
+                s.source,
+                text.lines().nth(line - 1).unwrap(),
+                "the line as written"
+            );
+            assert_eq!(s.caret_col, col, "the caret starts at the column: {s:?}");
+            assert_eq!(s.underlined, underlined, "{s:?}\n{stderr}");
+        }
+        assert!(
+            stderr.contains("= help: did you mean `momentum`?"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("error: aborting due to 3 previous errors"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains('\x1b'), "no colour when not a terminal");
+    }
+    assert_eq!(before, std::fs::read(dir.path().join("store.db")).unwrap());
+    assert!(!png.exists());
+}
+
+#[test]
+fn three_mistakes_are_three_diagnostics_through_the_library() {
+    let err = runner::recipe::load(
+        std::path::Path::new("tests/bad_recipes/three_mistakes.toml"),
+        &[],
+    )
+    .unwrap_err();
+    let runner::recipe::RecipeError::Invalid(diags) = err else {
+        panic!("{err}");
+    };
+    let keys: Vec<&str> = diags.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["optimizer.momentun", "train.epochs", "loss.label_smoothing"]
+    );
+    for d in &diags {
+        let (text, span) = (d.text.as_ref().unwrap(), d.span.clone().unwrap());
+        assert!(!text[span].is_empty(), "{d}");
+    }
+}
+
+#[test]
+fn a_wrong_kind_is_one_error_not_one_per_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("adam.toml");
+    std::fs::write(
+        &p,
+        "[data]\nroot = \"synth\"\n[model]\nkind = \"convnext\"\npreset = \"atto\"\n\
+         [optimizer]\nkind = \"adam\"\nbetas = [0.9, 0.99]\nmomentum = 0.9\n\
+         [transforms]\ntrain = [{ kind = \"blur\", radius = 2 }]\n",
+    )
+    .unwrap();
+    let stderr = validate_stderr(p.to_str().unwrap());
+    let shown = shown(&stderr);
+    let titles: Vec<&str> = shown.iter().map(|s| s.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "`optimizer.kind`: unknown kind `adam`",
+            "`transforms.train[0].kind`: unknown kind `blur`"
+        ],
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_duplicate_key_is_named_and_both_places_shown() {
+    let stderr = validate_stderr("tests/bad_recipes/duplicate_key.toml");
+    let shown = shown(&stderr);
+    assert_eq!(shown.len(), 1, "{stderr}");
+    assert_eq!(shown[0].title, "`train.epochs`: duplicate key", "{stderr}");
+    assert_eq!((shown[0].line, shown[0].col), (12, 1));
+    assert_eq!(shown[0].underlined, "epochs");
+    assert!(stderr.contains("10 | epochs = 10"), "{stderr}");
+    assert!(stderr.contains("first written here"), "{stderr}");
+    assert!(!stderr.contains("malformed TOML"), "{stderr}");
+    // in an inline table too, with the path to it
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("inline.toml");
+    std::fs::write(
+        &p,
+        "[data]\nroot = \"synth\"\n[transforms]\ntrain = [{ kind = \"resize\", size = 3, size = 4 }]\n",
+    )
+    .unwrap();
+    let stderr = validate_stderr(p.to_str().unwrap());
+    assert!(
+        stderr.contains("error: `transforms.train[0].size`: duplicate key"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_list_of_the_wrong_length_names_its_key() {
+    let stderr = validate_stderr("tests/bad_recipes/normalize_mean_length.toml");
+    let shown = shown(&stderr);
+    assert_eq!(shown.len(), 1, "{stderr}");
+    assert_eq!(
+        shown[0].title,
+        "`transforms.train[3].mean`: invalid length 2, expected an array of length 3"
+    );
+    assert_eq!(shown[0].underlined, "[0.5, 0.5]", "{stderr}");
+}
+
+#[test]
+fn set_errors_quote_the_flag_with_a_caret() {
+    let out = runner(&[
+        "plan",
+        "recipes/quickstart.toml",
+        "--set",
+        "train.epochs=2.5",
+        "--set",
+        "optimizer.lrr=3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("-->"), "no file to point at: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let caret_under = |flag: &str, text: &str| {
+        let i = lines
+            .iter()
+            .position(|l| l.ends_with(&format!("| {flag}")))
+            .unwrap_or_else(|| panic!("{flag} not quoted: {stderr}"));
+        let start = lines[i].find(flag).unwrap() + flag.find(text).unwrap();
+        let carets = lines[i + 1];
+        assert_eq!(carets.find('^'), Some(start), "{stderr}");
+        assert_eq!(
+            carets.trim_end().len() - start,
+            text.len(),
+            "carets under `{text}`: {stderr}"
+        );
+    };
+    assert!(
+        stderr.contains(
+            "error: `train.epochs`: invalid type: floating point `2.5`, expected a non-negative integer"
+        ),
+        "{stderr}"
+    );
+    caret_under("--set train.epochs=2.5", "2.5");
+    assert!(
+        stderr.contains("error: `optimizer.lrr`: unknown key `lrr`"),
+        "{stderr}"
+    );
+    caret_under("--set optimizer.lrr=3", "optimizer.lrr");
+    assert!(stderr.contains("help: did you mean `lr`?"), "{stderr}");
+}
+
+#[test]
+fn json_log_has_one_error_event_per_diagnostic() {
+    let out = runner(&[
+        "--log-format",
+        "json",
+        "validate",
+        "tests/bad_recipes/three_mistakes.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    let expected = [
+        (
+            "optimizer.momentun",
+            14,
+            1,
+            "unknown key `momentun`; did you mean `momentum`?",
+        ),
+        ("train.epochs", 17, 10, "invalid type: string \"ten\""),
+        (
+            "loss.label_smoothing",
+            20,
+            19,
+            "must be in [0, 1) (got 1.5)",
+        ),
+    ];
+    for (i, (e, (key, line, col, message))) in events.iter().zip(expected).enumerate() {
+        assert_eq!(e["event"], "error", "{e}");
+        assert_eq!(e["key"], key, "{e}");
+        assert!(
+            e["file"].as_str().unwrap().ends_with("three_mistakes.toml"),
+            "{e}"
+        );
+        assert_eq!(
+            (e["line"].as_u64(), e["col"].as_u64()),
+            (Some(line), Some(col))
+        );
+        assert!(e["message"].as_str().unwrap().starts_with(message), "{e}");
+        // the event that ends the command carries its exit status
+        let code = if i == 2 {
+            serde_json::json!(2)
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(e["code"], code, "{e}");
+    }
+    // a --set error names its flag instead of a file
+    let out = runner(&[
+        "--log-format",
+        "json",
+        "plan",
+        "recipes/quickstart.toml",
+        "--set",
+        "train.epochs=2.5",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{stderr}");
+    assert_eq!(events[0]["flag"], "--set train.epochs=2.5");
+    assert_eq!(events[0]["key"], "train.epochs");
+    assert!(events[0]["file"].is_null());
+    assert_eq!(events[0]["code"], 2);
 }

@@ -22,6 +22,8 @@ use std::path::PathBuf;
 pub struct CliError {
     pub code: i32,
     pub message: String,
+    /// A recipe's problems, each shown in place (`message` has them one per line).
+    pub diagnostics: Vec<crate::recipe::Diagnostic>,
 }
 
 impl CliError {
@@ -30,6 +32,7 @@ impl CliError {
         CliError {
             code: 2,
             message: message.to_string(),
+            diagnostics: Vec::new(),
         }
     }
     /// A run-time failure: exit status 1.
@@ -37,13 +40,18 @@ impl CliError {
         CliError {
             code: 1,
             message: message.to_string(),
+            diagnostics: Vec::new(),
         }
     }
 }
 
 impl From<crate::recipe::RecipeError> for CliError {
     fn from(e: crate::recipe::RecipeError) -> Self {
-        CliError::invalid(e)
+        let mut err = CliError::invalid(&e);
+        if let crate::recipe::RecipeError::Invalid(d) = e {
+            err.diagnostics = d;
+        }
+        err
     }
 }
 
@@ -74,9 +82,21 @@ pub struct Global {
     pub db: PathBuf,
 }
 
-/// Parses `--set` arguments.
+/// Parses `--set` arguments; every malformed one is reported.
 pub fn parse_sets(sets: &[String]) -> Result<Vec<crate::recipe::Override>, CliError> {
-    sets.iter()
-        .map(|s| crate::recipe::Override::parse(s).map_err(CliError::from))
-        .collect()
+    use crate::recipe::{Override, RecipeError};
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for s in sets {
+        match Override::parse(s) {
+            Ok(o) => out.push(o),
+            Err(RecipeError::Invalid(d)) => errors.extend(d),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(RecipeError::Invalid(errors).into())
+    }
 }

@@ -392,6 +392,7 @@ pub fn resume(
         table,
         origins: Default::default(),
         files: Vec::new(),
+        sources: Default::default(),
     };
     let mut overrides: Vec<Override> = parse_sets(&with_device(&o.sets, &o.device))?;
     if let Some(n) = epochs {
@@ -405,7 +406,9 @@ pub fn resume(
             key: "train.epochs".into(),
             value: toml::Value::Integer(n as i64),
             raw: None,
-            origin: Origin::CommandLine,
+            origin: Origin::CommandLine {
+                flag: format!("--epochs {n}"),
+            },
         });
     }
     let (_, recipe) = crate::recipe::resolve(composed, &overrides)?;

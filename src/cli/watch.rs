@@ -117,6 +117,11 @@ fn process(
         .collect();
     let runs = match super::plan::plan_recipe(path, &sets) {
         Ok(r) => r,
+        Err(e) if !e.diagnostics.is_empty() => {
+            reporter.diagnostics(&e.diagnostics, None);
+            reporter.error(&format!("skipping invalid recipe {}", path.display()), None);
+            return;
+        }
         Err(e) => {
             reporter.error(
                 &format!("skipping invalid recipe {}: {}", path.display(), e.message),

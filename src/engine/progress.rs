@@ -85,6 +85,26 @@ impl Reporter {
 
     /// An error: `error: ...` (or a JSON event `{"event": "error", "message", "code"}`), shown
     /// even with `--quiet`. `code` is the exit status it leads to, if it ends the command.
+    /// A recipe's problems: each shown in place (with colour on a terminal, unless `NO_COLOR`
+    /// is set), or one JSON `error` event each, the last carrying the exit status `code`.
+    pub fn diagnostics(&self, diags: &[crate::recipe::Diagnostic], code: Option<i32>) {
+        use std::io::IsTerminal;
+        match self.format {
+            LogFormat::Text => {
+                let styled =
+                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                self.line(crate::recipe::render::render_all(diags, styled));
+            }
+            LogFormat::Json => {
+                for (i, d) in diags.iter().enumerate() {
+                    let last = i + 1 == diags.len();
+                    let event = crate::recipe::render::json_event(d, code.filter(|_| last));
+                    eprintln!("{event}");
+                }
+            }
+        }
+    }
+
     pub fn error(&self, msg: &str, code: Option<i32>) {
         match self.format {
             LogFormat::Text => self.line(format!("error: {msg}")),

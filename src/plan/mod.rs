@@ -63,7 +63,8 @@ pub fn plan(
             Some(fp) => fp.clone(),
             None => {
                 let fp = fingerprint(&recipe).map_err(|msg| {
-                    RecipeError::one(base.origin_of("data.root"), "data.root", msg)
+                    let d = base.diagnostic("data.root", recipe::Focus::Value, msg);
+                    RecipeError::Invalid(vec![d])
                 })?;
                 fingerprints.insert(data_key, fp.clone());
                 fp

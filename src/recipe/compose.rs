@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::error::{line_col, Origin, RecipeError};
+use super::error::{line_col, Diagnostic, Focus, Origin, RecipeError, Spans};
 
 /// Where each dotted key of a composed table was written.
 pub type Origins = BTreeMap<String, Origin>;
@@ -17,6 +18,8 @@ pub struct Composed {
     pub origins: Origins,
     /// Every file read, the recipe first.
     pub files: Vec<PathBuf>,
+    /// The text of every file read (by the path its origins name), to show errors in place.
+    pub sources: BTreeMap<PathBuf, Arc<str>>,
 }
 
 impl Composed {
@@ -25,9 +28,18 @@ impl Composed {
     /// apply (`--set scheduler.kind=step` for a missing `scheduler.step_size`) or the closest
     /// written ancestor; the recipe file otherwise.
     pub fn origin_of(&self, key: &str) -> Origin {
+        self.located(key).0
+    }
+
+    /// `origin_of(key)`, and whether it is the key's own (not a relative's).
+    fn located(&self, key: &str) -> (Origin, bool) {
         if let Some(o) = self.origins.get(key) {
-            return o.clone();
+            return (o.clone(), true);
         }
+        (self.origin_near(key), false)
+    }
+
+    fn origin_near(&self, key: &str) -> Origin {
         if !key.is_empty() {
             let (dot, bracket) = (format!("{key}."), format!("{key}["));
             if let Some(o) = self
@@ -48,11 +60,15 @@ impl Composed {
                 }
             }
         }
-        Origin::File {
-            path: self.file.clone(),
-            line: 1,
-            col: 1,
-        }
+        Origin::file_start(&self.file)
+    }
+
+    /// A diagnostic about `key`, located where `origin_of(key)` says, and pointing at the key
+    /// or its value as written (`focus`); a relative's origin is pointed at by its key.
+    pub fn diagnostic(&self, key: &str, focus: Focus, message: impl Into<String>) -> Diagnostic {
+        let (origin, own) = self.located(key);
+        let focus = if own { focus } else { Focus::Key };
+        pointed(&self.sources, origin, key, focus, message)
     }
 }
 
@@ -60,7 +76,9 @@ impl Composed {
 pub fn compose(path: &Path) -> Result<Composed, RecipeError> {
     let mut stack = Vec::new();
     let mut files = Vec::new();
-    let (table, origins) = load_layer(path, &mut stack, &mut files, None).map_err(|e| match e {
+    let mut sources = BTreeMap::new();
+    let loaded = load_layer(path, &mut stack, &mut files, &mut sources, None);
+    let (table, origins) = loaded.map_err(|e| match e {
         RecipeError::Invalid(mut diags) => {
             for d in &mut diags {
                 if matches!(&d.origin, Origin::File { path: p, .. } if p != path) {
@@ -77,6 +95,7 @@ pub fn compose(path: &Path) -> Result<Composed, RecipeError> {
         table,
         origins,
         files,
+        sources,
     })
 }
 
@@ -101,12 +120,18 @@ fn load_layer(
     path: &Path,
     stack: &mut Vec<PathBuf>,
     files: &mut Vec<PathBuf>,
+    sources: &mut Sources,
     used_at: Option<Origin>,
 ) -> Result<(toml::Table, Origins), RecipeError> {
+    // An error about the `use` entry that named this file, shown there.
+    let at_use = |sources: &Sources, msg: String| {
+        let origin = used_at.clone().unwrap_or(Origin::file_start(path));
+        RecipeError::Invalid(vec![pointed(sources, origin, "use", Focus::Value, msg)])
+    };
     if !path.exists() {
         let msg = format!("fragment `{}` does not exist", path.display());
         return Err(match used_at {
-            Some(origin) => RecipeError::one(origin, "use", msg),
+            Some(_) => at_use(sources, msg),
             None => RecipeError::Io {
                 path: path.to_path_buf(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
@@ -123,55 +148,51 @@ fn load_layer(
             .chain(std::iter::once(&canonical))
             .map(|p| p.display().to_string())
             .collect();
-        let origin = used_at.unwrap_or(Origin::File {
-            path: path.to_path_buf(),
-            line: 1,
-            col: 1,
-        });
-        return Err(RecipeError::one(
-            origin,
-            "use",
+        return Err(at_use(
+            sources,
             format!("fragment cycle: {}", chain.join(" -> ")),
         ));
     }
     let src = read_text(path).map_err(|e| match (&used_at, e) {
         // a fragment that cannot be read is reported where `use` names it
-        (Some(origin), RecipeError::IsDirectory { path }) => RecipeError::one(
-            origin.clone(),
-            "use",
+        (Some(_), RecipeError::IsDirectory { path }) => at_use(
+            sources,
             format!("`{}` is a directory, not a recipe fragment", path.display()),
         ),
         (_, e) => e,
     })?;
-    let file_origin = |offset: usize| {
-        let (line, col) = line_col(&src, offset);
-        Origin::File {
-            path: path.to_path_buf(),
-            line,
-            col,
-        }
+    let text: Arc<str> = Arc::from(src.as_str());
+    let malformed = |e: &toml_edit::TomlError| {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim();
+        let d = if message == "duplicate key" {
+            duplicate_key(path, &text, span)
+        } else {
+            Diagnostic::new(
+                Origin::file_start(path),
+                "",
+                format!("malformed TOML: {message}"),
+            )
+            .at(&text, span)
+        };
+        RecipeError::Invalid(vec![d])
     };
-    let doc = toml_edit::Document::parse(src.as_str()).map_err(|e| {
-        let origin = file_origin(e.span().map(|s| s.start).unwrap_or(0));
-        RecipeError::one(
-            origin,
-            "",
-            format!("malformed TOML: {}", e.message().trim()),
-        )
-    })?;
+    let doc = toml_edit::Document::parse(src.as_str()).map_err(|e| malformed(&e))?;
     let mut own_origins = Origins::new();
     if let Some(table) = doc.as_item().as_table() {
         collect_table(table, "", &src, path, &mut own_origins);
     }
     let mut own: toml::Table = toml::from_str(&src).map_err(|e| {
-        let origin = file_origin(e.span().map(|s| s.start).unwrap_or(0));
-        RecipeError::one(
-            origin,
+        let span = e.span().unwrap_or(0..0);
+        let d = Diagnostic::new(
+            Origin::file_start(path),
             "",
             format!("malformed TOML: {}", e.message().trim()),
-        )
+        );
+        RecipeError::Invalid(vec![d.at(&text, span)])
     })?;
     files.push(path.to_path_buf());
+    sources.insert(path.to_path_buf(), text.clone());
 
     let uses = match own.remove("use") {
         None => Vec::new(),
@@ -179,31 +200,29 @@ fn load_layer(
             let mut out = Vec::new();
             for (i, item) in items.into_iter().enumerate() {
                 let key = format!("use[{i}]");
+                let origin = origin_in(&own_origins, &key, path);
                 match item {
-                    toml::Value::String(s) => out.push((s, origin_in(&own_origins, &key, path))),
+                    toml::Value::String(s) => out.push((s, origin)),
                     other => {
-                        return Err(RecipeError::one(
-                            origin_in(&own_origins, &key, path),
-                            key,
-                            format!(
-                                "expected a fragment path (a string), found {}",
-                                other.type_str()
-                            ),
-                        ))
+                        let msg = format!(
+                            "expected a fragment path (a string), found {}",
+                            other.type_str()
+                        );
+                        let d = pointed(sources, origin, &key, Focus::Value, msg);
+                        return Err(RecipeError::Invalid(vec![d]));
                     }
                 }
             }
             out
         }
         Some(other) => {
-            return Err(RecipeError::one(
-                origin_in(&own_origins, "use", path),
-                "use",
-                format!(
-                    "expected a list of fragment paths, found {}",
-                    other.type_str()
-                ),
-            ))
+            let msg = format!(
+                "expected a list of fragment paths, found {}",
+                other.type_str()
+            );
+            let origin = origin_in(&own_origins, "use", path);
+            let d = pointed(sources, origin, "use", Focus::Value, msg);
+            return Err(RecipeError::Invalid(vec![d]));
         }
     };
     own_origins.retain(|k, _| k != "use" && !k.starts_with("use["));
@@ -214,7 +233,7 @@ fn load_layer(
     let mut origins = Origins::new();
     for (rel, origin) in uses {
         let frag_path = base_dir.join(&rel);
-        let (frag, frag_origins) = load_layer(&frag_path, stack, files, Some(origin))?;
+        let (frag, frag_origins) = load_layer(&frag_path, stack, files, sources, Some(origin))?;
         merge_into(&mut merged, &mut origins, frag, frag_origins, "");
     }
     stack.pop();
@@ -223,11 +242,81 @@ fn load_layer(
 }
 
 fn origin_in(origins: &Origins, key: &str, path: &Path) -> Origin {
-    origins.get(key).cloned().unwrap_or(Origin::File {
-        path: path.to_path_buf(),
-        line: 1,
-        col: 1,
-    })
+    origins
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| Origin::file_start(path))
+}
+
+/// The text of every file read, by path.
+pub type Sources = BTreeMap<PathBuf, Arc<str>>;
+
+/// A diagnostic about `key` written at `origin`, pointing at its key or value (`focus`) in the
+/// file's text when `sources` has it, or at the key or value of a command-line flag.
+pub fn pointed(
+    sources: &Sources,
+    origin: Origin,
+    key: &str,
+    focus: Focus,
+    message: impl Into<String>,
+) -> Diagnostic {
+    let mut d = Diagnostic::new(origin.clone(), key, message);
+    match &origin {
+        Origin::File { path, spans, .. } => {
+            let span = match focus {
+                Focus::Key => spans.key.clone().or_else(|| spans.value.clone()),
+                Focus::Value => spans.value.clone().or_else(|| spans.key.clone()),
+            };
+            if let (Some(text), Some(span)) = (sources.get(path), span) {
+                d = d.at(text, span);
+            }
+        }
+        Origin::CommandLine { flag } => {
+            d.span = Diagnostic::flag_span(flag, focus);
+            d.text = Some(Arc::from(flag.as_str()));
+        }
+    }
+    d
+}
+
+/// The parser's "duplicate key" (at the second occurrence), naming the key with its table
+/// and showing where it was first written. To find both, the second occurrence is renamed to
+/// a mark and the text parsed again: the mark's path is the key's, and the key itself is then
+/// found where it was first written.
+fn duplicate_key(path: &Path, text: &Arc<str>, span: std::ops::Range<usize>) -> Diagnostic {
+    const MARK: &str = "__runner_duplicate_key__";
+    let span = span.start.min(text.len())..span.end.clamp(span.start.min(text.len()), text.len());
+    let written = &text[span.clone()];
+    let name = match toml_edit::Key::parse(written.trim()) {
+        Ok(keys) => keys.last().map(|k| k.get().to_string()).unwrap_or_default(),
+        Err(_) => written.trim().to_string(),
+    };
+    let renamed = format!("{}{MARK}{}", &text[..span.start], &text[span.end..]);
+    let mut found = Origins::new();
+    if let Ok(doc) = toml_edit::Document::parse(renamed.as_str()) {
+        collect_table(doc.as_table(), "", &renamed, path, &mut found);
+    }
+    let key = found
+        .keys()
+        .find_map(|k| k.strip_suffix(MARK))
+        .map(|prefix| format!("{prefix}{name}"))
+        .unwrap_or_else(|| name.clone());
+    let mut d = Diagnostic::new(Origin::file_start(path), key.clone(), "duplicate key")
+        .at(text, span.clone());
+    // the first occurrence comes before the second, where both texts are the same
+    let first = match found.get(&key) {
+        Some(Origin::File { spans, .. }) => spans.key.clone().filter(|f| f.end <= span.start),
+        _ => None,
+    };
+    if let Some(first) = first {
+        let (l, c) = line_col(text, first.start);
+        d.note = Some(format!("first written at line {l}, column {c}"));
+        d.related.push((first, "first written here".to_string()));
+    }
+    if key.is_empty() {
+        d.message = "malformed TOML: duplicate key".to_string();
+    }
+    d
 }
 
 /// Merges `over` into `base` key by key: tables merge recursively, anything else is replaced.
@@ -283,11 +372,8 @@ fn collect_table(
 ) {
     for (key, item) in table.iter() {
         let path = join_key(prefix, key);
-        let span = table
-            .key(key)
-            .and_then(|k| k.span())
-            .or_else(|| item.span());
-        record(out, &path, span, src, file);
+        let key_span = table.key(key).and_then(|k| k.span());
+        record(out, &path, key_span, item.span(), src, file);
         collect_item(item, &path, src, file, out);
     }
 }
@@ -298,7 +384,7 @@ fn collect_item(item: &toml_edit::Item, path: &str, src: &str, file: &Path, out:
         toml_edit::Item::ArrayOfTables(arr) => {
             for (i, t) in arr.iter().enumerate() {
                 let p = format!("{path}[{i}]");
-                record(out, &p, t.span(), src, file);
+                record(out, &p, None, t.span(), src, file);
                 collect_table(t, &p, src, file, out);
             }
         }
@@ -312,15 +398,15 @@ fn collect_value(v: &toml_edit::Value, path: &str, src: &str, file: &Path, out: 
         toml_edit::Value::Array(arr) => {
             for (i, elem) in arr.iter().enumerate() {
                 let p = format!("{path}[{i}]");
-                record(out, &p, elem.span(), src, file);
+                record(out, &p, None, elem.span(), src, file);
                 collect_value(elem, &p, src, file, out);
             }
         }
         toml_edit::Value::InlineTable(t) => {
             for (key, elem) in t.iter() {
                 let p = join_key(path, key);
-                let span = t.key(key).and_then(|k| k.span()).or_else(|| elem.span());
-                record(out, &p, span, src, file);
+                let key_span = t.key(key).and_then(|k| k.span());
+                record(out, &p, key_span, elem.span(), src, file);
                 collect_value(elem, &p, src, file, out);
             }
         }
@@ -328,19 +414,23 @@ fn collect_value(v: &toml_edit::Value, path: &str, src: &str, file: &Path, out: 
     }
 }
 
+/// Records where `path` is written: its line and column (of the key, else the value) and both
+/// spans. The first record of a path wins.
 fn record(
     out: &mut Origins,
     path: &str,
-    span: Option<std::ops::Range<usize>>,
+    key: Option<std::ops::Range<usize>>,
+    value: Option<std::ops::Range<usize>>,
     src: &str,
     file: &Path,
 ) {
-    if let Some(span) = span {
-        let (line, col) = line_col(src, span.start);
+    if let Some(start) = key.as_ref().or(value.as_ref()).map(|s| s.start) {
+        let (line, col) = line_col(src, start);
         out.entry(path.to_string()).or_insert(Origin::File {
             path: file.to_path_buf(),
             line,
             col,
+            spans: Spans { key, value },
         });
     }
 }

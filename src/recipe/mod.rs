@@ -3,20 +3,22 @@
 pub mod compose;
 pub mod error;
 pub mod overrides;
+pub mod render;
 pub mod schema;
 pub mod validate;
 
 use std::path::Path;
 
 pub use compose::{compose, Composed};
-pub use error::{Diagnostic, Origin, RecipeError};
+pub use error::{Diagnostic, Focus, Origin, RecipeError, Spans};
 pub use overrides::Override;
 pub use schema::*;
 
-/// Applies `overrides` (in order) to a composed recipe and types it, then checks ranges.
+/// Applies `overrides` (in order) to a composed recipe and types it, then checks ranges,
+/// reporting every problem found (see `validate`).
 /// - An override written as a bare word or number that the schema wants as a string (e.g.
-///   `model.preset=18`) is retried as its text; if that fails too, the first error is the one
-///   reported.
+///   `model.preset=18`) is retried as its text; if that fails to type too, the first error is
+///   the one reported.
 /// - An override that changes a table's `kind` (`optimizer.kind=sgd`, or a swept
 ///   `transforms.train[0].kind`) drops the options the files wrote for the old kind that the new
 ///   one does not take (`optimizer.betas`), as composing a fragment with another `kind` does;
@@ -26,23 +28,24 @@ pub fn resolve(
     overrides: &[Override],
 ) -> Result<(Composed, Recipe), RecipeError> {
     let mut overrides = overrides.to_vec();
-    let mut retried: Option<(String, RecipeError)> = None;
+    // key -> the first error of an override retried as its text
+    let mut retried: std::collections::BTreeMap<String, Vec<Diagnostic>> = Default::default();
     loop {
         let mut c = composed.clone();
+        let mut errors = Vec::new();
         for ov in &overrides {
-            overrides::apply(&mut c, ov)?;
+            match overrides::apply(&mut c, ov) {
+                Ok(()) => {}
+                Err(RecipeError::Invalid(d)) => errors.extend(d),
+                Err(other) => return Err(other),
+            }
         }
-        let (err, typed) = match validate::type_check(&c) {
-            Ok(recipe) => match validate::check(&recipe, &c) {
-                Ok(()) => return Ok((c, recipe)),
-                Err(e) => (e, true),
-            },
-            Err(e) => (e, false),
-        };
-        let RecipeError::Invalid(diags) = &err else {
-            return Err(err);
-        };
-        if let Some(stale) = diags
+        let found = validate::validate(&c);
+        if let (Some(recipe), true) = (found.recipe, errors.is_empty()) {
+            return Ok((c, recipe));
+        }
+        errors.extend(found.errors);
+        if let Some(stale) = errors
             .iter()
             .find_map(|d| stale_option_of_old_kind(&d.key, &composed, &overrides))
         {
@@ -50,25 +53,39 @@ pub fn resolve(
                 continue;
             }
         }
-        let key = diags.first().map(|d| d.key.clone()).unwrap_or_default();
-        if let Some((k, first)) = retried.take() {
-            if k == key && !typed {
-                // The text did not type either: the value's own error says more.
-                return Err(first);
-            }
-        }
-        let retry = (!typed).then(|| {
-            overrides.iter_mut().find(|o| {
-                o.key == key && !matches!(o.value, toml::Value::String(_)) && o.raw.is_some()
-            })
-        });
-        match retry.flatten() {
-            Some(o) => {
+        // The text of a value that did not type, for the overrides not tried that way yet.
+        let mut again = false;
+        for o in overrides.iter_mut() {
+            let untyped = found.type_errors.contains(&o.key);
+            if untyped && !matches!(o.value, toml::Value::String(_)) && o.raw.is_some() {
                 o.value = toml::Value::String(o.raw.clone().unwrap_or_default());
-                retried = Some((key, err));
+                let first = errors.iter().filter(|d| d.key == o.key).cloned().collect();
+                retried.insert(o.key.clone(), first);
+                again = true;
             }
-            None => return Err(err),
         }
+        if again {
+            continue;
+        }
+        // A retried text that did not type either: the value's own error says more.
+        let mut out = Vec::new();
+        for d in errors {
+            match retried.get(&d.key) {
+                Some(first) if found.type_errors.contains(&d.key) => out.extend(first.clone()),
+                _ => out.push(d),
+            }
+        }
+        let mut out = validate::ordered(out, &c);
+        // command-line errors in the order of their flags
+        let flag_rank = |d: &Diagnostic| match &d.origin {
+            Origin::CommandLine { flag } => overrides
+                .iter()
+                .position(|o| matches!(&o.origin, Origin::CommandLine { flag: f } if f == flag))
+                .unwrap_or(usize::MAX),
+            Origin::File { .. } => 0,
+        };
+        out.sort_by_key(flag_rank);
+        return Err(RecipeError::Invalid(out));
     }
 }
 

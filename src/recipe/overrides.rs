@@ -3,8 +3,8 @@
 //! taken as a string. The schema types them: a value the schema wants as a string is retried as
 //! its text (see `load`).
 
-use super::compose::Composed;
-use super::error::{Origin, RecipeError};
+use super::compose::{pointed, Composed, Sources};
+use super::error::{Focus, Origin, RecipeError};
 
 /// One `key=value` from the command line or a sweep point.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,17 +19,20 @@ pub struct Override {
 impl Override {
     /// Parses `key=value`.
     pub fn parse(text: &str) -> Result<Override, RecipeError> {
+        let origin = Origin::set_flag(text);
+        let fail = |key: &str, msg: &str| {
+            let d = pointed(&Sources::new(), origin.clone(), key, Focus::Key, msg);
+            RecipeError::Invalid(vec![d])
+        };
         let Some((key, raw)) = text.split_once('=') else {
-            return Err(RecipeError::one(
-                Origin::CommandLine,
+            return Err(fail(
                 text,
                 "expected `key=value`, e.g. `--set optimizer.lr=0.05`",
             ));
         };
         let key = key.trim();
         if key.is_empty() || parse_path(key).is_none() {
-            return Err(RecipeError::one(
-                Origin::CommandLine,
+            return Err(fail(
                 key,
                 "expected a dotted key such as `optimizer.lr` or `transforms.train[0].size`",
             ));
@@ -39,7 +42,7 @@ impl Override {
             key: key.to_string(),
             value: parse_value(raw),
             raw: Some(raw.to_string()),
-            origin: Origin::CommandLine,
+            origin,
         })
     }
 }
@@ -88,11 +91,19 @@ fn parse_path(key: &str) -> Option<Vec<Segment>> {
 /// Sets `ov.key` to `ov.value` in the composed table, creating tables on the way. On error the
 /// table is unchanged.
 pub fn apply(composed: &mut Composed, ov: &Override) -> Result<(), RecipeError> {
-    let path = parse_path(&ov.key)
-        .ok_or_else(|| RecipeError::one(ov.origin.clone(), &ov.key, "not a valid dotted key"))?;
+    let fail = |msg: String| {
+        let d = pointed(
+            &composed.sources,
+            ov.origin.clone(),
+            &ov.key,
+            Focus::Key,
+            msg,
+        );
+        RecipeError::Invalid(vec![d])
+    };
+    let path = parse_path(&ov.key).ok_or_else(|| fail("not a valid dotted key".to_string()))?;
     let mut root = toml::Value::Table(composed.table.clone());
-    set_path(&mut root, &path, ov.value.clone())
-        .map_err(|msg| RecipeError::one(ov.origin.clone(), &ov.key, msg))?;
+    set_path(&mut root, &path, ov.value.clone()).map_err(fail)?;
     if let toml::Value::Table(t) = root {
         composed.table = t;
     }

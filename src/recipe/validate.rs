@@ -1,51 +1,374 @@
-//! Validation: typing a composed table into a `Recipe` (errors mapped back to file:line:col,
-//! unknown keys with a "did you mean") and range / applicability checks on the typed recipe.
+//! Validation: typing a composed table into a `Recipe` and range / applicability checks on the
+//! typed recipe, reporting every problem found, each mapped back to the file, line and column
+//! (and span) that wrote it.
+//!
+//! Typing goes through `serde_path_to_error`, which stops at the first error. To find the
+//! others, each error is recorded and its cause taken out of a working copy of the table, and
+//! typing is tried again:
+//! - an unknown key is removed (nothing depends on it);
+//! - a value that does not type is removed, so the schema's default stands in for it; the
+//!   range checks that would judge that stand-in (the key itself, the checks reading it, and a
+//!   whole table when it was its `kind`) are not reported;
+//! - a table that cannot be typed without a key it lacks (a transform without `kind`, a
+//!   `[model]` whose `kind` was wrong) is replaced by a placeholder, and none of its checks,
+//!   nor the checks across tables that read it, are reported.
+//!
+//! So a wrong `kind` gives one error, not one per option of the kind it is not.
+
+use std::collections::BTreeSet;
 
 use super::compose::Composed;
-use super::error::{did_you_mean, Diagnostic, RecipeError};
+use super::error::{suggestion, Diagnostic, Focus, RecipeError};
 use super::schema::*;
 
-/// Types the composed table. Errors name the key and where it was written.
-pub fn type_check(composed: &Composed) -> Result<Recipe, RecipeError> {
-    let value = toml::Value::Table(composed.table.clone());
-    serde_path_to_error::deserialize::<_, Recipe>(value).map_err(|e| {
-        let mut key = e.path().to_string();
-        if key == "." {
-            key.clear();
+/// Everything validation found: the typed recipe when it typed, and every problem.
+#[derive(Debug, Default)]
+pub struct Validation {
+    /// `None` when a problem was found.
+    pub recipe: Option<Recipe>,
+    pub errors: Vec<Diagnostic>,
+    /// The keys of `errors` whose value did not type (as opposed to failing a range check).
+    pub type_errors: BTreeSet<String>,
+}
+
+/// Types the composed table and checks ranges, collecting every problem found.
+pub fn validate(composed: &Composed) -> Validation {
+    let mut typed = type_recipe(composed);
+    if typed.recipe.is_none() && typed.errors.is_empty() {
+        // (not reached: typing stops early only after reporting why)
+        let d = composed.diagnostic("", Focus::Key, "the recipe could not be typed");
+        typed.errors.push(d);
+    }
+    let mut out = Validation {
+        recipe: None,
+        errors: typed.errors,
+        type_errors: typed.bad.iter().cloned().collect(),
+    };
+    if let Some(recipe) = typed.recipe {
+        let mut c = Checker {
+            composed,
+            out: Vec::new(),
+            bad: typed.bad,
+            broken: typed.broken,
+        };
+        c.all(&recipe);
+        out.errors.extend(c.out);
+        if out.errors.is_empty() {
+            out.recipe = Some(recipe);
         }
-        let raw = e.inner().message().to_string();
-        let message = explain(&raw, &mut key);
-        RecipeError::Invalid(vec![Diagnostic {
-            origin: composed.origin_of(&key),
-            key,
-            message,
-        }])
+    }
+    out.errors = ordered(out.errors, composed);
+    out
+}
+
+/// Types the composed table. Errors name the key and where it was written; every key that does
+/// not type is reported.
+pub fn type_check(composed: &Composed) -> Result<Recipe, RecipeError> {
+    let typed = type_recipe(composed);
+    match typed.recipe {
+        Some(r) if typed.errors.is_empty() => Ok(r),
+        _ => Err(RecipeError::Invalid(ordered(typed.errors, composed))),
+    }
+}
+
+/// Diagnostics by file (the recipe first, then fragments as read, then the command line) and
+/// position, without duplicates; diagnostics at the same place keep the order they were found in.
+pub fn ordered(mut diags: Vec<Diagnostic>, composed: &Composed) -> Vec<Diagnostic> {
+    use super::error::Origin;
+    let rank = |d: &Diagnostic| match &d.origin {
+        Origin::File {
+            path, line, col, ..
+        } => {
+            let file = composed
+                .files
+                .iter()
+                .position(|f| f == path)
+                .unwrap_or(composed.files.len());
+            (file, *line, *col)
+        }
+        Origin::CommandLine { .. } => (usize::MAX, 0, 0),
+    };
+    diags.sort_by_key(|d| rank(d));
+    let mut seen = BTreeSet::new();
+    diags.retain(|d| seen.insert(d.to_string()));
+    diags
+}
+
+/// A step of a path into the recipe table.
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// `transforms.train[1].size`
+fn dotted(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn segments(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    use serde_path_to_error::Segment;
+    let mut out = Vec::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push(Seg::Index(*index)),
+            Segment::Map { key } => out.push(Seg::Key(key.clone())),
+            Segment::Enum { variant } => out.push(Seg::Key(variant.clone())),
+            Segment::Unknown => break,
+        }
+    }
+    out
+}
+
+/// Whether `path` is one transform of a list (`transforms.train[2]`).
+fn is_transform(path: &[Seg]) -> bool {
+    matches!(path, [Seg::Key(t), Seg::Key(_), Seg::Index(_)] if t == "transforms")
+}
+
+/// The value at `path`.
+fn get_mut<'a>(root: &'a mut toml::Value, path: &[Seg]) -> Option<&'a mut toml::Value> {
+    path.iter().try_fold(root, |cur, seg| match (seg, cur) {
+        (Seg::Key(k), toml::Value::Table(t)) => t.get_mut(k),
+        (Seg::Index(i), toml::Value::Array(a)) => a.get_mut(*i),
+        _ => None,
     })
 }
 
+/// Removes the key at `path` from its table; whether it was there.
+fn remove(root: &mut toml::Value, path: &[Seg]) -> bool {
+    let Some((Seg::Key(last), parent)) = path.split_last() else {
+        return false;
+    };
+    match get_mut(root, parent) {
+        Some(toml::Value::Table(t)) => t.remove(last).is_some(),
+        _ => false,
+    }
+}
+
+/// What stands in for a table that cannot be typed, so that the rest of the recipe can be:
+/// its checks are not reported.
+fn placeholder(path: &[Seg]) -> Option<toml::Value> {
+    let text = match path {
+        [Seg::Key(k)] if k == "data" => r#"root = "synth""#,
+        [Seg::Key(k)] if k == "model" => {
+            r#"kind = "convnext"
+preset = "atto""#
+        }
+        p if is_transform(p) => r#"kind = "to_tensor""#,
+        _ => return None,
+    };
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .map(toml::Value::Table)
+}
+
+/// Replaces the table at `path` with its placeholder; whether it could.
+fn stand_in(root: &mut toml::Value, path: &[Seg]) -> bool {
+    let Some(value) = placeholder(path) else {
+        return false;
+    };
+    if let Some((Seg::Key(last), parent)) = path.split_last() {
+        if let Some(toml::Value::Table(t)) = get_mut(root, parent) {
+            t.insert(last.clone(), value);
+            return true;
+        }
+        return false;
+    }
+    match get_mut(root, path) {
+        Some(slot) => {
+            *slot = value;
+            true
+        }
+        None => false,
+    }
+}
+
+/// The result of typing with recovery.
+#[derive(Debug, Default)]
+struct Typed {
+    /// The recipe with defaults and placeholders standing in for what did not type.
+    recipe: Option<Recipe>,
+    errors: Vec<Diagnostic>,
+    /// Keys whose value did not type (the default stands in).
+    bad: BTreeSet<String>,
+    /// Tables replaced by a placeholder, or whose `kind` did not type.
+    broken: BTreeSet<String>,
+}
+
+fn type_recipe(composed: &Composed) -> Typed {
+    let mut work = toml::Value::Table(composed.table.clone());
+    let mut out = Typed::default();
+    // Each round takes one cause out; a recipe has far fewer keys than this.
+    for _ in 0..1000 {
+        let err = match serde_path_to_error::deserialize::<_, Recipe>(work.clone()) {
+            Ok(r) => {
+                out.recipe = Some(r);
+                return out;
+            }
+            Err(e) => e,
+        };
+        let mut path = segments(err.path());
+        let mut raw = err.inner().message().to_string();
+        // A transform's fields are read from buffered content, so serde's path stops at the
+        // transform: find the field by typing the transform with each field alone.
+        if is_transform(&path) && !raw.starts_with("missing field") {
+            if let Some(elem) = get_mut(&mut work, &path).cloned() {
+                match transform_culprit(&elem) {
+                    Some((field, msg)) => {
+                        path.push(Seg::Key(field));
+                        raw = msg;
+                    }
+                    None if raw.starts_with("unknown variant") => {
+                        path.push(Seg::Key("kind".into()))
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let Some(rest) = raw.strip_prefix("missing field `") {
+            let field = rest.split('`').next().unwrap_or(rest).to_string();
+            let mut full = path.clone();
+            full.push(Seg::Key(field));
+            let key = dotted(&full);
+            if !out.bad.contains(&key) {
+                let d = composed.diagnostic(&key, Focus::Key, "missing required key");
+                out.errors.push(d);
+            }
+            // The table lacks a key it cannot do without: a placeholder stands in for it
+            // (for a missing section, in its place).
+            let table = if path.is_empty() { full } else { path };
+            if !stand_in(&mut work, &table) {
+                return out;
+            }
+            out.broken.insert(dotted(&table));
+            continue;
+        }
+        let explained = explain(&raw, &mut path);
+        let key = dotted(&path);
+        let unknown_key = raw.starts_with("unknown field");
+        let focus = if unknown_key {
+            Focus::Key
+        } else {
+            Focus::Value
+        };
+        let d = composed
+            .diagnostic(&key, focus, explained.message)
+            .with_help(explained.help)
+            .with_note(explained.note);
+        out.errors.push(d);
+        if unknown_key {
+            if !remove(&mut work, &path) {
+                return out;
+            }
+            continue;
+        }
+        // A value that does not type: the default stands in for the whole key (a list with
+        // a bad item goes whole); a transform that is not a table, its placeholder.
+        let mut target = path.clone();
+        while matches!(target.last(), Some(Seg::Index(_))) && !is_transform(&target) {
+            target.pop();
+        }
+        let target_key = dotted(&target);
+        out.bad.insert(key);
+        out.bad.insert(target_key.clone());
+        if is_transform(&target) {
+            if !stand_in(&mut work, &target) {
+                return out;
+            }
+            out.broken.insert(target_key);
+            continue;
+        }
+        if !remove(&mut work, &target) {
+            return out;
+        }
+        // without its `kind` (or a sweep's `mode`) none of a table's checks hold
+        let parent = &target[..target.len().saturating_sub(1)];
+        let last = target.last().cloned();
+        let discriminator = match last {
+            Some(Seg::Key(k)) => k == "kind" || (k == "mode" && dotted(parent) == "sweep"),
+            _ => false,
+        };
+        if discriminator {
+            out.broken.insert(dotted(parent));
+        }
+    }
+    out
+}
+
+/// The field of a transform (a table with a `kind`) that does not type, and serde's message:
+/// the transform typed with its `kind` and that field alone fails for another reason than a
+/// missing field. `None` when the fields type (or the `kind` itself does not).
+fn transform_culprit(elem: &toml::Value) -> Option<(String, String)> {
+    let toml::Value::Table(t) = elem else {
+        return None;
+    };
+    let kind = t.get("kind")?;
+    let fails = |table: toml::Table| -> Option<String> {
+        match toml::Value::Table(table).try_into::<TransformSpec>() {
+            Ok(_) => None,
+            Err(e) if e.message().starts_with("missing field") => None,
+            Err(e) => Some(e.message().to_string()),
+        }
+    };
+    let mut alone = toml::Table::new();
+    alone.insert("kind".into(), kind.clone());
+    if fails(alone.clone()).is_some() {
+        return None;
+    }
+    t.iter()
+        .filter(|(k, _)| k.as_str() != "kind")
+        .find_map(|(k, v)| {
+            let mut probe = alone.clone();
+            probe.insert(k.clone(), v.clone());
+            fails(probe).map(|msg| (k.clone(), msg))
+        })
+}
+
+/// A message for people, with its suggestion and note.
+struct Explained {
+    message: String,
+    help: Option<String>,
+    note: Option<String>,
+}
+
 /// Rewrites serde's message for people, adding a suggestion for unknown keys and variants.
-fn explain(raw: &str, key: &mut String) -> String {
+/// `path` gains the field when serde's path stops short of it.
+fn explain(raw: &str, path: &mut Vec<Seg>) -> Explained {
+    let plain = |message: String| Explained {
+        message,
+        help: None,
+        note: None,
+    };
+    let ends_with = |path: &[Seg], f: &str| matches!(path.last(), Some(Seg::Key(k)) if k == f);
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let candidates = backticked(expected);
         // serde_path_to_error's path already ends with the field; make sure it does.
-        if !key.ends_with(field) {
-            *key = super::compose::join_key(key, field);
+        if !ends_with(path, field) {
+            path.push(Seg::Key(field.to_string()));
         }
-        let mut msg = format!("unknown key `{field}`");
-        if let Some(s) = did_you_mean(field, candidates.iter().map(|s| s.as_str())) {
-            msg.push_str(&format!("; did you mean `{s}`?"));
-        }
-        if !candidates.is_empty() {
-            msg.push_str(&format!(" (valid keys: {})", candidates.join(", ")));
-        }
-        return msg;
+        return Explained {
+            message: format!("unknown key `{field}`"),
+            help: suggestion(field, candidates.iter().map(|s| s.as_str())),
+            note: (!candidates.is_empty())
+                .then(|| format!("valid keys: {}", candidates.join(", "))),
+        };
     }
     if let Some(rest) = raw.strip_prefix("unknown variant `") {
         let (variant, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let candidates = backticked(expected);
-        // A transform's fields are read from buffered content, so serde's path stops at the
-        // transform: name the field from the values its enum allows.
         let is = |names: &[&str]| {
             candidates
                 .iter()
@@ -53,6 +376,7 @@ fn explain(raw: &str, key: &mut String) -> String {
                 .eq(names.iter().copied())
         };
         let interpolation = is(&Interpolation::ALL.map(|i| i.name()));
+        // (a transform's field is found by `transform_culprit`; this names it if not)
         let field = if interpolation {
             Some("interpolation")
         } else if is(&PaddingMode::NAMES) {
@@ -60,32 +384,25 @@ fn explain(raw: &str, key: &mut String) -> String {
         } else {
             None
         };
-        if let Some(f) = field.filter(|f| !key.ends_with(f)) {
-            *key = super::compose::join_key(key, f);
+        if let Some(f) = field.filter(|f| !ends_with(path, f)) {
+            path.push(Seg::Key(f.to_string()));
         }
         let what = if interpolation {
             "interpolation"
-        } else if key.is_empty() || key.ends_with("kind") {
+        } else if path.is_empty() || ends_with(path, "kind") {
             "kind"
         } else {
             "value"
         };
-        let mut msg = format!("unknown {what} `{variant}`");
-        let suggestion = torchvision_name(variant, &candidates)
-            .or_else(|| did_you_mean(variant, candidates.iter().map(|s| s.as_str())));
-        if let Some(s) = suggestion {
-            msg.push_str(&format!("; did you mean `{s}`?"));
-        }
-        if !candidates.is_empty() {
-            msg.push_str(&format!(" (expected one of: {})", candidates.join(", ")));
-        }
-        return msg;
-    }
-    if let Some(rest) = raw.strip_prefix("missing field `") {
-        let field = rest.split('`').next().unwrap_or(rest);
-        let missing = super::compose::join_key(key, field);
-        let msg = format!("missing required key `{missing}`");
-        return msg;
+        let help = torchvision_name(variant, &candidates)
+            .map(|s| format!("did you mean `{s}`?"))
+            .or_else(|| suggestion(variant, candidates.iter().map(|s| s.as_str())));
+        return Explained {
+            message: format!("unknown {what} `{variant}`"),
+            help,
+            note: (!candidates.is_empty())
+                .then(|| format!("expected one of: {}", candidates.join(", "))),
+        };
     }
     if let Some(name) = raw.strip_prefix("data did not match any variant of untagged enum ") {
         let what = match name.trim() {
@@ -99,9 +416,9 @@ fn explain(raw: &str, key: &mut String) -> String {
             "SweepValues" => "a list of values or a distribution ({ uniform = [a, b] }, { loguniform = [a, b] }, { int = [a, b] }, { choice = [...] })",
             _ => "another type",
         };
-        return format!("expected {what}");
+        return plain(format!("expected {what}"));
     }
-    humanize_types(raw)
+    plain(humanize_types(raw))
 }
 
 /// torchvision's class and function names (snake-cased) whose transform has another kind
@@ -166,6 +483,10 @@ fn humanize_types(raw: &str) -> String {
         ("expected i64", "expected an integer"),
         ("expected f64", "expected a number"),
         ("expected a boolean", "expected true or false"),
+        (
+            "expected internally tagged enum TransformSpec",
+            "expected a transform: { kind = \"...\", ... }",
+        ),
     ] {
         out = out.replace(rust, human);
     }
@@ -180,32 +501,28 @@ fn backticked(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// Range and applicability checks. Returns every problem found.
+/// Range and applicability checks of a typed recipe. Returns every problem found.
 pub fn check(recipe: &Recipe, composed: &Composed) -> Result<(), RecipeError> {
     let mut c = Checker {
         composed,
         out: Vec::new(),
+        bad: BTreeSet::new(),
+        broken: BTreeSet::new(),
     };
-    c.data(&recipe.data);
-    c.transforms("transforms.train", &recipe.transforms.train);
-    c.transforms("transforms.eval", &recipe.transforms.eval);
-    c.model(&recipe.model);
-    c.input_size(recipe);
-    c.loss(&recipe.loss);
-    c.optimizer(&recipe.optimizer);
-    c.scheduler(&recipe.scheduler, recipe.train.epochs);
-    c.train(&recipe.train);
-    c.checkpoint(&recipe.checkpoint);
-    c.verification(&recipe.verification);
-    c.plateau_monitor_logged(recipe);
-    if let Some(s) = &recipe.sweep {
-        c.sweep(s);
-    }
+    c.all(recipe);
     if c.out.is_empty() {
         Ok(())
     } else {
-        Err(RecipeError::Invalid(c.out))
+        Err(RecipeError::Invalid(ordered(c.out, composed)))
     }
+}
+
+/// Whether `key` is `table` or inside it.
+fn within(key: &str, table: &str) -> bool {
+    key == table
+        || key
+            .strip_prefix(table)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// A lower bound on the shorter side, in pixels, of the images a transform list outputs, with
@@ -255,15 +572,69 @@ pub const METRICS: &[&str] = &[
 struct Checker<'a> {
     composed: &'a Composed,
     out: Vec<Diagnostic>,
+    /// Keys whose value did not type: a default stands in for it.
+    bad: BTreeSet<String>,
+    /// Tables a placeholder stands in for, or whose `kind` did not type.
+    broken: BTreeSet<String>,
 }
 
 impl Checker<'_> {
+    fn all(&mut self, recipe: &Recipe) {
+        self.data(&recipe.data);
+        self.transforms("transforms.train", &recipe.transforms.train);
+        self.transforms("transforms.eval", &recipe.transforms.eval);
+        self.model(&recipe.model);
+        self.input_size(recipe);
+        self.loss(&recipe.loss);
+        self.optimizer(&recipe.optimizer);
+        self.scheduler(&recipe.scheduler, recipe.train.epochs);
+        self.train(&recipe.train);
+        self.checkpoint(&recipe.checkpoint);
+        self.verification(&recipe.verification);
+        self.plateau_monitor_logged(recipe);
+        if let Some(s) = &recipe.sweep {
+            self.sweep(s);
+        }
+    }
+
+    /// Whether the value at `key` is a stand-in (a default or placeholder for one that did
+    /// not type): checking it would judge the stand-in.
+    fn stood_in(&self, key: &str) -> bool {
+        self.bad.contains(key) || self.broken.iter().any(|t| within(key, t))
+    }
+
+    /// Whether any of `keys`, or anything inside them, is a stand-in.
+    fn reads_stand_in(&self, keys: &[&str]) -> bool {
+        keys.iter().any(|k| {
+            self.stood_in(k)
+                || self
+                    .bad
+                    .iter()
+                    .chain(self.broken.iter())
+                    .any(|b| within(b, k))
+        })
+    }
+
+    fn report(&mut self, key: &str, focus: Focus, message: String, help: Option<String>) {
+        if self.stood_in(key) {
+            return;
+        }
+        let d = self
+            .composed
+            .diagnostic(key, focus, message)
+            .with_help(help);
+        self.out.push(d);
+    }
+
     fn fail(&mut self, key: &str, message: impl Into<String>) {
-        self.out.push(Diagnostic {
-            origin: self.composed.origin_of(key),
-            key: key.to_string(),
-            message: message.into(),
-        });
+        self.report(key, Focus::Value, message.into(), None);
+    }
+
+    /// `fail`, unless one of the keys the check reads (besides `key`) is a stand-in.
+    fn fail_reading(&mut self, key: &str, reads: &[&str], message: impl Into<String>) {
+        if !self.reads_stand_in(reads) {
+            self.fail(key, message);
+        }
     }
 
     fn require(&mut self, ok: bool, key: &str, message: &str) {
@@ -309,7 +680,8 @@ impl Checker<'_> {
 
     fn not_for(&mut self, set: bool, key: &str, kind: &str) {
         if set {
-            self.fail(key, format!("does not apply to kind `{kind}`"));
+            let msg = format!("does not apply to kind `{kind}`");
+            self.report(key, Focus::Key, msg, None);
         }
     }
 
@@ -344,6 +716,16 @@ impl Checker<'_> {
     /// and `bench` use) and what the transforms output (or, without a resizing transform,
     /// the built-in images' own size). A folder's images are checked when a run starts.
     fn input_size(&mut self, r: &Recipe) {
+        let reads = [
+            "model",
+            "transforms",
+            "data.image_size",
+            "data.root",
+            "data.synth.size",
+        ];
+        if self.reads_stand_in(&reads) {
+            return;
+        }
         let min = crate::model::min_input_side(&r.model);
         let why = crate::model::min_input_reason(&r.model);
         let size = r.data.image_size;
@@ -481,11 +863,13 @@ impl Checker<'_> {
                         &k("num_magnitude_bins"),
                         "must be >= 2",
                     );
-                    self.require(
-                        magnitude < num_magnitude_bins,
-                        &k("magnitude"),
-                        "must be < num_magnitude_bins",
-                    );
+                    if magnitude >= num_magnitude_bins {
+                        self.fail_reading(
+                            &k("magnitude"),
+                            &[&k("num_magnitude_bins")],
+                            "must be < num_magnitude_bins",
+                        );
+                    }
                 }
                 TransformSpec::ToTensor {} => {}
                 TransformSpec::Normalize { std, .. } => self.require(
@@ -530,16 +914,23 @@ impl Checker<'_> {
         };
         if let Some(p) = &m.preset {
             if !presets.contains(&p.as_str()) {
-                let mut msg = format!("unknown preset `{p}`");
-                if let Some(s) = did_you_mean(p, presets.iter().copied()) {
-                    msg.push_str(&format!("; did you mean `{s}`?"));
-                }
-                if presets.is_empty() {
-                    msg.push_str(" (this model kind has no presets)");
+                let note = if presets.is_empty() {
+                    "this model kind has no presets".to_string()
                 } else {
-                    msg.push_str(&format!(" (expected one of: {})", presets.join(", ")));
+                    format!("expected one of: {}", presets.join(", "))
+                };
+                if !self.stood_in("model.preset") {
+                    let d = self
+                        .composed
+                        .diagnostic(
+                            "model.preset",
+                            Focus::Value,
+                            format!("unknown preset `{p}`"),
+                        )
+                        .with_help(suggestion(p, presets.iter().copied()))
+                        .with_note(Some(note));
+                    self.out.push(d);
                 }
-                self.fail("model.preset", msg);
             }
         }
         let convnext = m.kind == ModelKind::Convnext;
@@ -553,7 +944,7 @@ impl Checker<'_> {
             "model.dims",
             kind_str(m.kind),
         );
-        if convnext {
+        if convnext && !self.reads_stand_in(&["model.depths", "model.dims", "model.preset"]) {
             match (&m.depths, &m.dims, &m.preset) {
                 (None, None, None) => self.fail(
                     "model.preset",
@@ -643,8 +1034,9 @@ impl Checker<'_> {
                 self.require(o.momentum() >= 0.0, "optimizer.momentum", "must be >= 0");
                 self.require(o.dampening() >= 0.0, "optimizer.dampening", "must be >= 0");
                 if o.nesterov() && (o.momentum() <= 0.0 || o.dampening() != 0.0) {
-                    self.fail(
+                    self.fail_reading(
                         "optimizer.nesterov",
+                        &["optimizer.momentum", "optimizer.dampening"],
                         "Nesterov momentum requires momentum > 0 and dampening = 0 (as in PyTorch)",
                     );
                 }
@@ -765,8 +1157,9 @@ impl Checker<'_> {
             );
         }
         if s.warmup_epochs >= epochs && s.warmup_epochs > 0 {
-            self.fail(
+            self.fail_reading(
                 "scheduler.warmup_epochs",
+                &["train.epochs"],
                 format!("must be smaller than train.epochs ({epochs})"),
             );
         }
@@ -794,8 +1187,9 @@ impl Checker<'_> {
             "must be \"cpu\", \"cuda\" or \"cuda:N\"",
         );
         if t.precision != Precision::F32 && t.device == "cpu" {
-            self.fail(
+            self.fail_reading(
                 "train.precision",
+                &["train.device"],
                 "bf16 / f16 mixed precision needs a CUDA device; use \"f32\" on the CPU",
             );
         }
@@ -803,17 +1197,17 @@ impl Checker<'_> {
 
     fn checkpoint(&mut self, c: &CheckpointConfig) {
         self.require(c.every >= 1, "checkpoint.every", "must be >= 1");
-        self.require(
-            c.keep_best + c.keep_last >= 1,
-            "checkpoint.keep_last",
-            "keep_best + keep_last must be >= 1 (a run needs a checkpoint to resume from)",
-        );
+        if c.keep_best + c.keep_last < 1 {
+            self.fail_reading(
+                "checkpoint.keep_last",
+                &["checkpoint.keep_best"],
+                "keep_best + keep_last must be >= 1 (a run needs a checkpoint to resume from)",
+            );
+        }
         if !METRICS.contains(&c.monitor.as_str()) {
-            let mut msg = format!("unknown metric `{}`", c.monitor);
-            if let Some(s) = did_you_mean(&c.monitor, METRICS.iter().copied()) {
-                msg.push_str(&format!("; did you mean `{s}`?"));
-            }
-            self.fail("checkpoint.monitor", msg);
+            let msg = format!("unknown metric `{}`", c.monitor);
+            let help = suggestion(&c.monitor, METRICS.iter().copied());
+            self.report("checkpoint.monitor", Focus::Value, msg, help);
         }
         self.require(!c.dir.is_empty(), "checkpoint.dir", "must not be empty");
     }
@@ -826,8 +1220,9 @@ impl Checker<'_> {
             && r.scheduler.monitor() == "verify_acc"
             && !(v.enabled && (v.every == 1 || r.train.epochs == 1))
         {
-            self.fail(
+            self.fail_reading(
                 "scheduler.monitor",
+                &["verification", "train.epochs"],
                 format!(
                     "`verify_acc` is scored only every `verification.every` epochs ({}; 0 = at the \
                      end{}), but ReduceLROnPlateau steps every epoch: set verification.every = 1 \
@@ -847,7 +1242,11 @@ impl Checker<'_> {
 
     fn sweep(&mut self, s: &SweepConfig) {
         if s.params.is_empty() {
-            self.fail("sweep.params", "a [sweep] needs at least one parameter");
+            self.fail_reading(
+                "sweep.params",
+                &["sweep.params"],
+                "a [sweep] needs at least one parameter",
+            );
         }
         match s.mode {
             SweepMode::Random => match s.trials {
