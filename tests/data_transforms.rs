@@ -6,7 +6,10 @@ use runner::recipe::{EraseValue, PaddingMode, PaddingSpec, RangeSpec, SizeSpec, 
 use std::path::PathBuf;
 
 fn reference_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference"
+    ))
 }
 
 fn input() -> Option<image::RgbImage> {

@@ -13,7 +13,10 @@ use runner::recipe::{BlockNorm, LayerScale, ModelConfig, ModelKind};
 
 #[test]
 fn parameter_counts_match_reference() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference/param_counts.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference/param_counts.json"
+    );
     let want: HashMap<String, usize> =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut no_gamma = model_cfg(ModelKind::Convnext, Some("tiny"));

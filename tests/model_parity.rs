@@ -11,7 +11,11 @@ use runner::model::{build, load_init_from, ForwardCtx};
 use runner::recipe::{BlockNorm, LayerScale, ModelConfig, ModelKind};
 
 fn reference(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference")).join(name)
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference"
+    ))
+    .join(name)
 }
 
 fn load(name: &str) -> HashMap<String, Tensor> {

@@ -6,7 +6,10 @@ use runner::train::loss::cross_entropy;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference/cross_entropy.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference/cross_entropy.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse")
 }
 

@@ -12,7 +12,10 @@ use runner::train::optim::{
 use serde_json::Value;
 
 fn fixture() -> Value {
-    read_json(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference/optimizers.json"))
+    read_json(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference/optimizers.json"
+    ))
 }
 
 fn read_json(path: &str) -> Value {

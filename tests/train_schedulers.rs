@@ -7,7 +7,10 @@ use runner::train::Metrics;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference/schedulers.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference/schedulers.json"
+    );
     let text = std::fs::read_to_string(path).expect("read schedulers.json");
     serde_json::from_str(&text).expect("parse schedulers.json")
 }

@@ -119,7 +119,10 @@ keep_last = 2
 /// `tests/fixtures/reference/transform_input.png` (97x83 RGB), the input of the torchvision and
 /// Pillow fixtures.
 pub fn reference_input() -> image::RgbImage {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference/transform_input.png"));
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference/transform_input.png"
+    ));
     assert!(
         p.is_file(),
         "{} missing: the reference fixtures live in tests/fixtures/reference",
