@@ -43,6 +43,7 @@ fn tiny_convnext_cfg() -> ModelConfig {
         small_stem: false,
         width_mult: 1.0,
         embedding_dim: None,
+        embedding_norm: false,
         num_classes: None,
         init_from: None,
     }

@@ -25,6 +25,7 @@ fn resnet(classes_dims: Vec<usize>) -> ModelConfig {
         small_stem: true,
         width_mult: 1.0,
         embedding_dim: None,
+        embedding_norm: false,
         num_classes: None,
         init_from: None,
     }

@@ -76,6 +76,7 @@ fn bench_components() {
                     .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
                     .collect::<HashMap<_, _>>(),
                 optim: opt.state_tensors().expect("state"),
+                ema: Default::default(),
             };
             let t = Instant::now();
             write_checkpoint(&path, &ck).expect("write");

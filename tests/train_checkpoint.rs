@@ -201,7 +201,12 @@ fn sample(dir: &std::path::Path) -> (VarMap, runner::train::checkpoint::Checkpoi
     };
     (
         vm,
-        runner::train::checkpoint::Checkpoint { meta, model, optim },
+        runner::train::checkpoint::Checkpoint {
+            meta,
+            model,
+            optim,
+            ema: Default::default(),
+        },
     )
 }
 
@@ -429,6 +434,7 @@ fn optimizer_state_resumes_bit_for_bit_through_a_checkpoint_file() {
                 ("fc.bias".to_string(), b2.as_tensor().clone()),
             ]),
             optim: o2.state_tensors().expect("state"),
+            ema: Default::default(),
         };
         write_checkpoint(&path, &ck).expect("write");
         let back = read_checkpoint(&path).expect("read");

@@ -38,13 +38,8 @@ pub fn synth(out: &Path, cfg: &SynthConfig, reporter: &Reporter) -> Result<(), C
             out.display()
         )));
     }
-    let started = std::time::Instant::now();
     let summary = crate::data::synth::generate(cfg, out).map_err(CliError::failed)?;
-    reporter.info(&format!(
-        "wrote {} in {:.1}s",
-        out.display(),
-        started.elapsed().as_secs_f64()
-    ));
+    reporter.info(&crate::engine::preflight::generated_notice(&summary));
     print_json(&serde_json::to_value(&summary).unwrap_or_default());
     Ok(())
 }

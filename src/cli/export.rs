@@ -25,7 +25,10 @@ pub fn run(g: &Global, reference: &str, out: &Path, reporter: &Reporter) -> Resu
     let ck =
         crate::train::checkpoint::read_checkpoint(&checkpoint).map_err(|e| invalid(e.into()))?;
     let recipe = restore::checkpoint_recipe(&ck, &checkpoint).map_err(invalid)?;
-    let exported = crate::model::interop::export_weights(&recipe.model, &recipe.loss, ck.model)
+    // the moving average when the run kept one (`train.ema`)
+    let with_ema = !ck.ema.is_empty();
+    let weights = if with_ema { ck.ema } else { ck.model };
+    let exported = crate::model::interop::export_weights(&recipe.model, &recipe.loss, weights)
         .map_err(CliError::failed)?;
     for note in &exported.notes {
         reporter.warn(&format!("export: {note}"));
@@ -46,9 +49,14 @@ pub fn run(g: &Global, reference: &str, out: &Path, reporter: &Reporter) -> Resu
         )
     };
     reporter.info(&format!(
-        "wrote {} ({} tensors, epoch {} of {}{layout})",
+        "wrote {} ({} tensors{}, epoch {} of {}{layout})",
         out.display(),
         exported.tensors.len(),
+        if with_ema {
+            ", the weights' moving average"
+        } else {
+            ""
+        },
         ck.meta.epoch,
         checkpoint.display()
     ));

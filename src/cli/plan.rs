@@ -36,35 +36,56 @@ pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result
         };
         statuses.push(s);
     }
+    // parents (`model.init_from = { recipe = ... }`) are listed first, marked as such
+    let pipeline = runs.iter().any(|r| !r.target);
     match format {
         Format::Json => {
             let list: Vec<serde_json::Value> = runs
                 .iter()
                 .zip(&statuses)
                 .map(|(r, s)| {
-                    serde_json::json!({
+                    let mut j = serde_json::json!({
                         "index": r.index,
                         "key": r.key,
                         "overrides": r.overrides,
                         "status": s,
-                    })
+                    });
+                    if pipeline {
+                        j["recipe"] = r.recipe_path.display().to_string().into();
+                        j["parent"] = (!r.target).into();
+                        j["init_from"] = r.parent_key().into();
+                    }
+                    j
                 })
                 .collect();
             print_json(&serde_json::Value::Array(list));
         }
         Format::Table | Format::Csv => {
             let swept: Vec<String> = runs
-                .first()
+                .iter()
+                .find(|r| r.target)
                 .map(|r| r.overrides.keys().cloned().collect())
                 .unwrap_or_default();
             let mut headers = vec!["#".to_string(), "key".to_string()];
+            if pipeline {
+                headers.extend(["recipe".to_string(), "starts from".to_string()]);
+            }
             headers.extend(swept.iter().cloned());
             headers.push("status".to_string());
             let rows: Vec<Vec<String>> = runs
                 .iter()
                 .zip(&statuses)
                 .map(|(r, s)| {
-                    let mut row = vec![r.index.to_string(), r.key.clone()];
+                    let index = if r.target {
+                        r.index.to_string()
+                    } else {
+                        "parent".into()
+                    };
+                    let mut row = vec![index, r.key.clone()];
+                    if pipeline {
+                        row.push(r.recipe_path.display().to_string());
+                        row.push(r.parent_key().unwrap_or("-").to_string());
+                    }
                     row.extend(swept.iter().map(|k| {
                         r.overrides
                             .get(k)
@@ -80,7 +101,17 @@ pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result
             } else {
                 println!("{}", table(&headers, &rows));
                 let done = statuses.iter().filter(|s| **s == "done").count();
-                eprintln!("{} run(s) planned, {} already done", runs.len(), done);
+                let parents = runs.iter().filter(|r| !r.target).count();
+                eprintln!(
+                    "{} run(s) planned{}, {} already done",
+                    runs.len() - parents,
+                    if parents > 0 {
+                        format!(" after {parents} they start from")
+                    } else {
+                        String::new()
+                    },
+                    done
+                );
             }
         }
     }

@@ -214,12 +214,32 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
     for id in ids {
         let run = store.run(id)?;
         let pretty = serde_json::to_string_pretty(&run.config).unwrap_or_default();
+        // lineage: the run it started from (init_from) and the run it continued (resume)
+        let mut lineage = Vec::new();
+        if let Some(p) = run.init_from_run {
+            lineage.push(format!(
+                "starts from run {p}{}",
+                run.init_from_checkpoint
+                    .as_ref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(p) = run.parent_id {
+            lineage.push(format!("continues run {p}"));
+        }
+        let lineage = if lineage.is_empty() {
+            String::new()
+        } else {
+            format!(" &mdash; {}", esc(&lineage.join("; ")))
+        };
         let _ = write!(
             configs,
-            "<details><summary>run {} ({}) {}</summary><pre>{}</pre></details>",
+            "<details><summary>run {} ({}) {}{}</summary><pre>{}</pre></details>",
             run.id,
             esc(&run.key),
             esc(&run.recipe),
+            lineage,
             esc(&pretty)
         );
     }

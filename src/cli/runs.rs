@@ -90,6 +90,10 @@ pub fn show_json(store: &Store, run: &RunRow) -> Result<serde_json::Value, CliEr
         "verification": verification,
         "skipped_images": skipped,
         "parent": run.parent_id,
+        "init_from_run": run.init_from_run.map(|id| serde_json::json!({
+            "id": id,
+            "checkpoint": run.init_from_checkpoint,
+        })),
     }))
 }
 
@@ -103,6 +107,15 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
             run.resumed_from
                 .as_ref()
                 .map(|c| format!(" (from {c})"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(p) = run.init_from_run {
+        println!(
+            "init     from run {p}{}",
+            run.init_from_checkpoint
+                .as_ref()
+                .map(|c| format!(" ({c})"))
                 .unwrap_or_default()
         );
     }

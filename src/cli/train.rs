@@ -84,18 +84,41 @@ pub(crate) fn done_keys<'a>(
 pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), CliError> {
     let sets = with_device(&o.sets, &o.device);
     let runs = super::plan::plan_recipe(recipe, &sets)?;
-    let [planned] = runs.as_slice() else {
+    let (parents, targets): (Vec<_>, Vec<_>) = runs.into_iter().partition(|r| !r.target);
+    let [planned] = targets.as_slice() else {
         return Err(CliError::invalid(format!(
             "{}: the recipe plans {} runs; `runner run` trains one (fix the swept keys with --set, or use `runner sweep`)",
             recipe.display(),
-            runs.len()
+            targets.len()
         )));
     };
     // the data and the model must fit before a run is recorded
-    if force || done_keys(g, [planned.key.as_str()])?.is_empty() {
-        Preflight::default().check(&planned.recipe)?;
+    let mut preflight = Preflight::default();
+    let done = done_keys(
+        g,
+        parents
+            .iter()
+            .chain(std::iter::once(planned))
+            .map(|r| r.key.as_str()),
+    )?;
+    for p in parents.iter().filter(|p| !done.contains(&p.key)) {
+        preflight.check(&p.recipe)?;
+    }
+    if force || !done.contains(&planned.key) {
+        preflight.check(&planned.recipe)?;
+    }
+    for n in preflight.generated_notices() {
+        o.reporter.info(&n);
     }
     let mut store = Store::open(&g.db)?;
+    // the runs this one starts from (`model.init_from = { recipe = ... }`) first
+    crate::engine::sweep::train_parents(
+        &mut store,
+        &parents,
+        &o.reporter,
+        crate::engine::signals::stop_flag(),
+    )
+    .map_err(CliError::failed)?;
     let record = new_run(&recipe.display().to_string(), planned, None);
     let (id, start) = if force {
         let id = store.create_claimed(&record)?;
@@ -159,8 +182,12 @@ pub fn sweep(
     for r in runs.iter().filter(|r| !done.contains(&r.key)) {
         preflight.check(&r.recipe)?;
     }
+    for n in preflight.generated_notices() {
+        o.reporter.info(&n);
+    }
     let mut store = Store::open(&g.db)?;
     let started = std::time::Instant::now();
+    let pipeline = runs.iter().any(|r| !r.target);
     let rows = execute_sweep(
         &mut store,
         &recipe.display().to_string(),
@@ -171,7 +198,8 @@ pub fn sweep(
     )
     .map_err(CliError::failed)?;
     let swept: Vec<String> = runs
-        .first()
+        .iter()
+        .find(|r| r.target)
         .map(|r| r.overrides.keys().cloned().collect())
         .unwrap_or_default();
     let mut best = Vec::new();
@@ -215,6 +243,9 @@ pub fn sweep(
         print_json(&serde_json::Value::Array(list));
     } else {
         let mut headers = vec!["#".to_string(), "run".into(), "key".into()];
+        if pipeline {
+            headers.push("recipe".into());
+        }
         headers.extend(swept.iter().cloned());
         headers.extend(
             [
@@ -239,12 +270,19 @@ pub fn sweep(
             .zip(&best)
             .map(|(r, (v, ver))| {
                 let mut row = vec![
-                    r.index.to_string(),
+                    if r.parent {
+                        "parent".into()
+                    } else {
+                        r.index.to_string()
+                    },
                     r.run_id
                         .map(|i| i.to_string())
                         .unwrap_or_else(|| "-".into()),
                     r.key.clone(),
                 ];
+                if pipeline {
+                    row.push(r.recipe.clone());
+                }
                 row.extend(
                     swept
                         .iter()

@@ -9,14 +9,21 @@ pub fn run(recipe: &Path, sets: &[String]) -> Result<(), CliError> {
     let overrides = parse_sets(sets)?;
     let (composed, resolved) = crate::recipe::load(recipe, &overrides)?;
     let runs = super::plan::plan_recipe(recipe, sets)?;
+    let parents = runs.iter().filter(|r| !r.target).count();
+    let runs: Vec<_> = runs.into_iter().filter(|r| r.target).collect();
     let text = toml::to_string_pretty(&resolved).map_err(CliError::failed)?;
     eprintln!(
-        "{}: valid ({} file{} composed, {} run{})",
+        "{}: valid ({} file{} composed, {} run{}{})",
         recipe.display(),
         composed.files.len(),
         if composed.files.len() == 1 { "" } else { "s" },
         runs.len(),
         if runs.len() == 1 { "" } else { "s" },
+        if parents > 0 {
+            format!(", starting from {parents} run(s) of other recipes")
+        } else {
+            String::new()
+        }
     );
     println!("{text}");
     Ok(())

@@ -140,6 +140,9 @@ fn process(
         reporter.error(&format!("skipping {}: {e}", path.display()), None);
         return;
     }
+    for n in preflight.generated_notices() {
+        reporter.info(&n);
+    }
     reporter.info(&format!("{}: {} run(s)", path.display(), runs.len()));
     let result = Store::open(&g.db)
         .map_err(|e| e.to_string())

@@ -12,7 +12,7 @@ pub use nn_baseline::raw_pixel_nn_accuracy;
 pub mod preview;
 pub use preview::{preview, PreviewSummary};
 pub mod resolve;
-pub use resolve::resolve_root;
+pub use resolve::{resolve_root, resolve_root_generating};
 pub mod stats;
 pub use stats::{identity_counts, stats, DataStats, IdentityCount};
 pub mod synth;

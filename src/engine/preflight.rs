@@ -79,6 +79,29 @@ pub fn num_classes(recipe: &Recipe, data: &CourseData) -> Result<usize, Prefligh
     }
 }
 
+/// "generated the built-in data set DIR: N images, X MB, in T s on K threads".
+pub fn generated_notice(s: &crate::data::synth::SynthSummary) -> String {
+    let images = s.train_images
+        + s.dev_images
+        + s.test_images
+        + s.known_images
+        + s.unknown_dev_images
+        + s.unknown_test_images;
+    format!(
+        "generated the built-in data set {}: {images} images of {} px, {:.1} MB, in {:.1} s on {} threads{}",
+        s.root.display(),
+        s.size,
+        s.bytes as f64 / 1e6,
+        s.seconds,
+        rayon::current_num_threads(),
+        if s.resumed_images > 0 {
+            format!(" ({} kept from an interrupted generation)", s.resumed_images)
+        } else {
+            String::new()
+        }
+    )
+}
+
 /// What the checks need to know of a data set, read once per data set.
 struct DataFacts {
     data: CourseData,
@@ -90,16 +113,20 @@ struct DataFacts {
 #[derive(Default)]
 pub struct Preflight {
     data: HashMap<String, DataFacts>,
+    /// The built-in data sets these checks generated (for the caller to report).
+    generated: Vec<crate::data::synth::SynthSummary>,
 }
 
 impl Preflight {
     fn facts(&mut self, recipe: &Recipe) -> Result<&mut DataFacts, PreflightError> {
         let key = serde_json::to_string(&recipe.data).unwrap_or_default();
         if !self.data.contains_key(&key) {
-            let root = crate::data::resolve_root(&recipe.data).map_err(|e| match e {
-                DataError::MissingFolder(_) => PreflightError::Data(e),
-                other => PreflightError::Generate(other),
-            })?;
+            let (root, made) =
+                crate::data::resolve_root_generating(&recipe.data).map_err(|e| match e {
+                    DataError::MissingFolder(_) => PreflightError::Data(e),
+                    other => PreflightError::Generate(other),
+                })?;
+            self.generated.extend(made);
             let data = CourseData::open(&root).map_err(PreflightError::Data)?;
             self.data.insert(
                 key.clone(),
@@ -110,6 +137,17 @@ impl Preflight {
             );
         }
         Ok(self.data.get_mut(&key).expect("inserted above"))
+    }
+
+    /// One line per built-in data set generated since the last call: where, how many images,
+    /// how large, how long.
+    pub fn generated_notices(&mut self) -> Vec<String> {
+        self.take_generated().iter().map(generated_notice).collect()
+    }
+
+    /// The built-in data sets generated since the last call, to report.
+    pub fn take_generated(&mut self) -> Vec<crate::data::synth::SynthSummary> {
+        std::mem::take(&mut self.generated)
     }
 
     /// Checks a run's recipe against its data: the classifier covers the identities, and

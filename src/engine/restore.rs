@@ -9,7 +9,7 @@ use candle_nn::VarMap;
 use super::init::SeededVarMap;
 use super::EngineError;
 use crate::model::FaceModel;
-use crate::recipe::{MetricMode, Recipe};
+use crate::recipe::{InitFromRun, MetricMode, Pick, Recipe};
 use crate::store::Store;
 use crate::train::checkpoint::{assign_vars, read_checkpoint, Checkpoint};
 
@@ -57,6 +57,71 @@ pub fn best_checkpoint(
     Ok(best.map(|c| PathBuf::from(&c.path)))
 }
 
+/// The newest kept end-of-epoch checkpoint of a run whose file exists.
+pub fn last_checkpoint(store: &Store, run_id: i64) -> Result<Option<PathBuf>, EngineError> {
+    Ok(store
+        .checkpoints(run_id)?
+        .into_iter()
+        .rfind(|c| {
+            c.kept
+                && Path::new(&c.path).is_file()
+                && c.metric_name.as_deref() != Some(super::run::INTERRUPT_METRIC)
+        })
+        .map(|c| PathBuf::from(c.path)))
+}
+
+/// The run (by the key the planner put in `model.init_from.parent_key`) and checkpoint a run
+/// starts from under `model.init_from = { recipe = ..., pick = ... }`: the parent must be
+/// done; `best` is by the parent's own `checkpoint.monitor` and `mode`, `last` its newest
+/// end-of-epoch checkpoint.
+pub fn init_checkpoint(store: &Store, link: &InitFromRun) -> Result<(i64, PathBuf), EngineError> {
+    let key = link.parent_key.as_deref().ok_or_else(|| {
+        EngineError::Other(format!(
+            "model.init_from: the parent recipe {} was not planned (no parent key)",
+            link.recipe
+        ))
+    })?;
+    let parent = store.run_by_key(key)?.ok_or_else(|| {
+        EngineError::Other(format!(
+            "model.init_from: no run of {} (key {key}) in the store",
+            link.recipe
+        ))
+    })?;
+    if parent.status() != Some(crate::store::RunStatus::Done) {
+        return Err(EngineError::Other(format!(
+            "model.init_from: run {} of {} is {}, not done",
+            parent.id, link.recipe, parent.status
+        )));
+    }
+    let path = match link.pick {
+        Pick::Best => best_checkpoint(store, parent.id, run_mode(&parent))?,
+        Pick::Last => last_checkpoint(store, parent.id)?,
+    };
+    let path = path.ok_or_else(|| {
+        EngineError::Other(format!(
+            "model.init_from: run {} of {} has no checkpoint on disk",
+            parent.id, link.recipe
+        ))
+    })?;
+    Ok((parent.id, path))
+}
+
+/// A stored run's `checkpoint.mode`.
+fn run_mode(run: &crate::store::RunRow) -> MetricMode {
+    run.config
+        .get("checkpoint")
+        .and_then(|c| c.get("mode"))
+        .and_then(|m| m.as_str())
+        .map(|m| {
+            if m == "min" {
+                MetricMode::Min
+            } else {
+                MetricMode::Max
+            }
+        })
+        .unwrap_or_default()
+}
+
 /// The resolved recipe a checkpoint was written with (stored inside it).
 pub fn checkpoint_recipe(ck: &Checkpoint, path: &Path) -> Result<Recipe, EngineError> {
     serde_json::from_value(ck.meta.recipe.clone()).map_err(|e| {
@@ -90,7 +155,8 @@ pub fn load_checkpoint(
         })?;
     let seeded = SeededVarMap::new(VarMap::new(), recipe.train.seed);
     let model = crate::model::build(&recipe.model, num_classes, seeded.var_builder(&device))?;
-    assign_vars(&seeded.varmap, &ck.model)?;
+    // the moving average when the run kept one (`train.ema`)
+    assign_vars(&seeded.varmap, ck.weights())?;
     Ok(LoadedModel {
         model,
         recipe,
@@ -119,19 +185,6 @@ pub fn resolve_checkpoint(store: Option<&Store>, reference: &str) -> Result<Path
     };
     let id = store.resolve_run(reference)?;
     let run = store.run(id)?;
-    let mode = run
-        .config
-        .get("checkpoint")
-        .and_then(|c| c.get("mode"))
-        .and_then(|m| m.as_str())
-        .map(|m| {
-            if m == "min" {
-                MetricMode::Min
-            } else {
-                MetricMode::Max
-            }
-        })
-        .unwrap_or_default();
-    best_checkpoint(store, id, mode)?
+    best_checkpoint(store, id, run_mode(&run))?
         .ok_or_else(|| EngineError::Other(format!("run {id} has no checkpoint on disk")))
 }

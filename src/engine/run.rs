@@ -25,13 +25,14 @@ use super::EngineError;
 use crate::data::loader::SkippedImage;
 use crate::data::CourseData;
 use crate::model::{FaceModel, ForwardCtx};
-use crate::recipe::{Recipe, SchedulerKind};
+use crate::recipe::{InitFrom, ModelKind, Recipe, SchedulerKind};
 use crate::store::{CheckpointRecord, EpochMetrics, RunStatus, Store, VerificationRecord};
 use crate::train::checkpoint::{
     assign_vars, read_checkpoint, remove_stale_temp, write_checkpoint, Checkpoint,
     CheckpointAction, CheckpointMeta, CheckpointPolicy, CheckpointingStrategy, SavedCheckpoint,
 };
 use crate::train::divergence::{DivergenceDecision, DivergenceGuard, StepHealth};
+use crate::train::ema::ModelEma;
 use crate::train::margin::MarginHead;
 use crate::train::optim::{self, Optimizer};
 use crate::train::precision::{GradScaler, MixedPrecision, StepVerdict};
@@ -97,6 +98,13 @@ pub fn execute(store: &mut Store, req: RunRequest) -> Result<RunOutcome, EngineE
     result
 }
 
+/// The weights' moving average (`train.ema`) and the model built on it, which evaluates it.
+struct EmaNet {
+    avg: ModelEma,
+    model: Box<dyn FaceModel>,
+    head: Option<MarginHead>,
+}
+
 struct Runner<'a, 's> {
     store: &'s mut Store,
     req: RunRequest<'a>,
@@ -105,6 +113,8 @@ struct Runner<'a, 's> {
     varmap: VarMap,
     model: Box<dyn FaceModel>,
     head: Option<MarginHead>,
+    /// With `train.ema`: what dev metrics, verification and checkpoints' `ema` section use.
+    ema: Option<EmaNet>,
     optimizer: Box<dyn Optimizer>,
     schedule: Schedule,
     policy: CheckpointPolicy,
@@ -169,10 +179,29 @@ impl<'a, 's> Runner<'a, 's> {
             num_classes,
         )?;
         let varmap = seeded.varmap.clone();
-        if let (Some(path), StartFrom::Scratch) = (&r.model.init_from, &req.start) {
-            crate::model::load_init_from(&varmap, Path::new(path))?;
+        if let StartFrom::Scratch = &req.start {
+            load_init_from(store, &req, &varmap)?;
         }
-        let optimizer = optim::build(&r.optimizer, named_vars(&varmap))?;
+        let kind = r.model.kind;
+        let optimizer = optim::build_with_classifier(&r.optimizer, named_vars(&varmap), &|name| {
+            crate::model::is_classifier(kind, name)
+        })?;
+        let ema = match r.train.ema.decay() {
+            Some(decay) => {
+                let averaged = SeededVarMap::new(VarMap::new(), r.train.seed);
+                let vb = averaged.var_builder(&device);
+                let model = crate::model::build(&r.model, num_classes, vb.clone())?;
+                let head = MarginHead::build(
+                    &r.loss,
+                    vb.pp("margin_head"),
+                    model.embedding_dim(),
+                    num_classes,
+                )?;
+                let avg = ModelEma::new(decay, averaged.varmap.clone(), &varmap)?;
+                Some(EmaNet { avg, model, head })
+            }
+            None => None,
+        };
         let schedule = schedule::build(&r.scheduler, r.optimizer.lr(), r.train.epochs)?;
         let policy = CheckpointPolicy::from_config(&r.checkpoint);
         let guard = DivergenceGuard::from_config(&r.train);
@@ -192,6 +221,7 @@ impl<'a, 's> Runner<'a, 's> {
             varmap,
             model,
             head,
+            ema,
             optimizer,
             schedule,
             policy,
@@ -229,7 +259,8 @@ impl<'a, 's> Runner<'a, 's> {
         assign_vars(&self.varmap, &ck.model).map_err(&in_file)?;
         self.optimizer
             .load_state_tensors(&ck.optim)
-            .map_err(in_file)?;
+            .map_err(&in_file)?;
+        self.restore_ema(&ck).map_err(in_file)?;
         self.epoch = ck.meta.epoch;
         let parent_recipe: Option<Recipe> = serde_json::from_value(ck.meta.recipe.clone()).ok();
         let new = &self.req.recipe;
@@ -319,6 +350,25 @@ impl<'a, 's> Runner<'a, 's> {
                 .unwrap_or_default()
         ));
         Ok(())
+    }
+
+    /// The moving average a checkpoint kept, or (a checkpoint of a run without one) the
+    /// checkpoint's weights as its start.
+    fn restore_ema(&mut self, ck: &Checkpoint) -> Result<(), crate::train::TrainError> {
+        match &self.ema {
+            Some(e) if !ck.ema.is_empty() => e.avg.load(&ck.ema),
+            Some(e) => e.avg.set(&self.varmap),
+            None => Ok(()),
+        }
+    }
+
+    /// The model (and margin head) that dev metrics and verification evaluate: the moving
+    /// average with `train.ema`, else the trained weights.
+    fn eval_net(&self) -> (&dyn FaceModel, Option<&MarginHead>) {
+        match &self.ema {
+            Some(e) => (e.model.as_ref(), e.head.as_ref()),
+            None => (self.model.as_ref(), self.head.as_ref()),
+        }
     }
 
     /// The metrics of epochs 1..=`upto` as the ancestry of this linked run recorded them, each
@@ -524,7 +574,7 @@ impl<'a, 's> Runner<'a, 's> {
 
     fn verify(&mut self) -> Result<Option<VerificationScore>, EngineError> {
         let score = score_verification(
-            self.model.as_ref(),
+            self.eval_net().0,
             &self.data,
             &self.req.recipe,
             &self.device,
@@ -532,17 +582,42 @@ impl<'a, 's> Runner<'a, 's> {
         Ok(Some(score))
     }
 
-    fn logits(
+    /// Training logits. `frozen`: the backbone runs in eval mode (BatchNorm statistics
+    /// frozen, no drop path) and no gradient reaches it (`train.freeze_backbone_epochs`);
+    /// `no_margin`: a margin head gives plain scaled cosines (`loss.margin_warmup_epochs`).
+    fn train_logits(
         &self,
         x: &Tensor,
         labels: &Tensor,
         ctx: &mut ForwardCtx,
+        frozen: bool,
+        no_margin: bool,
     ) -> Result<Tensor, EngineError> {
+        let targets = (!no_margin).then_some(labels);
+        let embedding = if frozen {
+            self.model.embed(x, &mut ForwardCtx::eval())?.detach()
+        } else {
+            self.model.embed(x, ctx)?
+        };
         Ok(match &self.head {
-            None => self.precision.output(&self.model.forward(x, ctx)?)?,
+            None => self.precision.output(
+                &self
+                    .model
+                    .classifier_logits_from_embedding(&embedding, ctx)?,
+            )?,
+            Some(head) => head.forward(&self.precision.output(&embedding)?, targets)?,
+        })
+    }
+
+    /// Eval-mode logits of the evaluated net (`eval_net`).
+    fn eval_logits(&self, x: &Tensor) -> Result<Tensor, EngineError> {
+        let mut ctx = ForwardCtx::eval();
+        let (model, head) = self.eval_net();
+        Ok(match head {
+            None => self.precision.output(&model.forward(x, &mut ctx)?)?,
             Some(head) => {
-                let e = self.precision.output(&self.model.embed(x, ctx)?)?;
-                head.forward(&e, if ctx.train { Some(labels) } else { None })?
+                let e = self.precision.output(&model.embed(x, &mut ctx)?)?;
+                head.forward(&e, None)?
             }
         })
     }
@@ -554,6 +629,8 @@ impl<'a, 's> Runner<'a, 's> {
         let total_epochs = r.train.epochs;
         let grad_clip = r.train.grad_clip;
         let per_iter = r.scheduler.warmup_per_iteration;
+        let frozen = epoch <= r.train.freeze_backbone_epochs;
+        let no_margin = epoch <= r.loss.margin_warmup_epochs;
         let (mut loss_sum, mut correct, mut seen, mut prior_seconds, start_batch) =
             match self.partial.take().filter(|p| p.epoch == epoch) {
                 Some(p) => (p.loss_sum, p.correct, p.seen, p.seconds, p.batches_done),
@@ -583,7 +660,7 @@ impl<'a, 's> Runner<'a, 's> {
             };
             let mut ctx = ForwardCtx::train(mix(seed, epoch as u64, b as u64));
             let images = self.precision.input(&batch.images)?;
-            let logits = self.logits(&images, &batch.labels, &mut ctx)?;
+            let logits = self.train_logits(&images, &batch.labels, &mut ctx, frozen, no_margin)?;
             let loss_t = loss::cross_entropy(&logits, &batch.labels, smoothing)?;
             let mut loss_v = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if self.faults.nan_at_step == Some(self.step) {
@@ -628,6 +705,10 @@ impl<'a, 's> Runner<'a, 's> {
                 self.optimizer.step(&grads, lr)?;
             }
             self.step += 1;
+            if let Some(e) = &self.ema {
+                // timm: after every update, with the count of updates so far
+                e.avg.update(&self.varmap, self.step)?;
+            }
             self.faults.steps_here += 1;
             if self.faults.stop_after_steps == Some(self.faults.steps_here) {
                 self.req.stop.store(true, Ordering::SeqCst);
@@ -688,9 +769,8 @@ impl<'a, 's> Runner<'a, 's> {
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0u64, 0u64);
         for item in self.eval_src.epoch(0, 0)? {
             let (_, batch) = item?;
-            let mut ctx = ForwardCtx::eval();
             let images = self.precision.input(&batch.images)?;
-            let logits = self.logits(&images, &batch.labels, &mut ctx)?.detach();
+            let logits = self.eval_logits(&images)?.detach();
             let l = loss::cross_entropy(&logits, &batch.labels, smoothing)?
                 .to_dtype(DType::F64)?
                 .to_scalar::<f64>()?;
@@ -723,6 +803,7 @@ impl<'a, 's> Runner<'a, 's> {
         let ck = read_checkpoint(&path)?;
         assign_vars(&self.varmap, &ck.model)?;
         self.optimizer.load_state_tensors(&ck.optim)?;
+        self.restore_ema(&ck)?;
         self.schedule.load_state(&ck.meta.scheduler)?;
         // The guard keeps counting across rollbacks: it is not restored from the checkpoint.
         self.guard = guard;
@@ -785,6 +866,10 @@ impl<'a, 's> Runner<'a, 's> {
             },
             model,
             optim: self.optimizer.state_tensors()?,
+            ema: match &self.ema {
+                Some(e) => e.avg.tensors()?,
+                None => Default::default(),
+            },
         })
     }
 
@@ -867,6 +952,46 @@ struct TrainStats {
     images_per_sec: f64,
     seconds: f64,
     eval_start: Instant,
+}
+
+/// Loads the weights a fresh run starts from (`model.init_from`): a weights file, or the
+/// checkpoint of the parent run the planner linked (recorded as the run's `init_from_run`).
+/// The classifier is created afresh when it does not fit (another identity count), with a
+/// one-line notice; the rest must fit.
+fn load_init_from(store: &mut Store, req: &RunRequest, varmap: &VarMap) -> Result<(), EngineError> {
+    let kind: ModelKind = req.recipe.model.kind;
+    let label = format!("run {}", req.run_id);
+    match &req.recipe.model.init_from {
+        None => {}
+        Some(InitFrom::Weights(path)) => {
+            let report = crate::model::load_file_for_transfer(varmap, Path::new(path), kind)?;
+            if let Some(n) = report.fresh_notice(path) {
+                req.reporter.info(&format!("{label}: {n}"));
+            }
+        }
+        Some(InitFrom::Run(link)) => {
+            let (parent, path) = super::restore::init_checkpoint(store, link)?;
+            let ck = read_checkpoint(&path)?;
+            let source = format!("run {parent} ({})", path.display());
+            let report = crate::model::load_for_transfer(varmap, ck.weights(), &source, kind)?;
+            store.set_init_from(req.run_id, parent, &path.display().to_string())?;
+            req.reporter.info(&format!(
+                "{label}: starting from run {parent}'s {} checkpoint (epoch {}{}): {}",
+                link.pick.name(),
+                ck.meta.epoch,
+                if ck.ema.is_empty() {
+                    ""
+                } else {
+                    ", the weights' moving average"
+                },
+                path.display()
+            ));
+            if let Some(n) = report.fresh_notice(&format!("run {parent}'s checkpoint")) {
+                req.reporter.info(&format!("{label}: {n}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A stable 64-bit mix of seeds (SplitMix64 steps).

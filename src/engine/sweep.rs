@@ -32,6 +32,10 @@ pub struct SummaryRow {
     pub sweep_id: i64,
     pub index: usize,
     pub key: String,
+    /// The recipe file of the run (a parent's is the file `model.init_from` names).
+    pub recipe: String,
+    /// A run the sweep's own runs start from (`model.init_from = { recipe = ... }`).
+    pub parent: bool,
     pub run_id: Option<i64>,
     pub overrides: BTreeMap<String, serde_json::Value>,
     pub status: String,
@@ -119,7 +123,115 @@ impl Drop for Heartbeat {
     }
 }
 
-/// Runs every planned run not yet done, one after another.
+/// What became of one planned run.
+struct Trained {
+    run_id: Option<i64>,
+    status: String,
+    action: String,
+    /// Stops the runs after it: "interrupted", or "--fail-fast" after a failure.
+    stop: Option<&'static str>,
+}
+
+/// Why a run that starts from another run's checkpoint cannot start: its parent is not done.
+fn parent_not_done(store: &Store, run: &PlannedRun) -> Result<Option<String>, EngineError> {
+    let Some(key) = run.parent_key() else {
+        return Ok(None);
+    };
+    Ok(match store.run_by_key(key)? {
+        Some(p) if p.status() == Some(RunStatus::Done) => None,
+        Some(p) => Some(format!("parent run {} {}", p.id, p.status)),
+        None => Some("parent not trained".into()),
+    })
+}
+
+/// Claims one planned run and trains (or resumes) it unless it is done, busy elsewhere, or
+/// finished badly (without `retry_failed`).
+fn train_one(
+    store: &mut Store,
+    run: &PlannedRun,
+    sweep_id: Option<i64>,
+    opts: &SweepOptions,
+    reporter: &Reporter,
+    stop: &Arc<AtomicBool>,
+) -> Result<Trained, EngineError> {
+    let recipe_path = run.recipe_path.display().to_string();
+    let claim = store.claim_key(
+        &new_run(&recipe_path, run, sweep_id),
+        STALE_AFTER,
+        opts.retry_failed,
+    )?;
+    let (Claim::Done(id)
+    | Claim::Busy(id)
+    | Claim::Finished { id, .. }
+    | Claim::Claimed { id, .. }) = claim;
+    if let (Some(sweep), true) = (sweep_id, run.target) {
+        store.add_to_sweep(sweep, id)?;
+    }
+    let mut t = Trained {
+        run_id: Some(id),
+        status: String::new(),
+        action: String::new(),
+        stop: None,
+    };
+    match claim {
+        Claim::Done(_) => {
+            t.status = "done".into();
+            t.action = "skipped (done)".into();
+        }
+        Claim::Busy(_) => {
+            t.status = "running".into();
+            t.action = "skipped (running elsewhere)".into();
+        }
+        Claim::Finished { status, .. } => {
+            t.status = status.as_str().into();
+            t.action = "skipped (use --retry-failed)".into();
+        }
+        Claim::Claimed { resumed, .. } => {
+            let start = start_for(store, id, resumed)?;
+            t.action = match &start {
+                StartFrom::Continue(_) => "resumed".into(),
+                _ => "trained".into(),
+            };
+            let _hb = Heartbeat::start(store.path(), id);
+            let outcome = execute(
+                store,
+                RunRequest {
+                    run_id: id,
+                    key: run.key.clone(),
+                    recipe: run.recipe.clone(),
+                    start,
+                    reporter,
+                    stop: stop.clone(),
+                },
+            );
+            match outcome {
+                Ok(RunOutcome::Done(_)) => t.status = RunStatus::Done.as_str().into(),
+                Ok(RunOutcome::Interrupted) => {
+                    t.status = RunStatus::Interrupted.as_str().into();
+                    t.stop = Some("interrupted");
+                }
+                Ok(RunOutcome::Diverged(why)) => {
+                    t.status = RunStatus::Diverged.as_str().into();
+                    reporter.info(&format!("run {id} diverged: {why}"));
+                    if opts.fail_fast {
+                        t.stop = Some("--fail-fast");
+                    }
+                }
+                Err(e) => {
+                    t.status = RunStatus::Failed.as_str().into();
+                    reporter.info(&format!("run {id} failed: {e}"));
+                    if opts.fail_fast {
+                        t.stop = Some("--fail-fast");
+                    }
+                }
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// Runs every planned run not yet done, one after another: the parents a recipe's runs
+/// start from first (the plan's order). A run whose parent is not done is not started.
 pub fn execute_sweep(
     store: &mut Store,
     recipe_path: &str,
@@ -128,7 +240,8 @@ pub fn execute_sweep(
     reporter: &Reporter,
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<SummaryRow>, EngineError> {
-    let sweep_id = store.create_sweep(recipe_path, runs.len())?;
+    let targets = runs.iter().filter(|r| r.target).count();
+    let sweep_id = store.create_sweep(recipe_path, targets)?;
     let bar = reporter.sweep_bar(runs.len() as u64);
     let mut rows = Vec::new();
     let mut executed = 0usize;
@@ -139,14 +252,21 @@ pub fn execute_sweep(
             sweep_id,
             index: run.index,
             key: run.key.clone(),
+            recipe: run.recipe_path.display().to_string(),
+            parent: !run.target,
             run_id: None,
             overrides: run.overrides.clone(),
             status: "planned".into(),
             action: String::new(),
             seconds: 0.0,
         };
-        if stopped.is_some() || opts.max_runs.is_some_and(|m| executed >= m) {
-            row.action = format!("not started ({})", stopped.unwrap_or("--max-runs"));
+        let not_started = match (stopped, opts.max_runs.is_some_and(|m| executed >= m)) {
+            (Some(why), _) => Some(why.to_string()),
+            (None, true) => Some("--max-runs".to_string()),
+            (None, false) => parent_not_done(store, run)?,
+        };
+        if let Some(why) = not_started {
+            row.action = format!("not started ({why})");
             if let Some(s) = store.status_of_key(&run.key)? {
                 row.status = s.as_str().into();
             }
@@ -154,78 +274,17 @@ pub fn execute_sweep(
             bar.inc(1);
             continue;
         }
-        let claim = store.claim_key(
-            &new_run(recipe_path, run, Some(sweep_id)),
-            STALE_AFTER,
-            opts.retry_failed,
-        )?;
-        let (Claim::Done(id)
-        | Claim::Busy(id)
-        | Claim::Finished { id, .. }
-        | Claim::Claimed { id, .. }) = claim;
-        store.add_to_sweep(sweep_id, id)?;
-        match claim {
-            Claim::Done(id) => {
-                row.run_id = Some(id);
-                row.status = "done".into();
-                row.action = "skipped (done)".into();
-            }
-            Claim::Busy(id) => {
-                row.run_id = Some(id);
-                row.status = "running".into();
-                row.action = "skipped (running elsewhere)".into();
-            }
-            Claim::Finished { id, status } => {
-                row.run_id = Some(id);
-                row.status = status.as_str().into();
-                row.action = "skipped (use --retry-failed)".into();
-            }
-            Claim::Claimed { id, resumed } => {
-                row.run_id = Some(id);
-                let started = Instant::now();
-                let start = start_for(store, id, resumed)?;
-                row.action = match &start {
-                    StartFrom::Continue(_) => "resumed".into(),
-                    _ => "trained".into(),
-                };
-                bar.set_message(format!("run {id} ({})", run.key));
-                let _hb = Heartbeat::start(store.path(), id);
-                let outcome = execute(
-                    store,
-                    RunRequest {
-                        run_id: id,
-                        key: run.key.clone(),
-                        recipe: run.recipe.clone(),
-                        start,
-                        reporter,
-                        stop: stop.clone(),
-                    },
-                );
-                executed += 1;
-                row.seconds = started.elapsed().as_secs_f64();
-                match outcome {
-                    Ok(RunOutcome::Done(_)) => row.status = RunStatus::Done.as_str().into(),
-                    Ok(RunOutcome::Interrupted) => {
-                        row.status = RunStatus::Interrupted.as_str().into();
-                        stopped = Some("interrupted");
-                    }
-                    Ok(RunOutcome::Diverged(why)) => {
-                        row.status = RunStatus::Diverged.as_str().into();
-                        reporter.info(&format!("run {id} diverged: {why}"));
-                        if opts.fail_fast {
-                            stopped = Some("--fail-fast");
-                        }
-                    }
-                    Err(e) => {
-                        row.status = RunStatus::Failed.as_str().into();
-                        reporter.info(&format!("run {id} failed: {e}"));
-                        if opts.fail_fast {
-                            stopped = Some("--fail-fast");
-                        }
-                    }
-                }
-            }
+        bar.set_message(format!("run {}", run.key));
+        let started = Instant::now();
+        let t = train_one(store, run, Some(sweep_id), opts, reporter, &stop)?;
+        if t.action == "trained" || t.action == "resumed" {
+            executed += 1;
+            row.seconds = started.elapsed().as_secs_f64();
         }
+        row.run_id = t.run_id;
+        row.status = t.status;
+        row.action = t.action;
+        stopped = stopped.or(t.stop);
         rows.push(row);
         bar.inc(1);
         if stop.load(Ordering::SeqCst) {
@@ -234,4 +293,44 @@ pub fn execute_sweep(
     }
     bar.finish_and_clear();
     Ok(rows)
+}
+
+/// Trains the parents of a pipeline (the runs a recipe's run starts from) that are not done,
+/// in order, for `runner run`; an error names the first that is not done afterwards.
+pub fn train_parents(
+    store: &mut Store,
+    parents: &[PlannedRun],
+    reporter: &Reporter,
+    stop: Arc<AtomicBool>,
+) -> Result<(), EngineError> {
+    // as `runner run` does for its own run: a parent that failed before is trained again
+    let opts = SweepOptions {
+        fail_fast: true,
+        retry_failed: true,
+        ..Default::default()
+    };
+    for run in parents {
+        if let Some(why) = parent_not_done(store, run)? {
+            return Err(EngineError::Other(format!(
+                "{} (key {}) cannot start: {why}",
+                run.recipe_path.display(),
+                run.key
+            )));
+        }
+        let t = train_one(store, run, None, &opts, reporter, &stop)?;
+        if t.status != RunStatus::Done.as_str() {
+            return Err(EngineError::Other(format!(
+                "run {} of {} (which this recipe starts from) is {}{}",
+                t.run_id.map(|i| i.to_string()).unwrap_or_default(),
+                run.recipe_path.display(),
+                t.status,
+                if t.action.starts_with("skipped") {
+                    format!(" ({})", t.action)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+    }
+    Ok(())
 }

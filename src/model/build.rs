@@ -11,6 +11,31 @@ use super::resnet::{self, ResNet, ResNetConfig};
 use super::ModelError;
 use crate::recipe::{ModelConfig, ModelKind};
 
+/// The parameter prefix of a family's classifier (its last Linear layer).
+pub fn classifier_prefix(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::Convnext => "head.fc",
+        ModelKind::Resnet => "fc",
+        ModelKind::MobilenetV2 => "classifier.1",
+        ModelKind::MobilenetV3 => "classifier.3",
+    }
+}
+
+/// The prefix of a margin loss's class weights (ArcFace / CosFace), the classifier of such runs.
+pub const MARGIN_HEAD_PREFIX: &str = "margin_head";
+
+/// Whether parameter `name` belongs to the classifier: the family's last Linear layer or a
+/// margin loss's class weights. Everything else is the backbone (`optimizer.backbone_lr_scale`,
+/// `train.freeze_backbone_epochs`, transfer to another identity count).
+pub fn is_classifier(kind: ModelKind, name: &str) -> bool {
+    [classifier_prefix(kind), MARGIN_HEAD_PREFIX]
+        .iter()
+        .any(|p| {
+            name.strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+}
+
 fn bad(key: &str, msg: String) -> ModelError {
     ModelError::Config {
         key: key.to_string(),
@@ -57,6 +82,7 @@ pub fn build(
                 drop_path: cfg.drop_path,
                 dropout: cfg.dropout,
                 embedding_dim: cfg.embedding_dim,
+                embedding_norm: cfg.embedding_norm,
                 num_classes,
             };
             Ok(Box::new(ConvNext::new(vb, &c)?))
@@ -89,6 +115,7 @@ pub fn build(
                 small_stem: cfg.small_stem,
                 dropout: cfg.dropout,
                 embedding_dim: cfg.embedding_dim,
+                embedding_norm: cfg.embedding_norm,
                 num_classes,
             };
             Ok(Box::new(ResNet::new(vb, &c)?))
@@ -99,6 +126,7 @@ pub fn build(
                 width_mult: cfg.width_mult,
                 dropout: cfg.dropout,
                 embedding_dim: cfg.embedding_dim,
+                embedding_norm: cfg.embedding_norm,
                 num_classes,
             };
             Ok(Box::new(MobileNetV2::new(vb, &c)?))
@@ -122,6 +150,7 @@ pub fn build(
                 width_mult: cfg.width_mult,
                 dropout: cfg.dropout,
                 embedding_dim: cfg.embedding_dim,
+                embedding_norm: cfg.embedding_norm,
                 num_classes,
             };
             Ok(Box::new(MobileNetV3::new(vb, &c)?))

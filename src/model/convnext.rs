@@ -48,6 +48,7 @@ pub struct ConvNextConfig {
     pub drop_path: f64,
     pub dropout: f64,
     pub embedding_dim: Option<usize>,
+    pub embedding_norm: bool,
     pub num_classes: usize,
 }
 
@@ -253,7 +254,7 @@ impl ConvNext {
         }
         let last = *cfg.dims.last().unwrap_or(&0);
         let head_norm = LayerNorm::new(vb.pp("head.norm"), last, LN_EPS)?;
-        let head = EmbedHead::new(&vb, last, cfg.embedding_dim)?;
+        let head = EmbedHead::new(&vb, last, cfg.embedding_dim, cfg.embedding_norm)?;
         let fc = Linear::new(vb.pp("head.fc"), head.dim, cfg.num_classes, true, W_INIT)?;
         Ok(Self {
             stem_conv,

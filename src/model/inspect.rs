@@ -113,6 +113,7 @@ mod tests {
             small_stem: false,
             width_mult: 1.0,
             embedding_dim: None,
+            embedding_norm: false,
             num_classes: None,
             init_from: None,
         };

@@ -168,12 +168,7 @@ pub fn export_notes(model: &ModelConfig, loss: &LossConfig) -> Result<Vec<String
         ModelKind::MobilenetV2 | ModelKind::MobilenetV3 => {}
     }
     if let Some(d) = model.embedding_dim {
-        let fc = match model.kind {
-            ModelKind::Convnext => "head.fc",
-            ModelKind::Resnet => "fc",
-            ModelKind::MobilenetV2 => "classifier.1",
-            ModelKind::MobilenetV3 => "classifier.3",
-        };
+        let fc = super::build::classifier_prefix(model.kind);
         notes.push(format!(
             "model.embedding_dim = {d}: the projection `embed.weight` / `embed.bias` between the \
              pooled features and the classifier has no timm / torchvision / candle-transformers \

@@ -459,38 +459,57 @@ pub fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<T
 #[derive(Debug, Clone)]
 pub struct EmbedHead {
     pub embed: Option<Linear>,
+    /// `model.embedding_norm`: BatchNorm over the embedding (BatchNorm1d), named `embed_norm`.
+    pub norm: Option<BatchNorm2d>,
     pub dim: usize,
 }
 
 impl EmbedHead {
-    /// `vb` is the model root; the projection is named `embed.weight` / `embed.bias`.
-    pub fn new(vb: &VarBuilder, features: usize, embedding_dim: Option<usize>) -> Result<Self> {
-        match embedding_dim {
-            Some(d) => Ok(Self {
-                embed: Some(Linear::new(
+    /// `vb` is the model root; the projection is named `embed.weight` / `embed.bias`, the norm
+    /// `embed_norm.*`.
+    pub fn new(
+        vb: &VarBuilder,
+        features: usize,
+        embedding_dim: Option<usize>,
+        norm: bool,
+    ) -> Result<Self> {
+        let (embed, dim) = match embedding_dim {
+            Some(d) => (
+                Some(Linear::new(
                     vb.pp("embed"),
                     features,
                     d,
                     true,
                     WInit::TorchDefault,
                 )?),
-                dim: d,
-            }),
-            None => Ok(Self {
-                embed: None,
-                dim: features,
-            }),
-        }
+                d,
+            ),
+            None => (None, features),
+        };
+        let norm = if norm {
+            Some(BatchNorm2d::new(vb.pp("embed_norm"), dim)?)
+        } else {
+            None
+        };
+        Ok(Self { embed, norm, dim })
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        match &self.embed {
+        let mut y = match &self.embed {
             Some(l) => {
                 let y = l.forward(x, ctx)?;
                 ctx.record("embed", &y);
-                Ok(y)
+                y
             }
-            None => Ok(x.clone()),
+            None => x.clone(),
+        };
+        if let Some(bn) = &self.norm {
+            let (n, d) = y.dims2()?;
+            y = bn
+                .forward(&y.reshape((n, d, 1, 1))?, ctx)?
+                .reshape((n, d))?;
+            ctx.record("embed_norm", &y);
         }
+        Ok(y)
     }
 }

@@ -25,6 +25,7 @@ pub struct MobileNetV2Config {
     pub width_mult: f64,
     pub dropout: f64,
     pub embedding_dim: Option<usize>,
+    pub embedding_norm: bool,
     pub num_classes: usize,
 }
 
@@ -167,7 +168,7 @@ impl MobileNetV2 {
             }
         }
         let last = ConvBn::new(f.pp(idx), inp, last_c, 1, 1, 1, BN)?;
-        let head = EmbedHead::new(&vb, last_c, cfg.embedding_dim)?;
+        let head = EmbedHead::new(&vb, last_c, cfg.embedding_dim, cfg.embedding_norm)?;
         let fc = Linear::new(
             vb.pp("classifier.1"),
             head.dim,

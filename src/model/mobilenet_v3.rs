@@ -78,6 +78,7 @@ pub struct MobileNetV3Config {
     pub width_mult: f64,
     pub dropout: f64,
     pub embedding_dim: Option<usize>,
+    pub embedding_norm: bool,
     pub num_classes: usize,
 }
 
@@ -215,7 +216,7 @@ impl MobileNetV3 {
             true,
             WInit::Normal(0.01),
         )?;
-        let head = EmbedHead::new(&vb, last_channel, cfg.embedding_dim)?;
+        let head = EmbedHead::new(&vb, last_channel, cfg.embedding_dim, cfg.embedding_norm)?;
         let fc = Linear::new(
             vb.pp("classifier.3"),
             head.dim,

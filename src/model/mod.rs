@@ -12,12 +12,15 @@ pub mod mobilenet_v3;
 pub mod resnet;
 pub mod weights;
 
-pub use build::{build, convnext_arch, min_input_reason, min_input_side};
+pub use build::{
+    build, classifier_prefix, convnext_arch, is_classifier, min_input_reason, min_input_side,
+    MARGIN_HEAD_PREFIX,
+};
 pub use face::{FaceModel, ForwardCtx, Trace, TraceEntry};
 pub use inspect::{inspect, InspectReport, LayerInfo};
 pub use weights::{
-    count_params, count_varmap, is_buffer, load_init_from, load_init_from_partial, LoadReport,
-    ShapeRecorder,
+    count_params, count_varmap, is_buffer, load_file_for_transfer, load_for_transfer,
+    load_init_from, load_init_from_partial, LoadReport, ShapeRecorder,
 };
 
 /// Errors of model construction and weight files.

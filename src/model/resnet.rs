@@ -32,6 +32,7 @@ pub struct ResNetConfig {
     pub small_stem: bool,
     pub dropout: f64,
     pub embedding_dim: Option<usize>,
+    pub embedding_norm: bool,
     pub num_classes: usize,
 }
 
@@ -223,7 +224,7 @@ impl ResNet {
             }
             layers.push(blocks);
         }
-        let head = EmbedHead::new(&vb, in_c, cfg.embedding_dim)?;
+        let head = EmbedHead::new(&vb, in_c, cfg.embedding_dim, cfg.embedding_norm)?;
         let fc = Linear::new(
             vb.pp("fc"),
             head.dim,

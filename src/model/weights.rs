@@ -30,6 +30,32 @@ pub struct LoadReport {
     /// Loaded from another layout of the same values (also in `loaded`): a 1x1-conv weight
     /// `[out, in, 1, 1]` into a Linear weight `[out, in]` (timm's conv_mlp ConvNeXt blocks).
     pub reshaped: Vec<String>,
+    /// Classifier parameters left at their fresh initialisation (`load_for_transfer`): absent
+    /// from the source, or of another shape (another identity count).
+    pub fresh: Vec<String>,
+}
+
+impl LoadReport {
+    /// The one-line notice of a transfer that created the classifier afresh, if it did.
+    pub fn fresh_notice(&self, source: &str) -> Option<String> {
+        if self.fresh.is_empty() {
+            return None;
+        }
+        let why: Vec<&str> = self
+            .mismatched
+            .iter()
+            .map(String::as_str)
+            .chain(self.missing.iter().map(|m| m.as_str()))
+            .collect();
+        Some(format!(
+            "the classifier is created afresh ({}); everything before it is loaded from {source}",
+            if why.is_empty() {
+                self.fresh.join(", ")
+            } else {
+                why.join("; ")
+            }
+        ))
+    }
 }
 
 /// Whether a file tensor of shape `file` holds the values of a model parameter of shape
@@ -66,6 +92,63 @@ pub fn load_init_from_partial(varmap: &VarMap, path: &Path) -> Result<LoadReport
     Ok(report)
 }
 
+/// Loads `tensors` (a weights file's, or a parent run's checkpoint) into `varmap` for a run
+/// that starts from them (fine-tuning): every backbone parameter must be there with its
+/// shape (or a 1x1-conv layout of it), else nothing changes and the error names them; the
+/// classifier (`is_classifier(kind, ..)`: the last Linear layer and a margin loss's class
+/// weights) loads when its shape fits and keeps its fresh initialisation when it does not or
+/// is absent (another identity count, another loss), listed in `fresh`. `source` names the
+/// tensors in errors.
+pub fn load_for_transfer(
+    varmap: &VarMap,
+    tensors: &HashMap<String, Tensor>,
+    source: &str,
+    kind: crate::recipe::ModelKind,
+) -> Result<LoadReport, ModelError> {
+    let mut r = plan_tensors(varmap, tensors)?;
+    let classifier = |entry: &str| {
+        let name = entry.split(':').next().unwrap_or(entry);
+        super::is_classifier(kind, name).then(|| name.to_string())
+    };
+    r.fresh = r
+        .missing
+        .iter()
+        .chain(r.mismatched.iter())
+        .filter_map(|e| classifier(e))
+        .collect();
+    r.fresh.sort();
+    let backbone_missing: Vec<String> = r
+        .missing
+        .iter()
+        .filter(|e| classifier(e).is_none())
+        .cloned()
+        .collect();
+    let backbone_mismatched: Vec<String> = r
+        .mismatched
+        .iter()
+        .filter(|e| classifier(e).is_none())
+        .cloned()
+        .collect();
+    if !backbone_missing.is_empty() || !backbone_mismatched.is_empty() {
+        return Err(ModelError::Load {
+            path: source.to_string(),
+            missing: backbone_missing,
+            mismatched: backbone_mismatched,
+        });
+    }
+    apply_tensors(varmap, tensors, &r)?;
+    Ok(r)
+}
+
+/// `load_for_transfer` from a safetensors file.
+pub fn load_file_for_transfer(
+    varmap: &VarMap,
+    path: &Path,
+    kind: crate::recipe::ModelKind,
+) -> Result<LoadReport, ModelError> {
+    load_for_transfer(varmap, &read_file(path)?, &path.display().to_string(), kind)
+}
+
 fn read_file(path: &Path) -> Result<HashMap<String, Tensor>, ModelError> {
     candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| ModelError::Io {
         path: path.display().to_string(),
@@ -74,7 +157,10 @@ fn read_file(path: &Path) -> Result<HashMap<String, Tensor>, ModelError> {
 }
 
 fn plan_load(varmap: &VarMap, path: &Path) -> Result<LoadReport, ModelError> {
-    let file = read_file(path)?;
+    plan_tensors(varmap, &read_file(path)?)
+}
+
+fn plan_tensors(varmap: &VarMap, file: &HashMap<String, Tensor>) -> Result<LoadReport, ModelError> {
     let data = varmap.data().lock().map_err(|_| ModelError::Poisoned)?;
     let mut r = LoadReport::default();
     let mut names: Vec<&String> = data.keys().collect();
@@ -107,7 +193,14 @@ fn plan_load(varmap: &VarMap, path: &Path) -> Result<LoadReport, ModelError> {
 }
 
 fn apply_load(varmap: &VarMap, path: &Path, r: &LoadReport) -> Result<(), ModelError> {
-    let file = read_file(path)?;
+    apply_tensors(varmap, &read_file(path)?, r)
+}
+
+fn apply_tensors(
+    varmap: &VarMap,
+    file: &HashMap<String, Tensor>,
+    r: &LoadReport,
+) -> Result<(), ModelError> {
     let data = varmap.data().lock().map_err(|_| ModelError::Poisoned)?;
     for name in &r.loaded {
         if let (Some(var), Some(t)) = (data.get(name), file.get(name)) {

@@ -70,6 +70,11 @@ pub fn canonical_config(recipe: &Recipe) -> serde_json::Value {
         }
         SchedulerKind::None => {}
     }
+    // A run that starts from another recipe's run: that run's key (which covers its own
+    // parents) and the pick, not where the parent recipe file lies.
+    if let Some(crate::recipe::InitFrom::Run(link)) = r.model.init_from.as_mut() {
+        link.recipe = String::new();
+    }
     let l = &mut r.loss;
     if l.kind != crate::recipe::LossKind::CrossEntropy {
         l.scale = Some(l.scale());

@@ -1,30 +1,51 @@
-//! The planner: expands a recipe's sweep into fully resolved runs, each with its run key.
+//! The planner: expands a recipe's sweep into fully resolved runs, each with its run key, and
+//! plans the runs they start from (`model.init_from = { recipe = ... }`) before them: a
+//! pipeline, parents first.
 
 pub mod key;
 pub mod sweep;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
-use crate::recipe::{self, Composed, Override, Recipe, RecipeError};
+use crate::recipe::{self, Composed, Focus, InitFrom, Origin, Override, Recipe, RecipeError};
 
 /// One run the recipe asks for.
 #[derive(Debug, Clone)]
 pub struct PlannedRun {
-    /// 0-based position in the sweep.
+    /// 0-based position in its recipe's sweep.
     pub index: usize,
     pub key: String,
     /// The swept values of this run (dotted key -> value), as JSON.
     pub overrides: BTreeMap<String, serde_json::Value>,
-    /// The resolved recipe (no `[sweep]`).
+    /// The resolved recipe (no `[sweep]`; `model.init_from.parent_key` filled in).
     pub recipe: Recipe,
     pub data_fingerprint: String,
+    /// The recipe file this run comes from (a parent's is another file).
+    pub recipe_path: PathBuf,
+    /// One of the planned recipe's own runs; false for a parent planned for them.
+    pub target: bool,
+}
+
+impl PlannedRun {
+    /// The key of the run this one starts from (`model.init_from = { recipe = ... }`).
+    pub fn parent_key(&self) -> Option<&str> {
+        self.recipe
+            .model
+            .init_from
+            .as_ref()?
+            .run()?
+            .parent_key
+            .as_deref()
+    }
 }
 
 /// A fingerprint of the data a recipe reads (see `crate::data::fingerprint_for`).
 pub type Fingerprinter<'a> = dyn Fn(&Recipe) -> Result<String, String> + 'a;
 
-/// Plans every run of the recipe at `path` with the command line's `--set` overrides.
+/// Plans every run of the recipe at `path` with the command line's `--set` overrides, after
+/// the runs they start from (parents first, each once; `--set` applies to the recipe's own
+/// runs only).
 pub fn plan_file(
     path: &Path,
     cli: &[Override],
@@ -33,11 +54,60 @@ pub fn plan_file(
     plan(recipe::compose(path)?, cli, fingerprint)
 }
 
-/// Plans every run of a composed recipe. Runs with the same key are planned once.
+/// Plans every run of a composed recipe (and the runs they start from, first). Runs with the
+/// same key are planned once.
 pub fn plan(
     base: Composed,
     cli: &[Override],
     fingerprint: &Fingerprinter,
+) -> Result<Vec<PlannedRun>, RecipeError> {
+    let mut parents = Parents::default();
+    let mut stack = vec![identity(&base.file)];
+    let targets = plan_composed(base, cli, fingerprint, &mut stack, &mut parents)?;
+    let mut out = parents.ordered;
+    out.extend(targets);
+    Ok(out)
+}
+
+/// The parents planned so far, by recipe file, in the order they must run.
+#[derive(Default)]
+struct Parents {
+    by_file: BTreeMap<PathBuf, PlannedRun>,
+    ordered: Vec<PlannedRun>,
+}
+
+/// A recipe file's identity for cycle detection and caching: its canonical path when it
+/// exists.
+fn identity(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| normalize(path))
+}
+
+/// `a/./b/../c` as `a/c` (lexically; keeps a leading `..`).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if out
+                    .components()
+                    .next_back()
+                    .is_some_and(|l| matches!(l, Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn plan_composed(
+    base: Composed,
+    cli: &[Override],
+    fingerprint: &Fingerprinter,
+    stack: &mut Vec<PathBuf>,
+    parents: &mut Parents,
 ) -> Result<Vec<PlannedRun>, RecipeError> {
     let (_, top) = recipe::resolve(base.clone(), cli)?;
     let points = sweep::expand(top.sweep.as_ref());
@@ -57,7 +127,8 @@ pub fn plan(
             .collect();
         // The command line wins over swept values.
         ovs.extend(cli.iter().filter(|o| !o.key.starts_with("sweep")).cloned());
-        let (_, recipe) = recipe::resolve(composed, &ovs)?;
+        let (resolved, mut recipe) = recipe::resolve(composed, &ovs)?;
+        link_parent(&resolved, &mut recipe, fingerprint, stack, parents)?;
         let data_key = serde_json::to_string(&recipe.data).unwrap_or_default();
         let fp = match fingerprints.get(&data_key) {
             Some(fp) => fp.clone(),
@@ -84,9 +155,80 @@ pub fn plan(
             overrides,
             recipe,
             data_fingerprint: fp,
+            recipe_path: base.file.clone(),
+            target: true,
         });
     }
     Ok(runs)
+}
+
+/// `model.init_from = { recipe = ... }`: plans the parent recipe (relative to the file that
+/// names it; once per file), and writes its path from the working directory and its run's
+/// key into `recipe`. A cycle, a missing file or a parent with a `[sweep]` is an error at the
+/// `model.init_from.recipe` that names it.
+fn link_parent(
+    composed: &Composed,
+    recipe: &mut Recipe,
+    fingerprint: &Fingerprinter,
+    stack: &mut Vec<PathBuf>,
+    parents: &mut Parents,
+) -> Result<(), RecipeError> {
+    let Some(InitFrom::Run(link)) = recipe.model.init_from.as_mut() else {
+        return Ok(());
+    };
+    const KEY: &str = "model.init_from.recipe";
+    let fail =
+        |msg: String| RecipeError::Invalid(vec![composed.diagnostic(KEY, Focus::Value, msg)]);
+    let base_dir = match composed.origin_of(KEY) {
+        Origin::File { path, .. } => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        Origin::CommandLine { .. } => PathBuf::new(),
+    };
+    let path = normalize(&base_dir.join(&link.recipe));
+    if !path.is_file() {
+        return Err(fail(format!(
+            "recipe `{}` does not exist ({}; the path is relative to the file that names it)",
+            link.recipe,
+            path.display()
+        )));
+    }
+    let id = identity(&path);
+    if let Some(at) = stack.iter().position(|p| *p == id) {
+        let chain: Vec<String> = stack[at..]
+            .iter()
+            .chain(std::iter::once(&id))
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(fail(format!(
+            "a cycle of recipes that start from each other: {}",
+            chain.join(" -> ")
+        )));
+    }
+    let parent = match parents.by_file.get(&id) {
+        Some(p) => p.clone(),
+        None => {
+            let parent_composed = recipe::compose(&path)?;
+            if parent_composed.table.contains_key("sweep") {
+                return Err(fail(format!(
+                    "recipe `{}` has a [sweep]: a recipe other runs start from must plan one run",
+                    path.display()
+                )));
+            }
+            stack.push(id.clone());
+            let planned = plan_composed(parent_composed, &[], fingerprint, stack, parents);
+            stack.pop();
+            let mut planned = planned?;
+            let Some(mut p) = planned.pop() else {
+                return Err(fail(format!("recipe `{}` plans no run", path.display())));
+            };
+            p.target = false;
+            parents.by_file.insert(id, p.clone());
+            parents.ordered.push(p.clone());
+            p
+        }
+    };
+    link.recipe = path.display().to_string();
+    link.parent_key = Some(parent.key);
+    Ok(())
 }
 
 /// The value at a dotted key of a resolved recipe, as JSON (Null when absent).

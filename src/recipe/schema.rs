@@ -525,12 +525,85 @@ pub struct ModelConfig {
     /// Projection of pooled features to this size before the classifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_dim: Option<usize>,
+    /// BatchNorm on the embedding (after the projection, if any), as face models do.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub embedding_norm: bool,
     /// Default: the number of training identities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_classes: Option<usize>,
-    /// A safetensors file with timm / torchvision parameter names.
+    /// Starting weights: a safetensors file with timm / torchvision parameter names, or the
+    /// run of another recipe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_from: Option<String>,
+    pub init_from: Option<InitFrom>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// `model.init_from`: where a run's starting weights come from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum InitFrom {
+    /// A safetensors file (relative to the working directory).
+    Weights(String),
+    /// `{ recipe = "PATH", pick = "best" | "last" }`: the run of that recipe, planned and
+    /// trained first when it is not done.
+    Run(InitFromRun),
+}
+
+impl InitFrom {
+    /// The weights file, when `init_from` names one.
+    pub fn weights(&self) -> Option<&str> {
+        match self {
+            InitFrom::Weights(p) => Some(p),
+            InitFrom::Run(_) => None,
+        }
+    }
+
+    /// The parent recipe, when `init_from` names one.
+    pub fn run(&self) -> Option<&InitFromRun> {
+        match self {
+            InitFrom::Run(r) => Some(r),
+            InitFrom::Weights(_) => None,
+        }
+    }
+}
+
+/// `model.init_from = { recipe = ..., pick = ... }`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InitFromRun {
+    /// The parent recipe: relative to the recipe file that names it as written; the planner
+    /// rewrites it to a path from the working directory.
+    pub recipe: String,
+    /// Which of the parent run's checkpoints: the best by its `checkpoint.monitor`, or the last.
+    #[serde(default)]
+    pub pick: Pick,
+    /// The parent run's key, filled in by the planner (part of this run's key); never written
+    /// in a recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_key: Option<String>,
+}
+
+/// Which checkpoint of a run another run starts from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Pick {
+    /// The best by the run's own `checkpoint.monitor` and `mode` (the earliest of equals).
+    #[default]
+    Best,
+    /// The newest end-of-epoch checkpoint.
+    Last,
+}
+
+impl Pick {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pick::Best => "best",
+            Pick::Last => "last",
+        }
+    }
 }
 
 fn one() -> f64 {
@@ -561,6 +634,10 @@ pub struct LossConfig {
     /// ArcFace (default 0.5 rad) / CosFace (default 0.35) margin m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub margin: Option<f64>,
+    /// ArcFace / CosFace: the first N epochs train the same head without the margin (plain
+    /// normalised-softmax cross-entropy at scale s), then the margin applies.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub margin_warmup_epochs: u32,
 }
 
 impl LossConfig {
@@ -614,6 +691,10 @@ pub struct OptimizerConfig {
     /// No weight decay on norm weights and biases.
     #[serde(default)]
     pub no_decay_norm_bias: bool,
+    /// A factor on the learning rate of every parameter outside the classifier (and a margin
+    /// loss's class weights): below 1 fine-tunes a pretrained backbone gently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone_lr_scale: Option<f64>,
 }
 
 impl OptimizerConfig {
@@ -817,6 +898,42 @@ pub struct TrainConfig {
     /// rollback: at most this many rollbacks (default 3).
     #[serde(default = "TrainConfig::default_max_rollbacks")]
     pub max_rollbacks: u32,
+    /// Train only the classifier for the first N epochs (the backbone frozen, its BatchNorm
+    /// layers in eval mode), then everything.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub freeze_backbone_epochs: u32,
+    /// A moving average of the weights with this decay (timm's ModelEmaV3 with warm-up), or
+    /// false. With it, dev metrics, verification, `pick = "best"` and export use the average.
+    #[serde(default, skip_serializing_if = "Ema::is_off")]
+    pub ema: Ema,
+}
+
+/// `train.ema`: false, or the decay of the weights' moving average.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Ema {
+    /// `false` (validation refuses `true`: the decay must be given).
+    Enabled(bool),
+    Decay(f64),
+}
+
+impl Default for Ema {
+    fn default() -> Self {
+        Ema::Enabled(false)
+    }
+}
+
+impl Ema {
+    pub fn is_off(&self) -> bool {
+        matches!(self, Ema::Enabled(false))
+    }
+    /// The decay, when the average is on.
+    pub fn decay(&self) -> Option<f64> {
+        match self {
+            Ema::Decay(d) => Some(*d),
+            Ema::Enabled(_) => None,
+        }
+    }
 }
 
 impl TrainConfig {
@@ -846,6 +963,8 @@ impl Default for TrainConfig {
             on_divergence: DivergencePolicy::Fail,
             rollback_factor: 0.5,
             max_rollbacks: Self::default_max_rollbacks(),
+            freeze_backbone_epochs: 0,
+            ema: Ema::default(),
         }
     }
 }

@@ -409,6 +409,10 @@ fn explain(raw: &str, path: &mut Vec<Seg>) -> Explained {
             "SizeSpec" => "`size`: an integer or [height, width]",
             "RangeSpec" => "a number or [min, max]",
             "LayerScale" => "a number (the initial gamma) or false",
+            "Ema" => "the decay of the weights' moving average (e.g. 0.999) or false",
+            "InitFrom" => {
+                "a weights file (\"path.safetensors\") or another recipe's run ({ recipe = \"pretrain.toml\", pick = \"best\" | \"last\" })"
+            }
             "PaddingSpec" => {
                 "`padding`: an integer, [left/right, top/bottom] or [left, top, right, bottom]"
             }
@@ -991,13 +995,31 @@ impl Checker<'_> {
         if m.num_classes == Some(0) {
             self.fail("model.num_classes", "must be >= 1");
         }
-        if let Some(p) = &m.init_from {
-            if !std::path::Path::new(p).is_file() {
-                self.fail(
-                    "model.init_from",
-                    format!("weights file `{p}` does not exist"),
+        match &m.init_from {
+            Some(InitFrom::Weights(p)) if !std::path::Path::new(p).is_file() => self.fail(
+                "model.init_from",
+                format!("weights file `{p}` does not exist"),
+            ),
+            Some(InitFrom::Run(r)) => {
+                // the planner checks that the recipe exists (relative to the file naming it)
+                self.require(
+                    !r.recipe.is_empty(),
+                    "model.init_from.recipe",
+                    "must name a recipe file",
                 );
+                if r.parent_key.is_some()
+                    && self
+                        .composed
+                        .origins
+                        .contains_key("model.init_from.parent_key")
+                {
+                    self.fail(
+                        "model.init_from.parent_key",
+                        "is filled in by the planner (the parent run's key); remove it",
+                    );
+                }
             }
+            _ => {}
         }
     }
 
@@ -1018,10 +1040,22 @@ impl Checker<'_> {
             self.positive("loss.scale", l.scale());
             self.require(l.margin() >= 0.0, "loss.margin", "must be >= 0");
         }
+        self.not_for(
+            !margin_loss && l.margin_warmup_epochs > 0,
+            "loss.margin_warmup_epochs",
+            "cross_entropy",
+        );
     }
 
     fn optimizer(&mut self, o: &OptimizerConfig) {
         self.positive("optimizer.lr", o.lr());
+        if let Some(s) = o.backbone_lr_scale {
+            self.require(
+                s.is_finite() && s >= 0.0,
+                "optimizer.backbone_lr_scale",
+                &format!("must be >= 0 (got {s}; 0 trains the classifier alone)"),
+            );
+        }
         self.require(
             o.weight_decay() >= 0.0,
             "optimizer.weight_decay",
@@ -1186,6 +1220,28 @@ impl Checker<'_> {
             "train.device",
             "must be \"cpu\", \"cuda\" or \"cuda:N\"",
         );
+        match t.ema {
+            Ema::Enabled(true) => self.fail(
+                "train.ema",
+                "give the decay of the moving average (e.g. 0.999), or false",
+            ),
+            Ema::Decay(d) => self.require(
+                d > 0.0 && d < 1.0,
+                "train.ema",
+                &format!("the decay must be in (0, 1) (got {d})"),
+            ),
+            Ema::Enabled(false) => {}
+        }
+        if t.freeze_backbone_epochs > 0 {
+            self.require(
+                t.freeze_backbone_epochs < t.epochs,
+                "train.freeze_backbone_epochs",
+                &format!(
+                    "must be smaller than train.epochs ({}): the backbone would never train",
+                    t.epochs
+                ),
+            );
+        }
         if t.precision != Precision::F32 && t.device == "cpu" {
             self.fail_reading(
                 "train.precision",

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1: the first release (runs, epochs, checkpoints; no sweeps, no verification table,
 /// no lineage or heartbeat columns). Kept so tests can build an old store.
@@ -92,9 +92,16 @@ CREATE TABLE skipped_images (
 );
 ";
 
+/// Version 3 -> 4: pipelines. The run whose checkpoint a run started from
+/// (`model.init_from = { recipe = ... }`) and that checkpoint's path.
+pub const V3_TO_V4: &str = "
+ALTER TABLE runs ADD COLUMN init_from_run INTEGER REFERENCES runs(id);
+ALTER TABLE runs ADD COLUMN init_from_checkpoint TEXT;
+";
+
 /// Brings a store at any older version up to `SCHEMA_VERSION`, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
-    let steps: [(i64, &str); 3] = [(1, V1), (2, V1_TO_V2), (3, V2_TO_V3)];
+    let steps: [(i64, &str); 4] = [(1, V1), (2, V1_TO_V2), (3, V2_TO_V3), (4, V3_TO_V4)];
     let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (target, sql) in steps {
         if version < target {

@@ -363,6 +363,22 @@ impl Store {
         })
     }
 
+    /// Records the run and checkpoint a run started from (`model.init_from = { recipe = ... }`).
+    pub fn set_init_from(
+        &mut self,
+        id: i64,
+        parent: i64,
+        checkpoint: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE runs SET init_from_run = ?2, init_from_checkpoint = ?3 WHERE id = ?1",
+                params![id, parent, checkpoint],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Sets a run's final (or interrupted) status, with an error text where there is one.
     pub fn finish_run(
         &mut self,

@@ -56,7 +56,8 @@ pub struct NewRun {
 }
 
 pub(crate) const RUN_COLUMNS: &str = "id, key, recipe, config, overrides, status, created, started, \
-     finished, error, host, version, data_fingerprint, sweep_id, parent_id, resumed_from, pid, heartbeat";
+     finished, error, host, version, data_fingerprint, sweep_id, parent_id, resumed_from, pid, heartbeat, \
+     init_from_run, init_from_checkpoint";
 
 /// A run as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +80,9 @@ pub struct RunRow {
     pub resumed_from: Option<String>,
     pub pid: Option<i64>,
     pub heartbeat: Option<String>,
+    /// The run whose checkpoint this one started from (`model.init_from = { recipe = ... }`).
+    pub init_from_run: Option<i64>,
+    pub init_from_checkpoint: Option<String>,
 }
 
 impl RunRow {
@@ -103,6 +107,8 @@ impl RunRow {
             resumed_from: r.get(15)?,
             pid: r.get(16)?,
             heartbeat: r.get(17)?,
+            init_from_run: r.get(18)?,
+            init_from_checkpoint: r.get(19)?,
         })
     }
 

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod divergence;
+pub mod ema;
 mod error;
 pub mod loss;
 pub mod margin;

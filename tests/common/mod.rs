@@ -206,6 +206,7 @@ pub fn model_cfg(
         small_stem: false,
         width_mult: 1.0,
         embedding_dim: None,
+        embedding_norm: false,
         num_classes: None,
         init_from: None,
     }

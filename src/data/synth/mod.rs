@@ -33,6 +33,12 @@ pub struct SynthSummary {
     pub seed: u64,
     pub difficulty: Difficulty,
     pub generator_version: u32,
+    /// Bytes of the set on disk.
+    pub bytes: u64,
+    /// Wall time of this generation.
+    pub seconds: f64,
+    /// Images an interrupted generation had already written, kept (not rendered again).
+    pub resumed_images: usize,
 }
 
 /// An RNG for (seed, identity, image, purpose): independent of generation order and threads.
@@ -192,9 +198,23 @@ fn encode_jpeg(img: &image::RgbImage, quality: u8, path: &Path) -> Result<Vec<u8
     Ok(buf)
 }
 
-/// Writes the synthetic set to `out` (which must not exist or be empty). Generation goes to
-/// `<out>.tmp-<pid>` and is renamed at the end, so an interruption never leaves half a set.
+/// The folder a generation of `out` writes into before renaming it to `out`.
+pub fn partial_dir(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "synth".into());
+    out.with_file_name(format!("{name}.partial"))
+}
+
+/// Writes the synthetic set to `out` (which must not exist or be empty), on all cores.
+/// Generation goes to `<out>.partial` and is renamed at the end, so an interruption never
+/// leaves half a set at `out`; each image is written to a temporary name and renamed, so an
+/// image there is whole, and a later generation of the same set (the same parameters give the
+/// same bytes) keeps them and renders only the rest. Several processes may generate the same
+/// set at once: the first rename wins.
 pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary, DataError> {
+    let started = std::time::Instant::now();
     check(cfg)?;
     if out.exists() {
         let empty = std::fs::read_dir(out)
@@ -209,29 +229,33 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary, DataError
         }
         std::fs::remove_dir(out).map_err(|e| DataError::io(out, e))?;
     }
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "synth".into());
-    let tmp = out.with_file_name(format!("{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    }
-    let result = generate_into(cfg, &tmp, out);
-    match result {
-        Ok(s) => match std::fs::rename(&tmp, out) {
-            Ok(()) => Ok(s),
-            Err(e) => {
-                // e.g. another process finished the same set first
-                let _ = std::fs::remove_dir_all(&tmp);
-                Err(DataError::io(out, e))
-            }
-        },
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
+    let tmp = partial_dir(out);
+    // what an interrupted generation left is kept: its images are whole
+    let mut summary = generate_into(cfg, &tmp, out)?;
+    summary.bytes = disk_bytes(&tmp);
+    match std::fs::rename(&tmp, out) {
+        Ok(()) => {
+            summary.seconds = started.elapsed().as_secs_f64();
+            Ok(summary)
         }
+        // e.g. another process finished the same set first
+        Err(e) => Err(DataError::io(out, e)),
     }
+}
+
+/// Bytes of the files under `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn plan(cfg: &SynthConfig) -> Plan {
@@ -357,11 +381,19 @@ fn generate_into(
     for f in &folders {
         std::fs::create_dir_all(f).map_err(|e| DataError::io(f, e))?;
     }
+    let resumed = std::sync::atomic::AtomicUsize::new(0);
     jobs.par_iter().try_for_each(|j| {
         let path = dir.join(&j.rel);
+        if path.is_file() {
+            // written whole by an interrupted generation of the same set
+            resumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
         let (img, q) = render_image(cfg, j.identity, j.index);
         let bytes = encode_jpeg(&img, q, &path)?;
-        std::fs::write(&path, bytes).map_err(|e| DataError::io(&path, e))
+        let part = path.with_extension(format!("jpg.tmp-{}", std::process::id()));
+        std::fs::write(&part, bytes).map_err(|e| DataError::io(&part, e))?;
+        std::fs::rename(&part, &path).map_err(|e| DataError::io(&path, e))
     })?;
     write_csv(&dir.join("classification/test_labels.csv"), &test_labels)?;
     if cfg.verify_identities > 0 {
@@ -386,5 +418,8 @@ fn generate_into(
         seed: cfg.seed,
         difficulty: cfg.difficulty,
         generator_version: GENERATOR_VERSION,
+        bytes: 0,
+        seconds: 0.0,
+        resumed_images: resumed.into_inner(),
     })
 }

@@ -1,5 +1,6 @@
 //! The checkpoint file: one safetensors file with the model weights (`model.<name>`), the
-//! optimizer state (`optim.<key>`) and JSON metadata in the header (`runner.meta`: epoch,
+//! optimizer state (`optim.<key>`), the weights' moving average when `train.ema` is on
+//! (`ema.<name>`) and JSON metadata in the header (`runner.meta`: epoch,
 //! scheduler state, RNG state, resolved recipe, run key, metrics). Written to `<path>.tmp`,
 //! fsynced, then renamed over `<path>` (and the directory fsynced), so a crash leaves either
 //! the old file or the new one. A SHA-256 of the tensor bytes in the header catches corruption.
@@ -22,6 +23,7 @@ const KEY_META: &str = "runner.meta";
 const KEY_SHA: &str = "runner.sha256";
 const MODEL_PREFIX: &str = "model.";
 const OPTIM_PREFIX: &str = "optim.";
+const EMA_PREFIX: &str = "ema.";
 
 /// Everything but the tensors. `extra` is free-form for the loop (e.g. divergence state).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,8 +73,23 @@ mod exact_metrics {
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     pub meta: CheckpointMeta,
+    /// The weights training continues from.
     pub model: HashMap<String, Tensor>,
     pub optim: HashMap<String, Tensor>,
+    /// The moving average of `model` (`train.ema`); empty when off.
+    pub ema: HashMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    /// The weights to evaluate, export or start another run from: the moving average when the
+    /// run keeps one, else the trained weights.
+    pub fn weights(&self) -> &HashMap<String, Tensor> {
+        if self.ema.is_empty() {
+            &self.model
+        } else {
+            &self.ema
+        }
+    }
 }
 
 fn ck_err(path: &Path, msg: impl Into<String>) -> TrainError {
@@ -151,7 +168,11 @@ fn tensor_bytes(t: &Tensor) -> candle_core::Result<Vec<u8>> {
 pub fn write_checkpoint(path: &Path, ck: &Checkpoint) -> Result<(), TrainError> {
     // name -> (dtype, shape, bytes), sorted by name.
     let mut entries: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
-    for (prefix, map) in [(MODEL_PREFIX, &ck.model), (OPTIM_PREFIX, &ck.optim)] {
+    for (prefix, map) in [
+        (MODEL_PREFIX, &ck.model),
+        (OPTIM_PREFIX, &ck.optim),
+        (EMA_PREFIX, &ck.ema),
+    ] {
         for (name, t) in map {
             let dtype = to_st_dtype(t.dtype()).ok_or_else(|| {
                 ck_err(
@@ -265,6 +286,7 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
         .map_err(|e| corrupt(format!("bad metadata: {e}")))?,
         model: HashMap::new(),
         optim: HashMap::new(),
+        ema: HashMap::new(),
     };
     for name in &names {
         let view = st
@@ -279,6 +301,8 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
             ck.model.insert(n.to_string(), t);
         } else if let Some(n) = name.strip_prefix(OPTIM_PREFIX) {
             ck.optim.insert(n.to_string(), t);
+        } else if let Some(n) = name.strip_prefix(EMA_PREFIX) {
+            ck.ema.insert(n.to_string(), t);
         } else {
             return Err(ck_err(path, format!("unexpected tensor `{name}`")));
         }

@@ -74,6 +74,7 @@ impl Optimizer for AdamW {
             let Some(g) = grad_of(grads, &param.var)? else {
                 continue;
             };
+            let lr = lr * param.lr_scale;
             let m = match st.take() {
                 Some(m) => m,
                 None => Moments {

@@ -17,12 +17,15 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use std::collections::HashMap;
 
-/// A parameter the optimizer updates, with its weight decay.
+/// A parameter the optimizer updates, with its weight decay and the factor on its learning
+/// rate (a PyTorch parameter group's lr relative to the schedule's; 1 but for the backbone
+/// under `optimizer.backbone_lr_scale`).
 #[derive(Debug, Clone)]
 pub struct Param {
     pub name: String,
     pub var: Var,
     pub weight_decay: f64,
+    pub lr_scale: f64,
 }
 
 /// One optimizer over a fixed list of named parameters.
@@ -69,6 +72,7 @@ pub fn param_groups(
                 name,
                 var,
                 weight_decay: wd,
+                lr_scale: 1.0,
             }
         })
         .collect();
@@ -76,10 +80,21 @@ pub fn param_groups(
     params
 }
 
-/// Builds the optimizer a recipe asks for over `params` (e.g. `VarMap::data()` entries).
+/// Builds the optimizer a recipe asks for over `params` (e.g. `VarMap::data()` entries), with
+/// every parameter at the schedule's learning rate.
 pub fn build(
     cfg: &OptimizerConfig,
     params: Vec<(String, Var)>,
+) -> Result<Box<dyn Optimizer>, TrainError> {
+    build_with_classifier(cfg, params, &|_| true)
+}
+
+/// `build`, with `optimizer.backbone_lr_scale` applied to every parameter `is_classifier`
+/// rejects.
+pub fn build_with_classifier(
+    cfg: &OptimizerConfig,
+    params: Vec<(String, Var)>,
+    is_classifier: &dyn Fn(&str) -> bool,
 ) -> Result<Box<dyn Optimizer>, TrainError> {
     let wd = cfg.weight_decay();
     if !(wd.is_finite() && wd >= 0.0) {
@@ -88,7 +103,12 @@ pub fn build(
             format!("must be >= 0, got {wd}"),
         ));
     }
-    let groups = param_groups(params, wd, cfg.no_decay_norm_bias);
+    let mut groups = param_groups(params, wd, cfg.no_decay_norm_bias);
+    if let Some(scale) = cfg.backbone_lr_scale {
+        for p in groups.iter_mut().filter(|p| !is_classifier(&p.name)) {
+            p.lr_scale = scale;
+        }
+    }
     Ok(match cfg.kind {
         OptimizerKind::Sgd => Box::new(Sgd::new(
             groups,

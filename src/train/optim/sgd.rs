@@ -100,6 +100,7 @@ impl Optimizer for Sgd {
             let Some(mut g) = grad_of(grads, &self.params[i].var)? else {
                 continue;
             };
+            let lr = lr * self.params[i].lr_scale;
             if self.fused && fusable(&self.params[i].var, &g) {
                 self.step_fused(i, &g, lr)?;
                 continue;
