@@ -336,3 +336,29 @@ fn export_of_a_margin_loss_run_keeps_the_class_weights_and_says_so() {
     ]);
     assert_eq!(warm["status"], "done");
 }
+
+/// An ArcFace run classifies with its class weights (`s * cos`), not with the model's own
+/// classifier, which it never trained: `eval --split dev` gives the accuracy training
+/// recorded for that checkpoint, and verification loads it too.
+#[test]
+fn eval_loads_a_margin_loss_run_and_classifies_with_its_class_weights() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "[loss]\nkind = \"cosface\"\nscale = 16.0\n");
+    let run = env.json(&["run", s(&r), "--set", "train.epochs=2", "--format", "json"]);
+    assert_eq!(run["status"], "done");
+    let id = run["id"].to_string();
+    let show = env.json(&["show", &id, "--format", "json"]);
+    let dev = env.json(&["eval", &id, "--split", "dev", "--format", "json"]);
+    let epoch = dev["epoch"].as_u64().unwrap();
+    let recorded = show["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["epoch"].as_u64() == Some(epoch))
+        .unwrap()["val_acc"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(dev["accuracy"].as_f64().unwrap(), recorded);
+    let v = env.json(&["eval", &id, "--split", "verify-dev", "--format", "json"]);
+    assert!(v["accuracy"].as_f64().is_some(), "{v}");
+}

@@ -128,11 +128,7 @@ fn classify(
     let mut out = vec![None; paths.len()];
     for item in src.epoch(0, 0).map_err(CliError::failed)? {
         let (_, batch) = item.map_err(CliError::failed)?;
-        let mut ctx = crate::model::ForwardCtx::eval();
-        let logits = m
-            .model
-            .forward(&batch.images, &mut ctx)
-            .map_err(CliError::failed)?;
+        let logits = m.logits(&batch.images).map_err(CliError::failed)?;
         let idx = logits
             .argmax(1)
             .and_then(|t| t.to_vec1::<u32>())

@@ -16,6 +16,9 @@ use crate::train::checkpoint::{assign_vars, read_checkpoint, Checkpoint};
 /// A model ready for inference, with the recipe it was trained with.
 pub struct LoadedModel {
     pub model: Box<dyn FaceModel>,
+    /// ArcFace / CosFace runs: the class weights, which classify (the model's own classifier
+    /// was not trained).
+    pub head: Option<crate::train::margin::MarginHead>,
     pub recipe: Recipe,
     pub checkpoint: PathBuf,
     pub epoch: u32,
@@ -132,6 +135,17 @@ pub fn checkpoint_recipe(ck: &Checkpoint, path: &Path) -> Result<Recipe, EngineE
     })
 }
 
+impl LoadedModel {
+    /// Eval-mode class logits: the classifier's, or a margin head's `s * cos`.
+    pub fn logits(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor, EngineError> {
+        let mut ctx = crate::model::ForwardCtx::eval();
+        Ok(match &self.head {
+            None => self.model.forward(x, &mut ctx)?,
+            Some(h) => h.forward(&self.model.embed(x, &mut ctx)?, None)?,
+        })
+    }
+}
+
 /// Loads the model stored in a checkpoint file.
 pub fn load_checkpoint(
     path: &Path,
@@ -154,11 +168,19 @@ pub fn load_checkpoint(
             ))
         })?;
     let seeded = SeededVarMap::new(VarMap::new(), recipe.train.seed);
-    let model = crate::model::build(&recipe.model, num_classes, seeded.var_builder(&device))?;
+    let vb = seeded.var_builder(&device);
+    let model = crate::model::build(&recipe.model, num_classes, vb.clone())?;
+    let head = crate::train::margin::MarginHead::build(
+        &recipe.loss,
+        vb.pp(crate::model::MARGIN_HEAD_PREFIX),
+        model.embedding_dim(),
+        num_classes,
+    )?;
     // the moving average when the run kept one (`train.ema`)
     assign_vars(&seeded.varmap, ck.weights())?;
     Ok(LoadedModel {
         model,
+        head,
         recipe,
         checkpoint: path.to_path_buf(),
         epoch: ck.meta.epoch,
