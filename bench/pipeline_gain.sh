@@ -54,8 +54,8 @@ for variant in $VARIANTS; do
       out=$(R "${args[@]}")
       id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$out")
       show=$(R show "$id" --format json)
-      verify+=("$(python3 -c 'import json,sys; e=json.load(sys.stdin)["epochs"]; print([x["verify_acc"] for x in e if x["verify_acc"] is not None][-1])' <<<"$show")")
-      val+=("$(python3 -c 'import json,sys; e=json.load(sys.stdin)["epochs"]; print(max(x["val_acc"] for x in e))' <<<"$show")")
+      verify+=("$(python3 -c 'import json,sys; e=json.load(sys.stdin)["epochs"]; print([x["verify_acc"] for x in e if x.get("verify_acc") is not None][-1])' <<<"$show")")
+      val+=("$(python3 -c 'import json,sys; e=json.load(sys.stdin)["epochs"]; print(max(x["val_acc"] for x in e if x.get("val_acc") is not None))' <<<"$show")")
       verify_test+=("$(R eval "$id" --split verify-test --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])')")
     done
     python3 - "$variant" "$start" "${#verify[@]}" "${verify[@]}" "${verify_test[@]}" "${val[@]}" <<'EOF'
