@@ -32,15 +32,7 @@ pub fn best_checkpoint(
     run_id: i64,
     mode: MetricMode,
 ) -> Result<Option<PathBuf>, EngineError> {
-    let kept: Vec<_> = store
-        .checkpoints(run_id)?
-        .into_iter()
-        .filter(|c| {
-            c.kept
-                && Path::new(&c.path).is_file()
-                && c.metric_name.as_deref() != Some(super::run::INTERRUPT_METRIC)
-        })
-        .collect();
+    let kept = end_of_epoch_checkpoints(store, run_id)?;
     let best = kept
         .iter()
         .filter(|c| c.metric.is_some_and(f64::is_finite))
@@ -60,16 +52,26 @@ pub fn best_checkpoint(
     Ok(best.map(|c| PathBuf::from(&c.path)))
 }
 
-/// The newest kept end-of-epoch checkpoint of a run whose file exists.
-pub fn last_checkpoint(store: &Store, run_id: i64) -> Result<Option<PathBuf>, EngineError> {
+/// A run's kept end-of-epoch checkpoints whose files exist, oldest first.
+fn end_of_epoch_checkpoints(
+    store: &Store,
+    run_id: i64,
+) -> Result<Vec<crate::store::CheckpointRecord>, EngineError> {
     Ok(store
         .checkpoints(run_id)?
         .into_iter()
-        .rfind(|c| {
+        .filter(|c| {
             c.kept
                 && Path::new(&c.path).is_file()
                 && c.metric_name.as_deref() != Some(super::run::INTERRUPT_METRIC)
         })
+        .collect())
+}
+
+/// The newest kept end-of-epoch checkpoint of a run whose file exists.
+pub fn last_checkpoint(store: &Store, run_id: i64) -> Result<Option<PathBuf>, EngineError> {
+    Ok(end_of_epoch_checkpoints(store, run_id)?
+        .pop()
         .map(|c| PathBuf::from(c.path)))
 }
 
@@ -168,14 +170,7 @@ pub fn load_checkpoint(
             ))
         })?;
     let seeded = SeededVarMap::new(VarMap::new(), recipe.train.seed);
-    let vb = seeded.var_builder(&device);
-    let model = crate::model::build(&recipe.model, num_classes, vb.clone())?;
-    let head = crate::train::margin::MarginHead::build(
-        &recipe.loss,
-        vb.pp(crate::model::MARGIN_HEAD_PREFIX),
-        model.embedding_dim(),
-        num_classes,
-    )?;
+    let (model, head) = super::run::build_net(&recipe, num_classes, seeded.var_builder(&device))?;
     // the moving average when the run kept one (`train.ema`)
     assign_vars(&seeded.varmap, ck.weights())?;
     Ok(LoadedModel {

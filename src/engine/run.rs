@@ -170,14 +170,7 @@ impl<'a, 's> Runner<'a, 's> {
         let num_classes = super::preflight::num_classes(r, &data)
             .map_err(|e| EngineError::Other(e.to_string()))?;
         let seeded = SeededVarMap::new(VarMap::new(), r.train.seed);
-        let vb = seeded.var_builder(&device);
-        let model = crate::model::build(&r.model, num_classes, vb.clone())?;
-        let head = MarginHead::build(
-            &r.loss,
-            vb.pp("margin_head"),
-            model.embedding_dim(),
-            num_classes,
-        )?;
+        let (model, head) = build_net(r, num_classes, seeded.var_builder(&device))?;
         let varmap = seeded.varmap.clone();
         if let StartFrom::Scratch = &req.start {
             load_init_from(store, &req, &varmap)?;
@@ -189,14 +182,7 @@ impl<'a, 's> Runner<'a, 's> {
         let ema = match r.train.ema.decay() {
             Some(decay) => {
                 let averaged = SeededVarMap::new(VarMap::new(), r.train.seed);
-                let vb = averaged.var_builder(&device);
-                let model = crate::model::build(&r.model, num_classes, vb.clone())?;
-                let head = MarginHead::build(
-                    &r.loss,
-                    vb.pp("margin_head"),
-                    model.embedding_dim(),
-                    num_classes,
-                )?;
+                let (model, head) = build_net(r, num_classes, averaged.var_builder(&device))?;
                 let avg = ModelEma::new(decay, averaged.varmap.clone(), &varmap)?;
                 Some(EmaNet { avg, model, head })
             }
@@ -952,6 +938,23 @@ struct TrainStats {
     images_per_sec: f64,
     seconds: f64,
     eval_start: Instant,
+}
+
+/// The network a recipe trains: the model, and a margin loss's head (its class weights under
+/// `margin_head`), built on one `VarBuilder`.
+pub fn build_net(
+    r: &Recipe,
+    num_classes: usize,
+    vb: candle_nn::VarBuilder,
+) -> Result<(Box<dyn FaceModel>, Option<MarginHead>), EngineError> {
+    let model = crate::model::build(&r.model, num_classes, vb.clone())?;
+    let head = MarginHead::build(
+        &r.loss,
+        vb.pp(crate::model::MARGIN_HEAD_PREFIX),
+        model.embedding_dim(),
+        num_classes,
+    )?;
+    Ok((model, head))
 }
 
 /// Loads the weights a fresh run starts from (`model.init_from`): a weights file, or the
