@@ -1177,6 +1177,7 @@ impl Checker<'_> {
             "must satisfy 0 < factor < 1",
         );
         let dev_ok = t.device == "cpu"
+            || t.device == "auto"
             || t.device == "cuda"
             || t.device
                 .strip_prefix("cuda:")
@@ -1184,7 +1185,7 @@ impl Checker<'_> {
         self.require(
             dev_ok,
             "train.device",
-            "must be \"cpu\", \"cuda\" or \"cuda:N\"",
+            "must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"",
         );
         if t.precision != Precision::F32 && t.device == "cpu" {
             self.fail_reading(
