@@ -179,7 +179,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
-    /// Write a run's (or checkpoint's) model weights as safetensors with timm/torchvision names.
+    /// Write a run's (or checkpoint's) model weights as safetensors with timm/torchvision
+    /// names and layout (docs/interop.md).
     Export {
         /// Run id / key prefix (its best checkpoint), or a checkpoint file.
         target: String,
@@ -508,7 +509,7 @@ fn main() -> ExitCode {
             pairs.as_deref(),
             format.into(),
         ),
-        Command::Export { target, out } => cli::export::run(&g, &target, &out),
+        Command::Export { target, out } => cli::export::run(&g, &target, &out, &reporter),
         Command::Match {
             target,
             gallery,

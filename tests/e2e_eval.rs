@@ -294,3 +294,45 @@ fn eval_needs_its_split_and_reports_null_when_every_image_was_unreadable() {
     assert_eq!(run["status"], "done", "{run}");
     assert!(run["metrics"].get("verify_acc").is_none(), "{run}");
 }
+
+/// `runner export` of an ArcFace run: the file holds the model and the class weights
+/// (`margin_head.weight`), and the export says which key timm / torchvision lack and that the
+/// classifier was not trained; `model.init_from` takes the file back.
+#[test]
+fn export_of_a_margin_loss_run_keeps_the_class_weights_and_says_so() {
+    let env = Env::new();
+    let r = env.recipe(
+        "r.toml",
+        "[loss]\nkind = \"arcface\"\n[verification]\nenabled = false\n",
+    );
+    let run = env.json(&["run", s(&r), "--set", "train.epochs=1", "--format", "json"]);
+    assert_eq!(run["status"], "done");
+    let id = run["id"].to_string();
+    let weights = env.path("arcface.safetensors");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["--db", s(&env.db()), "export", &id, "--out", s(&weights)])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: export: loss.kind = \"arcface\"")
+            && err.contains("margin_head.weight"),
+        "{err}"
+    );
+    let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(tensors["margin_head.weight"].dims(), [6, 32]);
+    assert!(tensors.contains_key("head.fc.weight"));
+    let warm = env.json(&[
+        "run",
+        s(&r),
+        "--set",
+        &format!("model.init_from=\"{}\"", weights.display()),
+        "--set",
+        "train.epochs=1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(warm["status"], "done");
+}

@@ -11,7 +11,7 @@ use super::EngineError;
 use crate::model::FaceModel;
 use crate::recipe::{MetricMode, Recipe};
 use crate::store::Store;
-use crate::train::checkpoint::{assign_vars, read_checkpoint};
+use crate::train::checkpoint::{assign_vars, read_checkpoint, Checkpoint};
 
 /// A model ready for inference, with the recipe it was trained with.
 pub struct LoadedModel {
@@ -57,18 +57,23 @@ pub fn best_checkpoint(
     Ok(best.map(|c| PathBuf::from(&c.path)))
 }
 
+/// The resolved recipe a checkpoint was written with (stored inside it).
+pub fn checkpoint_recipe(ck: &Checkpoint, path: &Path) -> Result<Recipe, EngineError> {
+    serde_json::from_value(ck.meta.recipe.clone()).map_err(|e| {
+        EngineError::Other(format!(
+            "{}: the checkpoint's recipe is unreadable: {e}",
+            path.display()
+        ))
+    })
+}
+
 /// Loads the model stored in a checkpoint file.
 pub fn load_checkpoint(
     path: &Path,
     device_override: Option<&str>,
 ) -> Result<LoadedModel, EngineError> {
     let ck = read_checkpoint(path)?;
-    let recipe: Recipe = serde_json::from_value(ck.meta.recipe.clone()).map_err(|e| {
-        EngineError::Other(format!(
-            "{}: the checkpoint's recipe is unreadable: {e}",
-            path.display()
-        ))
-    })?;
+    let recipe = checkpoint_recipe(&ck, path)?;
     let device = super::device(device_override.unwrap_or("cpu"))?;
     let num_classes = ck
         .meta
@@ -97,9 +102,15 @@ pub fn load_checkpoint(
 
 /// Loads from a checkpoint path, or from a run reference (id or key prefix) in the store.
 pub fn load_model(store: Option<&Store>, reference: &str) -> Result<LoadedModel, EngineError> {
+    load_checkpoint(&resolve_checkpoint(store, reference)?, None)
+}
+
+/// The checkpoint file a reference names: the file itself, or a run's (id or key prefix)
+/// best kept checkpoint by its recipe's `checkpoint.monitor` / `mode`.
+pub fn resolve_checkpoint(store: Option<&Store>, reference: &str) -> Result<PathBuf, EngineError> {
     let p = Path::new(reference);
     if p.is_file() {
-        return load_checkpoint(p, None);
+        return Ok(p.to_path_buf());
     }
     let Some(store) = store else {
         return Err(EngineError::Other(format!(
@@ -121,7 +132,6 @@ pub fn load_model(store: Option<&Store>, reference: &str) -> Result<LoadedModel,
             }
         })
         .unwrap_or_default();
-    let path = best_checkpoint(store, id, mode)?
-        .ok_or_else(|| EngineError::Other(format!("run {id} has no checkpoint on disk")))?;
-    load_checkpoint(&path, None)
+    best_checkpoint(store, id, mode)?
+        .ok_or_else(|| EngineError::Other(format!("run {id} has no checkpoint on disk")))
 }

@@ -48,27 +48,7 @@ pub fn build(
     let preset = cfg.preset.as_deref();
     match cfg.kind {
         ModelKind::Convnext => {
-            let (mut depths, mut dims) = match preset {
-                Some(p) => convnext::preset(p).ok_or_else(|| {
-                    bad(
-                        "model.preset",
-                        format!("unknown ConvNeXt preset {p:?} (atto, femto, pico, nano, tiny, small, base)"),
-                    )
-                })?,
-                None => convnext::preset("tiny").unwrap_or_default(),
-            };
-            if let Some(d) = &cfg.depths {
-                depths = d.clone();
-            }
-            if let Some(d) = &cfg.dims {
-                dims = d.clone();
-            }
-            if depths.len() != dims.len() || dims.is_empty() || dims.contains(&0) {
-                return Err(bad(
-                    "model.dims",
-                    format!("depths {depths:?} and dims {dims:?} must be non-empty, positive and of equal length"),
-                ));
-            }
+            let (depths, dims) = convnext_arch(cfg)?;
             let c = ConvNextConfig {
                 depths,
                 dims,
@@ -147,6 +127,35 @@ pub fn build(
             Ok(Box::new(MobileNetV3::new(vb, &c)?))
         }
     }
+}
+
+/// The depths and dims of the ConvNeXt `cfg` describes: its preset's (tiny without one),
+/// with `depths` / `dims` given in the recipe taking their place.
+pub fn convnext_arch(cfg: &ModelConfig) -> Result<(Vec<usize>, Vec<usize>), ModelError> {
+    let (mut depths, mut dims) = match cfg.preset.as_deref() {
+        Some(p) => convnext::preset(p).ok_or_else(|| {
+            bad(
+                "model.preset",
+                format!(
+                    "unknown ConvNeXt preset {p:?} (atto, femto, pico, nano, tiny, small, base)"
+                ),
+            )
+        })?,
+        None => convnext::preset("tiny").unwrap_or_default(),
+    };
+    if let Some(d) = &cfg.depths {
+        depths = d.clone();
+    }
+    if let Some(d) = &cfg.dims {
+        dims = d.clone();
+    }
+    if depths.len() != dims.len() || dims.is_empty() || dims.contains(&0) {
+        return Err(bad(
+            "model.dims",
+            format!("depths {depths:?} and dims {dims:?} must be non-empty, positive and of equal length"),
+        ));
+    }
+    Ok((depths, dims))
 }
 
 /// The smallest input side, in pixels, the network `cfg` describes can run on.

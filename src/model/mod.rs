@@ -5,13 +5,14 @@ pub mod build;
 pub mod convnext;
 pub mod face;
 pub mod inspect;
+pub mod interop;
 pub mod layers;
 pub mod mobilenet_v2;
 pub mod mobilenet_v3;
 pub mod resnet;
 pub mod weights;
 
-pub use build::{build, min_input_reason, min_input_side};
+pub use build::{build, convnext_arch, min_input_reason, min_input_side};
 pub use face::{FaceModel, ForwardCtx, Trace, TraceEntry};
 pub use inspect::{inspect, InspectReport, LayerInfo};
 pub use weights::{

@@ -27,11 +27,24 @@ pub struct LoadReport {
     pub mismatched: Vec<String>,
     /// In the file, not in the model.
     pub unused: Vec<String>,
+    /// Loaded from another layout of the same values (also in `loaded`): a 1x1-conv weight
+    /// `[out, in, 1, 1]` into a Linear weight `[out, in]` (timm's conv_mlp ConvNeXt blocks).
+    pub reshaped: Vec<String>,
+}
+
+/// Whether a file tensor of shape `file` holds the values of a model parameter of shape
+/// `model` in another layout that loading converts: a 1x1 convolution's weight `[out, in, 1,
+/// 1]` for a Linear layer's `[out, in]` (the same product over the channels; timm writes the
+/// MLP of its atto, femto, pico and nano ConvNeXt blocks so).
+fn pointwise_as_linear(file: &[usize], model: &[usize]) -> bool {
+    matches!((file, model), ([o, i, 1, 1], [mo, mi]) if o == mo && i == mi)
 }
 
 /// Loads every variable of `varmap` from the safetensors file at `path`, by name. Fails (and
 /// changes nothing) when a parameter is missing or has another shape; a missing
-/// `num_batches_tracked` is tolerated.
+/// `num_batches_tracked` is tolerated, and a 1x1-conv weight `[out, in, 1, 1]` loads into a
+/// Linear weight `[out, in]` (timm's conv_mlp ConvNeXt layout, which `runner export` writes
+/// for atto to nano).
 pub fn load_init_from(varmap: &VarMap, path: &Path) -> Result<LoadReport, ModelError> {
     let report = plan_load(varmap, path)?;
     if !report.missing.is_empty() || !report.mismatched.is_empty() {
@@ -71,12 +84,16 @@ fn plan_load(varmap: &VarMap, path: &Path) -> Result<LoadReport, ModelError> {
         match file.get(name) {
             None if name.ends_with("num_batches_tracked") => {}
             None => r.missing.push(name.clone()),
-            Some(t) if t.dims() != var.dims() => r.mismatched.push(format!(
+            Some(t) if t.dims() == var.dims() => r.loaded.push(name.clone()),
+            Some(t) if pointwise_as_linear(t.dims(), var.dims()) => {
+                r.loaded.push(name.clone());
+                r.reshaped.push(name.clone());
+            }
+            Some(t) => r.mismatched.push(format!(
                 "{name}: model {:?} vs file {:?}",
                 var.dims(),
                 t.dims()
             )),
-            Some(_) => r.loaded.push(name.clone()),
         }
     }
     let mut unused: Vec<String> = file
@@ -94,7 +111,11 @@ fn apply_load(varmap: &VarMap, path: &Path, r: &LoadReport) -> Result<(), ModelE
     let data = varmap.data().lock().map_err(|_| ModelError::Poisoned)?;
     for name in &r.loaded {
         if let (Some(var), Some(t)) = (data.get(name), file.get(name)) {
-            let t = t.to_device(var.device())?.to_dtype(var.dtype())?;
+            // plan_load accepted the shape: the same, or a 1x1-conv layout of it
+            let t = t
+                .reshape(var.dims())?
+                .to_device(var.device())?
+                .to_dtype(var.dtype())?;
             var.set(&t)?;
         }
     }
