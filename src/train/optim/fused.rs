@@ -267,7 +267,8 @@ impl InplaceOp3 for SgdStepCuda {
     ) -> Result<()> {
         let what = "sgd step";
         let n = l1.shape().elem_count();
-        if l2.shape().elem_count() != n || l3.shape().elem_count() != n {
+        let buf_ok = !self.has_momentum || l3.shape().elem_count() == n;
+        if l2.shape().elem_count() != n || !buf_ok {
             bail!("{what}: parameter, gradient and buffer sizes differ")
         }
         for s in [&*s1, s2, s3] {

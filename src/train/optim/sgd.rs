@@ -60,10 +60,12 @@ impl Sgd {
         let param = &self.params[i];
         let has_momentum = self.hp.momentum != 0.0;
         let first = self.buffers[i].is_none();
+        // without momentum the kernel reads no buffer: a one-element stand-in (not `g`
+        // itself, which would be locked twice by the in-place op)
         let buf = match self.buffers[i].take() {
             Some(b) => b,
             None if has_momentum => g.zeros_like()?,
-            None => g.clone(),
+            None => Tensor::zeros(1, candle_core::DType::F32, g.device())?,
         };
         param.var.as_tensor().inplace_op3(
             g,
