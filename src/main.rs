@@ -64,7 +64,7 @@ enum Command {
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
-        /// cpu, cuda or cuda:N (same as --set train.device=...).
+        /// auto, cpu, cuda or cuda:N (same as --set train.device=...).
         #[arg(long)]
         device: Option<String>,
         /// Train a fresh run even if one with the same key is done.
@@ -226,6 +226,25 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
+    /// The GPU path checked against the CPU on this machine: one op of each kind, then every
+    /// model family (forward, gradients, one SGD step) in f32, bf16 and f16.
+    Selftest {
+        /// The CUDA device to check (cuda or cuda:N).
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// smoke: one op of each kind (f32, bf16); parity: every model family (f32, bf16,
+        /// f16); all: both.
+        #[arg(long, value_enum, default_value_t = runner::engine::selftest::Stages::All)]
+        stage: runner::engine::selftest::Stages,
+        /// Only NVRTC-compile every kernel source for --arch (needs no GPU).
+        #[arg(long)]
+        compile_only: bool,
+        /// Architectures for --compile-only (sm_80, sm_89, sm_90, ...).
+        #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90")]
+        arch: Vec<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
     /// A self-contained HTML report: leaderboard, learning curves, configurations.
     Report {
         #[arg(long)]
@@ -298,6 +317,9 @@ enum BenchCommand {
     /// One training step on random input at the recipe's size and batch.
     Train {
         recipe: PathBuf,
+        /// auto, cpu, cuda or cuda:N (same as --set train.device=...).
+        #[arg(long)]
+        device: Option<String>,
         #[arg(long, default_value_t = 10)]
         steps: usize,
         /// Also train on the recipe's real data: through the loader against cached batches.
@@ -538,11 +560,18 @@ fn main() -> ExitCode {
         Command::Bench { command } => match command {
             BenchCommand::Train {
                 recipe,
+                device,
                 steps,
                 loader,
                 sets,
                 format,
-            } => cli::bench::train(&recipe, &sets.set, steps, loader, format.into()),
+            } => {
+                let mut sets = sets.set;
+                if let Some(d) = device {
+                    sets.push(format!("train.device=\"{d}\""));
+                }
+                cli::bench::train(&recipe, &sets, steps, loader, format.into())
+            }
             BenchCommand::Data {
                 recipe,
                 sets,
@@ -565,6 +594,13 @@ fn main() -> ExitCode {
         },
         Command::Watch { dir, device } => cli::watch::run(&g, &dir, device, &reporter),
         Command::Report { sweep, metric, out } => cli::report::run(&g, sweep, &metric, &out),
+        Command::Selftest {
+            device,
+            stage,
+            compile_only,
+            arch,
+            format,
+        } => cli::selftest::run(&device, stage, compile_only, &arch, format.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -184,6 +184,34 @@ fn bench_train_reports_the_contract_fields() {
         assert!(j[k].as_f64().is_some_and(|v| v > 0.0), "{k} in {j}");
     }
     assert!(j["machine"].as_str().is_some());
+    // --device is train.device; on the CPU there is no GPU memory to report
+    let j = env.json(&[
+        "bench",
+        "train",
+        s(&r),
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(j["device"], "cpu");
+    assert!(j.get("gpu_peak_mb").is_none(), "{j}");
+}
+
+/// `runner selftest` checks a CUDA build on a GPU; a CPU build says what to do instead.
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn selftest_on_a_cpu_build_says_to_rebuild_with_cuda() {
+    let env = Env::new();
+    for args in [
+        vec!["selftest"],
+        vec!["selftest", "--compile-only", "--arch", "sm_80"],
+    ] {
+        let out = env.run(&args);
+        common::assert_invalid(&out, &["without CUDA", "--features cuda"]);
+    }
 }
 
 #[test]

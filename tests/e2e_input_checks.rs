@@ -186,6 +186,57 @@ fn a_cuda_device_on_a_cpu_build_is_refused_before_a_run_exists() {
     }
 }
 
+/// `train.device = "auto"`: the CPU where the build or the machine has no GPU (here the build
+/// has none: `cargo test` builds without CUDA); with bf16 / f16, which need a GPU, an error
+/// that says so before a run is recorded.
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn device_auto_trains_on_the_cpu_here_and_refuses_low_precision_before_a_run_exists() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    for args in [
+        vec![
+            "run",
+            s(&r),
+            "--device",
+            "auto",
+            "--set",
+            "train.precision=\"bf16\"",
+        ],
+        vec![
+            "sweep",
+            s(&r),
+            "--device",
+            "auto",
+            "--set",
+            "train.precision=\"f16\"",
+        ],
+    ] {
+        let out = env.run(&args);
+        assert_invalid(
+            &out,
+            &["train.device = \"auto\"", "no GPU", "train.precision"],
+        );
+        assert_eq!(
+            runs_in_store(&env),
+            0,
+            "{args:?}: invalid input writes no run"
+        );
+    }
+    let run = env.json(&[
+        "run",
+        s(&r),
+        "--device",
+        "auto",
+        "--set",
+        "train.epochs=1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run["status"], "done");
+    assert_eq!(runs_in_store(&env), 1);
+}
+
 #[test]
 fn images_of_mixed_sizes_that_nothing_resizes_are_named_both() {
     let env = Env::new();

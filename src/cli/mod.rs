@@ -11,6 +11,7 @@ pub mod output;
 pub mod plan;
 pub mod report;
 pub mod runs;
+pub mod selftest;
 pub mod train;
 pub mod validate;
 pub mod watch;

@@ -1,5 +1,7 @@
 //! `runner bench train`: the time of one training step (forward, backward, optimizer step)
-//! on random input at the recipe's image size and batch size, and the process's peak memory.
+//! on random input at the recipe's image size and batch size, and the process's peak memory
+//! (on CUDA also the GPU's: the high-water mark of the device's memory pool, which Candle's
+//! allocations come from).
 //! `runner bench leaderboard`: leaderboard latency over a large synthetic store.
 
 use std::time::Instant;
@@ -32,6 +34,99 @@ pub struct TrainBench {
     /// `train.device` and `train.precision` the step ran with.
     pub device: String,
     pub precision: String,
+    /// CUDA only: the GPU's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// CUDA only: the most GPU memory in use at once during the steps, in MiB (the default
+    /// memory pool's high-water mark; without one, the device's used memory sampled after
+    /// each phase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_peak_mb: Option<f64>,
+}
+
+/// GPU memory of a CUDA device: its name, and a peak in-use figure (MiB) since `reset`.
+struct GpuMemory {
+    #[cfg(feature = "cuda")]
+    dev: candle_core::CudaDevice,
+    sampled_peak: f64,
+}
+
+impl GpuMemory {
+    fn of(device: &candle_core::Device) -> Option<GpuMemory> {
+        match device {
+            #[cfg(feature = "cuda")]
+            candle_core::Device::Cuda(d) => {
+                let m = GpuMemory {
+                    dev: d.clone(),
+                    sampled_peak: 0.0,
+                };
+                m.pool_high_water(true);
+                Some(m)
+            }
+            _ => None,
+        }
+    }
+
+    fn name(&self) -> Option<String> {
+        #[cfg(feature = "cuda")]
+        {
+            self.dev.cuda_stream().context().name().ok()
+        }
+        #[cfg(not(feature = "cuda"))]
+        None
+    }
+
+    /// The default memory pool's "used" high-water mark in MiB (`reset`: set it to zero).
+    fn pool_high_water(&self, reset: bool) -> Option<f64> {
+        #[cfg(feature = "cuda")]
+        {
+            use candle_core::cuda_backend::cudarc::driver::sys;
+            let stream = self.dev.cuda_stream();
+            let ctx = stream.context();
+            ctx.bind_to_thread().ok()?;
+            let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+            let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+            let mut v: u64 = 0;
+            // SAFETY: plain driver queries on this context's device, with valid out-pointers.
+            unsafe {
+                if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+                    != sys::CUresult::CUDA_SUCCESS
+                {
+                    return None;
+                }
+                if reset {
+                    sys::cuMemPoolSetAttribute(pool, attr, &mut v as *mut u64 as *mut _);
+                }
+                if sys::cuMemPoolGetAttribute(pool, attr, &mut v as *mut u64 as *mut _)
+                    != sys::CUresult::CUDA_SUCCESS
+                {
+                    return None;
+                }
+            }
+            Some(v as f64 / (1024.0 * 1024.0))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = reset;
+            None
+        }
+    }
+
+    /// Samples the device's memory in use (all of it, other processes included).
+    fn sample(&mut self) {
+        #[cfg(feature = "cuda")]
+        if let Ok((free, total)) = self.dev.cuda_stream().context().mem_get_info() {
+            let used = (total - free) as f64 / (1024.0 * 1024.0);
+            self.sampled_peak = self.sampled_peak.max(used);
+        }
+    }
+
+    fn peak_mb(&self) -> f64 {
+        match self.pool_high_water(false) {
+            Some(v) if v > 0.0 => v,
+            _ => self.sampled_peak,
+        }
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -83,6 +178,7 @@ pub fn bench_train(
         .map(|(_, v)| v)
         .collect();
     let (mut fw, mut bw, mut st) = (Vec::new(), Vec::new(), Vec::new());
+    let mut gpu_mem = GpuMemory::of(&device);
     for i in 0..steps + 1 {
         let t0 = Instant::now();
         let mut ctx = ForwardCtx::train(i as u64);
@@ -91,9 +187,15 @@ pub fn bench_train(
         let loss_v = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         device.synchronize()?;
         let t1 = Instant::now();
+        if let Some(m) = gpu_mem.as_mut() {
+            m.sample();
+        }
         let mut grads = precision.backward(&l)?;
         device.synchronize()?;
         let t2 = Instant::now();
+        if let Some(m) = gpu_mem.as_mut() {
+            m.sample();
+        }
         if precision.after_backward(&mut grads, &vars, loss_v)? == StepVerdict::Apply {
             opt.step(&grads, recipe.optimizer.lr())?;
         }
@@ -128,6 +230,8 @@ pub fn bench_train(
         threads: rayon::current_num_threads(),
         device: recipe.train.device.clone(),
         precision: format!("{:?}", recipe.train.precision).to_lowercase(),
+        gpu: gpu_mem.as_ref().and_then(GpuMemory::name),
+        gpu_peak_mb: gpu_mem.as_ref().map(GpuMemory::peak_mb),
     })
 }
 

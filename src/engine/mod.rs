@@ -10,6 +10,7 @@ pub mod preflight;
 pub mod progress;
 pub mod restore;
 pub mod run;
+pub mod selftest;
 pub mod signals;
 pub mod sweep;
 pub mod verification;
@@ -35,9 +36,43 @@ pub enum EngineError {
     Other(String),
 }
 
-/// The Candle device a recipe's `train.device` names.
-pub fn device(name: &str) -> Result<candle_core::Device, EngineError> {
+/// Whether this build has CUDA and this machine a GPU it can open (the driver answers and
+/// counts at least one device). Asked once per process.
+pub fn gpu_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| gpu_unavailable_reason().is_none())
+}
+
+/// Why `train.device = "auto"` finds no GPU here, or `None` when it finds one.
+pub fn gpu_unavailable_reason() -> Option<String> {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda_backend::cudarc::driver::CudaContext;
+        match CudaContext::device_count() {
+            Ok(n) if n > 0 => None,
+            Ok(_) => Some("the CUDA driver reports no GPU".into()),
+            Err(e) => Some(format!("the CUDA driver did not start ({e})")),
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Some("this runner was built without CUDA".into())
+    }
+}
+
+/// What a `train.device` name means here: `auto` becomes `cuda` when [`gpu_available`],
+/// else `cpu`; other names are returned as they are.
+pub fn resolve_device_name(name: &str) -> &str {
     match name {
+        "auto" if gpu_available() => "cuda",
+        "auto" => "cpu",
+        other => other,
+    }
+}
+
+/// The Candle device a recipe's `train.device` names (`auto`: see [`resolve_device_name`]).
+pub fn device(name: &str) -> Result<candle_core::Device, EngineError> {
+    match resolve_device_name(name) {
         "cpu" => Ok(candle_core::Device::Cpu),
         other => {
             let ordinal = match other.strip_prefix("cuda") {
@@ -47,8 +82,8 @@ pub fn device(name: &str) -> Result<candle_core::Device, EngineError> {
                 })?,
                 None => {
                     return Err(EngineError::Other(format!(
-                        "train.device: unknown device `{other}` (expected cpu, cuda or cuda:N)"
-                    )))
+                    "train.device: unknown device `{other}` (expected auto, cpu, cuda or cuda:N)"
+                )))
                 }
             };
             if !candle_core::utils::cuda_is_available() {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::data::{CourseData, DataError};
 use crate::model::{ModelError, ShapeRecorder};
 use crate::recipe::validate::output_side_bound;
-use crate::recipe::Recipe;
+use crate::recipe::{Precision, Recipe};
 use crate::train::TrainError;
 
 /// Why a run cannot start.
@@ -154,9 +154,17 @@ impl Preflight {
     /// images the transforms do not resize are large enough for the model (checked on the
     /// first training image; recipe validation covers resized and built-in images).
     pub fn check(&mut self, recipe: &Recipe) -> Result<(), PreflightError> {
-        if !recipe.train.device.eq_ignore_ascii_case("cpu") {
-            crate::engine::device(&recipe.train.device)
-                .map_err(|e| PreflightError::Device(e.to_string()))?;
+        let device = recipe.train.device.as_str();
+        if device == "auto" && recipe.train.precision != Precision::F32 {
+            if let Some(why) = crate::engine::gpu_unavailable_reason() {
+                return Err(PreflightError::Device(format!(
+                    "train.device = \"auto\" found no GPU here ({why}), and train.precision = \"{}\" needs one: set train.precision = \"f32\" to train on the CPU, or run on a machine with a GPU and a CUDA build",
+                    format!("{:?}", recipe.train.precision).to_lowercase()
+                )));
+            }
+        }
+        if !device.eq_ignore_ascii_case("cpu") && device != "auto" {
+            crate::engine::device(device).map_err(|e| PreflightError::Device(e.to_string()))?;
         }
         let facts = self.facts(recipe)?;
         num_classes(recipe, &facts.data)?;

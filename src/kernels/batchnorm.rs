@@ -1,9 +1,16 @@
 //! Train-mode BatchNorm over the channels of NCHW input as a Candle custom op with its own
 //! backward (input, weight, bias). Statistics are two passes parallel over channels, the
-//! element-wise parts one pass parallel over the N*C planes.
+//! element-wise parts one pass parallel over the N*C planes. On CUDA the kernels of
+//! `kernels/cuda/batchnorm.cu` (the `gpu_*` launch functions below) run train and eval mode,
+//! forward and backward, on input of any of f32 / bf16 / f16 with f32 parameters and
+//! statistics.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::gpu::{self, Arg, Buffer, Grid, Launcher};
+#[cfg(feature = "cuda")]
+use {super::gpu::cuda, candle_core::CudaStorage};
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     super::contiguous_f32(s, l, "batch_norm")
@@ -100,9 +107,46 @@ struct BnBwd {
     w: Vec<f32>,
 }
 
+/// CUDA: `(x (T), [w | b] (f32), [mean | var] (f32)) -> act(y) (T)`; train mode with the
+/// batch statistics (their gradient flows into the input's), eval mode with the running ones.
+struct BnCuda {
+    eps: f32,
+    act: BnAct,
+    train: bool,
+}
+
+/// CUDA backward: `(x, grad_y, [w | b | mean | var]) -> grad_x`, and `[gw | gb]` (f32)
+/// written into `side` (a side output, see `gpu::cuda::TensorBuf`).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct BnBwdCuda {
+    eps: f32,
+    act: BnAct,
+    train: bool,
+    side: Tensor,
+}
+
+impl BnAct {
+    /// The kernels' `act` argument.
+    fn code(self) -> i32 {
+        match self {
+            BnAct::None => 0,
+            BnAct::Relu => 1,
+            BnAct::Relu6 => 2,
+        }
+    }
+}
+
 impl CustomOp1 for BnStats {
     fn name(&self) -> &'static str {
         "batch-norm-stats"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (gpu, dt) = cuda::launcher(&[s], "batch_norm")?;
+        let x = cuda::input(s, l, "batch_norm")?;
+        let (st, c) = gpu_stats(&gpu, dt, &x, l.dims())?;
+        Ok((st.into_storage(gpu.dev)?, Shape::from((2, c))))
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -289,6 +333,322 @@ fn bwd_passes(
     Ok((CpuStorage::F32(out), Shape::from(total + 2 * c)))
 }
 
+impl CustomOp3 for BnCuda {
+    fn name(&self) -> &'static str {
+        "batch-norm-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("batch-norm-cuda: CUDA only (the CPU runs batch-norm-train)")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "batch_norm";
+        let (gpu, dt) = cuda::launcher(&[s1], what)?;
+        cuda::require_f32(s2, what)?;
+        cuda::require_f32(s3, what)?;
+        let (x, wb, st) = (
+            cuda::input(s1, l1, what)?,
+            cuda::input(s2, l2, what)?,
+            cuda::input(s3, l3, what)?,
+        );
+        let y = gpu_forward(&gpu, dt, &x, l1.dims(), &wb, &st, self.eps, self.act)?;
+        Ok((y.into_storage(gpu.dev)?, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wb: &Tensor,
+        st: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let side = Tensor::zeros(wb.elem_count(), DType::F32, x.device())?;
+        let p = Tensor::cat(&[&wb.detach(), &st.detach()], 0)?;
+        let op = BnBwdCuda {
+            eps: self.eps,
+            act: self.act,
+            train: self.train,
+            side: side.clone(),
+        };
+        let gx = x.apply_op3_no_bwd(&grad.contiguous()?, &p, &op)?;
+        Ok((Some(gx), Some(side), None))
+    }
+}
+
+impl CustomOp3 for BnBwdCuda {
+    fn name(&self) -> &'static str {
+        "batch-norm-cuda-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("batch-norm-cuda-bwd: CUDA only")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "batch_norm backward";
+        let (gpu, dt) = cuda::launcher(&[s1, s2], what)?;
+        cuda::require_f32(s3, what)?;
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("{what}: gradient shape mismatch")
+        }
+        let (x, g, p) = (
+            cuda::input(s1, l1, what)?,
+            cuda::input(s2, l2, what)?,
+            cuda::input(s3, l3, what)?,
+        );
+        let side = cuda::TensorBuf::of(&self.side, what)?;
+        let (eps, act, train) = (self.eps, self.act, self.train);
+        let gx = gpu_backward(&gpu, dt, &x, l1.dims(), &g, &p, eps, act, train, &side.buf)?;
+        Ok((gx.into_storage(gpu.dev)?, l1.shape().clone()))
+    }
+}
+
+// ---- GPU: the kernels of kernels/cuda/batchnorm.cu, launched through a gpu::Launcher ----
+
+fn kernel(name: &str, dt: DType) -> Result<String> {
+    Ok(format!("{name}_{}", gpu::suffix(dt)?))
+}
+
+fn nchw(d: &[usize], what: &str) -> Result<(usize, usize, usize)> {
+    match *d {
+        [n, c, h, w] => {
+            gpu::count(what, n * c * h * w)?;
+            Ok((n, c, h * w))
+        }
+        _ => candle_core::bail!("{what}: expected NCHW input, got {d:?}"),
+    }
+}
+
+/// `out[j] = scale * sum_s parts[s * m + j]`.
+fn sum_parts<L: Launcher>(
+    l: &L,
+    parts: &L::Buf,
+    out: u64,
+    m: usize,
+    s: usize,
+    scale: f32,
+) -> Result<()> {
+    let args = [
+        Arg::Ptr(parts.addr()),
+        Arg::Ptr(out),
+        gpu::int("batch_norm", m)?,
+        gpu::int("batch_norm", s)?,
+        Arg::F32(scale),
+    ];
+    l.launch(&gpu::BATCHNORM, "bn_sum_parts", Grid::items(m), &args)
+}
+
+/// Batch statistics on the GPU: `[mean | biased var]` (`2 C` f32) of NCHW `x`, and `C`.
+pub fn gpu_stats<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    x_dims: &[usize],
+) -> Result<(L::Buf, usize)> {
+    let what = "batch_norm";
+    let (n, c, hw) = nchw(x_dims, what)?;
+    let m = n * hw;
+    let s = gpu::slices(m, c);
+    let out = l.alloc(DType::F32, 2 * c)?;
+    let parts = l.alloc(DType::F32, s * c)?;
+    let kernel = kernel("bn_stat_parts", dt)?;
+    let (ni, ci, hwi) = (gpu::int(what, n)?, gpu::int(what, c)?, gpu::int(what, hw)?);
+    let grid = Grid::blocks(c, s);
+    let mean = out.addr();
+    let var = out.addr() + (4 * c) as u64;
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(0),
+        Arg::Ptr(parts.addr()),
+        ni,
+        ci,
+        hwi,
+    ];
+    l.launch(&gpu::BATCHNORM, &kernel, grid, &args)?;
+    sum_parts(l, &parts, mean, c, s, 1.0 / m as f32)?;
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(mean),
+        Arg::Ptr(parts.addr()),
+        ni,
+        ci,
+        hwi,
+    ];
+    l.launch(&gpu::BATCHNORM, &kernel, grid, &args)?;
+    sum_parts(l, &parts, var, c, s, 1.0 / m as f32)?;
+    Ok((out, c))
+}
+
+/// Forward on the GPU: `act(w * (x - mean) / sqrt(var + eps) + b)` with `wb` = `[w | b]`
+/// and `stats` = `[mean | var]` (f32).
+#[allow(clippy::too_many_arguments)]
+pub fn gpu_forward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    x_dims: &[usize],
+    wb: &L::Buf,
+    stats: &L::Buf,
+    eps: f32,
+    act: BnAct,
+) -> Result<L::Buf> {
+    let what = "batch_norm";
+    let (n, c, hw) = nchw(x_dims, what)?;
+    let y = l.alloc(dt, n * c * hw)?;
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(wb.addr()),
+        Arg::Ptr(stats.addr()),
+        Arg::Ptr(y.addr()),
+        gpu::int(what, n)?,
+        gpu::int(what, c)?,
+        gpu::int(what, hw)?,
+        Arg::F32(eps),
+        Arg::I32(act.code()),
+    ];
+    l.launch(
+        &gpu::BATCHNORM,
+        &kernel("bn_fwd", dt)?,
+        Grid::items(n * c * hw),
+        &args,
+    )?;
+    Ok(y)
+}
+
+/// Backward on the GPU, with `p` = `[w | b | mean | var]` (`4 C` f32): returns the input gradient
+/// and writes `[gw | gb]` (`2 C` f32) into `gwb`. `train`: the statistics are the batch's,
+/// so the gradient flows through them too.
+#[allow(clippy::too_many_arguments)]
+pub fn gpu_backward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    x_dims: &[usize],
+    g: &L::Buf,
+    p: &L::Buf,
+    eps: f32,
+    act: BnAct,
+    train: bool,
+    gwb: &L::Buf,
+) -> Result<L::Buf> {
+    let what = "batch_norm backward";
+    let (n, c, hw) = nchw(x_dims, what)?;
+    let (ni, ci, hwi) = (gpu::int(what, n)?, gpu::int(what, c)?, gpu::int(what, hw)?);
+    let s = gpu::slices(n * hw, c);
+    let parts = l.alloc(DType::F32, s * 2 * c)?;
+    let (wb, stat) = (Arg::Ptr(p.addr()), Arg::Ptr(p.addr() + (8 * c) as u64));
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(g.addr()),
+        wb,
+        stat,
+        Arg::Ptr(parts.addr()),
+        ni,
+        ci,
+        hwi,
+        Arg::F32(eps),
+        Arg::I32(act.code()),
+    ];
+    l.launch(
+        &gpu::BATCHNORM,
+        &kernel("bn_bwd_parts", dt)?,
+        Grid::blocks(c, s),
+        &args,
+    )?;
+    sum_parts(l, &parts, gwb.addr(), 2 * c, s, 1.0)?;
+    let gx = l.alloc(dt, n * c * hw)?;
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(g.addr()),
+        wb,
+        stat,
+        Arg::Ptr(gwb.addr()),
+        Arg::Ptr(gx.addr()),
+        ni,
+        ci,
+        hwi,
+        Arg::F32(eps),
+        Arg::I32(act.code()),
+        Arg::I32(train as i32),
+    ];
+    l.launch(
+        &gpu::BATCHNORM,
+        &kernel("bn_bwd_input", dt)?,
+        Grid::items(n * c * hw),
+        &args,
+    )?;
+    Ok(gx)
+}
+
+/// Eval-mode BatchNorm of NCHW `x` with the running statistics, followed by `act`, on the
+/// GPU's kernels (differentiable in `x`, `weight`, `bias`), when [`gpu::runs_on_gpu`] and
+/// the parameters are f32; `None` otherwise (the caller composes it).
+pub fn batch_norm_eval_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+    act: BnAct,
+) -> Result<Option<Tensor>> {
+    let params = [weight, bias, running_mean, running_var];
+    if !gpu::runs_on_gpu(x) || params.iter().any(|p| p.dtype() != DType::F32) {
+        return Ok(None);
+    }
+    super::require_non_empty("batch_norm", x)?;
+    let wb = Tensor::cat(&[weight.flatten_all()?, bias.flatten_all()?], 0)?;
+    let st = Tensor::cat(
+        &[
+            running_mean.detach().flatten_all()?,
+            running_var.detach().flatten_all()?,
+        ],
+        0,
+    )?;
+    let op = BnCuda {
+        eps: eps as f32,
+        act,
+        train: false,
+    };
+    Ok(Some(x.contiguous()?.apply_op3(&wb, &st, op)?))
+}
+
 /// Train-mode BatchNorm of NCHW `x`: returns the normalised output (differentiable in `x`,
 /// `weight`, `bias`) and the detached batch `(mean, biased variance)`, each `(C,)`.
 /// CPU f32 runs the fused op; otherwise it is composed from Candle ops.
@@ -312,6 +672,18 @@ pub fn batch_norm_train_act(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     super::require_non_empty("batch_norm", x)?;
     let c = weight.dim(0)?;
+    if gpu::runs_on_gpu(x) && weight.dtype() == DType::F32 && bias.dtype() == DType::F32 {
+        let x = x.contiguous()?;
+        let st = x.detach().apply_op1_no_bwd(&BnStats)?;
+        let wb = Tensor::cat(&[weight.flatten_all()?, bias.flatten_all()?], 0)?;
+        let op = BnCuda {
+            eps: eps as f32,
+            act,
+            train: true,
+        };
+        let y = x.apply_op3(&wb, &st.flatten_all()?, op)?;
+        return Ok((y, st.get(0)?, st.get(1)?));
+    }
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !super::reference_mode() {
         let x = x.contiguous()?;
         let st = x.detach().apply_op1_no_bwd(&BnStats)?;

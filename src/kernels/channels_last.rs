@@ -9,7 +9,8 @@
 //!
 //! Composed from plain Candle ops they cost several passes each, and their backward reduces
 //! the bias gradients with Candle's single-threaded strided sum and accumulates permuted
-//! (strided) gradients. Other devices / dtypes and the reference mode use those plain ops.
+//! (strided) gradients. Other devices / dtypes and the reference mode use those plain ops,
+//! except [`bias_gelu`] on CUDA, which runs the kernels of `kernels/cuda/gelu.cu`.
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
@@ -17,6 +18,9 @@ use candle_core::{
 use rayon::prelude::*;
 
 use super::gelu::{bias_gelu_grad_row, bias_gelu_row};
+use super::gpu;
+#[cfg(feature = "cuda")]
+use {super::gpu::cuda, candle_core::CudaStorage};
 
 /// Rows per parallel task of the row-major `(rows, C)` passes.
 const ROW_CHUNK: usize = 64;
@@ -63,10 +67,34 @@ fn rows_with_column_sums(
 struct BiasGelu;
 /// Backward of [`BiasGelu`]: `(x, b, g)` -> packed `[gx (rows*C) | gb (C)]`.
 struct BiasGeluBwd;
+/// Backward of [`BiasGelu`] on CUDA: `(x (T), b (f32), g (T))` -> `gx (T)`, and the bias
+/// gradient written into `gb` (a fresh f32 tensor: a side output, see `gpu::cuda::TensorBuf`).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct BiasGeluBwdCuda {
+    gb: Tensor,
+}
 
 impl CustomOp2 for BiasGelu {
     fn name(&self) -> &'static str {
         "bias-gelu"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "bias_gelu";
+        let (gpu, dt) = cuda::launcher(&[s1], what)?;
+        cuda::launcher(&[s2], what)?;
+        let x = cuda::input(s1, l1, what)?;
+        let b = cuda::input(s2, l2, what)?;
+        let n = l1.shape().elem_count();
+        let y = super::gelu::gpu_bias_forward(&gpu, dt, &x, &b, n, l2.shape().elem_count())?;
+        Ok((y.into_storage(gpu.dev)?, l1.shape().clone()))
     }
 
     fn cpu_fwd(
@@ -99,6 +127,12 @@ impl CustomOp2 for BiasGelu {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let c = b.elem_count();
         let n = x.elem_count();
+        if x.device().is_cuda() {
+            let gb = Tensor::zeros(c, DType::F32, x.device())?;
+            let op = BiasGeluBwdCuda { gb: gb.clone() };
+            let gx = x.apply_op3_no_bwd(b, &grad.contiguous()?, &op)?;
+            return Ok((Some(gx), Some(gb.reshape(b.shape())?)));
+        }
         let packed = x.apply_op3_no_bwd(b, &grad.contiguous()?, &BiasGeluBwd)?;
         let (gx, small) = super::split_packed(&packed, n, &[c])?;
         Ok((
@@ -143,6 +177,51 @@ impl CustomOp3 for BiasGeluBwd {
     }
 }
 
+impl CustomOp3 for BiasGeluBwdCuda {
+    fn name(&self) -> &'static str {
+        "bias-gelu-bwd-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("bias-gelu-bwd-cuda: CUDA only (the CPU runs bias-gelu-bwd)")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "bias_gelu backward";
+        let (gpu, dt) = cuda::launcher(&[s1, s3], what)?;
+        let (x, b, g) = (
+            cuda::input(s1, l1, what)?,
+            cuda::input(s2, l2, what)?,
+            cuda::input(s3, l3, what)?,
+        );
+        if l1.shape() != l3.shape() {
+            candle_core::bail!("bias_gelu backward: gradient size mismatch")
+        }
+        let gb = cuda::TensorBuf::of(&self.gb, what)?;
+        let n = l1.shape().elem_count();
+        let c = l2.shape().elem_count();
+        let gx = super::gelu::gpu_bias_backward(&gpu, dt, &x, &b, &g, n, c, &gb.buf)?;
+        Ok((gx.into_storage(gpu.dev)?, l1.shape().clone()))
+    }
+}
+
 /// Exact GELU of `x + b`, `b` `(C)` broadcast over the last dimension of `x` `(..., C)`.
 pub fn bias_gelu(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     super::require_non_empty("bias_gelu", x)?;
@@ -150,7 +229,7 @@ pub fn bias_gelu(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     if x.dims().last() != Some(&c) {
         candle_core::bail!("bias_gelu: last dim of {:?} is not {c}", x.dims())
     }
-    if fast(x) && b.dtype() == DType::F32 {
+    if (fast(x) || gpu::runs_on_gpu(x)) && b.dtype() == DType::F32 {
         return x.contiguous()?.apply_op2(&b.contiguous()?, BiasGelu);
     }
     bias_gelu_composed(x, b)

@@ -2,10 +2,15 @@
 //! tensor for the forward and for each backward pass, parallel over the N*C planes.
 //!
 //! Layout NCHW, weight `(C, 1, KH, KW)`. CPU f32 runs the project kernel; other dtypes on CPU
-//! are converted to f32 and back; other devices fall back to Candle's grouped `conv2d`.
+//! are converted to f32 and back; CUDA runs `kernels/cuda/depthwise.cu` (f32, bf16, f16; the
+//! `gpu_*` launch functions below), other devices a sum of shifted windows.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::gpu::{self, Arg, Buffer, Grid, Launcher};
+#[cfg(feature = "cuda")]
+use {super::gpu::cuda, candle_core::CudaStorage};
 
 /// Geometry of one depthwise convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +169,22 @@ impl CustomOp2 for DwConvFwd {
         "depthwise-conv2d"
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "depthwise_conv2d";
+        let (gpu, dt) = cuda::launcher(&[s1, s2], what)?;
+        let x = cuda::input(s1, l1, what)?;
+        let w = cuda::input(s2, l2, what)?;
+        let (y, shape) = gpu_forward(&gpu, dt, &x, l1.dims(), &w, l2.dims(), self.0)?;
+        Ok((y.into_storage(gpu.dev)?, shape))
+    }
+
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -231,6 +252,23 @@ impl CustomOp2 for DwConvFwd {
 impl CustomOp2 for DwConvBwdInput {
     fn name(&self) -> &'static str {
         "depthwise-conv2d-bwd-input"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "depthwise_conv2d backward";
+        let (gpu, dt) = cuda::launcher(&[s1, s2], what)?;
+        let gy = cuda::input(s1, l1, what)?;
+        let w = cuda::input(s2, l2, what)?;
+        let (gx, shape) =
+            gpu_backward_input(&gpu, dt, &gy, l1.dims(), &w, l2.dims(), self.1, self.0)?;
+        Ok((gx.into_storage(gpu.dev)?, shape))
     }
 
     fn cpu_fwd(
@@ -309,6 +347,23 @@ impl CustomOp2 for DwConvBwdWeight {
         "depthwise-conv2d-bwd-weight"
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "depthwise_conv2d backward";
+        let (gpu, dt) = cuda::launcher(&[s1, s2], what)?;
+        let x = cuda::input(s1, l1, what)?;
+        let gy = cuda::input(s2, l2, what)?;
+        let (gw, shape) =
+            gpu_backward_weight(&gpu, dt, &x, l1.dims(), &gy, l2.dims(), self.1, self.0)?;
+        Ok((gw.into_storage(gpu.dev)?, shape))
+    }
+
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -377,6 +432,138 @@ impl CustomOp2 for DwConvBwdWeight {
         }
         Ok((CpuStorage::F32(gw), Shape::from((g.c, 1, g.kh, g.kw))))
     }
+}
+
+// ---- GPU: the kernels of kernels/cuda/depthwise.cu, launched through a gpu::Launcher (the
+// CUDA device, or the CPU emulation of tests/cuda_emulated.rs) ----
+
+impl Geom {
+    /// The kernels' geometry arguments `N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW`.
+    fn gpu_args(&self) -> Result<Vec<Arg>> {
+        let what = "depthwise_conv2d";
+        gpu::count(what, self.n * self.c * self.h * self.w)?;
+        gpu::count(what, self.n * self.c * self.oh * self.ow)?;
+        [
+            self.n, self.c, self.h, self.w, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw,
+            self.oh, self.ow,
+        ]
+        .iter()
+        .map(|&v| gpu::int(what, v))
+        .collect()
+    }
+}
+
+fn kernel(name: &str, dt: DType) -> Result<String> {
+    Ok(format!("{name}_{}", gpu::suffix(dt)?))
+}
+
+/// Forward on the GPU: `x` `(N, C, H, W)` and `w` `(C, 1, KH, KW)`, both of dtype `dt`; the
+/// output and its shape.
+pub fn gpu_forward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    x_dims: &[usize],
+    w: &L::Buf,
+    w_dims: &[usize],
+    p: DwParams,
+) -> Result<(L::Buf, Shape)> {
+    let g = Geom::new(x_dims, w_dims, p)?;
+    let total = g.n * g.c * g.oh * g.ow;
+    let y = l.alloc(dt, total)?;
+    let mut args = vec![Arg::Ptr(x.addr()), Arg::Ptr(w.addr()), Arg::Ptr(y.addr())];
+    args.extend(g.gpu_args()?);
+    l.launch(
+        &gpu::DEPTHWISE,
+        &kernel("dw_fwd", dt)?,
+        Grid::items(total),
+        &args,
+    )?;
+    Ok((y, Shape::from((g.n, g.c, g.oh, g.ow))))
+}
+
+/// Input gradient on the GPU from `gy` `(N, C, OH, OW)` and `w`; `hw` is the input's size.
+#[allow(clippy::too_many_arguments)]
+pub fn gpu_backward_input<L: Launcher>(
+    l: &L,
+    dt: DType,
+    gy: &L::Buf,
+    gy_dims: &[usize],
+    w: &L::Buf,
+    w_dims: &[usize],
+    hw: (usize, usize),
+    p: DwParams,
+) -> Result<(L::Buf, Shape)> {
+    if gy_dims.len() != 4 {
+        candle_core::bail!("depthwise_conv2d backward: gradient shape {gy_dims:?}")
+    }
+    let g = Geom::new(&[gy_dims[0], gy_dims[1], hw.0, hw.1], w_dims, p)?;
+    if gy_dims[2] != g.oh || gy_dims[3] != g.ow {
+        candle_core::bail!("depthwise_conv2d backward: gradient shape {gy_dims:?} mismatch")
+    }
+    let total = g.n * g.c * g.h * g.w;
+    let gx = l.alloc(dt, total)?;
+    let mut args = vec![Arg::Ptr(gy.addr()), Arg::Ptr(w.addr()), Arg::Ptr(gx.addr())];
+    args.extend(g.gpu_args()?);
+    l.launch(
+        &gpu::DEPTHWISE,
+        &kernel("dw_bwd_input", dt)?,
+        Grid::items(total),
+        &args,
+    )?;
+    Ok((gx, Shape::from((g.n, g.c, g.h, g.w))))
+}
+
+/// Weight gradient on the GPU from `x` and `gy`; `k` is the kernel size. Partial sums per
+/// (channel, slice of positions) in f32, then the slices added in order.
+#[allow(clippy::too_many_arguments)]
+pub fn gpu_backward_weight<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    x_dims: &[usize],
+    gy: &L::Buf,
+    gy_dims: &[usize],
+    k: (usize, usize),
+    p: DwParams,
+) -> Result<(L::Buf, Shape)> {
+    if x_dims.len() != 4 {
+        candle_core::bail!("depthwise_conv2d backward: input shape {x_dims:?}")
+    }
+    let g = Geom::new(x_dims, &[x_dims[1], 1, k.0, k.1], p)?;
+    if gy_dims != [g.n, g.c, g.oh, g.ow] {
+        candle_core::bail!("depthwise_conv2d backward: gradient shape {gy_dims:?} mismatch")
+    }
+    let kk = g.kh * g.kw;
+    let s = gpu::slices(g.n * g.oh * g.ow, g.c);
+    let parts = l.alloc(DType::F32, s * g.c * kk)?;
+    let mut args = vec![
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(gy.addr()),
+        Arg::Ptr(parts.addr()),
+    ];
+    args.extend(g.gpu_args()?);
+    l.launch(
+        &gpu::DEPTHWISE,
+        &kernel("dw_wgrad_parts", dt)?,
+        Grid::blocks(g.c, s),
+        &args,
+    )?;
+    let m = g.c * kk;
+    let gw = l.alloc(dt, m)?;
+    let args = [
+        Arg::Ptr(parts.addr()),
+        Arg::Ptr(gw.addr()),
+        gpu::int("depthwise_conv2d", m)?,
+        gpu::int("depthwise_conv2d", s)?,
+    ];
+    l.launch(
+        &gpu::DEPTHWISE,
+        &kernel("dw_sum_parts", dt)?,
+        Grid::items(m),
+        &args,
+    )?;
+    Ok((gw, Shape::from((g.c, 1, g.kh, g.kw))))
 }
 
 /// Depthwise convolution from differentiable whole-tensor ops, for devices without the CPU
@@ -454,6 +641,11 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, params: DwParams) -> Result
         return x.conv2d(weight, params.padding.0, params.stride.0, 1, c);
     }
     if !x.device().is_cpu() {
+        if gpu::runs_on_gpu(x) && weight.dtype() == x.dtype() {
+            return x
+                .contiguous()?
+                .apply_op2(&weight.contiguous()?, DwConvFwd(params));
+        }
         return depthwise_shift_sum(x, weight, params);
     }
     let dt = x.dtype();

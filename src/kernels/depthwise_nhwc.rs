@@ -1,10 +1,16 @@
 //! Channels-last depthwise convolution (stride 1, "same"-style zero padding, with bias) for
 //! ConvNeXt blocks: `(N, H, W, C)` in and out, every loop innermost over the channels, so it
 //! vectorises at any plane size (the NCHW kernel's rows are only 2-16 values wide on
-//! ConvNeXt's late stages). AVX2+FMA code is chosen at run time where the CPU has it.
+//! ConvNeXt's late stages). AVX2+FMA code is chosen at run time where the CPU has it. On
+//! CUDA the kernels `dwl_*` of `kernels/cuda/depthwise.cu` (the `gpu_*` launch functions
+//! below), in f32, bf16 or f16.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::gpu::{self, Arg, Buffer, Grid, Launcher};
+#[cfg(feature = "cuda")]
+use {super::gpu::cuda, candle_core::CudaStorage};
 
 /// Images per partial sum of the weight gradient (fixed, so the sums do not depend on the
 /// thread count).
@@ -200,9 +206,43 @@ struct DwNhwcBwd {
     g: Geom,
 }
 
+/// CUDA input gradient: `(gy, w) -> gx`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct DwNhwcBwdInputCuda {
+    g: Geom,
+}
+
+/// CUDA weight and bias gradients: `(x, gy) -> [gw (C*KH*KW) | gb (C)]`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct DwNhwcBwdParamsCuda {
+    g: Geom,
+}
+
 impl CustomOp3 for DwNhwc {
     fn name(&self) -> &'static str {
         "depthwise-nhwc"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "depthwise_nhwc";
+        let (gpu, dt) = cuda::launcher(&[s1, s2, s3], what)?;
+        let (x, w, b) = (
+            cuda::input(s1, l1, what)?,
+            cuda::input(s2, l2, what)?,
+            cuda::input(s3, l3, what)?,
+        );
+        let g = self.g;
+        let y = gpu_forward(&gpu, dt, &x, &w, &b, [g.n, g.h, g.w, g.c], (g.kh, g.kw))?;
+        Ok((y.into_storage(gpu.dev)?, l1.shape().clone()))
     }
 
     fn cpu_fwd(
@@ -234,6 +274,17 @@ impl CustomOp3 for DwNhwc {
         let g = self.g;
         let nx = x.elem_count();
         let nw = w.elem_count();
+        if x.device().is_cuda() {
+            let grad = grad.contiguous()?;
+            let gx = grad.apply_op2_no_bwd(w, &DwNhwcBwdInputCuda { g })?;
+            let packed = x.apply_op2_no_bwd(&grad, &DwNhwcBwdParamsCuda { g })?;
+            let (gw, gb) = (packed.narrow(0, 0, nw)?, packed.narrow(0, nw, g.c)?);
+            return Ok((
+                Some(gx),
+                Some(gw.reshape(w.shape())?),
+                Some(gb.reshape(b.shape())?),
+            ));
+        }
         let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &DwNhwcBwd { g })?;
         let (gx, small) = super::split_packed(&packed, nx, &[nw, g.c])?;
         Ok((
@@ -307,10 +358,193 @@ impl CustomOp3 for DwNhwcBwd {
     }
 }
 
+impl CustomOp2 for DwNhwcBwdInputCuda {
+    fn name(&self) -> &'static str {
+        "depthwise-nhwc-bwd-input-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("depthwise-nhwc-bwd-input-cuda: CUDA only")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "depthwise_nhwc backward";
+        let (gpu, dt) = cuda::launcher(&[s1, s2], what)?;
+        let (gy, w) = (cuda::input(s1, l1, what)?, cuda::input(s2, l2, what)?);
+        let g = self.g;
+        let gx = gpu_backward_input(&gpu, dt, &gy, &w, [g.n, g.h, g.w, g.c], (g.kh, g.kw))?;
+        Ok((gx.into_storage(gpu.dev)?, l1.shape().clone()))
+    }
+}
+
+impl CustomOp2 for DwNhwcBwdParamsCuda {
+    fn name(&self) -> &'static str {
+        "depthwise-nhwc-bwd-params-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("depthwise-nhwc-bwd-params-cuda: CUDA only")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "depthwise_nhwc backward";
+        let (gpu, dt) = cuda::launcher(&[s1, s2], what)?;
+        let (x, gy) = (cuda::input(s1, l1, what)?, cuda::input(s2, l2, what)?);
+        let g = self.g;
+        let p = gpu_backward_params(&gpu, dt, &x, &gy, [g.n, g.h, g.w, g.c], (g.kh, g.kw))?;
+        Ok((
+            p.into_storage(gpu.dev)?,
+            Shape::from(g.c * g.kh * g.kw + g.c),
+        ))
+    }
+}
+
+// ---- GPU: the kernels dwl_* of kernels/cuda/depthwise.cu, launched through a gpu::Launcher ----
+
+fn kernel(name: &str, dt: DType) -> Result<String> {
+    Ok(format!("{name}_{}", gpu::suffix(dt)?))
+}
+
+/// `N, H, W, C, KH, KW` as the kernels' arguments (odd kernels).
+fn gpu_args(d: [usize; 4], k: (usize, usize)) -> Result<Vec<Arg>> {
+    let what = "depthwise_nhwc";
+    if k.0.is_multiple_of(2) || k.1.is_multiple_of(2) {
+        candle_core::bail!("{what}: needs an odd kernel, got {k:?}")
+    }
+    gpu::count(what, d.iter().product())?;
+    [d[0], d[1], d[2], d[3], k.0, k.1]
+        .iter()
+        .map(|&v| gpu::int(what, v))
+        .collect()
+}
+
+/// Forward on the GPU: `x` `(N, H, W, C)` (`dims`), `w` `(C, 1, KH, KW)`, `b` `(C)`, all of
+/// dtype `dt`; stride 1, padding `(KH / 2, KW / 2)`.
+pub fn gpu_forward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    w: &L::Buf,
+    b: &L::Buf,
+    dims: [usize; 4],
+    k: (usize, usize),
+) -> Result<L::Buf> {
+    let total: usize = dims.iter().product();
+    let y = l.alloc(dt, total)?;
+    let mut args = vec![
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(w.addr()),
+        Arg::Ptr(b.addr()),
+        Arg::Ptr(y.addr()),
+    ];
+    args.extend(gpu_args(dims, k)?);
+    l.launch(
+        &gpu::DEPTHWISE,
+        &kernel("dwl_fwd", dt)?,
+        Grid::items(total),
+        &args,
+    )?;
+    Ok(y)
+}
+
+/// Input gradient on the GPU from `gy` `(N, H, W, C)` and `w`.
+pub fn gpu_backward_input<L: Launcher>(
+    l: &L,
+    dt: DType,
+    gy: &L::Buf,
+    w: &L::Buf,
+    dims: [usize; 4],
+    k: (usize, usize),
+) -> Result<L::Buf> {
+    let total: usize = dims.iter().product();
+    let gx = l.alloc(dt, total)?;
+    let mut args = vec![Arg::Ptr(gy.addr()), Arg::Ptr(w.addr()), Arg::Ptr(gx.addr())];
+    args.extend(gpu_args(dims, k)?);
+    l.launch(
+        &gpu::DEPTHWISE,
+        &kernel("dwl_bwd_input", dt)?,
+        Grid::items(total),
+        &args,
+    )?;
+    Ok(gx)
+}
+
+/// Weight and bias gradients on the GPU: `[gw (C, 1, KH, KW) | gb (C)]` in dtype `dt`, from
+/// partial sums per (32 channels, slice of positions) in f32, slices added in order.
+pub fn gpu_backward_params<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    gy: &L::Buf,
+    dims: [usize; 4],
+    k: (usize, usize),
+) -> Result<L::Buf> {
+    let [n, h, w, c] = dims;
+    let taps = k.0 * k.1;
+    let s = gpu::slices(n * h * w * 32, c.div_ceil(32));
+    let parts = l.alloc(DType::F32, s * (taps + 1) * c)?;
+    let mut args = vec![
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(gy.addr()),
+        Arg::Ptr(parts.addr()),
+    ];
+    args.extend(gpu_args(dims, k)?);
+    l.launch(
+        &gpu::DEPTHWISE,
+        &kernel("dwl_wgrad_parts", dt)?,
+        Grid::columns(c, s),
+        &args,
+    )?;
+    let m = c * (taps + 1);
+    let out = l.alloc(dt, m)?;
+    let what = "depthwise_nhwc backward";
+    let args = [
+        Arg::Ptr(parts.addr()),
+        Arg::Ptr(out.addr()),
+        gpu::int(what, c)?,
+        gpu::int(what, taps)?,
+        gpu::int(what, s)?,
+    ];
+    l.launch(
+        &gpu::DEPTHWISE,
+        &kernel("dwl_sum_parts", dt)?,
+        Grid::items(m),
+        &args,
+    )?;
+    Ok(out)
+}
+
 /// Depthwise convolution of channels-last `x` `(N, H, W, C)` with `weight` `(C, 1, KH, KW)`
 /// (PyTorch's layout) and `bias` `(C)`, stride 1, padding `(KH / 2, KW / 2)` (odd kernels):
-/// `(N, H, W, C)` out, differentiable in all three. CPU f32 runs the kernel above; otherwise
-/// the NCHW path (`depthwise_conv2d`) between two permutes.
+/// `(N, H, W, C)` out, differentiable in all three. CPU f32 runs the kernel above, CUDA its
+/// kernels (weight and bias cast to the input's dtype); otherwise the NCHW path
+/// (`depthwise_conv2d`) between two permutes.
 pub fn depthwise_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     super::require_non_empty("depthwise_nhwc", x)?;
     let (n, h, w, c) = x.dims4()?;
@@ -333,6 +567,14 @@ pub fn depthwise_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tens
         pw: kw / 2,
     };
     g.check()?;
+    if gpu::runs_on_gpu(x) {
+        let dt = x.dtype();
+        return x.contiguous()?.apply_op3(
+            &weight.to_dtype(dt)?.contiguous()?,
+            &bias.to_dtype(dt)?.flatten_all()?.contiguous()?,
+            DwNhwc { g },
+        );
+    }
     if x.device().is_cpu()
         && x.dtype() == DType::F32
         && weight.dtype() == DType::F32

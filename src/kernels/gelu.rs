@@ -1,8 +1,13 @@
 //! Exact (erf) GELU as a Candle custom op: one parallel pass forward, one for the backward
-//! (Candle's element-wise backward composes several slow passes).
+//! (Candle's element-wise backward composes several slow passes); on CUDA the kernels of
+//! `kernels/cuda/gelu.cu` (the `gpu_*` launch functions below).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::gpu::{self, Arg, Buffer, Grid, Launcher};
+#[cfg(feature = "cuda")]
+use {super::gpu::cuda, candle_core::CudaStorage};
 
 const CHUNK: usize = 4096;
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -121,6 +126,18 @@ impl CustomOp1 for GeluFwd {
         "gelu-erf"
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (gpu, dt) = cuda::launcher(&[s], "gelu")?;
+        let y = gpu_forward(
+            &gpu,
+            dt,
+            &cuda::input(s, l, "gelu")?,
+            l.shape().elem_count(),
+        )?;
+        Ok((y.into_storage(gpu.dev)?, l.shape().clone()))
+    }
+
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l)?;
         let mut y = vec![0f32; x.len()];
@@ -138,6 +155,25 @@ impl CustomOp1 for GeluFwd {
 impl CustomOp2 for GeluBwd {
     fn name(&self) -> &'static str {
         "gelu-erf-bwd"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "gelu backward";
+        let (gpu, dt) = cuda::launcher(&[s1, s2], what)?;
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("gelu backward: gradient size mismatch")
+        }
+        let x = cuda::input(s1, l1, what)?;
+        let g = cuda::input(s2, l2, what)?;
+        let gx = gpu_backward(&gpu, dt, &x, &g, l1.shape().elem_count())?;
+        Ok((gx.into_storage(gpu.dev)?, l1.shape().clone()))
     }
 
     fn cpu_fwd(
@@ -160,11 +196,135 @@ impl CustomOp2 for GeluBwd {
     }
 }
 
-/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, differentiable. CPU f32 runs the fused op;
-/// otherwise Candle's `gelu_erf`.
+// ---- GPU: the kernels of kernels/cuda/gelu.cu, launched through a gpu::Launcher ----
+
+fn kernel(name: &str, dt: DType) -> Result<String> {
+    Ok(format!("{name}_{}", gpu::suffix(dt)?))
+}
+
+/// GELU of the `n` values of `x` (dtype `dt`) on the GPU.
+pub fn gpu_forward<L: Launcher>(l: &L, dt: DType, x: &L::Buf, n: usize) -> Result<L::Buf> {
+    let y = l.alloc(dt, n)?;
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(y.addr()),
+        Arg::U32(gpu::count("gelu", n)?),
+    ];
+    l.launch(&gpu::GELU, &kernel("gelu_fwd", dt)?, Grid::items(n), &args)?;
+    Ok(y)
+}
+
+/// `g * gelu'(x)` on the GPU.
+pub fn gpu_backward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    g: &L::Buf,
+    n: usize,
+) -> Result<L::Buf> {
+    let gx = l.alloc(dt, n)?;
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(g.addr()),
+        Arg::Ptr(gx.addr()),
+        Arg::U32(gpu::count("gelu", n)?),
+    ];
+    l.launch(&gpu::GELU, &kernel("gelu_bwd", dt)?, Grid::items(n), &args)?;
+    Ok(gx)
+}
+
+/// `gelu(x + b)` on the GPU, `x` `(rows, C)` of dtype `dt`, `b` `(C)` f32.
+pub fn gpu_bias_forward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    b: &L::Buf,
+    n: usize,
+    c: usize,
+) -> Result<L::Buf> {
+    if c == 0 || !n.is_multiple_of(c) {
+        candle_core::bail!("bias_gelu: {n} values are not rows of {c}")
+    }
+    let y = l.alloc(dt, n)?;
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(b.addr()),
+        Arg::Ptr(y.addr()),
+        Arg::U32(gpu::count("bias_gelu", n)?),
+        gpu::int("bias_gelu", c)?,
+    ];
+    l.launch(
+        &gpu::GELU,
+        &kernel("bias_gelu_fwd", dt)?,
+        Grid::items(n),
+        &args,
+    )?;
+    Ok(y)
+}
+
+/// Backward of [`gpu_bias_forward`]: returns the input gradient (dtype `dt`) and writes the
+/// bias gradient, the column sums of it in f32, into `gb` (`C` f32).
+#[allow(clippy::too_many_arguments)]
+pub fn gpu_bias_backward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    b: &L::Buf,
+    g: &L::Buf,
+    n: usize,
+    c: usize,
+    gb: &L::Buf,
+) -> Result<L::Buf> {
+    if c == 0 || !n.is_multiple_of(c) {
+        candle_core::bail!("bias_gelu backward: {n} values are not rows of {c}")
+    }
+    let what = "bias_gelu backward";
+    let gx = l.alloc(dt, n)?;
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(b.addr()),
+        Arg::Ptr(g.addr()),
+        Arg::Ptr(gx.addr()),
+        Arg::U32(gpu::count(what, n)?),
+        gpu::int(what, c)?,
+    ];
+    l.launch(
+        &gpu::GELU,
+        &kernel("bias_gelu_bwd", dt)?,
+        Grid::items(n),
+        &args,
+    )?;
+    let rows = n / c;
+    let s = gpu::slices(rows * 32, c.div_ceil(32));
+    let parts = l.alloc(DType::F32, s * c)?;
+    let args = [
+        Arg::Ptr(gx.addr()),
+        Arg::Ptr(parts.addr()),
+        Arg::U32(gpu::count(what, rows)?),
+        gpu::int(what, c)?,
+    ];
+    l.launch(
+        &gpu::GELU,
+        &kernel("col_sum_parts", dt)?,
+        Grid::columns(c, s),
+        &args,
+    )?;
+    let args = [
+        Arg::Ptr(parts.addr()),
+        Arg::Ptr(gb.addr()),
+        gpu::int(what, c)?,
+        gpu::int(what, s)?,
+    ];
+    l.launch(&gpu::GELU, "gelu_sum_parts", Grid::items(c), &args)?;
+    Ok(gx)
+}
+
+/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, differentiable. CPU f32 and CUDA run the fused
+/// op; otherwise Candle's `gelu_erf`.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     super::require_non_empty("gelu_erf", x)?;
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !super::reference_mode() {
+    let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32 && !super::reference_mode();
+    if cpu_f32 || gpu::runs_on_gpu(x) {
         x.contiguous()?.apply_op1(GeluFwd)
     } else {
         x.gelu_erf()

@@ -8,9 +8,21 @@
 //! for a ResNet-18 layer-1 conv at 64 px, batch 64: past glibc's mmap threshold, so each step
 //! faulted and zeroed it afresh), accumulates the weight gradient per task (the K split by
 //! hand that `gemm`'s own threading lacks) and scatters the input gradient with col2im.
+//!
+//! On CUDA ([`conv2d_im2col`] routes there): the `im2col` kernel of `kernels/cuda/im2col.cu`
+//! lays out the whole batch's windows, a cuBLAS matrix product with the weight does the rest,
+//! and the backward is the matrix products' and the `col2im` kernel (Candle's own CUDA conv
+//! backward runs a naive transposed-convolution kernel for the input gradient). With the
+//! `cudnn` feature, cuDNN runs the forward and both gradients instead (`gpu::cudnn`).
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
 use rayon::prelude::*;
+
+use super::gpu::{self, Arg, Buffer, Grid, Launcher};
+#[cfg(feature = "cuda")]
+use {super::gpu::cuda, candle_core::CudaStorage};
 
 use super::channels_last::{transpose, transpose_images};
 use super::{sgemm, Mat};
@@ -389,9 +401,168 @@ impl CustomOp3 for ConvBackward {
     }
 }
 
+/// CUDA: `x (N, C, H, W) -> cols (N*OH*OW, C*K*K)`, rows the output positions, columns
+/// (c, ky, kx); backward [`Col2ImCuda`]. (Unused with `cudnn`, whose convolution replaces it.)
+#[cfg_attr(feature = "cudnn", allow(dead_code))]
+struct Im2ColCuda {
+    g: Geom,
+}
+
+/// CUDA: `cols -> x`-shaped sum of each input element's window entries.
+#[cfg_attr(any(not(feature = "cuda"), feature = "cudnn"), allow(dead_code))]
+struct Col2ImCuda {
+    g: Geom,
+}
+
+impl CustomOp1 for Im2ColCuda {
+    fn name(&self) -> &'static str {
+        "im2col-cuda"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("im2col-cuda: CUDA only (the CPU runs conv2d-im2col)")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (gpu, dt) = cuda::launcher(&[s], "conv2d")?;
+        let x = cuda::input(s, l, "conv2d")?;
+        let g = self.g;
+        let cols = gpu_im2col(&gpu, dt, &x, [g.n, g.c, g.h, g.w], g.k, g.s, g.p)?;
+        Ok((cols.into_storage(gpu.dev)?, g.cols_shape()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op1_no_bwd(&Col2ImCuda { g: self.g })?,
+        ))
+    }
+}
+
+impl CustomOp1 for Col2ImCuda {
+    fn name(&self) -> &'static str {
+        "col2im-cuda"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("col2im-cuda: CUDA only")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (gpu, dt) = cuda::launcher(&[s], "conv2d backward")?;
+        let cols = cuda::input(s, l, "conv2d backward")?;
+        let g = self.g;
+        if l.dims() != g.cols_shape().dims() {
+            candle_core::bail!("conv2d backward: column gradient shape {:?}", l.dims())
+        }
+        let gx = gpu_col2im(&gpu, dt, &cols, [g.n, g.c, g.h, g.w], g.k, g.s, g.p)?;
+        Ok((gx.into_storage(gpu.dev)?, Shape::from((g.n, g.c, g.h, g.w))))
+    }
+}
+
+impl Geom {
+    #[cfg_attr(any(not(feature = "cuda"), feature = "cudnn"), allow(dead_code))]
+    fn cols_shape(&self) -> Shape {
+        Shape::from((self.n * self.oh * self.ow, self.c * self.k * self.k))
+    }
+
+    /// `N, C, H, W, KH, KW, S, P, OH, OW` for the kernels, checking the sizes fit them.
+    fn gpu_args(&self) -> Result<Vec<Arg>> {
+        let what = "conv2d";
+        gpu::count(what, self.n * self.c * self.h * self.w)?;
+        gpu::count(what, self.n * self.oh * self.ow * self.c * self.k * self.k)?;
+        [
+            self.n, self.c, self.h, self.w, self.k, self.k, self.s, self.p, self.oh, self.ow,
+        ]
+        .iter()
+        .map(|&v| gpu::int(what, v))
+        .collect()
+    }
+}
+
+fn kernel(name: &str, dt: DType) -> Result<String> {
+    Ok(format!("{name}_{}", gpu::suffix(dt)?))
+}
+
+/// The column matrix `(N*OH*OW, C*K*K)` of NCHW `x` (`dims`) on the GPU: square kernel `k`,
+/// stride `s`, padding `p`.
+pub fn gpu_im2col<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    dims: [usize; 4],
+    k: usize,
+    s: usize,
+    p: usize,
+) -> Result<L::Buf> {
+    let g = Geom::new(dims[0], dims[1], dims[2], dims[3], k, s, p)?;
+    let total = g.n * g.oh * g.ow * g.c * g.k * g.k;
+    let cols = l.alloc(dt, total)?;
+    let mut args = vec![Arg::Ptr(x.addr()), Arg::Ptr(cols.addr())];
+    args.extend(g.gpu_args()?);
+    l.launch(
+        &gpu::IM2COL,
+        &kernel("im2col", dt)?,
+        Grid::items(total),
+        &args,
+    )?;
+    Ok(cols)
+}
+
+/// The input gradient of [`gpu_im2col`] from the columns' gradient, on the GPU.
+pub fn gpu_col2im<L: Launcher>(
+    l: &L,
+    dt: DType,
+    cols: &L::Buf,
+    dims: [usize; 4],
+    k: usize,
+    s: usize,
+    p: usize,
+) -> Result<L::Buf> {
+    let g = Geom::new(dims[0], dims[1], dims[2], dims[3], k, s, p)?;
+    let total = g.n * g.c * g.h * g.w;
+    let gx = l.alloc(dt, total)?;
+    let mut args = vec![Arg::Ptr(cols.addr()), Arg::Ptr(gx.addr())];
+    args.extend(g.gpu_args()?);
+    l.launch(
+        &gpu::IM2COL,
+        &kernel("col2im", dt)?,
+        Grid::items(total),
+        &args,
+    )?;
+    Ok(gx)
+}
+
+/// CUDA convolution, groups 1, square kernel: cuDNN with the `cudnn` feature; otherwise the
+/// `im2col` kernel and a cuBLAS product (the backward: the products' and `col2im`).
+fn conv2d_cuda(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let (o, c, k, _) = weight.dims4()?;
+    let (n, xc, h, w) = x.dims4()?;
+    if xc != c {
+        candle_core::bail!("conv2d: input has {xc} channels, weight expects {c}")
+    }
+    let g = Geom::new(n, c, h, w, k, stride, padding)?;
+    #[cfg(feature = "cudnn")]
+    {
+        let _ = (g, o);
+        super::gpu::cudnn::conv2d(x, weight, stride, padding)
+    }
+    #[cfg(not(feature = "cudnn"))]
+    {
+        let cols = x.contiguous()?.apply_op1(Im2ColCuda { g })?;
+        let wm = weight.reshape((o, c * k * k))?;
+        cols.matmul(&wm.t()?)?
+            .reshape((n, g.oh, g.ow, o))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()
+    }
+}
+
 /// Convolution of `x` `(N, C, H, W)` with `weight` `(O, C, K, K)`, square stride and padding,
-/// no bias, as chunked im2col + GEMM. CPU (in f32, other dtypes are cast); other devices use
-/// Candle's `conv2d`.
+/// no bias, as chunked im2col + GEMM. CPU (in f32, other dtypes are cast); CUDA: the im2col
+/// kernel and cuBLAS, or cuDNN (feature `cudnn`); other devices use Candle's `conv2d`.
 pub fn conv2d_im2col(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     super::require_non_empty("conv2d", x)?;
     conv2d_chunked(x, weight, stride, padding, TARGET_ROWS)
@@ -405,6 +576,9 @@ fn conv2d_chunked(
     target_rows: usize,
 ) -> Result<Tensor> {
     let (o, c, kh, kw) = weight.dims4()?;
+    if gpu::runs_on_gpu(x) && kh == kw && weight.dtype() == x.dtype() {
+        return conv2d_cuda(x, weight, stride, padding);
+    }
     if !x.device().is_cpu() || kh != kw || super::reference_mode() {
         return x.conv2d(weight, padding, stride, 1, 1);
     }

@@ -1,5 +1,7 @@
 //! Project-owned Candle kernels: depthwise convolution, im2col convolution, pooling,
-//! exact GELU and LayerNorm, each with backward, and their benchmark; allocator tuning.
+//! exact GELU, LayerNorm and BatchNorm, each with backward, and their benchmark; allocator
+//! tuning. Each op keeps its CPU code and, beside it, the launch code of its CUDA kernels
+//! (`kernels/cuda/*.cu`, run through [`gpu::Launcher`]).
 
 pub mod alloc;
 pub mod batchnorm;
@@ -9,6 +11,7 @@ pub mod depthwise;
 pub mod depthwise_nhwc;
 pub mod eltwise;
 pub mod gelu;
+pub mod gpu;
 pub mod im2col;
 pub mod layernorm;
 pub mod linear;

@@ -1,10 +1,15 @@
 //! 2-D max-pool and avg-pool as Candle custom ops with backward for any kernel, stride and
 //! padding (PyTorch semantics: floor mode; max-pool pads with -inf and routes the gradient to the
-//! first maximum; avg-pool counts padding in the divisor, `count_include_pad=True`), and a
+//! first maximum; avg-pool counts padding in the divisor, `count_include_pad=True`), their CUDA
+//! kernels (`kernels/cuda/pool.cu`, the `gpu_*` launch functions below), and a
 //! device-independent fallback built from Candle ops.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::gpu::{self, Arg, Buffer, Grid, Launcher};
+#[cfg(feature = "cuda")]
+use {super::gpu::cuda, candle_core::CudaStorage};
 
 /// Geometry of one pooling window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +110,14 @@ impl CustomOp1 for MaxPoolFwd {
         "max-pool2d"
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (gpu, dt) = cuda::launcher(&[s], "max_pool2d")?;
+        let x = cuda::input(s, l, "max_pool2d")?;
+        let (y, shape) = gpu_max_forward(&gpu, dt, &x, l.dims(), self.0)?;
+        Ok((y.into_storage(gpu.dev)?, shape))
+    }
+
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l)?;
         let (oh, ow) = self.0.out_hw(h, w)?;
@@ -136,6 +149,22 @@ impl CustomOp1 for MaxPoolFwd {
 impl CustomOp2 for MaxPoolBwd {
     fn name(&self) -> &'static str {
         "max-pool2d-bwd"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let what = "max_pool2d backward";
+        let (gpu, dt) = cuda::launcher(&[s1, s2], what)?;
+        let x = cuda::input(s1, l1, what)?;
+        let gy = cuda::input(s2, l2, what)?;
+        let (gx, shape) = gpu_max_backward(&gpu, dt, &x, l1.dims(), &gy, l2.dims(), self.0)?;
+        Ok((gx.into_storage(gpu.dev)?, shape))
     }
 
     fn cpu_fwd(
@@ -178,6 +207,14 @@ impl CustomOp1 for AvgPoolFwd {
         "avg-pool2d"
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (gpu, dt) = cuda::launcher(&[s], "avg_pool2d")?;
+        let x = cuda::input(s, l, "avg_pool2d")?;
+        let (y, shape) = gpu_avg_forward(&gpu, dt, &x, l.dims(), self.0)?;
+        Ok((y.into_storage(gpu.dev)?, shape))
+    }
+
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l)?;
         let (oh, ow) = self.0.out_hw(h, w)?;
@@ -214,6 +251,14 @@ impl CustomOp1 for AvgPoolBwd {
         "avg-pool2d-bwd"
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (gpu, dt) = cuda::launcher(&[s], "avg_pool2d backward")?;
+        let gy = cuda::input(s, l, "avg_pool2d backward")?;
+        let (gx, shape) = gpu_avg_backward(&gpu, dt, &gy, l.dims(), self.1, self.0)?;
+        Ok((gx.into_storage(gpu.dev)?, shape))
+    }
+
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, oh, ow) = dims4(l)?;
         let (h, w) = self.1;
@@ -244,6 +289,138 @@ impl CustomOp1 for AvgPoolBwd {
             });
         Ok((CpuStorage::F32(gx), Shape::from((n, c, h, w))))
     }
+}
+
+// ---- GPU: the kernels of kernels/cuda/pool.cu, launched through a gpu::Launcher ----
+
+fn dims4_of(d: &[usize], what: &str) -> Result<(usize, usize, usize, usize)> {
+    match *d {
+        [n, c, h, w] => Ok((n, c, h, w)),
+        _ => candle_core::bail!("{what}: expected a 4-D tensor, got {d:?}"),
+    }
+}
+
+/// `planes, H, W, KH, KW, SH, SW, PH, PW, OH, OW`, checking the sizes fit the kernels.
+fn gpu_args(p: PoolParams, planes: usize, h: usize, w: usize) -> Result<Vec<Arg>> {
+    let (oh, ow) = p.out_hw(h, w)?;
+    let what = "pool2d";
+    gpu::count(what, planes * h * w)?;
+    gpu::count(what, planes * oh * ow)?;
+    let mut a = vec![Arg::U32(gpu::count(what, planes)?)];
+    for v in [
+        h,
+        w,
+        p.kernel.0,
+        p.kernel.1,
+        p.stride.0,
+        p.stride.1,
+        p.padding.0,
+        p.padding.1,
+        oh,
+        ow,
+    ] {
+        a.push(gpu::int(what, v)?);
+    }
+    Ok(a)
+}
+
+fn kernel(name: &str, dt: DType) -> Result<String> {
+    Ok(format!("{name}_{}", gpu::suffix(dt)?))
+}
+
+fn gpu_forward<L: Launcher>(
+    l: &L,
+    name: &str,
+    dt: DType,
+    x: &L::Buf,
+    x_dims: &[usize],
+    p: PoolParams,
+) -> Result<(L::Buf, Shape)> {
+    let (n, c, h, w) = dims4_of(x_dims, name)?;
+    let (oh, ow) = p.out_hw(h, w)?;
+    let total = n * c * oh * ow;
+    let y = l.alloc(dt, total)?;
+    let mut args = vec![Arg::Ptr(x.addr()), Arg::Ptr(y.addr())];
+    args.extend(gpu_args(p, n * c, h, w)?);
+    l.launch(&gpu::POOL, &kernel(name, dt)?, Grid::items(total), &args)?;
+    Ok((y, Shape::from((n, c, oh, ow))))
+}
+
+/// Max-pool forward on the GPU: `x` `(N, C, H, W)` of dtype `dt`.
+pub fn gpu_max_forward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    x_dims: &[usize],
+    p: PoolParams,
+) -> Result<(L::Buf, Shape)> {
+    gpu_forward(l, "max_pool_fwd", dt, x, x_dims, p)
+}
+
+/// Avg-pool forward on the GPU.
+pub fn gpu_avg_forward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    x_dims: &[usize],
+    p: PoolParams,
+) -> Result<(L::Buf, Shape)> {
+    gpu_forward(l, "avg_pool_fwd", dt, x, x_dims, p)
+}
+
+/// Max-pool input gradient on the GPU from the input `x` and the output gradient `gy`.
+pub fn gpu_max_backward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    x: &L::Buf,
+    x_dims: &[usize],
+    gy: &L::Buf,
+    gy_dims: &[usize],
+    p: PoolParams,
+) -> Result<(L::Buf, Shape)> {
+    let (n, c, h, w) = dims4_of(x_dims, "max_pool2d backward")?;
+    let (oh, ow) = p.out_hw(h, w)?;
+    if gy_dims != [n, c, oh, ow] {
+        candle_core::bail!("max-pool2d backward: gradient shape {gy_dims:?} mismatch")
+    }
+    let total = n * c * h * w;
+    let gx = l.alloc(dt, total)?;
+    let mut args = vec![Arg::Ptr(x.addr()), Arg::Ptr(gy.addr()), Arg::Ptr(gx.addr())];
+    args.extend(gpu_args(p, n * c, h, w)?);
+    l.launch(
+        &gpu::POOL,
+        &kernel("max_pool_bwd", dt)?,
+        Grid::items(total),
+        &args,
+    )?;
+    Ok((gx, Shape::from((n, c, h, w))))
+}
+
+/// Avg-pool input gradient on the GPU from the output gradient; `hw` is the input's size.
+pub fn gpu_avg_backward<L: Launcher>(
+    l: &L,
+    dt: DType,
+    gy: &L::Buf,
+    gy_dims: &[usize],
+    hw: (usize, usize),
+    p: PoolParams,
+) -> Result<(L::Buf, Shape)> {
+    let (n, c, oh, ow) = dims4_of(gy_dims, "avg_pool2d backward")?;
+    let (h, w) = hw;
+    if p.out_hw(h, w)? != (oh, ow) {
+        candle_core::bail!("avg-pool2d backward: gradient shape {gy_dims:?} mismatch")
+    }
+    let total = n * c * h * w;
+    let gx = l.alloc(dt, total)?;
+    let mut args = vec![Arg::Ptr(gy.addr()), Arg::Ptr(gx.addr())];
+    args.extend(gpu_args(p, n * c, h, w)?);
+    l.launch(
+        &gpu::POOL,
+        &kernel("avg_pool_bwd", dt)?,
+        Grid::items(total),
+        &args,
+    )?;
+    Ok((gx, Shape::from((n, c, h, w))))
 }
 
 fn run_f32(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
@@ -322,6 +499,9 @@ pub fn pool_generic(x: &Tensor, p: PoolParams, max: bool) -> Result<Tensor> {
 pub fn max_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
     super::require_non_empty("max_pool2d", x)?;
     if !x.device().is_cpu() {
+        if gpu::runs_on_gpu(x) {
+            return x.contiguous()?.apply_op1(MaxPoolFwd(p));
+        }
         return pool_generic(x, p, true);
     }
     run_f32(x, |x| x.apply_op1(MaxPoolFwd(p)))
@@ -331,6 +511,9 @@ pub fn max_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
 pub fn avg_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
     super::require_non_empty("avg_pool2d", x)?;
     if !x.device().is_cpu() {
+        if gpu::runs_on_gpu(x) {
+            return x.contiguous()?.apply_op1(AvgPoolFwd(p));
+        }
         return pool_generic(x, p, false);
     }
     run_f32(x, |x| x.apply_op1(AvgPoolFwd(p)))

@@ -4,14 +4,19 @@
 //!
 //! Mixed precision: parameters are f32 Vars; conv and linear layers cast them to the input's
 //! dtype (a no-op in f32; in bf16 / f16 the cast's backward brings the gradient back to f32),
-//! and the norms compute in f32 and return the input's dtype, as PyTorch's autocast does.
+//! and the norms compute in f32 and return the input's dtype, as PyTorch's autocast does (on
+//! CUDA their kernels read the bf16 / f16 input and keep statistics and parameters in f32; on
+//! the CPU the input is cast to f32 and back).
 
 use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use super::face::ForwardCtx;
+use crate::kernels::batchnorm::batch_norm_eval_act;
 use crate::kernels::channels_last::{bias_nchw, to_nchw, to_nhwc};
+use crate::kernels::gpu::runs_on_gpu;
+use crate::kernels::layernorm::layer_norm_channels;
 use crate::kernels::{
     batch_norm_train_act, conv1x1, conv2d_im2col, depthwise_conv2d, layer_norm_last, linear, BnAct,
     DwParams,
@@ -279,7 +284,11 @@ impl BatchNorm2d {
 
     /// BatchNorm followed by `act` (fused into the same passes in train mode on CPU f32).
     pub fn forward_act(&self, x: &Tensor, act: BnAct, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let y = in_f32(x, |x| self.forward_f32(x, act, ctx))?;
+        let y = if runs_on_gpu(x) {
+            self.forward_f32(x, act, ctx)?
+        } else {
+            in_f32(x, |x| self.forward_f32(x, act, ctx))?
+        };
         ctx.count(0, &y);
         Ok(y)
     }
@@ -299,6 +308,16 @@ impl BatchNorm2d {
             }
             let (y, mean, var) = batch_norm_train_act(x, &self.weight, &self.bias, self.eps, act)?;
             self.update_running(&mean, &var, count)?;
+            y
+        } else if let Some(y) = batch_norm_eval_act(
+            x,
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            self.eps,
+            act,
+        )? {
             y
         } else {
             let rm = self.running_mean.detach().reshape(shape)?;
@@ -350,11 +369,15 @@ impl LayerNorm {
         })
     }
 
-    /// Normalises over the last dimension (fused op with backward on CPU f32).
+    /// Normalises over the last dimension (fused op with backward on CPU f32 and on CUDA).
     pub fn forward_last(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let y = in_f32(x, |x| {
-            layer_norm_last(x, &self.weight, &self.bias, self.eps)
-        })?;
+        let y = if runs_on_gpu(x) {
+            layer_norm_last(x, &self.weight, &self.bias, self.eps)?
+        } else {
+            in_f32(x, |x| {
+                layer_norm_last(x, &self.weight, &self.bias, self.eps)
+            })?
+        };
         ctx.count(0, &y);
         Ok(y)
     }
@@ -362,6 +385,10 @@ impl LayerNorm {
     /// Normalises over the channels of NCHW input (timm's LayerNorm2d).
     pub fn forward_channels(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
+        if let Some(y) = layer_norm_channels(x, &self.weight, &self.bias, self.eps)? {
+            ctx.count(0, &y);
+            return Ok(y);
+        }
         if x.device().is_cpu() && x.dtype() == DType::F32 && !crate::kernels::reference_mode() {
             // channels-last copy, the fused LayerNorm, and back
             let y = to_nhwc(x)?;

@@ -884,7 +884,8 @@ pub struct TrainConfig {
     pub seed: u64,
     #[serde(default)]
     pub precision: Precision,
-    /// "cpu", "cuda" or "cuda:N". Not part of the run key.
+    /// "auto", "cpu", "cuda" or "cuda:N" ("auto": the GPU when the build and the machine have
+    /// one, else the CPU). Not part of the run key.
     #[serde(default = "TrainConfig::default_device")]
     pub device: String,
     /// Clip the global gradient norm to this value.

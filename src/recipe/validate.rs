@@ -1211,6 +1211,7 @@ impl Checker<'_> {
             "must satisfy 0 < factor < 1",
         );
         let dev_ok = t.device == "cpu"
+            || t.device == "auto"
             || t.device == "cuda"
             || t.device
                 .strip_prefix("cuda:")
@@ -1218,7 +1219,7 @@ impl Checker<'_> {
         self.require(
             dev_ok,
             "train.device",
-            "must be \"cpu\", \"cuda\" or \"cuda:N\"",
+            "must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"",
         );
         match t.ema {
             Ema::Enabled(true) => self.fail(

@@ -2,8 +2,8 @@
 //! `p *= 1 - lr * wd`, moments with bias correction,
 //! `p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)`.
 
-use super::fused::{AdamExpAvg, AdamExpAvgSq, AdamParam};
-use super::{checked_state, fusable, grad_of, split_key, Optimizer, Param};
+use super::fused::{AdamExpAvg, AdamExpAvgSq, AdamParam, AdamWStepCuda};
+use super::{checked_state, cuda_fusable, fusable, grad_of, split_key, Optimizer, Param};
 use crate::train::TrainError;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
@@ -84,6 +84,33 @@ impl Optimizer for AdamW {
                 },
             };
             let step = m.step + 1;
+            if self.fused && cuda_fusable(&param.var, &g) {
+                let (bc1, bc2_sqrt) = (
+                    1.0 - beta1.powi(step as i32),
+                    (1.0 - beta2.powi(step as i32)).sqrt(),
+                );
+                let decay = if param.weight_decay != 0.0 {
+                    1.0 - lr * param.weight_decay
+                } else {
+                    1.0
+                };
+                param.var.as_tensor().inplace_op3(
+                    &m.exp_avg,
+                    &m.exp_avg_sq,
+                    &AdamWStepCuda {
+                        g: g.clone(),
+                        one_minus_beta1: (1.0 - beta1) as f32,
+                        beta2: beta2 as f32,
+                        one_minus_beta2: (1.0 - beta2) as f32,
+                        decay: decay as f32,
+                        inv_bc2_sqrt: (1.0 / bc2_sqrt) as f32,
+                        eps: eps as f32,
+                        step_size: (lr / bc1) as f32,
+                    },
+                )?;
+                *st = Some(Moments { step, ..m });
+                continue;
+            }
             if self.fused && fusable(&param.var, &g) {
                 let (bc1, bc2_sqrt) = (
                     1.0 - beta1.powi(step as i32),

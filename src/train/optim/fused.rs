@@ -1,9 +1,16 @@
 //! Fused, in-place CPU kernels for the f32 optimizer updates: one pass over memory per
 //! buffer instead of a tensor op (and an allocation) per term. Each performs exactly the
 //! same f32 operations in the same order as the tensor-op path, so both give identical bits.
+//! On CUDA, one kernel launch per parameter tensor updates the parameter and its state
+//! together (`kernels/cuda/optim.cu`, compiled without FMA contraction: the same operations
+//! again; the `gpu_*` launch functions below).
 
-use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result};
+use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
+
+use crate::kernels::gpu::{self, Arg, Buffer, Grid, Launcher};
+#[cfg(feature = "cuda")]
+use {crate::kernels::gpu::cuda, candle_core::CudaStorage};
 
 /// Elements per parallel chunk (small tensors run on one thread).
 const CHUNK: usize = 1 << 15;
@@ -215,4 +222,180 @@ impl InplaceOp3 for AdamParam {
             });
         Ok(())
     }
+}
+
+/// SGD on CUDA, one kernel: `p` (the in-place operand) with the gradient and the momentum
+/// buffer as operands; the kernel updates the buffer in place through its address (a buffer
+/// the optimizer owns, used by nothing else).
+#[derive(Debug, Clone, Copy)]
+pub struct SgdStepCuda {
+    pub lr: f32,
+    pub momentum: f32,
+    pub one_minus_dampening: f32,
+    pub weight_decay: f32,
+    pub has_momentum: bool,
+    pub nesterov: bool,
+    /// The buffer's first step: it becomes the (decayed) gradient.
+    pub first: bool,
+}
+
+impl InplaceOp3 for SgdStepCuda {
+    fn name(&self) -> &'static str {
+        "sgd-step-cuda"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &mut CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<()> {
+        bail!("sgd-step-cuda: CUDA only (the CPU runs sgd-buffer and sgd-param)")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        let what = "sgd step";
+        let n = l1.shape().elem_count();
+        let buf_ok = !self.has_momentum || l3.shape().elem_count() == n;
+        if l2.shape().elem_count() != n || !buf_ok {
+            bail!("{what}: parameter, gradient and buffer sizes differ")
+        }
+        for s in [&*s1, s2, s3] {
+            cuda::require_f32(s, what)?;
+        }
+        let (p, g, b) = (
+            cuda::input(s1, l1, what)?,
+            cuda::input(s2, l2, what)?,
+            cuda::input(s3, l3, what)?,
+        );
+        let gpu = cuda::Cuda { dev: &s2.device };
+        gpu_sgd_step(&gpu, &p, &g, &b, n, self)
+    }
+}
+
+/// AdamW on CUDA, one kernel: `p` (the in-place operand) with the moments `m`, `v` as
+/// operands, updated in place through their addresses (the optimizer's own buffers), and the
+/// gradient `g` read through its address.
+#[derive(Debug, Clone)]
+pub struct AdamWStepCuda {
+    pub g: Tensor,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    pub decay: f32,
+    pub inv_bc2_sqrt: f32,
+    pub eps: f32,
+    pub step_size: f32,
+}
+
+impl InplaceOp3 for AdamWStepCuda {
+    fn name(&self) -> &'static str {
+        "adamw-step-cuda"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &mut CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<()> {
+        bail!("adamw-step-cuda: CUDA only (the CPU runs the adamw-* ops)")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        let what = "adamw step";
+        let n = l1.shape().elem_count();
+        if l2.shape().elem_count() != n
+            || l3.shape().elem_count() != n
+            || self.g.elem_count() != n
+            || self.g.dtype() != candle_core::DType::F32
+        {
+            bail!("{what}: parameter, gradient and moment sizes or dtypes differ")
+        }
+        for s in [&*s1, s2, s3] {
+            cuda::require_f32(s, what)?;
+        }
+        let (p, m, v) = (
+            cuda::input(s1, l1, what)?,
+            cuda::input(s2, l2, what)?,
+            cuda::input(s3, l3, what)?,
+        );
+        let g = cuda::TensorBuf::of(&self.g, what)?;
+        let gpu = cuda::Cuda { dev: &s2.device };
+        gpu_adamw_step(&gpu, &p, &g.buf, &m, &v, n, self)
+    }
+}
+
+/// One SGD step on the GPU over `n` f32 values: `p` and (with momentum) `buf` in place.
+pub fn gpu_sgd_step<L: Launcher>(
+    l: &L,
+    p: &L::Buf,
+    g: &L::Buf,
+    buf: &L::Buf,
+    n: usize,
+    hp: &SgdStepCuda,
+) -> Result<()> {
+    let args = [
+        Arg::Ptr(p.addr()),
+        Arg::Ptr(g.addr()),
+        Arg::Ptr(buf.addr()),
+        Arg::U32(gpu::count("sgd step", n)?),
+        Arg::F32(hp.lr),
+        Arg::F32(hp.momentum),
+        Arg::F32(hp.one_minus_dampening),
+        Arg::F32(hp.weight_decay),
+        Arg::I32(hp.has_momentum as i32),
+        Arg::I32(hp.nesterov as i32),
+        Arg::I32(hp.first as i32),
+    ];
+    l.launch(&gpu::OPTIM, "sgd_step", Grid::items(n), &args)
+}
+
+/// One AdamW step on the GPU over `n` f32 values: `p`, `m` and `v` in place.
+pub fn gpu_adamw_step<L: Launcher>(
+    l: &L,
+    p: &L::Buf,
+    g: &L::Buf,
+    m: &L::Buf,
+    v: &L::Buf,
+    n: usize,
+    hp: &AdamWStepCuda,
+) -> Result<()> {
+    let args = [
+        Arg::Ptr(p.addr()),
+        Arg::Ptr(g.addr()),
+        Arg::Ptr(m.addr()),
+        Arg::Ptr(v.addr()),
+        Arg::U32(gpu::count("adamw step", n)?),
+        Arg::F32(hp.one_minus_beta1),
+        Arg::F32(hp.beta2),
+        Arg::F32(hp.one_minus_beta2),
+        Arg::F32(hp.decay),
+        Arg::F32(hp.inv_bc2_sqrt),
+        Arg::F32(hp.eps),
+        Arg::F32(hp.step_size),
+    ];
+    l.launch(&gpu::OPTIM, "adamw_step", Grid::items(n), &args)
 }

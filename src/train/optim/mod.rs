@@ -4,7 +4,7 @@
 
 mod adamw;
 mod clip;
-mod fused;
+pub mod fused;
 mod sgd;
 
 pub use adamw::{AdamW, AdamWParams};
@@ -144,6 +144,17 @@ pub(crate) fn grad_of(grads: &GradStore, var: &Var) -> Result<Option<Tensor>, Tr
 /// Whether the fused in-place CPU kernels can update this parameter with this gradient.
 pub(crate) fn fusable(var: &Var, g: &Tensor) -> bool {
     var.device().is_cpu()
+        && var.dtype() == candle_core::DType::F32
+        && g.dtype() == candle_core::DType::F32
+        && var.is_contiguous()
+        && g.is_contiguous()
+}
+
+/// Whether the one-kernel CUDA updates (`fused::SgdStepCuda`, `fused::AdamWStepCuda`) can
+/// update this parameter with this gradient.
+pub(crate) fn cuda_fusable(var: &Var, g: &Tensor) -> bool {
+    cfg!(feature = "cuda")
+        && var.device().is_cuda()
         && var.dtype() == candle_core::DType::F32
         && g.dtype() == candle_core::DType::F32
         && var.is_contiguous()

@@ -2,8 +2,8 @@
 //! `g += wd * p; buf = g (first step) or momentum * buf + (1 - dampening) * g;
 //! g = nesterov ? g + momentum * buf : buf; p -= lr * g`.
 
-use super::fused::{SgdBuffer, SgdParam};
-use super::{checked_state, fusable, grad_of, split_key, Optimizer, Param};
+use super::fused::{SgdBuffer, SgdParam, SgdStepCuda};
+use super::{checked_state, cuda_fusable, fusable, grad_of, split_key, Optimizer, Param};
 use crate::train::TrainError;
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
@@ -55,6 +55,37 @@ impl Sgd {
         self
     }
 
+    /// One kernel on CUDA: the buffer (fresh zeros on its first step) and the parameter.
+    fn step_cuda(&mut self, i: usize, g: &Tensor, lr: f64) -> Result<(), TrainError> {
+        let param = &self.params[i];
+        let has_momentum = self.hp.momentum != 0.0;
+        let first = self.buffers[i].is_none();
+        // without momentum the kernel reads no buffer: a one-element stand-in (not `g`
+        // itself, which would be locked twice by the in-place op)
+        let buf = match self.buffers[i].take() {
+            Some(b) => b,
+            None if has_momentum => g.zeros_like()?,
+            None => Tensor::zeros(1, candle_core::DType::F32, g.device())?,
+        };
+        param.var.as_tensor().inplace_op3(
+            g,
+            &buf,
+            &SgdStepCuda {
+                lr: lr as f32,
+                momentum: self.hp.momentum as f32,
+                one_minus_dampening: (1.0 - self.hp.dampening) as f32,
+                weight_decay: param.weight_decay as f32,
+                has_momentum,
+                nesterov: self.hp.nesterov,
+                first,
+            },
+        )?;
+        if has_momentum {
+            self.buffers[i] = Some(buf);
+        }
+        Ok(())
+    }
+
     fn step_fused(&mut self, i: usize, g: &Tensor, lr: f64) -> Result<(), TrainError> {
         let param = &self.params[i];
         let p = param.var.as_tensor();
@@ -103,6 +134,10 @@ impl Optimizer for Sgd {
             let lr = lr * self.params[i].lr_scale;
             if self.fused && fusable(&self.params[i].var, &g) {
                 self.step_fused(i, &g, lr)?;
+                continue;
+            }
+            if self.fused && cuda_fusable(&self.params[i].var, &g) {
+                self.step_cuda(i, &g, lr)?;
                 continue;
             }
             let (param, buf) = (&self.params[i], &mut self.buffers[i]);

@@ -1,0 +1,75 @@
+//! `runner selftest`: the GPU path against the CPU on this machine (`engine::selftest`), one
+//! line per check as it finishes, so that a run cut short still shows what it measured.
+//! Exit status 1 when a check fails.
+
+use std::io::Write;
+
+use super::output::Format;
+use super::CliError;
+use crate::engine::selftest::{self, Check, Stages};
+
+fn print(c: &Check, format: Format) {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            let _ = writeln!(out, "{}", serde_json::to_string(c).unwrap_or_default());
+        }
+        _ if c.metric == "kernels" => {
+            let _ = writeln!(
+                out,
+                "{:<8} {:<48} {} kernels in the PTX  ok  {:.2}s",
+                c.stage, c.name, c.value, c.seconds
+            );
+        }
+        _ => {
+            let verdict = if c.ok { "ok" } else { "FAILED" };
+            let bound = if c.metric == "cosine" { ">=" } else { "<=" };
+            let _ = writeln!(
+                out,
+                "{:<8} {:<48} {:<12} {:<10.3e} {bound} {:<8.1e} {:<6} {:.2}s",
+                c.stage, c.name, c.metric, c.value, c.limit, verdict, c.seconds
+            );
+        }
+    }
+    let _ = out.flush();
+}
+
+/// `archs`: `sm_80`, `compute_90`, ...: NVRTC compiles PTX for the virtual architecture.
+pub fn run(
+    device: &str,
+    stages: Stages,
+    compile_only: bool,
+    archs: &[String],
+    format: Format,
+) -> Result<(), CliError> {
+    if !cfg!(feature = "cuda") {
+        return Err(CliError::invalid(
+            "selftest: this runner was built without CUDA; build it with `cargo build --release --features cuda` (or scripts/build-cuda.sh), see docs/gpu.md",
+        ));
+    }
+    let mut on_check = |c: &Check| print(c, format);
+    let checks = if compile_only {
+        let archs: Vec<String> = archs
+            .iter()
+            .map(|a| match a.strip_prefix("sm_") {
+                Some(n) => format!("compute_{n}"),
+                None => a.clone(),
+            })
+            .collect();
+        selftest::compile(&archs, &mut on_check)
+    } else {
+        selftest::run(device, stages, &mut on_check)
+    }
+    .map_err(CliError::failed)?;
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if format != Format::Json {
+        println!("{} checks, {failed} failed", checks.len());
+    }
+    if failed > 0 {
+        return Err(CliError::failed(format!(
+            "selftest: {failed} of {} checks failed",
+            checks.len()
+        )));
+    }
+    Ok(())
+}

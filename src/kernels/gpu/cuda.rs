@@ -1,0 +1,235 @@
+//! The CUDA [`Launcher`]: NVRTC compiles a kernel module to PTX for the device's architecture
+//! on first use (once per process and architecture), Candle's device loads it once
+//! (`CudaDevice::get_or_load_custom_func`, keyed by the module's name), and kernels launch on
+//! the device's stream. Also the glue of the ops' `cuda_fwd`: Candle storages as launch
+//! buffers, new buffers back as storages, and side outputs written into a tensor's memory.
+//!
+//! Every buffer is used on Candle's one stream per device, in launch order, so raw device
+//! addresses are enough: a storage outlives the launches that read it because the `cuda_fwd`
+//! holding it returns after enqueueing them, and the stream orders any later free.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Storage, Tensor};
+
+use super::{Arg, Buffer, Grid, Launcher, Module};
+
+/// NVRTC compiles `module` (with `common.cuh`) to PTX for `arch` (`compute_80`, `sm_90`, ...):
+/// what the device loads, and what CI runs for every module without a GPU.
+pub fn compile_ptx(module: &Module, arch: &'static str) -> Result<String> {
+    let opts = CompileOptions {
+        arch: Some(arch),
+        fmad: Some(module.fmad),
+        options: vec!["--std=c++17".to_string()],
+        ..Default::default()
+    };
+    match compile_ptx_with_opts(module.full_source(), opts) {
+        Ok(ptx) => Ok(ptx.to_src()),
+        Err(e) => candle_core::bail!(
+            "NVRTC could not compile kernels/cuda/{}: {e:?}",
+            module.file
+        ),
+    }
+}
+
+type PtxCache = Mutex<HashMap<(&'static str, &'static str), Arc<String>>>;
+
+/// PTX of `module` for `arch`, compiled once per process.
+fn cached_ptx(module: &'static Module, arch: &'static str) -> Result<Arc<String>> {
+    static CACHE: OnceLock<PtxCache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(p) = cache.lock().map_err(poisoned)?.get(&(module.name, arch)) {
+        return Ok(p.clone());
+    }
+    let ptx = Arc::new(compile_ptx(module, arch)?);
+    cache
+        .lock()
+        .map_err(poisoned)?
+        .insert((module.name, arch), ptx.clone());
+    Ok(ptx)
+}
+
+fn poisoned<T>(_: T) -> candle_core::Error {
+    candle_core::Error::Msg("GPU kernel cache lock poisoned".into())
+}
+
+/// The virtual architecture (`compute_XY`) of a device, asked of the driver once per ordinal.
+fn arch_of(stream: &CudaStream) -> Result<&'static str> {
+    static ARCHS: OnceLock<Mutex<HashMap<usize, &'static str>>> = OnceLock::new();
+    let ctx = stream.context();
+    let archs = ARCHS.get_or_init(Default::default);
+    if let Some(a) = archs.lock().map_err(poisoned)?.get(&ctx.ordinal()) {
+        return Ok(a);
+    }
+    let (major, minor) = ctx.compute_capability().w()?;
+    let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+    archs.lock().map_err(poisoned)?.insert(ctx.ordinal(), arch);
+    Ok(arch)
+}
+
+/// The CUDA device as a [`Launcher`].
+pub struct Cuda<'a> {
+    pub dev: &'a CudaDevice,
+}
+
+/// A device buffer: an input's address, or a new allocation that becomes an op's output.
+pub struct CudaBuf {
+    addr: u64,
+    owned: Option<CudaStorageSlice>,
+}
+
+impl Buffer for CudaBuf {
+    fn addr(&self) -> u64 {
+        self.addr
+    }
+}
+
+fn addr_of<T>(s: &CudaSlice<T>, stream: &CudaStream, offset: usize) -> u64 {
+    // the guard records a read event for other streams on drop; Candle uses one stream
+    let (p, _guard) = s.device_ptr(stream);
+    p + (offset * std::mem::size_of::<T>()) as u64
+}
+
+impl CudaBuf {
+    /// A contiguous f32 / bf16 / f16 input (`what` names the op and argument in errors).
+    pub fn input(s: &CudaStorage, l: &Layout, what: &str) -> Result<Self> {
+        let Some((start, _)) = l.contiguous_offsets() else {
+            candle_core::bail!("{what}: tensor must be contiguous")
+        };
+        let stream = s.device.cuda_stream();
+        let addr = match &s.slice {
+            CudaStorageSlice::F32(v) => addr_of(v, &stream, start),
+            CudaStorageSlice::BF16(v) => addr_of(v, &stream, start),
+            CudaStorageSlice::F16(v) => addr_of(v, &stream, start),
+            _ => candle_core::bail!("{what}: GPU kernels take f32, bf16 or f16"),
+        };
+        Ok(CudaBuf { addr, owned: None })
+    }
+
+    /// The storage of a buffer this launcher allocated (an op's result).
+    pub fn into_storage(self, dev: &CudaDevice) -> Result<CudaStorage> {
+        match self.owned {
+            Some(slice) => Ok(CudaStorage {
+                slice,
+                device: dev.clone(),
+            }),
+            None => candle_core::bail!("GPU kernel: an input buffer returned as a result"),
+        }
+    }
+}
+
+impl Launcher for Cuda<'_> {
+    type Buf = CudaBuf;
+
+    fn alloc(&self, dtype: DType, len: usize) -> Result<CudaBuf> {
+        let len = len.max(1);
+        let stream = self.dev.cuda_stream();
+        // SAFETY: every kernel writes all of its output before anything reads it.
+        let slice = unsafe {
+            match dtype {
+                DType::F32 => CudaStorageSlice::F32(self.dev.alloc::<f32>(len)?),
+                DType::BF16 => CudaStorageSlice::BF16(self.dev.alloc::<half::bf16>(len)?),
+                DType::F16 => CudaStorageSlice::F16(self.dev.alloc::<half::f16>(len)?),
+                other => candle_core::bail!("GPU kernels: cannot allocate {other:?}"),
+            }
+        };
+        let addr = match &slice {
+            CudaStorageSlice::F32(v) => addr_of(v, &stream, 0),
+            CudaStorageSlice::BF16(v) => addr_of(v, &stream, 0),
+            CudaStorageSlice::F16(v) => addr_of(v, &stream, 0),
+            _ => unreachable!("allocated above as f32, bf16 or f16"),
+        };
+        Ok(CudaBuf {
+            addr,
+            owned: Some(slice),
+        })
+    }
+
+    fn launch(
+        &self,
+        module: &'static Module,
+        kernel: &str,
+        grid: Grid,
+        args: &[Arg],
+    ) -> Result<()> {
+        let stream = self.dev.cuda_stream();
+        let ptx = cached_ptx(module, arch_of(&stream)?)?;
+        let func = self
+            .dev
+            .get_or_load_custom_func(kernel, module.name, &ptx)?;
+        let mut b = func.builder();
+        for a in args {
+            match a {
+                Arg::Ptr(p) => b.arg(p),
+                Arg::I32(v) => b.arg(v),
+                Arg::U32(v) => b.arg(v),
+                Arg::F32(v) => b.arg(v),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: grid.grid,
+            block_dim: grid.block,
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow the kernel's declared parameters (the emulated tests
+        // run the same launch code against the same sources), and every buffer they point to
+        // is alive and large enough (see the module comment).
+        unsafe { b.launch(cfg) }.w()?;
+        Ok(())
+    }
+}
+
+/// A tensor's device memory as a launch buffer, beside an op's Candle operands: a "side
+/// output" a kernel writes next to the op's result (the parameter gradients of a norm's
+/// backward, in a fresh tensor nothing else reads until the op is done), or a fourth input (an
+/// optimizer's gradient). Contiguous f32 / bf16 / f16 on this device; the guard keeps the
+/// storage read-locked meanwhile.
+pub struct TensorBuf<'a> {
+    _guard: candle_core::StorageRef<'a>,
+    pub buf: CudaBuf,
+}
+
+impl<'a> TensorBuf<'a> {
+    pub fn of(t: &'a Tensor, what: &str) -> Result<Self> {
+        let (guard, layout) = t.storage_and_layout();
+        let buf = match &*guard {
+            Storage::Cuda(s) => CudaBuf::input(s, layout, what)?,
+            _ => candle_core::bail!("{what}: tensor not on a CUDA device"),
+        };
+        Ok(TensorBuf { _guard: guard, buf })
+    }
+}
+
+/// The launcher of an op's CUDA storages, and their common dtype (an error naming `what` when
+/// they differ).
+pub fn launcher<'a>(storages: &[&'a CudaStorage], what: &str) -> Result<(Cuda<'a>, DType)> {
+    use candle_core::backend::BackendStorage;
+    let Some(first) = storages.first() else {
+        candle_core::bail!("{what}: no input")
+    };
+    let dt = first.dtype();
+    if let Some(o) = storages.iter().find(|s| s.dtype() != dt) {
+        candle_core::bail!("{what}: mixed dtypes {dt:?} and {:?}", o.dtype())
+    }
+    Ok((Cuda { dev: &first.device }, dt))
+}
+
+/// [`CudaBuf::input`].
+pub fn input(s: &CudaStorage, l: &Layout, what: &str) -> Result<CudaBuf> {
+    CudaBuf::input(s, l, what)
+}
+
+/// Errors unless `s` holds f32 (the norms' parameters and the optimizers' tensors).
+pub fn require_f32(s: &CudaStorage, what: &str) -> Result<()> {
+    use candle_core::backend::BackendStorage;
+    if s.dtype() != DType::F32 {
+        candle_core::bail!("{what}: expected f32 parameters, got {:?}", s.dtype())
+    }
+    Ok(())
+}
