@@ -522,6 +522,7 @@ fn optimizer_smoke(gpu: &Device, push: &mut dyn FnMut(Check)) -> Result<(), Engi
                 name: "w".into(),
                 var: var.clone(),
                 weight_decay: 0.05,
+                lr_scale: 1.0,
             })?;
             for _ in 0..2 {
                 let grads = (var.as_tensor() * g0.to_device(dev)?)?
@@ -559,6 +560,7 @@ fn families() -> Vec<(&'static str, crate::recipe::ModelConfig)> {
         small_stem: false,
         width_mult: 1.0,
         embedding_dim: None,
+        embedding_norm: false,
         num_classes: None,
         init_from: None,
     };
