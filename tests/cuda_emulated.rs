@@ -841,6 +841,7 @@ fn optimizer_kernels_match_the_cpu_bit_for_bit() {
             name: "w".into(),
             var: var.clone(),
             weight_decay: 0.05,
+            lr_scale: 1.0,
         };
         (var, param)
     };
