@@ -200,21 +200,45 @@ pub fn parse_squeue(text: &str) -> Vec<(i64, i64, String)> {
 }
 
 /// `scontrol -o show job J` records (one per line): (ArrayJobId, ArrayTaskId, JobState) of
-/// the array tasks with a single task id.
+/// each array task; a record of tasks that never started (`ArrayTaskId=0-3%2`, e.g. an array
+/// cancelled while pending) stands for each of them.
 pub fn parse_scontrol(text: &str) -> Vec<(i64, i64, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let field = |name: &str| {
-                l.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                    .map(str::to_string)
-            };
-            let job = field("ArrayJobId")?.parse().ok()?;
-            let task = field("ArrayTaskId")?.parse().ok()?;
-            let state = field("JobState")?;
-            Some((job, task, state))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let field = |name: &str| {
+            l.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        let (Some(job), Some(tasks), Some(state)) = (
+            field("ArrayJobId").and_then(|j| j.parse::<i64>().ok()),
+            field("ArrayTaskId"),
+            field("JobState"),
+        ) else {
+            continue;
+        };
+        for task in task_ids(&tasks) {
+            out.push((job, task, state.clone()));
+        }
+    }
+    out
+}
+
+/// The task ids of an array expression: `3`, `0-3`, `0-3%2`, `1,4-5`.
+fn task_ids(expr: &str) -> Vec<i64> {
+    let expr = expr.split('%').next().unwrap_or("");
+    let mut out = Vec::new();
+    for part in expr.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<i64>(), b.parse::<i64>()) {
+                    out.extend(a..=b.min(a + 1_000_000));
+                }
+            }
+            None => out.extend(part.parse::<i64>().ok()),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -230,7 +254,15 @@ mod tests {
         );
         let s = "JobId=9 ArrayJobId=7 ArrayTaskId=2 JobName=x JobState=COMPLETED Reason=None\n\
                  JobId=7 ArrayJobId=7 ArrayTaskId=3-4%1 JobState=PENDING\n";
-        assert_eq!(parse_scontrol(s), vec![(7, 2, "COMPLETED".into())]);
+        assert_eq!(
+            parse_scontrol(s),
+            vec![
+                (7, 2, "COMPLETED".into()),
+                (7, 3, "PENDING".into()),
+                (7, 4, "PENDING".into())
+            ]
+        );
+        assert_eq!(task_ids("1,4-5%2"), vec![1, 4, 5]);
         assert!(is_alive("REQUEUED") && !is_alive("CANCELLED") && !is_alive(GONE));
     }
 }

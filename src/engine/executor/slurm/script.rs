@@ -7,8 +7,38 @@ use std::path::{Path, PathBuf};
 use crate::recipe::SlurmConfig;
 
 /// Seconds before the time limit at which Slurm sends SIGUSR1 (`--signal=B:USR1@N`): the
-/// task checkpoints and requeues itself.
-pub const WARN_BEFORE_LIMIT_S: u32 = 120;
+/// task checkpoints and requeues itself. Shorter limits get a tenth of the limit (at least
+/// 5 s), or a task would be warned as it starts, every time it is requeued.
+pub const WARN_BEFORE_LIMIT_S: u64 = 120;
+
+/// A Slurm time limit in seconds (None: unlimited or not understood).
+pub fn time_limit_secs(t: &str) -> Option<u64> {
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (d.parse::<u64>().ok()?, r),
+        None => (0, t),
+    };
+    let parts: Vec<u64> = rest
+        .split(':')
+        .map(|p| p.parse::<u64>().ok())
+        .collect::<Option<_>>()?;
+    let (h, m, s) = match (t.contains('-'), parts.as_slice()) {
+        (true, [h]) => (*h, 0, 0),
+        (true, [h, m]) => (*h, *m, 0),
+        (true, [h, m, s]) | (false, [h, m, s]) => (*h, *m, *s),
+        (false, [m]) => (0, *m, 0),
+        (false, [m, s]) => (0, *m, *s),
+        _ => return None,
+    };
+    Some(((days * 24 + h) * 60 + m) * 60 + s)
+}
+
+/// The warning's lead time for a time limit.
+pub fn warn_before(time: Option<&str>) -> u64 {
+    match time.and_then(time_limit_secs) {
+        Some(limit) if limit < 10 * WARN_BEFORE_LIMIT_S => (limit / 10).max(5),
+        _ => WARN_BEFORE_LIMIT_S,
+    }
+}
 
 /// What a job array's script needs.
 pub struct ScriptSpec<'a> {
@@ -74,7 +104,10 @@ pub fn render(spec: &ScriptSpec) -> String {
         quote(&spec.workdir.display().to_string())
     ));
     line("--requeue".into());
-    line(format!("--signal=B:USR1@{WARN_BEFORE_LIMIT_S}"));
+    line(format!(
+        "--signal=B:USR1@{}",
+        warn_before(o.time.as_deref())
+    ));
     if let Some(p) = &o.partition {
         line(format!("--partition={p}"));
     }
@@ -158,6 +191,13 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want:?} not in:\n{text}");
         }
+        assert_eq!(time_limit_secs("90"), Some(5400));
+        assert_eq!(time_limit_secs("1:30"), Some(90));
+        assert_eq!(time_limit_secs("2-1"), Some(2 * 86400 + 3600));
+        assert_eq!(time_limit_secs("1-00:00:30"), Some(86430));
+        assert_eq!(warn_before(Some("12:00:00")), 120);
+        assert_eq!(warn_before(Some("5")), 30);
+        assert_eq!(warn_before(Some("0:20")), 5);
         // every #SBATCH line comes before the first command, or sbatch ignores it
         let first_cmd = text.find("set -e").unwrap();
         assert!(text.rfind("#SBATCH").unwrap() < first_cmd);
