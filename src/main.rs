@@ -92,8 +92,35 @@ enum Command {
         /// Stop at the first failed or diverged run.
         #[arg(long)]
         fail_fast: bool,
+        /// Where the runs train: here, one after another, or on a Slurm cluster as a job
+        /// array (docs/cluster.md).
+        #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
+        executor: ExecutorArg,
+        #[command(flatten)]
+        slurm: SlurmArgs,
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
+    },
+    /// What each task of a Slurm job array runs: trains run I of the manifest, writing its
+    /// records into the run's folder (never into the store).
+    Exec {
+        manifest: PathBuf,
+        #[arg(long)]
+        index: usize,
+    },
+    /// Import the records of Slurm tasks into the store (idempotent).
+    Collect {
+        /// Only this sweep's runs (default: every submitted run).
+        sweep: Option<i64>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+    /// Runs submitted to Slurm: store status, Slurm state, job and task, last epoch, log.
+    Status {
+        /// Only this sweep's runs (default: every run ever submitted).
+        sweep: Option<i64>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Continue a run (or the best run) from its checkpoint as a new, linked run.
     Resume {
@@ -254,6 +281,75 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecutorArg {
+    Local,
+    Slurm,
+}
+
+/// `runner sweep --executor slurm` options (over the recipe's `[slurm]` table).
+#[derive(clap::Args, Clone, Default)]
+struct SlurmArgs {
+    /// Slurm partition.
+    #[arg(long, value_name = "P")]
+    partition: Option<String>,
+    /// GPUs per run (--gres=gpu:N).
+    #[arg(long, value_name = "N")]
+    gpus_per_run: Option<u32>,
+    /// CPUs per run (--cpus-per-task), also each task's thread count.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    cpus_per_run: Option<u32>,
+    /// Memory per run (--mem), e.g. 16G.
+    #[arg(long, value_name = "M")]
+    mem: Option<String>,
+    /// Time limit per run (--time), e.g. 12:00:00.
+    #[arg(long, value_name = "T")]
+    time: Option<String>,
+    /// Runs at once (--array=0-(n-1)%K).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    max_parallel: Option<u32>,
+    /// A further sbatch option (repeatable): --sbatch-arg=--account=lab.
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    sbatch_arg: Vec<String>,
+    /// Wait for every task to end, collecting as they go.
+    #[arg(long)]
+    wait: bool,
+}
+
+impl SlurmArgs {
+    /// The flags given, by name (they need `--executor slurm`).
+    fn given(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut add = |on: bool, name| {
+            if on {
+                v.push(name)
+            }
+        };
+        add(self.partition.is_some(), "--partition");
+        add(self.gpus_per_run.is_some(), "--gpus-per-run");
+        add(self.cpus_per_run.is_some(), "--cpus-per-run");
+        add(self.mem.is_some(), "--mem");
+        add(self.time.is_some(), "--time");
+        add(self.max_parallel.is_some(), "--max-parallel");
+        add(!self.sbatch_arg.is_empty(), "--sbatch-arg");
+        add(self.wait, "--wait");
+        v
+    }
+
+    fn config(&self) -> runner::recipe::SlurmConfig {
+        runner::recipe::SlurmConfig {
+            partition: self.partition.clone(),
+            gpus_per_run: self.gpus_per_run,
+            cpus_per_run: self.cpus_per_run,
+            mem: self.mem.clone(),
+            time: self.time.clone(),
+            max_parallel: self.max_parallel,
+            sbatch_args: self.sbatch_arg.clone(),
+            setup: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -427,21 +523,39 @@ fn main() -> ExitCode {
             dry_run,
             retry_failed,
             fail_fast,
+            executor,
+            slurm,
             format,
         } => {
-            let opts = runner::engine::sweep::SweepOptions {
+            let opts = runner::engine::executor::SweepOptions {
                 max_runs,
                 retry_failed,
                 fail_fast,
             };
-            cli::train::sweep(
-                &g,
-                &recipe,
-                &opts,
-                dry_run,
-                train_opts(&sets, device, format.into()),
-            )
+            let o = train_opts(&sets, device, format.into());
+            match executor {
+                ExecutorArg::Local => match slurm.given().as_slice() {
+                    [] => cli::train::sweep(&g, &recipe, &opts, dry_run, o),
+                    given => Err(CliError::invalid(format!(
+                        "{} {} --executor slurm",
+                        given.join(", "),
+                        if given.len() == 1 { "needs" } else { "need" }
+                    ))),
+                },
+                ExecutorArg::Slurm => {
+                    let flags = cli::cluster::SlurmFlags {
+                        opts: slurm.config(),
+                        wait: slurm.wait,
+                    };
+                    cli::cluster::sweep(&g, &recipe, &opts, flags, dry_run, o)
+                }
+            }
         }
+        Command::Exec { manifest, index } => cli::cluster::run_exec(&manifest, index, &reporter),
+        Command::Collect { sweep, format } => {
+            cli::cluster::run_collect(&g, sweep, format.into(), &reporter)
+        }
+        Command::Status { sweep, format } => cli::cluster::run_status(&g, sweep, format, &reporter),
         Command::Resume {
             run,
             best,

@@ -290,3 +290,31 @@ fn new_transform_options_leave_existing_run_keys_unchanged() {
         assert_ne!(k, TRANSFORMS_KEY_BEFORE_NEW_OPTIONS, "{to}");
     }
 }
+
+#[test]
+fn every_cluster_template_validates_on_the_quick_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let quickstart = std::fs::canonicalize("recipes/quickstart.toml").unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir("templates/cluster").unwrap() {
+        let path = std::fs::canonicalize(entry.unwrap().path()).unwrap();
+        let r = dir.path().join("r.toml");
+        std::fs::write(
+            &r,
+            format!(
+                "use = [{:?}, {:?}]\n",
+                quickstart.display().to_string(),
+                path.display().to_string()
+            ),
+        )
+        .unwrap();
+        let runs =
+            plan_file(&r, &[], &fingerprint).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(runs[0].recipe.slurm.is_some(), "{}", path.display());
+        // not part of the run key
+        let plain = plan_file(&quickstart, &[], &fingerprint).unwrap();
+        assert_eq!(runs[0].key, plain[0].key, "{}", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 3);
+}

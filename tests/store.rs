@@ -3,7 +3,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use runner::store::{migrations, EpochMetrics, NewRun, RunStatus, Store};
+use runner::store::{
+    migrations, CheckpointRecord, Claim, EpochMetrics, NewRun, RecordOp, RunStatus, Store, Submit,
+};
 
 fn new_run(key: &str) -> NewRun {
     NewRun {
@@ -199,4 +201,161 @@ fn an_infinite_verification_threshold_survives_the_store_and_prints_as_text() {
     assert_eq!(json[0]["threshold"], "inf");
     assert_eq!(json[1]["threshold"], "-inf");
     assert_eq!(json[2]["threshold"], 0.25);
+}
+
+#[test]
+fn a_version_four_store_is_migrated_to_five_with_the_slurm_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v4.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for step in [
+            migrations::V1,
+            migrations::V1_TO_V2,
+            migrations::V2_TO_V3,
+            migrations::V3_TO_V4,
+        ] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 4").unwrap();
+        conn.execute(
+            "INSERT INTO runs (key, recipe, config, status, created) VALUES ('k4', 'r.toml', '{}', 'interrupted', '2026-01-01T00:00:00.000Z')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(&db).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 5);
+    let run = store.run(1).unwrap();
+    assert_eq!((run.slurm_job_id, run.records_offset), (None, 0));
+    // the interrupted run can be handed to Slurm
+    match store
+        .submit_key(&new_run("k4"), Duration::from_secs(60), false)
+        .unwrap()
+    {
+        Submit::Submitted { id, previous } => {
+            assert_eq!((id, previous), (1, Some(RunStatus::Interrupted)))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.status_of_key("k4").unwrap(),
+        Some(RunStatus::Submitted)
+    );
+}
+
+fn epoch(e: u32) -> EpochMetrics {
+    EpochMetrics {
+        epoch: e,
+        lr: 0.1,
+        train_loss: 1.0 / e as f64,
+        train_acc: 0.5,
+        val_loss: Some(1.0),
+        val_acc: Some(0.25 * e as f64),
+        verify_acc: None,
+        images_per_sec: 10.0,
+        seconds: 1.0,
+    }
+}
+
+#[test]
+fn a_submitted_run_is_busy_for_claims_and_its_records_import_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+    let id = match store
+        .submit_key(&new_run("k"), Duration::from_secs(60), false)
+        .unwrap()
+    {
+        Submit::Submitted { id, previous: None } => id,
+        other => panic!("{other:?}"),
+    };
+    // every other command sees it busy, however old (no heartbeat takeover)
+    assert_eq!(
+        store
+            .claim_key(&new_run("k"), Duration::ZERO, true)
+            .unwrap(),
+        Claim::Submitted(id)
+    );
+    assert!(!store.claim_run(id, Duration::ZERO).unwrap());
+    assert_eq!(
+        store
+            .submit_key(&new_run("k"), Duration::ZERO, true)
+            .unwrap(),
+        Submit::AlreadySubmitted(id)
+    );
+    store.set_records(id, "/x/records.jsonl", 100).unwrap();
+    let ops = vec![
+        RecordOp::Started {
+            host: "node1".into(),
+            at: "2026-12-01T00:00:00.000Z".into(),
+        },
+        RecordOp::Epoch(epoch(1)),
+        RecordOp::Checkpoint(CheckpointRecord {
+            run_id: 0,
+            epoch: 1,
+            path: "/x/epoch-0001.safetensors".into(),
+            metric_name: Some("val_acc".into()),
+            metric: Some(0.25),
+            kept: true,
+        }),
+    ];
+    assert!(store.apply_records(id, &ops, 100, 300).unwrap());
+    // the same lines again (a second collect that read the old offset) are refused
+    assert!(!store.apply_records(id, &ops, 100, 300).unwrap());
+    assert!(store
+        .apply_records(
+            id,
+            &[
+                RecordOp::Epoch(epoch(2)),
+                RecordOp::CheckpointDeleted { epoch: 1 }
+            ],
+            300,
+            400
+        )
+        .unwrap());
+    assert_eq!(store.epochs(id).unwrap(), vec![epoch(1), epoch(2)]);
+    let cks = store.checkpoints(id).unwrap();
+    assert_eq!((cks.len(), cks[0].kept, cks[0].run_id), (1, false, id));
+    let run = store.run(id).unwrap();
+    assert_eq!(
+        (run.host.as_deref(), run.records_offset, run.status.as_str()),
+        (Some("node1"), 400, "submitted")
+    );
+    // settled once; a run no longer submitted is left alone
+    assert!(store.settle(id, RunStatus::Done, None).unwrap());
+    assert!(!store
+        .settle(id, RunStatus::Interrupted, Some("gone"))
+        .unwrap());
+    assert_eq!(store.run(id).unwrap().status, "done");
+    assert_eq!(
+        store
+            .submit_key(&new_run("k"), Duration::ZERO, true)
+            .unwrap(),
+        Submit::Done(id)
+    );
+}
+
+#[test]
+fn a_submission_sbatch_refused_returns_the_run_to_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+    let Submit::Submitted { id, previous } = store
+        .submit_key(&new_run("k"), Duration::from_secs(60), false)
+        .unwrap()
+    else {
+        panic!()
+    };
+    store.unsubmit(id, previous, "sbatch: error").unwrap();
+    let run = store.run(id).unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.error.as_deref()),
+        ("queued", Some("sbatch: error"))
+    );
+    // and a local sweep can claim it
+    assert!(matches!(
+        store
+            .claim_key(&new_run("k"), Duration::from_secs(60), false)
+            .unwrap(),
+        Claim::Claimed { resumed: false, .. }
+    ));
 }

@@ -2,6 +2,7 @@
 //! exit code follows the contract (1 run-time failure, 2 invalid input).
 
 pub mod bench;
+pub mod cluster;
 pub mod data;
 pub mod eval;
 pub mod export;

@@ -4,11 +4,11 @@ use std::path::Path;
 
 use super::output::{cell, fmt_num, print_json, table, Format};
 use super::{parse_sets, CliError, Global};
+use crate::engine::executor::{
+    new_run, start_for, Executor, Heartbeat, LocalExecutor, SweepOptions, STALE_AFTER,
+};
 use crate::engine::preflight::Preflight;
 use crate::engine::progress::Reporter;
-use crate::engine::sweep::{
-    execute_sweep, new_run, start_for, Heartbeat, SweepOptions, STALE_AFTER,
-};
 use crate::engine::{execute, RunOutcome, RunRequest, StartFrom};
 use crate::recipe::{Composed, Origin, Override, Recipe};
 use crate::store::{Claim, NewRun, Store};
@@ -21,7 +21,7 @@ pub struct TrainOpts {
     pub reporter: Reporter,
 }
 
-fn with_device(sets: &[String], device: &Option<String>) -> Vec<String> {
+pub(crate) fn with_device(sets: &[String], device: &Option<String>) -> Vec<String> {
     let mut s = sets.to_vec();
     if let Some(d) = device {
         s.push(format!("train.device=\"{d}\""));
@@ -112,7 +112,7 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
     }
     let mut store = Store::open(&g.db)?;
     // the runs this one starts from (`model.init_from = { recipe = ... }`) first
-    crate::engine::sweep::train_parents(
+    crate::engine::executor::train_parents(
         &mut store,
         &parents,
         &o.reporter,
@@ -135,6 +135,12 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
             Claim::Busy(id) => {
                 return Err(CliError::failed(format!(
                     "run {id} with key {} is being trained by another live process",
+                    planned.key
+                )))
+            }
+            Claim::Submitted(id) => {
+                return Err(CliError::failed(format!(
+                    "run {id} with key {} is submitted to Slurm: `runner status` shows its task, `runner collect` imports its records",
                     planned.key
                 )))
             }
@@ -188,15 +194,19 @@ pub fn sweep(
     let mut store = Store::open(&g.db)?;
     let started = std::time::Instant::now();
     let pipeline = runs.iter().any(|r| !r.target);
-    let rows = execute_sweep(
-        &mut store,
-        &recipe.display().to_string(),
-        &runs,
-        opts,
-        &o.reporter,
-        crate::engine::signals::stop_flag(),
-    )
-    .map_err(CliError::failed)?;
+    let mut executor = LocalExecutor {
+        opts: opts.clone(),
+        stop: crate::engine::signals::stop_flag(),
+    };
+    let rows = executor
+        .run_sweep(
+            &mut store,
+            &recipe.display().to_string(),
+            &runs,
+            &o.reporter,
+        )
+        .map_err(CliError::failed)?
+        .rows;
     let swept: Vec<String> = runs
         .iter()
         .find(|r| r.target)

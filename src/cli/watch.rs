@@ -12,8 +12,8 @@ use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 
 use super::{CliError, Global};
+use crate::engine::executor::{execute_sweep, SweepOptions};
 use crate::engine::progress::Reporter;
-use crate::engine::sweep::{execute_sweep, SweepOptions};
 use crate::store::Store;
 
 const DEBOUNCE: Duration = Duration::from_millis(800);

@@ -1,18 +1,21 @@
 //! The run engine: executes one planned run end to end (data, model, optimizer, scheduler,
-//! checkpoints, verification, store records) and sweeps of runs with claims and resume.
+//! checkpoints, verification, records) and sweeps of runs through an executor: on this
+//! machine with claims and resume, or on a Slurm cluster.
 //! It composes the pieces of `data`, `model`, `train` and `verify`; it does not know which
 //! model, optimizer or scheduler it runs.
 
 pub mod batches;
 pub mod bench;
+pub mod executor;
 pub mod init;
 pub mod preflight;
 pub mod progress;
+pub mod records;
 pub mod restore;
 pub mod run;
+pub mod runlog;
 pub mod selftest;
 pub mod signals;
-pub mod sweep;
 pub mod verification;
 
 pub use run::{execute, RunOutcome, RunRequest, StartFrom};
@@ -30,6 +33,10 @@ pub enum EngineError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),
+    #[error(transparent)]
+    Log(#[from] runlog::LogError),
+    #[error(transparent)]
+    Slurm(#[from] executor::slurm::SlurmError),
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("{0}")]

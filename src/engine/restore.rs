@@ -32,7 +32,25 @@ pub fn best_checkpoint(
     run_id: i64,
     mode: MetricMode,
 ) -> Result<Option<PathBuf>, EngineError> {
-    let kept = end_of_epoch_checkpoints(store, run_id)?;
+    Ok(pick_checkpoint(
+        store.checkpoints(run_id)?,
+        Pick::Best,
+        mode,
+    ))
+}
+
+/// Of a run's checkpoints (in epoch order), the kept end-of-epoch one whose file exists that
+/// `pick` names: the best by the monitored metric in `mode` (the earliest of equals; the last
+/// when none has the metric), or the last.
+pub fn pick_checkpoint(
+    checkpoints: Vec<crate::store::CheckpointRecord>,
+    pick: Pick,
+    mode: MetricMode,
+) -> Option<PathBuf> {
+    let mut kept = end_of_epoch(checkpoints);
+    if pick == Pick::Last {
+        return kept.pop().map(|c| PathBuf::from(c.path));
+    }
     let best = kept
         .iter()
         .filter(|c| c.metric.is_some_and(f64::is_finite))
@@ -49,30 +67,30 @@ pub fn best_checkpoint(
             o.then(b.epoch.cmp(&a.epoch))
         })
         .or(kept.last());
-    Ok(best.map(|c| PathBuf::from(&c.path)))
+    best.map(|c| PathBuf::from(&c.path))
 }
 
-/// A run's kept end-of-epoch checkpoints whose files exist, oldest first.
-fn end_of_epoch_checkpoints(
-    store: &Store,
-    run_id: i64,
-) -> Result<Vec<crate::store::CheckpointRecord>, EngineError> {
-    Ok(store
-        .checkpoints(run_id)?
+/// The kept end-of-epoch checkpoints whose files exist, in their order.
+fn end_of_epoch(
+    checkpoints: Vec<crate::store::CheckpointRecord>,
+) -> Vec<crate::store::CheckpointRecord> {
+    checkpoints
         .into_iter()
         .filter(|c| {
             c.kept
                 && Path::new(&c.path).is_file()
                 && c.metric_name.as_deref() != Some(super::run::INTERRUPT_METRIC)
         })
-        .collect())
+        .collect()
 }
 
 /// The newest kept end-of-epoch checkpoint of a run whose file exists.
 pub fn last_checkpoint(store: &Store, run_id: i64) -> Result<Option<PathBuf>, EngineError> {
-    Ok(end_of_epoch_checkpoints(store, run_id)?
-        .pop()
-        .map(|c| PathBuf::from(c.path)))
+    Ok(pick_checkpoint(
+        store.checkpoints(run_id)?,
+        Pick::Last,
+        MetricMode::Max,
+    ))
 }
 
 /// The run (by the key the planner put in `model.init_from.parent_key`) and checkpoint a run
@@ -98,10 +116,7 @@ pub fn init_checkpoint(store: &Store, link: &InitFromRun) -> Result<(i64, PathBu
             parent.id, link.recipe, parent.status
         )));
     }
-    let path = match link.pick {
-        Pick::Best => best_checkpoint(store, parent.id, run_mode(&parent))?,
-        Pick::Last => last_checkpoint(store, parent.id)?,
-    };
+    let path = pick_checkpoint(store.checkpoints(parent.id)?, link.pick, run_mode(&parent));
     let path = path.ok_or_else(|| {
         EngineError::Other(format!(
             "model.init_from: run {} of {} has no checkpoint on disk",
@@ -112,7 +127,7 @@ pub fn init_checkpoint(store: &Store, link: &InitFromRun) -> Result<(i64, PathBu
 }
 
 /// A stored run's `checkpoint.mode`.
-fn run_mode(run: &crate::store::RunRow) -> MetricMode {
+pub fn run_mode(run: &crate::store::RunRow) -> MetricMode {
     run.config
         .get("checkpoint")
         .and_then(|c| c.get("mode"))

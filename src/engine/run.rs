@@ -20,13 +20,14 @@ use serde::{Deserialize, Serialize};
 use super::batches::{BatchSource, Split};
 use super::init::{named_vars, SeededVarMap};
 use super::progress::{set_batch_message, Reporter};
+use super::records::RunRecords;
 use super::verification::{score_verification, VerificationScore};
 use super::EngineError;
 use crate::data::loader::SkippedImage;
 use crate::data::CourseData;
 use crate::model::{FaceModel, ForwardCtx};
 use crate::recipe::{InitFrom, ModelKind, Recipe, SchedulerKind};
-use crate::store::{CheckpointRecord, EpochMetrics, RunStatus, Store, VerificationRecord};
+use crate::store::{CheckpointRecord, EpochMetrics, RunStatus, VerificationRecord};
 use crate::train::checkpoint::{
     assign_vars, read_checkpoint, remove_stale_temp, write_checkpoint, Checkpoint,
     CheckpointAction, CheckpointMeta, CheckpointPolicy, CheckpointingStrategy, SavedCheckpoint,
@@ -82,9 +83,9 @@ struct PartialEpoch {
     seconds: f64,
 }
 
-/// Runs the request, recording its final status in the store (done, diverged, interrupted,
-/// or failed with the error text).
-pub fn execute(store: &mut Store, req: RunRequest) -> Result<RunOutcome, EngineError> {
+/// Runs the request, recording its final status (done, diverged, interrupted, or failed with
+/// the error text) where its records go: the store, or the run folder's log of a Slurm task.
+pub fn execute(store: &mut dyn RunRecords, req: RunRequest) -> Result<RunOutcome, EngineError> {
     let run_id = req.run_id;
     let result = Runner::new(store, req).and_then(|mut r| r.run());
     match &result {
@@ -106,7 +107,7 @@ struct EmaNet {
 }
 
 struct Runner<'a, 's> {
-    store: &'s mut Store,
+    store: &'s mut dyn RunRecords,
     req: RunRequest<'a>,
     device: Device,
     data: CourseData,
@@ -135,11 +136,14 @@ struct Runner<'a, 's> {
 
 /// Fault injection for tests and debugging, from the environment:
 /// `RUNNER_STOP_AFTER_STEPS=N` stops as Ctrl-C would after N optimizer steps of this process;
-/// `RUNNER_INJECT_NAN_AT_STEP=N` makes the loss of global step N NaN (once).
+/// `RUNNER_INJECT_NAN_AT_STEP=N` makes the loss of global step N NaN (once);
+/// `RUNNER_STEP_DELAY_MS=N` sleeps N ms after each optimizer step (a slow run, for tests that
+/// must catch a run in the middle: signals, cancelled Slurm tasks).
 #[derive(Debug, Default)]
 struct Faults {
     stop_after_steps: Option<u64>,
     nan_at_step: Option<u64>,
+    step_delay_ms: Option<u64>,
     steps_here: u64,
 }
 
@@ -149,13 +153,14 @@ impl Faults {
         Faults {
             stop_after_steps: get("RUNNER_STOP_AFTER_STEPS"),
             nan_at_step: get("RUNNER_INJECT_NAN_AT_STEP"),
+            step_delay_ms: get("RUNNER_STEP_DELAY_MS"),
             steps_here: 0,
         }
     }
 }
 
 impl<'a, 's> Runner<'a, 's> {
-    fn new(store: &'s mut Store, req: RunRequest<'a>) -> Result<Self, EngineError> {
+    fn new(store: &'s mut dyn RunRecords, req: RunRequest<'a>) -> Result<Self, EngineError> {
         let r = &req.recipe;
         let device = super::device(&r.train.device)?;
         let root = crate::data::resolve_root(&r.data)?;
@@ -193,11 +198,7 @@ impl<'a, 's> Runner<'a, 's> {
         let guard = DivergenceGuard::from_config(&r.train);
         let train_src = BatchSource::new(&data, Split::Train, r, &device)?;
         let eval_src = BatchSource::new(&data, Split::Dev, r, &device)?;
-        // Absolute, so that the store's checkpoint paths work from any directory.
-        let base = std::env::current_dir()
-            .map(|cwd| cwd.join(&r.checkpoint.dir))
-            .unwrap_or_else(|_| PathBuf::from(&r.checkpoint.dir));
-        let ckpt_dir = base.join(&req.key).join(format!("run-{}", req.run_id));
+        let ckpt_dir = run_dir(r, &req.key, req.run_id);
         let precision = MixedPrecision::new(r.train.precision);
         let mut runner = Runner {
             store,
@@ -361,10 +362,10 @@ impl<'a, 's> Runner<'a, 's> {
     /// epoch from the run that trained it (an epoch nobody recorded has none).
     fn lineage_metrics(&self, upto: u32) -> Result<Vec<Metrics>, EngineError> {
         let mut by_epoch: BTreeMap<u32, Metrics> = BTreeMap::new();
-        let mut run = self.store.run(self.req.run_id)?;
+        let mut run = self.store.lineage(self.req.run_id)?;
         let mut limit = upto;
         while let (Some(parent_id), true) = (run.parent_id, limit > 0) {
-            let parent = self.store.run(parent_id)?;
+            let parent = self.store.lineage(parent_id)?;
             // The parent's own epochs start after the checkpoint it was resumed from.
             let start = match (parent.parent_id, &parent.resumed_from) {
                 (Some(grandparent), Some(path)) => self
@@ -699,6 +700,9 @@ impl<'a, 's> Runner<'a, 's> {
             if self.faults.stop_after_steps == Some(self.faults.steps_here) {
                 self.req.stop.store(true, Ordering::SeqCst);
             }
+            if let Some(ms) = self.faults.step_delay_ms {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             loss_sum += loss_v * n as f64;
             correct += loss::correct_count(&logits, &batch.labels)? as u64;
             seen += n;
@@ -940,6 +944,17 @@ struct TrainStats {
     eval_start: Instant,
 }
 
+/// The folder a run writes its checkpoints to (and, trained by a Slurm task, its record
+/// log): `<checkpoint.dir>/<key>/run-<id>`, absolute from the working directory so that the
+/// store's paths work from any directory.
+pub fn run_dir(r: &Recipe, key: &str, run_id: i64) -> PathBuf {
+    std::env::current_dir()
+        .map(|cwd| cwd.join(&r.checkpoint.dir))
+        .unwrap_or_else(|_| PathBuf::from(&r.checkpoint.dir))
+        .join(key)
+        .join(format!("run-{run_id}"))
+}
+
 /// The network a recipe trains: the model, and a margin loss's head (its class weights under
 /// `margin_head`), built on one `VarBuilder`.
 pub fn build_net(
@@ -961,7 +976,11 @@ pub fn build_net(
 /// checkpoint of the parent run the planner linked (recorded as the run's `init_from_run`).
 /// The classifier is created afresh when it does not fit (another identity count), with a
 /// one-line notice; the rest must fit.
-fn load_init_from(store: &mut Store, req: &RunRequest, varmap: &VarMap) -> Result<(), EngineError> {
+fn load_init_from(
+    store: &mut dyn RunRecords,
+    req: &RunRequest,
+    varmap: &VarMap,
+) -> Result<(), EngineError> {
     let kind: ModelKind = req.recipe.model.kind;
     let label = format!("run {}", req.run_id);
     match &req.recipe.model.init_from {
@@ -973,7 +992,7 @@ fn load_init_from(store: &mut Store, req: &RunRequest, varmap: &VarMap) -> Resul
             }
         }
         Some(InitFrom::Run(link)) => {
-            let (parent, path) = super::restore::init_checkpoint(store, link)?;
+            let (parent, path) = store.init_checkpoint(link)?;
             let ck = read_checkpoint(&path)?;
             let source = format!("run {parent} ({})", path.display());
             let report = crate::model::load_for_transfer(varmap, ck.weights(), &source, kind)?;

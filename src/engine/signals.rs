@@ -26,3 +26,33 @@ pub fn stop_flag() -> Arc<AtomicBool> {
     })
     .clone()
 }
+
+/// Raised by SIGUSR1.
+static USR1: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    // only atomic stores: async-signal-safe
+    USR1.store(true, Ordering::SeqCst);
+    if let Some(flag) = STOP.get() {
+        flag.store(true, Ordering::SeqCst);
+    }
+}
+
+/// SIGUSR1, which Slurm sends before a task's time limit (`--signal=B:USR1@120`): the run
+/// stops after its current step with a checkpoint, as on Ctrl-C, and `usr1_received` says
+/// so (`runner exec` then requeues the task). Installs the Ctrl-C / SIGTERM handler too.
+pub fn install_usr1() {
+    stop_flag();
+    // SAFETY: installs a handler that only stores to atomics.
+    unsafe {
+        libc::signal(
+            libc::SIGUSR1,
+            on_usr1 as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
+/// Whether SIGUSR1 arrived (after `install_usr1`).
+pub fn usr1_received() -> bool {
+    USR1.load(Ordering::SeqCst)
+}

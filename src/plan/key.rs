@@ -12,6 +12,7 @@ pub fn canonical_config(recipe: &Recipe) -> serde_json::Value {
     r.name = None;
     r.description = None;
     r.sweep = None;
+    r.slurm = None;
     r.data.num_workers = None;
     r.data.cache_dir = None;
     r.train.device = String::new();

@@ -31,6 +31,9 @@ pub struct Recipe {
     pub verification: VerificationConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepConfig>,
+    /// How `runner sweep --executor slurm` asks Slurm for each run. Not part of the run key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmConfig>,
 }
 
 // ---------------------------------------------------------------- data
@@ -1164,4 +1167,37 @@ pub enum Distribution {
     Loguniform([f64; 2]),
     Int([i64; 2]),
     Choice(Vec<toml::Value>),
+}
+
+// ---------------------------------------------------------------- slurm
+
+/// `[slurm]`: what `runner sweep --executor slurm` asks Slurm for, per run (one array task
+/// each); the command line's options override it. Not part of the run key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmConfig {
+    /// `--partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// GPUs per run (`--gres=gpu:N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_per_run: Option<u32>,
+    /// CPUs per run (`--cpus-per-task`), also the task's thread count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_per_run: Option<u32>,
+    /// Memory per run (`--mem`, e.g. "16G").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    /// Time limit per run (`--time`, e.g. "12:00:00" or "2-00:00:00").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Runs of the array at once (`--array=0-(n-1)%K`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// Further `sbatch` options, one per item (`"--account=lab"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sbatch_args: Vec<String>,
+    /// Shell lines run before runner in each task (`module load ...`, environment activation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<String>,
 }

@@ -599,6 +599,55 @@ impl Checker<'_> {
         if let Some(s) = &recipe.sweep {
             self.sweep(s);
         }
+        if let Some(s) = &recipe.slurm {
+            self.slurm(s);
+        }
+    }
+
+    fn slurm(&mut self, s: &SlurmConfig) {
+        if let Some(n) = s.cpus_per_run {
+            self.require(n >= 1, "slurm.cpus_per_run", "must be >= 1");
+        }
+        if let Some(n) = s.max_parallel {
+            self.require(n >= 1, "slurm.max_parallel", "must be >= 1");
+        }
+        if let Some(t) = &s.time {
+            self.require(
+                slurm_time_ok(t),
+                "slurm.time",
+                "must be a Slurm time limit: MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS",
+            );
+        }
+        if let Some(m) = &s.mem {
+            self.require(
+                slurm_mem_ok(m),
+                "slurm.mem",
+                "must be a Slurm memory size: a number with an optional unit K, M, G or T (\"16G\")",
+            );
+        }
+        if let Some(p) = &s.partition {
+            self.require(
+                !p.is_empty() && !p.contains(char::is_whitespace),
+                "slurm.partition",
+                "must be a partition name",
+            );
+        }
+        for (i, a) in s.sbatch_args.iter().enumerate() {
+            if !a.starts_with('-') || a.contains('\n') {
+                self.fail(
+                    &format!("slurm.sbatch_args[{i}]"),
+                    "must be one sbatch option, such as \"--account=lab\"",
+                );
+            }
+        }
+        for (i, l) in s.setup.iter().enumerate() {
+            if l.contains('\n') {
+                self.fail(
+                    &format!("slurm.setup[{i}]"),
+                    "must be one shell line (give each line as its own item)",
+                );
+            }
+        }
     }
 
     /// Whether the value at `key` is a stand-in (a default or placeholder for one that did
@@ -1320,6 +1369,12 @@ impl Checker<'_> {
         let mut zip_len: Option<(String, usize)> = None;
         for (key, values) in &s.params {
             let k = format!("sweep.params.{key}");
+            if key == "slurm" || key.starts_with("slurm.") {
+                self.fail(
+                    &k,
+                    "the [slurm] options hold for every run of a sweep: set them in [slurm] or on the command line",
+                );
+            }
             match values {
                 SweepValues::List(l) => {
                     if l.is_empty() {
@@ -1385,4 +1440,32 @@ fn sched_str(k: SchedulerKind) -> &'static str {
         SchedulerKind::Cosine => "cosine",
         SchedulerKind::Plateau => "plateau",
     }
+}
+
+/// Slurm's time limit formats: MINUTES, MINUTES:SECONDS, HOURS:MINUTES:SECONDS, DAYS-HOURS,
+/// DAYS-HOURS:MINUTES, DAYS-HOURS:MINUTES:SECONDS (or "infinite").
+pub fn slurm_time_ok(t: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    if t == "infinite" || t == "UNLIMITED" {
+        return true;
+    }
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (Some(d), r),
+        None => (None, t),
+    };
+    if days.is_some_and(|d| !digits(d)) {
+        return false;
+    }
+    let parts: Vec<&str> = rest.split(':').collect();
+    parts.iter().all(|p| digits(p))
+        && match days {
+            Some(_) => (1..=3).contains(&parts.len()),
+            None => (1..=3).contains(&parts.len()),
+        }
+}
+
+/// A Slurm memory size: digits with an optional K, M, G or T.
+pub fn slurm_mem_ok(m: &str) -> bool {
+    let num = m.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    !num.is_empty() && num.len() + 1 >= m.len() && num.chars().all(|c| c.is_ascii_digit())
 }

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1: the first release (runs, epochs, checkpoints; no sweeps, no verification table,
 /// no lineage or heartbeat columns). Kept so tests can build an old store.
@@ -99,9 +99,29 @@ ALTER TABLE runs ADD COLUMN init_from_run INTEGER REFERENCES runs(id);
 ALTER TABLE runs ADD COLUMN init_from_checkpoint TEXT;
 ";
 
+/// Version 4 -> 5: Slurm. A sweep's job id; a run's job and array task, the task's output
+/// file, the sweep that submitted it, and the record log in the run's folder with how much of
+/// it was imported (`runner collect` resumes there, so importing twice adds nothing). Status
+/// `submitted` needs no schema change.
+pub const V4_TO_V5: &str = "
+ALTER TABLE sweeps ADD COLUMN slurm_job_id INTEGER;
+ALTER TABLE runs ADD COLUMN slurm_job_id INTEGER;
+ALTER TABLE runs ADD COLUMN slurm_task_id INTEGER;
+ALTER TABLE runs ADD COLUMN slurm_log TEXT;
+ALTER TABLE runs ADD COLUMN records_path TEXT;
+ALTER TABLE runs ADD COLUMN records_offset INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN slurm_sweep_id INTEGER REFERENCES sweeps(id);
+";
+
 /// Brings a store at any older version up to `SCHEMA_VERSION`, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
-    let steps: [(i64, &str); 4] = [(1, V1), (2, V1_TO_V2), (3, V2_TO_V3), (4, V3_TO_V4)];
+    let steps: [(i64, &str); 5] = [
+        (1, V1),
+        (2, V1_TO_V2),
+        (3, V2_TO_V3),
+        (4, V3_TO_V4),
+        (5, V4_TO_V5),
+    ];
     let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (target, sql) in steps {
         if version < target {

@@ -270,14 +270,7 @@ impl Store {
         let host = hostname();
         let cutoff = stale_cutoff(stale_after);
         self.write(|tx| {
-            let existing: Option<ClaimRow> = tx
-                .query_row(
-                    "SELECT id, status, pid, host, heartbeat FROM runs WHERE key = ?1 ORDER BY
-                       CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 ELSE 2 END, id DESC LIMIT 1",
-                    params![new.key],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .optional()?;
+            let existing = newest_of_key(tx, &new.key)?;
             let claim = |tx: &rusqlite::Transaction, id: i64| -> rusqlite::Result<()> {
                 tx.execute(
                     "UPDATE runs SET status = 'running', pid = ?2, host = ?3, heartbeat = ?4,
@@ -289,6 +282,8 @@ impl Store {
             };
             match existing {
                 Some((id, status, _, _, _)) if status == "done" => Ok(Claim::Done(id)),
+                // its Slurm task holds it: no heartbeat to go stale, so no takeover
+                Some((id, status, _, _, _)) if status == "submitted" => Ok(Claim::Submitted(id)),
                 Some((id, status, run_pid, run_host, heartbeat)) if status == "running" => {
                     let dead_here = run_host.as_deref() == Some(host.as_str())
                         && run_pid.is_some_and(|p| !process_alive(p));
@@ -370,13 +365,7 @@ impl Store {
         parent: i64,
         checkpoint: &str,
     ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE runs SET init_from_run = ?2, init_from_checkpoint = ?3 WHERE id = ?1",
-                params![id, parent, checkpoint],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| set_init_from_tx(tx, id, parent, checkpoint))
     }
 
     /// Sets a run's final (or interrupted) status, with an error text where there is one.
@@ -397,69 +386,22 @@ impl Store {
 
     /// Records (or replaces, on resume) one epoch's metrics.
     pub fn record_epoch(&mut self, run_id: i64, m: &EpochMetrics) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT OR REPLACE INTO epochs (run_id, epoch, lr, train_loss, train_acc, val_loss,
-                    val_acc, verify_acc, images_per_sec, seconds)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    run_id,
-                    m.epoch,
-                    m.lr,
-                    m.train_loss,
-                    m.train_acc,
-                    m.val_loss,
-                    m.val_acc,
-                    m.verify_acc,
-                    m.images_per_sec,
-                    m.seconds
-                ],
-            )?;
-            tx.execute(
-                "UPDATE runs SET heartbeat = ?2 WHERE id = ?1 AND status = 'running'",
-                params![run_id, now()],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| record_epoch_tx(tx, run_id, m))
     }
 
     /// Deletes epochs after `epoch` (a resume from an earlier checkpoint recomputes them).
     pub fn truncate_epochs(&mut self, run_id: i64, after_epoch: u32) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "DELETE FROM epochs WHERE run_id = ?1 AND epoch > ?2",
-                params![run_id, after_epoch],
-            )?;
-            tx.execute(
-                "DELETE FROM verification WHERE run_id = ?1 AND epoch > ?2",
-                params![run_id, after_epoch],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| truncate_epochs_tx(tx, run_id, after_epoch))
     }
 
     /// Records a written checkpoint.
     pub fn record_checkpoint(&mut self, c: &CheckpointRecord) -> Result<i64, StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO checkpoints (run_id, epoch, path, metric_name, metric, kept, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
-                params![c.run_id, c.epoch, c.path, c.metric_name, c.metric, now()],
-            )?;
-            Ok(tx.last_insert_rowid())
-        })
+        self.write(|tx| record_checkpoint_tx(tx, c))
     }
 
     /// Marks a run's checkpoint of `epoch` as deleted.
     pub fn mark_checkpoint_deleted(&mut self, run_id: i64, epoch: u32) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE checkpoints SET kept = 0 WHERE run_id = ?1 AND epoch = ?2
-                   AND (metric_name IS NULL OR metric_name != 'interrupt')",
-                params![run_id, epoch],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| mark_checkpoint_deleted_tx(tx, run_id, epoch))
     }
 
     /// Marks a checkpoint file (by path) as deleted.
@@ -468,13 +410,7 @@ impl Store {
         run_id: i64,
         path: &str,
     ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE checkpoints SET kept = 0 WHERE run_id = ?1 AND path = ?2",
-                params![run_id, path],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| mark_checkpoint_deleted_path_tx(tx, run_id, path))
     }
 
     /// Records images a run skipped as unreadable, first met in `epoch` (an image already
@@ -488,16 +424,12 @@ impl Store {
         if images.is_empty() {
             return Ok(());
         }
-        self.write(|tx| {
-            let mut st = tx.prepare(
-                "INSERT OR IGNORE INTO skipped_images (run_id, path, error, epoch)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (path, error) in images {
-                st.execute(params![run_id, path, error, epoch])?;
-            }
-            Ok(())
-        })
+        self.write(|tx| record_skipped_images_tx(tx, run_id, epoch, images))
+    }
+
+    /// Records a verification score.
+    pub fn record_verification(&mut self, v: &VerificationRecord) -> Result<(), StoreError> {
+        self.write(|tx| record_verification_tx(tx, v))
     }
 
     /// The images a run skipped as unreadable, by path.
@@ -521,31 +453,253 @@ impl Store {
         Ok(rows)
     }
 
-    /// Records a verification score.
-    pub fn record_verification(&mut self, v: &VerificationRecord) -> Result<(), StoreError> {
+    /// Finds or creates the run for `new.key` and marks it `submitted` (to Slurm),
+    /// atomically, as `claim_key` claims one: a done run, a run a live local process trains,
+    /// a run already submitted, and (without `retry_failed`) a failed or diverged run are
+    /// reported; anything else is submitted (new runs are created `submitted`).
+    pub fn submit_key(
+        &mut self,
+        new: &NewRun,
+        stale_after: Duration,
+        retry_failed: bool,
+    ) -> Result<Submit, StoreError> {
+        let host = hostname();
+        let cutoff = stale_cutoff(stale_after);
+        self.write(|tx| {
+            let submit = |tx: &rusqlite::Transaction, id: i64| -> rusqlite::Result<()> {
+                tx.execute(
+                    "UPDATE runs SET status = 'submitted', pid = NULL, heartbeat = NULL,
+                            finished = NULL, error = NULL, slurm_job_id = NULL,
+                            slurm_task_id = NULL, slurm_log = NULL, slurm_sweep_id = ?2
+                     WHERE id = ?1",
+                    params![id, new.sweep_id],
+                )?;
+                Ok(())
+            };
+            match newest_of_key(tx, &new.key)? {
+                Some((id, status, _, _, _)) if status == "done" => Ok(Submit::Done(id)),
+                Some((id, status, _, _, _)) if status == "submitted" => {
+                    Ok(Submit::AlreadySubmitted(id))
+                }
+                Some((id, status, run_pid, run_host, heartbeat)) if status == "running" => {
+                    let dead_here = run_host.as_deref() == Some(host.as_str())
+                        && run_pid.is_some_and(|p| !process_alive(p));
+                    if dead_here || heartbeat.is_none_or(|h| h < cutoff) {
+                        submit(tx, id)?;
+                        Ok(Submit::Submitted {
+                            id,
+                            previous: Some(RunStatus::Running),
+                        })
+                    } else {
+                        Ok(Submit::Busy(id))
+                    }
+                }
+                Some((id, status, _, _, _))
+                    if status == "queued"
+                        || status == "interrupted"
+                        || (retry_failed && (status == "failed" || status == "diverged")) =>
+                {
+                    submit(tx, id)?;
+                    Ok(Submit::Submitted {
+                        id,
+                        previous: RunStatus::parse(&status),
+                    })
+                }
+                Some((id, status, _, _, _)) => Ok(Submit::Finished {
+                    id,
+                    status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+                }),
+                None => {
+                    tx.execute(
+                        "INSERT INTO runs (key, recipe, config, overrides, status, created, host, version,
+                                           data_fingerprint, sweep_id, parent_id, resumed_from,
+                                           slurm_sweep_id)
+                         VALUES (?1, ?2, ?3, ?4, 'submitted', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?9)",
+                        params![
+                            new.key,
+                            new.recipe,
+                            new.config.to_string(),
+                            new.overrides.to_string(),
+                            now(),
+                            host,
+                            env!("CARGO_PKG_VERSION"),
+                            new.data_fingerprint,
+                            new.sweep_id,
+                            new.parent_id,
+                            new.resumed_from,
+                        ],
+                    )?;
+                    Ok(Submit::Submitted {
+                        id: tx.last_insert_rowid(),
+                        previous: None,
+                    })
+                }
+            }
+        })
+    }
+
+    /// Where a submitted run's task writes its records, and how much of that log the store
+    /// already holds (the part the submitting machine wrote itself).
+    pub fn set_records(&mut self, run_id: i64, path: &str, offset: i64) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO verification (run_id, epoch, split, metric, threshold, accuracy,
-                    accuracy_known, impostor_rejection, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    v.run_id,
-                    v.epoch,
-                    v.split,
-                    v.metric,
-                    v.threshold,
-                    v.accuracy,
-                    v.accuracy_known,
-                    v.impostor_rejection,
-                    now()
-                ],
-            )?;
-            tx.execute(
-                "UPDATE epochs SET verify_acc = ?3 WHERE run_id = ?1 AND epoch = ?2",
-                params![v.run_id, v.epoch, v.accuracy],
+                "UPDATE runs SET records_path = ?2, records_offset = ?3 WHERE id = ?1",
+                params![run_id, path, offset],
             )?;
             Ok(())
         })
+    }
+
+    /// Records a submitted job array: the sweep's job id, and each run's (run id, array task
+    /// id, task output file).
+    pub fn record_submission(
+        &mut self,
+        sweep_id: i64,
+        job_id: i64,
+        tasks: &[(i64, i64, String)],
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE sweeps SET slurm_job_id = ?2 WHERE id = ?1",
+                params![sweep_id, job_id],
+            )?;
+            for (run_id, task, log) in tasks {
+                tx.execute(
+                    "UPDATE runs SET slurm_job_id = ?2, slurm_task_id = ?3, slurm_log = ?4
+                     WHERE id = ?1",
+                    params![run_id, job_id, task, log],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The Slurm job id a sweep's runs were submitted as (the last array submitted).
+    pub fn sweep_job(&self, sweep_id: i64) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT slurm_job_id FROM sweeps WHERE id = ?1",
+                params![sweep_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Takes back a submission that `sbatch` refused: the run returns to the status it had
+    /// (a new run becomes `queued`), with the reason.
+    pub fn unsubmit(
+        &mut self,
+        run_id: i64,
+        previous: Option<RunStatus>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let status = previous.unwrap_or(RunStatus::Queued);
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE runs SET status = ?2, error = ?3, slurm_job_id = NULL, slurm_task_id = NULL,
+                        slurm_log = NULL WHERE id = ?1 AND status = 'submitted'",
+                params![run_id, status.as_str(), error],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Imports the records a submitted run's task appended to its log: `ops` are the complete
+    /// records between byte `from` and byte `to`. One transaction with the new offset, applied
+    /// only when the store's offset is still `from` (no other `collect` imported them
+    /// meanwhile); returns whether they were applied.
+    pub fn apply_records(
+        &mut self,
+        run_id: i64,
+        ops: &[RecordOp],
+        from: i64,
+        to: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE runs SET records_offset = ?3 WHERE id = ?1 AND records_offset = ?2",
+                params![run_id, from, to],
+            )?;
+            if n != 1 {
+                return Ok(false);
+            }
+            for op in ops {
+                match op {
+                    RecordOp::Epoch(m) => record_epoch_tx(tx, run_id, m)?,
+                    RecordOp::Verification(v) => record_verification_tx(
+                        tx,
+                        &VerificationRecord {
+                            run_id,
+                            ..v.clone()
+                        },
+                    )?,
+                    RecordOp::Checkpoint(c) => {
+                        record_checkpoint_tx(tx, &CheckpointRecord { run_id, ..c.clone() })?;
+                    }
+                    RecordOp::CheckpointDeleted { epoch } => {
+                        mark_checkpoint_deleted_tx(tx, run_id, *epoch)?
+                    }
+                    RecordOp::CheckpointDeletedPath { path } => {
+                        mark_checkpoint_deleted_path_tx(tx, run_id, path)?
+                    }
+                    RecordOp::TruncateEpochs { after } => truncate_epochs_tx(tx, run_id, *after)?,
+                    RecordOp::SkippedImages { epoch, images } => {
+                        record_skipped_images_tx(tx, run_id, *epoch, images)?
+                    }
+                    RecordOp::InitFrom { run, checkpoint } => {
+                        set_init_from_tx(tx, run_id, *run, checkpoint)?
+                    }
+                    RecordOp::Started { host, at } => {
+                        tx.execute(
+                            "UPDATE runs SET host = ?2, started = COALESCE(started, ?3) WHERE id = ?1",
+                            params![run_id, host, at],
+                        )?;
+                    }
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    /// Ends a submitted run with the status its task recorded, or `interrupted` when its job
+    /// is gone without one; a run no longer `submitted` is left alone. Returns whether it
+    /// changed.
+    pub fn settle(
+        &mut self,
+        run_id: i64,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE runs SET status = ?2, finished = ?3, error = ?4
+                 WHERE id = ?1 AND status = 'submitted'",
+                params![run_id, status.as_str(), now(), error],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Runs submitted to Slurm at some point (all, or those a sweep submitted), oldest first;
+    /// with `only_submitted`, those still `submitted`.
+    pub fn slurm_runs(
+        &self,
+        sweep: Option<i64>,
+        only_submitted: bool,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE records_path IS NOT NULL
+               AND (?1 IS NULL OR slurm_sweep_id = ?1) AND (?2 = 0 OR status = 'submitted')
+             ORDER BY id"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![sweep, only_submitted as i64], RunRow::from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
     }
 
     /// The status of the newest run with `key`, if any (for the planner's "done" column).
@@ -554,7 +708,7 @@ impl Store {
             .conn
             .query_row(
                 "SELECT status FROM runs WHERE key = ?1 ORDER BY
-                   CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 ELSE 2 END, id DESC LIMIT 1",
+                   CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 WHEN 'submitted' THEN 1 ELSE 2 END, id DESC LIMIT 1",
                 params![key],
                 |r| r.get(0),
             )
@@ -569,7 +723,7 @@ impl Store {
             .conn
             .query_row(
                 "SELECT id FROM runs WHERE key = ?1 ORDER BY
-                   CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 ELSE 2 END, id DESC LIMIT 1",
+                   CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 WHEN 'submitted' THEN 1 ELSE 2 END, id DESC LIMIT 1",
                 params![key],
                 |r| r.get(0),
             )
@@ -821,6 +975,156 @@ pub fn bench_fill(store: &mut Store, runs: usize, epochs: u32) -> Result<(), Sto
         }
         Ok(())
     })
+}
+
+/// The run a claim or submission of `key` looks at: its done run, else its running or
+/// submitted one, else its newest. (id, status, pid, host, heartbeat).
+fn newest_of_key(tx: &rusqlite::Transaction, key: &str) -> rusqlite::Result<Option<ClaimRow>> {
+    tx.query_row(
+        "SELECT id, status, pid, host, heartbeat FROM runs WHERE key = ?1 ORDER BY
+           CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 WHEN 'submitted' THEN 1 ELSE 2 END, id DESC LIMIT 1",
+        params![key],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )
+    .optional()
+}
+
+// The writes of a run's records, each inside the caller's transaction: the store's own
+// methods and `apply_records` (a Slurm task's records, imported) share them.
+
+fn record_epoch_tx(
+    tx: &rusqlite::Transaction,
+    run_id: i64,
+    m: &EpochMetrics,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO epochs (run_id, epoch, lr, train_loss, train_acc, val_loss,
+            val_acc, verify_acc, images_per_sec, seconds)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            run_id,
+            m.epoch,
+            m.lr,
+            m.train_loss,
+            m.train_acc,
+            m.val_loss,
+            m.val_acc,
+            m.verify_acc,
+            m.images_per_sec,
+            m.seconds
+        ],
+    )?;
+    tx.execute(
+        "UPDATE runs SET heartbeat = ?2 WHERE id = ?1 AND status = 'running'",
+        params![run_id, now()],
+    )?;
+    Ok(())
+}
+
+fn truncate_epochs_tx(
+    tx: &rusqlite::Transaction,
+    run_id: i64,
+    after_epoch: u32,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM epochs WHERE run_id = ?1 AND epoch > ?2",
+        params![run_id, after_epoch],
+    )?;
+    tx.execute(
+        "DELETE FROM verification WHERE run_id = ?1 AND epoch > ?2",
+        params![run_id, after_epoch],
+    )?;
+    Ok(())
+}
+
+fn record_checkpoint_tx(tx: &rusqlite::Transaction, c: &CheckpointRecord) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO checkpoints (run_id, epoch, path, metric_name, metric, kept, created)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+        params![c.run_id, c.epoch, c.path, c.metric_name, c.metric, now()],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn mark_checkpoint_deleted_tx(
+    tx: &rusqlite::Transaction,
+    run_id: i64,
+    epoch: u32,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE checkpoints SET kept = 0 WHERE run_id = ?1 AND epoch = ?2
+           AND (metric_name IS NULL OR metric_name != 'interrupt')",
+        params![run_id, epoch],
+    )?;
+    Ok(())
+}
+
+fn mark_checkpoint_deleted_path_tx(
+    tx: &rusqlite::Transaction,
+    run_id: i64,
+    path: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE checkpoints SET kept = 0 WHERE run_id = ?1 AND path = ?2",
+        params![run_id, path],
+    )?;
+    Ok(())
+}
+
+fn record_skipped_images_tx(
+    tx: &rusqlite::Transaction,
+    run_id: i64,
+    epoch: u32,
+    images: &[(String, String)],
+) -> rusqlite::Result<()> {
+    let mut st = tx.prepare(
+        "INSERT OR IGNORE INTO skipped_images (run_id, path, error, epoch)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (path, error) in images {
+        st.execute(params![run_id, path, error, epoch])?;
+    }
+    Ok(())
+}
+
+fn record_verification_tx(
+    tx: &rusqlite::Transaction,
+    v: &VerificationRecord,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO verification (run_id, epoch, split, metric, threshold, accuracy,
+            accuracy_known, impostor_rejection, created)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            v.run_id,
+            v.epoch,
+            v.split,
+            v.metric,
+            v.threshold,
+            v.accuracy,
+            v.accuracy_known,
+            v.impostor_rejection,
+            now()
+        ],
+    )?;
+    tx.execute(
+        "UPDATE epochs SET verify_acc = ?3 WHERE run_id = ?1 AND epoch = ?2",
+        params![v.run_id, v.epoch, v.accuracy],
+    )?;
+    Ok(())
+}
+
+fn set_init_from_tx(
+    tx: &rusqlite::Transaction,
+    id: i64,
+    parent: i64,
+    checkpoint: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE runs SET init_from_run = ?2, init_from_checkpoint = ?3 WHERE id = ?1",
+        params![id, parent, checkpoint],
+    )?;
+    Ok(())
 }
 
 /// (id, status, pid, host, heartbeat) of the run a claim looks at.

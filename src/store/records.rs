@@ -13,6 +13,9 @@ pub enum RunStatus {
     Failed,
     Diverged,
     Interrupted,
+    /// Handed to Slurm by `runner sweep --executor slurm`: its task writes records into the
+    /// run's folder and `runner collect` imports them. Busy for every other command.
+    Submitted,
 }
 
 impl RunStatus {
@@ -24,6 +27,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Diverged => "diverged",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Submitted => "submitted",
         }
     }
     pub fn parse(s: &str) -> Option<RunStatus> {
@@ -34,6 +38,7 @@ impl RunStatus {
             "failed" => RunStatus::Failed,
             "diverged" => RunStatus::Diverged,
             "interrupted" => RunStatus::Interrupted,
+            "submitted" => RunStatus::Submitted,
             _ => return None,
         })
     }
@@ -57,7 +62,8 @@ pub struct NewRun {
 
 pub(crate) const RUN_COLUMNS: &str = "id, key, recipe, config, overrides, status, created, started, \
      finished, error, host, version, data_fingerprint, sweep_id, parent_id, resumed_from, pid, heartbeat, \
-     init_from_run, init_from_checkpoint";
+     init_from_run, init_from_checkpoint, slurm_job_id, slurm_task_id, slurm_log, records_path, \
+     records_offset, slurm_sweep_id";
 
 /// A run as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +89,16 @@ pub struct RunRow {
     /// The run whose checkpoint this one started from (`model.init_from = { recipe = ... }`).
     pub init_from_run: Option<i64>,
     pub init_from_checkpoint: Option<String>,
+    /// The Slurm job (array) and task that train a submitted run, and the task's output file.
+    pub slurm_job_id: Option<i64>,
+    pub slurm_task_id: Option<i64>,
+    pub slurm_log: Option<String>,
+    /// The record log in the run's folder that its Slurm task appends to, and how many of
+    /// its bytes `runner collect` has imported.
+    pub records_path: Option<String>,
+    pub records_offset: i64,
+    /// The sweep that last submitted it to Slurm.
+    pub slurm_sweep_id: Option<i64>,
 }
 
 impl RunRow {
@@ -109,6 +125,12 @@ impl RunRow {
             heartbeat: r.get(17)?,
             init_from_run: r.get(18)?,
             init_from_checkpoint: r.get(19)?,
+            slurm_job_id: r.get(20)?,
+            slurm_task_id: r.get(21)?,
+            slurm_log: r.get(22)?,
+            records_path: r.get(23)?,
+            records_offset: r.get(24)?,
+            slurm_sweep_id: r.get(25)?,
         })
     }
 
@@ -271,6 +293,60 @@ pub enum Claim {
     Done(i64),
     /// Another live process is running it.
     Busy(i64),
+    /// It is submitted to Slurm (`runner collect` imports what its task records).
+    Submitted(i64),
     /// It failed or diverged (and retrying was not asked for).
     Finished { id: i64, status: RunStatus },
+}
+
+/// The outcome of handing a run key to Slurm (`Store::submit_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submit {
+    /// The run is `submitted` now; `previous` is its status before (None for a new run).
+    Submitted {
+        id: i64,
+        previous: Option<RunStatus>,
+    },
+    /// The key already finished successfully.
+    Done(i64),
+    /// A live local process is training it.
+    Busy(i64),
+    /// Already submitted (and not collected as ended).
+    AlreadySubmitted(i64),
+    /// It failed or diverged (and retrying was not asked for).
+    Finished { id: i64, status: RunStatus },
+}
+
+/// One record of a run's history, as a run writes it (to the store, or to its folder's log
+/// that `runner collect` replays with `Store::apply_records`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordOp {
+    Epoch(EpochMetrics),
+    Verification(VerificationRecord),
+    Checkpoint(CheckpointRecord),
+    /// The end-of-epoch checkpoint of this epoch was deleted.
+    CheckpointDeleted {
+        epoch: u32,
+    },
+    /// The checkpoint file at this path was deleted.
+    CheckpointDeletedPath {
+        path: String,
+    },
+    /// Epochs after this one are recomputed (a resume from an earlier checkpoint).
+    TruncateEpochs {
+        after: u32,
+    },
+    SkippedImages {
+        epoch: u32,
+        images: Vec<(String, String)>,
+    },
+    InitFrom {
+        run: i64,
+        checkpoint: String,
+    },
+    /// A Slurm task started the run on `host` at `at`.
+    Started {
+        host: String,
+        at: String,
+    },
 }

@@ -1,16 +1,18 @@
-//! Executing planned runs: claim each run in the store (so two processes never run the same
-//! run), keep a heartbeat while it trains, skip runs already done, resume interrupted runs (or
-//! runs whose process died) from their last checkpoint, and summarise.
+//! The local executor: trains planned runs one after another on this machine. It claims
+//! each run in the store (so two processes never run the same run), keeps a heartbeat while it
+//! trains, skips runs already done (or submitted to Slurm), resumes interrupted runs (or runs
+//! whose process died) from their last checkpoint, and summarises.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::progress::Reporter;
-use super::run::{execute, RunOutcome, RunRequest, StartFrom};
-use super::EngineError;
+use super::{Executor, SummaryRow, SweepOutcome};
+use crate::engine::progress::Reporter;
+use crate::engine::records::RunRecords;
+use crate::engine::run::{execute, RunOutcome, RunRequest, StartFrom};
+use crate::engine::EngineError;
 use crate::plan::PlannedRun;
 use crate::store::{Claim, NewRun, RunStatus, Store};
 
@@ -25,27 +27,11 @@ pub struct SweepOptions {
     pub fail_fast: bool,
 }
 
-/// One line of a sweep's summary.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SummaryRow {
-    /// The sweep this invocation recorded (`runner leaderboard --sweep ID`).
-    pub sweep_id: i64,
-    pub index: usize,
-    pub key: String,
-    /// The recipe file of the run (a parent's is the file `model.init_from` names).
-    pub recipe: String,
-    /// A run the sweep's own runs start from (`model.init_from = { recipe = ... }`).
-    pub parent: bool,
-    pub run_id: Option<i64>,
-    pub overrides: BTreeMap<String, serde_json::Value>,
-    pub status: String,
-    /// What this process did: "trained", "resumed", "skipped (done)", "skipped (running elsewhere)", ...
-    pub action: String,
-    pub seconds: f64,
-}
-
 /// The newest kept checkpoint of a run whose file still exists.
-pub fn latest_checkpoint(store: &Store, run_id: i64) -> Result<Option<PathBuf>, EngineError> {
+pub fn latest_checkpoint(
+    store: &dyn RunRecords,
+    run_id: i64,
+) -> Result<Option<PathBuf>, EngineError> {
     let mut kept: Vec<_> = store
         .checkpoints(run_id)?
         .into_iter()
@@ -56,7 +42,11 @@ pub fn latest_checkpoint(store: &Store, run_id: i64) -> Result<Option<PathBuf>, 
 }
 
 /// Where a claimed run starts: its newest checkpoint when it had started before.
-pub fn start_for(store: &mut Store, run_id: i64, resumed: bool) -> Result<StartFrom, EngineError> {
+pub fn start_for(
+    store: &mut dyn RunRecords,
+    run_id: i64,
+    resumed: bool,
+) -> Result<StartFrom, EngineError> {
     if !resumed {
         return Ok(StartFrom::Scratch);
     }
@@ -162,6 +152,7 @@ fn train_one(
     )?;
     let (Claim::Done(id)
     | Claim::Busy(id)
+    | Claim::Submitted(id)
     | Claim::Finished { id, .. }
     | Claim::Claimed { id, .. }) = claim;
     if let (Some(sweep), true) = (sweep_id, run.target) {
@@ -181,6 +172,10 @@ fn train_one(
         Claim::Busy(_) => {
             t.status = "running".into();
             t.action = "skipped (running elsewhere)".into();
+        }
+        Claim::Submitted(_) => {
+            t.status = RunStatus::Submitted.as_str().into();
+            t.action = "skipped (submitted to Slurm)".into();
         }
         Claim::Finished { status, .. } => {
             t.status = status.as_str().into();
@@ -242,6 +237,18 @@ pub fn execute_sweep(
 ) -> Result<Vec<SummaryRow>, EngineError> {
     let targets = runs.iter().filter(|r| r.target).count();
     let sweep_id = store.create_sweep(recipe_path, targets)?;
+    train_planned(store, sweep_id, runs, opts, reporter, stop)
+}
+
+/// The loop of `execute_sweep` for a sweep already recorded.
+fn train_planned(
+    store: &mut Store,
+    sweep_id: i64,
+    runs: &[PlannedRun],
+    opts: &SweepOptions,
+    reporter: &Reporter,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<SummaryRow>, EngineError> {
     let bar = reporter.sweep_bar(runs.len() as u64);
     let mut rows = Vec::new();
     let mut executed = 0usize;
@@ -333,4 +340,36 @@ pub fn train_parents(
         }
     }
     Ok(())
+}
+
+/// Today's sweep loop behind the executor interface: every run on this machine, in order.
+pub struct LocalExecutor {
+    pub opts: SweepOptions,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Executor for LocalExecutor {
+    fn run_sweep(
+        &mut self,
+        store: &mut Store,
+        recipe_path: &str,
+        runs: &[PlannedRun],
+        reporter: &Reporter,
+    ) -> Result<SweepOutcome, EngineError> {
+        let targets = runs.iter().filter(|r| r.target).count();
+        let sweep_id = store.create_sweep(recipe_path, targets)?;
+        let rows = train_planned(
+            store,
+            sweep_id,
+            runs,
+            &self.opts,
+            reporter,
+            self.stop.clone(),
+        )?;
+        Ok(SweepOutcome {
+            sweep_id,
+            rows,
+            job_id: None,
+        })
+    }
 }

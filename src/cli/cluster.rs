@@ -1,0 +1,413 @@
+//! The cluster commands: `runner sweep --executor slurm`, `runner exec` (what each array
+//! task runs), `runner collect` and `runner status`.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::output::{print_json, table, Format};
+use super::train::{done_keys, with_device, TrainOpts};
+use super::{CliError, Global};
+use crate::engine::executor::slurm::{collect, exec, merge_options, SlurmClient, SlurmExecutor};
+use crate::engine::executor::{Executor, SweepOptions};
+use crate::engine::preflight::Preflight;
+use crate::engine::progress::Reporter;
+use crate::engine::run::RunOutcome;
+use crate::engine::{signals, EngineError};
+use crate::recipe::validate::{slurm_mem_ok, slurm_time_ok};
+use crate::recipe::SlurmConfig;
+use crate::store::{RunStatus, Store};
+
+/// How often `--wait` collects.
+const WAIT_POLL: Duration = Duration::from_secs(2);
+
+/// An engine error with the exit code the contract gives it: the user's input (2), or a
+/// failure at run time (1).
+pub(crate) fn engine_error(e: EngineError) -> CliError {
+    match &e {
+        EngineError::Slurm(s) if s.is_invalid_input() => CliError::invalid(e),
+        _ => CliError::failed(e),
+    }
+}
+
+/// The Slurm options of `runner sweep`.
+pub struct SlurmFlags {
+    /// `--partition`, `--gpus-per-run`, ... (over the recipe's `[slurm]`).
+    pub opts: SlurmConfig,
+    pub wait: bool,
+}
+
+fn collect_into(
+    store: &mut Store,
+    client: Option<&SlurmClient>,
+    sweep: Option<i64>,
+    reporter: &Reporter,
+) -> Result<Vec<collect::Collected>, CliError> {
+    let mut warn = Vec::new();
+    let got = collect::collect(store, client, sweep, &mut warn).map_err(engine_error)?;
+    for w in warn {
+        reporter.warn(&w);
+    }
+    Ok(got)
+}
+
+/// `runner sweep RECIPE --executor slurm`.
+pub fn sweep(
+    g: &Global,
+    recipe: &Path,
+    sweep_opts: &SweepOptions,
+    flags: SlurmFlags,
+    dry_run: bool,
+    o: TrainOpts,
+) -> Result<(), CliError> {
+    if sweep_opts.fail_fast {
+        return Err(CliError::invalid(
+            "--fail-fast stops a local sweep at its first failed run; Slurm runs every task of the array (drop --fail-fast)",
+        ));
+    }
+    let sets = with_device(&o.sets, &o.device);
+    let runs = super::plan::plan_recipe(recipe, &sets)?;
+    let from_recipe = runs
+        .iter()
+        .find(|r| r.target)
+        .and_then(|r| r.recipe.slurm.clone());
+    let opts = merge_options(from_recipe.as_ref(), &flags.opts);
+    if let Some(t) = flags.opts.time.as_deref().filter(|t| !slurm_time_ok(t)) {
+        return Err(CliError::invalid(format!(
+            "--time {t}: not a Slurm time limit (MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)"
+        )));
+    }
+    if let Some(m) = flags.opts.mem.as_deref().filter(|m| !slurm_mem_ok(m)) {
+        return Err(CliError::invalid(format!(
+            "--mem {m}: not a Slurm memory size (a number with an optional unit K, M, G or T: 16G)"
+        )));
+    }
+    if opts.gpus_per_run.is_some_and(|n| n > 0)
+        && runs.iter().any(|r| r.recipe.train.device == "cpu")
+    {
+        o.reporter.warn(
+            "--gpus-per-run asks Slurm for GPUs, but the runs train on train.device = \"cpu\" (add --device cuda)",
+        );
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::failed(format!("cannot read the working directory: {e}")))?;
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| CliError::failed(format!("cannot find the runner binary: {e}")))?;
+    let mut executor = SlurmExecutor {
+        opts,
+        retry_failed: sweep_opts.retry_failed,
+        max_runs: sweep_opts.max_runs,
+        client: SlurmClient,
+        exe,
+        workdir: cwd,
+    };
+    if dry_run {
+        let store = if g.db.exists() {
+            Some(Store::open(&g.db)?)
+        } else {
+            None
+        };
+        let text = executor
+            .dry_run(store.as_ref(), &runs)
+            .map_err(engine_error)?;
+        print!("{text}");
+        return Ok(());
+    }
+    // nothing is recorded or submitted unless sbatch, the partition, the run folders and
+    // the options are right
+    executor.client = SlurmClient::find().map_err(|e| engine_error(e.into()))?;
+    executor.check(&runs).map_err(|e| engine_error(e.into()))?;
+    let mut store = Store::open(&g.db)?;
+    for c in collect_into(&mut store, Some(&executor.client), None, &o.reporter)? {
+        if c.status != RunStatus::Submitted.as_str() {
+            o.reporter.info(&format!(
+                "collected run {}: {}{}",
+                c.run_id,
+                c.status,
+                c.error.map(|e| format!(" ({e})")).unwrap_or_default()
+            ));
+        }
+    }
+    // the data is prepared here, once (the built-in set generated), not by racing tasks
+    let mut preflight = Preflight::default();
+    let done = done_keys(g, runs.iter().map(|r| r.key.as_str()))?;
+    for r in runs.iter().filter(|r| !done.contains(&r.key)) {
+        preflight.check(&r.recipe)?;
+    }
+    for n in preflight.generated_notices() {
+        o.reporter.info(&n);
+    }
+    let outcome = executor
+        .run_sweep(
+            &mut store,
+            &recipe.display().to_string(),
+            &runs,
+            &o.reporter,
+        )
+        .map_err(engine_error)?;
+    let submitted: Vec<&str> = outcome
+        .rows
+        .iter()
+        .filter(|r| r.action.starts_with("submitted"))
+        .map(|r| r.key.as_str())
+        .collect();
+    let skipped: Vec<&str> = outcome
+        .rows
+        .iter()
+        .filter(|r| !r.action.starts_with("submitted"))
+        .map(|r| r.key.as_str())
+        .collect();
+    let rows: Vec<Vec<String>> = outcome
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                if r.parent {
+                    "parent".into()
+                } else {
+                    r.index.to_string()
+                },
+                r.run_id
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.key.clone(),
+                r.status.clone(),
+                r.action.clone(),
+            ]
+        })
+        .collect();
+    let headers: Vec<String> = ["#", "run", "key", "status", "action"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    o.reporter.info(&table(&headers, &rows));
+    match outcome.job_id {
+        Some(job) => o.reporter.info(&format!(
+            "sweep {}: {} run(s) submitted as job {job}, {} not; `runner status {}` shows them, `runner collect {}` imports their records",
+            outcome.sweep_id,
+            submitted.len(),
+            skipped.len(),
+            outcome.sweep_id,
+            outcome.sweep_id
+        )),
+        None => o.reporter.info(&format!(
+            "sweep {}: nothing to submit ({} run(s) done, submitted or not startable)",
+            outcome.sweep_id,
+            skipped.len()
+        )),
+    }
+    let mut json = serde_json::json!({
+        "sweep_id": outcome.sweep_id,
+        "job_id": outcome.job_id,
+        "submitted": submitted,
+        "skipped": skipped,
+    });
+    if o.format != Format::Json {
+        if let Some(job) = outcome.job_id {
+            println!("{job}");
+        }
+    }
+    if !flags.wait || outcome.job_id.is_none() {
+        if o.format == Format::Json {
+            print_json(&json);
+        }
+        return Ok(());
+    }
+    // --wait: collect until none of the sweep's runs is left submitted
+    let stop = signals::stop_flag();
+    loop {
+        collect_into(
+            &mut store,
+            Some(&executor.client),
+            Some(outcome.sweep_id),
+            &o.reporter,
+        )?;
+        let left = store.slurm_runs(Some(outcome.sweep_id), true)?;
+        if left.is_empty() {
+            break;
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Err(CliError::failed(format!(
+                "stopped waiting; the tasks go on (`runner status {0}`, `runner collect {0}`)",
+                outcome.sweep_id
+            )));
+        }
+        std::thread::sleep(WAIT_POLL);
+    }
+    let ended = store.slurm_runs(Some(outcome.sweep_id), false)?;
+    let bad: Vec<String> = ended
+        .iter()
+        .filter(|r| r.status != RunStatus::Done.as_str())
+        .map(|r| format!("run {} {}", r.id, r.status))
+        .collect();
+    json["runs"] = ended
+        .iter()
+        .map(|r| serde_json::json!({"run_id": r.id, "key": r.key, "status": r.status}))
+        .collect();
+    if o.format == Format::Json {
+        print_json(&json);
+    } else {
+        o.reporter.info(&format!(
+            "sweep {}: every task ended; {}",
+            outcome.sweep_id,
+            if bad.is_empty() {
+                "all done".to_string()
+            } else {
+                bad.join(", ")
+            }
+        ));
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::failed(format!(
+            "{} run(s) not done: {} (`runner status {}`)",
+            bad.len(),
+            bad.join(", "),
+            outcome.sweep_id
+        )))
+    }
+}
+
+/// `runner exec MANIFEST --index I`.
+pub fn run_exec(manifest: &Path, index: usize, reporter: &Reporter) -> Result<(), CliError> {
+    signals::install_usr1();
+    let report = exec::exec(
+        manifest,
+        index,
+        reporter,
+        signals::stop_flag(),
+        &signals::usr1_received,
+    )
+    .map_err(engine_error)?;
+    let label = format!("run {} ({})", report.run_id, report.key);
+    match (&report.outcome, &report.requeued) {
+        (Ok(RunOutcome::Done(_)), _) => {
+            reporter.info(&format!("{label}: done"));
+            Ok(())
+        }
+        (Ok(RunOutcome::Interrupted), Some(Ok(()))) => Err(CliError::failed(format!(
+            "{label}: SIGUSR1 (time limit near): checkpointed and requeued; the task starts again from the checkpoint"
+        ))),
+        (Ok(RunOutcome::Interrupted), Some(Err(e))) => Err(CliError::failed(format!(
+            "{label}: SIGUSR1: checkpointed, but the requeue failed ({e}); `runner sweep --executor slurm` submits it again"
+        ))),
+        (Ok(RunOutcome::Interrupted), None) => Err(CliError::failed(format!(
+            "{label}: interrupted: a checkpoint was written; it resumes when submitted again"
+        ))),
+        (Ok(RunOutcome::Diverged(why)), _) => {
+            Err(CliError::failed(format!("{label}: diverged: {why}")))
+        }
+        (Err(e), _) => Err(CliError::failed(format!("{label}: failed: {e}"))),
+    }
+}
+
+fn check_sweep(store: &Store, sweep: Option<i64>) -> Result<(), CliError> {
+    match sweep {
+        Some(s) if !store.sweep_exists(s)? => Err(CliError::invalid(format!(
+            "no sweep {s} in the store (`runner runs` lists the runs and their sweeps)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `runner collect [SWEEP]`.
+pub fn run_collect(
+    g: &Global,
+    sweep: Option<i64>,
+    format: Format,
+    reporter: &Reporter,
+) -> Result<(), CliError> {
+    let mut store = super::runs::open_store(g)?;
+    check_sweep(&store, sweep)?;
+    let client = SlurmClient::find().ok();
+    if client.is_none() {
+        reporter.warn(
+            "`sbatch` is not on PATH: the records are imported, but no run is settled without Slurm's job states",
+        );
+    }
+    let got = collect_into(&mut store, client.as_ref(), sweep, reporter)?;
+    if format == Format::Json {
+        print_json(&serde_json::to_value(&got).unwrap_or_default());
+        return Ok(());
+    }
+    let headers: Vec<String> = ["run", "key", "imported", "status", "slurm", "error"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let rows: Vec<Vec<String>> = got
+        .iter()
+        .map(|c| {
+            vec![
+                c.run_id.to_string(),
+                c.key.clone(),
+                c.imported.to_string(),
+                c.status.clone(),
+                c.slurm_state.clone().unwrap_or_else(|| "-".into()),
+                c.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        println!("{}", table(&headers, &rows));
+    }
+    reporter.info(&format!(
+        "collected {} record(s) of {} submitted run(s)",
+        got.iter().map(|c| c.imported).sum::<usize>(),
+        got.len()
+    ));
+    Ok(())
+}
+
+/// `runner status [SWEEP]`.
+pub fn run_status(
+    g: &Global,
+    sweep: Option<i64>,
+    format: Format,
+    reporter: &Reporter,
+) -> Result<(), CliError> {
+    let store = super::runs::open_store(g)?;
+    check_sweep(&store, sweep)?;
+    let client = SlurmClient::find().ok();
+    if client.is_none() {
+        reporter.warn("`sbatch` is not on PATH: Slurm states are unknown");
+    }
+    let mut warn = Vec::new();
+    let rows = collect::status(&store, client.as_ref(), sweep, &mut warn).map_err(engine_error)?;
+    for w in warn {
+        reporter.warn(&w);
+    }
+    if format == Format::Json {
+        print_json(&serde_json::to_value(&rows).unwrap_or_default());
+        return Ok(());
+    }
+    let headers: Vec<String> = [
+        "run", "key", "status", "slurm", "job", "task", "epoch", "log",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.run_id.to_string(),
+                r.key.clone(),
+                r.status.clone(),
+                r.slurm_state.clone(),
+                opt(r.job_id),
+                opt(r.task_id),
+                opt(r.last_epoch.map(i64::from)),
+                r.log.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if format == Format::Csv {
+        print!("{}", super::output::csv(&headers, &cells));
+    } else {
+        println!("{}", table(&headers, &cells));
+    }
+    Ok(())
+}

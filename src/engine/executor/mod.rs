@@ -1,0 +1,64 @@
+//! Executors: where a sweep's planned runs are trained. One interface, two executors:
+//! `local` trains them one after another on this machine (claims, heartbeat, resume);
+//! `slurm` hands them to a Slurm cluster as a job array whose tasks write their records into
+//! each run's folder (`runner exec`), collected into the store by `runner collect`. Either
+//! way the store stays the only SQL writer, on the machine that runs `runner sweep`.
+
+pub mod local;
+pub mod slurm;
+
+use std::collections::BTreeMap;
+
+use super::progress::Reporter;
+use super::EngineError;
+use crate::plan::PlannedRun;
+use crate::store::Store;
+
+pub use local::{
+    execute_sweep, latest_checkpoint, new_run, start_for, train_parents, Heartbeat, LocalExecutor,
+    SweepOptions, STALE_AFTER,
+};
+
+/// One line of a sweep's summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SummaryRow {
+    /// The sweep this invocation recorded (`runner leaderboard --sweep ID`).
+    pub sweep_id: i64,
+    pub index: usize,
+    pub key: String,
+    /// The recipe file of the run (a parent's is the file `model.init_from` names).
+    pub recipe: String,
+    /// A run the sweep's own runs start from (`model.init_from = { recipe = ... }`).
+    pub parent: bool,
+    pub run_id: Option<i64>,
+    pub overrides: BTreeMap<String, serde_json::Value>,
+    pub status: String,
+    /// What this invocation did: "trained", "resumed", "submitted (job 12_3)", "skipped
+    /// (done)", "skipped (running elsewhere)", "not started (...)", ...
+    pub action: String,
+    pub seconds: f64,
+}
+
+/// What an executor did with a sweep.
+#[derive(Debug, Clone)]
+pub struct SweepOutcome {
+    pub sweep_id: i64,
+    /// One row per planned run, in plan order (parents first).
+    pub rows: Vec<SummaryRow>,
+    /// The Slurm job id of the array the sweep's own runs were submitted as (None: local, or
+    /// nothing submitted).
+    pub job_id: Option<i64>,
+}
+
+/// Trains, or hands over, every planned run of a sweep that is not done.
+pub trait Executor {
+    /// Records the sweep in the store and executes its runs (`runs` in plan order: the runs a
+    /// recipe's runs start from come first).
+    fn run_sweep(
+        &mut self,
+        store: &mut Store,
+        recipe_path: &str,
+        runs: &[PlannedRun],
+        reporter: &Reporter,
+    ) -> Result<SweepOutcome, EngineError>;
+}
