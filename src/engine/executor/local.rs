@@ -255,18 +255,7 @@ fn train_planned(
     // Why the runs left are not started: "interrupted" or "--fail-fast".
     let mut stopped: Option<&str> = None;
     for run in runs {
-        let mut row = SummaryRow {
-            sweep_id,
-            index: run.index,
-            key: run.key.clone(),
-            recipe: run.recipe_path.display().to_string(),
-            parent: !run.target,
-            run_id: None,
-            overrides: run.overrides.clone(),
-            status: "planned".into(),
-            action: String::new(),
-            seconds: 0.0,
-        };
+        let mut row = SummaryRow::planned(sweep_id, run);
         let not_started = match (stopped, opts.max_runs.is_some_and(|m| executed >= m)) {
             (Some(why), _) => Some(why.to_string()),
             (None, true) => Some("--max-runs".to_string()),

@@ -39,6 +39,24 @@ pub struct SummaryRow {
     pub seconds: f64,
 }
 
+impl SummaryRow {
+    /// The row of a planned run before anything is done with it.
+    pub fn planned(sweep_id: i64, run: &PlannedRun) -> SummaryRow {
+        SummaryRow {
+            sweep_id,
+            index: run.index,
+            key: run.key.clone(),
+            recipe: run.recipe_path.display().to_string(),
+            parent: !run.target,
+            run_id: None,
+            overrides: run.overrides.clone(),
+            status: "planned".into(),
+            action: String::new(),
+            seconds: 0.0,
+        }
+    }
+}
+
 /// What an executor did with a sweep.
 #[derive(Debug, Clone)]
 pub struct SweepOutcome {

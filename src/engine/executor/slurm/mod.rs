@@ -273,18 +273,7 @@ impl SlurmExecutor {
         let mut out: Vec<ToSubmit> = Vec::new();
         let mut level_of: BTreeMap<String, (usize, i64, String)> = BTreeMap::new();
         for run in runs {
-            let mut row = SummaryRow {
-                sweep_id,
-                index: run.index,
-                key: run.key.clone(),
-                recipe: run.recipe_path.display().to_string(),
-                parent: !run.target,
-                run_id: None,
-                overrides: run.overrides.clone(),
-                status: "planned".into(),
-                action: String::new(),
-                seconds: 0.0,
-            };
+            let mut row = SummaryRow::planned(sweep_id, run);
             if self.max_runs.is_some_and(|m| out.len() >= m) {
                 not_started(store, &mut row, "--max-runs".into())?;
                 rows.push(row);
