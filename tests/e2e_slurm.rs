@@ -247,6 +247,8 @@ fn results(env: &Env) -> Outcomes {
         .map(|r| {
             let show = env.json(&["show", &r["id"].to_string(), "--format", "json"]);
             assert_eq!(show["status"], "done", "{show}");
+            // imported from the task's record log like the rest of the epoch
+            common::assert_phase_seconds(&show);
             (
                 r["key"].as_str().unwrap().to_string(),
                 (

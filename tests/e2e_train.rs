@@ -30,6 +30,21 @@ fn a_run_trains_records_and_is_not_repeated() {
             assert!(e[k].as_f64().unwrap().is_finite(), "{k} in {e}");
         }
     }
+    // Where each epoch's time went: verification only where it was scored (the last epoch),
+    // checkpoint files written every epoch (the policy saves, then deletes older ones).
+    common::assert_phase_seconds(&show);
+    for (i, e) in epochs.iter().enumerate() {
+        let verify = e["phase_seconds"]["verify"].as_f64().unwrap();
+        assert_eq!(verify > 0.0, i == 2, "{e}");
+        assert!(
+            e["phase_seconds"]["checkpoint"].as_f64().unwrap() > 0.0,
+            "{e}"
+        );
+        assert!(e["phase_seconds"]["store"].as_f64().unwrap() > 0.0, "{e}");
+    }
+    let text = String::from_utf8(env.run(&["show", &id]).stdout).unwrap();
+    assert!(text.contains("phase seconds:"), "{text}");
+    assert!(text.contains("loader_wait"), "{text}");
     // Verification scored at the end, on unknown_dev.
     let last = &epochs[2];
     assert!(last["verify_acc"].as_f64().is_some(), "{last}");

@@ -4,7 +4,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use runner::store::{
-    migrations, CheckpointRecord, Claim, EpochMetrics, NewRun, RecordOp, RunStatus, Store, Submit,
+    migrations, CheckpointRecord, Claim, EpochMetrics, NewRun, PhaseSeconds, RecordOp, RunStatus,
+    Store, Submit,
 };
 
 fn new_run(key: &str) -> NewRun {
@@ -106,6 +107,7 @@ fn store_writer_child() {
                     verify_acc: None,
                     images_per_sec: 10.0,
                     seconds: 1.0,
+                    phase_seconds: None,
                 },
             )
             .unwrap();
@@ -225,7 +227,7 @@ fn a_version_four_store_is_migrated_to_five_with_the_slurm_columns() {
         .unwrap();
     }
     let mut store = Store::open(&db).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 5);
+    assert_eq!(store.schema_version().unwrap(), migrations::SCHEMA_VERSION);
     let run = store.run(1).unwrap();
     assert_eq!((run.slurm_job_id, run.records_offset), (None, 0));
     // the interrupted run can be handed to Slurm
@@ -244,6 +246,58 @@ fn a_version_four_store_is_migrated_to_five_with_the_slurm_columns() {
     );
 }
 
+#[test]
+fn a_version_five_store_keeps_its_epochs_and_gains_phase_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v5.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for step in [
+            migrations::V1,
+            migrations::V1_TO_V2,
+            migrations::V2_TO_V3,
+            migrations::V3_TO_V4,
+            migrations::V4_TO_V5,
+        ] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 5").unwrap();
+        conn.execute(
+            "INSERT INTO runs (key, recipe, config, status, created) VALUES ('k5', 'r.toml', '{}', 'done', '2026-01-01T00:00:00.000Z')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO epochs (run_id, epoch, lr, train_loss, train_acc, images_per_sec, seconds) VALUES (1, 1, 0.1, 2.0, 0.5, 10.0, 3.0)",
+            [],
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(&db).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 6);
+    let old = store.epochs(1).unwrap();
+    assert_eq!((old[0].train_loss, old[0].phase_seconds), (2.0, None));
+    // an old epoch's JSON has no phase_seconds key (not null)
+    let json = serde_json::to_value(&old[0]).unwrap();
+    assert!(json.get("phase_seconds").is_none(), "{json}");
+    let phases = PhaseSeconds {
+        train: 1.5,
+        eval: 0.25,
+        verify: 0.125,
+        checkpoint: 0.0625,
+        store: 0.03125,
+        loader_wait: 1.0 / 3.0,
+    };
+    store.record_epoch(1, &epoch(2)).unwrap();
+    store.record_phases(1, 2, &phases).unwrap();
+    let got = store.epochs(1).unwrap();
+    assert_eq!(got[1].phase_seconds, Some(phases), "stored exactly");
+    assert_eq!(got[1].train_loss, epoch(2).train_loss);
+    // phases of an epoch with no row change nothing
+    store.record_phases(1, 9, &phases).unwrap();
+    assert_eq!(store.epochs(1).unwrap().len(), 2);
+}
+
 fn epoch(e: u32) -> EpochMetrics {
     EpochMetrics {
         epoch: e,
@@ -255,6 +309,7 @@ fn epoch(e: u32) -> EpochMetrics {
         verify_acc: None,
         images_per_sec: 10.0,
         seconds: 1.0,
+        phase_seconds: None,
     }
 }
 

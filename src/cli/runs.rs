@@ -2,7 +2,7 @@
 
 use super::output::{cell, fmt_num, print_json, table, Format};
 use super::{CliError, Global};
-use crate::store::{RunRow, Store};
+use crate::store::{EpochMetrics, PhaseSeconds, RunRow, Store};
 
 /// Opens an existing store (reading commands never create one).
 pub fn open_store(g: &Global) -> Result<Store, CliError> {
@@ -166,6 +166,7 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
             })
             .collect();
         println!("\n{}", table(&headers, &rows));
+        print_phases(&epochs);
     }
     let checkpoints = store.checkpoints(run.id)?;
     if !checkpoints.is_empty() {
@@ -213,6 +214,31 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
 }
 
 /// `runner show RUN`.
+/// Where each epoch's wall time went, in seconds (epochs recorded before store version 6 have
+/// no phases and are left out; nothing is printed when none has them).
+fn print_phases(epochs: &[EpochMetrics]) {
+    let timed: Vec<(&EpochMetrics, &PhaseSeconds)> = epochs
+        .iter()
+        .filter_map(|e| e.phase_seconds.as_ref().map(|p| (e, p)))
+        .collect();
+    if timed.is_empty() {
+        return;
+    }
+    let mut headers = vec!["epoch".to_string()];
+    headers.extend(PhaseSeconds::NAMES.iter().map(|s| s.to_string()));
+    headers.push("total".into());
+    let rows: Vec<Vec<String>> = timed
+        .iter()
+        .map(|(e, p)| {
+            let mut row = vec![e.epoch.to_string()];
+            row.extend(p.values().iter().map(|v| format!("{v:.2}")));
+            row.push(format!("{:.2}", p.total()));
+            row
+        })
+        .collect();
+    println!("\nphase seconds:\n{}", table(&headers, &rows));
+}
+
 pub fn show(g: &Global, reference: &str, format: Format) -> Result<(), CliError> {
     let store = open_store(g)?;
     let id = store.resolve_run(reference)?;

@@ -8,6 +8,7 @@ pub mod batches;
 pub mod bench;
 pub mod executor;
 pub mod init;
+pub mod phases;
 pub mod preflight;
 pub mod progress;
 pub mod records;

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use super::EngineError;
 use crate::recipe::InitFromRun;
-use crate::store::{CheckpointRecord, EpochMetrics, RunStatus, Store, VerificationRecord};
+use crate::store::{
+    CheckpointRecord, EpochMetrics, PhaseSeconds, RunStatus, Store, VerificationRecord,
+};
 
 /// The run a linked run (`runner resume`) continued, and the checkpoint it started from.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,6 +31,13 @@ pub trait RunRecords {
     fn mark_checkpoint_deleted(&mut self, run_id: i64, epoch: u32) -> Result<(), EngineError>;
     /// Marks the checkpoint file at `path` deleted.
     fn mark_checkpoint_deleted_path(&mut self, run_id: i64, path: &str) -> Result<(), EngineError>;
+    /// Where `epoch`'s wall time went, after its other records.
+    fn record_phases(
+        &mut self,
+        run_id: i64,
+        epoch: u32,
+        phases: &PhaseSeconds,
+    ) -> Result<(), EngineError>;
     /// Forgets the epochs after `after_epoch` (they are recomputed).
     fn truncate_epochs(&mut self, run_id: i64, after_epoch: u32) -> Result<(), EngineError>;
     /// Says the run's process is alive (where a heartbeat means anything).
@@ -81,6 +90,14 @@ impl RunRecords for Store {
     }
     fn mark_checkpoint_deleted_path(&mut self, run_id: i64, path: &str) -> Result<(), EngineError> {
         Ok(Store::mark_checkpoint_deleted_path(self, run_id, path)?)
+    }
+    fn record_phases(
+        &mut self,
+        run_id: i64,
+        epoch: u32,
+        phases: &PhaseSeconds,
+    ) -> Result<(), EngineError> {
+        Ok(Store::record_phases(self, run_id, epoch, phases)?)
     }
     fn truncate_epochs(&mut self, run_id: i64, after_epoch: u32) -> Result<(), EngineError> {
         Ok(Store::truncate_epochs(self, run_id, after_epoch)?)

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batches::{BatchSource, Split};
 use super::init::{named_vars, SeededVarMap};
+use super::phases::{since, StoreClock, TimedRecords};
 use super::progress::{set_batch_message, Reporter};
 use super::records::RunRecords;
 use super::verification::{score_verification, VerificationScore};
@@ -27,7 +28,7 @@ use crate::data::loader::SkippedImage;
 use crate::data::CourseData;
 use crate::model::{FaceModel, ForwardCtx};
 use crate::recipe::{InitFrom, ModelKind, Recipe, SchedulerKind};
-use crate::store::{CheckpointRecord, EpochMetrics, RunStatus, VerificationRecord};
+use crate::store::{CheckpointRecord, EpochMetrics, PhaseSeconds, RunStatus, VerificationRecord};
 use crate::train::checkpoint::{
     assign_vars, read_checkpoint, remove_stale_temp, write_checkpoint, Checkpoint,
     CheckpointAction, CheckpointMeta, CheckpointPolicy, CheckpointingStrategy, SavedCheckpoint,
@@ -87,7 +88,11 @@ struct PartialEpoch {
 /// the error text) where its records go: the store, or the run folder's log of a Slurm task.
 pub fn execute(store: &mut dyn RunRecords, req: RunRequest) -> Result<RunOutcome, EngineError> {
     let run_id = req.run_id;
-    let result = Runner::new(store, req).and_then(|mut r| r.run());
+    let result = {
+        let mut timed = TimedRecords::new(&mut *store);
+        let clock = timed.clock();
+        Runner::new(&mut timed, req, clock).and_then(|mut r| r.run())
+    };
     match &result {
         Ok(RunOutcome::Done(_)) => store.finish_run(run_id, RunStatus::Done, None)?,
         Ok(RunOutcome::Interrupted) => store.finish_run(run_id, RunStatus::Interrupted, None)?,
@@ -132,6 +137,9 @@ struct Runner<'a, 's> {
     faults: Faults,
     /// Unreadable images already reported and recorded (`data.on_bad_image = "skip"`).
     reported_skips: BTreeSet<PathBuf>,
+    /// Time spent in `store` calls, and the current epoch's phases so far.
+    store_clock: StoreClock,
+    phases: PhaseSeconds,
 }
 
 /// Fault injection for tests and debugging, from the environment:
@@ -160,7 +168,11 @@ impl Faults {
 }
 
 impl<'a, 's> Runner<'a, 's> {
-    fn new(store: &'s mut dyn RunRecords, req: RunRequest<'a>) -> Result<Self, EngineError> {
+    fn new(
+        store: &'s mut dyn RunRecords,
+        req: RunRequest<'a>,
+        store_clock: StoreClock,
+    ) -> Result<Self, EngineError> {
         let r = &req.recipe;
         let device = super::device(&r.train.device)?;
         let root = crate::data::resolve_root(&r.data)?;
@@ -222,6 +234,8 @@ impl<'a, 's> Runner<'a, 's> {
             precision,
             faults: Faults::from_env(),
             reported_skips: BTreeSet::new(),
+            store_clock,
+            phases: PhaseSeconds::default(),
         };
         match runner.req.start.clone() {
             StartFrom::Scratch => {}
@@ -417,6 +431,8 @@ impl<'a, 's> Runner<'a, 's> {
         let mut last: BTreeMap<String, f64> = BTreeMap::new();
         while self.epoch < epochs {
             let epoch = self.epoch + 1;
+            self.phases = PhaseSeconds::default();
+            let store_at_start = self.store_clock.seconds();
             self.store.heartbeat(self.req.run_id)?;
             let lr = self.schedule.lr();
             let train = match self.train_epoch(epoch)? {
@@ -425,7 +441,10 @@ impl<'a, 's> Runner<'a, 's> {
                 EpochResult::Diverged(why) => return Ok(RunOutcome::Diverged(why)),
                 EpochResult::RolledBack => continue,
             };
+            let eval_started = Instant::now();
+            let wait_before_eval = self.phases.loader_wait;
             let (val_loss, val_acc) = self.evaluate()?;
+            self.phases.eval = since(eval_started) - (self.phases.loader_wait - wait_before_eval);
             // The last updates of an epoch are checked by no later step: check the weights
             // they left, and the validation loss, before anything is recorded or saved.
             if let Some(reason) = self.unhealthy_after_epoch(epoch, val_loss)? {
@@ -455,8 +474,16 @@ impl<'a, 's> Runner<'a, 's> {
                 verify_acc: None,
                 images_per_sec: train.images_per_sec,
                 seconds: 0.0,
+                phase_seconds: None,
             };
-            let score = if verify { self.verify()? } else { None };
+            let score = if verify {
+                let verify_started = Instant::now();
+                let score = self.verify()?;
+                self.phases.verify = since(verify_started);
+                score
+            } else {
+                None
+            };
             metrics.verify_acc = score.as_ref().map(|s| s.metrics.accuracy);
             metrics.seconds = train.seconds + train.eval_start.elapsed().as_secs_f64();
             self.store.record_epoch(self.req.run_id, &metrics)?;
@@ -483,6 +510,8 @@ impl<'a, 's> Runner<'a, 's> {
             self.schedule.step_epoch(&hm)?;
             self.epoch = epoch;
             self.partial = None;
+            let checkpoint_started = Instant::now();
+            let store_before_checkpoint = self.store_clock.seconds();
             for action in self.policy.actions(epoch, &hm, epoch == epochs) {
                 match action {
                     CheckpointAction::Save => self.save_checkpoint(epoch, &m)?,
@@ -490,6 +519,12 @@ impl<'a, 's> Runner<'a, 's> {
                 }
             }
             self.drop_interrupt_checkpoints()?;
+            // the checkpoint records' writes are the store's time
+            self.phases.checkpoint =
+                since(checkpoint_started) - (self.store_clock.seconds() - store_before_checkpoint);
+            self.phases.store = self.store_clock.seconds() - store_at_start;
+            let phases = self.phases;
+            self.store.record_phases(self.req.run_id, epoch, &phases)?;
             last = m;
             if self.req.stop.load(Ordering::SeqCst) && epoch < epochs {
                 // The epoch's checkpoint (if the policy wrote one) may not exist: write one.
@@ -638,7 +673,15 @@ impl<'a, 's> Runner<'a, 's> {
             .iter()
             .map(|p| p.var.clone())
             .collect();
-        for item in self.train_src.epoch(epoch, start_batch)? {
+        let mut batches_iter = self.train_src.epoch(epoch, start_batch)?;
+        let mut loader_wait = 0.0;
+        loop {
+            let waiting = Instant::now();
+            let Some(item) = batches_iter.next() else {
+                loader_wait += since(waiting);
+                break;
+            };
+            loader_wait += since(waiting);
             let (b, batch) = item?;
             let lr = if per_iter {
                 self.schedule.lr_at(b, batches)
@@ -742,6 +785,8 @@ impl<'a, 's> Runner<'a, 's> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         prior_seconds += elapsed;
+        self.phases.loader_wait += loader_wait;
+        self.phases.train = elapsed - loader_wait;
         Ok(EpochResult::Finished(TrainStats {
             loss: loss_sum / seen.max(1) as f64,
             acc: correct as f64 / seen.max(1) as f64,
@@ -757,7 +802,12 @@ impl<'a, 's> Runner<'a, 's> {
         }
         let smoothing = self.req.recipe.loss.label_smoothing;
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0u64, 0u64);
-        for item in self.eval_src.epoch(0, 0)? {
+        let mut batches_iter = self.eval_src.epoch(0, 0)?;
+        loop {
+            let waiting = Instant::now();
+            let next = batches_iter.next();
+            self.phases.loader_wait += since(waiting);
+            let Some(item) = next else { break };
             let (_, batch) = item?;
             let images = self.precision.input(&batch.images)?;
             let logits = self.eval_logits(&images)?.detach();

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use super::records::{Lineage, RunRecords};
 use super::EngineError;
 use crate::recipe::{InitFromRun, MetricMode};
-use crate::store::{CheckpointRecord, EpochMetrics, RecordOp, RunStatus, VerificationRecord};
+use crate::store::{
+    CheckpointRecord, EpochMetrics, PhaseSeconds, RecordOp, RunStatus, VerificationRecord,
+};
 
 /// The log's file name inside the run folder.
 pub const LOG_FILE: &str = "records.jsonl";
@@ -120,6 +122,8 @@ pub struct LogEpoch {
     pub images_per_sec: f64,
     #[serde(with = "num")]
     pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_seconds: Option<PhaseSeconds>,
 }
 
 impl From<&EpochMetrics> for LogEpoch {
@@ -134,6 +138,7 @@ impl From<&EpochMetrics> for LogEpoch {
             verify_acc: m.verify_acc,
             images_per_sec: m.images_per_sec,
             seconds: m.seconds,
+            phase_seconds: m.phase_seconds,
         }
     }
 }
@@ -150,6 +155,7 @@ impl From<&LogEpoch> for EpochMetrics {
             verify_acc: m.verify_acc,
             images_per_sec: m.images_per_sec,
             seconds: m.seconds,
+            phase_seconds: m.phase_seconds,
         }
     }
 }
@@ -251,6 +257,10 @@ pub enum LogEvent {
     Truncate {
         after: u32,
     },
+    Phases {
+        epoch: u32,
+        phases: PhaseSeconds,
+    },
     SkippedImages {
         epoch: u32,
         images: Vec<(String, String)>,
@@ -306,6 +316,10 @@ impl LogEvent {
                 RecordOp::CheckpointDeletedPath { path: path.clone() }
             }
             LogEvent::Truncate { after } => RecordOp::TruncateEpochs { after: *after },
+            LogEvent::Phases { epoch, phases } => RecordOp::Phases {
+                epoch: *epoch,
+                phases: *phases,
+            },
             LogEvent::SkippedImages { epoch, images } => RecordOp::SkippedImages {
                 epoch: *epoch,
                 images: images.clone(),
@@ -393,6 +407,11 @@ impl LogState {
                 }
             }
             LogEvent::Truncate { after } => self.epochs.retain(|e, _| e <= after),
+            LogEvent::Phases { epoch, phases } => {
+                if let Some(e) = self.epochs.get_mut(epoch) {
+                    e.phase_seconds = Some(*phases);
+                }
+            }
             LogEvent::SkippedImages { .. } | LogEvent::InitFrom { .. } => {}
             LogEvent::Finish {
                 status,
@@ -607,6 +626,17 @@ impl RunRecords for RunLog {
     ) -> Result<(), EngineError> {
         Ok(self.append(LogEvent::CheckpointDeletedPath { path: path.into() })?)
     }
+    fn record_phases(
+        &mut self,
+        _run_id: i64,
+        epoch: u32,
+        phases: &PhaseSeconds,
+    ) -> Result<(), EngineError> {
+        Ok(self.append(LogEvent::Phases {
+            epoch,
+            phases: *phases,
+        })?)
+    }
     fn truncate_epochs(&mut self, _run_id: i64, after_epoch: u32) -> Result<(), EngineError> {
         Ok(self.append(LogEvent::Truncate { after: after_epoch })?)
     }
@@ -724,15 +754,27 @@ mod tests {
             verify_acc: Some(2.0f64.sqrt()),
             images_per_sec: 1e-300,
             seconds: 5e-324,
+            phase_seconds: None,
         };
         log.record_epoch(1, &m).unwrap();
+        let phases = PhaseSeconds {
+            train: 0.1 + 0.2,
+            loader_wait: 1e-9,
+            ..PhaseSeconds::default()
+        };
+        log.record_phases(1, 1, &phases).unwrap();
+        assert_eq!(log.epochs(1).unwrap()[0].phase_seconds, Some(phases));
         drop(log);
         // a kill in the middle of a write
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"event\":\"epoch\",\"epo").unwrap();
         drop(f);
         let events = read_events(&path, 0).unwrap();
-        assert_eq!(events.len(), 1, "the partial line is not read");
+        assert_eq!(events.len(), 2, "the partial line is not read");
+        assert!(matches!(
+            events[1].0.record_op(),
+            Some(RecordOp::Phases { epoch: 1, .. })
+        ));
         let mut log = RunLog::open(&path, 1, None).unwrap();
         let got = &log.epochs(1).unwrap()[0];
         assert_eq!(got.lr.to_bits(), m.lr.to_bits());
@@ -741,9 +783,11 @@ mod tests {
         assert_eq!(got.train_acc.to_bits(), m.train_acc.to_bits());
         assert_eq!(got.verify_acc, m.verify_acc);
         assert_eq!(got.seconds.to_bits(), m.seconds.to_bits());
+        // the phases line replays onto the epoch, read back from the file
+        assert_eq!(got.phase_seconds, Some(phases));
         log.truncate_epochs(1, 0).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 2, "the cut line was removed:\n{text}");
+        assert_eq!(text.lines().count(), 3, "the cut line was removed:\n{text}");
         assert!(read_state(&path).unwrap().epochs.is_empty());
     }
 }

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1: the first release (runs, epochs, checkpoints; no sweeps, no verification table,
 /// no lineage or heartbeat columns). Kept so tests can build an old store.
@@ -113,14 +113,20 @@ ALTER TABLE runs ADD COLUMN records_offset INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN slurm_sweep_id INTEGER REFERENCES sweeps(id);
 ";
 
+/// Version 5 -> 6: where each epoch's wall time went (`PhaseSeconds` as a JSON object).
+pub const V5_TO_V6: &str = "
+ALTER TABLE epochs ADD COLUMN phase_seconds TEXT;
+";
+
 /// Brings a store at any older version up to `SCHEMA_VERSION`, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
-    let steps: [(i64, &str); 5] = [
+    let steps: [(i64, &str); 6] = [
         (1, V1),
         (2, V1_TO_V2),
         (3, V2_TO_V3),
         (4, V3_TO_V4),
         (5, V4_TO_V5),
+        (6, V5_TO_V6),
     ];
     let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (target, sql) in steps {

@@ -389,6 +389,16 @@ impl Store {
         self.write(|tx| record_epoch_tx(tx, run_id, m))
     }
 
+    /// Where an epoch's wall time went (the epoch's row exists: it is written first).
+    pub fn record_phases(
+        &mut self,
+        run_id: i64,
+        epoch: u32,
+        phases: &PhaseSeconds,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| record_phases_tx(tx, run_id, epoch, phases))
+    }
+
     /// Deletes epochs after `epoch` (a resume from an earlier checkpoint recomputes them).
     pub fn truncate_epochs(&mut self, run_id: i64, after_epoch: u32) -> Result<(), StoreError> {
         self.write(|tx| truncate_epochs_tx(tx, run_id, after_epoch))
@@ -645,6 +655,9 @@ impl Store {
                         mark_checkpoint_deleted_path_tx(tx, run_id, path)?
                     }
                     RecordOp::TruncateEpochs { after } => truncate_epochs_tx(tx, run_id, *after)?,
+                    RecordOp::Phases { epoch, phases } => {
+                        record_phases_tx(tx, run_id, *epoch, phases)?
+                    }
                     RecordOp::SkippedImages { epoch, images } => {
                         record_skipped_images_tx(tx, run_id, *epoch, images)?
                     }
@@ -815,7 +828,8 @@ impl Store {
             .conn
             .prepare(
                 "SELECT epoch, lr, train_loss, train_acc, val_loss, val_acc, verify_acc,
-                        images_per_sec, seconds FROM epochs WHERE run_id = ?1 ORDER BY epoch",
+                        images_per_sec, seconds, phase_seconds
+                 FROM epochs WHERE run_id = ?1 ORDER BY epoch",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -999,8 +1013,8 @@ fn record_epoch_tx(
 ) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT OR REPLACE INTO epochs (run_id, epoch, lr, train_loss, train_acc, val_loss,
-            val_acc, verify_acc, images_per_sec, seconds)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            val_acc, verify_acc, images_per_sec, seconds, phase_seconds)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             run_id,
             m.epoch,
@@ -1011,12 +1025,30 @@ fn record_epoch_tx(
             m.val_acc,
             m.verify_acc,
             m.images_per_sec,
-            m.seconds
+            m.seconds,
+            m.phase_seconds.as_ref().map(phases_json)
         ],
     )?;
     tx.execute(
         "UPDATE runs SET heartbeat = ?2 WHERE id = ?1 AND status = 'running'",
         params![run_id, now()],
+    )?;
+    Ok(())
+}
+
+fn phases_json(p: &PhaseSeconds) -> String {
+    serde_json::to_string(p).expect("six numbers serialize")
+}
+
+fn record_phases_tx(
+    tx: &rusqlite::Transaction,
+    run_id: i64,
+    epoch: u32,
+    p: &PhaseSeconds,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE epochs SET phase_seconds = ?3 WHERE run_id = ?1 AND epoch = ?2",
+        params![run_id, epoch, phases_json(p)],
     )?;
     Ok(())
 }

@@ -152,6 +152,54 @@ pub struct EpochMetrics {
     pub verify_acc: Option<f64>,
     pub images_per_sec: f64,
     pub seconds: f64,
+    /// Where the epoch's wall time went (absent for epochs recorded before store version 6).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub phase_seconds: Option<PhaseSeconds>,
+}
+
+/// An epoch's wall time by phase, in seconds. The phases do not overlap: `train` is the
+/// training steps without the time spent waiting for the loader (`loader_wait`, training and
+/// dev loaders both), `eval` the dev pass without its loader wait, `verify` the open-set
+/// verification, `checkpoint` writing and deleting checkpoint files, `store` the run's
+/// records (database or Slurm record log). The epoch's `seconds` covers training, dev and
+/// verification (the first four); checkpoints and records come after it. Progress output, the
+/// scheduler and the divergence check of the weights are in no phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSeconds {
+    pub train: f64,
+    pub eval: f64,
+    pub verify: f64,
+    pub checkpoint: f64,
+    pub store: f64,
+    pub loader_wait: f64,
+}
+
+impl PhaseSeconds {
+    /// The names of the phases, in the order `show` prints them.
+    pub const NAMES: [&'static str; 6] = [
+        "train",
+        "loader_wait",
+        "eval",
+        "verify",
+        "checkpoint",
+        "store",
+    ];
+
+    /// The phases' values, in the order of `NAMES`.
+    pub fn values(&self) -> [f64; 6] {
+        [
+            self.train,
+            self.loader_wait,
+            self.eval,
+            self.verify,
+            self.checkpoint,
+            self.store,
+        ]
+    }
+
+    pub fn total(&self) -> f64 {
+        self.values().iter().sum()
+    }
 }
 
 impl EpochMetrics {
@@ -166,6 +214,10 @@ impl EpochMetrics {
             verify_acc: r.get(6)?,
             images_per_sec: r.get::<_, Option<f64>>(7)?.unwrap_or(0.0),
             seconds: r.get::<_, Option<f64>>(8)?.unwrap_or(0.0),
+            // written by this program as JSON; anything else reads as "not measured"
+            phase_seconds: r
+                .get::<_, Option<String>>(9)?
+                .and_then(|t| serde_json::from_str(&t).ok()),
         })
     }
 
@@ -343,6 +395,11 @@ pub enum RecordOp {
     InitFrom {
         run: i64,
         checkpoint: String,
+    },
+    /// Where an epoch's time went (written after the epoch's other records).
+    Phases {
+        epoch: u32,
+        phases: PhaseSeconds,
     },
     /// A Slurm task started the run on `host` at `at`.
     Started {

@@ -172,9 +172,44 @@ pub fn epoch_metrics(show: &serde_json::Value) -> Vec<serde_json::Value> {
             let o = e.as_object_mut().unwrap();
             o.remove("images_per_sec");
             o.remove("seconds");
+            o.remove("phase_seconds");
             e
         })
         .collect()
+}
+
+/// Every epoch of `show` says where its time went: the six phases, each finite and not
+/// negative; training, loader wait, dev and verification add up to no more than the epoch's
+/// `seconds` (they do not overlap; checkpoints and records come after `seconds` is taken).
+pub fn assert_phase_seconds(show: &serde_json::Value) {
+    for e in show["epochs"].as_array().unwrap() {
+        let p = e["phase_seconds"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no phases: {e}"));
+        let names = [
+            "train",
+            "loader_wait",
+            "eval",
+            "verify",
+            "checkpoint",
+            "store",
+        ];
+        assert_eq!(p.len(), names.len(), "{e}");
+        let mut total = 0.0;
+        for n in names {
+            let v = p[n].as_f64().unwrap_or_else(|| panic!("{n} in {e}"));
+            assert!(v.is_finite() && v >= 0.0, "{n} in {e}");
+            if !matches!(n, "checkpoint" | "store") {
+                total += v;
+            }
+        }
+        assert!(p["train"].as_f64().unwrap() > 0.0, "{e}");
+        let seconds = e["seconds"].as_f64().unwrap();
+        assert!(
+            total <= seconds + 1e-3,
+            "phases add to {total} > {seconds}: {e}"
+        );
+    }
 }
 
 /// The path of a run's newest kept end-of-epoch checkpoint.
