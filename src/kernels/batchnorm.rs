@@ -1,6 +1,7 @@
-//! Train-mode BatchNorm over the channels of NCHW input as a Candle custom op with its own
-//! backward (input, weight, bias). Statistics are two passes parallel over channels, the
-//! element-wise parts one pass parallel over the N*C planes. On CUDA the kernels of
+//! BatchNorm over the channels of NCHW input as a Candle custom op with its own backward
+//! (input, weight, bias): train mode with the batch statistics, eval mode with the running
+//! ones. Statistics are two passes parallel over channels, the element-wise parts one pass
+//! parallel over the N*C planes. On CUDA the kernels of
 //! `kernels/cuda/batchnorm.cu` (the `gpu_*` launch functions below) run train and eval mode,
 //! forward and backward, on input of any of f32 / bf16 / f16 with f32 parameters and
 //! statistics.
@@ -92,11 +93,14 @@ fn norm_plane(yo: &mut [f32], xp: &[f32], scale: f32, shift: f32, f: impl Fn(f32
 /// `x -> (2, C)`: batch mean and biased variance per channel (no backward).
 struct BnStats;
 
-/// `(x, weight, bias) -> act(y)` with the batch statistics computed once, before.
+/// `(x, weight, bias) -> act(y)` with the statistics given: the batch's, computed once before
+/// (train mode: their gradient flows into the input's), or the running ones (eval mode:
+/// constants, so the input gradient is only the scaled output gradient).
 struct BnFwd {
     eps: f32,
     act: BnAct,
     stats: Vec<(f32, f32)>,
+    train: bool,
 }
 
 /// `(x, grad_y, y) -> [grad_x | grad_w | grad_b]` packed flat; `w`: the weight values.
@@ -105,6 +109,7 @@ struct BnBwd {
     act: BnAct,
     stats: Vec<(f32, f32)>,
     w: Vec<f32>,
+    train: bool,
 }
 
 /// CUDA: `(x (T), [w | b] (f32), [mean | var] (f32)) -> act(y) (T)`; train mode with the
@@ -160,7 +165,11 @@ impl CustomOp1 for BnStats {
 
 impl CustomOp3 for BnFwd {
     fn name(&self) -> &'static str {
-        "batch-norm-train"
+        if self.train {
+            "batch-norm-train"
+        } else {
+            "batch-norm-eval"
+        }
     }
 
     fn cpu_fwd(
@@ -213,6 +222,7 @@ impl CustomOp3 for BnFwd {
             act: self.act,
             stats: self.stats.clone(),
             w: w.flatten_all()?.to_vec1::<f32>()?,
+            train: self.train,
         };
         let packed = x.apply_op3_no_bwd(&grad.contiguous()?, &res.contiguous()?, &op)?;
         let (gx, small) = super::split_packed(&packed, n, &[c, c])?;
@@ -243,12 +253,27 @@ impl CustomOp3 for BnBwd {
         if g.len() != x.len() || y.len() != x.len() || w.len() != c || st.len() != c {
             candle_core::bail!("batch_norm backward: shape mismatch")
         }
+        let p = BwdParams {
+            w,
+            st,
+            eps: self.eps,
+            train: self.train,
+        };
         match act {
-            BnAct::None => bwd_passes(x, g, y, w, st, self.eps, n, c, hw, |_| true),
-            BnAct::Relu => bwd_passes(x, g, y, w, st, self.eps, n, c, hw, |v| v > 0.0),
-            BnAct::Relu6 => bwd_passes(x, g, y, w, st, self.eps, n, c, hw, |v| v > 0.0 && v < 6.0),
+            BnAct::None => bwd_passes(x, g, y, &p, n, c, hw, |_| true),
+            BnAct::Relu => bwd_passes(x, g, y, &p, n, c, hw, |v| v > 0.0),
+            BnAct::Relu6 => bwd_passes(x, g, y, &p, n, c, hw, |v| v > 0.0 && v < 6.0),
         }
     }
+}
+
+/// What a backward pass knows of the forward: weight, statistics, eps, and whether the
+/// statistics were the batch's (train) or constants (eval).
+struct BwdParams<'a> {
+    w: &'a [f32],
+    st: &'a [(f32, f32)],
+    eps: f32,
+    train: bool,
 }
 
 /// BatchNorm backward with the activation mask `pass` (from the output `y`): per channel
@@ -258,14 +283,13 @@ fn bwd_passes(
     x: &[f32],
     g: &[f32],
     y: &[f32],
-    w: &[f32],
-    st: &[(f32, f32)],
-    eps: f32,
+    p: &BwdParams,
     n: usize,
     c: usize,
     hw: usize,
     pass: impl Fn(f32) -> bool + Sync,
 ) -> Result<(CpuStorage, Shape)> {
+    let (w, st, eps, train) = (p.w, p.st, p.eps, p.train);
     let masked = |gv: f32, yv: f32| if pass(yv) { gv } else { 0.0 };
     let sums: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
@@ -314,9 +338,13 @@ fn bwd_passes(
             let rstd = 1.0 / (var + eps).sqrt();
             let (sg, sgx) = sums[ci];
             let k = w[ci] * rstd / m;
-            // gx = k * (m * g' - sg - (x - mean) * rstd * sgx) = a * g' + b * x + c0
-            let (a, bx) = (k * m, -k * rstd * sgx);
-            let c0 = -k * sg + k * rstd * sgx * mean;
+            // train: gx = k * (m * g' - sg - (x - mean) * rstd * sgx) = a * g' + b * x + c0;
+            // eval (constant statistics): gx = w * rstd * g'
+            let (a, bx, c0) = if train {
+                (k * m, -k * rstd * sgx, -k * sg + k * rstd * sgx * mean)
+            } else {
+                (w[ci] * rstd, 0.0, 0.0)
+            };
             let o = p * hw;
             for ((d, &xv), (&gv, &yv)) in go
                 .iter_mut()
@@ -616,9 +644,10 @@ pub fn gpu_backward<L: Launcher>(
     Ok(gx)
 }
 
-/// Eval-mode BatchNorm of NCHW `x` with the running statistics, followed by `act`, on the
-/// GPU's kernels (differentiable in `x`, `weight`, `bias`), when [`gpu::runs_on_gpu`] and
-/// the parameters are f32; `None` otherwise (the caller composes it).
+/// Eval-mode BatchNorm of NCHW `x` with the running statistics, followed by `act`, in one
+/// pass (differentiable in `x`, `weight`, `bias`): on the CPU for f32 input, on the GPU's
+/// kernels when [`gpu::runs_on_gpu`]; parameters f32. `None` otherwise, and in reference
+/// mode (the caller composes it from Candle ops).
 pub fn batch_norm_eval_act(
     x: &Tensor,
     weight: &Tensor,
@@ -629,7 +658,26 @@ pub fn batch_norm_eval_act(
     act: BnAct,
 ) -> Result<Option<Tensor>> {
     let params = [weight, bias, running_mean, running_var];
-    if !gpu::runs_on_gpu(x) || params.iter().any(|p| p.dtype() != DType::F32) {
+    if params.iter().any(|p| p.dtype() != DType::F32) {
+        return Ok(None);
+    }
+    if x.device().is_cpu() && x.dtype() == DType::F32 && !super::reference_mode() {
+        // one pass, y = act(x * scale + shift) per plane (Candle ops took three or four)
+        super::require_non_empty("batch_norm", x)?;
+        let mean = running_mean.detach().flatten_all()?.to_vec1::<f32>()?;
+        let var = running_var.detach().flatten_all()?.to_vec1::<f32>()?;
+        let op = BnFwd {
+            eps: eps as f32,
+            act,
+            stats: mean.into_iter().zip(var).collect(),
+            train: false,
+        };
+        let y = x
+            .contiguous()?
+            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+        return Ok(Some(y));
+    }
+    if !gpu::runs_on_gpu(x) {
         return Ok(None);
     }
     super::require_non_empty("batch_norm", x)?;
@@ -696,6 +744,7 @@ pub fn batch_norm_train_act(
                 eps: eps as f32,
                 act,
                 stats,
+                train: true,
             },
         )?;
         return Ok((y, st.get(0)?, st.get(1)?));
@@ -792,6 +841,51 @@ mod tests {
                 let w = rng.var(3f32, 1.0, d[1], &dev)?;
                 let b = rng.var(1f32, 1.0, d[1], &dev)?;
                 check(&x, &w, &b, act, &mut rng)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Eval mode: the one-pass op against Candle's composed ops in f64 (the reference path of
+    /// `BatchNorm2d`), output and the gradients of input, weight and bias, for every activation.
+    #[test]
+    fn eval_mode_matches_composed_ops_and_gradients() -> Result<()> {
+        let mut rng = TensorRng::new(14);
+        let dev = Device::Cpu;
+        for act in [BnAct::None, BnAct::Relu, BnAct::Relu6] {
+            for d in [[4usize, 3, 5, 7], [2, 8, 1, 1], [3, 5, 4, 4]] {
+                let x = rng.var(0.3f32, 2.0, &d, &dev)?;
+                let w = rng.var(3f32, 1.0, d[1], &dev)?;
+                let b = rng.var(1f32, 1.0, d[1], &dev)?;
+                let rm = rng.randn(0.2f32, 0.5, d[1], &dev)?;
+                let rv = rng.randn(0f32, 1.0, d[1], &dev)?.abs()?;
+                let y = batch_norm_eval_act(&x, &w, &b, &rm, &rv, 1e-5, act)?
+                    .expect("the CPU runs eval mode in one pass");
+                let vars64 = [&x, &w, &b]
+                    .map(|v| Var::from_tensor(&v.to_dtype(DType::F64).unwrap()).unwrap());
+                let c = d[1];
+                let scale = (rv.to_dtype(DType::F64)? + 1e-5)?.sqrt()?.recip()?;
+                let y64 = act.apply_tensor(
+                    vars64[0]
+                        .broadcast_sub(&rm.to_dtype(DType::F64)?.reshape((1, c, 1, 1))?)?
+                        .broadcast_mul(&(scale * vars64[1].as_tensor())?.reshape((1, c, 1, 1))?)?
+                        .broadcast_add(&vars64[2].reshape((1, c, 1, 1))?)?,
+                )?;
+                let diff = (&y - y64.to_dtype(DType::F32)?)?
+                    .abs()?
+                    .max_all()?
+                    .to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "{act:?} {d:?} forward {diff}");
+                let r = rng.randn(0f32, 1.0, d.as_slice(), &dev)?;
+                let g = (y * &r)?.sum_all()?.backward()?;
+                let g64 = (y64 * r.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
+                for (v, v64) in [&x, &w, &b].into_iter().zip(&vars64) {
+                    let p = g.get(v).expect("eval-mode gradient");
+                    let q = g64.get(v64).expect("reference").to_dtype(DType::F32)?;
+                    let s = q.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+                    let diff = (p - q)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert!(diff < 1e-4 * s, "{act:?} {d:?} grad {diff} (scale {s})");
+                }
             }
         }
         Ok(())

@@ -1,0 +1,100 @@
+//! The hand-run benchmark scripts in `bench/`: the table `bench/summarize.py` makes from
+//! `bench/compare.sh`'s JSON lines (medians of per-round ratios, the whole-run row, memory),
+//! and `compare.sh`'s refusal without PyTorch. Needs `python3` (skipped with a reason if absent).
+
+use std::process::Command;
+
+fn python() -> Option<&'static str> {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: python3 not found (bench/summarize.py needs it)");
+    }
+    ok.then_some("python3")
+}
+
+#[test]
+fn summarize_gives_the_median_of_per_round_ratios_and_the_whole_run_row() {
+    let Some(py) = python() else { return };
+    let out = Command::new(py)
+        .args([
+            "bench/summarize.py",
+            "tests/fixtures/bench/compare_sample.jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // rounds: runner 100 / 120 / 90 against PyTorch 200 / 100 / 100
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| resnet18 | 64 | 64 "))
+        .unwrap_or_else(|| panic!("no ResNet-18 row:\n{text}"));
+    assert!(row.contains("0.50, 1.20, 0.90"), "{row}");
+    assert!(row.contains("**0.90x**"), "median of the ratios: {row}");
+    assert!(row.contains("| 95.0 |"), "channels-last median: {row}");
+    assert!(
+        row.contains("| 303 / 900 |"),
+        "peak RSS, max over rounds: {row}"
+    );
+    assert!(text.contains("13 measurements"), "{text}");
+    assert!(text.contains("commit abc1234"), "{text}");
+    // whole run: 200 / 210 s against 220 / 200 s -> PyTorch/runner 1.10, 0.95
+    assert!(text.contains("| 1.10, 0.95 | **1.03x** |"), "{text}");
+    assert!(text.contains("1000 (+ workers 650)"), "{text}");
+}
+
+#[test]
+fn compare_refuses_to_start_without_pytorch_and_says_what_to_run() {
+    let out = Command::new("bash")
+        .arg("bench/compare.sh")
+        .env("PYTHON", "/nonexistent/python")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bench/pytorch-env.sh"), "{err}");
+    let syntax = Command::new("bash")
+        .args(["-n", "bench/compare.sh"])
+        .output()
+        .unwrap();
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+}
+
+#[test]
+fn summarize_scaling_gives_step_times_per_shape() {
+    let Some(py) = python() else { return };
+    let out = Command::new(py)
+        .args([
+            "bench/summarize.py",
+            "--scaling",
+            "tests/fixtures/bench/compare_sample.jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // batch 64: runner 640 / 533 / 711 ms, PyTorch 320 / 640 / 640 ms; medians 640 and 640
+    assert!(
+        text.contains("| 64 | 64 | 640 | 640 | 1.00 | 303 / 900 |"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("e2e_resnet18"),
+        "whole runs are not shapes: {text}"
+    );
+}
