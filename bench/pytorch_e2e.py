@@ -186,7 +186,7 @@ def main():
     phases["verify"] += time.perf_counter() - t
     end = time.perf_counter()
     print(json.dumps({
-        "net": "resnet18",
+        "model": "torchvision resnet18",
         "framework": f"pytorch {torch.__version__}",
         "epochs": args.epochs,
         "batch_size": args.batch,

@@ -58,7 +58,7 @@ def main(paths):
     steps = defaultdict(lambda: defaultdict(dict))
     e2e = defaultdict(dict)
     for x in lines:
-        if x["net"].startswith("e2e_"):
+        if x["net"].startswith("e2e_") or "phase_seconds" in x:  # a whole run
             e2e[x["round"]][x["side"]] = x
         else:
             steps[(x["net"], x["size"], x["batch"])][x["round"]][x["side"]] = x
