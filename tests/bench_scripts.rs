@@ -15,14 +15,12 @@ fn python() -> Option<&'static str> {
     ok.then_some("python3")
 }
 
-#[test]
-fn summarize_gives_the_median_of_per_round_ratios_and_the_whole_run_row() {
-    let Some(py) = python() else { return };
+/// `bench/summarize.py ARGS tests/fixtures/bench/compare_sample.jsonl`'s output.
+fn summarize(py: &str, args: &[&str]) -> String {
     let out = Command::new(py)
-        .args([
-            "bench/summarize.py",
-            "tests/fixtures/bench/compare_sample.jsonl",
-        ])
+        .arg("bench/summarize.py")
+        .args(args)
+        .arg("tests/fixtures/bench/compare_sample.jsonl")
         .output()
         .unwrap();
     assert!(
@@ -30,7 +28,13 @@ fn summarize_gives_the_median_of_per_round_ratios_and_the_whole_run_row() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn summarize_gives_the_median_of_per_round_ratios_and_the_whole_run_row() {
+    let Some(py) = python() else { return };
+    let text = summarize(py, &[]);
     // rounds: runner 100 / 120 / 90 against PyTorch 200 / 100 / 100
     let row = text
         .lines()
@@ -74,20 +78,7 @@ fn compare_refuses_to_start_without_pytorch_and_says_what_to_run() {
 #[test]
 fn summarize_scaling_gives_step_times_per_shape() {
     let Some(py) = python() else { return };
-    let out = Command::new(py)
-        .args([
-            "bench/summarize.py",
-            "--scaling",
-            "tests/fixtures/bench/compare_sample.jsonl",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = summarize(py, &["--scaling"]);
     // batch 64: runner 640 / 533 / 711 ms, PyTorch 320 / 640 / 640 ms; medians 640 and 640
     assert!(
         text.contains("| 64 | 64 | 640 | 640 | 1.00 | 303 / 900 |"),

@@ -205,27 +205,39 @@ fn an_infinite_verification_threshold_survives_the_store_and_prints_as_text() {
     assert_eq!(json[2]["threshold"], 0.25);
 }
 
+/// A store as version `version` of the schema left it, with one run (`key`, `status`).
+fn old_store(
+    db: &std::path::Path,
+    version: usize,
+    key: &str,
+    status: &str,
+) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let steps = [
+        migrations::V1,
+        migrations::V1_TO_V2,
+        migrations::V2_TO_V3,
+        migrations::V3_TO_V4,
+        migrations::V4_TO_V5,
+    ];
+    for step in &steps[..version] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {version}"))
+        .unwrap();
+    conn.execute(
+        "INSERT INTO runs (key, recipe, config, status, created) VALUES (?1, 'r.toml', '{}', ?2, '2026-01-01T00:00:00.000Z')",
+        [key, status],
+    )
+    .unwrap();
+    conn
+}
+
 #[test]
 fn a_version_four_store_is_migrated_to_five_with_the_slurm_columns() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v4.db");
-    {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        for step in [
-            migrations::V1,
-            migrations::V1_TO_V2,
-            migrations::V2_TO_V3,
-            migrations::V3_TO_V4,
-        ] {
-            conn.execute_batch(step).unwrap();
-        }
-        conn.execute_batch("PRAGMA user_version = 4").unwrap();
-        conn.execute(
-            "INSERT INTO runs (key, recipe, config, status, created) VALUES ('k4', 'r.toml', '{}', 'interrupted', '2026-01-01T00:00:00.000Z')",
-            [],
-        )
-        .unwrap();
-    }
+    drop(old_store(&db, 4, "k4", "interrupted"));
     let mut store = Store::open(&db).unwrap();
     assert_eq!(store.schema_version().unwrap(), migrations::SCHEMA_VERSION);
     let run = store.run(1).unwrap();
@@ -251,22 +263,7 @@ fn a_version_five_store_keeps_its_epochs_and_gains_phase_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v5.db");
     {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        for step in [
-            migrations::V1,
-            migrations::V1_TO_V2,
-            migrations::V2_TO_V3,
-            migrations::V3_TO_V4,
-            migrations::V4_TO_V5,
-        ] {
-            conn.execute_batch(step).unwrap();
-        }
-        conn.execute_batch("PRAGMA user_version = 5").unwrap();
-        conn.execute(
-            "INSERT INTO runs (key, recipe, config, status, created) VALUES ('k5', 'r.toml', '{}', 'done', '2026-01-01T00:00:00.000Z')",
-            [],
-        )
-        .unwrap();
+        let conn = old_store(&db, 5, "k5", "done");
         conn.execute(
             "INSERT INTO epochs (run_id, epoch, lr, train_loss, train_acc, images_per_sec, seconds) VALUES (1, 1, 0.1, 2.0, 0.5, 10.0, 3.0)",
             [],
