@@ -238,7 +238,14 @@ fn twenty_random_kills_never_corrupt_the_store_or_a_checkpoint_and_the_run_finis
     let mut kills = 0;
     let mut recorded_before = 0;
     for i in 0..20 {
-        let mut child = env.cmd().args(args).spawn().unwrap();
+        // Each step sleeps 5 ms more, so that the 300 epochs outlast the 20 kills however fast
+        // training gets (the sleep changes no number).
+        let mut child = env
+            .cmd()
+            .args(args)
+            .env("RUNNER_STEP_DELAY_MS", "5")
+            .spawn()
+            .unwrap();
         // A spread of moments: pseudo-random, reproducible.
         delays_ms = (delays_ms * 7919 + 311) % 400 + 30;
         std::thread::sleep(Duration::from_millis(delays_ms));
