@@ -34,21 +34,10 @@ import resource  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
-
-class Files(Dataset):
-    def __init__(self, paths, tf):
-        self.paths, self.tf = paths, tf
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        with Image.open(self.paths[i]) as im:
-            return self.tf(im.convert("RGB")), i
+from torchvision_data import Files  # noqa: E402  (beside this script: a list of image files)
 
 
 def images(folder):

@@ -677,11 +677,9 @@ impl<'a, 's> Runner<'a, 's> {
         let mut loader_wait = 0.0;
         loop {
             let waiting = Instant::now();
-            let Some(item) = batches_iter.next() else {
-                loader_wait += since(waiting);
-                break;
-            };
+            let next = batches_iter.next();
             loader_wait += since(waiting);
+            let Some(item) = next else { break };
             let (b, batch) = item?;
             let lr = if per_iter {
                 self.schedule.lr_at(b, batches)
