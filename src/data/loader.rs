@@ -187,10 +187,10 @@ fn colour_jpeg(bytes: &[u8]) -> Result<Option<RgbImage>, String> {
     Ok(RgbImage::from_raw(w as u32, h as u32, out))
 }
 
-/// Asks the kernel for transparent huge pages under a large fresh buffer (a batch above the
-/// allocator's mmap threshold, mapped afresh for every batch), so that it is faulted in 2 MiB
-/// at a time instead of 4 KiB. Only advice: nothing changes where the kernel does not take it.
-/// Smaller buffers come from the heap, already faulted in, and are left alone.
+/// Asks the kernel for transparent huge pages under a large buffer (a batch above the
+/// allocator's mmap threshold, whose pages may be new to the heap), so that it is faulted in
+/// 2 MiB at a time instead of 4 KiB. Only advice: nothing changes where the kernel does not
+/// take it. Smaller buffers come from the heap, already faulted in, and are left alone.
 fn advise_huge_pages(buf: &mut [f32]) {
     #[cfg(target_os = "linux")]
     if std::mem::size_of_val(buf) >= crate::kernels::alloc::MMAP_THRESHOLD {

@@ -8,6 +8,13 @@
 //! 15-20% of a ResNet-18 step's CPU time in `perf` on the 2-core dev machine. A fixed
 //! threshold of 32 MiB (glibc's maximum on 64-bit) and a high trim threshold make the heap
 //! reuse those pages. Peak resident memory stays about the same (the same buffers are live).
+//!
+//! Blocks above 32 MiB (a ConvNeXt MLP activation at 224 px is 128 MiB and more) would still
+//! be mapped and unmapped on every use, since glibc refuses a higher threshold; so `mmap` for
+//! single blocks is turned off (`M_MMAP_MAX` 0) and they come from the heap too. At 224 px
+//! batch 32 on the 2-core machine the page zeroing was a third of a ConvNeXt nano step in
+//! `perf`, and the change took ResNet-50 from 6.6 to 10.4 img/s and ConvNeXt-T from 5.6 to
+//! 8.7, peak RSS within 2% (docs/benchmarks.md).
 
 use std::sync::OnceLock;
 
@@ -15,13 +22,16 @@ use std::sync::OnceLock;
 pub const MMAP_THRESHOLD: usize = 32 << 20;
 /// Free memory at the top of the heap kept before it is returned to the kernel (512 MiB).
 pub const TRIM_THRESHOLD: usize = 512 << 20;
+/// Blocks glibc may serve with their own `mmap` at once: none, so large blocks are reused.
+pub const MMAP_MAX: usize = 0;
 
 static APPLIED: OnceLock<bool> = OnceLock::new();
 
 /// Applies the settings once per process (later calls do nothing) and reports whether glibc
 /// accepted them (`false` on other C libraries and platforms, where nothing is changed).
 /// Called when a model is built (`crate::model::build`); the environment variables
-/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_`, when set, take precedence.
+/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` / `MALLOC_MMAP_MAX_`, when set, take
+/// precedence.
 pub fn tune_allocator() -> bool {
     *APPLIED.get_or_init(apply)
 }
@@ -45,7 +55,8 @@ fn apply() -> bool {
         libc::M_TRIM_THRESHOLD,
         TRIM_THRESHOLD,
     );
-    a && b
+    let c = set("MALLOC_MMAP_MAX_", libc::M_MMAP_MAX, MMAP_MAX);
+    a && b && c
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -64,7 +75,7 @@ mod tests {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         assert!(first, "glibc rejected the allocator settings");
         // large blocks still allocate, fill and free correctly after the change
-        for mib in [1usize, 8, 40] {
+        for mib in [1usize, 8, 40, 200] {
             let n = mib << 18;
             let mut v = vec![0f32; n];
             v.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32);
