@@ -5,7 +5,11 @@
 //! - [`nchw_bias_to_nhwc`]: depthwise-conv bias add + the NCHW -> NHWC copy;
 //! - [`bias_gelu`]: `gelu(x + b)` over the last dim (fc1's bias and GELU);
 //! - [`bias_scale`]: `(x + b) * gamma` over the last dim (fc2's bias and the layer scale);
-//! - [`add_nhwc_to_nchw`]: the residual `x + y` with `y` channels-last, out NCHW.
+//! - [`add_nhwc_to_nchw`]: the residual `x + y` with `y` channels-last, out NCHW;
+//! - [`scale_add_to_nchw`]: the whole block tail after fc2, `x + drop_path((z + b) * gamma)`
+//!   out NCHW: the same arithmetic as [`bias_scale`], the drop-path product and
+//!   [`add_nhwc_to_nchw`] in that order (bit for bit), but neither the scaled tensor nor the
+//!   drop-path product is kept in the graph, two activation-sized tensors less per block.
 //!
 //! Composed from plain Candle ops they cost several passes each, and their backward reduces
 //! the bias gradients with Candle's single-threaded strided sum and accumulates permuted
@@ -637,6 +641,187 @@ fn add_nhwc_to_nchw_composed(x: &Tensor, y: &Tensor) -> Result<Tensor> {
     x + y.permute((0, 3, 1, 2))?
 }
 
+/// `(x NCHW, z NHWC, [b | gamma | mask]) -> x + transpose((z + b) * gamma [* mask])`.
+struct ScaleAddToNchw;
+/// Backward of [`ScaleAddToNchw`]: `(z, [b | gamma | mask], g NCHW)` -> packed
+/// `[gz NHWC | gb | ggamma | 0 (mask)]`.
+struct ScaleAddToNchwBwd;
+
+impl CustomOp3 for ScaleAddToNchw {
+    fn name(&self) -> &'static str {
+        "scale-add-to-nchw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "scale_add_to_nchw")?;
+        let z = slice(s2, l2, "scale_add_to_nchw")?;
+        let p = slice(s3, l3, "scale_add_to_nchw")?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let hw = h * w;
+        if z.len() != x.len() || (p.len() != 2 * c && p.len() != 2 * c + n) {
+            candle_core::bail!("scale_add_to_nchw: shape mismatch")
+        }
+        let (b, gamma, mask) = (&p[..c], &p[c..2 * c], &p[2 * c..]);
+        let mut out = vec![0f32; x.len()];
+        let per = (c * hw).max(1);
+        out.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .zip(z.par_chunks(per))
+            .enumerate()
+            .for_each(|(i, ((o, xi), zi))| {
+                // (z + b) * gamma [* mask], channels-last, then transposed into the output
+                let mut t = vec![0f32; zi.len()];
+                for (tr, zr) in t.chunks_mut(c).zip(zi.chunks(c)) {
+                    for (((t, &v), &bv), &gv) in tr.iter_mut().zip(zr).zip(b).zip(gamma) {
+                        *t = (v + bv) * gv;
+                    }
+                }
+                if let Some(&m) = mask.get(i) {
+                    t.iter_mut().for_each(|v| *v *= m);
+                }
+                transpose_images(&t, o, c, hw, false);
+                o.iter_mut().zip(xi).for_each(|(o, &v)| *o += v);
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        z: &Tensor,
+        p: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let n = z.elem_count();
+        let packed = z.apply_op3_no_bwd(p, &g, &ScaleAddToNchwBwd)?;
+        let (gz, mut small) = super::split_packed(&packed, n, &[p.elem_count()])?;
+        let gx = x.track_op().then_some(g);
+        Ok((gx, Some(gz.reshape(z.shape())?), small.pop()))
+    }
+}
+
+impl CustomOp3 for ScaleAddToNchwBwd {
+    fn name(&self) -> &'static str {
+        "scale-add-to-nchw-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let z = slice(s1, l1, "scale_add_to_nchw backward")?;
+        let p = slice(s2, l2, "scale_add_to_nchw backward")?;
+        let g = slice(s3, l3, "scale_add_to_nchw backward")?;
+        let (n, h, w, c) = l1.shape().dims4()?;
+        let hw = h * w;
+        if g.len() != z.len() || p.len() < 2 * c {
+            candle_core::bail!("scale_add_to_nchw backward: shape mismatch")
+        }
+        let (b, gamma, mask) = (&p[..c], &p[c..2 * c], &p[2 * c..]);
+        let mut out = vec![0f32; z.len() + p.len()];
+        let (gz, rest) = out.split_at_mut(z.len());
+        // the residual's gradient channels-last (through the drop-path mask), then in place:
+        // gz = gs * gamma; gb = sum gz; ggamma = sum gs * (z + b)
+        transpose(g, gz, n, c, hw, true);
+        let rows_per_image = hw.max(1);
+        let (gb, gg) = rows_with_column_sums(c, gz, |r, o, s1, s2| {
+            let zr = &z[r * c..(r + 1) * c];
+            let m = mask.get(r / rows_per_image).copied();
+            for j in 0..c {
+                let gs = match m {
+                    Some(m) => o[j] * m,
+                    None => o[j],
+                };
+                let v = gs * gamma[j];
+                o[j] = v;
+                s1[j] += v;
+                s2[j] += gs * (zr[j] + b[j]);
+            }
+        });
+        rest[..c].copy_from_slice(&gb);
+        rest[c..2 * c].copy_from_slice(&gg);
+        Ok((CpuStorage::F32(out), Shape::from(z.len() + p.len())))
+    }
+}
+
+/// The ConvNeXt block tail `x + drop_path((z + b) * gamma)`: `x` `(N, C, H, W)`, `z`
+/// `(N, H, W, C)` (fc2's output before its bias), `b` and `gamma` `(C)`, `mask` the per-image
+/// drop-path factors `(N)` (0 or `1 / keep`; `None`: no drop path); out NCHW contiguous.
+/// CPU f32 runs one fused op (the same values, bit for bit, as [`bias_scale`], the mask
+/// product and [`add_nhwc_to_nchw`]); elsewhere those ops.
+pub fn scale_add_to_nchw(
+    x: &Tensor,
+    z: &Tensor,
+    b: &Tensor,
+    gamma: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    super::require_non_empty("scale_add_to_nchw", x)?;
+    let (n, c, h, w) = x.dims4()?;
+    if z.dims() != [n, h, w, c] || b.elem_count() != c || gamma.elem_count() != c {
+        candle_core::bail!(
+            "scale_add_to_nchw: x {:?}, z {:?}, bias {:?}, gamma {:?}",
+            x.dims(),
+            z.dims(),
+            b.dims(),
+            gamma.dims()
+        )
+    }
+    if let Some(m) = mask {
+        if m.elem_count() != n {
+            candle_core::bail!("scale_add_to_nchw: mask {:?} for {n} images", m.dims())
+        }
+    }
+    let all_f32 = [z, b, gamma]
+        .into_iter()
+        .chain(mask)
+        .all(|t| t.dtype() == DType::F32);
+    if fast(x) && all_f32 {
+        let mut parts = vec![b.flatten_all()?, gamma.flatten_all()?];
+        if let Some(m) = mask {
+            parts.push(m.flatten_all()?.detach());
+        }
+        // one parameter tensor: `cat`'s backward splits its gradient back
+        let p = Tensor::cat(&parts, 0)?;
+        return x
+            .contiguous()?
+            .apply_op3(&z.contiguous()?, &p, ScaleAddToNchw);
+    }
+    scale_add_to_nchw_composed(x, z, b, gamma, mask)
+}
+
+fn scale_add_to_nchw_composed(
+    x: &Tensor,
+    z: &Tensor,
+    b: &Tensor,
+    gamma: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let y = bias_scale(z, b, gamma)?;
+    let y = match mask {
+        Some(m) => {
+            y.broadcast_mul(&m.to_dtype(y.dtype())?.reshape((m.elem_count(), 1, 1, 1))?)?
+        }
+        None => y,
+    };
+    add_nhwc_to_nchw(x, &y)
+}
+
 struct Layout4 {
     to_nhwc: bool,
 }
@@ -890,6 +1075,53 @@ mod tests {
                 || bias_scale_composed(&x, &b, &g),
                 1e-4,
             )?;
+        }
+        Ok(())
+    }
+
+    /// The fused tail gives bit for bit the values and gradients of the ops it replaces (so
+    /// training results do not change), with and without a drop-path mask.
+    #[test]
+    fn scale_add_to_nchw_is_the_composed_tail_bit_for_bit() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(17);
+        let dev = Device::Cpu;
+        for (n, c, h, w) in [
+            (2usize, 3usize, 5usize, 7usize),
+            (3, 40, 9, 3),
+            (1, 1, 1, 1),
+        ] {
+            let x = rng.var(0f32, 1.0, (n, c, h, w), &dev)?;
+            let z = rng.var(0f32, 1.0, (n, h, w, c), &dev)?;
+            let b = rng.var(0f32, 1.0, c, &dev)?;
+            let g = rng.var(0f32, 1.0, c, &dev)?;
+            let factors: Vec<f32> = (0..n).map(|i| [0.0, 1.25][i % 2]).collect();
+            let mask = Tensor::from_vec(factors, (n, 1, 1, 1), &dev)?;
+            for m in [None, Some(&mask)] {
+                let fused = scale_add_to_nchw(&x, &z, &b, &g, m)?;
+                let y = bias_scale(&z, &b, &g)?;
+                let y = match m {
+                    Some(m) => y.broadcast_mul(m)?,
+                    None => y,
+                };
+                let composed = add_nhwc_to_nchw(&x, &y)?;
+                assert_eq!(fused.dims(), composed.dims());
+                let bits = |t: &Tensor| -> Result<Vec<u32>> {
+                    Ok(t.flatten_all()?
+                        .to_vec1::<f32>()?
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect())
+                };
+                assert_eq!(bits(&fused)?, bits(&composed)?, "forward {n}x{c}x{h}x{w}");
+                let r = rng.randn(0f32, 1.0, fused.shape(), &dev)?;
+                let ga = (fused * &r)?.sum_all()?.backward()?;
+                let gb = (composed * &r)?.sum_all()?.backward()?;
+                for (i, v) in [&x, &z, &b, &g].into_iter().enumerate() {
+                    let (a, e) = (ga.get(v).expect("fused"), gb.get(v).expect("composed"));
+                    assert_eq!(a.dims(), v.dims());
+                    assert_eq!(bits(a)?, bits(e)?, "gradient {i}, {n}x{c}x{h}x{w}");
+                }
+            }
         }
         Ok(())
     }

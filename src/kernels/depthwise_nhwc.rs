@@ -4,6 +4,11 @@
 //! ConvNeXt's late stages). AVX2+FMA code is chosen at run time where the CPU has it. On
 //! CUDA the kernels `dwl_*` of `kernels/cuda/depthwise.cu` (the `gpu_*` launch functions
 //! below), in f32, bf16 or f16.
+//!
+//! [`depthwise_nhwc_from_nchw`] takes the block's NCHW input as it is and transposes each
+//! image into a scratch buffer on the way in (and again for the weight gradient), so the
+//! channels-last copy of the input is never kept in the graph: an activation-sized tensor
+//! less per ConvNeXt block, the same values bit for bit.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -129,24 +134,55 @@ fn has_avx2_fma() -> bool {
     }
 }
 
-/// All images, in parallel.
-fn conv_all(g: &Geom, src: &[f32], taps: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// Where a buffer of images is NCHW instead of channels-last.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Nchw {
+    src: bool,
+    out: bool,
+}
+
+/// All images, in parallel; with `nchw.src` each source image is transposed to channels-last
+/// first, with `nchw.out` each result is transposed to NCHW.
+fn conv_all(g: &Geom, src: &[f32], taps: &[f32], bias: Option<&[f32]>, nchw: Nchw) -> Vec<f32> {
     let per = g.h * g.w * g.c;
     let mut out = vec![0f32; g.n * per];
     let fast = has_avx2_fma();
     out.par_chunks_mut(per)
         .zip(src.par_chunks(per))
         .for_each(|(o, s)| {
+            let staged;
+            let s = if nchw.src {
+                staged = to_channels_last(s, g);
+                &staged[..]
+            } else {
+                s
+            };
+            let mut result = nchw.out.then(|| vec![0f32; per]);
+            let dst = result.as_deref_mut().unwrap_or(&mut *o);
             #[cfg(target_arch = "x86_64")]
             if fast {
                 // SAFETY: the CPU has AVX2 and FMA (checked above).
-                unsafe { conv_image_avx2(g, s, taps, bias, o) };
-                return;
+                unsafe { conv_image_avx2(g, s, taps, bias, dst) };
+            } else {
+                conv_image::<false>(g, s, taps, bias, dst)
             }
-            let _ = fast;
-            conv_image::<false>(g, s, taps, bias, o)
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = fast;
+                conv_image::<false>(g, s, taps, bias, dst)
+            }
+            if let Some(r) = result {
+                super::channels_last::transpose_images(&r, o, g.c, g.h * g.w, false);
+            }
         });
     out
+}
+
+/// One `(C, H, W)` image as `(H, W, C)`.
+fn to_channels_last(image: &[f32], g: &Geom) -> Vec<f32> {
+    let mut t = vec![0f32; image.len()];
+    super::channels_last::transpose_images(image, &mut t, g.c, g.h * g.w, true);
+    t
 }
 
 /// `(C, 1, KH, KW)` weights as `(KH*KW, C)` taps, optionally flipped (for the input gradient).
@@ -197,13 +233,16 @@ unsafe fn grad_w_image_avx2(g: &Geom, x: &[f32], gy: &[f32], gw: &mut [f32], gb:
     grad_w_image::<true>(g, x, gy, gw, gb)
 }
 
+/// `nchw`: the input is `(N, C, H, W)` (CPU only); the output is channels-last either way.
 struct DwNhwc {
     g: Geom,
+    nchw: bool,
 }
 
-/// Backward: `(x, w, gy)` -> packed `[gx (N*H*W*C) | gw (C*KH*KW, PyTorch order) | gb (C)]`.
+/// Backward: `(x, w, gy)` -> packed `[gx (x's layout) | gw (C*KH*KW, PyTorch order) | gb (C)]`.
 struct DwNhwcBwd {
     g: Geom,
+    nchw: bool,
 }
 
 /// CUDA input gradient: `(gy, w) -> gx`.
@@ -259,7 +298,14 @@ impl CustomOp3 for DwNhwc {
         let w = slice(s2, l2, "depthwise_nhwc")?;
         let b = slice(s3, l3, "depthwise_nhwc")?;
         let taps = taps_of(w, g.c, g.kh, g.kw, false);
-        let y = conv_all(&g, x, &taps, Some(b));
+        let nchw = Nchw {
+            src: self.nchw,
+            out: false,
+        };
+        let y = conv_all(&g, x, &taps, Some(b), nchw);
+        if self.nchw {
+            return Ok((CpuStorage::F32(y), Shape::from((g.n, g.h, g.w, g.c))));
+        }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -285,7 +331,8 @@ impl CustomOp3 for DwNhwc {
                 Some(gb.reshape(b.shape())?),
             ));
         }
-        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &DwNhwcBwd { g })?;
+        let bwd = DwNhwcBwd { g, nchw: self.nchw };
+        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &bwd)?;
         let (gx, small) = super::split_packed(&packed, nx, &[nw, g.c])?;
         Ok((
             Some(gx.reshape(x.shape())?),
@@ -320,7 +367,11 @@ impl CustomOp3 for DwNhwcBwd {
         // input gradient: the same correlation with the flipped kernel (stride 1, symmetric
         // padding)
         let flipped = taps_of(w, c, g.kh, g.kw, true);
-        let gx = conv_all(&g, gy, &flipped, None);
+        let nchw = Nchw {
+            src: false,
+            out: self.nchw,
+        };
+        let gx = conv_all(&g, gy, &flipped, None, nchw);
         let per = g.h * g.w * c;
         let fast = has_avx2_fma();
         // weight and bias gradients: a partial per block of images, added in block order
@@ -332,6 +383,13 @@ impl CustomOp3 for DwNhwcBwd {
             let images = blk * IMAGES_PER_PARTIAL..((blk + 1) * IMAGES_PER_PARTIAL).min(n);
             for i in images {
                 let (xi, gi) = (&x[i * per..(i + 1) * per], &gy[i * per..(i + 1) * per]);
+                let staged;
+                let xi = if self.nchw {
+                    staged = to_channels_last(xi, &g);
+                    &staged[..]
+                } else {
+                    xi
+                };
                 #[cfg(target_arch = "x86_64")]
                 if fast {
                     // SAFETY: the CPU has AVX2 and FMA (checked above).
@@ -572,7 +630,7 @@ pub fn depthwise_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tens
         return x.contiguous()?.apply_op3(
             &weight.to_dtype(dt)?.contiguous()?,
             &bias.to_dtype(dt)?.flatten_all()?.contiguous()?,
-            DwNhwc { g },
+            DwNhwc { g, nchw: false },
         );
     }
     if x.device().is_cpu()
@@ -584,10 +642,42 @@ pub fn depthwise_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tens
         return x.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &bias.flatten_all()?.contiguous()?,
-            DwNhwc { g },
+            DwNhwc { g, nchw: false },
         );
     }
     depthwise_nhwc_composed(x, weight, bias, g)
+}
+
+/// [`depthwise_nhwc`] of `x` `(N, C, H, W)` made channels-last, without keeping that copy:
+/// `(N, H, W, C)` out, the same values. CPU f32 only; elsewhere the copy and
+/// [`depthwise_nhwc`].
+pub fn depthwise_nhwc_from_nchw(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    super::require_non_empty("depthwise_nhwc_from_nchw", x)?;
+    let (n, c, h, w) = x.dims4()?;
+    let (wc, one, kh, kw) = weight.dims4()?;
+    let fast = x.device().is_cpu()
+        && [x, weight, bias].iter().all(|t| t.dtype() == DType::F32)
+        && !super::reference_mode();
+    if !fast || wc != c || one != 1 || bias.elem_count() != c || kh % 2 == 0 || kw % 2 == 0 {
+        // the other path (or its error message)
+        return depthwise_nhwc(&super::channels_last::to_nhwc(x)?, weight, bias);
+    }
+    let g = Geom {
+        n,
+        h,
+        w,
+        c,
+        kh,
+        kw,
+        ph: kh / 2,
+        pw: kw / 2,
+    };
+    g.check()?;
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.flatten_all()?.contiguous()?,
+        DwNhwc { g, nchw: true },
+    )
 }
 
 fn depthwise_nhwc_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, g: Geom) -> Result<Tensor> {
@@ -621,6 +711,43 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    /// The NCHW-input op is the channels-last copy + [`depthwise_nhwc`] bit for bit: output
+    /// and the gradients of input, weight and bias.
+    #[test]
+    fn from_nchw_is_the_copy_and_the_op_bit_for_bit() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(2);
+        let dev = Device::Cpu;
+        let bits = |t: &Tensor| -> Result<Vec<u32>> {
+            Ok(t.flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|v| v.to_bits())
+                .collect())
+        };
+        for (n, c, h, w, k) in [
+            (2usize, 5usize, 9usize, 7usize, 7usize),
+            (3, 17, 4, 4, 7),
+            (1, 9, 1, 1, 3),
+        ] {
+            let x = rng.var(0f32, 1.0, (n, c, h, w), &dev)?;
+            let wt = rng.var(0f32, 1.0, (c, 1, k, k), &dev)?;
+            let b = rng.var(0f32, 1.0, c, &dev)?;
+            let y = depthwise_nhwc_from_nchw(&x, &wt, &b)?;
+            let y2 = depthwise_nhwc(&crate::kernels::channels_last::to_nhwc(&x)?, &wt, &b)?;
+            assert_eq!(y.dims(), &[n, h, w, c]);
+            assert_eq!(bits(&y)?, bits(&y2)?, "forward {n} {c} {h} {w} {k}");
+            let r = rng.randn(0f32, 1.0, y.shape(), &dev)?;
+            let g1 = (y * &r)?.sum_all()?.backward()?;
+            let g2 = (y2 * &r)?.sum_all()?.backward()?;
+            for (i, v) in [&x, &wt, &b].iter().enumerate() {
+                let (a, e) = (g1.get(v).expect("fused"), g2.get(v).expect("copy + op"));
+                assert_eq!(a.dims(), v.dims());
+                assert_eq!(bits(a)?, bits(e)?, "gradient {i} of {n} {c} {h} {w} {k}");
+            }
+        }
+        Ok(())
     }
 
     /// Against the NCHW path (itself tested against naive loops and Candle's conv): forward

@@ -7,11 +7,13 @@ use candle_nn::VarBuilder;
 
 use super::face::{FaceModel, ForwardCtx};
 use super::layers::{
-    drop_path, dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, LayerNorm, Linear, WInit,
+    drop_path, drop_path_mask, dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, LayerNorm,
+    Linear, WInit,
 };
-use crate::kernels::channels_last::to_nhwc;
-use crate::kernels::channels_last::{add_nhwc_to_nchw, bias_gelu, bias_scale, nchw_bias_to_nhwc};
-use crate::kernels::depthwise_nhwc::depthwise_nhwc;
+use crate::kernels::channels_last::{
+    add_nhwc_to_nchw, bias_gelu, nchw_bias_to_nhwc, scale_add_to_nchw,
+};
+use crate::kernels::depthwise_nhwc::depthwise_nhwc_from_nchw;
 use crate::kernels::gelu_erf;
 use crate::recipe::BlockNorm;
 
@@ -122,7 +124,7 @@ impl Block {
                 // the depthwise conv itself channels-last (vectorised over the channels,
                 // whatever the plane size), its bias fused
                 let w = self.conv_dw.weight.to_dtype(x.dtype())?;
-                let y = depthwise_nhwc(&to_nhwc(x)?, &w, b)?;
+                let y = depthwise_nhwc_from_nchw(x, &w, b)?;
                 let (_, _, kh, kw) = w.dims4()?;
                 ctx.count((y.elem_count() * kh * kw) as u64, &y);
                 ln.forward_last(&y, ctx)?
@@ -150,9 +152,16 @@ impl Block {
             Some(b) => bias_gelu(&y, b)?,
             None => gelu_erf(&y)?,
         };
+        if let (Some(b), Some(g)) = (&self.fc2.bias, &self.gamma) {
+            // the whole tail in one op: the scaled and dropped tensors are never kept
+            let z = self.fc2.forward_no_bias(&y, ctx)?;
+            let mask = drop_path_mask(&z, self.drop_path, ctx)?;
+            let y = scale_add_to_nchw(x, &z, b, g, mask.as_ref())?;
+            ctx.record(&self.name, &y);
+            return Ok(y);
+        }
         let y = match (&self.fc2.bias, &self.gamma) {
-            (Some(b), Some(g)) => bias_scale(&self.fc2.forward_no_bias(&y, ctx)?, b, g)?,
-            (None, Some(g)) => {
+            (_, Some(g)) => {
                 let y = self.fc2.forward(&y, ctx)?;
                 y.broadcast_mul(&g.to_dtype(y.dtype())?)?
             }

@@ -413,8 +413,18 @@ impl LayerNorm {
 /// Stochastic depth: in train mode zeroes whole samples with probability `p` and scales the
 /// kept ones by `1 / (1 - p)`; identity otherwise.
 pub fn drop_path(x: &Tensor, p: f64, ctx: &mut ForwardCtx) -> Result<Tensor> {
+    match drop_path_mask(x, p, ctx)? {
+        Some(mask) => x.broadcast_mul(&mask),
+        None => Ok(x.clone()),
+    }
+}
+
+/// The per-sample factors [`drop_path`] multiplies `x` by, shape `(N, 1, ..)` in `x`'s dtype
+/// (0 or `1 / keep`, drawn from the forward's RNG), or `None` where it is the identity (eval
+/// mode, `p <= 0`).
+pub fn drop_path_mask(x: &Tensor, p: f64, ctx: &mut ForwardCtx) -> Result<Option<Tensor>> {
     if !ctx.train || p <= 0.0 {
-        return Ok(x.clone());
+        return Ok(None);
     }
     let n = x.dim(0)?;
     let keep = 1.0 - p;
@@ -429,8 +439,9 @@ pub fn drop_path(x: &Tensor, p: f64, ctx: &mut ForwardCtx) -> Result<Tensor> {
         .collect();
     let mut shape = vec![1usize; x.rank()];
     shape[0] = n;
-    let mask = Tensor::from_vec(mask, shape, x.device())?.to_dtype(x.dtype())?;
-    x.broadcast_mul(&mask)
+    Ok(Some(
+        Tensor::from_vec(mask, shape, x.device())?.to_dtype(x.dtype())?,
+    ))
 }
 
 /// Element-wise dropout (train mode only).
