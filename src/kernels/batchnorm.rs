@@ -112,6 +112,16 @@ struct BnBwd {
     train: bool,
 }
 
+/// `(x, residual, [w | b]) -> relu(y + residual)` with the statistics given (train or eval
+/// mode, as [`BnFwd`]): a ResNet block's last BatchNorm, its shortcut add and ReLU in one
+/// pass, so the BatchNorm's own output is never kept. The same values bit for bit as
+/// [`BnFwd`] (no activation) followed by `eltwise::add_relu`, backward too.
+struct BnAddRelu {
+    eps: f32,
+    stats: Vec<(f32, f32)>,
+    train: bool,
+}
+
 /// CUDA: `(x (T), [w | b] (f32), [mean | var] (f32)) -> act(y) (T)`; train mode with the
 /// batch statistics (their gradient flows into the input's), eval mode with the running ones.
 struct BnCuda {
@@ -228,6 +238,68 @@ impl CustomOp3 for BnFwd {
         let (gx, small) = super::split_packed(&packed, n, &[c, c])?;
         let [gw, gb] = <[Tensor; 2]>::try_from(small).expect("two parts");
         Ok((Some(gx.reshape(x.shape())?), Some(gw), Some(gb)))
+    }
+}
+
+impl CustomOp3 for BnAddRelu {
+    fn name(&self) -> &'static str {
+        "batch-norm-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, hw) = dims(l1)?;
+        let x = slice(s1, l1)?;
+        let r = slice(s2, l2)?;
+        let wb = slice(s3, l3)?;
+        if r.len() != x.len() || wb.len() != 2 * c || self.stats.len() != c {
+            candle_core::bail!("batch_norm_add_relu: shapes do not match {c} channels")
+        }
+        let (w, b) = wb.split_at(c);
+        let st = &self.stats;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, yo)| {
+            let ci = p % c;
+            let (mean, var) = st[ci];
+            let scale = w[ci] / (var + self.eps).sqrt();
+            let shift = b[ci] - mean * scale;
+            let (xp, rp) = (&x[p * hw..(p + 1) * hw], &r[p * hw..(p + 1) * hw]);
+            for ((o, &v), &u) in yo.iter_mut().zip(xp).zip(rp) {
+                *o = (v * scale + shift + u).max(0.0);
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _residual: &Tensor,
+        wb: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = wb.elem_count() / 2;
+        let n = x.elem_count();
+        // the ReLU's mask, shared by the shortcut, then the BatchNorm's backward
+        let g = super::eltwise::relu_mask(grad, &res.contiguous()?)?;
+        let op = BnBwd {
+            eps: self.eps,
+            act: BnAct::None,
+            stats: self.stats.clone(),
+            w: wb.narrow(0, 0, c)?.to_vec1::<f32>()?,
+            train: self.train,
+        };
+        let packed = x.apply_op3_no_bwd(&g, &res.contiguous()?, &op)?;
+        let (gx, mut small) = super::split_packed(&packed, n, &[2 * c])?;
+        Ok((Some(gx.reshape(x.shape())?), Some(g), small.pop()))
     }
 }
 
@@ -764,6 +836,51 @@ pub fn batch_norm_train_act(
     ))
 }
 
+/// `relu(batch_norm(x) + residual)` on CPU f32 in one op (see [`BnAddRelu`]): train mode
+/// (`running` `None`) with the batch statistics, returned as with [`batch_norm_train`], or
+/// eval mode with the running `(mean, var)` (the returned statistics are then those). `None`
+/// where the op does not apply (other devices or dtypes, shapes that differ, reference mode):
+/// the caller composes it.
+pub fn batch_norm_add_relu(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    running: Option<(&Tensor, &Tensor)>,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if ![x, residual, weight, bias].into_iter().all(f32_cpu)
+        || x.shape() != residual.shape()
+        || x.rank() != 4
+        || super::reference_mode()
+    {
+        return Ok(None);
+    }
+    super::require_non_empty("batch_norm", x)?;
+    let x = x.contiguous()?;
+    let (st, train) = match running {
+        None => (x.detach().apply_op1_no_bwd(&BnStats)?, true),
+        Some((mean, var)) => (
+            Tensor::stack(
+                &[mean.detach().flatten_all()?, var.detach().flatten_all()?],
+                0,
+            )?
+            .to_dtype(DType::F32)?,
+            false,
+        ),
+    };
+    let v = st.to_vec2::<f32>()?;
+    let wb = Tensor::cat(&[weight.flatten_all()?, bias.flatten_all()?], 0)?;
+    let op = BnAddRelu {
+        eps: eps as f32,
+        stats: v[0].iter().copied().zip(v[1].iter().copied()).collect(),
+        train,
+    };
+    let y = x.apply_op3(&residual.contiguous()?, &wb, op)?;
+    Ok(Some((y, st.get(0)?, st.get(1)?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -813,6 +930,57 @@ mod tests {
             let s = q.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0).max(cond);
             let diff = (p - q)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-4 * s, "{act:?} {d:?} grad {diff} (scale {s})");
+        }
+        Ok(())
+    }
+
+    /// The fused BatchNorm + shortcut + ReLU is the BatchNorm followed by `add_relu`, bit for
+    /// bit: output, statistics and every gradient, in train and eval mode.
+    #[test]
+    fn add_relu_fused_is_the_composed_pair_bit_for_bit() -> Result<()> {
+        let mut rng = TensorRng::new(31);
+        let dev = Device::Cpu;
+        let bits = |t: &Tensor| -> Result<Vec<u32>> {
+            Ok(t.flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|v| v.to_bits())
+                .collect())
+        };
+        for (n, c, h, w) in [
+            (2usize, 3usize, 5usize, 7usize),
+            (4, 17, 3, 3),
+            (2, 1, 1, 1),
+        ] {
+            let x = rng.var(0.5f32, 2.0, (n, c, h, w), &dev)?;
+            let r = rng.var(0f32, 1.0, (n, c, h, w), &dev)?;
+            let wt = rng.var(1f32, 0.5, c, &dev)?;
+            let b = rng.var(0f32, 0.5, c, &dev)?;
+            let rm = rng.randn(0f32, 0.3, c, &dev)?;
+            let rv = (rng.randn(0f32, 0.3, c, &dev)?.abs()? + 0.5)?;
+            for train in [true, false] {
+                let running = (!train).then_some((&rm, &rv));
+                let (fused, fm, fv) = batch_norm_add_relu(&x, &r, &wt, &b, 1e-5, running)?
+                    .expect("the CPU f32 op applies");
+                let bn = if train {
+                    let (y, m, v) = batch_norm_train(&x, &wt, &b, 1e-5)?;
+                    assert_eq!(bits(&fm)?, bits(&m)?, "mean");
+                    assert_eq!(bits(&fv)?, bits(&v)?, "variance");
+                    y
+                } else {
+                    batch_norm_eval_act(&x, &wt, &b, &rm, &rv, 1e-5, BnAct::None)?.expect("eval op")
+                };
+                let composed = crate::kernels::add_relu(&bn, &r)?;
+                assert_eq!(bits(&fused)?, bits(&composed)?, "forward, train {train}");
+                let t = rng.randn(0f32, 1.0, fused.shape(), &dev)?;
+                let ga = (fused * &t)?.sum_all()?.backward()?;
+                let gb = (composed * &t)?.sum_all()?.backward()?;
+                for (i, v) in [&x, &r, &wt, &b].into_iter().enumerate() {
+                    let (p, q) = (ga.get(v).expect("fused"), gb.get(v).expect("composed"));
+                    assert_eq!(p.dims(), v.dims());
+                    assert_eq!(bits(p)?, bits(q)?, "gradient {i}, train {train}");
+                }
+            }
         }
         Ok(())
     }

@@ -55,7 +55,7 @@ impl CustomOp2 for AddRelu {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = grad.contiguous()?.apply_op2_no_bwd(res, &ReluMask)?;
+        let g = relu_mask(grad, res)?;
         Ok((Some(g.clone()), Some(g)))
     }
 }
@@ -86,6 +86,12 @@ impl CustomOp2 for ReluMask {
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+}
+
+/// `grad * (y > 0)` (both contiguous CPU f32, same shape): the gradient through a ReLU from
+/// its output `y`; what [`add_relu`]'s backward gives both its inputs.
+pub(super) fn relu_mask(grad: &Tensor, y: &Tensor) -> Result<Tensor> {
+    grad.contiguous()?.apply_op2_no_bwd(y, &ReluMask)
 }
 
 /// `relu(a + b)` for same-shaped tensors; CPU f32 runs the fused op, otherwise Candle ops.

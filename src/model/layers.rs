@@ -13,7 +13,7 @@ use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use super::face::ForwardCtx;
-use crate::kernels::batchnorm::batch_norm_eval_act;
+use crate::kernels::batchnorm::{batch_norm_add_relu, batch_norm_eval_act};
 use crate::kernels::channels_last::{bias_nchw, to_nchw, to_nhwc};
 use crate::kernels::gpu::runs_on_gpu;
 use crate::kernels::layernorm::layer_norm_channels;
@@ -289,6 +289,36 @@ impl BatchNorm2d {
         } else {
             in_f32(x, |x| self.forward_f32(x, act, ctx))?
         };
+        ctx.count(0, &y);
+        Ok(y)
+    }
+
+    /// `relu(self(x) + residual)`, a ResNet block's last BatchNorm with its shortcut: one op
+    /// on CPU f32 (the BatchNorm's output is not kept for backward; the same values bit for
+    /// bit), else the BatchNorm and [`add_relu`](crate::kernels::add_relu).
+    pub fn forward_add_relu(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        ctx: &mut ForwardCtx,
+    ) -> Result<Tensor> {
+        let running = (!ctx.train).then_some((&self.running_mean, &self.running_var));
+        if ctx.train {
+            let (n, _, h, wd) = x.dims4()?;
+            if n * h * wd < 2 {
+                candle_core::bail!(
+                    "BatchNorm2d in train mode needs more than one value per channel"
+                )
+            }
+        }
+        let fused = batch_norm_add_relu(x, residual, &self.weight, &self.bias, self.eps, running)?;
+        let Some((y, mean, var)) = fused else {
+            return crate::kernels::add_relu(&self.forward(x, ctx)?, residual);
+        };
+        if ctx.train {
+            let (n, _, h, wd) = x.dims4()?;
+            self.update_running(&mean, &var, n * h * wd)?;
+        }
         ctx.count(0, &y);
         Ok(y)
     }

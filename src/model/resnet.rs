@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 
 use super::face::{FaceModel, ForwardCtx};
 use super::layers::{dropout, BatchNorm2d, Conv2d, ConvSpec, EmbedHead, Linear, WInit};
-use crate::kernels::{add_relu, max_pool2d, BnAct, PoolParams};
+use crate::kernels::{max_pool2d, BnAct, PoolParams};
 
 const INIT: WInit = WInit::KaimingFanOut;
 
@@ -88,12 +88,12 @@ impl BasicBlock {
         let y = self
             .bn1
             .forward_act(&self.conv1.forward(x, ctx)?, BnAct::Relu, ctx)?;
-        let y = self.bn2.forward(&self.conv2.forward(&y, ctx)?, ctx)?;
+        let y = self.conv2.forward(&y, ctx)?;
         let id = match &self.downsample {
             Some(d) => d.forward(x, ctx)?,
             None => x.clone(),
         };
-        add_relu(&y, &id)
+        self.bn2.forward_add_relu(&y, &id, ctx)
     }
 }
 
@@ -140,12 +140,12 @@ impl Bottleneck {
         let y = self
             .bn2
             .forward_act(&self.conv2.forward(&y, ctx)?, BnAct::Relu, ctx)?;
-        let y = self.bn3.forward(&self.conv3.forward(&y, ctx)?, ctx)?;
+        let y = self.conv3.forward(&y, ctx)?;
         let id = match &self.downsample {
             Some(d) => d.forward(x, ctx)?,
             None => x.clone(),
         };
-        add_relu(&y, &id)
+        self.bn3.forward_add_relu(&y, &id, ctx)
     }
 }
 
