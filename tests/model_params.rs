@@ -165,6 +165,41 @@ fn every_parameter_gets_a_gradient() {
     }
 }
 
+/// Eval under `candle_core::no_grad` (what evaluation, verification and `runner eval` use)
+/// gives the logits of the tracked forward bit for bit, records no graph, and leaves
+/// tracking on again afterwards.
+#[test]
+fn no_grad_eval_is_the_tracked_eval_without_a_graph() {
+    let mut rng = runner::engine::init::TensorRng::new(45);
+    let dev = Device::Cpu;
+    for (what, c) in tiny_configs() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let model = build(&c, 5, vb).unwrap();
+        let x = rng.randn(0f32, 1.0, (2, 3, 32, 32), &dev).unwrap();
+        let tracked = model.forward(&x, &mut ForwardCtx::eval()).unwrap();
+        assert!(
+            tracked.track_op(),
+            "{what}: the plain forward records a graph"
+        );
+        let untracked =
+            candle_core::no_grad(|| model.forward(&x, &mut ForwardCtx::eval())).unwrap();
+        assert!(!untracked.track_op(), "{what}: no graph under no_grad");
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(&tracked), bits(&untracked), "{what}: the same logits");
+        let again = model.forward(&x, &mut ForwardCtx::eval()).unwrap();
+        assert!(again.track_op(), "{what}: tracking is back after no_grad");
+    }
+}
+
 #[test]
 fn drop_path_is_seeded_and_train_only() {
     let mut rng = runner::engine::init::TensorRng::new(45);

@@ -156,9 +156,11 @@ impl LoadedModel {
     /// Eval-mode class logits: the classifier's, or a margin head's `s * cos`.
     pub fn logits(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor, EngineError> {
         let mut ctx = crate::model::ForwardCtx::eval();
-        Ok(match &self.head {
-            None => self.model.forward(x, &mut ctx)?,
-            Some(h) => h.forward(&self.model.embed(x, &mut ctx)?, None)?,
+        candle_core::no_grad(|| {
+            Ok(match &self.head {
+                None => self.model.forward(x, &mut ctx)?,
+                Some(h) => h.forward(&self.model.embed(x, &mut ctx)?, None)?,
+            })
         })
     }
 }

@@ -617,7 +617,7 @@ impl<'a, 's> Runner<'a, 's> {
     ) -> Result<Tensor, EngineError> {
         let targets = (!no_margin).then_some(labels);
         let embedding = if frozen {
-            self.model.embed(x, &mut ForwardCtx::eval())?.detach()
+            candle_core::no_grad(|| self.model.embed(x, &mut ForwardCtx::eval()))?
         } else {
             self.model.embed(x, ctx)?
         };
@@ -631,16 +631,19 @@ impl<'a, 's> Runner<'a, 's> {
         })
     }
 
-    /// Eval-mode logits of the evaluated net (`eval_net`).
+    /// Eval-mode logits of the evaluated net (`eval_net`), recording no graph (as under
+    /// PyTorch's `no_grad`).
     fn eval_logits(&self, x: &Tensor) -> Result<Tensor, EngineError> {
         let mut ctx = ForwardCtx::eval();
         let (model, head) = self.eval_net();
-        Ok(match head {
-            None => self.precision.output(&model.forward(x, &mut ctx)?)?,
-            Some(head) => {
-                let e = self.precision.output(&model.embed(x, &mut ctx)?)?;
-                head.forward(&e, None)?
-            }
+        candle_core::no_grad(|| {
+            Ok(match head {
+                None => self.precision.output(&model.forward(x, &mut ctx)?)?,
+                Some(head) => {
+                    let e = self.precision.output(&model.embed(x, &mut ctx)?)?;
+                    head.forward(&e, None)?
+                }
+            })
         })
     }
 

@@ -54,13 +54,16 @@ pub fn embed_paths(
     let mut kept = Vec::with_capacity(paths.len());
     for item in src.epoch(0, 0)? {
         let (_, batch) = item?;
-        let mut ctx = ForwardCtx::eval();
-        let mut e = model.embed(&batch.images, &mut ctx)?.detach();
-        if tta {
+        // no graph: each layer's input is freed as soon as the next has used it
+        let e = candle_core::no_grad(|| -> candle_core::Result<Tensor> {
+            let e = model.embed(&batch.images, &mut ForwardCtx::eval())?;
+            if !tta {
+                return Ok(e);
+            }
             let flipped = batch.images.flip(&[3])?;
-            let f = model.embed(&flipped, &mut ForwardCtx::eval())?.detach();
-            e = ((e + f)? * 0.5)?;
-        }
+            let f = model.embed(&flipped, &mut ForwardCtx::eval())?;
+            (e + f)? * 0.5
+        })?;
         rows.push(e);
         kept.extend_from_slice(&batch.indices);
     }

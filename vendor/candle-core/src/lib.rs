@@ -107,6 +107,7 @@ pub use shape::{Shape, D};
 pub use storage::{Storage, StorageMutRef, StorageRef};
 pub use streaming::{StreamTensor, StreamingBinOp, StreamingModule};
 pub use strided_index::{StridedBlocks, StridedIndex};
+pub use backprop::no_grad;
 pub use tensor::{Tensor, TensorId};
 pub use variable::Var;
 
