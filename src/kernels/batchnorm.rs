@@ -9,6 +9,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd::simd_fn;
+
 use super::gpu::{self, Arg, Buffer, Grid, Launcher};
 #[cfg(feature = "cuda")]
 use {super::gpu::cuda, candle_core::CudaStorage};
@@ -47,17 +49,22 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f32, f32)> {
     (0..c)
         .into_par_iter()
-        .map(|ci| {
-            let m = (n * hw) as f64;
-            let plane = |b: usize| &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
-            let s: f64 = (0..n).map(|b| lane_sum(plane(b), |v| v) as f64).sum();
-            let mean = (s / m) as f32;
-            let v: f64 = (0..n)
-                .map(|b| lane_sum(plane(b), |v| (v - mean) * (v - mean)) as f64)
-                .sum();
-            (mean, (v / m) as f32)
-        })
+        .map(|ci| channel_mean_var(x, n, c, hw, ci))
         .collect()
+}
+
+simd_fn! {
+    /// Channel `ci`'s (mean, biased variance), as [`channel_stats`].
+    fn channel_mean_var(x: &[f32], n: usize, c: usize, hw: usize, ci: usize) -> (f32, f32) {
+        let m = (n * hw) as f64;
+        let plane = |b: usize| &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
+        let s: f64 = (0..n).map(|b| lane_sum(plane(b), |v| v) as f64).sum();
+        let mean = (s / m) as f32;
+        let v: f64 = (0..n)
+            .map(|b| lane_sum(plane(b), |v| (v - mean) * (v - mean)) as f64)
+            .sum();
+        (mean, (v / m) as f32)
+    }
 }
 
 /// Activation fused into the BatchNorm: applied to its output in the same pass, its mask
@@ -87,6 +94,26 @@ impl BnAct {
 fn norm_plane(yo: &mut [f32], xp: &[f32], scale: f32, shift: f32, f: impl Fn(f32) -> f32) {
     for (o, &v) in yo.iter_mut().zip(xp) {
         *o = f(v * scale + shift);
+    }
+}
+
+simd_fn! {
+    /// `yo = act(xp * scale + shift)`, one loop per activation so each vectorises.
+    fn norm_plane_act(yo: &mut [f32], xp: &[f32], scale: f32, shift: f32, act: BnAct) {
+        match act {
+            BnAct::None => norm_plane(yo, xp, scale, shift, |v| v),
+            BnAct::Relu => norm_plane(yo, xp, scale, shift, |v| v.max(0.0)),
+            BnAct::Relu6 => norm_plane(yo, xp, scale, shift, |v| v.clamp(0.0, 6.0)),
+        }
+    }
+}
+
+simd_fn! {
+    /// `yo = relu(xp * scale + shift + rp)`.
+    fn norm_plane_add_relu(yo: &mut [f32], xp: &[f32], rp: &[f32], scale: f32, shift: f32) {
+        for ((o, &v), &u) in yo.iter_mut().zip(xp).zip(rp) {
+            *o = (v * scale + shift + u).max(0.0);
+        }
     }
 }
 
@@ -207,12 +234,7 @@ impl CustomOp3 for BnFwd {
             let scale = w[ci] / (var + self.eps).sqrt();
             let shift = b[ci] - mean * scale;
             let xp = &x[p * hw..(p + 1) * hw];
-            // one loop per activation, so each vectorises
-            match act {
-                BnAct::None => norm_plane(yo, xp, scale, shift, |v| v),
-                BnAct::Relu => norm_plane(yo, xp, scale, shift, |v| v.max(0.0)),
-                BnAct::Relu6 => norm_plane(yo, xp, scale, shift, |v| v.clamp(0.0, 6.0)),
-            }
+            norm_plane_act(yo, xp, scale, shift, act);
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -271,9 +293,7 @@ impl CustomOp3 for BnAddRelu {
             let scale = w[ci] / (var + self.eps).sqrt();
             let shift = b[ci] - mean * scale;
             let (xp, rp) = (&x[p * hw..(p + 1) * hw], &r[p * hw..(p + 1) * hw]);
-            for ((o, &v), &u) in yo.iter_mut().zip(xp).zip(rp) {
-                *o = (v * scale + shift + u).max(0.0);
-            }
+            norm_plane_add_relu(yo, xp, rp, scale, shift);
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -331,11 +351,7 @@ impl CustomOp3 for BnBwd {
             eps: self.eps,
             train: self.train,
         };
-        match act {
-            BnAct::None => bwd_passes(x, g, y, &p, n, c, hw, |_| true),
-            BnAct::Relu => bwd_passes(x, g, y, &p, n, c, hw, |v| v > 0.0),
-            BnAct::Relu6 => bwd_passes(x, g, y, &p, n, c, hw, |v| v > 0.0 && v < 6.0),
-        }
+        bwd_passes(x, g, y, &p, n, c, hw, act)
     }
 }
 
@@ -348,7 +364,116 @@ struct BwdParams<'a> {
     train: bool,
 }
 
-/// BatchNorm backward with the activation mask `pass` (from the output `y`): per channel
+simd_fn! {
+    /// Channel `ci`'s `(sum(g'), sum(g' * xhat))` for the masked gradient `g'`: f32 in eight
+    /// lanes within a plane, f64 across planes.
+    fn masked_sums(
+        x: &[f32],
+        g: &[f32],
+        y: &[f32],
+        n: usize,
+        c: usize,
+        hw: usize,
+        ci: usize,
+        mean: f32,
+        rstd: f32,
+        act: BnAct,
+    ) -> (f32, f32) {
+        match act {
+            BnAct::None => sums_with(x, g, y, n, c, hw, ci, mean, rstd, |_| true),
+            BnAct::Relu => sums_with(x, g, y, n, c, hw, ci, mean, rstd, |v| v > 0.0),
+            BnAct::Relu6 => {
+                sums_with(x, g, y, n, c, hw, ci, mean, rstd, |v| v > 0.0 && v < 6.0)
+            }
+        }
+    }
+}
+
+/// [`masked_sums`] with the mask `pass` (of the output value).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn sums_with(
+    x: &[f32],
+    g: &[f32],
+    y: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    ci: usize,
+    mean: f32,
+    rstd: f32,
+    pass: impl Fn(f32) -> bool,
+) -> (f32, f32) {
+    let masked = |gv: f32, yv: f32| if pass(yv) { gv } else { 0.0 };
+    let (mut sg, mut sgx) = (0f64, 0f64);
+    for b in 0..n {
+        let o = (b * c + ci) * hw;
+        let (xp, gp, yp) = (&x[o..o + hw], &g[o..o + hw], &y[o..o + hw]);
+        let (mut ag, mut agx) = ([0f32; 8], [0f32; 8]);
+        let (xc, gc, yc) = (xp.chunks_exact(8), gp.chunks_exact(8), yp.chunks_exact(8));
+        let (xr, gr, yr) = (xc.remainder(), gc.remainder(), yc.remainder());
+        for ((xv, gv), yv) in xc.zip(gc).zip(yc) {
+            for i in 0..8 {
+                let m = masked(gv[i], yv[i]);
+                ag[i] += m;
+                agx[i] += m * (xv[i] - mean);
+            }
+        }
+        let (mut pg, mut pgx) = (0f32, 0f32);
+        for ((&xv, &gv), &yv) in xr.iter().zip(gr).zip(yr) {
+            let m = masked(gv, yv);
+            pg += m;
+            pgx += m * (xv - mean);
+        }
+        for i in 0..8 {
+            pg += ag[i];
+            pgx += agx[i];
+        }
+        sg += pg as f64;
+        sgx += (pgx * rstd) as f64;
+    }
+    (sg as f32, sgx as f32)
+}
+
+simd_fn! {
+    /// `d = a * g' + bx * x + c0` over one plane, `g'` the gradient masked by `act`.
+    fn input_grad_plane(
+        go: &mut [f32],
+        xp: &[f32],
+        gp: &[f32],
+        yp: &[f32],
+        a: f32,
+        bx: f32,
+        c0: f32,
+        act: BnAct,
+    ) {
+        match act {
+            BnAct::None => grad_plane_with(go, xp, gp, yp, a, bx, c0, |_| true),
+            BnAct::Relu => grad_plane_with(go, xp, gp, yp, a, bx, c0, |v| v > 0.0),
+            BnAct::Relu6 => grad_plane_with(go, xp, gp, yp, a, bx, c0, |v| v > 0.0 && v < 6.0),
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn grad_plane_with(
+    go: &mut [f32],
+    xp: &[f32],
+    gp: &[f32],
+    yp: &[f32],
+    a: f32,
+    bx: f32,
+    c0: f32,
+    pass: impl Fn(f32) -> bool,
+) {
+    for ((d, &xv), (&gv, &yv)) in go.iter_mut().zip(xp).zip(gp.iter().zip(yp)) {
+        let m = if pass(yv) { gv } else { 0.0 };
+        *d = a * m + bx * xv + c0;
+    }
+}
+
+/// BatchNorm backward with the mask of the activation `act` (from the output `y`): per channel
 /// `sum(g)`, `sum(g * xhat)`, then the input gradient; returns `[gx | gw | gb]`.
 #[allow(clippy::too_many_arguments)]
 fn bwd_passes(
@@ -359,43 +484,15 @@ fn bwd_passes(
     n: usize,
     c: usize,
     hw: usize,
-    pass: impl Fn(f32) -> bool + Sync,
+    act: BnAct,
 ) -> Result<(CpuStorage, Shape)> {
     let (w, st, eps, train) = (p.w, p.st, p.eps, p.train);
-    let masked = |gv: f32, yv: f32| if pass(yv) { gv } else { 0.0 };
     let sums: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ci| {
             let (mean, var) = st[ci];
             let rstd = 1.0 / (var + eps).sqrt();
-            let (mut sg, mut sgx) = (0f64, 0f64);
-            for b in 0..n {
-                let o = (b * c + ci) * hw;
-                let (xp, gp, yp) = (&x[o..o + hw], &g[o..o + hw], &y[o..o + hw]);
-                let (mut ag, mut agx) = ([0f32; 8], [0f32; 8]);
-                let (xc, gc, yc) = (xp.chunks_exact(8), gp.chunks_exact(8), yp.chunks_exact(8));
-                let (xr, gr, yr) = (xc.remainder(), gc.remainder(), yc.remainder());
-                for ((xv, gv), yv) in xc.zip(gc).zip(yc) {
-                    for i in 0..8 {
-                        let m = masked(gv[i], yv[i]);
-                        ag[i] += m;
-                        agx[i] += m * (xv[i] - mean);
-                    }
-                }
-                let (mut pg, mut pgx) = (0f32, 0f32);
-                for ((&xv, &gv), &yv) in xr.iter().zip(gr).zip(yr) {
-                    let m = masked(gv, yv);
-                    pg += m;
-                    pgx += m * (xv - mean);
-                }
-                for i in 0..8 {
-                    pg += ag[i];
-                    pgx += agx[i];
-                }
-                sg += pg as f64;
-                sgx += (pgx * rstd) as f64;
-            }
-            (sg as f32, sgx as f32)
+            masked_sums(x, g, y, n, c, hw, ci, mean, rstd, act)
         })
         .collect();
     let total = x.len();
@@ -418,13 +515,16 @@ fn bwd_passes(
                 (w[ci] * rstd, 0.0, 0.0)
             };
             let o = p * hw;
-            for ((d, &xv), (&gv, &yv)) in go
-                .iter_mut()
-                .zip(&x[o..o + hw])
-                .zip(g[o..o + hw].iter().zip(&y[o..o + hw]))
-            {
-                *d = a * masked(gv, yv) + bx * xv + c0;
-            }
+            input_grad_plane(
+                go,
+                &x[o..o + hw],
+                &g[o..o + hw],
+                &y[o..o + hw],
+                a,
+                bx,
+                c0,
+                act,
+            );
         });
     for (ci, &(sg, sgx)) in sums.iter().enumerate() {
         rest[ci] = sgx;

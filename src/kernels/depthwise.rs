@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd::simd_fn;
+
 use super::gpu::{self, Arg, Buffer, Grid, Launcher};
 #[cfg(feature = "cuda")]
 use {super::gpu::cuda, candle_core::CudaStorage};
@@ -139,6 +141,138 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+simd_fn! {
+    /// One output plane from input plane `xp` and the channel's taps `k` (`buf`, `tmp`:
+    /// scratch of the padded and flat sizes).
+    fn forward_plane(
+        g: &Geom,
+        xp: &[f32],
+        k: &[f32],
+        flat: Option<usize>,
+        buf: &mut [f32],
+        tmp: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let (_, pww) = g.padded();
+        g.pad_into(xp, buf);
+        if let Some(len) = flat {
+            tmp.fill(0.0);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let off = ky * pww + kx;
+                    axpy_strided(tmp, k[ky * g.kw + kx], &buf[off..off + len], 1);
+                }
+            }
+            unflatten(tmp, pww, g.ow, out);
+            return;
+        }
+        for (oy, orow) in out.chunks_exact_mut(g.ow).enumerate() {
+            for ky in 0..g.kh {
+                let prow = &buf[(oy * g.sh + ky) * pww..(oy * g.sh + ky + 1) * pww];
+                for kx in 0..g.kw {
+                    axpy_strided(orow, k[ky * g.kw + kx], &prow[kx..], g.sw);
+                }
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// One input-gradient plane `gin` from output-gradient plane `go` and the taps `k`.
+    fn input_grad_plane(
+        g: &Geom,
+        go: &[f32],
+        k: &[f32],
+        flat: Option<usize>,
+        buf: &mut [f32],
+        gyp: &mut [f32],
+        gin: &mut [f32],
+    ) {
+        let (_, pww) = g.padded();
+        buf.iter_mut().for_each(|v| *v = 0.0);
+        if let Some(len) = flat {
+            // the transposed taps: each scatters the flat gradient onto the padded plane,
+            // shifted by the tap's offset
+            flatten(go, pww, g.ow, gyp);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let off = ky * pww + kx;
+                    axpy_strided(&mut buf[off..off + len], k[ky * g.kw + kx], gyp, 1);
+                }
+            }
+        } else {
+            for (oy, grow) in go.chunks_exact(g.ow).enumerate() {
+                for ky in 0..g.kh {
+                    let r0 = (oy * g.sh + ky) * pww;
+                    let prow = &mut buf[r0..r0 + pww];
+                    for kx in 0..g.kw {
+                        let wv = k[ky * g.kw + kx];
+                        let dst = &mut prow[kx..];
+                        if g.sw == 1 {
+                            for (d, &v) in dst.iter_mut().zip(grow) {
+                                *d += wv * v;
+                            }
+                        } else {
+                            for (ox, &v) in grow.iter().enumerate() {
+                                dst[ox * g.sw] += wv * v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (y, row) in gin.chunks_exact_mut(g.w).enumerate() {
+            let o = (y + g.ph) * pww + g.pw;
+            row.copy_from_slice(&buf[o..o + g.w]);
+        }
+    }
+}
+
+simd_fn! {
+    /// The KHxKW weight-gradient partial sums `acc` of one plane: input `xp`, gradient `go`.
+    fn weight_grad_plane(
+        g: &Geom,
+        xp: &[f32],
+        go: &[f32],
+        flat: Option<usize>,
+        buf: &mut [f32],
+        gyp: &mut [f32],
+        acc: &mut [f32],
+    ) {
+        let (_, pww) = g.padded();
+        g.pad_into(xp, buf);
+        if let Some(len) = flat {
+            // zeros past OW in the flat gradient keep the dropped columns out
+            flatten(go, pww, g.ow, gyp);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let off = ky * pww + kx;
+                    acc[ky * g.kw + kx] = dot(gyp, &buf[off..off + len]);
+                }
+            }
+            return;
+        }
+        for (oy, grow) in go.chunks_exact(g.ow).enumerate() {
+            for ky in 0..g.kh {
+                let r0 = (oy * g.sh + ky) * pww;
+                let prow = &buf[r0..r0 + pww];
+                for kx in 0..g.kw {
+                    let src = &prow[kx..];
+                    let mut s = 0f32;
+                    if g.sw == 1 {
+                        s = dot(grow, &src[..grow.len()]);
+                    } else {
+                        for (ox, &a) in grow.iter().enumerate() {
+                            s += a * src[ox * g.sw];
+                        }
+                    }
+                    acc[ky * g.kw + kx] += s;
+                }
+            }
+        }
+    }
+}
+
 /// Stride-1 planes run "flat": with the input zero-padded to width `PW = OW + KW - 1`, output
 /// `(oy, ox)` reads padded element `oy*PW + ox + ky*PW + kx`, so one tap is one contiguous
 /// multiply-add over the output laid out at width `PW` (`(OH-1)*PW + OW` values, the columns
@@ -207,27 +341,9 @@ impl CustomOp2 for DwConvFwd {
                 || (vec![0f32; phh * pww], vec![0f32; flat.unwrap_or(0)]),
                 |(buf, tmp), (p, out)| {
                     let c = p % g.c;
-                    g.pad_into(&x[p * plane_in..(p + 1) * plane_in], buf);
+                    let xp = &x[p * plane_in..(p + 1) * plane_in];
                     let k = &wt[c * kk..(c + 1) * kk];
-                    if let Some(len) = flat {
-                        tmp.fill(0.0);
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                let off = ky * pww + kx;
-                                axpy_strided(tmp, k[ky * g.kw + kx], &buf[off..off + len], 1);
-                            }
-                        }
-                        unflatten(tmp, pww, g.ow, out);
-                        return;
-                    }
-                    for (oy, orow) in out.chunks_exact_mut(g.ow).enumerate() {
-                        for ky in 0..g.kh {
-                            let prow = &buf[(oy * g.sh + ky) * pww..(oy * g.sh + ky + 1) * pww];
-                            for kx in 0..g.kw {
-                                axpy_strided(orow, k[ky * g.kw + kx], &prow[kx..], g.sw);
-                            }
-                        }
-                    }
+                    forward_plane(&g, xp, k, flat, buf, tmp, out);
                 },
             );
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.c, g.oh, g.ow))))
@@ -297,45 +413,10 @@ impl CustomOp2 for DwConvBwdInput {
             .for_each_init(
                 || (vec![0f32; phh * pww], vec![0f32; flat.unwrap_or(0)]),
                 |(buf, gyp), (p, gin)| {
-                    buf.iter_mut().for_each(|v| *v = 0.0);
                     let c = p % g.c;
                     let go = &gy[p * plane_out..(p + 1) * plane_out];
                     let k = &wt[c * kk..(c + 1) * kk];
-                    if let Some(len) = flat {
-                        // the transposed taps: each scatters the flat gradient onto the
-                        // padded plane, shifted by the tap's offset
-                        flatten(go, pww, g.ow, gyp);
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                let off = ky * pww + kx;
-                                axpy_strided(&mut buf[off..off + len], k[ky * g.kw + kx], gyp, 1);
-                            }
-                        }
-                    } else {
-                        for (oy, grow) in go.chunks_exact(g.ow).enumerate() {
-                            for ky in 0..g.kh {
-                                let r0 = (oy * g.sh + ky) * pww;
-                                let prow = &mut buf[r0..r0 + pww];
-                                for kx in 0..g.kw {
-                                    let wv = k[ky * g.kw + kx];
-                                    let dst = &mut prow[kx..];
-                                    if g.sw == 1 {
-                                        for (d, &v) in dst.iter_mut().zip(grow) {
-                                            *d += wv * v;
-                                        }
-                                    } else {
-                                        for (ox, &v) in grow.iter().enumerate() {
-                                            dst[ox * g.sw] += wv * v;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    for (y, row) in gin.chunks_exact_mut(g.w).enumerate() {
-                        let o = (y + g.ph) * pww + g.pw;
-                        row.copy_from_slice(&buf[o..o + g.w]);
-                    }
+                    input_grad_plane(&g, go, k, flat, buf, gyp, gin);
                 },
             );
         Ok((CpuStorage::F32(gx), Shape::from((g.n, g.c, g.h, g.w))))
@@ -390,37 +471,9 @@ impl CustomOp2 for DwConvBwdWeight {
         partial.par_chunks_mut(kk.max(1)).enumerate().for_each_init(
             || (vec![0f32; phh * pww], vec![0f32; flat.unwrap_or(0)]),
             |(buf, gyp), (p, acc)| {
-                g.pad_into(&x[p * plane_in..(p + 1) * plane_in], buf);
+                let xp = &x[p * plane_in..(p + 1) * plane_in];
                 let go = &gy[p * plane_out..(p + 1) * plane_out];
-                if let Some(len) = flat {
-                    // zeros past OW in the flat gradient keep the dropped columns out
-                    flatten(go, pww, g.ow, gyp);
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let off = ky * pww + kx;
-                            acc[ky * g.kw + kx] = dot(gyp, &buf[off..off + len]);
-                        }
-                    }
-                    return;
-                }
-                for (oy, grow) in go.chunks_exact(g.ow).enumerate() {
-                    for ky in 0..g.kh {
-                        let r0 = (oy * g.sh + ky) * pww;
-                        let prow = &buf[r0..r0 + pww];
-                        for kx in 0..g.kw {
-                            let src = &prow[kx..];
-                            let mut s = 0f32;
-                            if g.sw == 1 {
-                                s = dot(grow, &src[..grow.len()]);
-                            } else {
-                                for (ox, &a) in grow.iter().enumerate() {
-                                    s += a * src[ox * g.sw];
-                                }
-                            }
-                            acc[ky * g.kw + kx] += s;
-                        }
-                    }
-                }
+                weight_grad_plane(&g, xp, go, flat, buf, gyp, acc);
             },
         );
         let mut gw = vec![0f32; g.c * kk];

@@ -123,6 +123,26 @@ unsafe fn conv_image_avx2(
     conv_image::<true>(g, src, taps, bias, out)
 }
 
+/// [`conv_image`] with FMA, compiled for AVX-512 (16 channels per vector).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn conv_image_avx512(
+    g: &Geom,
+    src: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    conv_image::<true>(g, src, taps, bias, out)
+}
+
+/// [`grad_w_image`] with FMA, compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn grad_w_image_avx512(g: &Geom, x: &[f32], gy: &[f32], gw: &mut [f32], gb: &mut [f32]) {
+    grad_w_image::<true>(g, x, gy, gw, gb)
+}
+
 fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -147,6 +167,7 @@ fn conv_all(g: &Geom, src: &[f32], taps: &[f32], bias: Option<&[f32]>, nchw: Nch
     let per = g.h * g.w * g.c;
     let mut out = vec![0f32; g.n * per];
     let fast = has_avx2_fma();
+    let wide = super::simd::level() == super::simd::SimdLevel::Avx512;
     out.par_chunks_mut(per)
         .zip(src.par_chunks(per))
         .for_each(|(o, s)| {
@@ -160,7 +181,10 @@ fn conv_all(g: &Geom, src: &[f32], taps: &[f32], bias: Option<&[f32]>, nchw: Nch
             let mut result = nchw.out.then(|| vec![0f32; per]);
             let dst = result.as_deref_mut().unwrap_or(&mut *o);
             #[cfg(target_arch = "x86_64")]
-            if fast {
+            if wide {
+                // SAFETY: the CPU has AVX-512, AVX2 and FMA (checked above).
+                unsafe { conv_image_avx512(g, s, taps, bias, dst) };
+            } else if fast {
                 // SAFETY: the CPU has AVX2 and FMA (checked above).
                 unsafe { conv_image_avx2(g, s, taps, bias, dst) };
             } else {
@@ -168,7 +192,7 @@ fn conv_all(g: &Geom, src: &[f32], taps: &[f32], bias: Option<&[f32]>, nchw: Nch
             }
             #[cfg(not(target_arch = "x86_64"))]
             {
-                let _ = fast;
+                let _ = (fast, wide);
                 conv_image::<false>(g, s, taps, bias, dst)
             }
             if let Some(r) = result {
@@ -374,6 +398,7 @@ impl CustomOp3 for DwNhwcBwd {
         let gx = conv_all(&g, gy, &flipped, None, nchw);
         let per = g.h * g.w * c;
         let fast = has_avx2_fma();
+        let wide = super::simd::level() == super::simd::SimdLevel::Avx512;
         // weight and bias gradients: a partial per block of images, added in block order
         let n = x.len() / per.max(1);
         let blocks = n.div_ceil(IMAGES_PER_PARTIAL);
@@ -391,12 +416,17 @@ impl CustomOp3 for DwNhwcBwd {
                     xi
                 };
                 #[cfg(target_arch = "x86_64")]
+                if wide {
+                    // SAFETY: the CPU has AVX-512, AVX2 and FMA (checked above).
+                    unsafe { grad_w_image_avx512(&g, xi, gi, gw, gb) };
+                    continue;
+                }
                 if fast {
                     // SAFETY: the CPU has AVX2 and FMA (checked above).
                     unsafe { grad_w_image_avx2(&g, xi, gi, gw, gb) };
                     continue;
                 }
-                let _ = fast;
+                let _ = (fast, wide);
                 grad_w_image::<false>(&g, xi, gi, gw, gb);
             }
             acc

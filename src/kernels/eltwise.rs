@@ -6,11 +6,29 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd::simd_fn;
+
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     super::contiguous_f32(s, l, &format!("add_relu: {what}"))
 }
 
 const CHUNK: usize = 16 * 1024;
+
+simd_fn! {
+    fn add_relu_chunk(yo: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, &u), &v) in yo.iter_mut().zip(a).zip(b) {
+            *o = (u + v).max(0.0);
+        }
+    }
+}
+
+simd_fn! {
+    fn relu_mask_chunk(o: &mut [f32], g: &[f32], y: &[f32]) {
+        for ((d, &gv), &yv) in o.iter_mut().zip(g).zip(y) {
+            *d = if yv > 0.0 { gv } else { 0.0 };
+        }
+    }
+}
 
 /// `(a, b) -> relu(a + b)`.
 struct AddRelu;
@@ -40,11 +58,7 @@ impl CustomOp2 for AddRelu {
         let mut y = vec![0f32; a.len()];
         y.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(yo, (ac, bc))| {
-                for ((o, &u), &v) in yo.iter_mut().zip(ac).zip(bc) {
-                    *o = (u + v).max(0.0);
-                }
-            });
+            .for_each(|(yo, (ac, bc))| add_relu_chunk(yo, ac, bc));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -79,11 +93,7 @@ impl CustomOp2 for ReluMask {
         let mut out = vec![0f32; g.len()];
         out.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-            .for_each(|(o, (gc, yc))| {
-                for ((d, &gv), &yv) in o.iter_mut().zip(gc).zip(yc) {
-                    *d = if yv > 0.0 { gv } else { 0.0 };
-                }
-            });
+            .for_each(|(o, (gc, yc))| relu_mask_chunk(o, gc, yc));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

@@ -5,6 +5,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd::simd_fn;
+
 use super::gpu::{self, Arg, Buffer, Grid, Launcher};
 #[cfg(feature = "cuda")]
 use {super::gpu::cuda, candle_core::CudaStorage};
@@ -64,55 +66,23 @@ pub(crate) fn gelu_grad_f32(v: f32) -> f32 {
     cdf + v * pdf
 }
 
-/// `out = gelu(x + b)` element-wise (equal lengths), 8 lanes at a time where the CPU has AVX2.
-pub(crate) fn bias_gelu_row(out: &mut [f32], x: &[f32], b: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { bias_gelu_row_avx2(out, x, b) };
-    }
-    bias_gelu_row_any(out, x, b)
-}
-
-/// `out = g * gelu'(x + b)` element-wise (equal lengths), AVX2 where available.
-pub(crate) fn bias_gelu_grad_row(out: &mut [f32], x: &[f32], g: &[f32], b: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: as above.
-        return unsafe { bias_gelu_grad_row_avx2(out, x, g, b) };
-    }
-    bias_gelu_grad_row_any(out, x, g, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
-#[inline(always)]
-fn bias_gelu_row_any(out: &mut [f32], x: &[f32], b: &[f32]) {
-    for ((o, &v), &bv) in out.iter_mut().zip(x).zip(b) {
-        *o = gelu_f32(v + bv);
+simd_fn! {
+    /// `out = gelu(x + b)` element-wise (equal lengths), as wide as the CPU allows
+    /// ([`super::simd`]).
+    pub(crate) fn bias_gelu_row(out: &mut [f32], x: &[f32], b: &[f32]) {
+        for ((o, &v), &bv) in out.iter_mut().zip(x).zip(b) {
+            *o = gelu_f32(v + bv);
+        }
     }
 }
 
-#[inline(always)]
-fn bias_gelu_grad_row_any(out: &mut [f32], x: &[f32], g: &[f32], b: &[f32]) {
-    for (((o, &v), &gv), &bv) in out.iter_mut().zip(x).zip(g).zip(b) {
-        *o = gv * gelu_grad_f32(v + bv);
+simd_fn! {
+    /// `out = g * gelu'(x + b)` element-wise (equal lengths), as wide as the CPU allows.
+    pub(crate) fn bias_gelu_grad_row(out: &mut [f32], x: &[f32], g: &[f32], b: &[f32]) {
+        for (((o, &v), &gv), &bv) in out.iter_mut().zip(x).zip(g).zip(b) {
+            *o = gv * gelu_grad_f32(v + bv);
+        }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn bias_gelu_row_avx2(out: &mut [f32], x: &[f32], b: &[f32]) {
-    bias_gelu_row_any(out, x, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn bias_gelu_grad_row_avx2(out: &mut [f32], x: &[f32], g: &[f32], b: &[f32]) {
-    bias_gelu_grad_row_any(out, x, g, b)
 }
 
 /// A zero bias for the plain GELU, one chunk long.

@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use super::simd::simd_fn;
+
 use super::gpu::{self, Arg, Buffer, Grid, Launcher};
 #[cfg(feature = "cuda")]
 use {super::gpu::cuda, candle_core::CudaStorage};
@@ -18,12 +20,62 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     super::contiguous_f32(s, l, "layer_norm")
 }
 
-#[inline]
+#[inline(always)]
 fn stats(row: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
     let mean = row.iter().sum::<f32>() / n;
     let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+simd_fn! {
+    /// LayerNorm of the rows (`w.len()` long) of `xi` into `yo`.
+    fn forward_rows(yo: &mut [f32], xi: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let c = w.len();
+        for (yr, xr) in yo.chunks_exact_mut(c).zip(xi.chunks_exact(c)) {
+            let (mean, rstd) = stats(xr, eps);
+            for i in 0..c {
+                yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// Input gradient of the rows of `xi` into `go` (`gi`: the output gradient), adding the
+    /// rows' weight and bias gradients to `gw` and `gb` (`xhat`: scratch of one row).
+    fn backward_rows(
+        go: &mut [f32],
+        xi: &[f32],
+        gi: &[f32],
+        w: &[f32],
+        eps: f32,
+        gw: &mut [f32],
+        gb: &mut [f32],
+        xhat: &mut [f32],
+    ) {
+        let c = w.len();
+        for ((gr, xr), gyr) in go
+            .chunks_exact_mut(c)
+            .zip(xi.chunks_exact(c))
+            .zip(gi.chunks_exact(c))
+        {
+            let (mean, rstd) = stats(xr, eps);
+            let (mut m1, mut m2) = (0f32, 0f32);
+            for i in 0..c {
+                xhat[i] = (xr[i] - mean) * rstd;
+                let gh = gyr[i] * w[i];
+                m1 += gh;
+                m2 += gh * xhat[i];
+                gw[i] += gyr[i] * xhat[i];
+                gb[i] += gyr[i];
+            }
+            let (m1, m2) = (m1 / c as f32, m2 / c as f32);
+            for i in 0..c {
+                gr[i] = rstd * (gyr[i] * w[i] - m1 - xhat[i] * m2);
+            }
+        }
+    }
 }
 
 /// `(x, weight, bias) -> y`.
@@ -112,14 +164,7 @@ impl CustomOp3 for LnFwd {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(c * ROWS_PER_TASK)
             .zip(x.par_chunks(c * ROWS_PER_TASK))
-            .for_each(|(yo, xi)| {
-                for (yr, xr) in yo.chunks_exact_mut(c).zip(xi.chunks_exact(c)) {
-                    let (mean, rstd) = stats(xr, self.eps);
-                    for i in 0..c {
-                        yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
-                    }
-                }
-            });
+            .for_each(|(yo, xi)| forward_rows(yo, xi, w, b, self.eps));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -187,26 +232,7 @@ impl CustomOp3 for LnBwd {
                 let mut gw = vec![0f32; c];
                 let mut gb = vec![0f32; c];
                 let mut xhat = vec![0f32; c];
-                for ((gr, xr), gyr) in go
-                    .chunks_exact_mut(c)
-                    .zip(xi.chunks_exact(c))
-                    .zip(gi.chunks_exact(c))
-                {
-                    let (mean, rstd) = stats(xr, self.eps);
-                    let (mut m1, mut m2) = (0f32, 0f32);
-                    for i in 0..c {
-                        xhat[i] = (xr[i] - mean) * rstd;
-                        let gh = gyr[i] * w[i];
-                        m1 += gh;
-                        m2 += gh * xhat[i];
-                        gw[i] += gyr[i] * xhat[i];
-                        gb[i] += gyr[i];
-                    }
-                    let (m1, m2) = (m1 / c as f32, m2 / c as f32);
-                    for i in 0..c {
-                        gr[i] = rstd * (gyr[i] * w[i] - m1 - xhat[i] * m2);
-                    }
-                }
+                backward_rows(go, xi, gi, w, self.eps, &mut gw, &mut gb, &mut xhat);
                 (gw, gb)
             })
             .collect::<Vec<_>>()

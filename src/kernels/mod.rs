@@ -17,6 +17,7 @@ pub mod layernorm;
 pub mod linear;
 pub mod pointwise;
 pub mod pool;
+pub mod simd;
 
 pub use alloc::tune_allocator;
 pub use batchnorm::{batch_norm_train, batch_norm_train_act, BnAct};
