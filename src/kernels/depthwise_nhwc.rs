@@ -1,7 +1,7 @@
 //! Channels-last depthwise convolution (stride 1, "same"-style zero padding, with bias) for
 //! ConvNeXt blocks: `(N, H, W, C)` in and out, every loop innermost over the channels, so it
 //! vectorises at any plane size (the NCHW kernel's rows are only 2-16 values wide on
-//! ConvNeXt's late stages). AVX2+FMA code is chosen at run time where the CPU has it. On
+//! ConvNeXt's late stages). AVX-512 or AVX2 code (both with FMA) is chosen at run time where the CPU has it. On
 //! CUDA the kernels `dwl_*` of `kernels/cuda/depthwise.cu` (the `gpu_*` launch functions
 //! below), in f32, bf16 or f16.
 //!

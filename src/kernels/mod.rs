@@ -1,6 +1,6 @@
 //! Project-owned Candle kernels: depthwise convolution, im2col convolution, pooling,
 //! exact GELU, LayerNorm and BatchNorm, each with backward, and their benchmark; allocator
-//! tuning. Each op keeps its CPU code and, beside it, the launch code of its CUDA kernels
+//! tuning; the run-time choice of SIMD width for their element-wise loops (`simd`). Each op keeps its CPU code and, beside it, the launch code of its CUDA kernels
 //! (`kernels/cuda/*.cu`, run through [`gpu::Launcher`]).
 
 pub mod alloc;
