@@ -1040,13 +1040,7 @@ mod tests {
     fn add_relu_fused_is_the_composed_pair_bit_for_bit() -> Result<()> {
         let mut rng = TensorRng::new(31);
         let dev = Device::Cpu;
-        let bits = |t: &Tensor| -> Result<Vec<u32>> {
-            Ok(t.flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .map(|v| v.to_bits())
-                .collect())
-        };
+        let bits = crate::kernels::f32_bits;
         for (n, c, h, w) in [
             (2usize, 3usize, 5usize, 7usize),
             (4, 17, 3, 3),

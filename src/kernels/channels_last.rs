@@ -1105,13 +1105,7 @@ mod tests {
                 };
                 let composed = add_nhwc_to_nchw(&x, &y)?;
                 assert_eq!(fused.dims(), composed.dims());
-                let bits = |t: &Tensor| -> Result<Vec<u32>> {
-                    Ok(t.flatten_all()?
-                        .to_vec1::<f32>()?
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect())
-                };
+                let bits = crate::kernels::f32_bits;
                 assert_eq!(bits(&fused)?, bits(&composed)?, "forward {n}x{c}x{h}x{w}");
                 let r = rng.randn(0f32, 1.0, fused.shape(), &dev)?;
                 let ga = (fused * &r)?.sum_all()?.backward()?;

@@ -749,13 +749,7 @@ mod tests {
     fn from_nchw_is_the_copy_and_the_op_bit_for_bit() -> Result<()> {
         let mut rng = crate::engine::init::TensorRng::new(2);
         let dev = Device::Cpu;
-        let bits = |t: &Tensor| -> Result<Vec<u32>> {
-            Ok(t.flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .map(|v| v.to_bits())
-                .collect())
-        };
+        let bits = crate::kernels::f32_bits;
         for (n, c, h, w, k) in [
             (2usize, 5usize, 9usize, 7usize, 7usize),
             (3, 17, 4, 4, 7),

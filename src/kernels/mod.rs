@@ -170,6 +170,16 @@ pub fn reference_mode() -> bool {
     REFERENCE_MODE.load(Ordering::Relaxed)
 }
 
+/// The bit patterns of an f32 tensor's values, for tests that compare kernels bit for bit.
+#[cfg(test)]
+pub(crate) fn f32_bits(t: &candle_core::Tensor) -> candle_core::Result<Vec<u32>> {
+    Ok(t.flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .map(|v| v.to_bits())
+        .collect())
+}
+
 #[cfg(test)]
 mod empty_input_tests {
     use super::*;

@@ -134,13 +134,7 @@ mod tests {
         let wn = rng.var(1f32, 0.3, 24, &dev)?;
         let bn = rng.var(0f32, 0.3, 24, &dev)?;
         let vars = [&x, &r, &xl, &w3, &w7, &wn, &bn];
-        let bits = |t: &Tensor| -> candle_core::Result<Vec<u32>> {
-            Ok(t.flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .map(|v| v.to_bits())
-                .collect())
-        };
+        let bits = crate::kernels::f32_bits;
         let run = || -> candle_core::Result<Vec<Vec<u32>>> {
             let dw = |s| DwParams {
                 stride: (s, s),
