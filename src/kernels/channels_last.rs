@@ -1104,17 +1104,8 @@ mod tests {
                     None => y,
                 };
                 let composed = add_nhwc_to_nchw(&x, &y)?;
-                assert_eq!(fused.dims(), composed.dims());
-                let bits = crate::kernels::f32_bits;
-                assert_eq!(bits(&fused)?, bits(&composed)?, "forward {n}x{c}x{h}x{w}");
-                let r = rng.randn(0f32, 1.0, fused.shape(), &dev)?;
-                let ga = (fused * &r)?.sum_all()?.backward()?;
-                let gb = (composed * &r)?.sum_all()?.backward()?;
-                for (i, v) in [&x, &z, &b, &g].into_iter().enumerate() {
-                    let (a, e) = (ga.get(v).expect("fused"), gb.get(v).expect("composed"));
-                    assert_eq!(a.dims(), v.dims());
-                    assert_eq!(bits(a)?, bits(e)?, "gradient {i}, {n}x{c}x{h}x{w}");
-                }
+                let what = format!("{n}x{c}x{h}x{w}, mask {}", m.is_some());
+                crate::kernels::assert_same_bits(&fused, &composed, &[&x, &z, &b, &g], &what)?;
             }
         }
         Ok(())

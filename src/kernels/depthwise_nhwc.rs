@@ -749,7 +749,6 @@ mod tests {
     fn from_nchw_is_the_copy_and_the_op_bit_for_bit() -> Result<()> {
         let mut rng = crate::engine::init::TensorRng::new(2);
         let dev = Device::Cpu;
-        let bits = crate::kernels::f32_bits;
         for (n, c, h, w, k) in [
             (2usize, 5usize, 9usize, 7usize, 7usize),
             (3, 17, 4, 4, 7),
@@ -761,15 +760,8 @@ mod tests {
             let y = depthwise_nhwc_from_nchw(&x, &wt, &b)?;
             let y2 = depthwise_nhwc(&crate::kernels::channels_last::to_nhwc(&x)?, &wt, &b)?;
             assert_eq!(y.dims(), &[n, h, w, c]);
-            assert_eq!(bits(&y)?, bits(&y2)?, "forward {n} {c} {h} {w} {k}");
-            let r = rng.randn(0f32, 1.0, y.shape(), &dev)?;
-            let g1 = (y * &r)?.sum_all()?.backward()?;
-            let g2 = (y2 * &r)?.sum_all()?.backward()?;
-            for (i, v) in [&x, &wt, &b].iter().enumerate() {
-                let (a, e) = (g1.get(v).expect("fused"), g2.get(v).expect("copy + op"));
-                assert_eq!(a.dims(), v.dims());
-                assert_eq!(bits(a)?, bits(e)?, "gradient {i} of {n} {c} {h} {w} {k}");
-            }
+            let what = format!("{n} {c} {h} {w} {k}");
+            crate::kernels::assert_same_bits(&y, &y2, &[&x, &wt, &b], &what)?;
         }
         Ok(())
     }

@@ -180,6 +180,33 @@ pub(crate) fn f32_bits(t: &candle_core::Tensor) -> candle_core::Result<Vec<u32>>
         .collect())
 }
 
+/// Asserts that `fused` and `composed` (the ops it replaces) agree bit for bit: their values,
+/// and the gradients of `sum(out * t)` (`t` fixed random weights) with respect to each of
+/// `vars`. `what` names the case in a failure.
+#[cfg(test)]
+pub(crate) fn assert_same_bits(
+    fused: &candle_core::Tensor,
+    composed: &candle_core::Tensor,
+    vars: &[&candle_core::Var],
+    what: &str,
+) -> candle_core::Result<()> {
+    assert_eq!(fused.dims(), composed.dims(), "{what}: shapes");
+    assert_eq!(f32_bits(fused)?, f32_bits(composed)?, "{what}: forward");
+    let t =
+        crate::engine::init::TensorRng::new(99).randn(0f32, 1.0, fused.shape(), fused.device())?;
+    let ga = (fused * &t)?.sum_all()?.backward()?;
+    let gb = (composed * &t)?.sum_all()?.backward()?;
+    for (i, v) in vars.iter().enumerate() {
+        let (a, b) = (
+            ga.get(v).expect("fused gradient"),
+            gb.get(v).expect("composed gradient"),
+        );
+        assert_eq!(a.dims(), v.dims(), "{what}: gradient {i} shape");
+        assert_eq!(f32_bits(a)?, f32_bits(b)?, "{what}: gradient {i}");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod empty_input_tests {
     use super::*;
