@@ -1,7 +1,10 @@
 //! Channels-last depthwise convolution (stride 1, "same"-style zero padding, with bias) for
 //! ConvNeXt blocks: `(N, H, W, C)` in and out, every loop innermost over the channels, so it
 //! vectorises at any plane size (the NCHW kernel's rows are only 2-16 values wide on
-//! ConvNeXt's late stages). AVX-512 or AVX2 code (both with FMA) is chosen at run time where the CPU has it. On
+//! ConvNeXt's late stages). AVX-512 or AVX2 code (both with FMA) is chosen at run time where the CPU has it.
+//! Each image is staged with zero columns each side, and a 7x7 kernel runs in register
+//! blocks of pixels by 16 channels (the forward and input gradient 8 or 4 pixels, the
+//! weight gradient one kernel row's seven taps), giving the bits of the plain loop. On
 //! CUDA the kernels `dwl_*` of `kernels/cuda/depthwise.cu` (the `gpu_*` launch functions
 //! below), in f32, bf16 or f16.
 //!
@@ -62,52 +65,162 @@ fn fma_row<const FMA: bool>(acc: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
-/// One output row `(W, C)` of `out = sum_taps x_shifted * taps` (+ bias): the forward with
-/// `taps` `(KH*KW, C)`, and the input gradient with the taps flipped.
+/// Channels per register block of the forward / input-gradient kernel: one AVX-512 vector,
+/// two AVX2 vectors.
+const LANES: usize = 16;
+
+/// Kernel side of the unrolled blocks (ConvNeXt's 7x7); other sizes go pixel by pixel.
+const UNROLLED_K: usize = 7;
+
+/// One image, `(H, W, C)` (or `(C, H, W)` with `nchw`), staged as `(H, W + 2 pw, C)` with `pw`
+/// zero columns each side, so that every tap of every output pixel reads inside its row.
+fn stage_padded(image: &[f32], g: &Geom, nchw: bool) -> Vec<f32> {
+    let (w, c, pw) = (g.w, g.c, g.pw);
+    let staged;
+    let nhwc = if nchw {
+        staged = to_channels_last(image, g);
+        &staged[..]
+    } else {
+        image
+    };
+    let pad_row = (w + 2 * pw) * c;
+    let mut out = vec![0f32; g.h * pad_row];
+    for (dst, src) in out.chunks_exact_mut(pad_row).zip(nhwc.chunks_exact(w * c)) {
+        dst[pw * c..(pw + w) * c].copy_from_slice(src);
+    }
+    out
+}
+
+/// `o[c] = bias[c] + sum_taps x_shifted[c] * taps[c]` for one output pixel `(oy, ox)` and the
+/// channels `chans`, from the column-padded image `pad` ([`stage_padded`]): the taps in
+/// row-major order, the rows outside the image skipped, the padding columns multiplied in as
+/// zeros.
 #[inline(always)]
-fn conv_row<const FMA: bool>(
+fn conv_pixel<const FMA: bool>(
     g: &Geom,
-    src: &[f32],
+    pad: &[f32],
     taps: &[f32],
     bias: Option<&[f32]>,
-    oy: usize,
-    out: &mut [f32],
+    (oy, ox): (usize, usize),
+    chans: std::ops::Range<usize>,
+    o: &mut [f32],
 ) {
-    let (w, c) = (g.w, g.c);
-    for (ox, o) in out.chunks_exact_mut(c).enumerate() {
-        match bias {
-            Some(b) => o.copy_from_slice(b),
-            None => o.fill(0.0),
+    let c = g.c;
+    let pad_row = (g.w + 2 * g.pw) * c;
+    match bias {
+        Some(b) => o.copy_from_slice(&b[chans.clone()]),
+        None => o.fill(0.0),
+    }
+    for ky in 0..g.kh {
+        let iy = oy + ky;
+        if iy < g.ph || iy - g.ph >= g.h {
+            continue;
         }
-        for ky in 0..g.kh {
-            let iy = oy as isize + ky as isize - g.ph as isize;
-            if iy < 0 || iy >= g.h as isize {
-                continue;
-            }
-            let row = &src[iy as usize * w * c..(iy as usize + 1) * w * c];
-            for kx in 0..g.kw {
-                let ix = ox as isize + kx as isize - g.pw as isize;
-                if ix < 0 || ix >= w as isize {
-                    continue;
-                }
-                let t = &taps[(ky * g.kw + kx) * c..(ky * g.kw + kx + 1) * c];
-                fma_row::<FMA>(o, &row[ix as usize * c..(ix as usize + 1) * c], t);
-            }
+        let row = &pad[(iy - g.ph) * pad_row..(iy - g.ph + 1) * pad_row];
+        for kx in 0..g.kw {
+            let t = &taps[(ky * g.kw + kx) * c..(ky * g.kw + kx + 1) * c];
+            let at = (ox + kx) * c;
+            fma_row::<FMA>(o, &row[at + chans.start..at + chans.end], &t[chans.clone()]);
         }
     }
 }
 
-/// Per image: `out` `(H, W, C)` from `src` `(H, W, C)`.
+/// [`LANES`] channels from `cb` of the output pixels `ox0..ox0 + NB` of row `oy`, `KW x KW`
+/// kernel: the same operations in the same order as [`conv_pixel`], unrolled over the taps of
+/// a kernel row and the pixels with one bounds check per kernel row, so the compiler keeps
+/// the accumulators and the row's `NB + KW - 1` input vectors in registers (each tap vector
+/// is loaded once per block, each input vector once per kernel row).
 #[inline(always)]
-fn conv_image<const FMA: bool>(
+fn conv_block<const FMA: bool, const NB: usize, const KW: usize>(
     g: &Geom,
-    src: &[f32],
+    pad: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    (oy, ox0): (usize, usize),
+    cb: usize,
+    row: &mut [f32],
+) {
+    let c = g.c;
+    let pad_row = (g.w + 2 * g.pw) * c;
+    let init: [f32; LANES] = match bias {
+        Some(b) => b[cb..cb + LANES].try_into().expect("LANES values"),
+        None => [0.0; LANES],
+    };
+    let mut acc = [init; NB];
+    for ky in 0..KW {
+        let iy = oy + ky;
+        if iy < g.ph || iy - g.ph >= g.h {
+            continue;
+        }
+        let t0 = ky * KW * c + cb;
+        let trow = &taps[t0..t0 + (KW - 1) * c + LANES];
+        let s0 = (iy - g.ph) * pad_row + ox0 * c + cb;
+        let window = &pad[s0..s0 + (NB + KW - 2) * c + LANES];
+        for kx in 0..KW {
+            // SAFETY: kx * c + LANES <= trow.len(), as kx < KW
+            let t: [f32; LANES] = unsafe { *(trow.as_ptr().add(kx * c) as *const [f32; LANES]) };
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: (j + kx) * c + LANES <= window.len(), as j < NB and kx < KW
+                let s: [f32; LANES] =
+                    unsafe { *(window.as_ptr().add((j + kx) * c) as *const [f32; LANES]) };
+                for l in 0..LANES {
+                    a[l] = if FMA {
+                        s[l].mul_add(t[l], a[l])
+                    } else {
+                        a[l] + s[l] * t[l]
+                    };
+                }
+            }
+        }
+    }
+    for (j, a) in acc.iter().enumerate() {
+        row[(ox0 + j) * c + cb..][..LANES].copy_from_slice(a);
+    }
+}
+
+/// Per image: `out` `(H, W, C)` from the column-padded `pad` ([`stage_padded`]). A 7x7 kernel
+/// runs in register blocks ([`conv_block`]) of `NB` pixels (the row's rest in blocks of 4, 2
+/// and 1) by [`LANES`] channels; channels past the last full block of lanes, and other
+/// kernel sizes, pixel by pixel. Every path gives the same bits.
+#[inline(always)]
+fn conv_image<const FMA: bool, const NB: usize>(
+    g: &Geom,
+    pad: &[f32],
     taps: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    for (oy, row) in out.chunks_exact_mut(g.w * g.c).enumerate() {
-        conv_row::<FMA>(g, src, taps, bias, oy, row);
+    let (w, c) = (g.w, g.c);
+    let unrolled = g.kh == UNROLLED_K && g.kw == UNROLLED_K;
+    let full = if unrolled { c / LANES * LANES } else { 0 };
+    for (oy, row) in out.chunks_exact_mut(w * c).enumerate() {
+        let mut ox0 = 0;
+        while ox0 < w {
+            let rest = w - ox0;
+            let nb = if rest >= NB {
+                NB
+            } else {
+                [4, 2, 1].into_iter().find(|&b| b <= rest).unwrap_or(1)
+            };
+            for cb in (0..full).step_by(LANES) {
+                let at = (oy, ox0);
+                match nb {
+                    _ if nb == NB => {
+                        conv_block::<FMA, NB, UNROLLED_K>(g, pad, taps, bias, at, cb, row)
+                    }
+                    4 => conv_block::<FMA, 4, UNROLLED_K>(g, pad, taps, bias, at, cb, row),
+                    2 => conv_block::<FMA, 2, UNROLLED_K>(g, pad, taps, bias, at, cb, row),
+                    _ => conv_block::<FMA, 1, UNROLLED_K>(g, pad, taps, bias, at, cb, row),
+                }
+            }
+            if full < c {
+                for ox in ox0..ox0 + nb {
+                    let o = &mut row[ox * c + full..(ox + 1) * c];
+                    conv_pixel::<FMA>(g, pad, taps, bias, (oy, ox), full..c, o);
+                }
+            }
+            ox0 += nb;
+        }
     }
 }
 
@@ -120,7 +233,7 @@ unsafe fn conv_image_avx2(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    conv_image::<true>(g, src, taps, bias, out)
+    conv_image::<true, 4>(g, src, taps, bias, out)
 }
 
 /// [`conv_image`] with FMA, compiled for AVX-512 (16 channels per vector).
@@ -133,7 +246,7 @@ unsafe fn conv_image_avx512(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    conv_image::<true>(g, src, taps, bias, out)
+    conv_image::<true, 8>(g, src, taps, bias, out)
 }
 
 /// [`grad_w_image`] with FMA, compiled for AVX-512.
@@ -171,13 +284,8 @@ fn conv_all(g: &Geom, src: &[f32], taps: &[f32], bias: Option<&[f32]>, nchw: Nch
     out.par_chunks_mut(per)
         .zip(src.par_chunks(per))
         .for_each(|(o, s)| {
-            let staged;
-            let s = if nchw.src {
-                staged = to_channels_last(s, g);
-                &staged[..]
-            } else {
-                s
-            };
+            let padded = stage_padded(s, g, nchw.src);
+            let s = &padded[..];
             let mut result = nchw.out.then(|| vec![0f32; per]);
             let dst = result.as_deref_mut().unwrap_or(&mut *o);
             #[cfg(target_arch = "x86_64")]
@@ -188,12 +296,12 @@ fn conv_all(g: &Geom, src: &[f32], taps: &[f32], bias: Option<&[f32]>, nchw: Nch
                 // SAFETY: the CPU has AVX2 and FMA (checked above).
                 unsafe { conv_image_avx2(g, s, taps, bias, dst) };
             } else {
-                conv_image::<false>(g, s, taps, bias, dst)
+                conv_image::<false, 4>(g, s, taps, bias, dst)
             }
             #[cfg(not(target_arch = "x86_64"))]
             {
                 let _ = (fast, wide);
-                conv_image::<false>(g, s, taps, bias, dst)
+                conv_image::<false, 4>(g, s, taps, bias, dst)
             }
             if let Some(r) = result {
                 super::channels_last::transpose_images(&r, o, g.c, g.h * g.w, false);
@@ -222,32 +330,127 @@ fn taps_of(w: &[f32], c: usize, kh: usize, kw: usize, flip: bool) -> Vec<f32> {
     t
 }
 
-/// Weight and bias gradient of one image: `gw[tap, c] += sum g[oy, ox, c] * x[iy, ix, c]`.
+/// Weight and bias gradient of one image: `gw[tap, c] += sum g[oy, ox, c] * x[iy, ix, c]`
+/// over the output pixels in row-major order, `x` column-padded ([`stage_padded`]; rows
+/// outside the image skipped, padding columns multiplied in as zeros, which leaves every sum
+/// as it was: a sum starting from +0 never becomes -0). A 7x7 kernel runs per kernel row
+/// and [`LANES`] channels with the row's seven tap sums in registers ([`grad_w_block`]);
+/// channels past the last full block of lanes, and other kernel sizes, pixel by pixel.
 #[inline(always)]
-fn grad_w_image<const FMA: bool>(g: &Geom, x: &[f32], gy: &[f32], gw: &mut [f32], gb: &mut [f32]) {
+fn grad_w_image<const FMA: bool>(
+    g: &Geom,
+    pad: &[f32],
+    gy: &[f32],
+    gw: &mut [f32],
+    gb: &mut [f32],
+) {
     let (w, c) = (g.w, g.c);
+    let pad_row = (w + 2 * g.pw) * c;
+    for go in gy.chunks_exact(c) {
+        for (b, &v) in gb.iter_mut().zip(go) {
+            *b += v;
+        }
+    }
+    let unrolled = g.kh == UNROLLED_K && g.kw == UNROLLED_K;
+    let full = if unrolled { c / LANES * LANES } else { 0 };
+    for cb in (0..full).step_by(LANES) {
+        for ky in 0..UNROLLED_K {
+            grad_w_block::<FMA, UNROLLED_K>(g, pad, gy, gw, ky, cb);
+        }
+    }
+    if full == c {
+        return;
+    }
     for oy in 0..g.h {
         for ox in 0..w {
-            let go = &gy[(oy * w + ox) * c..(oy * w + ox + 1) * c];
-            for (b, &v) in gb.iter_mut().zip(go) {
-                *b += v;
-            }
+            let go = &gy[(oy * w + ox) * c + full..(oy * w + ox + 1) * c];
             for ky in 0..g.kh {
-                let iy = oy as isize + ky as isize - g.ph as isize;
-                if iy < 0 || iy >= g.h as isize {
+                let iy = oy + ky;
+                if iy < g.ph || iy - g.ph >= g.h {
                     continue;
                 }
                 for kx in 0..g.kw {
-                    let ix = ox as isize + kx as isize - g.pw as isize;
-                    if ix < 0 || ix >= w as isize {
-                        continue;
-                    }
-                    let xi = (iy as usize * w + ix as usize) * c;
+                    let xi = (iy - g.ph) * pad_row + (ox + kx) * c;
                     let t = ky * g.kw + kx;
-                    fma_row::<FMA>(&mut gw[t * c..(t + 1) * c], go, &x[xi..xi + c]);
+                    fma_row::<FMA>(
+                        &mut gw[t * c + full..(t + 1) * c],
+                        go,
+                        &pad[xi + full..xi + c],
+                    );
                 }
             }
         }
+    }
+}
+
+/// The `KW` tap sums of kernel row `ky`, [`LANES`] channels from `cb`, over one image: held
+/// in registers across all output pixels (in row-major order, four at a time with the
+/// window's inputs loaded once), added to `gw` at the end.
+#[inline(always)]
+fn grad_w_block<const FMA: bool, const KW: usize>(
+    g: &Geom,
+    pad: &[f32],
+    gy: &[f32],
+    gw: &mut [f32],
+    ky: usize,
+    cb: usize,
+) {
+    const NB: usize = 4;
+    let (w, c) = (g.w, g.c);
+    let pad_row = (w + 2 * g.pw) * c;
+    let mut acc = [[0f32; LANES]; KW];
+    for (kx, a) in acc.iter_mut().enumerate() {
+        *a = gw[(ky * KW + kx) * c + cb..][..LANES]
+            .try_into()
+            .expect("LANES values");
+    }
+    let fma = |a: &mut [f32; LANES], go: &[f32; LANES], x: &[f32; LANES]| {
+        for l in 0..LANES {
+            a[l] = if FMA {
+                go[l].mul_add(x[l], a[l])
+            } else {
+                a[l] + go[l] * x[l]
+            };
+        }
+    };
+    for oy in 0..g.h {
+        let iy = oy + ky;
+        if iy < g.ph || iy - g.ph >= g.h {
+            continue;
+        }
+        let xrow = &pad[(iy - g.ph) * pad_row..(iy - g.ph + 1) * pad_row];
+        let grow = &gy[oy * w * c..(oy + 1) * w * c];
+        let load = |s: &[f32], at: usize| -> [f32; LANES] {
+            s[at..at + LANES].try_into().expect("LANES values")
+        };
+        let mut ox = 0;
+        while ox + NB <= w {
+            let window = &xrow[ox * c + cb..ox * c + cb + (NB + KW - 2) * c + LANES];
+            let gblock = &grow[ox * c + cb..ox * c + cb + (NB - 1) * c + LANES];
+            for (kx, a) in acc.iter_mut().enumerate() {
+                for j in 0..NB {
+                    // SAFETY: (j + kx) * c + LANES <= window.len() and j * c + LANES <=
+                    // gblock.len(), as j < NB and kx < KW
+                    let (x, go) = unsafe {
+                        (
+                            &*(window.as_ptr().add((j + kx) * c) as *const [f32; LANES]),
+                            &*(gblock.as_ptr().add(j * c) as *const [f32; LANES]),
+                        )
+                    };
+                    fma(a, go, x);
+                }
+            }
+            ox += NB;
+        }
+        for ox in ox..w {
+            let go = load(grow, ox * c + cb);
+            for (kx, a) in acc.iter_mut().enumerate() {
+                fma(a, &go, &load(xrow, (ox + kx) * c + cb));
+            }
+        }
+    }
+    for (kx, a) in acc.iter().enumerate() {
+        gw[(ky * KW + kx) * c + cb..][..LANES].copy_from_slice(a);
     }
 }
 
@@ -408,13 +611,8 @@ impl CustomOp3 for DwNhwcBwd {
             let images = blk * IMAGES_PER_PARTIAL..((blk + 1) * IMAGES_PER_PARTIAL).min(n);
             for i in images {
                 let (xi, gi) = (&x[i * per..(i + 1) * per], &gy[i * per..(i + 1) * per]);
-                let staged;
-                let xi = if self.nchw {
-                    staged = to_channels_last(xi, &g);
-                    &staged[..]
-                } else {
-                    xi
-                };
+                let padded = stage_padded(xi, &g, self.nchw);
+                let xi = &padded[..];
                 #[cfg(target_arch = "x86_64")]
                 if wide {
                     // SAFETY: the CPU has AVX-512, AVX2 and FMA (checked above).
@@ -779,6 +977,7 @@ mod tests {
             (2, 1, 1, 4, 7),
             (2, 6, 5, 3, 3),
             (1, 5, 8, 40, 5),
+            (2, 9, 15, 40, 7),
         ] {
             let x = rng.var(0f32, 1.0, (n, h, w, c), &dev)?;
             let wt = rng.var(0f32, 1.0, (c, 1, k, k), &dev)?;
@@ -811,5 +1010,127 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// The register blocks (8, 4, 2 and 1 pixels by 16 channels, over the zero-padded
+    /// columns) give the bits of the plain loop over the in-image taps in row-major order,
+    /// with the channel tail, 7x7 and other kernel sizes.
+    #[test]
+    fn blocks_give_the_bits_of_the_plain_loop() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(3);
+        let dev = Device::Cpu;
+        let fma = has_avx2_fma();
+        for (n, h, w, c, k) in [
+            (2usize, 9usize, 15usize, 40usize, 7usize),
+            (1, 4, 7, 16, 7),
+            (1, 3, 2, 33, 7),
+            (1, 6, 5, 20, 3),
+        ] {
+            let x = rng.var(0f32, 1.0, (n, h, w, c), &dev)?;
+            let wt = rng.var(0f32, 1.0, (c, 1, k, k), &dev)?;
+            let b = rng.var(0f32, 1.0, c, &dev)?;
+            let y = depthwise_nhwc(&x, &wt, &b)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let (xv, wv, bv) = (
+                x.flatten_all()?.to_vec1::<f32>()?,
+                wt.flatten_all()?.to_vec1::<f32>()?,
+                b.to_vec1::<f32>()?,
+            );
+            let p = k / 2;
+            let mut expected = Vec::with_capacity(y.len());
+            for i in 0..n {
+                for oy in 0..h {
+                    for ox in 0..w {
+                        for ch in 0..c {
+                            let mut acc = bv[ch];
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = (oy + ky, ox + kx);
+                                    if iy < p || iy - p >= h || ix < p || ix - p >= w {
+                                        continue;
+                                    }
+                                    let s = xv[((i * h + iy - p) * w + ix - p) * c + ch];
+                                    let t = wv[(ch * k + ky) * k + kx];
+                                    acc = if fma { s.mul_add(t, acc) } else { acc + s * t };
+                                }
+                            }
+                            expected.push(acc);
+                        }
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&expected), "{n} {h} {w} {c} {k}");
+        }
+        Ok(())
+    }
+
+    /// The weight and bias gradient of one image: the register blocks over the padded image
+    /// give the bits of the plain loop over the in-image taps (pixels in row-major order).
+    #[test]
+    fn weight_gradient_gives_the_bits_of_the_plain_loop() {
+        let fma = has_avx2_fma();
+        for (h, w, c, k) in [
+            (9usize, 15usize, 40usize, 7usize),
+            (3, 2, 16, 7),
+            (6, 5, 20, 3),
+        ] {
+            let p = k / 2;
+            let g = Geom {
+                n: 1,
+                h,
+                w,
+                c,
+                kh: k,
+                kw: k,
+                ph: p,
+                pw: p,
+            };
+            let val = |i: usize, s: f32| ((i as f32 * s).sin() * 3.0).fract();
+            let x: Vec<f32> = (0..h * w * c).map(|i| val(i, 0.37)).collect();
+            let gy: Vec<f32> = (0..h * w * c).map(|i| val(i, 0.11)).collect();
+            let start: Vec<f32> = (0..k * k * c).map(|i| val(i, 0.53)).collect();
+            let (mut gw, mut gb) = (start.clone(), vec![0.5f32; c]);
+            let pad = stage_padded(&x, &g, false);
+            grad_w_image::<false>(&g, &pad, &gy, &mut gw, &mut gb);
+            if fma {
+                let (mut gw2, mut gb2) = (start.clone(), vec![0.5f32; c]);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                unsafe {
+                    grad_w_image_avx2(&g, &pad, &gy, &mut gw2, &mut gb2)
+                };
+                gw = gw2;
+                gb = gb2;
+            }
+            let (mut ew, mut eb) = (start, vec![0.5f32; c]);
+            for oy in 0..h {
+                for ox in 0..w {
+                    for ch in 0..c {
+                        let go = gy[(oy * w + ox) * c + ch];
+                        eb[ch] += go;
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) = (oy + ky, ox + kx);
+                                if iy < p || iy - p >= h || ix < p || ix - p >= w {
+                                    continue;
+                                }
+                                let xv = x[((iy - p) * w + ix - p) * c + ch];
+                                let a = &mut ew[(ky * k + kx) * c + ch];
+                                *a = if fma {
+                                    go.mul_add(xv, *a)
+                                } else {
+                                    *a + go * xv
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&gw), bits(&ew), "weights {h} {w} {c} {k}");
+            assert_eq!(bits(&gb), bits(&eb), "bias {h} {w} {c} {k}");
+        }
     }
 }
