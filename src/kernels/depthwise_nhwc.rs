@@ -1093,17 +1093,15 @@ mod tests {
             let start: Vec<f32> = (0..k * k * c).map(|i| val(i, 0.53)).collect();
             let (mut gw, mut gb) = (start.clone(), vec![0.5f32; c]);
             let pad = stage_padded(&x, &g, false);
-            grad_w_image::<false>(&g, &pad, &gy, &mut gw, &mut gb);
+            #[cfg(target_arch = "x86_64")]
             if fma {
-                let (mut gw2, mut gb2) = (start.clone(), vec![0.5f32; c]);
-                #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX2 and FMA (checked above).
-                unsafe {
-                    grad_w_image_avx2(&g, &pad, &gy, &mut gw2, &mut gb2)
-                };
-                gw = gw2;
-                gb = gb2;
+                unsafe { grad_w_image_avx2(&g, &pad, &gy, &mut gw, &mut gb) };
+            } else {
+                grad_w_image::<false>(&g, &pad, &gy, &mut gw, &mut gb);
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            grad_w_image::<false>(&g, &pad, &gy, &mut gw, &mut gb);
             let (mut ew, mut eb) = (start, vec![0.5f32; c]);
             for oy in 0..h {
                 for ox in 0..w {
