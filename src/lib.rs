@@ -4,6 +4,7 @@
 //! one of those steps; `src/main.rs` only parses arguments and calls into `cli`.
 
 pub mod cli;
+pub mod console;
 pub mod data;
 pub mod engine;
 pub mod kernels;

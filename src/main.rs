@@ -129,15 +129,22 @@ enum Command {
         /// Continue the best run of the leaderboard.
         #[arg(long, conflicts_with = "run")]
         best: bool,
-        /// The metric that picks the best run (with --best; default val_acc).
+        /// The metric of the leaderboard row whose checkpoint --from best continues (default:
+        /// the run's checkpoint.monitor; with --best, also the metric that ranks the runs,
+        /// default val_acc).
         #[arg(long)]
         metric: Option<String>,
-        /// Which checkpoint: the best by the run's monitored metric, or the last.
+        /// Which checkpoint: the leaderboard row's (best by --metric among the kept ones), or
+        /// the last kept one.
         #[arg(long, value_enum, default_value_t = FromCkpt::Best)]
         from: FromCkpt,
         /// The new total number of epochs.
         #[arg(long)]
         epochs: Option<u32>,
+        /// Train a fresh linked run even if this resume (same run, checkpoint and settings)
+        /// is already done.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         sets: Sets,
         #[arg(long)]
@@ -156,7 +163,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
-    /// Runs ranked by their best epoch's metric.
+    /// Runs ranked by a metric: one row per run, one epoch per row (the best by the metric
+    /// among the epochs with a kept checkpoint), with that checkpoint.
     Leaderboard {
         #[arg(long, default_value = "val_acc")]
         metric: String,
@@ -174,10 +182,14 @@ enum Command {
         /// Only this sweep id.
         #[arg(long)]
         sweep: Option<i64>,
+        /// Each metric's best over the run's epochs (each from its own epoch, no one
+        /// checkpoint scores them together) instead of one epoch per row.
+        #[arg(long)]
+        best_over_epochs: bool,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// The top run, as `show` prints it.
+    /// The top run of the leaderboard, as `show` prints it, with its row's epoch and checkpoint.
     Best {
         #[arg(long, default_value = "val_acc")]
         metric: String,
@@ -203,16 +215,24 @@ enum Command {
         /// The pairs list for --split pairs (`img1 img2 same` per line).
         #[arg(long)]
         pairs: Option<PathBuf>,
+        /// Which checkpoint of a run: its leaderboard row's for this metric (default: the
+        /// run's checkpoint.monitor).
+        #[arg(long)]
+        metric: Option<String>,
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// Write a run's (or checkpoint's) model weights as safetensors with timm/torchvision
     /// names and layout (docs/interop.md).
     Export {
-        /// Run id / key prefix (its best checkpoint), or a checkpoint file.
+        /// Run id / key prefix (its leaderboard row's checkpoint), or a checkpoint file.
         target: String,
         #[arg(long)]
         out: PathBuf,
+        /// Which checkpoint of a run: its leaderboard row's for this metric (default: the
+        /// run's checkpoint.monitor).
+        #[arg(long)]
+        metric: Option<String>,
     },
     /// For each image, the best identity of a gallery folder and its score.
     Match {
@@ -223,6 +243,10 @@ enum Command {
         gallery: PathBuf,
         #[arg(required = true)]
         images: Vec<PathBuf>,
+        /// Which checkpoint of a run: its leaderboard row's for this metric (default: the
+        /// run's checkpoint.monitor).
+        #[arg(long)]
+        metric: Option<String>,
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
@@ -472,10 +496,12 @@ fn wants_json_log() -> bool {
 }
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`runner show 1 | head`), as command-line tools do.
-    // SAFETY: resetting a signal disposition to its default before any thread starts.
+    // A closed pipe (`runner run ... | head -1`) must not kill a training run: writes then fail
+    // with EPIPE, and `runner::console` drops the output and stops the run as an interrupt
+    // does. (Child processes get the default disposition back: std resets it on spawn.)
+    // SAFETY: setting a signal disposition before any thread starts.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     // Before any thread starts: it sets an environment variable.
     runner::kernels::candle_elementwise_single_thread();
@@ -562,26 +588,26 @@ fn main() -> ExitCode {
             metric,
             from,
             epochs,
+            force,
             sets,
             device,
             format,
         } => {
             let target = match (run, best) {
-                (Some(_), false) if metric.is_some() => Err(CliError::invalid(
-                    "resume: --metric picks the run for --best; a RUN is continued as given",
-                )),
                 (Some(r), false) => Ok(cli::train::ResumeTarget::Run(r)),
-                (None, true) => Ok(cli::train::ResumeTarget::Best(
-                    metric.unwrap_or_else(|| "val_acc".into()),
-                )),
+                (None, true) => Ok(cli::train::ResumeTarget::Best),
                 _ => Err(CliError::invalid("resume: give a RUN or --best")),
             };
             target.and_then(|t| {
                 cli::train::resume(
                     &g,
-                    t,
-                    from == FromCkpt::Best,
-                    epochs,
+                    cli::train::ResumeArgs {
+                        target: t,
+                        from_best: from == FromCkpt::Best,
+                        metric,
+                        epochs,
+                        force,
+                    },
                     train_opts(&sets, device, format.into()),
                 )
             })
@@ -595,6 +621,7 @@ fn main() -> ExitCode {
             group_by,
             recipe,
             sweep,
+            best_over_epochs,
             format,
         } => {
             let q = cli::leaderboard::Query {
@@ -604,6 +631,7 @@ fn main() -> ExitCode {
                 group_by,
                 recipe,
                 sweep,
+                best_over_epochs,
             };
             cli::leaderboard::run(&g, &q, format)
         }
@@ -614,6 +642,7 @@ fn main() -> ExitCode {
             split,
             submission,
             pairs,
+            metric,
             format,
         } => cli::eval::eval(
             &g,
@@ -621,15 +650,28 @@ fn main() -> ExitCode {
             split,
             submission.as_deref(),
             pairs.as_deref(),
+            metric.as_deref(),
             format.into(),
         ),
-        Command::Export { target, out } => cli::export::run(&g, &target, &out, &reporter),
+        Command::Export {
+            target,
+            out,
+            metric,
+        } => cli::export::run(&g, &target, metric.as_deref(), &out, &reporter),
         Command::Match {
             target,
             gallery,
             images,
+            metric,
             format,
-        } => cli::eval::match_images(&g, &target, &gallery, &images, format.into()),
+        } => cli::eval::match_images(
+            &g,
+            &target,
+            &gallery,
+            &images,
+            metric.as_deref(),
+            format.into(),
+        ),
         Command::Data { command } => match command {
             DataCommand::Synth {
                 out,

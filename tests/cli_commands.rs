@@ -245,8 +245,12 @@ fn options_a_command_does_not_take_are_usage_errors() {
             vec!["eval", "1", "--split", "dev", "--format", "csv"],
             "csv",
         ),
-        // --metric picks the run for --best; with a RUN it would be silently ignored.
-        (vec!["resume", "1", "--metric", "val_loss"], "--best"),
+        // --metric picks the leaderboard row's checkpoint; with --from last it would be
+        // silently ignored.
+        (
+            vec!["resume", "1", "--metric", "val_loss", "--from", "last"],
+            "--from best",
+        ),
     ] {
         let out = env.run(&args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -202,8 +202,7 @@ fn wait_settled(env: &Env, c: &Cluster, secs: u64) {
 /// The records a run's log holds.
 fn log_events(env: &Env, run_id: u64) -> Vec<serde_json::Value> {
     let show = env.json(&["show", &run_id.to_string(), "--format", "json"]);
-    let key = show["key"].as_str().unwrap();
-    let path = env.path(&format!("runs/{key}/run-{run_id}/records.jsonl"));
+    let path = Path::new(show["dir"].as_str().unwrap()).join("records.jsonl");
     std::fs::read_to_string(&path)
         .unwrap_or_default()
         .lines()
@@ -330,7 +329,22 @@ fn a_sweep_as_a_job_array_equals_the_local_sweep_and_is_not_submitted_twice() {
         assert_eq!(row["status"], "done");
         assert_eq!(row["job_id"], out["job_id"]);
         assert_eq!(row["last_epoch"], 2);
-        assert!(Path::new(row["log"].as_str().unwrap()).is_file(), "{row}");
+        let log = Path::new(row["log"].as_str().unwrap());
+        assert!(log.is_file(), "{row}");
+        // the sweep's folder is this store's own: `sweep-<id>-<first 8 of the store id>`
+        let store_id: String = rusqlite::Connection::open(env.db())
+            .unwrap()
+            .query_row(
+                "SELECT value FROM store_meta WHERE key = 'store_id'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let folder = log.parent().unwrap().file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            folder,
+            format!("sweep-{}-{}", out["sweep_id"], &store_id[..8])
+        );
     }
     let slurm = results(&env);
     let local = local_reference(GRID, &sets);

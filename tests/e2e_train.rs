@@ -123,7 +123,7 @@ fn resuming_an_interrupted_run_gives_bitwise_the_same_weights_and_metrics() {
         .unwrap();
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(130),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -172,7 +172,7 @@ fn sigterm_interrupts_cleanly_and_the_run_resumes_to_the_same_result() {
         assert!(status.success());
     } else {
         assert_eq!(run.status, "interrupted", "exit {status:?}");
-        assert_eq!(status.code(), Some(1));
+        assert_eq!(status.code(), Some(130), "an interrupted command exits 130");
         let resumed = env.json(&["run", s(&r), "--set", "train.epochs=4", "--format", "json"]);
         assert_eq!(resumed["status"], "done");
     }

@@ -77,7 +77,7 @@ fn train_and_export(model: &str) -> Exported {
     let id = run["id"].to_string();
     // the checkpoint `runner export RUN` reads (as `runner eval RUN`): the run's best
     let store = runner::store::Store::open(&env.db()).unwrap();
-    let checkpoint = runner::engine::restore::resolve_checkpoint(Some(&store), &id).unwrap();
+    let checkpoint = runner::engine::restore::resolve_checkpoint(Some(&store), &id, None).unwrap();
     drop(store);
     let file = env.path("export.safetensors");
     // not --quiet: what a user sees, warnings included

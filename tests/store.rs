@@ -271,7 +271,7 @@ fn a_version_five_store_keeps_its_epochs_and_gains_phase_seconds() {
         .unwrap();
     }
     let mut store = Store::open(&db).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 6);
+    assert_eq!(store.schema_version().unwrap(), migrations::SCHEMA_VERSION);
     let old = store.epochs(1).unwrap();
     assert_eq!((old[0].train_loss, old[0].phase_seconds), (2.0, None));
     // an old epoch's JSON has no phase_seconds key (not null)

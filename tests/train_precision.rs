@@ -35,6 +35,7 @@ fn train(env: &Env, precision: Precision) -> (Store, i64, RunOutcome) {
         })
         .unwrap();
     let reporter = Reporter::silent();
+    let dir = store.run_dir(run_id).unwrap();
     let outcome = execute(
         &mut store,
         RunRequest {
@@ -42,6 +43,7 @@ fn train(env: &Env, precision: Precision) -> (Store, i64, RunOutcome) {
             key,
             recipe,
             start: StartFrom::Scratch,
+            dir,
             reporter: &reporter,
             stop: Arc::new(AtomicBool::new(false)),
         },

@@ -14,7 +14,7 @@ fn show(v: &serde_json::Value, format: Format) {
             let mut rows = Vec::new();
             super::runs::flatten("", v, &mut rows);
             for (k, v) in rows {
-                println!("{k:<28} {}", super::output::cell(&v));
+                crate::outln!("{k:<28} {}", super::output::cell(&v));
             }
         }
     }

@@ -111,7 +111,7 @@ pub fn sweep(
         let text = executor
             .dry_run(store.as_ref(), &runs)
             .map_err(engine_error)?;
-        print!("{text}");
+        crate::out!("{text}");
         return Ok(());
     }
     // nothing is recorded or submitted unless sbatch, the partition, the run folders and
@@ -205,7 +205,7 @@ pub fn sweep(
     });
     if o.format != Format::Json {
         if let Some(job) = outcome.job_id {
-            println!("{job}");
+            crate::outln!("{job}");
         }
     }
     if !flags.wait || outcome.job_id.is_none() {
@@ -350,7 +350,7 @@ pub fn run_collect(
         })
         .collect();
     if !rows.is_empty() {
-        println!("{}", table(&headers, &rows));
+        crate::outln!("{}", table(&headers, &rows));
     }
     reporter.info(&format!(
         "collected {} record(s) of {} submitted run(s)",
@@ -405,9 +405,9 @@ pub fn run_status(
         })
         .collect();
     if format == Format::Csv {
-        print!("{}", super::output::csv(&headers, &cells));
+        crate::out!("{}", super::output::csv(&headers, &cells));
     } else {
-        println!("{}", table(&headers, &cells));
+        crate::outln!("{}", table(&headers, &cells));
     }
     Ok(())
 }

@@ -53,7 +53,7 @@ pub fn stats(dir: &Path, format: Format) -> Result<(), CliError> {
             .into_iter()
             .map(|c| vec![c.split.to_string(), c.identity, c.images.to_string()])
             .collect();
-        print!("{}", csv(&headers, &rows));
+        crate::out!("{}", csv(&headers, &rows));
         return Ok(());
     }
     let s = crate::data::stats::stats(dir).map_err(CliError::invalid)?;
@@ -68,7 +68,7 @@ pub fn stats(dir: &Path, format: Format) -> Result<(), CliError> {
                 .into_iter()
                 .map(|(k, v)| vec![k, super::output::cell(&v)])
                 .collect();
-            println!("{}", table(&headers, &rows));
+            crate::outln!("{}", table(&headers, &rows));
         }
     }
     Ok(())
@@ -83,7 +83,7 @@ pub fn preview(recipe: &Path, sets: &[String], out: &Path, count: usize) -> Resu
             CliError::failed(e)
         }
     })?;
-    eprintln!("wrote {}", out.display());
+    crate::errln!("wrote {}", out.display());
     Ok(())
 }
 
@@ -105,7 +105,7 @@ pub fn baseline(recipe: &Path, sets: &[String], format: Format) -> Result<(), Cl
             let mut rows = Vec::new();
             super::runs::flatten("", &v, &mut rows);
             for (k, v) in rows {
-                println!("{k:<38} {}", super::output::cell(&v));
+                crate::outln!("{k:<38} {}", super::output::cell(&v));
             }
         }
     }

@@ -88,7 +88,7 @@ fn eval_pairs(m: &LoadedModel, pairs_file: &Path) -> Result<serde_json::Value, C
 /// are left out of the metrics and the submission.
 fn warn_skipped(skipped: &[SkippedImage]) {
     for s in skipped {
-        eprintln!("warning: skipped unreadable image {s} (data.on_bad_image = \"skip\")");
+        crate::errln!("warning: skipped unreadable image {s} (data.on_bad_image = \"skip\")");
     }
 }
 
@@ -103,13 +103,15 @@ fn note_skipped(report: &mut serde_json::Value, skipped: &[SkippedImage]) {
     }
 }
 
-fn load(g: &Global, reference: &str) -> Result<LoadedModel, CliError> {
+/// The model of a checkpoint file, or of a run's leaderboard row for `metric` (default: the
+/// run's `checkpoint.monitor`).
+fn load(g: &Global, reference: &str, metric: Option<&str>) -> Result<LoadedModel, CliError> {
     let store = if g.db.exists() {
         Some(Store::open(&g.db)?)
     } else {
         None
     };
-    load_model(store.as_ref(), reference).map_err(|e| match e {
+    load_model(store.as_ref(), reference, metric).map_err(|e| match e {
         crate::engine::EngineError::Store(s) => CliError::from(s),
         other => CliError::invalid(other),
     })
@@ -151,13 +153,15 @@ pub fn eval(
     split: Split,
     submission: Option<&Path>,
     pairs: Option<&Path>,
+    metric: Option<&str>,
     format: Format,
 ) -> Result<(), CliError> {
-    let m = load(g, reference)?;
+    let m = load(g, reference, metric)?;
     if split == Split::Pairs {
         let file = pairs.ok_or_else(|| CliError::invalid("--split pairs needs --pairs FILE"))?;
         let mut v = eval_pairs(&m, file)?;
         v["checkpoint"] = m.checkpoint.display().to_string().into();
+        v["epoch"] = m.epoch.into();
         v["split"] = "pairs".into();
         return finish(v, format);
     }
@@ -319,7 +323,7 @@ fn finish(report: serde_json::Value, format: Format) -> Result<(), CliError> {
                 Some(f) if v.is_f64() => fmt_num(f),
                 _ => v.to_string().trim_matches('"').to_string(),
             };
-            println!("{k:<20} {text}");
+            crate::outln!("{k:<20} {text}");
         }
     }
     Ok(())
@@ -338,7 +342,7 @@ fn match_threshold(m: &LoadedModel) -> Result<Option<f64>, CliError> {
         .ok()
         .filter(|d| d.has_verification());
     let Some(data) = data else {
-        eprintln!(
+        crate::errln!(
             "warning: threshold = \"tune\" and the run's data has no verification/known and \
              unknown_dev to tune on: each decision is the best identity"
         );
@@ -347,7 +351,7 @@ fn match_threshold(m: &LoadedModel) -> Result<Option<f64>, CliError> {
     let verifier =
         Verifier::new(m.model.as_ref(), &data, &m.recipe, &m.device).map_err(CliError::failed)?;
     let t = verifier.score_dev().map_err(CliError::failed)?.threshold;
-    eprintln!(
+    crate::errln!(
         "threshold {} (tuned on {})",
         fmt_num(t),
         data.root.join("verification").join("unknown_dev").display()
@@ -360,9 +364,10 @@ pub fn match_images(
     reference: &str,
     gallery: &Path,
     images: &[PathBuf],
+    metric: Option<&str>,
     format: Format,
 ) -> Result<(), CliError> {
-    let m = load(g, reference)?;
+    let m = load(g, reference, metric)?;
     let mut known_paths = Vec::new();
     let mut known_labels = Vec::new();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(gallery)
@@ -433,7 +438,7 @@ pub fn match_images(
         print_json(&serde_json::Value::Array(rows));
     } else {
         for r in rows {
-            println!(
+            crate::outln!(
                 "{}\t{}\t{}\t{}",
                 r["image"].as_str().unwrap_or(""),
                 r["identity"].as_str().unwrap_or(""),

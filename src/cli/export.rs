@@ -8,7 +8,13 @@ use super::{CliError, Global};
 use crate::engine::progress::Reporter;
 use crate::engine::restore;
 
-pub fn run(g: &Global, reference: &str, out: &Path, reporter: &Reporter) -> Result<(), CliError> {
+pub fn run(
+    g: &Global,
+    reference: &str,
+    metric: Option<&str>,
+    out: &Path,
+    reporter: &Reporter,
+) -> Result<(), CliError> {
     let store = if g.db.exists() {
         Some(crate::store::Store::open(&g.db)?)
     } else {
@@ -21,7 +27,8 @@ pub fn run(g: &Global, reference: &str, out: &Path, reporter: &Reporter) -> Resu
     // The checkpoint's tensors as they are: no model is built (that would also need the loss's
     // margin head, whose class weights `margin_head.weight` the file holds for ArcFace /
     // CosFace runs).
-    let checkpoint = restore::resolve_checkpoint(store.as_ref(), reference).map_err(invalid)?;
+    let checkpoint =
+        restore::resolve_checkpoint(store.as_ref(), reference, metric).map_err(invalid)?;
     let ck =
         crate::train::checkpoint::read_checkpoint(&checkpoint).map_err(|e| invalid(e.into()))?;
     let recipe = restore::checkpoint_recipe(&ck, &checkpoint).map_err(invalid)?;

@@ -48,8 +48,8 @@ pub fn run(
                     ]
                 })
                 .collect();
-            println!("{}", table(&headers, &rows));
-            println!(
+            crate::outln!("{}", table(&headers, &rows));
+            crate::outln!(
                 "\nparams_total {}  params_trainable {}  macs/image {}  memory/batch({}) {:.1} MiB",
                 report.params_total,
                 report.params_trainable,

@@ -1,6 +1,9 @@
-//! `runner leaderboard`: runs ranked by their best epoch's metric, with the swept values as
-//! columns, a `--where` filter (parsed by `store::filter`, never pasted into SQL) and
+//! `runner leaderboard`: runs ranked by a metric, one row per run and **one epoch** per row
+//! (the epoch whose kept checkpoint `eval`, `export`, `match`, `resume` and `best` use; see
+//! `Store::leaderboard_rows`), with every configuration key that differs among the listed runs
+//! as columns, a `--where` filter (parsed by `store::filter`, never pasted into SQL) and
 //! `--group-by` aggregation (mean and standard deviation over, e.g., seeds).
+//! `--best-over-epochs` shows the per-metric extremes over epochs instead, labelled so.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +20,11 @@ pub struct Query {
     pub group_by: Option<String>,
     pub recipe: Option<String>,
     pub sweep: Option<i64>,
+    /// Per-metric extremes over epochs instead of one epoch per row.
+    pub best_over_epochs: bool,
 }
 
-/// Whether larger is better for a metric.
-pub fn maximize(metric: &str) -> bool {
-    !metric.ends_with("loss")
-}
+pub use crate::store::maximize;
 
 /// A ranked run.
 #[derive(Debug, Clone)]
@@ -32,7 +34,15 @@ pub struct Ranked {
 }
 
 /// Keys a filter or `--group-by` can name besides config paths and metrics.
-const RUN_FIELDS: [&str; 5] = ["id", "key", "status", "recipe", "epochs"];
+const RUN_FIELDS: [&str; 7] = [
+    "id",
+    "key",
+    "status",
+    "recipe",
+    "epochs",
+    "epoch",
+    "checkpoint",
+];
 
 /// Ranks the store's runs: best first; runs without the metric are left out.
 pub fn rank(store: &Store, q: &Query) -> Result<Vec<Ranked>, CliError> {
@@ -58,7 +68,11 @@ pub fn rank(store: &Store, q: &Query) -> Result<Vec<Ranked>, CliError> {
             )));
         }
     }
-    let rows = store.leaderboard_rows(q.sweep)?;
+    let rows = if q.best_over_epochs {
+        store.best_over_epochs_rows(q.sweep)?
+    } else {
+        store.leaderboard_rows(q.sweep, &q.metric)?
+    };
     if let Some(e) = &expr {
         for key in e.keys() {
             check_key(&rows, "--where", key)?;
@@ -77,7 +91,12 @@ pub fn rank(store: &Store, q: &Query) -> Result<Vec<Ranked>, CliError> {
             }
             recipe_seen = true;
         }
-        let Some(value) = row.best.get(&q.metric).copied().filter(|v| v.is_finite()) else {
+        let Some(value) = row
+            .metrics
+            .get(&q.metric)
+            .copied()
+            .filter(|v| v.is_finite())
+        else {
             continue;
         };
         if let Some(e) = &expr {
@@ -225,7 +244,7 @@ fn lookup(
     key: &str,
     config: &mut Option<serde_json::Value>,
 ) -> Option<serde_json::Value> {
-    if let Some(v) = row.best.get(key) {
+    if let Some(v) = row.metrics.get(key) {
         return Some(serde_json::json!(v));
     }
     match key {
@@ -234,6 +253,8 @@ fn lookup(
         "status" => return Some(serde_json::json!(row.status)),
         "recipe" => return Some(serde_json::json!(row.recipe)),
         "epochs" => return Some(serde_json::json!(row.epochs)),
+        "epoch" => return row.epoch.map(|e| serde_json::json!(e)),
+        "checkpoint" => return row.checkpoint.as_ref().map(|c| serde_json::json!(c)),
         _ => {}
     }
     if config.is_none() {
@@ -259,29 +280,46 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
         return print_groups(&ranked, key, q, format);
     }
     let shown: Vec<&Ranked> = ranked.iter().take(q.top.unwrap_or(usize::MAX)).collect();
-    let swept: Vec<String> = {
-        let mut keys = std::collections::BTreeSet::new();
-        for r in &shown {
-            if let Some(o) = r.row.overrides.as_object() {
-                keys.extend(o.keys().cloned());
-            }
-        }
-        keys.into_iter().collect()
-    };
+    let columns = differing_columns(&shown);
     let metrics = crate::recipe::validate::METRICS;
+    let label = |m: &str| {
+        if q.best_over_epochs {
+            format!("best_over_epochs.{m}")
+        } else {
+            m.to_string()
+        }
+    };
     match format {
         Format::Json => {
             let list: Vec<serde_json::Value> = shown
                 .iter()
-                .map(|r| {
+                .zip(&columns.values)
+                .map(|(r, differs)| {
                     let mut o = serde_json::Map::new();
                     o.insert("id".into(), r.row.id.into());
                     o.insert("key".into(), r.row.key.clone().into());
                     o.insert("status".into(), r.row.status.clone().into());
-                    for (m, v) in &r.row.best {
-                        o.insert(m.clone(), serde_json::json!(v));
+                    let values: serde_json::Map<String, serde_json::Value> = r
+                        .row
+                        .metrics
+                        .iter()
+                        .map(|(m, v)| (m.clone(), serde_json::json!(v)))
+                        .collect();
+                    if q.best_over_epochs {
+                        o.insert("best_over_epochs".into(), values.into());
+                    } else {
+                        o.insert("epoch".into(), r.row.epoch.into());
+                        o.insert("checkpoint".into(), r.row.checkpoint.clone().into());
+                        o.extend(values);
                     }
                     o.insert("overrides".into(), r.row.overrides.clone());
+                    let differs: serde_json::Map<String, serde_json::Value> = columns
+                        .keys
+                        .iter()
+                        .zip(differs)
+                        .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+                        .collect();
+                    o.insert("differs".into(), differs.into());
                     serde_json::Value::Object(o)
                 })
                 .collect();
@@ -294,62 +332,183 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
                 "key".into(),
                 "status".into(),
             ];
-            headers.extend(swept.iter().cloned());
+            if !q.best_over_epochs {
+                headers.push("epoch".into());
+            }
+            headers.extend(columns.keys.iter().cloned());
             let shown_metrics: Vec<&str> = metrics
                 .iter()
                 .copied()
-                .filter(|m| *m != "lr" && shown.iter().any(|r| r.row.best.contains_key(*m)))
+                .filter(|m| *m != "lr" && shown.iter().any(|r| r.row.metrics.contains_key(*m)))
                 .collect();
             headers.extend(shown_metrics.iter().map(|m| {
                 // the ranking metric is starred in the table; CSV headers stay plain names
                 if *m == q.metric && format == Format::Table {
-                    format!("{m}*")
+                    format!("{}*", label(m))
                 } else {
-                    m.to_string()
+                    label(m)
                 }
             }));
+            if !q.best_over_epochs {
+                headers.push("checkpoint".into());
+            }
             let rows: Vec<Vec<String>> = shown
                 .iter()
+                .zip(&columns.values)
                 .enumerate()
-                .map(|(i, r)| {
+                .map(|(i, (r, differs))| {
                     let mut row = vec![
                         (i + 1).to_string(),
                         r.row.id.to_string(),
                         r.row.key.clone(),
                         r.row.status.clone(),
                     ];
-                    row.extend(swept.iter().map(|k| {
-                        r.row
-                            .overrides
-                            .get(k)
+                    if !q.best_over_epochs {
+                        row.push(r.row.epoch.map_or("-".into(), |e| e.to_string()));
+                    }
+                    row.extend(differs.iter().map(|v| {
+                        v.as_ref()
                             .map(|v| cell_in(v, format))
                             .unwrap_or_else(|| "-".into())
                     }));
                     row.extend(shown_metrics.iter().map(|m| {
                         r.row
-                            .best
+                            .metrics
                             .get(*m)
                             .map(|v| num_in(*v, format))
                             .unwrap_or_else(|| "-".into())
                     }));
+                    if !q.best_over_epochs {
+                        row.push(match &r.row.checkpoint {
+                            Some(p) if format == Format::Table => short_path(p),
+                            Some(p) => p.clone(),
+                            None => "-".into(),
+                        });
+                    }
                     row
                 })
                 .collect();
             if format == Format::Csv {
-                print!("{}", csv(&headers, &rows));
+                crate::out!("{}", csv(&headers, &rows));
             } else if rows.is_empty() {
                 match &q.filter {
                     Some(f) => {
-                        eprintln!("no run with a recorded `{}` matches --where {f}", q.metric)
+                        crate::errln!("no run with a recorded `{}` matches --where {f}", q.metric)
                     }
-                    None => eprintln!("no run has a recorded `{}` yet", q.metric),
+                    None => crate::errln!("no run has a recorded `{}` yet", q.metric),
                 }
             } else {
-                println!("{}", table(&headers, &rows));
+                crate::outln!("{}", table(&headers, &rows));
             }
         }
     }
     Ok(())
+}
+
+/// A path as a table shows it: relative to the working directory when it is under it.
+fn short_path(p: &str) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            std::path::Path::new(p)
+                .strip_prefix(&cwd)
+                .ok()
+                .map(|r| r.display().to_string())
+        })
+        .unwrap_or_else(|| p.to_string())
+}
+
+/// The configuration keys a listing shows: every key whose value differs among the listed
+/// runs (whoever set it: a sweep, `--set`, another recipe), then the swept keys that do not,
+/// with each run's real value (`None` where its configuration lacks the key).
+pub struct DifferingColumns {
+    pub keys: Vec<String>,
+    /// Per run, in the order of the runs: its value of each key.
+    pub values: Vec<Vec<Option<serde_json::Value>>>,
+}
+
+/// Configuration subtrees that describe the plan, not the run: the `[sweep]` table itself
+/// (the swept values are in the keys it sets).
+const NOT_COMPARED: [&str; 1] = ["sweep"];
+
+/// Computes `DifferingColumns` for listed runs.
+pub fn differing_columns(shown: &[&Ranked]) -> DifferingColumns {
+    let flat: Vec<BTreeMap<String, serde_json::Value>> = shown
+        .iter()
+        .map(|r| {
+            let config: serde_json::Value =
+                serde_json::from_str(&r.row.config_text).unwrap_or(serde_json::Value::Null);
+            let mut out = BTreeMap::new();
+            flatten_leaves(&config, "", &mut out);
+            out
+        })
+        .collect();
+    let mut all: std::collections::BTreeSet<&String> = Default::default();
+    for f in &flat {
+        all.extend(f.keys());
+    }
+    let mut keys: Vec<String> = all
+        .into_iter()
+        .filter(|k| {
+            let first = flat[0].get(*k);
+            flat.iter().any(|f| f.get(*k) != first)
+        })
+        .cloned()
+        .collect();
+    // swept keys stay shown even where the listed runs agree on them (e.g. `--top 1`)
+    let mut swept: std::collections::BTreeSet<String> = Default::default();
+    for r in shown {
+        if let Some(o) = r.row.overrides.as_object() {
+            swept.extend(o.keys().cloned());
+        }
+    }
+    for k in swept {
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let values = shown
+        .iter()
+        .zip(&flat)
+        .map(|(r, f)| {
+            keys.iter()
+                .map(|k| {
+                    f.get(k)
+                        .cloned()
+                        .or_else(|| r.row.overrides.get(k).cloned())
+                })
+                .collect()
+        })
+        .collect();
+    DifferingColumns { keys, values }
+}
+
+/// A configuration's leaves by dotted key (`optimizer.lr`); lists are one value
+/// (`model.dims`).
+fn flatten_leaves(
+    v: &serde_json::Value,
+    prefix: &str,
+    out: &mut BTreeMap<String, serde_json::Value>,
+) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                if prefix.is_empty() && NOT_COMPARED.contains(&k.as_str()) {
+                    continue;
+                }
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_leaves(child, &path, out);
+            }
+        }
+        serde_json::Value::Null if prefix.is_empty() => {}
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
 }
 
 fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Result<(), CliError> {
@@ -425,9 +584,9 @@ fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Resu
                 })
                 .collect();
             if format == Format::Csv {
-                print!("{}", csv(&headers, &rows));
+                crate::out!("{}", csv(&headers, &rows));
             } else {
-                println!("{}", table(&headers, &rows));
+                crate::outln!("{}", table(&headers, &rows));
             }
         }
     }
@@ -448,8 +607,23 @@ pub fn best(g: &Global, metric: &str, format: Format) -> Result<(), CliError> {
         .ok_or_else(|| CliError::failed(format!("no run has a recorded `{metric}` yet")))?;
     let run = store.run(top.row.id)?;
     match format {
-        Format::Json => print_json(&super::runs::show_json(&store, &run)?),
-        _ => super::runs::print_run(&store, &run)?,
+        Format::Json => {
+            let mut v = super::runs::show_json(&store, &run)?;
+            v["leaderboard"] = serde_json::json!({
+                "metric": metric, "value": top.value, "epoch": top.row.epoch,
+                "checkpoint": top.row.checkpoint,
+            });
+            print_json(&v)
+        }
+        _ => {
+            super::runs::print_run(&store, &run)?;
+            crate::outln!(
+                "\nleaderboard row (--metric {metric}): epoch {}, {metric} {}, checkpoint {}",
+                top.row.epoch.map_or("-".into(), |e| e.to_string()),
+                super::output::fmt_num(top.value),
+                top.row.checkpoint.as_deref().unwrap_or("none kept")
+            );
+        }
     }
     Ok(())
 }

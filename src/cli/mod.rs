@@ -37,6 +37,15 @@ impl CliError {
             diagnostics: Vec::new(),
         }
     }
+    /// Interrupted (Ctrl-C, SIGTERM, a closed output): exit status 130, as shells report a
+    /// command SIGINT ended. The run was checkpointed and is `interrupted`.
+    pub fn interrupted(message: impl std::fmt::Display) -> CliError {
+        CliError {
+            code: 130,
+            message: message.to_string(),
+            diagnostics: Vec::new(),
+        }
+    }
     /// A run-time failure: exit status 1.
     pub fn failed(message: impl std::fmt::Display) -> CliError {
         CliError {

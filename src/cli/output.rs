@@ -29,7 +29,7 @@ impl From<ReportFormat> for Format {
 
 /// Prints JSON to stdout alone.
 pub fn print_json(v: &serde_json::Value) {
-    println!(
+    crate::outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
     );

@@ -29,10 +29,10 @@ pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result
     for r in &runs {
         let s = match &store {
             Some(s) => s
-                .status_of_key(&r.key)?
-                .map(|s| s.as_str())
-                .unwrap_or("new"),
-            None => "new",
+                .run_by_key(&r.key)?
+                .map(|run| run.shown_status())
+                .unwrap_or_else(|| "new".into()),
+            None => "new".into(),
         };
         statuses.push(s);
     }
@@ -97,12 +97,12 @@ pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result
                 })
                 .collect();
             if format == Format::Csv {
-                print!("{}", super::output::csv(&headers, &rows));
+                crate::out!("{}", super::output::csv(&headers, &rows));
             } else {
-                println!("{}", table(&headers, &rows));
+                crate::outln!("{}", table(&headers, &rows));
                 let done = statuses.iter().filter(|s| **s == "done").count();
                 let parents = runs.iter().filter(|r| !r.target).count();
-                eprintln!(
+                crate::errln!(
                     "{} run(s) planned{}, {} already done",
                     runs.len() - parents,
                     if parents > 0 {

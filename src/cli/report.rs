@@ -108,17 +108,24 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
         ..Default::default()
     };
     let ranked = super::leaderboard::rank(&store, &q)?;
+    // One row per run, one epoch per row (the leaderboard's rule), with every configuration
+    // key that differs among the runs.
+    let refs: Vec<&super::leaderboard::Ranked> = ranked.iter().collect();
+    let columns = super::leaderboard::differing_columns(&refs);
     let mut lb = String::from(
-        "<table><tr><th>rank</th><th>run</th><th>key</th><th>status</th><th>swept values</th>",
+        "<table><tr><th>rank</th><th>run</th><th>key</th><th>status</th><th>epoch</th>",
     );
+    for k in &columns.keys {
+        let _ = write!(lb, "<th>{}</th>", esc(k));
+    }
     for m in crate::recipe::validate::METRICS
         .iter()
         .filter(|m| **m != "lr")
     {
-        let _ = write!(lb, "<th>best {}</th>", esc(m));
+        let _ = write!(lb, "<th>{}</th>", esc(m));
     }
-    lb.push_str("</tr>");
-    for (i, r) in ranked.iter().enumerate() {
+    lb.push_str("<th>checkpoint</th></tr>");
+    for (i, (r, differs)) in ranked.iter().zip(&columns.values).enumerate() {
         let _ = write!(
             lb,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
@@ -126,27 +133,38 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
             r.row.id,
             esc(&r.row.key),
             esc(&r.row.status),
-            esc(&swept_values(&r.row.overrides))
+            r.row.epoch.map_or("-".into(), |e| e.to_string()),
         );
+        for v in differs {
+            let v = v
+                .as_ref()
+                .map(super::output::cell)
+                .unwrap_or_else(|| "-".into());
+            let _ = write!(lb, "<td>{}</td>", esc(&v));
+        }
         for m in crate::recipe::validate::METRICS
             .iter()
             .filter(|m| **m != "lr")
         {
             let v = r
                 .row
-                .best
+                .metrics
                 .get(*m)
                 .map(|v| fmt_num(*v))
                 .unwrap_or_else(|| "-".into());
             let _ = write!(lb, "<td>{}</td>", esc(&v));
         }
-        lb.push_str("</tr>");
+        let _ = write!(
+            lb,
+            "<td>{}</td></tr>",
+            esc(r.row.checkpoint.as_deref().unwrap_or("-"))
+        );
     }
     lb.push_str("</table>");
     // Runs the metric cannot rank (failed, diverged, still running) are listed too.
     let ranked_ids: std::collections::HashSet<i64> = ranked.iter().map(|r| r.row.id).collect();
     let unranked: Vec<_> = store
-        .leaderboard_rows(sweep)?
+        .best_over_epochs_rows(sweep)?
         .into_iter()
         .filter(|r| !ranked_ids.contains(&r.id))
         .collect();
@@ -269,6 +287,6 @@ pub fn run(g: &Global, sweep: Option<i64>, metric: &str, out: &Path) -> Result<(
     std::fs::write(&tmp, html)
         .and_then(|_| std::fs::rename(&tmp, out))
         .map_err(|e| CliError::failed(format!("{}: {e}", out.display())))?;
-    eprintln!("wrote {}", out.display());
+    crate::errln!("wrote {}", out.display());
     Ok(())
 }

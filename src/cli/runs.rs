@@ -25,7 +25,7 @@ pub fn list(g: &Global, format: Format) -> Result<(), CliError> {
                 .iter()
                 .map(|r| {
                     serde_json::json!({
-                        "id": r.id, "key": r.key, "status": r.status, "recipe": r.recipe,
+                        "id": r.id, "key": r.key, "status": r.shown_status(), "recipe": r.recipe,
                         "started": r.started, "finished": r.finished,
                     })
                 })
@@ -45,7 +45,7 @@ pub fn list(g: &Global, format: Format) -> Result<(), CliError> {
                     vec![
                         r.id.to_string(),
                         r.key.clone(),
-                        r.status.clone(),
+                        r.shown_status(),
                         r.recipe.clone(),
                         r.started.clone().unwrap_or_else(|| "-".into()),
                         r.finished.clone().unwrap_or_else(|| "-".into()),
@@ -56,9 +56,9 @@ pub fn list(g: &Global, format: Format) -> Result<(), CliError> {
                 })
                 .collect();
             if format == Format::Csv {
-                print!("{}", super::output::csv(&headers, &rows));
+                crate::out!("{}", super::output::csv(&headers, &rows));
             } else {
-                println!("{}", table(&headers, &rows));
+                crate::outln!("{}", table(&headers, &rows));
             }
         }
     }
@@ -74,7 +74,7 @@ pub fn show_json(store: &Store, run: &RunRow) -> Result<serde_json::Value, CliEr
     Ok(serde_json::json!({
         "id": run.id,
         "key": run.key,
-        "status": run.status,
+        "status": run.shown_status(),
         "recipe": run.recipe,
         "config": run.config,
         "overrides": run.overrides,
@@ -85,6 +85,7 @@ pub fn show_json(store: &Store, run: &RunRow) -> Result<serde_json::Value, CliEr
         "version": run.version,
         "data_fingerprint": run.data_fingerprint,
         "resumed_from": run.resumed_from,
+        "dir": run.dir,
         "epochs": epochs,
         "checkpoints": checkpoints,
         "verification": verification,
@@ -99,10 +100,15 @@ pub fn show_json(store: &Store, run: &RunRow) -> Result<serde_json::Value, CliEr
 
 /// Prints a run as a human-readable report.
 pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
-    println!("run {}  key {}  status {}", run.id, run.key, run.status);
-    println!("recipe   {}", run.recipe);
+    crate::outln!(
+        "run {}  key {}  status {}",
+        run.id,
+        run.key,
+        run.shown_status()
+    );
+    crate::outln!("recipe   {}", run.recipe);
     if let Some(p) = run.parent_id {
-        println!(
+        crate::outln!(
             "parent   run {p}{}",
             run.resumed_from
                 .as_ref()
@@ -111,7 +117,7 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
         );
     }
     if let Some(p) = run.init_from_run {
-        println!(
+        crate::outln!(
             "init     from run {p}{}",
             run.init_from_checkpoint
                 .as_ref()
@@ -119,17 +125,17 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
                 .unwrap_or_default()
         );
     }
-    println!(
+    crate::outln!(
         "started  {}   finished {}",
         run.started.as_deref().unwrap_or("-"),
         run.finished.as_deref().unwrap_or("-")
     );
     if let Some(e) = &run.error {
-        println!("error    {e}");
+        crate::outln!("error    {e}");
     }
     if let Some(o) = run.overrides.as_object().filter(|o| !o.is_empty()) {
         let swept: Vec<String> = o.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect();
-        println!("swept    {}", swept.join("  "));
+        crate::outln!("swept    {}", swept.join("  "));
     }
     let epochs = store.epochs(run.id)?;
     if !epochs.is_empty() {
@@ -165,14 +171,14 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
                 ]
             })
             .collect();
-        println!("\n{}", table(&headers, &rows));
+        crate::outln!("\n{}", table(&headers, &rows));
         print_phases(&epochs);
     }
     let checkpoints = store.checkpoints(run.id)?;
     if !checkpoints.is_empty() {
-        println!("\ncheckpoints:");
+        crate::outln!("\ncheckpoints:");
         for c in checkpoints {
-            println!(
+            crate::outln!(
                 "  epoch {:>3}  {}  {}={}  {}",
                 c.epoch,
                 if c.kept { "kept   " } else { "deleted" },
@@ -184,9 +190,9 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
     }
     let ver = store.verification(run.id)?;
     if !ver.is_empty() {
-        println!("\nverification:");
+        crate::outln!("\nverification:");
         for v in ver {
-            println!(
+            crate::outln!(
                 "  epoch {:>3}  {}  {}  accuracy {}  threshold {}  known {}  impostor rejection {}",
                 v.epoch,
                 v.split,
@@ -202,12 +208,12 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
     }
     let skipped = store.skipped_images(run.id)?;
     if !skipped.is_empty() {
-        println!(
+        crate::outln!(
             "\nskipped unreadable images (data.on_bad_image = \"skip\"): {}",
             skipped.len()
         );
         for s in skipped {
-            println!("  epoch {:>3}  {}  {}", s.epoch, s.path, s.error);
+            crate::outln!("  epoch {:>3}  {}  {}", s.epoch, s.path, s.error);
         }
     }
     Ok(())
@@ -236,7 +242,7 @@ fn print_phases(epochs: &[EpochMetrics]) {
             row
         })
         .collect();
-    println!("\nphase seconds:\n{}", table(&headers, &rows));
+    crate::outln!("\nphase seconds:\n{}", table(&headers, &rows));
 }
 
 pub fn show(g: &Global, reference: &str, format: Format) -> Result<(), CliError> {
@@ -302,8 +308,8 @@ pub fn compare(g: &Global, a: &str, b: &str, format: Format) -> Result<(), CliEr
             .map(|(k, a, b)| serde_json::json!({"key": k, "a": a, "b": b}))
             .collect();
         print_json(&serde_json::json!({
-            "a": {"id": ra.id, "key": ra.key, "status": ra.status, "best": ba},
-            "b": {"id": rb.id, "key": rb.key, "status": rb.status, "best": bb},
+            "a": {"id": ra.id, "key": ra.key, "status": ra.shown_status(), "best": ba},
+            "b": {"id": rb.id, "key": rb.key, "status": rb.shown_status(), "best": bb},
             "config_differences": d,
         }));
         return Ok(());
@@ -313,7 +319,7 @@ pub fn compare(g: &Global, a: &str, b: &str, format: Format) -> Result<(), CliEr
         format!("run {} ({})", ra.id, ra.key),
         format!("run {} ({})", rb.id, rb.key),
     ];
-    let mut rows = vec![vec!["status".into(), ra.status.clone(), rb.status.clone()]];
+    let mut rows = vec![vec!["status".into(), ra.shown_status(), rb.shown_status()]];
     for (k, a, b) in &diffs {
         rows.push(vec![k.clone(), cell(a), cell(b)]);
     }
@@ -329,9 +335,9 @@ pub fn compare(g: &Global, a: &str, b: &str, format: Format) -> Result<(), CliEr
             rows.push(vec![label, f(ba.get(*m)), f(bb.get(*m))]);
         }
     }
-    println!("{}", table(&headers, &rows));
+    crate::outln!("{}", table(&headers, &rows));
     if diffs.is_empty() {
-        eprintln!("the two runs have the same configuration");
+        crate::errln!("the two runs have the same configuration");
     }
     Ok(())
 }

@@ -63,7 +63,7 @@ pub fn run(
     .map_err(CliError::failed)?;
     let failed = checks.iter().filter(|c| !c.ok).count();
     if format != Format::Json {
-        println!("{} checks, {failed} failed", checks.len());
+        crate::outln!("{} checks, {failed} failed", checks.len());
     }
     if failed > 0 {
         return Err(CliError::failed(format!(

@@ -43,7 +43,7 @@ fn print_outcome(store: &Store, id: i64, o: &TrainOpts) -> Result<(), CliError> 
         _ => {
             o.reporter
                 .run_finished(run.id, &run.key, &run.status, &metrics);
-            println!("{}", run.id);
+            crate::outln!("{}", run.id);
         }
     }
     Ok(())
@@ -52,7 +52,7 @@ fn print_outcome(store: &Store, id: i64, o: &TrainOpts) -> Result<(), CliError> 
 fn outcome_code(outcome: &Result<RunOutcome, crate::engine::EngineError>) -> Result<(), CliError> {
     match outcome {
         Ok(RunOutcome::Done(_)) => Ok(()),
-        Ok(RunOutcome::Interrupted) => Err(CliError::failed(
+        Ok(RunOutcome::Interrupted) => Err(CliError::interrupted(
             "interrupted: a checkpoint was written; `runner run` the same recipe (or `runner sweep`) resumes it",
         )),
         Ok(RunOutcome::Diverged(why)) => Err(CliError::failed(format!("diverged: {why}"))),
@@ -154,6 +154,7 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
         }
     };
     let _hb = Heartbeat::start(&g.db, id);
+    let dir = store.run_dir(id)?;
     let outcome = execute(
         &mut store,
         RunRequest {
@@ -161,6 +162,7 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
             key: planned.key.clone(),
             recipe: planned.recipe.clone(),
             start,
+            dir,
             reporter: &o.reporter,
             stop: crate::engine::signals::stop_flag(),
         },
@@ -214,19 +216,15 @@ pub fn sweep(
         .unwrap_or_default();
     let mut best = Vec::new();
     for r in &rows {
+        // each the leaderboard row's value: the best among the epochs with a kept checkpoint
+        let row_value = |id: i64, metric: &str| -> Result<f64, CliError> {
+            Ok(store
+                .row_epoch(id, metric)?
+                .and_then(|row| row.metrics.get(metric).copied())
+                .unwrap_or(f64::NAN))
+        };
         let b = match r.run_id {
-            Some(id) => {
-                let epochs = store.epochs(id)?;
-                let val = epochs
-                    .iter()
-                    .filter_map(|e| e.val_acc)
-                    .fold(f64::NAN, f64::max);
-                let ver = epochs
-                    .iter()
-                    .filter_map(|e| e.verify_acc)
-                    .fold(f64::NAN, f64::max);
-                (val, ver)
-            }
+            Some(id) => (row_value(id, "val_acc")?, row_value(id, "verify_acc")?),
             None => (f64::NAN, f64::NAN),
         };
         best.push(b);
@@ -308,7 +306,7 @@ pub fn sweep(
                 row
             })
             .collect();
-        println!("{}", table(&headers, &table_rows));
+        crate::outln!("{}", table(&headers, &table_rows));
         let worked = rows
             .iter()
             .filter(|r| r.action == "trained" || r.action == "resumed")
@@ -331,7 +329,7 @@ pub fn sweep(
                 sweep: Some(sweep_id),
                 ..Default::default()
             };
-            println!();
+            crate::outln!();
             o.reporter.info(&format!(
                 "leaderboard of sweep {sweep_id} (`runner leaderboard --sweep {sweep_id}`):"
             ));
@@ -343,7 +341,7 @@ pub fn sweep(
         .filter(|r| r.status == "failed" || r.status == "diverged")
         .count();
     if rows.iter().any(|r| r.status == "interrupted") {
-        return Err(CliError::failed(
+        return Err(CliError::interrupted(
             "sweep interrupted: run the same command again to resume it",
         ));
     }
@@ -364,31 +362,52 @@ pub fn sweep(
 /// What `runner resume` continues.
 pub enum ResumeTarget {
     Run(String),
-    Best(String),
+    /// The leaderboard's top run by `--metric` (default val_acc).
+    Best,
 }
 
-/// `runner resume RUN|--best`.
-pub fn resume(
-    g: &Global,
-    target: ResumeTarget,
-    from_best: bool,
-    epochs: Option<u32>,
-    o: TrainOpts,
-) -> Result<(), CliError> {
+/// `runner resume`'s arguments.
+pub struct ResumeArgs {
+    pub target: ResumeTarget,
+    /// From the leaderboard row's checkpoint (else the last kept one).
+    pub from_best: bool,
+    pub metric: Option<String>,
+    pub epochs: Option<u32>,
+    /// A fresh linked run even if the same resume is done.
+    pub force: bool,
+}
+
+/// `runner resume RUN|--best`: continues a run from a checkpoint as a new linked run, keyed
+/// by its configuration, data, the parent run's key and the start epoch, so that the same
+/// resume again prints the run it made (trains nothing; `--force` for a fresh one) or
+/// continues it where it was interrupted.
+pub fn resume(g: &Global, a: ResumeArgs, o: TrainOpts) -> Result<(), CliError> {
+    if !a.from_best && a.metric.is_some() && matches!(a.target, ResumeTarget::Run(_)) {
+        return Err(CliError::invalid(
+            "--metric picks the leaderboard row's checkpoint: it goes with --from best \
+             (or with --best, where it ranks the runs)",
+        ));
+    }
     let mut store = super::runs::open_store(g)?;
-    let parent_id = match target {
-        ResumeTarget::Run(r) => store.resolve_run(&r)?,
-        ResumeTarget::Best(metric) => {
+    let engine_err = |e: crate::engine::EngineError| match e {
+        crate::engine::EngineError::Store(s) => CliError::from(s),
+        other => CliError::invalid(other),
+    };
+    let (parent_id, metric) = match a.target {
+        ResumeTarget::Run(r) => (store.resolve_run(&r)?, a.metric.clone()),
+        ResumeTarget::Best => {
+            let metric = a.metric.clone().unwrap_or_else(|| "val_acc".into());
             let q = super::leaderboard::Query {
-                metric,
+                metric: metric.clone(),
                 top: Some(1),
                 ..Default::default()
             };
             let ranked = super::leaderboard::rank(&store, &q)?;
-            ranked.first().map(|r| r.row.id).ok_or_else(|| {
+            let id = ranked.first().map(|r| r.row.id).ok_or_else(|| {
                 // As `runner best` says it: a state of the store, not a bad argument.
                 CliError::failed(format!("no run has a recorded `{}` yet", q.metric))
-            })?
+            })?;
+            (id, Some(metric))
         }
     };
     let parent = store.run(parent_id)?;
@@ -397,40 +416,24 @@ pub fn resume(
             "run {parent_id}: stored configuration unreadable: {e}"
         ))
     })?;
-    let checkpoints: Vec<_> = store
-        .checkpoints(parent_id)?
-        .into_iter()
-        .filter(|c| {
-            c.kept
-                && Path::new(&c.path).is_file()
-                && c.metric_name.as_deref() != Some(crate::engine::run::INTERRUPT_METRIC)
-        })
-        .collect();
-    let ck = if from_best {
-        let mode = parent_recipe.checkpoint.mode;
-        checkpoints
-            .iter()
-            .filter(|c| c.metric.is_some_and(f64::is_finite))
-            .max_by(|a, b| {
-                let o = a
-                    .metric
-                    .unwrap_or(f64::NAN)
-                    .total_cmp(&b.metric.unwrap_or(f64::NAN));
-                let o = if mode == crate::recipe::MetricMode::Min {
-                    o.reverse()
-                } else {
-                    o
-                };
-                o.then(b.epoch.cmp(&a.epoch))
-            })
-            .or(checkpoints.last())
+    let (ck_epoch, ck_path) = if a.from_best {
+        let row = crate::engine::restore::row_checkpoint(&store, parent_id, metric.as_deref())
+            .map_err(engine_err)?;
+        (row.epoch, row.path)
     } else {
-        checkpoints.last()
-    }
-    .cloned()
-    .ok_or_else(|| {
-        CliError::invalid(format!("run {parent_id} has no checkpoint to resume from"))
-    })?;
+        let last = store
+            .checkpoints(parent_id)?
+            .into_iter()
+            .rfind(|c| {
+                c.kept
+                    && Path::new(&c.path).is_file()
+                    && c.metric_name.as_deref() != Some(crate::engine::run::INTERRUPT_METRIC)
+            })
+            .ok_or_else(|| {
+                CliError::invalid(format!("run {parent_id} has no checkpoint to resume from"))
+            })?;
+        (last.epoch, std::path::PathBuf::from(last.path))
+    };
     // The parent's resolved configuration, with the new total epochs and --set on top.
     let mut table: toml::Table = toml::Table::try_from(&parent_recipe)
         .map_err(|e| CliError::failed(format!("run {parent_id}: {e}")))?;
@@ -443,11 +446,10 @@ pub fn resume(
         sources: Default::default(),
     };
     let mut overrides: Vec<Override> = parse_sets(&with_device(&o.sets, &o.device))?;
-    if let Some(n) = epochs {
-        if n <= ck.epoch {
+    if let Some(n) = a.epochs {
+        if n <= ck_epoch {
             return Err(CliError::invalid(format!(
-                "--epochs {n}: must be more than the checkpoint's {} epochs (N is the new total)",
-                ck.epoch
+                "--epochs {n}: must be more than the checkpoint's {ck_epoch} epochs (N is the new total)"
             )));
         }
         overrides.push(Override {
@@ -460,19 +462,15 @@ pub fn resume(
         });
     }
     let (_, recipe) = crate::recipe::resolve(composed, &overrides)?;
-    if recipe.train.epochs <= ck.epoch {
+    if recipe.train.epochs <= ck_epoch {
         return Err(CliError::invalid(format!(
-            "the checkpoint is at epoch {} and the run has {} epochs: pass --epochs N with N > {}",
-            ck.epoch, recipe.train.epochs, ck.epoch
+            "the checkpoint is at epoch {ck_epoch} and the run has {} epochs: pass --epochs N with N > {ck_epoch}",
+            recipe.train.epochs
         )));
     }
-    // a corrupt checkpoint, or a model it does not fit, is refused before the run exists
-    let mut preflight = Preflight::default();
-    preflight.check(&recipe)?;
-    preflight.check_checkpoint(&recipe, Path::new(&ck.path))?;
     let fp = parent.data_fingerprint.clone().unwrap_or_default();
-    let key = crate::plan::key::run_key(&recipe, &fp);
-    let id = store.create_claimed(&NewRun {
+    let key = crate::plan::key::resumed_run_key(&recipe, &fp, &parent.key, ck_epoch);
+    let record = NewRun {
         key: key.clone(),
         recipe: parent.recipe.clone(),
         config: serde_json::to_value(&recipe).unwrap_or_default(),
@@ -480,20 +478,68 @@ pub fn resume(
         data_fingerprint: fp,
         sweep_id: None,
         parent_id: Some(parent_id),
-        resumed_from: Some(ck.path.clone()),
-    })?;
-    o.reporter.info(&format!(
-        "run {id}: continuing run {parent_id} from its epoch-{} checkpoint to {} epochs",
-        ck.epoch, recipe.train.epochs
-    ));
+        resumed_from: Some(ck_path.display().to_string()),
+    };
+    // The same resume again: its run, if done, is printed; if interrupted, continued.
+    let done = !a.force && store.status_of_key(&key)? == Some(crate::store::RunStatus::Done);
+    if !done {
+        // a corrupt checkpoint, or a model it does not fit, is refused before the run exists
+        let mut preflight = Preflight::default();
+        preflight.check(&recipe)?;
+        preflight.check_checkpoint(&recipe, &ck_path)?;
+    }
+    let from_parent = StartFrom::Parent(ck_path.clone());
+    let (id, start) = if a.force {
+        (store.create_claimed(&record)?, from_parent)
+    } else {
+        match store.claim_key(&record, STALE_AFTER, true)? {
+            Claim::Done(id) => {
+                o.reporter.info(&format!(
+                    "run {id} (key {key}) already continued run {parent_id} from its epoch-{ck_epoch} checkpoint to {} epochs; nothing to train (--force trains a fresh one)",
+                    recipe.train.epochs
+                ));
+                return print_outcome(&store, id, &o);
+            }
+            Claim::Busy(id) => {
+                return Err(CliError::failed(format!(
+                    "run {id} (key {key}) is being trained by another live process"
+                )))
+            }
+            Claim::Submitted(id) => {
+                return Err(CliError::failed(format!(
+                    "run {id} (key {key}) is submitted to Slurm"
+                )))
+            }
+            Claim::Finished { id, .. } | Claim::Claimed { id, resumed: false } => (id, from_parent),
+            Claim::Claimed { id, resumed: true } => {
+                // its own newest checkpoint, or the parent's when it wrote none
+                match start_for(&mut store, id, true).map_err(CliError::failed)? {
+                    StartFrom::Scratch => (id, from_parent),
+                    own => (id, own),
+                }
+            }
+        }
+    };
+    match &start {
+        StartFrom::Continue(p) => o.reporter.info(&format!(
+            "run {id}: resuming this continuation of run {parent_id} from {}",
+            p.display()
+        )),
+        _ => o.reporter.info(&format!(
+            "run {id}: continuing run {parent_id} from its epoch-{ck_epoch} checkpoint to {} epochs",
+            recipe.train.epochs
+        )),
+    }
     let _hb = Heartbeat::start(&g.db, id);
+    let dir = store.run_dir(id)?;
     let outcome = execute(
         &mut store,
         RunRequest {
             run_id: id,
             key,
             recipe,
-            start: StartFrom::Parent(ck.path.clone().into()),
+            start,
+            dir,
             reporter: &o.reporter,
             stop: crate::engine::signals::stop_flag(),
         },

@@ -12,7 +12,7 @@ pub fn run(recipe: &Path, sets: &[String]) -> Result<(), CliError> {
     let parents = runs.iter().filter(|r| !r.target).count();
     let runs: Vec<_> = runs.into_iter().filter(|r| r.target).collect();
     let text = toml::to_string_pretty(&resolved).map_err(CliError::failed)?;
-    eprintln!(
+    crate::errln!(
         "{}: valid ({} file{} composed, {} run{}{})",
         recipe.display(),
         composed.files.len(),
@@ -25,6 +25,6 @@ pub fn run(recipe: &Path, sets: &[String]) -> Result<(), CliError> {
             String::new()
         }
     );
-    println!("{text}");
+    crate::outln!("{text}");
     Ok(())
 }

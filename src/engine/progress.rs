@@ -44,7 +44,7 @@ impl Reporter {
     /// nothing, `println` included, when stderr is not a terminal: a log file, a Slurm job).
     fn line(&self, text: impl AsRef<str>) {
         if self.multi.is_hidden() {
-            eprintln!("{}", text.as_ref());
+            crate::errln!("{}", text.as_ref());
         } else {
             let _ = self.multi.println(text);
         }
@@ -60,7 +60,7 @@ impl Reporter {
                 self.line(msg);
             }
             LogFormat::Json => {
-                eprintln!("{}", serde_json::json!({"event": "info", "message": msg}))
+                crate::errln!("{}", serde_json::json!({"event": "info", "message": msg}))
             }
         }
     }
@@ -75,7 +75,7 @@ impl Reporter {
                 self.line(format!("warning: {msg}"));
             }
             LogFormat::Json => {
-                eprintln!(
+                crate::errln!(
                     "{}",
                     serde_json::json!({"event": "warning", "message": msg})
                 )
@@ -99,7 +99,7 @@ impl Reporter {
                 for (i, d) in diags.iter().enumerate() {
                     let last = i + 1 == diags.len();
                     let event = crate::recipe::render::json_event(d, code.filter(|_| last));
-                    eprintln!("{event}");
+                    crate::errln!("{event}");
                 }
             }
         }
@@ -108,7 +108,7 @@ impl Reporter {
     pub fn error(&self, msg: &str, code: Option<i32>) {
         match self.format {
             LogFormat::Text => self.line(format!("error: {msg}")),
-            LogFormat::Json => eprintln!(
+            LogFormat::Json => crate::errln!(
                 "{}",
                 serde_json::json!({"event": "error", "message": msg, "code": code})
             ),
@@ -140,7 +140,7 @@ impl Reporter {
                 };
                 self.line(format!("run {id} ({key}) {status}{metrics}"));
             }
-            LogFormat::Json => eprintln!(
+            LogFormat::Json => crate::errln!(
                 "{}",
                 serde_json::json!({
                     "event": "run_finished", "id": id, "key": key, "status": status,
@@ -184,7 +184,7 @@ impl Reporter {
                     o.insert("event".into(), "epoch".into());
                     o.insert("run".into(), run.into());
                 }
-                eprintln!("{v}");
+                crate::errln!("{v}");
             }
             LogFormat::Text => {
                 let opt =

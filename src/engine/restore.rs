@@ -25,18 +25,71 @@ pub struct LoadedModel {
     pub device: Device,
 }
 
-/// The best kept checkpoint of a run by its recipe's monitored metric (the last when none
-/// has the metric).
-pub fn best_checkpoint(
+/// A run's checkpoint as the leaderboard picks it for a metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowCheckpoint {
+    pub run_id: i64,
+    pub metric: String,
+    pub epoch: u32,
+    pub path: PathBuf,
+}
+
+/// The metric a run's checkpoints are picked by when none is named: its recipe's
+/// `checkpoint.monitor`.
+pub fn run_monitor(run: &crate::store::RunRow) -> String {
+    run.config
+        .get("checkpoint")
+        .and_then(|c| c.get("monitor"))
+        .and_then(|m| m.as_str())
+        .unwrap_or("val_acc")
+        .to_string()
+}
+
+/// The checkpoint of a run's leaderboard row for `metric` (default: the run's
+/// `checkpoint.monitor`): the kept end-of-epoch checkpoint of the epoch that is best by the
+/// metric (`Store::row_epoch`). `eval`, `export`, `match`, `resume --from best` and `best`
+/// all come here, so they use the checkpoint whose numbers the leaderboard shows. A row
+/// without a kept checkpoint, or whose file is gone, is an error that says so (never a silent
+/// fallback to another epoch).
+pub fn row_checkpoint(
     store: &Store,
     run_id: i64,
-    mode: MetricMode,
-) -> Result<Option<PathBuf>, EngineError> {
-    Ok(pick_checkpoint(
-        store.checkpoints(run_id)?,
-        Pick::Best,
-        mode,
-    ))
+    metric: Option<&str>,
+) -> Result<RowCheckpoint, EngineError> {
+    let run = store.run(run_id)?;
+    let metric = metric.map_or_else(|| run_monitor(&run), str::to_string);
+    if !crate::recipe::validate::METRICS.contains(&metric.as_str()) {
+        return Err(EngineError::Other(format!(
+            "--metric: unknown metric `{metric}` (expected one of: {})",
+            crate::recipe::validate::METRICS.join(", ")
+        )));
+    }
+    let row = store.row_epoch(run_id, &metric)?.ok_or_else(|| {
+        EngineError::Other(format!(
+            "run {run_id} recorded no `{metric}`: no leaderboard row picks a checkpoint for it"
+        ))
+    })?;
+    let epoch = row.epoch.unwrap_or(0);
+    let path = row.checkpoint.map(PathBuf::from).ok_or_else(|| {
+        EngineError::Other(format!(
+            "run {run_id} kept no checkpoint at an epoch with a recorded `{metric}`: its \
+             leaderboard row is epoch {epoch}, without one (try another --metric, or \
+             `--from last` to resume)"
+        ))
+    })?;
+    if !path.is_file() {
+        return Err(EngineError::Other(format!(
+            "run {run_id}: the checkpoint of its leaderboard row by `{metric}` (epoch {epoch}) \
+             is missing on disk: {}",
+            path.display()
+        )));
+    }
+    Ok(RowCheckpoint {
+        run_id,
+        metric,
+        epoch,
+        path,
+    })
 }
 
 /// Of a run's checkpoints (in epoch order), the kept end-of-epoch one whose file exists that
@@ -200,16 +253,30 @@ pub fn load_checkpoint(
     })
 }
 
-/// Loads from a checkpoint path, or from a run reference (id or key prefix) in the store.
-pub fn load_model(store: Option<&Store>, reference: &str) -> Result<LoadedModel, EngineError> {
-    load_checkpoint(&resolve_checkpoint(store, reference)?, None)
+/// Loads from a checkpoint path, or from a run reference (id or key prefix) in the store,
+/// by its leaderboard row for `metric` (`row_checkpoint`).
+pub fn load_model(
+    store: Option<&Store>,
+    reference: &str,
+    metric: Option<&str>,
+) -> Result<LoadedModel, EngineError> {
+    load_checkpoint(&resolve_checkpoint(store, reference, metric)?, None)
 }
 
-/// The checkpoint file a reference names: the file itself, or a run's (id or key prefix)
-/// best kept checkpoint by its recipe's `checkpoint.monitor` / `mode`.
-pub fn resolve_checkpoint(store: Option<&Store>, reference: &str) -> Result<PathBuf, EngineError> {
+/// The checkpoint file a reference names: the file itself, or the checkpoint of a run's (id
+/// or key prefix) leaderboard row for `metric` (default: its `checkpoint.monitor`).
+pub fn resolve_checkpoint(
+    store: Option<&Store>,
+    reference: &str,
+    metric: Option<&str>,
+) -> Result<PathBuf, EngineError> {
     let p = Path::new(reference);
     if p.is_file() {
+        if metric.is_some() {
+            return Err(EngineError::Other(format!(
+                "--metric picks a run's checkpoint; `{reference}` is a checkpoint file, used as given"
+            )));
+        }
         return Ok(p.to_path_buf());
     }
     let Some(store) = store else {
@@ -218,7 +285,5 @@ pub fn resolve_checkpoint(store: Option<&Store>, reference: &str) -> Result<Path
         )));
     };
     let id = store.resolve_run(reference)?;
-    let run = store.run(id)?;
-    best_checkpoint(store, id, run_mode(&run))?
-        .ok_or_else(|| EngineError::Other(format!("run {id} has no checkpoint on disk")))
+    Ok(row_checkpoint(store, id, metric)?.path)
 }

@@ -58,6 +58,8 @@ pub struct RunRequest<'a> {
     pub key: String,
     pub recipe: Recipe,
     pub start: StartFrom,
+    /// The run's folder (its checkpoints), as the store recorded it for the run.
+    pub dir: PathBuf,
     pub reporter: &'a Reporter,
     pub stop: Arc<AtomicBool>,
 }
@@ -210,7 +212,7 @@ impl<'a, 's> Runner<'a, 's> {
         let guard = DivergenceGuard::from_config(&r.train);
         let train_src = BatchSource::new(&data, Split::Train, r, &device)?;
         let eval_src = BatchSource::new(&data, Split::Dev, r, &device)?;
-        let ckpt_dir = run_dir(r, &req.key, req.run_id);
+        let ckpt_dir = req.dir.clone();
         let precision = MixedPrecision::new(r.train.precision);
         let mut runner = Runner {
             store,
@@ -993,17 +995,6 @@ struct TrainStats {
     images_per_sec: f64,
     seconds: f64,
     eval_start: Instant,
-}
-
-/// The folder a run writes its checkpoints to (and, trained by a Slurm task, its record
-/// log): `<checkpoint.dir>/<key>/run-<id>`, absolute from the working directory so that the
-/// store's paths work from any directory.
-pub fn run_dir(r: &Recipe, key: &str, run_id: i64) -> PathBuf {
-    std::env::current_dir()
-        .map(|cwd| cwd.join(&r.checkpoint.dir))
-        .unwrap_or_else(|_| PathBuf::from(&r.checkpoint.dir))
-        .join(key)
-        .join(format!("run-{run_id}"))
 }
 
 /// The network a recipe trains: the model, and a margin loss's head (its class weights under

@@ -94,3 +94,23 @@ pub fn run_key(recipe: &Recipe, data_fingerprint: &str) -> String {
     h.update(data_fingerprint.as_bytes());
     hex::encode(&h.finalize()[..8])
 }
+
+/// The key of a linked run that `runner resume` makes: sha256(canonical config, data
+/// fingerprint, the parent run's key, the epoch of the parent's checkpoint it starts from).
+/// A resume of the same run from the same checkpoint with the same settings has this key
+/// again (so it is not trained twice), and never the key of a run trained from scratch with
+/// the same configuration (whose first epochs followed another schedule).
+pub fn resumed_run_key(
+    recipe: &Recipe,
+    data_fingerprint: &str,
+    parent_key: &str,
+    start_epoch: u32,
+) -> String {
+    let canon = canonical_config(recipe);
+    let mut h = Sha256::new();
+    h.update(canon.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(data_fingerprint.as_bytes());
+    h.update(format!("\nresumed from {parent_key} epoch {start_epoch}").as_bytes());
+    hex::encode(&h.finalize()[..8])
+}

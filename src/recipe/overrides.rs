@@ -24,7 +24,7 @@ impl Override {
             let d = pointed(&Sources::new(), origin.clone(), key, Focus::Key, msg);
             RecipeError::Invalid(vec![d])
         };
-        let Some((key, raw)) = text.split_once('=') else {
+        let Some((key, raw)) = split_assignment(text) else {
             return Err(fail(
                 text,
                 "expected `key=value`, e.g. `--set optimizer.lr=0.05`",
@@ -34,7 +34,8 @@ impl Override {
         if key.is_empty() || parse_path(key).is_none() {
             return Err(fail(
                 key,
-                "expected a dotted key such as `optimizer.lr` or `transforms.train[0].size`",
+                "expected a dotted key such as `optimizer.lr`, `transforms.train[0].size` or \
+                 `sweep.params.\"optimizer.lr\"` (a quoted part may hold dots, as in TOML)",
             ));
         }
         let raw = raw.trim();
@@ -64,28 +65,78 @@ enum Segment {
     Index(usize),
 }
 
-fn parse_path(key: &str) -> Option<Vec<Segment>> {
-    let mut out = Vec::new();
-    for part in key.split('.') {
-        let (name, mut rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if name.is_empty() {
-            return None;
-        }
-        out.push(Segment::Key(name.to_string()));
-        while !rest.is_empty() {
-            let close = rest.find(']')?;
-            let idx: usize = rest.get(1..close)?.parse().ok()?;
-            out.push(Segment::Index(idx));
-            rest = &rest[close + 1..];
-            if !rest.is_empty() && !rest.starts_with('[') {
-                return None;
-            }
+/// Splits `key=value` at the first `=` outside a quoted part of the key.
+fn split_assignment(text: &str) -> Option<(&str, &str)> {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '=' => return Some((&text[..i], &text[i + 1..])),
+            None => {}
         }
     }
-    Some(out)
+    None
+}
+
+/// A dotted key's parts, as TOML writes keys: bare parts (`optimizer.lr`), quoted parts that
+/// may hold dots (`sweep.params."optimizer.lr"`, or with single quotes), each followed by
+/// list indexes (`transforms.train[0].size`). `None` when it is not such a key.
+fn parse_path(key: &str) -> Option<Vec<Segment>> {
+    let mut out = Vec::new();
+    let mut rest = key.trim();
+    loop {
+        rest = rest.trim_start();
+        let name;
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut s = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    '\\' => match chars.next()?.1 {
+                        'n' => s.push('\n'),
+                        't' => s.push('\t'),
+                        other => s.push(other),
+                    },
+                    c => s.push(c),
+                }
+            }
+            name = s;
+            rest = &quoted[end?..];
+        } else if let Some(quoted) = rest.strip_prefix('\'') {
+            let close = quoted.find('\'')?;
+            name = quoted[..close].to_string();
+            rest = &quoted[close + 1..];
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            name = rest[..end].trim_end().to_string();
+            if name.is_empty() {
+                return None;
+            }
+            rest = &rest[end..];
+        }
+        out.push(Segment::Key(name));
+        rest = rest.trim_start();
+        while let Some(inner) = rest.strip_prefix('[') {
+            let close = inner.find(']')?;
+            out.push(Segment::Index(inner[..close].trim().parse().ok()?));
+            rest = &inner[close + 1..];
+        }
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return Some(out);
+        }
+        rest = rest.strip_prefix('.')?;
+    }
 }
 
 /// Sets `ov.key` to `ov.value` in the composed table, creating tables on the way. On error the
@@ -187,5 +238,46 @@ fn set_path(cur: &mut toml::Value, path: &[Segment], value: toml::Value) -> Resu
                 .ok_or_else(|| format!("index {idx} is out of range (the list has {len} items)"))?;
             set_path(elem, rest, value)
         }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn quoted_key_parts_keep_their_dots() {
+        assert_eq!(
+            parse_path(r#"sweep.params."optimizer.lr""#),
+            Some(vec![
+                Segment::Key("sweep".into()),
+                Segment::Key("params".into()),
+                Segment::Key("optimizer.lr".into())
+            ])
+        );
+        assert_eq!(
+            parse_path("sweep.params.'model.drop_path'"),
+            Some(vec![
+                Segment::Key("sweep".into()),
+                Segment::Key("params".into()),
+                Segment::Key("model.drop_path".into())
+            ])
+        );
+        assert_eq!(
+            parse_path("transforms.train[0].size"),
+            Some(vec![
+                Segment::Key("transforms".into()),
+                Segment::Key("train".into()),
+                Segment::Index(0),
+                Segment::Key("size".into())
+            ])
+        );
+        assert_eq!(parse_path("a..b"), None);
+        assert_eq!(parse_path(r#"a."b"#), None);
+        assert_eq!(parse_path("a[x]"), None);
+        assert_eq!(
+            split_assignment(r#"sweep.params."a=b"=[1]"#),
+            Some((r#"sweep.params."a=b""#, "[1]"))
+        );
     }
 }

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Version 1: the first release (runs, epochs, checkpoints; no sweeps, no verification table,
 /// no lineage or heartbeat columns). Kept so tests can build an old store.
@@ -118,15 +118,73 @@ pub const V5_TO_V6: &str = "
 ALTER TABLE epochs ADD COLUMN phase_seconds TEXT;
 ";
 
+/// Version 6 -> 7: two stores never share files. The store's own id (`store_meta`), each
+/// run's folder in its row (`runs.dir`: new runs get `<checkpoint.dir>/<key>/run-<id>-<first 8
+/// of the store id>`), and the start time of the process that claimed a running run
+/// (`runs.pid_start`, so a reused pid is not taken for the run's process). Existing runs keep
+/// their folders: `fill_run_dirs` records where their files are.
+pub const V6_TO_V7: &str = "
+CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO store_meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
+ALTER TABLE runs ADD COLUMN dir TEXT;
+ALTER TABLE runs ADD COLUMN pid_start INTEGER;
+CREATE INDEX checkpoints_run_epoch ON checkpoints(run_id, epoch);
+";
+
+/// The folder of each run that has none recorded (runs from before version 7): the folder of
+/// its newest checkpoint, else of its Slurm record log, else where those versions put it
+/// (`<checkpoint.dir>/<key>/run-<id>`, from the working directory).
+fn fill_run_dirs(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
+    // (id, key, config, records_path, newest checkpoint path)
+    type Row = (i64, String, String, Option<String>, Option<String>);
+    let rows: Vec<Row> = {
+        let mut st = tx.prepare(
+            "SELECT r.id, r.key, r.config, r.records_path,
+                    (SELECT c.path FROM checkpoints c WHERE c.run_id = r.id ORDER BY c.id DESC LIMIT 1)
+             FROM runs r WHERE r.dir IS NULL",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let parent = |p: &str| {
+        std::path::Path::new(p)
+            .parent()
+            .map(|d| d.display().to_string())
+    };
+    for (id, key, config, records, checkpoint) in rows {
+        let dir = checkpoint
+            .as_deref()
+            .and_then(parent)
+            .or_else(|| records.as_deref().and_then(parent))
+            .unwrap_or_else(|| {
+                let config: serde_json::Value =
+                    serde_json::from_str(&config).unwrap_or(serde_json::Value::Null);
+                super::checkpoint_base(&config)
+                    .join(&key)
+                    .join(format!("run-{id}"))
+                    .display()
+                    .to_string()
+            });
+        tx.execute(
+            "UPDATE runs SET dir = ?2 WHERE id = ?1",
+            rusqlite::params![id, dir],
+        )?;
+    }
+    Ok(())
+}
+
 /// Brings a store at any older version up to `SCHEMA_VERSION`, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
-    let steps: [(i64, &str); 6] = [
+    let steps: [(i64, &str); 7] = [
         (1, V1),
         (2, V1_TO_V2),
         (3, V2_TO_V3),
         (4, V3_TO_V4),
         (5, V4_TO_V5),
         (6, V5_TO_V6),
+        (7, V6_TO_V7),
     ];
     let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (target, sql) in steps {
@@ -136,6 +194,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
             let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if now < target {
                 tx.execute_batch(sql)?;
+                if target == 7 {
+                    fill_run_dirs(&tx)?;
+                }
                 tx.execute_batch(&format!("PRAGMA user_version = {target}"))?;
             }
             tx.commit()?;

@@ -44,6 +44,9 @@ impl RunStatus {
     }
 }
 
+/// How reading commands show a `running` run whose process is gone.
+pub const STALE_STATUS: &str = "interrupted (stale)";
+
 /// What is known of a run before it starts.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -63,7 +66,7 @@ pub struct NewRun {
 pub(crate) const RUN_COLUMNS: &str = "id, key, recipe, config, overrides, status, created, started, \
      finished, error, host, version, data_fingerprint, sweep_id, parent_id, resumed_from, pid, heartbeat, \
      init_from_run, init_from_checkpoint, slurm_job_id, slurm_task_id, slurm_log, records_path, \
-     records_offset, slurm_sweep_id";
+     records_offset, slurm_sweep_id, dir, pid_start";
 
 /// A run as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +102,11 @@ pub struct RunRow {
     pub records_offset: i64,
     /// The sweep that last submitted it to Slurm.
     pub slurm_sweep_id: Option<i64>,
+    /// The run's folder (checkpoints; a Slurm task's record log), unique to this store.
+    pub dir: Option<String>,
+    /// The start time (clock ticks after boot, `/proc/<pid>/stat`) of the process that
+    /// claimed the run: with `pid`, it tells a live claimant from a reused pid.
+    pub pid_start: Option<i64>,
 }
 
 impl RunRow {
@@ -131,11 +139,37 @@ impl RunRow {
             records_path: r.get(23)?,
             records_offset: r.get(24)?,
             slurm_sweep_id: r.get(25)?,
+            dir: r.get(26)?,
+            pid_start: r.get(27)?,
         })
     }
 
     pub fn status(&self) -> Option<RunStatus> {
         RunStatus::parse(&self.status)
+    }
+
+    /// Whether the run says `running` but its process is gone: on this host, the process
+    /// (pid and start time) no longer exists; on another, its heartbeat is older than
+    /// `STALE_AFTER`. Submitted runs are never stale (their Slurm task holds them).
+    pub fn is_stale(&self) -> bool {
+        self.status == "running"
+            && super::lifecycle::claimant_gone(
+                self.host.as_deref(),
+                self.pid,
+                self.pid_start,
+                self.heartbeat.as_deref(),
+            )
+    }
+
+    /// The status as reading commands show it: a stale `running` run is
+    /// `interrupted (stale)` (nothing is written; the next `sweep`, `run` or `resume` of it
+    /// continues it).
+    pub fn shown_status(&self) -> String {
+        if self.is_stale() {
+            STALE_STATUS.to_string()
+        } else {
+            self.status.clone()
+        }
     }
 }
 
@@ -320,19 +354,28 @@ pub(crate) fn f64_or_infinity<S: serde::Serializer>(v: &f64, s: S) -> Result<S::
     }
 }
 
-/// A run with its best metrics, for ranking.
+/// A run's leaderboard row: one epoch of it (`Store::leaderboard_rows`), or its per-metric
+/// extremes over epochs (`Store::best_over_epochs_rows`, where `epoch` is `None`).
 #[derive(Debug, Clone)]
 pub struct LeaderRow {
     pub id: i64,
     pub key: String,
+    /// As reading commands show it (`interrupted (stale)` for a running run whose process
+    /// is gone).
     pub status: String,
     pub recipe: String,
     pub sweep_id: Option<i64>,
     pub overrides: serde_json::Value,
     /// The resolved configuration as stored (JSON text), parsed only when needed.
     pub config_text: String,
-    /// Best value per metric name over the run's epochs.
-    pub best: std::collections::BTreeMap<String, f64>,
+    /// The metrics by name: at the row's epoch, or the extremes over epochs.
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    /// The row's epoch.
+    pub epoch: Option<u32>,
+    /// The kept checkpoint of that epoch (absent: the run has no kept checkpoint with the
+    /// ranking metric, and the row is its last epoch).
+    pub checkpoint: Option<String>,
+    /// How many epochs the run recorded.
     pub epochs: i64,
 }
 

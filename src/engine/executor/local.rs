@@ -17,7 +17,7 @@ use crate::plan::PlannedRun;
 use crate::store::{Claim, NewRun, RunStatus, Store};
 
 /// How long a claimed run may go without a heartbeat before another process may take it over.
-pub const STALE_AFTER: Duration = Duration::from_secs(60);
+pub use crate::store::STALE_AFTER;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Default)]
@@ -188,6 +188,7 @@ fn train_one(
                 _ => "trained".into(),
             };
             let _hb = Heartbeat::start(store.path(), id);
+            let dir = store.run_dir(id)?;
             let outcome = execute(
                 store,
                 RunRequest {
@@ -195,6 +196,7 @@ fn train_one(
                     key: run.key.clone(),
                     recipe: run.recipe.clone(),
                     start,
+                    dir,
                     reporter,
                     stop: stop.clone(),
                 },

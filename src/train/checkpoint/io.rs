@@ -497,7 +497,7 @@ mod tests {
             match direct::write(&path, &data) {
                 Ok(()) => assert_eq!(std::fs::read(&path).expect("read"), data, "{len} bytes"),
                 Err(e) if direct::unsupported(&e) => {
-                    eprintln!(
+                    crate::errln!(
                         "skipped: {} does not take O_DIRECT writes",
                         dir.path().display()
                     );

@@ -68,6 +68,11 @@ pub fn exec(
         msg: format!("cannot work in the submitting folder: {e}"),
     })?;
     let mut log = RunLog::open(Path::new(&run.records), run.run_id, run.init_from.clone())?;
+    // the run's folder is the one its record log is in (the store recorded it at submission)
+    let run_dir = Path::new(&run.records)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let resumed = !log.state().epochs.is_empty() || !log.state().checkpoints.is_empty();
     let start = start_for(&mut log, run.run_id, resumed)?;
     let from_epoch = match &start {
@@ -112,6 +117,7 @@ pub fn exec(
             key: run.key.clone(),
             recipe: run.recipe,
             start,
+            dir: run_dir,
             reporter,
             stop,
         },

@@ -106,7 +106,8 @@ pub fn merge_options(recipe: Option<&SlurmConfig>, flags: &SlurmConfig) -> Slurm
 }
 
 /// Where a sweep's manifests, scripts and task output files go: `<checkpoint.dir>/slurm/
-/// sweep-<id>/`, beside the run folders (both must be on a file system the nodes share).
+/// <folder>/` (`sweep-<id>-<store folder tag>`, `Store::sweep_folder_name`), beside the run
+/// folders (both must be on a file system the nodes share).
 pub fn sweep_dir(workdir: &Path, runs: &[PlannedRun], sweep: &str) -> PathBuf {
     let ckpt = runs
         .iter()
@@ -114,10 +115,7 @@ pub fn sweep_dir(workdir: &Path, runs: &[PlannedRun], sweep: &str) -> PathBuf {
         .or(runs.first())
         .map(|r| r.recipe.checkpoint.dir.clone())
         .unwrap_or_else(|| "runs".into());
-    workdir
-        .join(ckpt)
-        .join("slurm")
-        .join(format!("sweep-{sweep}"))
+    workdir.join(ckpt).join("slurm").join(sweep)
 }
 
 /// A run to submit, with the array (level) it goes in: 0 for runs that start from nothing
@@ -172,7 +170,7 @@ impl SlurmExecutor {
         for dir in dirs {
             probe_writable(&dir)?;
         }
-        let dir = sweep_dir(&self.workdir, runs, "N");
+        let dir = sweep_dir(&self.workdir, runs, "sweep-N");
         let text = script::render(&ScriptSpec {
             sweep_id: 0,
             recipe: "",
@@ -234,7 +232,7 @@ impl SlurmExecutor {
         if arrays.is_empty() {
             return Ok("nothing to submit: every run is done, submitted or failed\n".into());
         }
-        let dir = sweep_dir(&self.workdir, runs, "NEW");
+        let dir = sweep_dir(&self.workdir, runs, "sweep-NEW");
         let mut out = String::new();
         for (level, array) in arrays.iter().enumerate() {
             out.push_str(&format!(
@@ -355,7 +353,8 @@ impl SlurmExecutor {
                     let existing = store.run(id)?.records_path;
                     let records = match existing {
                         Some(p) => p,
-                        None => crate::engine::run::run_dir(&run.recipe, &run.key, id)
+                        None => store
+                            .run_dir(id)?
                             .join(runlog::LOG_FILE)
                             .display()
                             .to_string(),
@@ -484,7 +483,7 @@ impl Executor for SlurmExecutor {
         if marked.is_empty() {
             return Ok(outcome);
         }
-        let dir = sweep_dir(&self.workdir, runs, &sweep_id.to_string());
+        let dir = sweep_dir(&self.workdir, runs, &store.sweep_folder_name(sweep_id));
         let levels = marked.iter().map(|t| t.level).max().unwrap_or(0) + 1;
         let mut previous_job: Option<i64> = None;
         for level in 0..levels {

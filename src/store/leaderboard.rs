@@ -1,0 +1,230 @@
+//! The leaderboard's input: every run with one row of metrics (one epoch, the one whose
+//! checkpoint is used), or per-metric extremes over epochs; and the large store the
+//! leaderboard benchmark fills.
+
+use super::*;
+
+/// Whether larger is better for a metric (accuracies, lr); smaller for losses.
+pub fn maximize(metric: &str) -> bool {
+    !metric.ends_with("loss")
+}
+
+/// The epochs column of a metric name (never text pasted from the user into SQL).
+fn metric_column(metric: &str) -> Option<&'static str> {
+    Some(match metric {
+        "train_loss" => "train_loss",
+        "train_acc" => "train_acc",
+        "val_loss" => "val_loss",
+        "val_acc" => "val_acc",
+        "verify_acc" => "verify_acc",
+        "lr" => "lr",
+        _ => return None,
+    })
+}
+
+/// The metrics a leaderboard row holds, in the order the queries select them.
+const ROW_METRICS: [&str; 6] = [
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "verify_acc",
+    "lr",
+];
+
+/// The run columns every leaderboard query selects first (`LeaderRow::from_run_columns`).
+const LEADER_RUN_COLUMNS: &str = "r.id, r.key, r.status, r.recipe, r.sweep_id, r.overrides, \
+     r.config, r.host, r.pid, r.pid_start, r.heartbeat";
+const LEADER_RUN_N: usize = 11;
+
+/// The six metrics from column `first` on, those that are recorded.
+fn metric_values(
+    r: &rusqlite::Row,
+    first: usize,
+) -> rusqlite::Result<std::collections::BTreeMap<String, f64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (i, n) in ROW_METRICS.iter().enumerate() {
+        if let Some(v) = r.get::<_, Option<f64>>(first + i)? {
+            out.insert(n.to_string(), v);
+        }
+    }
+    Ok(out)
+}
+
+impl LeaderRow {
+    fn from_run_columns(r: &rusqlite::Row) -> rusqlite::Result<LeaderRow> {
+        let status: String = r.get(2)?;
+        let host: Option<String> = r.get(7)?;
+        let heartbeat: Option<String> = r.get(10)?;
+        let stale = status == "running"
+            && super::lifecycle::claimant_gone(
+                host.as_deref(),
+                r.get(8)?,
+                r.get(9)?,
+                heartbeat.as_deref(),
+            );
+        Ok(LeaderRow {
+            id: r.get(0)?,
+            key: r.get(1)?,
+            status: if stale {
+                STALE_STATUS.to_string()
+            } else {
+                status
+            },
+            recipe: r.get(3)?,
+            sweep_id: r.get(4)?,
+            overrides: serde_json::from_str(&r.get::<_, String>(5)?)
+                .unwrap_or(serde_json::Value::Null),
+            config_text: r.get(6)?,
+            metrics: Default::default(),
+            epoch: None,
+            checkpoint: None,
+            epochs: 0,
+        })
+    }
+}
+
+impl Store {
+    /// The leaderboard's rows for `metric` (all runs, or one sweep's): for each run that
+    /// recorded the metric, **one epoch**, with every metric at that epoch and the checkpoint
+    /// of that epoch. The epoch is the best by `metric` (max, or min for losses; the earliest
+    /// of equals) among the epochs with a kept end-of-epoch checkpoint; a run with none shows
+    /// its last epoch that has the metric, with no checkpoint. `eval`, `export`, `match`,
+    /// `resume` and `best` use the same rule (`row_epoch`), so the leaderboard's numbers are
+    /// what its checkpoint scores. One query.
+    pub fn leaderboard_rows(
+        &self,
+        sweep: Option<i64>,
+        metric: &str,
+    ) -> Result<Vec<LeaderRow>, StoreError> {
+        self.one_epoch_rows(sweep, None, metric)
+    }
+
+    /// A run's leaderboard row for `metric` (see `leaderboard_rows`); `None` when the run
+    /// recorded no finite value of it.
+    pub fn row_epoch(&self, run_id: i64, metric: &str) -> Result<Option<LeaderRow>, StoreError> {
+        Ok(self.one_epoch_rows(None, Some(run_id), metric)?.pop())
+    }
+
+    fn one_epoch_rows(
+        &self,
+        sweep: Option<i64>,
+        run: Option<i64>,
+        metric: &str,
+    ) -> Result<Vec<LeaderRow>, StoreError> {
+        let Some(column) = metric_column(metric) else {
+            return Ok(Vec::new());
+        };
+        let order = if maximize(metric) { "DESC" } else { "ASC" };
+        let sql = format!(
+            "WITH kept AS (
+                SELECT run_id, epoch, MAX(id) AS cid FROM checkpoints
+                WHERE kept = 1 AND (metric_name IS NULL OR metric_name != 'interrupt')
+                  AND (?2 IS NULL OR run_id = ?2)
+                GROUP BY run_id, epoch),
+             ranked AS (
+                SELECT e.run_id, e.epoch, k.cid, ROW_NUMBER() OVER (PARTITION BY e.run_id ORDER BY
+                    (k.cid IS NULL),
+                    CASE WHEN k.cid IS NOT NULL THEN e.{column} END {order},
+                    CASE WHEN k.cid IS NOT NULL THEN e.epoch ELSE -e.epoch END) AS rn
+                FROM epochs e LEFT JOIN kept k ON k.run_id = e.run_id AND k.epoch = e.epoch
+                WHERE e.{column} BETWEEN -1e308 AND 1e308
+                  AND (?2 IS NULL OR e.run_id = ?2)
+                  AND (?1 IS NULL OR e.run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)))
+             SELECT {LEADER_RUN_COLUMNS}, e.epoch, c.path,
+                    e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.verify_acc, e.lr,
+                    (SELECT COUNT(*) FROM epochs e3 WHERE e3.run_id = r.id)
+             FROM ranked x JOIN runs r ON r.id = x.run_id
+                  JOIN epochs e ON e.run_id = x.run_id AND e.epoch = x.epoch
+                  LEFT JOIN checkpoints c ON c.id = x.cid
+             WHERE x.rn = 1
+             ORDER BY r.id"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![sweep, run], |r| {
+                let mut row = LeaderRow::from_run_columns(r)?;
+                row.epoch = Some(r.get(LEADER_RUN_N)?);
+                row.checkpoint = r.get(LEADER_RUN_N + 1)?;
+                row.metrics = metric_values(r, LEADER_RUN_N + 2)?;
+                row.epochs = r.get(LEADER_RUN_N + 8)?;
+                Ok(row)
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Every run with the per-metric extremes over its epochs (max for accuracies, min for
+    /// losses, the last lr), each from whatever epoch had it: `leaderboard
+    /// --best-over-epochs`. No one epoch or checkpoint scores these together. One query.
+    pub fn best_over_epochs_rows(&self, sweep: Option<i64>) -> Result<Vec<LeaderRow>, StoreError> {
+        let sql = format!(
+            "SELECT {LEADER_RUN_COLUMNS},
+                    b.train_loss, b.train_acc, b.val_loss, b.val_acc, b.verify_acc, b.lr, b.epochs
+             FROM runs r LEFT JOIN (
+                SELECT run_id, MIN(train_loss) AS train_loss, MAX(train_acc) AS train_acc,
+                       MIN(val_loss) AS val_loss, MAX(val_acc) AS val_acc,
+                       MAX(verify_acc) AS verify_acc,
+                       (SELECT e2.lr FROM epochs e2 WHERE e2.run_id = e.run_id ORDER BY e2.epoch DESC LIMIT 1) AS lr,
+                       COUNT(*) AS epochs
+                FROM epochs e GROUP BY run_id) b ON b.run_id = r.id
+             WHERE (?1 IS NULL OR r.id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1))
+             ORDER BY r.id"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![sweep], |r| {
+                let mut row = LeaderRow::from_run_columns(r)?;
+                row.metrics = metric_values(r, LEADER_RUN_N)?;
+                row.epochs = r.get::<_, Option<i64>>(LEADER_RUN_N + 6)?.unwrap_or(0);
+                Ok(row)
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+}
+
+/// Fills a store with `runs` synthetic finished runs of `epochs` epochs each, with a checkpoint
+/// row per epoch of which the best by `val_acc` and the last are kept (for the leaderboard
+/// benchmark), in one transaction.
+pub fn bench_fill(store: &mut Store, runs: usize, epochs: u32) -> Result<(), StoreError> {
+    store.write(|tx| {
+        let mut run = tx.prepare(
+            "INSERT INTO runs (key, recipe, config, overrides, status, created, host, version)
+             VALUES (?1, 'bench.toml', ?2, ?3, 'done', ?4, 'bench', 'bench')",
+        )?;
+        let mut ep = tx.prepare(
+            "INSERT INTO epochs (run_id, epoch, lr, train_loss, train_acc, val_loss, val_acc, images_per_sec, seconds)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 100.0, 1.0)",
+        )?;
+        // as `keep_best = 1, keep_last = 1` leaves them: a row per epoch, two kept
+        let mut ck = tx.prepare(
+            "INSERT INTO checkpoints (run_id, epoch, path, metric_name, metric, kept, created)
+             VALUES (?1, ?2, ?3, 'val_acc', ?4, ?5, ?6)",
+        )?;
+        let created = now();
+        for i in 0..runs {
+            let lr = 0.001 * (1 + i % 100) as f64;
+            let config = serde_json::json!({
+                "model": {"kind": "convnext", "preset": "atto", "drop_path": (i % 3) as f64 * 0.1},
+                "optimizer": {"kind": "sgd", "lr": lr, "momentum": 0.9},
+                "train": {"epochs": epochs, "seed": i % 5},
+            });
+            let overrides = serde_json::json!({"optimizer.lr": lr});
+            run.execute(params![format!("{i:016x}"), config.to_string(), overrides.to_string(), created])?;
+            let id = tx.last_insert_rowid();
+            let x = |e: u32| ((i * 7919 + e as usize * 104_729) % 1000) as f64 / 1000.0;
+            let best = (1..=epochs).max_by(|a, b| x(*a).total_cmp(&x(*b)).then(b.cmp(a)));
+            for e in 1..=epochs {
+                let x = x(e);
+                ep.execute(params![id, e, lr, 2.0 - x, x * 0.9, 2.1 - x, x * 0.85])?;
+                let kept = Some(e) == best || e == epochs;
+                let path = format!("runs/{i:016x}/run-{id}/epoch-{e:04}.safetensors");
+                ck.execute(params![id, e, path, x * 0.85, kept as i64, created])?;
+            }
+        }
+        Ok(())
+    })
+}
