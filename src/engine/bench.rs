@@ -242,6 +242,7 @@ pub struct LeaderboardBench {
     pub fill_seconds: f64,
     pub leaderboard_ms: f64,
     pub filtered_leaderboard_ms: f64,
+    pub best_over_epochs_ms: f64,
 }
 
 /// Training fed by the real loader (JPEG decoding and augmentation on worker threads,
