@@ -116,28 +116,37 @@ impl Store {
             return Ok(Vec::new());
         };
         let order = if maximize(metric) { "DESC" } else { "ASC" };
+        // The kept checkpoints (a partial index holds them) joined to their epochs, ranked
+        // per run; runs with none fall back to their last epoch with the metric.
+        let finite = format!("e.{column} BETWEEN -1e308 AND 1e308");
+        let in_sweep =
+            "(?1 IS NULL OR run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1))";
+        let in_sweep_e = in_sweep.replace("OR run_id IN", "OR e.run_id IN");
         let sql = format!(
             "WITH kept AS (
                 SELECT run_id, epoch, MAX(id) AS cid FROM checkpoints
                 WHERE kept = 1 AND (metric_name IS NULL OR metric_name != 'interrupt')
-                  AND (?2 IS NULL OR run_id = ?2)
+                  AND (?2 IS NULL OR run_id = ?2) AND {in_sweep}
                 GROUP BY run_id, epoch),
              ranked AS (
-                SELECT e.run_id, e.epoch, k.cid, ROW_NUMBER() OVER (PARTITION BY e.run_id ORDER BY
-                    (k.cid IS NULL),
-                    CASE WHEN k.cid IS NOT NULL THEN e.{column} END {order},
-                    CASE WHEN k.cid IS NOT NULL THEN e.epoch ELSE -e.epoch END) AS rn
-                FROM epochs e LEFT JOIN kept k ON k.run_id = e.run_id AND k.epoch = e.epoch
-                WHERE e.{column} BETWEEN -1e308 AND 1e308
-                  AND (?2 IS NULL OR e.run_id = ?2)
-                  AND (?1 IS NULL OR e.run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)))
+                SELECT k.run_id, k.epoch, k.cid, ROW_NUMBER() OVER (PARTITION BY k.run_id
+                    ORDER BY e.{column} {order}, k.epoch) AS rn
+                FROM kept k JOIN epochs e ON e.run_id = k.run_id AND e.epoch = k.epoch
+                WHERE {finite}),
+             best AS (SELECT run_id, epoch, cid FROM ranked WHERE rn = 1),
+             chosen AS (
+                SELECT run_id, epoch, cid FROM best
+                UNION ALL
+                SELECT e.run_id, MAX(e.epoch), NULL FROM epochs e
+                WHERE {finite} AND (?2 IS NULL OR e.run_id = ?2) AND {in_sweep_e}
+                  AND e.run_id NOT IN (SELECT run_id FROM best)
+                GROUP BY e.run_id)
              SELECT {LEADER_RUN_COLUMNS}, e.epoch, c.path,
                     e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.verify_acc, e.lr,
                     (SELECT COUNT(*) FROM epochs e3 WHERE e3.run_id = r.id)
-             FROM ranked x JOIN runs r ON r.id = x.run_id
+             FROM chosen x JOIN runs r ON r.id = x.run_id
                   JOIN epochs e ON e.run_id = x.run_id AND e.epoch = x.epoch
                   LEFT JOIN checkpoints c ON c.id = x.cid
-             WHERE x.rn = 1
              ORDER BY r.id"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;

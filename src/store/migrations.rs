@@ -128,7 +128,7 @@ CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO store_meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
 ALTER TABLE runs ADD COLUMN dir TEXT;
 ALTER TABLE runs ADD COLUMN pid_start INTEGER;
-CREATE INDEX checkpoints_run_epoch ON checkpoints(run_id, epoch);
+CREATE INDEX checkpoints_kept ON checkpoints(run_id, epoch, metric_name) WHERE kept = 1;
 ";
 
 /// The folder of each run that has none recorded (runs from before version 7): the folder of
