@@ -37,6 +37,13 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} cores")
 }
 
+/// The 1-minute load average before a measurement (it lags, and counts the benchmark itself).
+fn load_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+}
+
 fn num_classes(r: &crate::recipe::Recipe) -> usize {
     r.model.num_classes.unwrap_or(if r.data.root == "synth" {
         r.data.synth.identities
@@ -64,14 +71,7 @@ pub fn train(
         v["loader"] = serde_json::to_value(&lb).unwrap_or_default();
     }
     v["machine"] = machine().into();
-    v["load_1m"] = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| {
-            l.split_whitespace()
-                .next()
-                .and_then(|x| x.parse::<f64>().ok())
-        })
-        .into();
+    v["load_1m"] = load_1m().into();
     show(&v, format);
     Ok(())
 }
@@ -197,6 +197,7 @@ pub fn leaderboard(runs: usize, format: Format) -> Result<(), CliError> {
     v["ranked"] = r1.len().into();
     v["ranked_filtered"] = r2.len().into();
     v["machine"] = machine().into();
+    v["load_1m"] = load_1m().into();
     show(&v, format);
     Ok(())
 }
