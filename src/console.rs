@@ -18,19 +18,13 @@ pub fn on_broken_pipe(hook: fn()) {
     let _ = ON_BROKEN.set(hook);
 }
 
-/// Whether stdout or stderr was found closed.
-pub fn output_broken() -> bool {
-    STDOUT_GONE.load(Ordering::SeqCst) || STDERR_GONE.load(Ordering::SeqCst)
-}
-
 fn write_to(gone: &AtomicBool, write: impl FnOnce() -> std::io::Result<()>) {
     if gone.load(Ordering::SeqCst) {
         return;
     }
-    if let Err(e) = write() {
-        // Any write error (EPIPE, a full disk under a redirect) ends that stream's output; it
-        // never ends the program.
-        let _ = e;
+    // Any write error (EPIPE, a full disk under a redirect) ends that stream's output; it
+    // never ends the program.
+    if write().is_err() {
         gone.store(true, Ordering::SeqCst);
         if let Some(hook) = ON_BROKEN.get() {
             hook();
