@@ -468,29 +468,43 @@ struct ClaimRow {
 }
 
 impl ClaimRow {
-    /// Whether its claimant is gone: its process on this host, or its heartbeat (older than
-    /// `cutoff`).
+    /// Whether its claimant is gone (see `claimant_gone_at`).
     fn claimant_gone(&self, cutoff: &str) -> bool {
-        dead_here(self.host.as_deref(), self.pid, self.pid_start)
-            || self.heartbeat.as_deref().is_none_or(|h| h < cutoff)
+        claimant_gone_at(
+            self.host.as_deref(),
+            self.pid,
+            self.pid_start,
+            self.heartbeat.as_deref(),
+            cutoff,
+        )
     }
 }
 
-/// Whether a run claimed on this host by (`pid`, `pid_start`) has lost its process.
-fn dead_here(host: Option<&str>, pid: Option<i64>, pid_start: Option<i64>) -> bool {
-    host == Some(hostname().as_str()) && pid.is_some_and(|p| !process_alive_since(p, pid_start))
+/// Whether the claimant of a `running` run is gone: on this host, its process (pid and start
+/// time, so a reused pid does not count) has exited, however fresh its last heartbeat; on
+/// another host (or with no process recorded), its heartbeat is older than `cutoff`.
+fn claimant_gone_at(
+    host: Option<&str>,
+    pid: Option<i64>,
+    pid_start: Option<i64>,
+    heartbeat: Option<&str>,
+    cutoff: &str,
+) -> bool {
+    match (host, pid) {
+        (Some(h), Some(p)) if h == hostname() => !process_alive_since(p, pid_start),
+        _ => heartbeat.is_none_or(|hb| hb < cutoff),
+    }
 }
 
-/// Whether the claimant of a `running` run is gone: on this host its process (pid and start
-/// time) has exited; on any host its heartbeat is older than `STALE_AFTER` (60 s).
+/// `claimant_gone_at` with the `STALE_AFTER` window: whether reading commands show a
+/// `running` run as `interrupted (stale)`.
 pub(crate) fn claimant_gone(
     host: Option<&str>,
     pid: Option<i64>,
     pid_start: Option<i64>,
     heartbeat: Option<&str>,
 ) -> bool {
-    let cutoff = stale_cutoff(STALE_AFTER);
-    dead_here(host, pid, pid_start) || heartbeat.is_none_or(|h| h < cutoff.as_str())
+    claimant_gone_at(host, pid, pid_start, heartbeat, &stale_cutoff(STALE_AFTER))
 }
 
 /// How long a claimed run may go without a heartbeat before it counts as stale (its
