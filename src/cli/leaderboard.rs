@@ -313,8 +313,8 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
                         o.extend(values);
                     }
                     o.insert("overrides".into(), r.row.overrides.clone());
-                    let differs: serde_json::Map<String, serde_json::Value> = columns
-                        .keys
+                    let differs: serde_json::Map<String, serde_json::Value> = columns.keys
+                        [..columns.differing]
                         .iter()
                         .zip(differs)
                         .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
@@ -423,6 +423,9 @@ fn short_path(p: &str) -> String {
 /// with each run's real value (`None` where its configuration lacks the key).
 pub struct DifferingColumns {
     pub keys: Vec<String>,
+    /// How many of `keys` (the first ones) differ among the runs; the rest are swept keys
+    /// the runs agree on.
+    pub differing: usize,
     /// Per run, in the order of the runs: its value of each key.
     pub values: Vec<Vec<Option<serde_json::Value>>>,
 }
@@ -455,6 +458,7 @@ pub fn differing_columns(shown: &[&Ranked]) -> DifferingColumns {
         })
         .cloned()
         .collect();
+    let differing = keys.len();
     // swept keys stay shown even where the listed runs agree on them (e.g. `--top 1`)
     let mut swept: std::collections::BTreeSet<String> = Default::default();
     for r in shown {
@@ -480,7 +484,11 @@ pub fn differing_columns(shown: &[&Ranked]) -> DifferingColumns {
                 .collect()
         })
         .collect();
-    DifferingColumns { keys, values }
+    DifferingColumns {
+        keys,
+        differing,
+        values,
+    }
 }
 
 /// A configuration's leaves by dotted key (`optimizer.lr`); lists are one value

@@ -47,8 +47,9 @@ pub fn run_monitor(run: &crate::store::RunRow) -> String {
 
 /// The checkpoint of a run's leaderboard row for `metric` (default: the run's
 /// `checkpoint.monitor`): the kept end-of-epoch checkpoint of the epoch that is best by the
-/// metric (`Store::row_epoch`). `eval`, `export`, `match`, `resume --from best` and `best`
-/// all come here, so they use the checkpoint whose numbers the leaderboard shows. A row
+/// metric (`Store::row_epoch`, the leaderboard's own rule). `eval`, `export`, `match` and
+/// `resume --from best` all come here, so they use the checkpoint whose numbers the
+/// leaderboard shows. A row
 /// without a kept checkpoint, or whose file is gone, is an error that says so (never a silent
 /// fallback to another epoch).
 pub fn row_checkpoint(
