@@ -23,14 +23,15 @@ struct Args {
         long,
         global = true,
         env = "RUNNER_DB",
-        default_value = "experiments.db"
+        default_value = "experiments.db",
+        help_heading = "Global options"
     )]
     db: PathBuf,
     /// Print nothing but errors and results.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     quiet: bool,
     /// Progress as text (bars and lines) or JSON lines on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Global options")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -47,20 +48,24 @@ struct Sets {
 enum Command {
     /// Check a recipe; print the resolved configuration or the errors.
     Validate {
+        /// The recipe file (TOML).
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
     },
     /// Expand a recipe into runs: index, key, swept values, status in the store.
     Plan {
+        /// The recipe file (TOML).
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
+        /// Output format: an aligned table, JSON or CSV.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Train one run (a recipe whose sweep yields one point).
     Run {
+        /// The recipe file (TOML); its sweep must yield one run (fix swept keys with --set).
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
@@ -70,14 +75,17 @@ enum Command {
         /// Train a fresh run even if one with the same key is done.
         #[arg(long)]
         force: bool,
+        /// Output: the run id (table) or {id, key, status, metrics} (json).
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// Plan a recipe and train every run not yet done, one after another.
     Sweep {
+        /// The recipe file (TOML).
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
+        /// auto, cpu, cuda or cuda:N (same as --set train.device=...).
         #[arg(long)]
         device: Option<String>,
         /// Train at most N runs in this invocation.
@@ -98,13 +106,16 @@ enum Command {
         executor: ExecutorArg,
         #[command(flatten)]
         slurm: SlurmArgs,
+        /// Output: the summary and leaderboard (table) or one object per run (json).
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// What each task of a Slurm job array runs: trains run I of the manifest, writing its
     /// records into the run's folder (never into the store).
     Exec {
+        /// The job array's manifest (written by `runner sweep --executor slurm`).
         manifest: PathBuf,
+        /// The run of the manifest to train (the array task id).
         #[arg(long)]
         index: usize,
     },
@@ -112,6 +123,7 @@ enum Command {
     Collect {
         /// Only this sweep's runs (default: every submitted run).
         sweep: Option<i64>,
+        /// Output format: table or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
@@ -119,6 +131,7 @@ enum Command {
     Status {
         /// Only this sweep's runs (default: every run ever submitted).
         sweep: Option<i64>,
+        /// Output format: an aligned table, JSON or CSV.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -147,27 +160,34 @@ enum Command {
         force: bool,
         #[command(flatten)]
         sets: Sets,
+        /// auto, cpu, cuda or cuda:N (same as --set train.device=...).
         #[arg(long)]
         device: Option<String>,
+        /// Output: the new run id (table) or {id, key, status, metrics} (json).
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// List every run in the store.
     Runs {
+        /// Output format: an aligned table, JSON or CSV.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// One run: configuration, per-epoch metrics, checkpoints, verification, parent.
     Show {
+        /// Run id or key (prefix).
         run: String,
+        /// Output format: text or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// Runs ranked by a metric: one row per run, one epoch per row (the best by the metric
     /// among the epochs with a kept checkpoint), with that checkpoint.
     Leaderboard {
+        /// The metric that ranks the runs and picks each row's epoch (train_loss, train_acc, val_loss, val_acc, verify_acc, lr).
         #[arg(long, default_value = "val_acc")]
         metric: String,
+        /// Show only the N best rows.
         #[arg(long)]
         top: Option<usize>,
         /// Filter: e.g. 'model.kind = "convnext" and optimizer.lr < 0.1'.
@@ -186,20 +206,26 @@ enum Command {
         /// checkpoint scores them together) instead of one epoch per row.
         #[arg(long)]
         best_over_epochs: bool,
+        /// Output format: an aligned table, JSON or CSV.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// The top run of the leaderboard, as `show` prints it, with its row's epoch and checkpoint.
     Best {
+        /// The metric that ranks the runs (as `leaderboard --metric`).
         #[arg(long, default_value = "val_acc")]
         metric: String,
+        /// Output format: text or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// Two runs side by side: configuration differences and best metrics.
     Compare {
+        /// The first run: id or key (prefix).
         a: String,
+        /// The second run: id or key (prefix).
         b: String,
+        /// Output format: table or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
@@ -207,6 +233,7 @@ enum Command {
     Eval {
         /// Run id / key prefix, or a checkpoint file.
         target: String,
+        /// What to score: dev or test (classification), verify-dev or verify-test (open-set verification), pairs (a pairs list).
         #[arg(long, value_enum)]
         split: cli::eval::Split,
         /// Write the course CSV (id,label) here.
@@ -219,6 +246,7 @@ enum Command {
         /// run's checkpoint.monitor).
         #[arg(long)]
         metric: Option<String>,
+        /// Output format: text or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
@@ -227,6 +255,7 @@ enum Command {
     Export {
         /// Run id / key prefix (its leaderboard row's checkpoint), or a checkpoint file.
         target: String,
+        /// The safetensors file to write.
         #[arg(long)]
         out: PathBuf,
         /// Which checkpoint of a run: its leaderboard row's for this metric (default: the
@@ -241,12 +270,14 @@ enum Command {
         /// A folder of identity folders.
         #[arg(long)]
         gallery: PathBuf,
+        /// The image files to identify.
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// Which checkpoint of a run: its leaderboard row's for this metric (default: the
         /// run's checkpoint.monitor).
         #[arg(long)]
         metric: Option<String>,
+        /// Output format: table or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
@@ -257,12 +288,14 @@ enum Command {
     },
     /// Layers, output shapes, parameters, MACs and memory of a recipe's model.
     Inspect {
+        /// The recipe file (TOML).
         recipe: PathBuf,
         /// Number of classes (default: from the recipe or its data).
         #[arg(long)]
         classes: Option<usize>,
         #[command(flatten)]
         sets: Sets,
+        /// Output format: table or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
@@ -273,7 +306,9 @@ enum Command {
     },
     /// Run every recipe that appears or changes in a folder.
     Watch {
+        /// The folder to watch for recipe files.
         dir: PathBuf,
+        /// auto, cpu, cuda or cuda:N for every run (same as --set train.device=...).
         #[arg(long)]
         device: Option<String>,
     },
@@ -293,15 +328,19 @@ enum Command {
         /// Architectures for --compile-only (sm_80, sm_89, sm_90, ...).
         #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90")]
         arch: Vec<String>,
+        /// Output: one line per check (table) or one JSON object per check.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// A self-contained HTML report: leaderboard, learning curves, configurations.
     Report {
+        /// Only the runs this sweep planned.
         #[arg(long)]
         sweep: Option<i64>,
+        /// The metric that ranks the runs (as `leaderboard --metric`).
         #[arg(long, default_value = "val_acc")]
         metric: String,
+        /// The HTML file to write.
         #[arg(long)]
         out: PathBuf,
     },
@@ -389,23 +428,31 @@ enum DataCommand {
         /// Folder to write the data set to (must not exist yet).
         #[arg(long)]
         out: PathBuf,
+        /// Identities in classification (train and dev).
         #[arg(long, default_value_t = 100)]
         identities: usize,
+        /// Images per classification identity (split between train and dev).
         #[arg(long, default_value_t = 20)]
         images_per_identity: usize,
+        /// Known identities in verification (each with gallery and unknown images).
         #[arg(long, default_value_t = 50)]
         verify_identities: usize,
+        /// Impostor identities among the unknowns (their answer is n000000).
         #[arg(long, default_value_t = 25)]
         impostors: usize,
+        /// Image size in pixels (square).
         #[arg(long, default_value_t = 64)]
         size: u32,
+        /// Seed: the same seed writes the same bytes.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// How far apart identities are and how much each image varies.
         #[arg(long, value_enum, default_value_t = cli::data::DifficultyArg::Medium)]
         difficulty: cli::data::DifficultyArg,
     },
     /// Identities, images per split, image sizes, class balance.
     Stats {
+        /// A data folder in the course layout.
         dir: PathBuf,
         /// table / json: the summary; csv: one row per split and identity with its image count.
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -413,18 +460,22 @@ enum DataCommand {
     },
     /// Raw-pixel and chance baselines of a recipe's data (classification and verification).
     Baseline {
+        /// The recipe file (TOML) whose data to measure.
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
+        /// Output format: table or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// A grid of training images after augmentation.
     Preview {
+        /// The recipe file (TOML) whose training transforms to show.
         recipe: PathBuf,
         /// PNG file to write the grid of augmented training images to.
         #[arg(long)]
         out: PathBuf,
+        /// How many augmented images the grid shows.
         #[arg(long, default_value_t = 32)]
         count: usize,
         #[command(flatten)]
@@ -436,10 +487,12 @@ enum DataCommand {
 enum BenchCommand {
     /// One training step on random input at the recipe's size and batch.
     Train {
+        /// The recipe file (TOML): model, size, batch and precision of the step.
         recipe: PathBuf,
         /// auto, cpu, cuda or cuda:N (same as --set train.device=...).
         #[arg(long)]
         device: Option<String>,
+        /// Training steps to time (after a warm-up step).
         #[arg(long, default_value_t = 10)]
         steps: usize,
         /// Also train on the recipe's real data: through the loader against cached batches.
@@ -447,40 +500,51 @@ enum BenchCommand {
         loader: bool,
         #[command(flatten)]
         sets: Sets,
+        /// Output format: table or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// Decoded + augmented images per second of the recipe's training pipeline.
     Data {
+        /// The recipe file (TOML) whose data pipeline to time.
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
+        /// Output format: table or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// Model forward+backward+step throughput and the depthwise kernel against Candle's.
     Model {
+        /// The recipe file (TOML) whose model to time.
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
+        /// Output format: table or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// Open-set matching throughput (unknowns x known identities).
     Matching {
+        /// Unknown faces to match.
         #[arg(long, default_value_t = 10_000)]
         unknowns: usize,
+        /// Known identities in the gallery.
         #[arg(long, default_value_t = 10_000)]
         known: usize,
+        /// Embedding size.
         #[arg(long, default_value_t = 512)]
         dim: usize,
+        /// Output format: table or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
     /// Leaderboard latency over a store filled with synthetic runs.
     Leaderboard {
+        /// Runs in the synthetic store (10 epochs each).
         #[arg(long, default_value_t = 100_000)]
         runs: usize,
+        /// Output format: table or json.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },

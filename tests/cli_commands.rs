@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{s, Env};
+use common::{code, s, Env};
 
 fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -258,4 +258,88 @@ fn options_a_command_does_not_take_are_usage_errors() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!env.db().exists(), "{args:?} must not create a store");
     }
+}
+
+/// The options and arguments of a `--help` page that have no help text (clap prints only the
+/// flag, or only its `[default: ...]`).
+fn undocumented(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut missing = Vec::new();
+    let mut in_list = false;
+    for (i, line) in lines.iter().enumerate() {
+        if line.ends_with(':') && !line.starts_with(' ') {
+            in_list = matches!(*line, "Options:" | "Arguments:" | "Global options:");
+            continue;
+        }
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if !in_list || indent == 0 || indent > 6 || !trimmed.starts_with(['-', '<', '[']) {
+            continue;
+        }
+        let description = match trimmed.split_once("  ") {
+            Some((_, rest)) => rest.trim().to_string(),
+            // the long layout: the help is on the next, deeper line
+            None => lines
+                .get(i + 1)
+                .filter(|next| next.len() - next.trim_start().len() > indent)
+                .map(|next| next.trim().to_string())
+                .unwrap_or_default(),
+        };
+        if description.is_empty() || description.starts_with('[') {
+            missing.push(trimmed.to_string());
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_option_of_every_command_has_help_and_global_options_stand_apart() {
+    let env = Env::new();
+    let help = |args: &[&str]| -> String {
+        let out = env.run(args);
+        assert_eq!(code(&out), Some(0), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let commands = |page: &str| -> Vec<String> {
+        page.lines()
+            .skip_while(|l| *l != "Commands:")
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .filter(|c| c != "help")
+            .collect()
+    };
+    let mut pages = Vec::new();
+    for c in commands(&help(&["--help"])) {
+        let page = help(&[&c, "--help"]);
+        let nested = commands(&page);
+        if nested.is_empty() {
+            pages.push((vec![c.clone()], page));
+        }
+        for n in nested {
+            pages.push((vec![c.clone(), n.clone()], help(&[&c, &n, "--help"])));
+        }
+    }
+    assert!(pages.len() >= 25, "{}", pages.len());
+    let mut missing = Vec::new();
+    for (cmd, page) in &pages {
+        for m in undocumented(page) {
+            missing.push(format!("runner {}: {m}", cmd.join(" ")));
+        }
+        let global = page
+            .find("Global options:")
+            .expect("a Global options section");
+        for flag in ["--db", "--quiet", "--log-format"] {
+            assert!(
+                page[global..].contains(flag),
+                "runner {}: {flag} under Global options",
+                cmd.join(" ")
+            );
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "options without help:\n{}",
+        missing.join("\n")
+    );
 }
