@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{s, Env};
+use common::{code, s, Env};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -98,9 +98,24 @@ fn a_sweep_runs_ranks_and_continues_the_winner() {
     );
     let runs = env.json(&["runs", "--format", "json"]);
     assert_eq!(runs.as_array().unwrap().len(), 5);
-    // The second sweep (id 2) planned the same 4 runs; the recipe has 5 (with the resumed one).
-    let lb2 = env.json(&["leaderboard", "--sweep", "2", "--format", "json"]);
+    // The second sweep trained nothing, so it recorded no sweep of its own: it reports sweep 1,
+    // which planned the same 4 runs; the recipe has 5 (with the resumed one).
+    assert!(
+        again.as_array().unwrap().iter().all(|r| r["sweep_id"] == 1),
+        "{again}"
+    );
+    let lb2 = env.json(&["leaderboard", "--sweep", "1", "--format", "json"]);
     assert_eq!(lb2.as_array().unwrap().len(), 4);
+    assert_eq!(code(&env.run(&["leaderboard", "--sweep", "2"])), Some(2));
+    // --max-runs 0 reports the done runs as done, not as not started
+    let zero = env.json(&["sweep", s(&r), "--max-runs", "0", "--format", "json"]);
+    assert!(
+        zero.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "done" && r["action"] == "skipped (done)"),
+        "{zero}"
+    );
     let lbr = env.json(&["leaderboard", "--recipe", s(&r), "--format", "json"]);
     assert_eq!(lbr.as_array().unwrap().len(), 5);
 

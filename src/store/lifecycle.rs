@@ -16,6 +16,23 @@ impl Store {
         })
     }
 
+    /// The newest sweep of `recipe` that planned every run of `run_ids`, if any.
+    pub fn sweep_covering(&self, recipe: &str, run_ids: &[i64]) -> Result<Option<i64>, StoreError> {
+        let ids = serde_json::to_string(run_ids).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .query_row(
+                "SELECT s.id FROM sweeps s WHERE s.recipe = ?1
+                   AND (SELECT COUNT(DISTINCT sr.run_id) FROM sweep_runs sr
+                        WHERE sr.sweep_id = s.id
+                          AND sr.run_id IN (SELECT value FROM json_each(?2))) = ?3
+                 ORDER BY s.id DESC LIMIT 1",
+                params![recipe, ids, run_ids.len() as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// Whether a sweep with this id was recorded.
     pub fn sweep_exists(&self, sweep_id: i64) -> Result<bool, StoreError> {
         self.conn

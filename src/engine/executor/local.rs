@@ -237,9 +237,45 @@ pub fn execute_sweep(
     reporter: &Reporter,
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<SummaryRow>, EngineError> {
-    let targets = runs.iter().filter(|r| r.target).count();
-    let sweep_id = store.create_sweep(recipe_path, targets)?;
+    let sweep_id = sweep_for(store, recipe_path, runs)?;
     train_planned(store, sweep_id, runs, opts, reporter, stop)
+}
+
+/// The sweep a `runner sweep` call records its runs under: a new row, unless nothing is to be
+/// trained (every planned run done) and an earlier sweep of this recipe planned them all; then
+/// that sweep, so that calls which train nothing add no rows.
+fn sweep_for(
+    store: &mut Store,
+    recipe_path: &str,
+    runs: &[PlannedRun],
+) -> Result<i64, EngineError> {
+    let targets = runs.iter().filter(|r| r.target).count();
+    // Nothing to train (every planned run done) and an earlier sweep of this recipe planned
+    // them all: that sweep, not a new row per call.
+    let done_ids: Option<Vec<i64>> = runs
+        .iter()
+        .filter(|r| r.target)
+        .map(|r| {
+            Ok(store
+                .run_by_key(&r.key)?
+                .filter(|run| run.status() == Some(RunStatus::Done))
+                .map(|run| run.id))
+        })
+        .collect::<Result<Vec<Option<i64>>, EngineError>>()?
+        .into_iter()
+        .collect();
+    let earlier = match done_ids {
+        Some(mut ids) if !ids.is_empty() => {
+            ids.sort_unstable();
+            ids.dedup();
+            store.sweep_covering(recipe_path, &ids)?
+        }
+        _ => None,
+    };
+    Ok(match earlier {
+        Some(id) => id,
+        None => store.create_sweep(recipe_path, targets)?,
+    })
 }
 
 /// The loop of `execute_sweep` for a sweep already recorded.
@@ -264,9 +300,22 @@ fn train_planned(
             (None, false) => parent_not_done(store, run)?,
         };
         if let Some(why) = not_started {
-            row.action = format!("not started ({why})");
-            if let Some(s) = store.status_of_key(&run.key)? {
-                row.status = s.as_str().into();
+            match store.run_by_key(&run.key)? {
+                // a done run is reported as done, whatever stopped the sweep
+                Some(done) if done.status() == Some(RunStatus::Done) => {
+                    row.run_id = Some(done.id);
+                    row.status = done.status.clone();
+                    row.action = "skipped (done)".into();
+                    if run.target {
+                        store.add_to_sweep(sweep_id, done.id)?;
+                    }
+                }
+                other => {
+                    row.action = format!("not started ({why})");
+                    if let Some(r) = other {
+                        row.status = r.shown_status();
+                    }
+                }
             }
             rows.push(row);
             bar.inc(1);
@@ -347,8 +396,7 @@ impl Executor for LocalExecutor {
         runs: &[PlannedRun],
         reporter: &Reporter,
     ) -> Result<SweepOutcome, EngineError> {
-        let targets = runs.iter().filter(|r| r.target).count();
-        let sweep_id = store.create_sweep(recipe_path, targets)?;
+        let sweep_id = sweep_for(store, recipe_path, runs)?;
         let rows = train_planned(
             store,
             sweep_id,
