@@ -3,7 +3,8 @@
 //! fails with EPIPE instead, and these functions then drop that stream's output from there on
 //! and call the hook `engine::signals` registers, which asks the run to stop as an interrupt
 //! does (checkpoint, then `interrupted`). Every line the program prints goes through here
-//! (`outln!`, `out!`, `errln!`), never through `println!`, which panics on EPIPE.
+//! (`outln!`, `out!`, `errln!`), never through `println!`, which panics on EPIPE. Also the
+//! number formats every command shares (`fmt_num`, `fmt_lr`).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +49,27 @@ pub fn write_err(text: &str) {
         err.write_all(text.as_bytes())?;
         err.flush()
     });
+}
+
+/// A float with 4 significant digits, without trailing noise.
+pub fn fmt_num(f: f64) -> String {
+    if f == 0.0 || !f.is_finite() {
+        return format!("{f}");
+    }
+    let a = f.abs();
+    if (1e-3..1e5).contains(&a) {
+        let s = format!("{f:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    } else {
+        format!("{f:.3e}")
+    }
+}
+
+/// A learning rate, in the one format every command prints it in (`2.000e-4`): `fmt_num`
+/// would print 1.986e-3 and 2e-3 both as 0.002.
+pub fn fmt_lr(lr: f64) -> String {
+    format!("{lr:.3e}")
 }
 
 /// `println!` that survives a closed stdout.

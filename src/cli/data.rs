@@ -39,7 +39,11 @@ pub fn synth(out: &Path, cfg: &SynthConfig, reporter: &Reporter) -> Result<(), C
         )));
     }
     let summary = crate::data::synth::generate(cfg, out).map_err(CliError::failed)?;
-    reporter.info(&crate::engine::preflight::generated_notice(&summary));
+    // a folder of the user's choosing, not the built-in set `data.root = "synth"` generates
+    reporter.info(&crate::engine::preflight::summary_notice(
+        "wrote a synthetic data set to",
+        &summary,
+    ));
     print_json(&serde_json::to_value(&summary).unwrap_or_default());
     Ok(())
 }

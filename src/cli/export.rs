@@ -41,8 +41,13 @@ pub fn run(
         reporter.warn(&format!("export: {note}"));
     }
     let tmp = out.with_extension("safetensors.tmp");
+    // 0644 like checkpoints and CSVs (the safetensors writer creates its file 0600)
     candle_core::safetensors::save(&exported.tensors, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, out).map_err(candle_core::Error::from))
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+            std::fs::rename(&tmp, out).map_err(candle_core::Error::from)
+        })
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             CliError::failed(format!("{}: {e}", out.display()))

@@ -50,14 +50,25 @@ pub fn run(
                 .collect();
             crate::outln!("{}", table(&headers, &rows));
             crate::outln!(
-                "\nparams_total {}  params_trainable {}  macs/image {}  memory/batch({}) {:.1} MiB",
+                "\nparams_total {}  params_trainable {}  MACs/image {}  memory/batch({}) {:.1} MiB",
                 report.params_total,
                 report.params_trainable,
-                report.macs,
+                si_count(report.macs as f64),
                 r.train.batch_size,
                 report.memory_per_batch_bytes as f64 / (1024.0 * 1024.0)
             );
         }
     }
     Ok(())
+}
+
+/// A count with an SI prefix: `1.94 M`, `4.46 G` (multiply-accumulates, as timm and
+/// fvcore print them).
+fn si_count(n: f64) -> String {
+    match n {
+        n if n >= 1e9 => format!("{:.2} G", n / 1e9),
+        n if n >= 1e6 => format!("{:.2} M", n / 1e6),
+        n if n >= 1e3 => format!("{:.2} k", n / 1e3),
+        n => format!("{n}"),
+    }
 }

@@ -115,17 +115,4 @@ pub fn num_in(f: f64, format: Format) -> String {
     }
 }
 
-/// A float with 4 significant digits, without trailing noise.
-pub fn fmt_num(f: f64) -> String {
-    if f == 0.0 || !f.is_finite() {
-        return format!("{f}");
-    }
-    let a = f.abs();
-    if (1e-3..1e5).contains(&a) {
-        let s = format!("{f:.4}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        s.to_string()
-    } else {
-        format!("{f:.3e}")
-    }
-}
+pub use crate::console::{fmt_lr, fmt_num};

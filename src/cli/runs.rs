@@ -1,6 +1,6 @@
 //! `runner runs`, `runner show RUN`, `runner best`, `runner compare RUN RUN`: reading runs back.
 
-use super::output::{cell, fmt_num, print_json, table, Format};
+use super::output::{cell, fmt_lr, fmt_num, print_json, table, Format};
 use super::{CliError, Global};
 use crate::store::{EpochMetrics, PhaseSeconds, RunRow, Store};
 
@@ -159,8 +159,7 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
             .map(|e| {
                 vec![
                     e.epoch.to_string(),
-                    // lr in one format (fmt_num would show 1.986e-3 and 2e-3 both as 0.002)
-                    format!("{:.3e}", e.lr),
+                    fmt_lr(e.lr),
                     fmt_num(e.train_loss),
                     fmt_num(e.train_acc),
                     opt(e.val_loss),
@@ -325,7 +324,8 @@ pub fn compare(g: &Global, a: &str, b: &str, format: Format) -> Result<(), CliEr
     }
     for m in crate::recipe::validate::METRICS {
         if ba.contains_key(*m) || bb.contains_key(*m) {
-            let f = |x: Option<&f64>| x.map(|v| fmt_num(*v)).unwrap_or_else(|| "-".into());
+            let format = if *m == "lr" { fmt_lr } else { fmt_num };
+            let f = |x: Option<&f64>| x.map(|v| format(*v)).unwrap_or_else(|| "-".into());
             // the lr row is the last epoch's lr (a "best" lr means nothing)
             let label = if *m == "lr" {
                 "last lr".to_string()

@@ -81,6 +81,11 @@ pub fn num_classes(recipe: &Recipe, data: &CourseData) -> Result<usize, Prefligh
 
 /// "generated the built-in data set DIR: N images, X MB, in T s on K threads".
 pub fn generated_notice(s: &crate::data::synth::SynthSummary) -> String {
+    summary_notice("generated the built-in data set", s)
+}
+
+/// `what DIR: N images of P px, X MB, in T s on K threads` for a generated synthetic set.
+pub fn summary_notice(what: &str, s: &crate::data::synth::SynthSummary) -> String {
     let images = s.train_images
         + s.dev_images
         + s.test_images
@@ -88,14 +93,17 @@ pub fn generated_notice(s: &crate::data::synth::SynthSummary) -> String {
         + s.unknown_dev_images
         + s.unknown_test_images;
     format!(
-        "generated the built-in data set {}: {images} images of {} px, {:.1} MB, in {:.1} s on {} threads{}",
+        "{what} {}: {images} images of {} px, {:.1} MB, in {:.1} s on {} threads{}",
         s.root.display(),
         s.size,
         s.bytes as f64 / 1e6,
         s.seconds,
         rayon::current_num_threads(),
         if s.resumed_images > 0 {
-            format!(" ({} kept from an interrupted generation)", s.resumed_images)
+            format!(
+                " ({} kept from an interrupted generation)",
+                s.resumed_images
+            )
         } else {
             String::new()
         }

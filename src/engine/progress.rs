@@ -131,7 +131,10 @@ impl Reporter {
             LogFormat::Text => {
                 let m: Vec<String> = metrics
                     .iter()
-                    .map(|(k, v)| format!("{k} {}", crate::cli::output::fmt_num(*v)))
+                    .map(|(k, v)| match k.as_str() {
+                        "lr" => format!("lr {}", crate::console::fmt_lr(*v)),
+                        _ => format!("{k} {}", crate::console::fmt_num(*v)),
+                    })
                     .collect();
                 let metrics = if m.is_empty() {
                     String::new()
@@ -190,9 +193,9 @@ impl Reporter {
                 let opt =
                     |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
                 let mut line = format!(
-                    "{run} epoch {:>3}/{epochs}  lr {:.3e}  train loss {:.4} acc {:.4}  val loss {} acc {}",
+                    "{run} epoch {:>3}/{epochs}  lr {}  train loss {:.4} acc {:.4}  val loss {} acc {}",
                     m.epoch,
-                    m.lr,
+                    crate::console::fmt_lr(m.lr),
                     m.train_loss,
                     m.train_acc,
                     opt(m.val_loss),
@@ -214,6 +217,7 @@ impl Reporter {
 /// Updates an epoch bar's message.
 pub fn set_batch_message(bar: &ProgressBar, loss: f64, acc: f64, lr: f64, images_per_sec: f64) {
     bar.set_message(format!(
-        "loss {loss:.4} acc {acc:.3} lr {lr:.2e} {images_per_sec:.0} img/s"
+        "loss {loss:.4} acc {acc:.3} lr {} {images_per_sec:.0} img/s",
+        crate::console::fmt_lr(lr)
     ));
 }

@@ -1,0 +1,93 @@
+//! What commands print and write, through the real binary: one learning-rate format
+//! everywhere, MACs with a unit, a synthetic folder not called the built-in set, exported
+//! weights readable like checkpoints.
+
+mod common;
+
+use common::{code, s, stderr, Env};
+
+#[test]
+fn the_learning_rate_has_one_format_in_progress_summary_and_show() {
+    let env = Env::new();
+    let r = env.recipe("lr.toml", "");
+    // not --quiet: the epoch lines and the summary line on stderr
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["--db", s(&env.db()), "run", s(&r)])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let epoch_lines: Vec<&str> = err.lines().filter(|l| l.contains(" epoch ")).collect();
+    assert_eq!(epoch_lines.len(), 3, "{err}");
+    assert!(
+        epoch_lines.iter().all(|l| l.contains("lr 5.000e-2")),
+        "{err}"
+    );
+    let summary = err
+        .lines()
+        .find(|l| l.contains("done:"))
+        .expect("a summary line");
+    assert!(summary.contains("lr 5.000e-2"), "{summary}");
+    let show = env.run(&["show", "1"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("5.000e-2"), "{text}");
+}
+
+#[test]
+fn inspect_gives_macs_a_unit() {
+    let env = Env::new();
+    let r = env.recipe("m.toml", "");
+    let out = env.run(&["inspect", s(&r)]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("MACs/image"))
+        .expect("a MACs line");
+    let value = line.split("MACs/image ").nth(1).unwrap();
+    let unit = value.split_whitespace().nth(1).unwrap();
+    assert!(["k", "M", "G"].contains(&unit), "{line}");
+    // JSON keeps the exact count
+    let json = env.json(&["inspect", s(&r), "--format", "json"]);
+    assert!(json["macs"].as_u64().unwrap() > 1000);
+}
+
+#[test]
+fn data_synth_into_a_folder_is_not_called_the_built_in_set() {
+    let env = Env::new();
+    let dir = env.path("faces");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["data", "synth", "--out", s(&dir), "--identities", "3"])
+        .args([
+            "--images-per-identity",
+            "3",
+            "--verify-identities",
+            "2",
+            "--impostors",
+            "1",
+        ])
+        .args(["--size", "16"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("built-in"), "{err}");
+    assert!(
+        err.contains(&format!("wrote a synthetic data set to {}", dir.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn exported_weights_are_readable_like_checkpoints() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let r = env.recipe("x.toml", "");
+    env.json(&["run", s(&r), "--format", "json"]);
+    let out_file = env.path("w.safetensors");
+    let out = env.run(&["export", "1", "--out", s(&out_file)]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let mode = std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "{mode:o}");
+}
