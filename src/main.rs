@@ -59,6 +59,9 @@ enum Command {
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
+        /// Accepted, as `sweep --dry-run` takes it: `plan` never trains anything.
+        #[arg(long)]
+        dry_run: bool,
         /// Output format: an aligned table, JSON or CSV.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -270,7 +273,7 @@ enum Command {
         /// A folder of identity folders.
         #[arg(long)]
         gallery: PathBuf,
-        /// The image files to identify.
+        /// The images to identify: files, or folders of images.
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// Which checkpoint of a run: its leaderboard row's for this metric (default: the
@@ -596,6 +599,7 @@ fn main() -> ExitCode {
         Command::Plan {
             recipe,
             sets,
+            dry_run: _,
             format,
         } => cli::plan::run(&g, &recipe, &sets.set, format),
         Command::Run {

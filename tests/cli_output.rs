@@ -91,3 +91,40 @@ fn exported_weights_are_readable_like_checkpoints() {
     let mode = std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644, "{mode:o}");
 }
+
+#[test]
+fn show_and_best_print_the_configuration_status_lists_local_runs_and_plan_takes_dry_run() {
+    let env = Env::new();
+    let r = env.recipe("cfg.toml", "");
+    env.json(&[
+        "run",
+        s(&r),
+        "--set",
+        "optimizer.lr=0.02",
+        "--format",
+        "json",
+    ]);
+    for args in [vec!["show", "1"], vec!["best"]] {
+        let out = env.run(&args);
+        assert_eq!(code(&out), Some(0), "{args:?}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("optimizer.lr = 0.02"), "{args:?}: {text}");
+        assert!(text.contains("model.kind = convnext"), "{args:?}: {text}");
+    }
+    // `runner status` without Slurm: the local runs and their states
+    let st = env.json(&["status", "--format", "json"]);
+    let st = st.as_array().unwrap();
+    assert_eq!(st.len(), 1, "{st:?}");
+    assert_eq!(
+        (
+            st[0]["run_id"].as_i64(),
+            st[0]["status"].as_str(),
+            st[0]["slurm_state"].as_str()
+        ),
+        (Some(1), Some("done"), Some("local"))
+    );
+    assert_eq!(st[0]["last_epoch"], 3);
+    // `plan --dry-run`: plan never trains, so the flag is accepted
+    let plan = env.json(&["plan", s(&r), "--dry-run", "--format", "json"]);
+    assert_eq!(plan.as_array().unwrap().len(), 1);
+}

@@ -148,6 +148,30 @@ fn eval_prints_metrics_and_writes_course_submissions() {
         let want = submitted.get(&stem).or_else(|| submitted.get(&name));
         assert_eq!(r["decision"].as_str(), want.map(String::as_str), "{r}");
     }
+    // a folder stands for its images, and the table has a header
+    let unknown_dir = root.join("verification/unknown_dev");
+    let by_folder = env.json(&[
+        "match",
+        &id,
+        "--gallery",
+        s(&gallery),
+        s(&unknown_dir),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(&by_folder, &serde_json::Value::Array(all.clone()));
+    let table = env.run(&["match", &id, "--gallery", s(&gallery), s(&unknown_dir)]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.contains("image") && header.contains("decision"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().count(),
+        unknown.len() + 2,
+        "header, rule, a row each"
+    );
 
     // A gallery folder named like "no match" is refused before anything is embedded.
     let bad_gallery = env.path("bad_gallery/n000000");

@@ -370,11 +370,11 @@ pub fn run_status(
     let store = super::runs::open_store(g)?;
     check_sweep(&store, sweep)?;
     let client = SlurmClient::find().ok();
-    if client.is_none() {
-        reporter.warn("`sbatch` is not on PATH: Slurm states are unknown");
-    }
     let mut warn = Vec::new();
     let rows = collect::status(&store, client.as_ref(), sweep, &mut warn).map_err(engine_error)?;
+    if client.is_none() && rows.iter().any(|r| r.slurm_state != collect::LOCAL) {
+        reporter.warn("`sbatch` is not on PATH: Slurm states are unknown");
+    }
     for w in warn {
         reporter.warn(&w);
     }

@@ -398,14 +398,28 @@ pub fn match_images(
             gallery.display()
         )));
     }
+    // a folder stands for the images in it (sorted), as the course's unknown folders hold them
+    let mut listed = Vec::new();
     for img in images {
-        if !img.is_file() {
+        if img.is_dir() {
+            let inside = crate::data::list_images(img).map_err(CliError::invalid)?;
+            if inside.is_empty() {
+                return Err(CliError::invalid(format!(
+                    "{}: no images in this folder",
+                    img.display()
+                )));
+            }
+            listed.extend(inside);
+        } else if img.is_file() {
+            listed.push(img.clone());
+        } else {
             return Err(CliError::invalid(format!(
-                "{}: no such image",
+                "{}: no such image or folder",
                 img.display()
             )));
         }
     }
+    let images = &listed;
     let v = &m.recipe.verification;
     let known = embed_paths(m.model.as_ref(), &known_paths, &m.recipe, &m.device)
         .map_err(CliError::failed)?;
@@ -437,15 +451,21 @@ pub fn match_images(
     if format == Format::Json {
         print_json(&serde_json::Value::Array(rows));
     } else {
-        for r in rows {
-            crate::outln!(
-                "{}\t{}\t{}\t{}",
-                r["image"].as_str().unwrap_or(""),
-                r["identity"].as_str().unwrap_or(""),
-                fmt_num(r["score"].as_f64().unwrap_or(f64::NAN)),
-                r["decision"].as_str().unwrap_or("")
-            );
-        }
+        let headers: Vec<String> = ["image", "best identity", "score", "decision"]
+            .map(String::from)
+            .to_vec();
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r["image"].as_str().unwrap_or("").to_string(),
+                    r["identity"].as_str().unwrap_or("").to_string(),
+                    fmt_num(r["score"].as_f64().unwrap_or(f64::NAN)),
+                    r["decision"].as_str().unwrap_or("").to_string(),
+                ]
+            })
+            .collect();
+        crate::outln!("{}", super::output::table(&headers, &cells));
     }
     Ok(())
 }

@@ -137,6 +137,20 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
         let swept: Vec<String> = o.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect();
         crate::outln!("swept    {}", swept.join("  "));
     }
+    if let Some(dir) = &run.dir {
+        crate::outln!("folder   {dir}");
+    }
+    // the resolved configuration, one `key = value` a line (what `--set` takes)
+    let mut config = Vec::new();
+    flatten("", &run.config, &mut config);
+    let config: Vec<String> = config
+        .into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| format!("  {k} = {}", cell(&v)))
+        .collect();
+    if !config.is_empty() {
+        crate::outln!("config\n{}", config.join("\n"));
+    }
     let epochs = store.epochs(run.id)?;
     if !epochs.is_empty() {
         let headers: Vec<String> = [

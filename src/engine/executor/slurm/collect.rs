@@ -175,7 +175,8 @@ pub struct StatusRow {
     pub log: Option<String>,
 }
 
-/// The runs submitted to Slurm (of one sweep, or all) with their Slurm state.
+/// Every run (of one sweep, or all) with its state: the runs submitted to Slurm with their
+/// Slurm task's state, the others with `local`.
 pub fn status(
     store: &Store,
     client: Option<&SlurmClient>,
@@ -195,10 +196,11 @@ pub fn status(
             (None, _, _) => "unknown".to_string(),
         };
         let last_epoch = store.epochs(r.id)?.last().map(|e| e.epoch);
+        let status = r.shown_status();
         out.push(StatusRow {
             run_id: r.id,
             key: r.key,
-            status: r.status,
+            status,
             slurm_state,
             job_id: r.slurm_job_id,
             task_id: r.slurm_task_id,
@@ -206,5 +208,28 @@ pub fn status(
             log: r.slurm_log,
         });
     }
+    // and the runs trained on this machine (or another, through the same store): their
+    // state is the store's
+    let slurm_ids: std::collections::HashSet<i64> = out.iter().map(|r| r.run_id).collect();
+    for r in store.runs(sweep)? {
+        if slurm_ids.contains(&r.id) || r.records_path.is_some() {
+            continue;
+        }
+        let last_epoch = store.epochs(r.id)?.last().map(|e| e.epoch);
+        out.push(StatusRow {
+            run_id: r.id,
+            key: r.key.clone(),
+            status: r.shown_status(),
+            slurm_state: LOCAL.to_string(),
+            job_id: None,
+            task_id: None,
+            last_epoch,
+            log: None,
+        });
+    }
+    out.sort_by_key(|r| r.run_id);
     Ok(out)
 }
+
+/// The `slurm_state` of a run that was never submitted to Slurm.
+pub const LOCAL: &str = "local";
