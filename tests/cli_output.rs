@@ -128,3 +128,57 @@ fn show_and_best_print_the_configuration_status_lists_local_runs_and_plan_takes_
     let plan = env.json(&["plan", s(&r), "--dry-run", "--format", "json"]);
     assert_eq!(plan.as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn the_sweep_bar_moves_while_a_run_trains() {
+    // a terminal, as a user has one (`script` gives the command a pseudo-terminal)
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no `script` (util-linux) for a pseudo-terminal");
+        return;
+    }
+    let env = Env::new();
+    let r = env.recipe("bar.toml", "");
+    let runner = env!("CARGO_BIN_EXE_runner");
+    let command = format!("{runner} --db {} sweep {}", s(&env.db()), s(&r));
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(env.dir.path())
+        .env("RUNNER_STEP_DELAY_MS", "400")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    // the sweep bar's renders before the run ended: `k/3 epochs  elapsed hh:mm:ss`
+    let mut during = std::collections::BTreeSet::new();
+    for line in screen.lines() {
+        let Some(at) = line.find("/3 epochs  elapsed ") else {
+            continue;
+        };
+        let done: u32 = line[..at]
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(3);
+        let elapsed = &line[at + "/3 epochs  elapsed ".len()..][..8];
+        if done < 3 {
+            during.insert((done, elapsed.to_string()));
+        }
+    }
+    let elapsed: std::collections::BTreeSet<&String> = during.iter().map(|(_, e)| e).collect();
+    let positions: std::collections::BTreeSet<u32> = during.iter().map(|(d, _)| *d).collect();
+    assert!(
+        elapsed.len() >= 2 && positions.len() >= 2,
+        "the bar's elapsed time and position move during the run: {during:?}\n{screen}"
+    );
+    // and the leaderboard's heading is a line of its own
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.trim_end().ends_with("`runner leaderboard --sweep 1`):")),
+        "{screen}"
+    );
+}

@@ -19,6 +19,8 @@ pub struct Reporter {
     quiet: bool,
     format: LogFormat,
     multi: MultiProgress,
+    /// The sweep's bar while a sweep runs: every finished epoch moves it.
+    sweep: std::sync::Arc<std::sync::Mutex<Option<ProgressBar>>>,
 }
 
 impl Reporter {
@@ -32,6 +34,7 @@ impl Reporter {
             quiet,
             format,
             multi: MultiProgress::with_draw_target(target),
+            sweep: Default::default(),
         }
     }
 
@@ -46,7 +49,9 @@ impl Reporter {
         if self.multi.is_hidden() {
             crate::errln!("{}", text.as_ref());
         } else {
-            let _ = self.multi.println(text);
+            // the bars are cleared, the line written whole (newline included), the bars
+            // redrawn below it (`println` leaves the cursor at the line's end once no bar is left)
+            self.multi.suspend(|| crate::errln!("{}", text.as_ref()));
         }
     }
 
@@ -153,14 +158,27 @@ impl Reporter {
         }
     }
 
-    /// The bar of a sweep (run i of n).
-    pub fn sweep_bar(&self, runs: u64) -> ProgressBar {
-        let bar = self.multi.add(ProgressBar::new(runs));
+    /// The bar of a sweep: epochs done out of the epochs to train, the run in its message.
+    /// Each finished epoch moves it, and it is redrawn every second, so its elapsed time and
+    /// ETA move while a run trains.
+    pub fn sweep_bar(&self, epochs: u64) -> ProgressBar {
+        let bar = self.multi.add(ProgressBar::new(epochs));
         bar.set_style(
-            ProgressStyle::with_template("sweep {bar:30.green/white} run {pos}/{len}  elapsed {elapsed_precise}  ETA {eta_precise}  {msg}")
+            ProgressStyle::with_template("sweep {bar:30.green/white} {pos}/{len} epochs  elapsed {elapsed_precise}  ETA {eta_precise}  {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        if !self.multi.is_hidden() {
+            bar.enable_steady_tick(std::time::Duration::from_secs(1));
+        }
+        *self.sweep.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar.clone());
         bar
+    }
+
+    /// Clears the sweep's bar.
+    pub fn finish_sweep_bar(&self) {
+        if let Some(bar) = self.sweep.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            bar.finish_and_clear();
+        }
     }
 
     /// The bar of one epoch.
@@ -175,8 +193,16 @@ impl Reporter {
         bar
     }
 
-    /// The line printed when an epoch ends.
+    /// The line printed when an epoch ends (and the sweep's bar moved on).
     pub fn epoch_done(&self, run: &str, epochs: u32, m: &EpochMetrics) {
+        if let Some(bar) = self
+            .sweep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            bar.inc(1);
+        }
         if self.quiet {
             return;
         }

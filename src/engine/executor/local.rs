@@ -287,7 +287,10 @@ fn train_planned(
     reporter: &Reporter,
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<SummaryRow>, EngineError> {
-    let bar = reporter.sweep_bar(runs.len() as u64);
+    // the bar counts epochs: it moves (and its ETA with it) while a run trains
+    let epochs_of = |r: &PlannedRun| u64::from(r.recipe.train.epochs);
+    let bar = reporter.sweep_bar(runs.iter().map(epochs_of).sum());
+    let mut processed = 0u64;
     let mut rows = Vec::new();
     let mut executed = 0usize;
     // Why the runs left are not started: "interrupted" or "--fail-fast".
@@ -318,10 +321,11 @@ fn train_planned(
                 }
             }
             rows.push(row);
-            bar.inc(1);
+            // nothing to train here: out of the total, so the ETA is the work left
+            bar.set_length(bar.length().unwrap_or(0).saturating_sub(epochs_of(run)));
             continue;
         }
-        bar.set_message(format!("run {}", run.key));
+        bar.set_message(format!("run {}/{} {}", rows.len() + 1, runs.len(), run.key));
         let started = Instant::now();
         let t = train_one(store, run, Some(sweep_id), opts, reporter, &stop)?;
         if t.action == "trained" || t.action == "resumed" {
@@ -332,13 +336,18 @@ fn train_planned(
         row.status = t.status;
         row.action = t.action;
         stopped = stopped.or(t.stop);
+        if row.action == "trained" || row.action == "resumed" {
+            processed += epochs_of(run);
+        } else {
+            bar.set_length(bar.length().unwrap_or(0).saturating_sub(epochs_of(run)));
+        }
+        bar.set_position(processed);
         rows.push(row);
-        bar.inc(1);
         if stop.load(Ordering::SeqCst) {
             stopped = Some("interrupted");
         }
     }
-    bar.finish_and_clear();
+    reporter.finish_sweep_bar();
     Ok(rows)
 }
 
