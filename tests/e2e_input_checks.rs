@@ -259,3 +259,85 @@ fn images_of_mixed_sizes_that_nothing_resizes_are_named_both() {
     );
     assert!(!err.contains("decode"), "nothing failed to decode: {err}");
 }
+
+#[test]
+fn a_data_folder_out_of_the_course_layout_is_refused_by_validate_and_run_with_a_caret() {
+    let env = Env::new();
+    let root = env.path("faces");
+    std::fs::create_dir_all(root.join("classification")).unwrap();
+    let r = common::folder_recipe(&env, "layout.toml", std::path::Path::new("faces"), "", "");
+    for args in [vec!["validate", s(&r)], vec!["run", s(&r)]] {
+        let out = env.run(&args);
+        assert_eq!(common::code(&out), Some(2), "{args:?}");
+        let err = common::stderr(&out);
+        assert!(err.contains("`data.root`"), "{args:?}: {err}");
+        assert!(err.contains("^^^^"), "a caret under the value: {err}");
+        assert!(err.contains("docs/data.md"), "{err}");
+        assert!(err.contains("resolved from the working directory"), "{err}");
+        assert!(
+            !env.db().exists() || common::runs_in_store(&env) == 0,
+            "no run row"
+        );
+    }
+}
+
+#[test]
+fn an_empty_identity_folder_is_refused_by_validate() {
+    let env = Env::new();
+    let root = env.path("faces");
+    common::synth_folder(&env, &root, 32);
+    std::fs::create_dir_all(root.join("classification/train/n999999")).unwrap();
+    let r = common::folder_recipe(&env, "empty.toml", &root, "", "");
+    let out = env.run(&["validate", s(&r)]);
+    assert_eq!(common::code(&out), Some(2));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("n999999") && err.contains("without images"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_unreadable_image_is_listed_before_a_run_exists() {
+    let env = Env::new();
+    let root = env.path("faces");
+    common::synth_folder(&env, &root, 32);
+    // two corrupt files in two splits: both named, with the hint
+    let bad: Vec<std::path::PathBuf> = ["classification/train", "verification/known"]
+        .iter()
+        .map(|split| {
+            let id = common::sorted_files(&root.join(split))[0].clone();
+            let victim = common::sorted_files(&id)[0].clone();
+            std::fs::write(&victim, b"not a jpeg").unwrap();
+            victim
+        })
+        .collect();
+    let r = common::folder_recipe(&env, "bad.toml", &root, "", "");
+    for args in [vec!["validate", s(&r)], vec!["run", s(&r)]] {
+        let out = env.run(&args);
+        assert_eq!(common::code(&out), Some(2), "{args:?}");
+        let err = common::stderr(&out);
+        for b in &bad {
+            assert!(
+                err.contains(s(b)),
+                "{args:?}: {} not listed: {err}",
+                b.display()
+            );
+        }
+        assert!(err.contains("on_bad_image = \"skip\""), "{err}");
+    }
+    assert_eq!(common::runs_in_store(&env), 0, "no run was recorded");
+    // with "skip", they are no reason to stop
+    let skip = common::folder_recipe(&env, "skip.toml", &root, "on_bad_image = \"skip\"", "");
+    let out = env.run(&["validate", s(&skip)]);
+    assert_eq!(common::code(&out), Some(0), "{}", common::stderr(&out));
+}
+
+#[test]
+fn validate_does_not_generate_the_built_in_set() {
+    let env = Env::new();
+    let r = env.recipe("synth.toml", "");
+    let out = env.run(&["validate", s(&r)]);
+    assert_eq!(common::code(&out), Some(0), "{}", common::stderr(&out));
+    assert!(!env.path("data").exists(), "validate wrote the data set");
+}

@@ -133,7 +133,9 @@ pub fn sweep(
     let mut preflight = Preflight::default();
     let done = done_keys(g, runs.iter().map(|r| r.key.as_str()))?;
     for r in runs.iter().filter(|r| !done.contains(&r.key)) {
-        preflight.check(&r.recipe)?;
+        preflight
+            .check(&r.recipe)
+            .map_err(|e| super::preflight_error(recipe, &sets, e))?;
     }
     for n in preflight.generated_notices() {
         o.reporter.info(&n);

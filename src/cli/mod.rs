@@ -87,6 +87,53 @@ impl From<crate::engine::preflight::PreflightError> for CliError {
     }
 }
 
+/// A preflight error of a recipe as the user sees it. A data folder that is missing or not in
+/// the course layout points at `data.root` where the recipe (or `--set`) wrote it, with the
+/// expected tree and how a relative root is resolved; the rest as they are.
+pub(crate) fn preflight_error(
+    recipe: &std::path::Path,
+    sets: &[String],
+    e: crate::engine::preflight::PreflightError,
+) -> CliError {
+    use crate::data::DataError;
+    use crate::engine::preflight::PreflightError;
+    let PreflightError::Data(
+        data @ (DataError::MissingFolder(_)
+        | DataError::MissingFile(_)
+        | DataError::Layout { .. }
+        | DataError::Csv { .. }),
+    ) = &e
+    else {
+        return CliError::from(e);
+    };
+    let message = format!("the data folder is not in the course layout: {data}");
+    let loaded = parse_sets(sets)
+        .ok()
+        .and_then(|overrides| crate::recipe::load(recipe, &overrides).ok());
+    let Some((composed, _)) = loaded else {
+        return CliError::invalid(format!(
+            "data.root: {message}\n{}",
+            crate::data::check::LAYOUT_HELP
+        ));
+    };
+    let origin = composed
+        .origins
+        .get("data.root")
+        .cloned()
+        .unwrap_or_else(|| crate::recipe::Origin::file_start(recipe));
+    let mut d = crate::recipe::compose::pointed(
+        &composed.sources,
+        origin,
+        "data.root",
+        crate::recipe::error::Focus::Value,
+        message,
+    );
+    d.help = Some(crate::data::check::LAYOUT_HELP.to_string());
+    let mut err = CliError::invalid(format!("data.root: {}", d.message));
+    err.diagnostics = vec![d];
+    err
+}
+
 /// Options every command shares.
 #[derive(Debug, Clone)]
 pub struct Global {

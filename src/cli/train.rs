@@ -101,11 +101,12 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
             .chain(std::iter::once(planned))
             .map(|r| r.key.as_str()),
     )?;
+    let checked = |e| super::preflight_error(recipe, &sets, e);
     for p in parents.iter().filter(|p| !done.contains(&p.key)) {
-        preflight.check(&p.recipe)?;
+        preflight.check(&p.recipe).map_err(checked)?;
     }
     if force || !done.contains(&planned.key) {
-        preflight.check(&planned.recipe)?;
+        preflight.check(&planned.recipe).map_err(checked)?;
     }
     for n in preflight.generated_notices() {
         o.reporter.info(&n);
@@ -188,7 +189,9 @@ pub fn sweep(
     let mut preflight = Preflight::default();
     let done = done_keys(g, runs.iter().map(|r| r.key.as_str()))?;
     for r in runs.iter().filter(|r| !done.contains(&r.key)) {
-        preflight.check(&r.recipe)?;
+        preflight
+            .check(&r.recipe)
+            .map_err(|e| super::preflight_error(recipe, &sets, e))?;
     }
     for n in preflight.generated_notices() {
         o.reporter.info(&n);

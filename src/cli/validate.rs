@@ -9,6 +9,14 @@ pub fn run(recipe: &Path, sets: &[String]) -> Result<(), CliError> {
     let overrides = parse_sets(sets)?;
     let (composed, resolved) = crate::recipe::load(recipe, &overrides)?;
     let runs = super::plan::plan_recipe(recipe, sets)?;
+    // the data, as `run` would check it before recording a run (the built-in set is not
+    // generated for this)
+    let mut preflight = crate::engine::preflight::Preflight::default();
+    for r in &runs {
+        preflight
+            .check_data(&r.recipe)
+            .map_err(|e| super::preflight_error(recipe, sets, e))?;
+    }
     let parents = runs.iter().filter(|r| !r.target).count();
     let runs: Vec<_> = runs.into_iter().filter(|r| r.target).collect();
     let text = toml::to_string_pretty(&resolved).map_err(CliError::failed)?;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub use bench::{bench_data, DataBenchReport};
+pub mod check;
 pub mod error;
 pub mod fingerprint;
 pub mod layout;

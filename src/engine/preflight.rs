@@ -1,5 +1,6 @@
 //! Checks made before a run is recorded in the store: what recipe validation cannot see
-//! without the data or a checkpoint. The model's classifier must cover the data's
+//! without the data or a checkpoint. The data folder must be in the course layout and every
+//! image's header readable (`data::check`), the model's classifier must cover the data's
 //! identities, the images must reach the model large enough for its downsampling, and a
 //! checkpoint a run starts from must be readable and fit the model. Failing any of them is
 //! invalid input (exit status 2, nothing written to the store), not a failed run.
@@ -19,6 +20,9 @@ pub enum PreflightError {
     /// The data folder does not fit the course layout (named by path).
     #[error(transparent)]
     Data(DataError),
+    /// Images whose header cannot be read, under `data.on_bad_image = "fail"`: all listed.
+    #[error("{}", crate::data::check::unreadable_message(.0))]
+    UnreadableImages(Vec<crate::data::check::Unreadable>),
     /// The built-in data set could not be generated: a run-time failure, not bad input.
     #[error(transparent)]
     Generate(DataError),
@@ -113,6 +117,8 @@ pub fn summary_notice(what: &str, s: &crate::data::synth::SynthSummary) -> Strin
 /// What the checks need to know of a data set, read once per data set.
 struct DataFacts {
     data: CourseData,
+    /// The images whose header cannot be read.
+    unreadable: Vec<crate::data::check::Unreadable>,
     /// The first training image's width and height, read on demand.
     first_image: Option<Option<(PathBuf, u32, u32)>>,
 }
@@ -136,10 +142,17 @@ impl Preflight {
                 })?;
             self.generated.extend(made);
             let data = CourseData::open(&root).map_err(PreflightError::Data)?;
+            // the header pass, where an unreadable image stops the run (`skip` leaves them to
+            // the loader)
+            let unreadable = match recipe.data.on_bad_image {
+                crate::recipe::BadImagePolicy::Fail => crate::data::check::unreadable_images(&data),
+                _ => Vec::new(),
+            };
             self.data.insert(
                 key.clone(),
                 DataFacts {
                     data,
+                    unreadable,
                     first_image: None,
                 },
             );
@@ -176,6 +189,11 @@ impl Preflight {
         }
         let facts = self.facts(recipe)?;
         num_classes(recipe, &facts.data)?;
+        if recipe.data.on_bad_image == crate::recipe::BadImagePolicy::Fail
+            && !facts.unreadable.is_empty()
+        {
+            return Err(PreflightError::UnreadableImages(facts.unreadable.clone()));
+        }
         let min = crate::model::min_input_side(&recipe.model);
         if min <= 1 {
             return Ok(());
@@ -206,6 +224,23 @@ impl Preflight {
                     });
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The data checks `runner validate` makes: the folder's layout and every image's header
+    /// (under `on_bad_image = "fail"`), and the classifier against its identities. The
+    /// built-in set is not generated for this: it is checked when a run needs it.
+    pub fn check_data(&mut self, recipe: &Recipe) -> Result<(), PreflightError> {
+        if recipe.data.root == "synth" {
+            return Ok(());
+        }
+        let facts = self.facts(recipe)?;
+        num_classes(recipe, &facts.data)?;
+        if recipe.data.on_bad_image == crate::recipe::BadImagePolicy::Fail
+            && !facts.unreadable.is_empty()
+        {
+            return Err(PreflightError::UnreadableImages(facts.unreadable.clone()));
         }
         Ok(())
     }
