@@ -140,6 +140,9 @@ pub fn sweep(
     for n in preflight.generated_notices() {
         o.reporter.info(&n);
     }
+    for w in preflight.take_warnings() {
+        o.reporter.warn(&w);
+    }
     let outcome = executor
         .run_sweep(
             &mut store,

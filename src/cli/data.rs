@@ -61,10 +61,14 @@ pub fn stats(dir: &Path, format: Format) -> Result<(), CliError> {
         return Ok(());
     }
     let s = crate::data::stats::stats(dir).map_err(CliError::invalid)?;
-    let v = serde_json::to_value(&s).unwrap_or_default();
+    let mut v = serde_json::to_value(&s).unwrap_or_default();
     match format {
         Format::Json => print_json(&v),
         Format::Table | Format::Csv => {
+            // leakage is listed after the table, a finding a line
+            if let Some(o) = v.as_object_mut() {
+                o.remove("leakage");
+            }
             let mut rows = Vec::new();
             super::runs::flatten("", &v, &mut rows);
             let headers = vec!["statistic".to_string(), "value".to_string()];
@@ -73,6 +77,15 @@ pub fn stats(dir: &Path, format: Format) -> Result<(), CliError> {
                 .map(|(k, v)| vec![k, super::output::cell(&v)])
                 .collect();
             crate::outln!("{}", table(&headers, &rows));
+            let lines = s.leakage.lines();
+            if lines.is_empty() {
+                crate::outln!("\nleakage: none (no image in two splits, no identity shared by classification and verification)");
+            } else {
+                crate::outln!("\nleakage:");
+                for l in lines {
+                    crate::outln!("  {l}");
+                }
+            }
         }
     }
     Ok(())

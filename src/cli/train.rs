@@ -111,6 +111,9 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
     for n in preflight.generated_notices() {
         o.reporter.info(&n);
     }
+    for w in preflight.take_warnings() {
+        o.reporter.warn(&w);
+    }
     let mut store = Store::open(&g.db)?;
     // the runs this one starts from (`model.init_from = { recipe = ... }`) first
     crate::engine::executor::train_parents(
@@ -195,6 +198,9 @@ pub fn sweep(
     }
     for n in preflight.generated_notices() {
         o.reporter.info(&n);
+    }
+    for w in preflight.take_warnings() {
+        o.reporter.warn(&w);
     }
     let mut store = Store::open(&g.db)?;
     let started = std::time::Instant::now();

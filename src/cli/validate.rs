@@ -17,6 +17,9 @@ pub fn run(recipe: &Path, sets: &[String]) -> Result<(), CliError> {
             .check_data(&r.recipe)
             .map_err(|e| super::preflight_error(recipe, sets, e))?;
     }
+    for w in preflight.take_warnings() {
+        crate::errln!("warning: {w}");
+    }
     let parents = runs.iter().filter(|r| !r.target).count();
     let runs: Vec<_> = runs.into_iter().filter(|r| r.target).collect();
     let text = toml::to_string_pretty(&resolved).map_err(CliError::failed)?;

@@ -6,6 +6,7 @@ pub mod check;
 pub mod error;
 pub mod fingerprint;
 pub mod layout;
+pub mod leakage;
 pub mod loader;
 pub use loader::{Batch, Loader, LoaderConfig};
 pub mod nn_baseline;

@@ -41,6 +41,9 @@ pub struct DataStats {
     pub class_balance: Balance,
     /// Files whose header could not be read.
     pub unreadable: Vec<PathBuf>,
+    /// The same image in two splits, identities shared between classification and
+    /// verification.
+    pub leakage: super::leakage::Leakage,
 }
 
 /// Images of one identity in one split (`runner data stats --format csv` writes one row each).
@@ -152,9 +155,11 @@ pub fn stats(root: &Path) -> Result<DataStats, DataError> {
             .cmp(&a.count)
             .then((a.width, a.height).cmp(&(b.width, b.height)))
     });
+    let fingerprint = super::fingerprint(root)?;
+    let leakage = super::leakage::find(&d, &fingerprint)?;
     Ok(DataStats {
         root: d.root.clone(),
-        fingerprint: super::fingerprint(root)?,
+        fingerprint,
         identities: d.classes.len(),
         train_images: d.train.len(),
         dev_images: d.dev.len(),
@@ -176,5 +181,6 @@ pub fn stats(root: &Path) -> Result<DataStats, DataError> {
         image_sizes,
         class_balance: balance(&per_class),
         unreadable,
+        leakage,
     })
 }

@@ -127,6 +127,8 @@ struct DataFacts {
 #[derive(Default)]
 pub struct Preflight {
     data: HashMap<String, DataFacts>,
+    /// Warnings about the data sets read since the last call (leakage between splits).
+    warnings: Vec<String>,
     /// The built-in data sets these checks generated (for the caller to report).
     generated: Vec<crate::data::synth::SynthSummary>,
 }
@@ -142,6 +144,16 @@ impl Preflight {
                 })?;
             self.generated.extend(made);
             let data = CourseData::open(&root).map_err(PreflightError::Data)?;
+            // leakage between splits is a warning: the run may be what the user wants
+            let leakage = crate::data::fingerprint(&root)
+                .and_then(|fp| crate::data::leakage::find(&data, &fp));
+            if let Ok(l) = leakage {
+                self.warnings.extend(
+                    l.lines()
+                        .into_iter()
+                        .map(|line| format!("{}: {line}", root.display())),
+                );
+            }
             // the header pass, where an unreadable image stops the run (`skip` leaves them to
             // the loader)
             let unreadable = match recipe.data.on_bad_image {
@@ -164,6 +176,12 @@ impl Preflight {
     /// how large, how long.
     pub fn generated_notices(&mut self) -> Vec<String> {
         self.take_generated().iter().map(generated_notice).collect()
+    }
+
+    /// Warnings about the data (leakage between splits) since the last call, to report
+    /// before training.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// The built-in data sets generated since the last call, to report.
