@@ -182,3 +182,59 @@ fn the_sweep_bar_moves_while_a_run_trains() {
         "{screen}"
     );
 }
+
+#[test]
+fn data_synth_shows_its_progress() {
+    let env = Env::new();
+    let synth = |dir: &std::path::Path| -> Vec<String> {
+        vec![
+            "data".into(),
+            "synth".into(),
+            "--out".into(),
+            s(dir).into(),
+            "--identities".into(),
+            "4".into(),
+            "--images-per-identity".into(),
+            "5".into(),
+            "--size".into(),
+            "16".into(),
+        ]
+    };
+    // stderr not a terminal: a plain line at every tenth
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(synth(&env.path("a")))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("data synth: "))
+        .collect();
+    assert!(lines.len() >= 5, "{err}");
+    assert!(lines.last().unwrap().ends_with("images (100%)"), "{err}");
+    // a terminal: a bar
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped the terminal half: no `script`");
+        return;
+    }
+    let command = format!(
+        "{} {}",
+        env!("CARGO_BIN_EXE_runner"),
+        synth(&env.path("b")).join(" ")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(0));
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("data synth") && screen.contains(" images  "),
+        "{screen}"
+    );
+}

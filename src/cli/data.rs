@@ -38,7 +38,12 @@ pub fn synth(out: &Path, cfg: &SynthConfig, reporter: &Reporter) -> Result<(), C
             out.display()
         )));
     }
-    let summary = crate::data::synth::generate(cfg, out).map_err(CliError::failed)?;
+    let expected = crate::data::synth::image_count(cfg) as u64;
+    let progress = reporter.task("data synth", "images", expected);
+    let summary =
+        crate::data::synth::generate_with_progress(cfg, out, &|done, _| progress.set(done))
+            .map_err(CliError::failed)?;
+    progress.finish();
     // a folder of the user's choosing, not the built-in set `data.root = "synth"` generates
     reporter.info(&crate::engine::preflight::summary_notice(
         "wrote a synthetic data set to",

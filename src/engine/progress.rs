@@ -174,6 +174,31 @@ impl Reporter {
         bar
     }
 
+    /// Progress of a long task counted in `unit`s (`data synth`'s images): a bar on a
+    /// terminal, and otherwise a plain line at every tenth of the way; nothing with `--quiet`
+    /// or JSON logs. Safe to move from worker threads.
+    pub fn task(&self, what: &str, unit: &str, total: u64) -> TaskProgress {
+        let bar = (!self.quiet && self.format == LogFormat::Text && !self.multi.is_hidden())
+            .then(|| {
+                let bar = self.multi.add(ProgressBar::new(total));
+                bar.set_style(
+                    ProgressStyle::with_template(&format!(
+                        "{what} {{bar:30.cyan/blue}} {{pos}}/{{len}} {unit}  {{elapsed}}  ETA {{eta}}"
+                    ))
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar
+            });
+        TaskProgress {
+            what: what.to_string(),
+            unit: unit.to_string(),
+            total,
+            bar,
+            lines: !self.quiet && self.format == LogFormat::Text && self.multi.is_hidden(),
+            tenth: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
     /// Clears the sweep's bar.
     pub fn finish_sweep_bar(&self) {
         if let Some(bar) = self.sweep.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -246,4 +271,46 @@ pub fn set_batch_message(bar: &ProgressBar, loss: f64, acc: f64, lr: f64, images
         "loss {loss:.4} acc {acc:.3} lr {} {images_per_sec:.0} img/s",
         crate::console::fmt_lr(lr)
     ));
+}
+
+/// A long task's progress (`Reporter::task`).
+pub struct TaskProgress {
+    what: String,
+    unit: String,
+    total: u64,
+    bar: Option<ProgressBar>,
+    /// Plain lines (stderr is not a terminal).
+    lines: bool,
+    /// The last tenth reported as a line.
+    tenth: std::sync::atomic::AtomicU64,
+}
+
+impl TaskProgress {
+    /// `done` of the total are finished.
+    pub fn set(&self, done: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+        } else if self.lines && self.total > 0 {
+            let tenth = done * 10 / self.total;
+            let before = self
+                .tenth
+                .fetch_max(tenth, std::sync::atomic::Ordering::Relaxed);
+            if tenth > before {
+                crate::errln!(
+                    "{}: {done}/{} {} ({}%)",
+                    self.what,
+                    self.total,
+                    self.unit,
+                    tenth * 10
+                );
+            }
+        }
+    }
+
+    /// Done: the bar is cleared.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -214,6 +214,16 @@ pub fn partial_dir(out: &Path) -> PathBuf {
 /// same bytes) keeps them and renders only the rest. Several processes may generate the same
 /// set at once: the first rename wins.
 pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary, DataError> {
+    generate_with_progress(cfg, out, &|_, _| {})
+}
+
+/// `generate`, calling `progress(images written, images in all)` as images are written (from
+/// the worker threads).
+pub fn generate_with_progress(
+    cfg: &SynthConfig,
+    out: &Path,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<SynthSummary, DataError> {
     let started = std::time::Instant::now();
     check(cfg)?;
     if out.exists() {
@@ -231,7 +241,7 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary, DataError
     }
     let tmp = partial_dir(out);
     // what an interrupted generation left is kept: its images are whole
-    let mut summary = generate_into(cfg, &tmp, out)?;
+    let mut summary = generate_into(cfg, &tmp, out, progress)?;
     summary.bytes = disk_bytes(&tmp);
     match std::fs::rename(&tmp, out) {
         Ok(()) => {
@@ -256,6 +266,11 @@ fn disk_bytes(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// How many images `generate` writes for `cfg`.
+pub fn image_count(cfg: &SynthConfig) -> usize {
+    plan(cfg).jobs.len()
 }
 
 fn plan(cfg: &SynthConfig) -> Plan {
@@ -360,6 +375,7 @@ fn generate_into(
     cfg: &SynthConfig,
     dir: &Path,
     final_root: &Path,
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<SynthSummary, DataError> {
     let n = cfg.images_per_identity;
     let split = split_counts(n);
@@ -382,18 +398,27 @@ fn generate_into(
         std::fs::create_dir_all(f).map_err(|e| DataError::io(f, e))?;
     }
     let resumed = std::sync::atomic::AtomicUsize::new(0);
-    jobs.par_iter().try_for_each(|j| {
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let total = jobs.len() as u64;
+    jobs.par_iter().try_for_each(|j| -> Result<(), DataError> {
         let path = dir.join(&j.rel);
+        let done = || {
+            let n = written.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress(n, total);
+        };
         if path.is_file() {
             // written whole by an interrupted generation of the same set
             resumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            done();
             return Ok(());
         }
         let (img, q) = render_image(cfg, j.identity, j.index);
         let bytes = encode_jpeg(&img, q, &path)?;
         let part = path.with_extension(format!("jpg.tmp-{}", std::process::id()));
         std::fs::write(&part, bytes).map_err(|e| DataError::io(&part, e))?;
-        std::fs::rename(&part, &path).map_err(|e| DataError::io(&path, e))
+        std::fs::rename(&part, &path).map_err(|e| DataError::io(&path, e))?;
+        done();
+        Ok(())
     })?;
     write_csv(&dir.join("classification/test_labels.csv"), &test_labels)?;
     if cfg.verify_identities > 0 {
