@@ -720,6 +720,7 @@ fn main() -> ExitCode {
             pairs.as_deref(),
             metric.as_deref(),
             format.into(),
+            &reporter,
         ),
         Command::Export {
             target,
@@ -739,6 +740,7 @@ fn main() -> ExitCode {
             &images,
             metric.as_deref(),
             format.into(),
+            &reporter,
         ),
         Command::Data { command } => match command {
             DataCommand::Synth {

@@ -238,3 +238,51 @@ fn data_synth_shows_its_progress() {
         "{screen}"
     );
 }
+
+#[test]
+fn eval_and_match_show_their_progress() {
+    let env = Env::new();
+    let r = env.recipe("p.toml", "");
+    env.json(&["run", s(&r), "--format", "json"]);
+    // not --quiet, stderr not a terminal: plain lines up to 100%
+    let loud = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args(["--db", s(&env.db())])
+            .args(args)
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), Some(0), "{args:?}: {}", stderr(&out));
+        stderr(&out)
+    };
+    for (args, what) in [
+        (vec!["eval", "1", "--split", "verify-dev"], "eval"),
+        (vec!["eval", "1", "--split", "dev"], "eval"),
+    ] {
+        let err = loud(&args);
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with(&format!("{what}: ")))
+            .collect();
+        assert!(!lines.is_empty(), "{args:?}: {err}");
+        assert!(
+            lines.last().unwrap().ends_with("images (100%)"),
+            "{args:?}: {err}"
+        );
+    }
+    // the built-in set the run generated (the recipe's cache_dir)
+    let data = std::fs::read_dir(env.path("data"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let gallery = data.join("verification/known");
+    let unknown = data.join("verification/unknown_dev");
+    let err = loud(&["match", "1", "--gallery", s(&gallery), s(&unknown)]);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("match: ") && l.ends_with("images (100%)")),
+        "{err}"
+    );
+}

@@ -9,8 +9,9 @@ use super::output::{fmt_num, print_json, Format};
 use super::{CliError, Global};
 use crate::data::loader::SkippedImage;
 use crate::data::{CourseData, Part};
+use crate::engine::progress::Reporter;
 use crate::engine::restore::{load_model, LoadedModel};
-use crate::engine::verification::{embed_paths, score_verification, Verifier};
+use crate::engine::verification::{embed_paths, embed_paths_counted, Verifier};
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,6 +124,7 @@ fn classify(
     m: &LoadedModel,
     data: &CourseData,
     paths: &[PathBuf],
+    on_batch: &dyn Fn(usize),
 ) -> Result<(Vec<Option<String>>, Vec<SkippedImage>), CliError> {
     let items: Vec<(PathBuf, u32)> = paths.iter().map(|p| (p.clone(), 0)).collect();
     let src = crate::engine::batches::BatchSource::eval_items(items, &m.recipe, &m.device)
@@ -143,10 +145,12 @@ fn classify(
                     .unwrap_or_else(|| format!("class{i}")),
             );
         }
+        on_batch(batch.indices.len());
     }
     Ok((out, src.skipped()))
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn eval(
     g: &Global,
     reference: &str,
@@ -155,6 +159,7 @@ pub fn eval(
     pairs: Option<&Path>,
     metric: Option<&str>,
     format: Format,
+    reporter: &Reporter,
 ) -> Result<(), CliError> {
     let m = load(g, reference, metric)?;
     if split == Split::Pairs {
@@ -192,6 +197,23 @@ pub fn eval(
         "epoch": m.epoch,
         "split": split_name,
     });
+    // progress over the images this split embeds or classifies
+    let total: usize = needs
+        .iter()
+        .map(|part| match part {
+            Part::Dev => data.dev.len(),
+            Part::Test => data.test.len(),
+            Part::Known => data.known.len(),
+            Part::UnknownDev => data.unknown_dev.len(),
+            Part::UnknownTest => data.unknown_test.len(),
+        })
+        .sum();
+    let progress = reporter.task("eval", "images", total as u64);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let on_batch = |n: usize| {
+        let n = n as u64;
+        progress.set(done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n)
+    };
     let rows: Vec<(String, String)>;
     match split {
         Split::Dev | Split::Test => {
@@ -214,7 +236,7 @@ pub fn eval(
                 });
                 (data.test.clone(), labels)
             };
-            let (pred, skipped) = classify(&m, &data, &paths)?;
+            let (pred, skipped) = classify(&m, &data, &paths, &on_batch)?;
             warn_skipped(&skipped);
             note_skipped(&mut report, &skipped);
             // accuracy over the images that could be read
@@ -239,7 +261,8 @@ pub fn eval(
                 .collect();
         }
         Split::VerifyDev => {
-            let s = score_verification(m.model.as_ref(), &data, &m.recipe, &m.device)
+            let s = Verifier::counted(m.model.as_ref(), &data, &m.recipe, &m.device, &on_batch)
+                .and_then(|v| v.score_dev())
                 .map_err(CliError::failed)?;
             report["accuracy"] = s.metrics.accuracy.into();
             report["threshold"] = threshold_json(s.threshold);
@@ -255,8 +278,9 @@ pub fn eval(
         Split::VerifyTest => {
             // The gallery is embedded once, for tuning the threshold on unknown_dev (unless
             // the recipe fixes it) and for deciding unknown_test.
-            let verifier = Verifier::new(m.model.as_ref(), &data, &m.recipe, &m.device)
-                .map_err(CliError::failed)?;
+            let verifier =
+                Verifier::counted(m.model.as_ref(), &data, &m.recipe, &m.device, &on_batch)
+                    .map_err(CliError::failed)?;
             let t = match crate::engine::verification::fixed_threshold(&m.recipe) {
                 Some(t) => t,
                 None => verifier.score_dev().map_err(CliError::failed)?.threshold,
@@ -297,6 +321,7 @@ pub fn eval(
             rows = d;
         }
     }
+    progress.finish();
     if let Some(path) = submission {
         crate::verify::write_submission(path, &rows).map_err(CliError::failed)?;
         report["submission"] = path.display().to_string().into();
@@ -366,6 +391,7 @@ pub fn match_images(
     images: &[PathBuf],
     metric: Option<&str>,
     format: Format,
+    reporter: &Reporter,
 ) -> Result<(), CliError> {
     let m = load(g, reference, metric)?;
     let mut known_paths = Vec::new();
@@ -421,12 +447,25 @@ pub fn match_images(
     }
     let images = &listed;
     let v = &m.recipe.verification;
-    let known = embed_paths(m.model.as_ref(), &known_paths, &m.recipe, &m.device)
-        .map_err(CliError::failed)?;
+    let progress = reporter.task("match", "images", (known_paths.len() + images.len()) as u64);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let on_batch = |n: usize| {
+        let n = n as u64;
+        progress.set(done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n)
+    };
+    let known = embed_paths_counted(
+        m.model.as_ref(),
+        &known_paths,
+        &m.recipe,
+        &m.device,
+        &on_batch,
+    )
+    .map_err(CliError::failed)?;
     warn_skipped(&known.skipped);
     let known_labels: Vec<&String> = known.kept.iter().map(|&i| &known_labels[i]).collect();
-    let unknown =
-        embed_paths(m.model.as_ref(), images, &m.recipe, &m.device).map_err(CliError::failed)?;
+    let unknown = embed_paths_counted(m.model.as_ref(), images, &m.recipe, &m.device, &on_batch)
+        .map_err(CliError::failed)?;
+    progress.finish();
     warn_skipped(&unknown.skipped);
     let g = crate::verify::Gallery::build(&known.embeddings, &known_labels, v.metric, v.gallery)
         .map_err(CliError::failed)?;

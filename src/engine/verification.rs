@@ -47,6 +47,17 @@ pub fn embed_paths(
     recipe: &Recipe,
     device: &Device,
 ) -> Result<Embedded, EngineError> {
+    embed_paths_counted(model, paths, recipe, device, &|_| {})
+}
+
+/// `embed_paths`, calling `on_batch(images in the batch)` after each batch (progress).
+pub fn embed_paths_counted(
+    model: &dyn FaceModel,
+    paths: &[PathBuf],
+    recipe: &Recipe,
+    device: &Device,
+    on_batch: &dyn Fn(usize),
+) -> Result<Embedded, EngineError> {
     let items: Vec<(PathBuf, u32)> = paths.iter().map(|p| (p.clone(), 0)).collect();
     let src = BatchSource::eval_items(items, recipe, device)?;
     let tta = recipe.verification.tta;
@@ -66,6 +77,7 @@ pub fn embed_paths(
         })?;
         rows.push(e);
         kept.extend_from_slice(&batch.indices);
+        on_batch(batch.indices.len());
     }
     let ids: Vec<String> = kept
         .iter()
@@ -145,6 +157,8 @@ pub struct Verifier<'a> {
     gallery: Gallery,
     /// Gallery images skipped as unreadable.
     gallery_skipped: Vec<SkippedImage>,
+    /// Called with the images of each embedded batch (`runner eval`'s progress).
+    on_batch: &'a dyn Fn(usize),
 }
 
 impl<'a> Verifier<'a> {
@@ -155,8 +169,21 @@ impl<'a> Verifier<'a> {
         recipe: &'a Recipe,
         device: &'a Device,
     ) -> Result<Self, EngineError> {
-        let (gallery, gallery_skipped) =
-            gallery_of(data, recipe, |p| embed_paths(model, p, recipe, device))?;
+        Self::counted(model, data, recipe, device, &|_| {})
+    }
+
+    /// `new`, calling `on_batch(images in the batch)` after every batch it embeds, the
+    /// gallery's and the unknowns' (progress).
+    pub fn counted(
+        model: &'a dyn FaceModel,
+        data: &'a CourseData,
+        recipe: &'a Recipe,
+        device: &'a Device,
+        on_batch: &'a dyn Fn(usize),
+    ) -> Result<Self, EngineError> {
+        let (gallery, gallery_skipped) = gallery_of(data, recipe, |p| {
+            embed_paths_counted(model, p, recipe, device, on_batch)
+        })?;
         Ok(Self {
             model,
             data,
@@ -164,13 +191,20 @@ impl<'a> Verifier<'a> {
             device,
             gallery,
             gallery_skipped,
+            on_batch,
         })
     }
 
     /// Scores `unknown_dev` (threshold tuned there when the recipe says "tune").
     pub fn score_dev(&self) -> Result<VerificationScore, EngineError> {
         let v = &self.recipe.verification;
-        let unknown = embed_paths(self.model, &self.data.unknown_dev, self.recipe, self.device)?;
+        let unknown = embed_paths_counted(
+            self.model,
+            &self.data.unknown_dev,
+            self.recipe,
+            self.device,
+            self.on_batch,
+        )?;
         let mut skipped = self.gallery_skipped.clone();
         skipped.extend(unknown.skipped);
         let unknown = unknown.embeddings;
@@ -198,7 +232,8 @@ impl<'a> Verifier<'a> {
         threshold_natural: f64,
     ) -> Result<Decisions, EngineError> {
         let metric = self.recipe.verification.metric;
-        let unknown = embed_paths(self.model, paths, self.recipe, self.device)?;
+        let unknown =
+            embed_paths_counted(self.model, paths, self.recipe, self.device, self.on_batch)?;
         let mut skipped = self.gallery_skipped.clone();
         skipped.extend(unknown.skipped);
         let matches = self.gallery.best_matches(&unknown.embeddings)?;
