@@ -595,7 +595,7 @@ fn main() -> ExitCode {
         reporter: reporter.clone(),
     };
     let result: Result<(), CliError> = match args.command {
-        Command::Validate { recipe, sets } => cli::validate::run(&recipe, &sets.set),
+        Command::Validate { recipe, sets } => cli::validate::run(&recipe, &sets.set, &reporter),
         Command::Plan {
             recipe,
             sets,

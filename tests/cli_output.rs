@@ -286,3 +286,29 @@ fn eval_and_match_show_their_progress() {
         "{err}"
     );
 }
+
+#[test]
+fn the_data_checks_show_their_progress() {
+    let env = Env::new();
+    let root = env.path("faces");
+    common::synth_folder(&env, &root, 32);
+    let r = common::folder_recipe(&env, "d.toml", &root, "", "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["--db", s(&env.db()), "validate", s(&r)])
+        .current_dir(env.dir.path())
+        .env("XDG_CACHE_HOME", env.path("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    for pass in [
+        "data check: image headers: ",
+        "data check: content hashes: ",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(pass) && l.ends_with("images (100%)")),
+            "{pass}: {err}"
+        );
+    }
+}

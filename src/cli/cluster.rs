@@ -130,7 +130,7 @@ pub fn sweep(
         }
     }
     // the data is prepared here, once (the built-in set generated), not by racing tasks
-    let mut preflight = Preflight::default();
+    let mut preflight = Preflight::with_reporter(&o.reporter);
     let done = done_keys(g, runs.iter().map(|r| r.key.as_str()))?;
     for r in runs.iter().filter(|r| !done.contains(&r.key)) {
         preflight

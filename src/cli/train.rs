@@ -93,7 +93,7 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
         )));
     };
     // the data and the model must fit before a run is recorded
-    let mut preflight = Preflight::default();
+    let mut preflight = Preflight::with_reporter(&o.reporter);
     let done = done_keys(
         g,
         parents
@@ -189,7 +189,7 @@ pub fn sweep(
     if dry_run {
         return super::plan::run(g, recipe, &sets, o.format);
     }
-    let mut preflight = Preflight::default();
+    let mut preflight = Preflight::with_reporter(&o.reporter);
     let done = done_keys(g, runs.iter().map(|r| r.key.as_str()))?;
     for r in runs.iter().filter(|r| !done.contains(&r.key)) {
         preflight
@@ -493,7 +493,7 @@ pub fn resume(g: &Global, a: ResumeArgs, o: TrainOpts) -> Result<(), CliError> {
     let done = !a.force && store.status_of_key(&key)? == Some(crate::store::RunStatus::Done);
     if !done {
         // a corrupt checkpoint, or a model it does not fit, is refused before the run exists
-        let mut preflight = Preflight::default();
+        let mut preflight = Preflight::with_reporter(&o.reporter);
         preflight.check(&recipe)?;
         preflight.check_checkpoint(&recipe, &ck_path)?;
     }

@@ -5,13 +5,17 @@ use std::path::Path;
 
 use super::{parse_sets, CliError};
 
-pub fn run(recipe: &Path, sets: &[String]) -> Result<(), CliError> {
+pub fn run(
+    recipe: &Path,
+    sets: &[String],
+    reporter: &crate::engine::progress::Reporter,
+) -> Result<(), CliError> {
     let overrides = parse_sets(sets)?;
     let (composed, resolved) = crate::recipe::load(recipe, &overrides)?;
     let runs = super::plan::plan_recipe(recipe, sets)?;
     // the data, as `run` would check it before recording a run (the built-in set is not
     // generated for this)
-    let mut preflight = crate::engine::preflight::Preflight::default();
+    let mut preflight = crate::engine::preflight::Preflight::with_reporter(reporter);
     for r in &runs {
         preflight
             .check_data(&r.recipe)

@@ -51,12 +51,14 @@ pub fn read_header(path: &Path) -> Result<(u32, u32), String> {
 }
 
 /// Every image of the data set whose header cannot be read (all of them, in path order),
-/// read on all cores.
-pub fn unreadable_images(data: &CourseData) -> Vec<Unreadable> {
+/// read on all cores; `on_image` is called after each (progress).
+pub fn unreadable_images(data: &CourseData, on_image: &(dyn Fn() + Sync)) -> Vec<Unreadable> {
     let mut bad: Vec<Unreadable> = all_images(data)
         .par_iter()
         .filter_map(|p| {
-            read_header(p).err().map(|error| Unreadable {
+            let read = read_header(p);
+            on_image();
+            read.err().map(|error| Unreadable {
                 path: p.to_path_buf(),
                 error,
             })

@@ -100,6 +100,16 @@ fn split_images(data: &CourseData) -> Vec<(&'static str, &Path)> {
 
 /// Finds the leakage in a data set (`fingerprint`: its `data::fingerprint`, the cache's key).
 pub fn find(data: &CourseData, fingerprint: &str) -> Result<Leakage, DataError> {
+    find_counted(data, fingerprint, &|_, _| {})
+}
+
+/// `find`, with `progress(hashed, to hash)` called as files are hashed (none when the
+/// cache holds the hashes).
+pub fn find_counted(
+    data: &CourseData,
+    fingerprint: &str,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Leakage, DataError> {
     let images = split_images(data);
     let rel = |p: &Path| {
         p.strip_prefix(&data.root)
@@ -117,10 +127,14 @@ pub fn find(data: &CourseData, fingerprint: &str) -> Result<Leakage, DataError> 
     let hashes: BTreeMap<String, String> = match cached {
         Some(c) => c.hashes,
         None => {
+            let done = std::sync::atomic::AtomicU64::new(0);
+            let total = images.len() as u64;
             let hashed: Result<Vec<(String, String)>, DataError> = images
                 .par_iter()
                 .map(|(_, p)| {
                     let bytes = std::fs::read(p).map_err(|e| DataError::io(*p, e))?;
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    progress(n, total);
                     Ok((rel(p), hex::encode(Sha256::digest(&bytes))))
                 })
                 .collect();

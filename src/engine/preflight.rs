@@ -127,6 +127,8 @@ struct DataFacts {
 #[derive(Default)]
 pub struct Preflight {
     data: HashMap<String, DataFacts>,
+    /// Where the data checks show their progress (none: silent).
+    reporter: Option<crate::engine::progress::Reporter>,
     /// Warnings about the data sets read since the last call (leakage between splits).
     warnings: Vec<String>,
     /// The built-in data sets these checks generated (for the caller to report).
@@ -134,6 +136,22 @@ pub struct Preflight {
 }
 
 impl Preflight {
+    /// Checks that show the progress of their data passes (headers, content hashes).
+    pub fn with_reporter(reporter: &crate::engine::progress::Reporter) -> Preflight {
+        Preflight {
+            reporter: Some(reporter.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// A progress display of a data pass, silent without a reporter.
+    fn task(&self, what: &str, total: u64) -> crate::engine::progress::TaskProgress {
+        match &self.reporter {
+            Some(r) => r.task(what, "images", total),
+            None => crate::engine::progress::Reporter::silent().task(what, "images", total),
+        }
+    }
+
     fn facts(&mut self, recipe: &Recipe) -> Result<&mut DataFacts, PreflightError> {
         let key = serde_json::to_string(&recipe.data).unwrap_or_default();
         if !self.data.contains_key(&key) {
@@ -145,8 +163,12 @@ impl Preflight {
             self.generated.extend(made);
             let data = CourseData::open(&root).map_err(PreflightError::Data)?;
             // leakage between splits is a warning: the run may be what the user wants
-            let leakage = crate::data::fingerprint(&root)
-                .and_then(|fp| crate::data::leakage::find(&data, &fp));
+            let images = crate::data::check::all_images(&data).len() as u64;
+            let hashing = self.task("data check: content hashes", images);
+            let leakage = crate::data::fingerprint(&root).and_then(|fp| {
+                crate::data::leakage::find_counted(&data, &fp, &|n, _| hashing.set(n))
+            });
+            hashing.finish();
             if let Ok(l) = leakage {
                 self.warnings.extend(
                     l.lines()
@@ -157,7 +179,15 @@ impl Preflight {
             // the header pass, where an unreadable image stops the run (`skip` leaves them to
             // the loader)
             let unreadable = match recipe.data.on_bad_image {
-                crate::recipe::BadImagePolicy::Fail => crate::data::check::unreadable_images(&data),
+                crate::recipe::BadImagePolicy::Fail => {
+                    let headers = self.task("data check: image headers", images);
+                    let read = std::sync::atomic::AtomicU64::new(0);
+                    let bad = crate::data::check::unreadable_images(&data, &|| {
+                        headers.set(read.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+                    });
+                    headers.finish();
+                    bad
+                }
                 _ => Vec::new(),
             };
             self.data.insert(
