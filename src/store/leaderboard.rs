@@ -22,8 +22,9 @@ fn metric_column(metric: &str) -> Option<&'static str> {
     })
 }
 
-/// The metrics a leaderboard row holds, in the order the queries select them.
-const ROW_METRICS: [&str; 6] = [
+/// The metric names, as the epochs table's columns hold them and the leaderboard queries
+/// select them (in this order); what a monitor, `--metric` and `--where` may name.
+pub const METRICS: &[&str] = &[
     "train_loss",
     "train_acc",
     "val_loss",
@@ -43,7 +44,7 @@ fn metric_values(
     first: usize,
 ) -> rusqlite::Result<std::collections::BTreeMap<String, f64>> {
     let mut out = std::collections::BTreeMap::new();
-    for (i, n) in ROW_METRICS.iter().enumerate() {
+    for (i, n) in METRICS.iter().enumerate() {
         if let Some(v) = r.get::<_, Option<f64>>(first + i)? {
             out.insert(n.to_string(), v);
         }

@@ -60,29 +60,7 @@ impl Store {
     /// Inserts a run as `queued` and returns its id.
     pub fn insert_run(&mut self, run: &NewRun) -> Result<i64, StoreError> {
         let tag = self.folder_tag().to_string();
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO runs (key, recipe, config, overrides, status, created, host, version,
-                                   data_fingerprint, sweep_id, parent_id, resumed_from)
-                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    run.key,
-                    run.recipe,
-                    run.config.to_string(),
-                    run.overrides.to_string(),
-                    now(),
-                    hostname(),
-                    env!("CARGO_PKG_VERSION"),
-                    run.data_fingerprint,
-                    run.sweep_id,
-                    run.parent_id,
-                    run.resumed_from,
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            set_new_run_dir(tx, &tag, run, id)?;
-            Ok(id)
-        })
+        self.write(|tx| insert_queued_tx(tx, &tag, run))
     }
 
     /// Claims a queued (or stale) run for this process: status `running`, pid, heartbeat.
@@ -162,32 +140,8 @@ impl Store {
                     status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
                 }),
                 None => {
-                    tx.execute(
-                        "INSERT INTO runs (key, recipe, config, overrides, status, created, host, version,
-                                           data_fingerprint, sweep_id, parent_id, resumed_from, pid,
-                                           heartbeat, started)
-                         VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?5, ?5)",
-                        params![
-                            new.key,
-                            new.recipe,
-                            new.config.to_string(),
-                            new.overrides.to_string(),
-                            now(),
-                            host,
-                            env!("CARGO_PKG_VERSION"),
-                            new.data_fingerprint,
-                            new.sweep_id,
-                            new.parent_id,
-                            new.resumed_from,
-                            pid,
-                        ],
-                    )?;
-                    let id = tx.last_insert_rowid();
-                    tx.execute(
-                        "UPDATE runs SET pid_start = ?2 WHERE id = ?1",
-                        params![id, pid_start],
-                    )?;
-                    set_new_run_dir(tx, &tag, new, id)?;
+                    let id = insert_queued_tx(tx, &tag, new)?;
+                    claim(tx, id)?;
                     Ok(Claim::Claimed { id, resumed: false })
                 }
             }
@@ -238,7 +192,6 @@ impl Store {
         stale_after: Duration,
         retry_failed: bool,
     ) -> Result<Submit, StoreError> {
-        let host = hostname();
         let cutoff = stale_cutoff(stale_after);
         let tag = self.folder_tag().to_string();
         self.write(|tx| {
@@ -284,27 +237,8 @@ impl Store {
                     status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
                 }),
                 None => {
-                    tx.execute(
-                        "INSERT INTO runs (key, recipe, config, overrides, status, created, host, version,
-                                           data_fingerprint, sweep_id, parent_id, resumed_from,
-                                           slurm_sweep_id)
-                         VALUES (?1, ?2, ?3, ?4, 'submitted', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?9)",
-                        params![
-                            new.key,
-                            new.recipe,
-                            new.config.to_string(),
-                            new.overrides.to_string(),
-                            now(),
-                            host,
-                            env!("CARGO_PKG_VERSION"),
-                            new.data_fingerprint,
-                            new.sweep_id,
-                            new.parent_id,
-                            new.resumed_from,
-                        ],
-                    )?;
-                    let id = tx.last_insert_rowid();
-                    set_new_run_dir(tx, &tag, new, id)?;
+                    let id = insert_queued_tx(tx, &tag, new)?;
+                    submit(tx, id)?;
                     Ok(Submit::Submitted { id, previous: None })
                 }
             }
@@ -527,6 +461,32 @@ pub(crate) fn claimant_gone(
 /// How long a claimed run may go without a heartbeat before it counts as stale (its
 /// heartbeat is refreshed every few seconds while it trains).
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Inserts a new run as `queued`, with its folder (`set_new_run_dir`); the claim or the
+/// submission that follows, in the same transaction, sets its status.
+fn insert_queued_tx(tx: &rusqlite::Transaction, tag: &str, run: &NewRun) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO runs (key, recipe, config, overrides, status, created, host, version,
+                           data_fingerprint, sweep_id, parent_id, resumed_from)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            run.key,
+            run.recipe,
+            run.config.to_string(),
+            run.overrides.to_string(),
+            now(),
+            hostname(),
+            env!("CARGO_PKG_VERSION"),
+            run.data_fingerprint,
+            run.sweep_id,
+            run.parent_id,
+            run.resumed_from,
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    set_new_run_dir(tx, tag, run, id)?;
+    Ok(id)
+}
 
 /// Records a new run's folder: `<checkpoint.dir>/<key>/run-<id>-<folder tag>`.
 fn set_new_run_dir(

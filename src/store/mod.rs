@@ -9,7 +9,7 @@ mod queries;
 pub(crate) mod records;
 mod writes;
 
-pub use leaderboard::{bench_fill, maximize};
+pub use leaderboard::{bench_fill, maximize, METRICS};
 pub use lifecycle::{
     hostname, process_alive, process_alive_since, process_start_time, STALE_AFTER,
 };

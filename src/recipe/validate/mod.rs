@@ -566,15 +566,8 @@ pub fn output_side_bound(
     bound
 }
 
-/// The metric names a monitor may watch.
-pub const METRICS: &[&str] = &[
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "verify_acc",
-    "lr",
-];
+/// The metric names a monitor may watch (the store's epoch columns).
+pub use crate::store::METRICS;
 
 struct Checker<'a> {
     composed: &'a Composed,
