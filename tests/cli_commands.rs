@@ -159,6 +159,8 @@ fn inspect_counts_parameters_like_torchvision() {
         "1000",
         "--set",
         "data.image_size=224",
+        "--set",
+        "data.synth.size=224",
         "--format",
         "json",
     ]);

@@ -341,3 +341,56 @@ fn validate_does_not_generate_the_built_in_set() {
     assert_eq!(common::code(&out), Some(0), "{}", common::stderr(&out));
     assert!(!env.path("data").exists(), "validate wrote the data set");
 }
+
+#[test]
+fn an_image_size_the_eval_transforms_do_not_produce_is_refused_naming_both() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    // the built-in images (32 px) reach the model unresized: data.image_size must be 32
+    for cmd in ["validate", "inspect", "run", "sweep"] {
+        let out = env.run(&[cmd, s(&r), "--set", "data.image_size=48"]);
+        assert_invalid(
+            &out,
+            &["data.image_size", "is 48 px", "32 px", "data.synth.size"],
+        );
+    }
+    // a resizing eval transform sets the size: the error names it and the default
+    let text = std::fs::read_to_string(&r)
+        .unwrap()
+        .replace("image_size = 32\n", "")
+        .replace(
+            "eval = [\n",
+            "eval = [\n  { kind = \"resize\", size = 40 },\n  { kind = \"center_crop\", size = 36 },\n",
+        );
+    let d = env.path("default_size.toml");
+    std::fs::write(&d, text).unwrap();
+    let out = env.run(&["validate", s(&d)]);
+    assert_invalid(
+        &out,
+        &[
+            "transforms.eval[1].size",
+            "36 px",
+            "data.image_size is 64 px (its default)",
+            "data.image_size = 36",
+        ],
+    );
+    assert!(stderr(&out).contains("default_size.toml:"), "{}", stderr(&out));
+    let out = env.run(&["validate", s(&d), "--set", "data.image_size=36"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(runs_in_store(&env), 0, "invalid input writes no run");
+    // bench measures at the size it is given: exempt, but still held to the model's minimum
+    let b = env.json(&[
+        "bench",
+        "train",
+        s(&r),
+        "--steps",
+        "1",
+        "--set",
+        "data.image_size=40",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(b["image_size"], 40, "{b}");
+    let out = env.run(&["bench", "train", s(&r), "--set", "data.image_size=abc"]);
+    assert_invalid(&out, &["data.image_size", "whole number"]);
+}

@@ -61,7 +61,7 @@ pub fn train(
     loader: bool,
     format: Format,
 ) -> Result<(), CliError> {
-    let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
+    let (_, r) = crate::recipe::load_for_bench(recipe, &parse_sets(sets)?)?;
     let b = crate::engine::bench::bench_train(&r, num_classes(&r), steps.max(1))
         .map_err(CliError::failed)?;
     let mut v = serde_json::to_value(&b).unwrap_or_default();
@@ -116,7 +116,7 @@ pub fn data(recipe: &Path, sets: &[String], format: Format) -> Result<(), CliErr
 /// so machine load affects both alike), and the depthwise 7x7 kernel alone against Candle's
 /// grouped `conv2d`, forward and backward.
 pub fn model(recipe: &Path, sets: &[String], format: Format) -> Result<(), CliError> {
-    let (_, r) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
+    let (_, r) = crate::recipe::load_for_bench(recipe, &parse_sets(sets)?)?;
     let size = r.data.image_size as usize;
     let (ours, plain) = crate::model::bench::bench_model_vs_candle(
         &r.model,

@@ -111,3 +111,42 @@ fn stale_option_of_old_kind(
 pub fn load(path: &Path, overrides: &[Override]) -> Result<(Composed, Recipe), RecipeError> {
     resolve(compose(path)?, overrides)
 }
+
+/// `load` for the benchmarks: a `data.image_size` override sets the size to measure at,
+/// whatever the transforms output (they are not run on random input), so it is applied after
+/// validation and checked only against the model's minimum input.
+pub fn load_for_bench(
+    path: &Path,
+    overrides: &[Override],
+) -> Result<(Composed, Recipe), RecipeError> {
+    let (sizes, rest): (Vec<&Override>, Vec<&Override>) =
+        overrides.iter().partition(|o| o.key == "data.image_size");
+    let rest: Vec<Override> = rest.into_iter().cloned().collect();
+    let (composed, mut recipe) = load(path, &rest)?;
+    if let Some(ov) = sizes.last() {
+        let min = crate::model::min_input_side(&recipe.model).max(8);
+        let fail = |msg: String| {
+            let d = compose::pointed(
+                &composed.sources,
+                ov.origin.clone(),
+                &ov.key,
+                Focus::Value,
+                &msg,
+            );
+            RecipeError::Invalid(vec![d])
+        };
+        let size = ov
+            .value
+            .as_integer()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| fail("expected a whole number of pixels".into()))?;
+        if size < min {
+            return Err(fail(format!(
+                "must be >= {min} (got {size}): {}",
+                crate::model::min_input_reason(&recipe.model)
+            )));
+        }
+        recipe.data.image_size = size;
+    }
+    Ok((composed, recipe))
+}

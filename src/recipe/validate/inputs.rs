@@ -74,6 +74,48 @@ impl Checker<'_> {
                 _ => {}
             }
         }
+        self.size_agrees(r, native);
+    }
+
+    /// `data.image_size` is the side the model sees (`inspect`, `bench`, the docs of a run):
+    /// it must be what the eval transforms output, or the images' own size when they do not
+    /// resize. Unknown without the images (a folder, no resizing transform), or for a
+    /// non-square output: not checked.
+    fn size_agrees(&mut self, r: &Recipe, native: Option<u32>) {
+        let Some((side, at)) = exact_square_side(&r.transforms.eval, native) else {
+            return;
+        };
+        let size = r.data.image_size;
+        if side == size || size < 8 {
+            return;
+        }
+        let (key, produced) = match at {
+            Some(i) => (
+                format!("transforms.eval[{i}].size"),
+                format!("transforms.eval[{i}] makes eval images {side} px"),
+            ),
+            None => (
+                "data.synth.size".to_string(),
+                format!(
+                    "the eval images reach the model at their own size, {side} px (data.synth.size; transforms.eval does not resize them)"
+                ),
+            ),
+        };
+        if self.composed.origins.contains_key("data.image_size") {
+            self.fail(
+                "data.image_size",
+                format!(
+                    "is {size} px, but {produced}: the two must agree (set data.image_size = {side}, or change {key})"
+                ),
+            );
+        } else {
+            self.fail(
+                &key,
+                format!(
+                    "{produced}, but data.image_size is {size} px (its default): the two must agree; write data.image_size = {side} in [data]"
+                ),
+            );
+        }
     }
 
     pub(super) fn transforms(&mut self, prefix: &str, list: &[TransformSpec]) {

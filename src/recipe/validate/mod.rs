@@ -566,6 +566,44 @@ pub fn output_side_bound(
     bound
 }
 
+/// The exact side of the square images a transform list outputs, with the index of the
+/// transform that sets it (`None`: the images keep their own square size `native`). `None` when
+/// it cannot be known without the images, or the output is not square.
+pub fn exact_square_side(
+    list: &[TransformSpec],
+    native: Option<u32>,
+) -> Option<(u32, Option<usize>)> {
+    let mut side = native.map(|n| (n, None));
+    for (i, t) in list.iter().enumerate() {
+        match t {
+            // the shorter side only: square stays square, an unknown aspect stays unknown
+            TransformSpec::Resize {
+                size: SizeSpec::Square(v),
+                max_size,
+                ..
+            } => {
+                side = match (side, max_size) {
+                    (Some(_), None) => Some((*v, Some(i))),
+                    _ => None,
+                }
+            }
+            TransformSpec::Resize { size, .. }
+            | TransformSpec::CenterCrop { size }
+            | TransformSpec::RandomCrop { size, .. }
+            | TransformSpec::RandomResizedCrop { size, .. } => {
+                side = match size {
+                    SizeSpec::Square(v) => Some((*v, Some(i))),
+                    SizeSpec::HeightWidth([h, w]) if h == w => Some((*h, Some(i))),
+                    SizeSpec::HeightWidth(_) => None,
+                }
+            }
+            TransformSpec::RandomRotation { expand: true, .. } => side = None,
+            _ => {}
+        }
+    }
+    side
+}
+
 /// The metric names a monitor may watch (the store's epoch columns).
 pub use crate::store::METRICS;
 
