@@ -520,3 +520,125 @@ fn json_log_has_one_error_event_per_diagnostic() {
     assert!(events[0]["file"].is_null());
     assert_eq!(events[0]["code"], 2);
 }
+
+/// The `error:` titles of stderr, in order.
+fn titles(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: "))
+        .filter(|t| !t.starts_with("aborting due to"))
+        .collect()
+}
+
+#[test]
+fn errors_across_files_come_in_one_pass_with_the_nearest_fragment_name() {
+    let recipe = "tests/bad_recipes/errors_across_files.toml";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    for cmd in ["validate", "plan", "run", "sweep"] {
+        let out = runner(&["--db", db.to_str().unwrap(), cmd, recipe]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        let t = titles(&stderr);
+        assert_eq!(t.len(), 4, "{cmd}: {stderr}");
+        assert!(
+            t[0].contains("fragments/Model_Small.toml` does not exist"),
+            "{stderr}"
+        );
+        assert!(
+            t[1].contains("fragments/schedul/cosine.toml` does not exist"),
+            "{stderr}"
+        );
+        // the files after a missing one are still read, and the values checked with the
+        // nearest names in place: this file's mistake and the stand-in fragment's
+        assert_eq!(t[2], "`optimizer.lr`: must be > 0 (got -1)", "{stderr}");
+        assert_eq!(t[3], "`train.epochs`: must be >= 1", "{stderr}");
+        for help in [
+            "= help: did you mean `fragments/model_small.toml`?",
+            "= help: did you mean `fragments/schedule/cosine.toml`?",
+            "= note: the rest of the recipe was checked with `fragments/schedule/cosine.toml` in its place",
+        ] {
+            assert!(stderr.contains(help), "{cmd}: {help}\n{stderr}");
+        }
+        let places = shown(&stderr);
+        assert!(
+            places[3].file.ends_with("fragments/schedule/cosine.toml"),
+            "{places:?}"
+        );
+        assert!(
+            stderr.contains("aborting due to 4 previous errors"),
+            "{stderr}"
+        );
+    }
+    assert!(!db.exists() || runs_in(&db) == 0);
+}
+
+fn runs_in(db: &Path) -> i64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_fragment_with_no_near_name_is_reported_with_the_others_and_says_what_waits() {
+    let out = runner(&["validate", "tests/bad_recipes/fragment_not_found.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let t = titles(&stderr);
+    assert_eq!(t.len(), 2, "{stderr}");
+    assert!(
+        t[0].contains("zzz_qqq_unrelated.toml` does not exist"),
+        "{stderr}"
+    );
+    assert!(t[1].starts_with("malformed TOML"), "{stderr}");
+    assert!(
+        stderr.contains("checked once this fragment is found: they may depend on it"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("did you mean"), "no suggestion: {stderr}");
+    // the values are not judged with a fragment missing
+    assert!(!stderr.contains("optimizer.lr"), "{stderr}");
+}
+
+#[test]
+fn sweep_errors_do_not_hide_each_other() {
+    let recipe = "tests/bad_recipes/sweep_errors_hidden.toml";
+    for cmd in ["validate", "plan", "sweep"] {
+        let out = runner(&[cmd, recipe]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        let t = titles(&stderr);
+        assert_eq!(
+            t,
+            [
+                "`optimizer.lr`: must be > 0 (got -1)",
+                "`sweep.params.optimizer.lr`: the list of values is empty",
+                "`optimizer.learning_rate`: unknown key `learning_rate`",
+                "`optimiser`: unknown key `optimiser`",
+                "`model.drop_path`: must be in [0, 1) (got 1.5)",
+            ],
+            "{cmd}: {stderr}"
+        );
+        let places = shown(&stderr);
+        assert_eq!(places.len(), 5, "each in place: {stderr}");
+        assert_eq!(places[4].underlined, "[0.0, 1.5]", "{places:?}");
+        assert!(
+            stderr.contains(
+                "combinations of the swept values are checked once each value passes alone"
+            ),
+            "{stderr}"
+        );
+    }
+    // fixed one by one, the rest still show: without the empty list and the bad lr, the
+    // unknown keys and the out-of-range value remain
+    let text = std::fs::read_to_string(recipe)
+        .unwrap()
+        .replace("\"optimizer.lr\" = []\n", "")
+        .replace("lr = -1", "lr = 0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.toml");
+    std::fs::write(&p, text).unwrap();
+    let out = runner(&["validate", p.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(titles(&stderr).len(), 3, "{stderr}");
+}

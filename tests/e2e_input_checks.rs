@@ -374,7 +374,11 @@ fn an_image_size_the_eval_transforms_do_not_produce_is_refused_naming_both() {
             "data.image_size = 36",
         ],
     );
-    assert!(stderr(&out).contains("default_size.toml:"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("default_size.toml:"),
+        "{}",
+        stderr(&out)
+    );
     let out = env.run(&["validate", s(&d), "--set", "data.image_size=36"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(runs_in_store(&env), 0, "invalid input writes no run");

@@ -453,6 +453,8 @@ pub fn resume(g: &Global, a: ResumeArgs, o: TrainOpts) -> Result<(), CliError> {
         origins: Default::default(),
         files: Vec::new(),
         sources: Default::default(),
+        problems: Vec::new(),
+        complete: true,
     };
     let mut overrides: Vec<Override> = parse_sets(&with_device(&o.sets, &o.device))?;
     if let Some(n) = a.epochs {

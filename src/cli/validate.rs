@@ -11,8 +11,9 @@ pub fn run(
     reporter: &crate::engine::progress::Reporter,
 ) -> Result<(), CliError> {
     let overrides = parse_sets(sets)?;
-    let (composed, resolved) = crate::recipe::load(recipe, &overrides)?;
+    // planning first: it reports the recipe's errors with every swept key's own
     let runs = super::plan::plan_recipe(recipe, sets)?;
+    let (composed, resolved) = crate::recipe::load(recipe, &overrides)?;
     // the data, as `run` would check it before recording a run (the built-in set is not
     // generated for this)
     let mut preflight = crate::engine::preflight::Preflight::with_reporter(reporter);

@@ -109,7 +109,20 @@ fn plan_composed(
     stack: &mut Vec<PathBuf>,
     parents: &mut Parents,
 ) -> Result<Vec<PlannedRun>, RecipeError> {
-    let (_, top) = recipe::resolve(base.clone(), cli)?;
+    // Every swept key is checked on its own first, with the recipe's own errors, so that one
+    // error (an empty list, an unknown key, an invalid recipe) does not hide the others.
+    let top = match recipe::resolve(base.clone(), cli) {
+        Ok((_, top)) => top,
+        Err(RecipeError::Invalid(mut found)) => {
+            found.extend(swept_key_errors(&base, cli, &found));
+            return Err(RecipeError::Invalid(found));
+        }
+        Err(other) => return Err(other),
+    };
+    let own = swept_key_errors(&base, cli, &[]);
+    if !own.is_empty() {
+        return Err(RecipeError::Invalid(own));
+    }
     let points = sweep::expand(top.sweep.as_ref());
     let mut runs: Vec<PlannedRun> = Vec::new();
     let mut fingerprints: BTreeMap<String, String> = BTreeMap::new();
@@ -160,6 +173,70 @@ fn plan_composed(
         });
     }
     Ok(runs)
+}
+
+/// The errors each swept key's values make on their own (every value, or a distribution's
+/// bounds, applied alone to the recipe), less those in `known` (the recipe's own), each once.
+/// Empty when the `[sweep]` does not type (validation reports that).
+fn swept_key_errors(
+    base: &Composed,
+    cli: &[Override],
+    known: &[recipe::Diagnostic],
+) -> Vec<recipe::Diagnostic> {
+    let mut with_cli = base.clone();
+    for ov in cli.iter().filter(|o| o.key.starts_with("sweep")) {
+        if recipe::overrides::apply(&mut with_cli, ov).is_err() {
+            return Vec::new();
+        }
+    }
+    let Some(table) = with_cli.table.get("sweep").cloned() else {
+        return Vec::new();
+    };
+    let Ok(config) = table.try_into::<recipe::SweepConfig>() else {
+        return Vec::new();
+    };
+    let mut without = base.clone();
+    without.table.remove("sweep");
+    let same = |a: &recipe::Diagnostic, b: &recipe::Diagnostic| {
+        a.key == b.key && a.message == b.message && a.span == b.span
+    };
+    let mut out: Vec<recipe::Diagnostic> = Vec::new();
+    for (key, values) in &config.params {
+        let origin = with_cli.origin_of(&format!("sweep.params.{key}"));
+        for value in sweep::values_to_check(values) {
+            let mut ovs = vec![Override {
+                key: key.clone(),
+                value,
+                raw: None,
+                origin: origin.clone(),
+            }];
+            ovs.extend(cli.iter().filter(|o| !o.key.starts_with("sweep")).cloned());
+            let Err(RecipeError::Invalid(found)) = recipe::resolve(without.clone(), &ovs) else {
+                continue;
+            };
+            for d in found {
+                let seen = known.iter().chain(out.iter()).any(|k| same(k, &d));
+                if !seen {
+                    out.push(d);
+                }
+            }
+        }
+    }
+    // in the order they were written; the runs' combinations wait for these
+    out.sort_by_key(|d| match &d.origin {
+        Origin::File {
+            path, line, col, ..
+        } => (0, path.clone(), *line, *col),
+        Origin::CommandLine { .. } => (1, PathBuf::new(), 0, 0),
+    });
+    if let Some(last) = out.last_mut() {
+        let note = "combinations of the swept values are checked once each value passes alone";
+        last.note = Some(match last.note.take() {
+            Some(n) => format!("{n}; {note}"),
+            None => note.to_string(),
+        });
+    }
+    out
 }
 
 /// `model.init_from = { recipe = ... }`: plans the parent recipe (relative to the file that

@@ -86,3 +86,17 @@ fn draw(v: &SweepValues, rng: &mut ChaCha8Rng) -> toml::Value {
         }
     }
 }
+
+/// The values of one swept key worth checking on their own: every listed value or choice, and
+/// a distribution's bounds.
+pub fn values_to_check(v: &SweepValues) -> Vec<toml::Value> {
+    match v {
+        SweepValues::List(l) | SweepValues::Distribution(Distribution::Choice(l)) => l.clone(),
+        SweepValues::Distribution(
+            Distribution::Uniform([a, b]) | Distribution::Loguniform([a, b]),
+        ) => vec![toml::Value::Float(*a), toml::Value::Float(*b)],
+        SweepValues::Distribution(Distribution::Int([a, b])) => {
+            vec![toml::Value::Integer(*a), toml::Value::Integer(*b)]
+        }
+    }
+}

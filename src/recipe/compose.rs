@@ -20,6 +20,13 @@ pub struct Composed {
     pub files: Vec<PathBuf>,
     /// The text of every file read (by the path its origins name), to show errors in place.
     pub sources: BTreeMap<PathBuf, Arc<str>>,
+    /// Errors found composing that did not stop it (a missing fragment, a malformed one):
+    /// `resolve` reports them with its own.
+    pub problems: Vec<Diagnostic>,
+    /// Whether every fragment was read (a missing one may have been replaced by the nearest
+    /// name, and `problems` says so). When not, validating the rest would judge a recipe
+    /// with holes, so `resolve` reports `problems` alone.
+    pub complete: bool,
 }
 
 impl Composed {
@@ -74,29 +81,81 @@ impl Composed {
 
 /// Reads `path` and everything it uses into one table.
 pub fn compose(path: &Path) -> Result<Composed, RecipeError> {
-    let mut stack = Vec::new();
-    let mut files = Vec::new();
-    let mut sources = BTreeMap::new();
-    let loaded = load_layer(path, &mut stack, &mut files, &mut sources, None);
-    let (table, origins) = loaded.map_err(|e| match e {
-        RecipeError::Invalid(mut diags) => {
-            for d in &mut diags {
-                if matches!(&d.origin, Origin::File { path: p, .. } if p != path) {
-                    d.message
-                        .push_str(&format!(" (composing {})", path.display()));
-                }
+    let mut c = Composing::default();
+    let named_by_recipe = |mut diags: Vec<Diagnostic>| {
+        for d in &mut diags {
+            if matches!(&d.origin, Origin::File { path: p, .. } if p != path) {
+                d.message
+                    .push_str(&format!(" (composing {})", path.display()));
             }
-            RecipeError::Invalid(diags)
         }
+        diags
+    };
+    let (table, origins) = load_layer(path, &mut c, None).map_err(|e| match e {
+        RecipeError::Invalid(diags) => RecipeError::Invalid(named_by_recipe(diags)),
         other => other,
     })?;
     Ok(Composed {
         file: path.to_path_buf(),
         table,
         origins,
-        files,
-        sources,
+        files: c.files,
+        sources: c.sources,
+        problems: named_by_recipe(c.problems),
+        complete: c.complete,
     })
+}
+
+/// The state of one composition: the files on the `use` chain (for cycles), every file read
+/// with its text, and the errors that did not stop it.
+struct Composing {
+    stack: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+    sources: Sources,
+    problems: Vec<Diagnostic>,
+    complete: bool,
+}
+
+impl Default for Composing {
+    fn default() -> Self {
+        Composing {
+            stack: Vec::new(),
+            files: Vec::new(),
+            sources: Sources::new(),
+            problems: Vec::new(),
+            complete: true,
+        }
+    }
+}
+
+/// The existing file nearest to a missing `path`: each missing component replaced by the
+/// entry of its folder with the same name but for case, or else the closest likely typo.
+fn nearest_existing(path: &Path) -> Option<PathBuf> {
+    let mut at = PathBuf::new();
+    for part in path.components() {
+        let next = at.join(part);
+        if next.exists() {
+            at = next;
+            continue;
+        }
+        let name = part.as_os_str().to_str()?;
+        let dir = if at.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            at.as_path()
+        };
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        let pick = names
+            .iter()
+            .find(|n| n.eq_ignore_ascii_case(name))
+            .map(String::as_str)
+            .or_else(|| super::error::did_you_mean(name, names.iter().map(String::as_str)))?;
+        at = at.join(pick);
+    }
+    at.is_file().then_some(at)
 }
 
 /// Reads a file as UTF-8 text with errors that name it.
@@ -118,45 +177,63 @@ pub fn read_text(path: &Path) -> Result<String, RecipeError> {
 
 fn load_layer(
     path: &Path,
-    stack: &mut Vec<PathBuf>,
-    files: &mut Vec<PathBuf>,
-    sources: &mut Sources,
-    used_at: Option<Origin>,
+    c: &mut Composing,
+    used_at: Option<(Origin, &str)>,
 ) -> Result<(toml::Table, Origins), RecipeError> {
     // An error about the `use` entry that named this file, shown there.
-    let at_use = |sources: &Sources, msg: String| {
-        let origin = used_at.clone().unwrap_or(Origin::file_start(path));
-        RecipeError::Invalid(vec![pointed(sources, origin, "use", Focus::Value, msg)])
+    let at_use_diag = |sources: &Sources, msg: String| {
+        let origin = used_at
+            .as_ref()
+            .map(|(o, _)| o.clone())
+            .unwrap_or(Origin::file_start(path));
+        pointed(sources, origin, "use", Focus::Value, msg)
     };
+    let at_use =
+        |sources: &Sources, msg: String| RecipeError::Invalid(vec![at_use_diag(sources, msg)]);
     if !path.exists() {
         let msg = format!("fragment `{}` does not exist", path.display());
-        return Err(match used_at {
-            Some(_) => at_use(sources, msg),
-            None => RecipeError::Io {
+        let Some((_, written)) = used_at else {
+            return Err(RecipeError::Io {
                 path: path.to_path_buf(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            },
-        });
+            });
+        };
+        // the nearest name stands in, so the rest of the recipe is still checked
+        if let Some(near) = nearest_existing(path) {
+            let shown = suggested_use(written, path, &near);
+            let d = at_use_diag(&c.sources, msg)
+                .with_help(Some(format!("did you mean `{shown}`?")))
+                .with_note(Some(format!(
+                    "the rest of the recipe was checked with `{shown}` in its place"
+                )));
+            c.problems.push(d);
+            return load_layer(&near, c, used_at);
+        }
+        let d = at_use_diag(&c.sources, msg).with_note(Some(
+            "the recipe's values are checked once this fragment is found: they may depend on it"
+                .into(),
+        ));
+        return Err(RecipeError::Invalid(vec![d]));
     }
     let canonical = path.canonicalize().map_err(|source| RecipeError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    if let Some(pos) = stack.iter().position(|p| p == &canonical) {
-        let chain: Vec<String> = stack[pos..]
+    if let Some(pos) = c.stack.iter().position(|p| p == &canonical) {
+        let chain: Vec<String> = c.stack[pos..]
             .iter()
             .chain(std::iter::once(&canonical))
             .map(|p| p.display().to_string())
             .collect();
         return Err(at_use(
-            sources,
+            &c.sources,
             format!("fragment cycle: {}", chain.join(" -> ")),
         ));
     }
     let src = read_text(path).map_err(|e| match (&used_at, e) {
         // a fragment that cannot be read is reported where `use` names it
         (Some(_), RecipeError::IsDirectory { path }) => at_use(
-            sources,
+            &c.sources,
             format!("`{}` is a directory, not a recipe fragment", path.display()),
         ),
         (_, e) => e,
@@ -191,8 +268,8 @@ fn load_layer(
         );
         RecipeError::Invalid(vec![d.at(&text, span)])
     })?;
-    files.push(path.to_path_buf());
-    sources.insert(path.to_path_buf(), text.clone());
+    c.files.push(path.to_path_buf());
+    c.sources.insert(path.to_path_buf(), text.clone());
 
     let uses = match own.remove("use") {
         None => Vec::new(),
@@ -208,7 +285,7 @@ fn load_layer(
                             "expected a fragment path (a string), found {}",
                             other.type_str()
                         );
-                        let d = pointed(sources, origin, &key, Focus::Value, msg);
+                        let d = pointed(&c.sources, origin, &key, Focus::Value, msg);
                         return Err(RecipeError::Invalid(vec![d]));
                     }
                 }
@@ -221,24 +298,58 @@ fn load_layer(
                 other.type_str()
             );
             let origin = origin_in(&own_origins, "use", path);
-            let d = pointed(sources, origin, "use", Focus::Value, msg);
+            let d = pointed(&c.sources, origin, "use", Focus::Value, msg);
             return Err(RecipeError::Invalid(vec![d]));
         }
     };
     own_origins.retain(|k, _| k != "use" && !k.starts_with("use["));
 
-    stack.push(canonical);
+    c.stack.push(canonical);
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let mut merged = toml::Table::new();
     let mut origins = Origins::new();
+    // a fragment that fails is reported, and the others are still read
     for (rel, origin) in uses {
         let frag_path = base_dir.join(&rel);
-        let (frag, frag_origins) = load_layer(&frag_path, stack, files, sources, Some(origin))?;
-        merge_into(&mut merged, &mut origins, frag, frag_origins, "");
+        match load_layer(&frag_path, c, Some((origin, &rel))) {
+            Ok((frag, frag_origins)) => {
+                merge_into(&mut merged, &mut origins, frag, frag_origins, "")
+            }
+            Err(RecipeError::Invalid(diags)) => {
+                c.problems.extend(diags);
+                c.complete = false;
+            }
+            Err(other) => {
+                c.stack.pop();
+                return Err(other);
+            }
+        }
     }
-    stack.pop();
+    c.stack.pop();
     merge_into(&mut merged, &mut origins, own, own_origins, "");
     Ok((merged, origins))
+}
+
+/// How a `use` entry written as `written` (naming the missing `missing`) would name `near`:
+/// the entry with its last parts replaced, as the user wrote it.
+fn suggested_use(written: &str, missing: &Path, near: &Path) -> String {
+    // the parts of `missing` and `near` differ only where a name was corrected: rewrite the
+    // written entry's trailing parts (as many as the two paths have)
+    let ours: Vec<_> = near.components().collect();
+    let theirs: Vec<_> = missing.components().collect();
+    if ours.len() != theirs.len() {
+        return near.display().to_string();
+    }
+    let mut parts: Vec<String> = written.split('/').map(str::to_string).collect();
+    let n = parts.len().min(ours.len());
+    for k in 0..n {
+        let (a, b) = (&ours[ours.len() - 1 - k], &theirs[theirs.len() - 1 - k]);
+        if a != b {
+            let at = parts.len() - 1 - k;
+            parts[at] = a.as_os_str().to_string_lossy().into_owned();
+        }
+    }
+    parts.join("/")
 }
 
 fn origin_in(origins: &Origins, key: &str, path: &Path) -> Origin {

@@ -27,6 +27,10 @@ pub fn resolve(
     mut composed: Composed,
     overrides: &[Override],
 ) -> Result<(Composed, Recipe), RecipeError> {
+    // a recipe with a fragment missing: checking the rest would judge holes
+    if !composed.complete {
+        return Err(RecipeError::Invalid(composed.problems.clone()));
+    }
     let mut overrides = overrides.to_vec();
     // key -> the first error of an override retried as its text
     let mut retried: std::collections::BTreeMap<String, Vec<Diagnostic>> = Default::default();
@@ -42,7 +46,9 @@ pub fn resolve(
         }
         let found = validate::validate(&c);
         if let (Some(recipe), true) = (found.recipe, errors.is_empty()) {
-            return Ok((c, recipe));
+            if c.problems.is_empty() {
+                return Ok((c, recipe));
+            }
         }
         errors.extend(found.errors);
         if let Some(stale) = errors
@@ -76,6 +82,8 @@ pub fn resolve(
             }
         }
         let mut out = validate::ordered(out, &c);
+        // composing's errors (a fragment replaced by its nearest name) first
+        out.splice(0..0, c.problems.iter().cloned());
         // command-line errors in the order of their flags
         let flag_rank = |d: &Diagnostic| match &d.origin {
             Origin::CommandLine { flag } => overrides
