@@ -625,6 +625,7 @@ fn main() -> ExitCode {
                 max_runs,
                 retry_failed,
                 fail_fast,
+                prune: None,
             };
             let o = train_opts(&sets, device, format.into());
             match executor {

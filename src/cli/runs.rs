@@ -71,6 +71,7 @@ pub fn show_json(store: &Store, run: &RunRow) -> Result<serde_json::Value, CliEr
     let checkpoints = store.checkpoints(run.id)?;
     let verification = store.verification(run.id)?;
     let skipped = store.skipped_images(run.id)?;
+    let rungs = store.rungs(run.id)?;
     Ok(serde_json::json!({
         "id": run.id,
         "key": run.key,
@@ -90,6 +91,7 @@ pub fn show_json(store: &Store, run: &RunRow) -> Result<serde_json::Value, CliEr
         "checkpoints": checkpoints,
         "verification": verification,
         "skipped_images": skipped,
+        "rungs": rungs,
         "parent": run.parent_id,
         "init_from_run": run.init_from_run.map(|id| serde_json::json!({
             "id": id,
@@ -139,6 +141,16 @@ pub fn print_run(store: &Store, run: &RunRow) -> Result<(), CliError> {
     }
     if let Some(dir) = &run.dir {
         crate::outln!("folder   {dir}");
+    }
+    for r in store.rungs(run.id)? {
+        crate::outln!(
+            "rung {}   epoch {}  {} {}  {}",
+            r.rung + 1,
+            r.epoch,
+            r.metric,
+            r.value.map(fmt_num).unwrap_or_else(|| "-".into()),
+            r.decision
+        );
     }
     // the resolved configuration, one `key = value` a line (what `--set` takes)
     let mut config = Vec::new();

@@ -11,7 +11,7 @@ use crate::engine::preflight::Preflight;
 use crate::engine::progress::Reporter;
 use crate::engine::{execute, RunOutcome, RunRequest, StartFrom};
 use crate::recipe::{Composed, Origin, Override, Recipe};
-use crate::store::{Claim, NewRun, Store};
+use crate::store::{Claim, NewRun, RunStatus, Store};
 
 /// Options shared by the training commands.
 pub struct TrainOpts {
@@ -56,6 +56,7 @@ fn outcome_code(outcome: &Result<RunOutcome, crate::engine::EngineError>) -> Res
             "interrupted: a checkpoint was written; `runner run` the same recipe (or `runner sweep`) resumes it",
         )),
         Ok(RunOutcome::Diverged(why)) => Err(CliError::failed(format!("diverged: {why}"))),
+        Ok(RunOutcome::Paused(_)) => Ok(()),
         Err(e) => Err(CliError::failed(e)),
     }
 }
@@ -128,7 +129,7 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
         let id = store.create_claimed(&record)?;
         (id, StartFrom::Scratch)
     } else {
-        match store.claim_key(&record, STALE_AFTER, true)? {
+        match store.claim_key(&record, STALE_AFTER, true, false)? {
             Claim::Done(id) => {
                 o.reporter.info(&format!(
                     "run {id} with key {} is already done (--force trains a fresh one)",
@@ -147,6 +148,23 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
                     "run {id} with key {} is submitted to Slurm: `runner status` shows its task, `runner collect` imports its records",
                     planned.key
                 )))
+            }
+            Claim::Finished {
+                id,
+                status: status @ (RunStatus::Paused | RunStatus::Pruned),
+            } => {
+                let epoch = store.epochs(id)?.last().map(|e| e.epoch).unwrap_or(0);
+                o.reporter.info(&format!(
+                    "run {id} with key {} is {} at epoch {epoch} by a pruned sweep: `runner resume {id}` continues it, as does `runner sweep` of its recipe ({})",
+                    planned.key,
+                    status.as_str(),
+                    if status == RunStatus::Paused {
+                        "the rung's decision is pending"
+                    } else {
+                        "without [sweep.prune], to train.epochs"
+                    }
+                ));
+                return print_outcome(&store, id, &o);
             }
             Claim::Finished { id, .. } | Claim::Claimed { id, resumed: false } => {
                 (id, StartFrom::Scratch)
@@ -169,6 +187,7 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
             dir,
             reporter: &o.reporter,
             stop: crate::engine::signals::stop_flag(),
+            until_epoch: None,
         },
     );
     print_outcome(&store, id, &o)?;
@@ -189,6 +208,23 @@ pub fn sweep(
     if dry_run {
         return super::plan::run(g, recipe, &sets, o.format);
     }
+    let mut opts = opts.clone();
+    opts.prune = prune_plan(recipe, &sets)?;
+    if opts.prune.is_some() && opts.max_runs.is_some() {
+        return Err(CliError::invalid(
+            "--max-runs does not combine with [sweep.prune]: a pruned sweep trains rung by rung (interrupt it with Ctrl-C, and the same command continues it)",
+        ));
+    }
+    if let (Some(p), Some(first)) = (&opts.prune, runs.iter().find(|r| r.target)) {
+        let warmup = first.recipe.scheduler.warmup_epochs;
+        if p.config.grace_epochs < warmup {
+            o.reporter.warn(&format!(
+                "sweep.prune.grace_epochs = {} is shorter than the warm-up ({warmup} epochs): the first rung compares runs still warming up",
+                p.config.grace_epochs
+            ));
+        }
+    }
+    let opts = &opts;
     let mut preflight = Preflight::with_reporter(&o.reporter);
     let done = done_keys(g, runs.iter().map(|r| r.key.as_str()))?;
     for r in runs.iter().filter(|r| !done.contains(&r.key)) {
@@ -368,6 +404,15 @@ pub fn sweep(
     Ok(())
 }
 
+/// The recipe's `[sweep.prune]`, resolved (None without one).
+pub fn prune_plan(
+    recipe: &Path,
+    sets: &[String],
+) -> Result<Option<crate::plan::prune::PrunePlan>, CliError> {
+    let (_, top) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
+    Ok(crate::plan::prune::PrunePlan::of(&top))
+}
+
 /// What `runner resume` continues.
 pub enum ResumeTarget {
     Run(String),
@@ -503,7 +548,7 @@ pub fn resume(g: &Global, a: ResumeArgs, o: TrainOpts) -> Result<(), CliError> {
     let (id, start) = if a.force {
         (store.create_claimed(&record)?, from_parent)
     } else {
-        match store.claim_key(&record, STALE_AFTER, true)? {
+        match store.claim_key(&record, STALE_AFTER, true, false)? {
             Claim::Done(id) => {
                 o.reporter.info(&format!(
                     "run {id} (key {key}) already continued run {parent_id} from its epoch-{ck_epoch} checkpoint to {} epochs; nothing to train (--force trains a fresh one)",
@@ -553,6 +598,7 @@ pub fn resume(g: &Global, a: ResumeArgs, o: TrainOpts) -> Result<(), CliError> {
             dir,
             reporter: &o.reporter,
             stop: crate::engine::signals::stop_flag(),
+            until_epoch: None,
         },
     );
     print_outcome(&store, id, &o)?;

@@ -396,6 +396,7 @@ impl LogState {
                 for c in self.checkpoints.iter_mut() {
                     if c.epoch == *epoch
                         && c.metric_name.as_deref() != Some(super::run::INTERRUPT_METRIC)
+                        && c.metric_name.as_deref() != Some(super::run::RUNG_METRIC)
                     {
                         c.kept = false;
                     }

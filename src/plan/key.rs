@@ -14,6 +14,10 @@ pub fn canonical_config(recipe: &Recipe) -> serde_json::Value {
     r.sweep = None;
     r.slurm = None;
     r.data.num_workers = None;
+    // an image size taken from the eval transforms hashes as the default it had before
+    if r.data.image_size_from_eval {
+        r.data.image_size = crate::recipe::schema::default_image_size();
+    }
     r.data.cache_dir = None;
     r.train.device = String::new();
     r.checkpoint.dir = String::new();

@@ -3,6 +3,7 @@
 //! pipeline, parents first.
 
 pub mod key;
+pub mod prune;
 pub mod sweep;
 
 use std::collections::BTreeMap;

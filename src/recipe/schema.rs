@@ -43,9 +43,14 @@ pub struct Recipe {
 pub struct DataConfig {
     /// A folder in the course layout, or "synth" for the built-in synthetic set.
     pub root: String,
-    /// Side of the square images the model sees (used when transforms do not say otherwise).
+    /// Side of the square images the model sees (`inspect` and `bench` use it). Unwritten, it
+    /// is the side the eval transforms output where that is known (else 64).
     #[serde(default = "default_image_size")]
     pub image_size: u32,
+    /// Whether `image_size` was taken from the eval transforms, not written: the run key then
+    /// sees the default it had before, so keys computed before the rule hold.
+    #[serde(skip)]
+    pub image_size_from_eval: bool,
     /// Decoding / augmentation threads; `None` = all cores. Not part of the run key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_workers: Option<usize>,
@@ -62,7 +67,7 @@ pub struct DataConfig {
     pub synth: SynthConfig,
 }
 
-fn default_image_size() -> u32 {
+pub(crate) fn default_image_size() -> u32 {
     64
 }
 
@@ -1150,6 +1155,65 @@ pub struct SweepConfig {
     /// Dotted recipe key -> values (a list) or a distribution (random mode).
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, SweepValues>,
+    /// `[sweep.prune]`: stop losing runs early. Not part of any run's key: a promoted run is
+    /// the same run as the point trained straight through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneKind {
+    #[default]
+    None,
+    /// Synchronous successive halving, rung by rung.
+    Halving,
+}
+
+/// `[sweep.prune]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PruneConfig {
+    #[serde(default)]
+    pub kind: PruneKind,
+    /// The metric runs are compared by (default `checkpoint.monitor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// Whether higher is better (default: `checkpoint.mode` when `metric` is the monitor,
+    /// else the metric's own direction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<MetricMode>,
+    /// The first rung's epoch.
+    #[serde(default = "PruneConfig::default_grace")]
+    pub grace_epochs: u32,
+    /// Each rung keeps max(1, floor(n / factor)) runs; rungs at grace * factor^k.
+    #[serde(default = "PruneConfig::default_factor")]
+    pub reduction_factor: u32,
+}
+
+impl PruneConfig {
+    fn default_grace() -> u32 {
+        1
+    }
+    fn default_factor() -> u32 {
+        3
+    }
+
+    /// The metric and whether higher is better, given the recipe's checkpoint section.
+    pub fn objective(&self, checkpoint: &CheckpointConfig) -> (String, bool) {
+        let metric = self
+            .metric
+            .clone()
+            .unwrap_or_else(|| checkpoint.monitor.clone());
+        let mode = self.mode.unwrap_or(if metric == checkpoint.monitor {
+            checkpoint.mode
+        } else if crate::store::maximize(&metric) {
+            MetricMode::Max
+        } else {
+            MetricMode::Min
+        });
+        (metric, mode == MetricMode::Max)
+    }
 }
 
 /// The values a swept key takes.

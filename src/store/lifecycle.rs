@@ -82,13 +82,15 @@ impl Store {
 
     /// Finds or creates the run for `new.key` and claims it for this process, atomically:
     /// a `done` run is reported, a run held by a live process is reported busy, anything else
-    /// (queued, interrupted, a dead claimant's running run, and failed / diverged runs when
-    /// `retry_failed`) is claimed. Two processes never claim the same key.
+    /// (queued, interrupted, a dead claimant's running run, failed / diverged runs when
+    /// `retry_failed`, paused / pruned runs when `continue_stopped`) is claimed. Two processes
+    /// never claim the same key.
     pub fn claim_key(
         &mut self,
         new: &NewRun,
         stale_after: Duration,
         retry_failed: bool,
+        continue_stopped: bool,
     ) -> Result<Claim, StoreError> {
         let pid = std::process::id() as i64;
         let pid_start = own_start_time();
@@ -127,7 +129,8 @@ impl Store {
                 Some(ClaimRow { id, status, .. })
                     if status == "queued"
                         || status == "interrupted"
-                        || (retry_failed && (status == "failed" || status == "diverged")) =>
+                        || (retry_failed && (status == "failed" || status == "diverged"))
+                        || (continue_stopped && (status == "paused" || status == "pruned")) =>
                 {
                     claim(tx, id)?;
                     Ok(Claim::Claimed {

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Version 1: the first release (runs, epochs, checkpoints; no sweeps, no verification table,
 /// no lineage or heartbeat columns). Kept so tests can build an old store.
@@ -131,6 +131,23 @@ ALTER TABLE runs ADD COLUMN pid_start INTEGER;
 CREATE INDEX checkpoints_kept ON checkpoints(run_id, epoch, metric_name) WHERE kept = 1;
 ";
 
+/// Version 7 -> 8: adaptive sweeps. One row per run and rung of a pruned sweep: the epoch of
+/// the rung, the metric and the run's value there, and the decision (`promoted`, `pruned`).
+/// Statuses `paused` and `pruned` need no schema change.
+pub const V7_TO_V8: &str = "
+CREATE TABLE rungs (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    sweep_id INTEGER REFERENCES sweeps(id),
+    rung INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    decision TEXT NOT NULL,
+    decided TEXT NOT NULL,
+    PRIMARY KEY (run_id, rung)
+);
+";
+
 /// The folder of each run that has none recorded (runs from before version 7): the folder of
 /// its newest checkpoint, else of its Slurm record log, else where those versions put it
 /// (`<checkpoint.dir>/<key>/run-<id>`, from the working directory).
@@ -177,7 +194,7 @@ fn fill_run_dirs(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
 
 /// Brings a store at any older version up to `SCHEMA_VERSION`, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
-    let steps: [(i64, &str); 7] = [
+    let steps: [(i64, &str); 8] = [
         (1, V1),
         (2, V1_TO_V2),
         (3, V2_TO_V3),
@@ -185,6 +202,7 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
         (5, V4_TO_V5),
         (6, V5_TO_V6),
         (7, V6_TO_V7),
+        (8, V7_TO_V8),
     ];
     let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (target, sql) in steps {

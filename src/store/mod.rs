@@ -7,6 +7,7 @@ mod lifecycle;
 pub mod migrations;
 mod queries;
 pub(crate) mod records;
+mod rungs;
 mod writes;
 
 pub use leaderboard::{bench_fill, maximize, METRICS};
@@ -15,6 +16,7 @@ pub use lifecycle::{
 };
 
 pub use records::*;
+pub use rungs::{RungRecord, PROMOTED, PRUNED};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

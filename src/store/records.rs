@@ -16,6 +16,12 @@ pub enum RunStatus {
     /// Handed to Slurm by `runner sweep --executor slurm`: its task writes records into the
     /// run's folder and `runner collect` imports them. Busy for every other command.
     Submitted,
+    /// Reached its rung of a halving sweep (`[sweep.prune]`) and waits for the rung's decision;
+    /// its rung checkpoint is kept, so the sweep (or `resume`) continues it exactly.
+    Paused,
+    /// Stopped for good by `[sweep.prune]`, at the rung and epoch its `rungs` rows record; its
+    /// checkpoint there is kept (a sweep without `[sweep.prune]` continues it).
+    Pruned,
 }
 
 impl RunStatus {
@@ -28,6 +34,8 @@ impl RunStatus {
             RunStatus::Diverged => "diverged",
             RunStatus::Interrupted => "interrupted",
             RunStatus::Submitted => "submitted",
+            RunStatus::Paused => "paused",
+            RunStatus::Pruned => "pruned",
         }
     }
     pub fn parse(s: &str) -> Option<RunStatus> {
@@ -39,6 +47,8 @@ impl RunStatus {
             "diverged" => RunStatus::Diverged,
             "interrupted" => RunStatus::Interrupted,
             "submitted" => RunStatus::Submitted,
+            "paused" => RunStatus::Paused,
+            "pruned" => RunStatus::Pruned,
             _ => return None,
         })
     }

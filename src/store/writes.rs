@@ -213,7 +213,7 @@ fn mark_checkpoint_deleted_tx(
 ) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE checkpoints SET kept = 0 WHERE run_id = ?1 AND epoch = ?2
-           AND (metric_name IS NULL OR metric_name != 'interrupt')",
+           AND (metric_name IS NULL OR metric_name NOT IN ('interrupt', 'rung'))",
         params![run_id, epoch],
     )?;
     Ok(())

@@ -25,6 +25,8 @@ pub struct SweepOptions {
     pub max_runs: Option<usize>,
     pub retry_failed: bool,
     pub fail_fast: bool,
+    /// `[sweep.prune]` of the recipe, with its metric and direction resolved.
+    pub prune: Option<crate::plan::prune::PrunePlan>,
 }
 
 /// The newest kept checkpoint of a run whose file still exists.
@@ -114,16 +116,19 @@ impl Drop for Heartbeat {
 }
 
 /// What became of one planned run.
-struct Trained {
-    run_id: Option<i64>,
-    status: String,
-    action: String,
+pub(super) struct Trained {
+    pub run_id: Option<i64>,
+    pub status: String,
+    pub action: String,
     /// Stops the runs after it: "interrupted", or "--fail-fast" after a failure.
-    stop: Option<&'static str>,
+    pub stop: Option<&'static str>,
 }
 
 /// Why a run that starts from another run's checkpoint cannot start: its parent is not done.
-fn parent_not_done(store: &Store, run: &PlannedRun) -> Result<Option<String>, EngineError> {
+pub(super) fn parent_not_done(
+    store: &Store,
+    run: &PlannedRun,
+) -> Result<Option<String>, EngineError> {
     let Some(key) = run.parent_key() else {
         return Ok(None);
     };
@@ -136,19 +141,23 @@ fn parent_not_done(store: &Store, run: &PlannedRun) -> Result<Option<String>, En
 
 /// Claims one planned run and trains (or resumes) it unless it is done, busy elsewhere, or
 /// finished badly (without `retry_failed`).
-fn train_one(
+pub(super) fn train_one(
     store: &mut Store,
     run: &PlannedRun,
     sweep_id: Option<i64>,
     opts: &SweepOptions,
     reporter: &Reporter,
     stop: &Arc<AtomicBool>,
+    until_epoch: Option<u32>,
 ) -> Result<Trained, EngineError> {
     let recipe_path = run.recipe_path.display().to_string();
+    // a sweep continues its paused and pruned runs (a pruned sweep only those its rungs
+    // promote: it does not ask for the others)
     let claim = store.claim_key(
         &new_run(&recipe_path, run, sweep_id),
         STALE_AFTER,
         opts.retry_failed,
+        sweep_id.is_some(),
     )?;
     let (Claim::Done(id)
     | Claim::Busy(id)
@@ -199,10 +208,12 @@ fn train_one(
                     dir,
                     reporter,
                     stop: stop.clone(),
+                    until_epoch,
                 },
             );
             match outcome {
                 Ok(RunOutcome::Done(_)) => t.status = RunStatus::Done.as_str().into(),
+                Ok(RunOutcome::Paused(_)) => t.status = RunStatus::Paused.as_str().into(),
                 Ok(RunOutcome::Interrupted) => {
                     t.status = RunStatus::Interrupted.as_str().into();
                     t.stop = Some("interrupted");
@@ -244,7 +255,7 @@ pub fn execute_sweep(
 /// The sweep a `runner sweep` call records its runs under: a new row, unless nothing is to be
 /// trained (every planned run done) and an earlier sweep of this recipe planned them all; then
 /// that sweep, so that calls which train nothing add no rows.
-fn sweep_for(
+pub(super) fn sweep_for(
     store: &mut Store,
     recipe_path: &str,
     runs: &[PlannedRun],
@@ -288,6 +299,9 @@ fn train_planned(
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<SummaryRow>, EngineError> {
     // the bar counts epochs: it moves (and its ETA with it) while a run trains
+    if let Some(plan) = &opts.prune {
+        return super::halving::train_halving(store, sweep_id, runs, plan, opts, reporter, stop);
+    }
     let epochs_of = |r: &PlannedRun| u64::from(r.recipe.train.epochs);
     let bar = reporter.sweep_bar(runs.iter().map(epochs_of).sum());
     let mut processed = 0u64;
@@ -327,7 +341,7 @@ fn train_planned(
         }
         bar.set_message(format!("run {}/{} {}", rows.len() + 1, runs.len(), run.key));
         let started = Instant::now();
-        let t = train_one(store, run, Some(sweep_id), opts, reporter, &stop)?;
+        let t = train_one(store, run, Some(sweep_id), opts, reporter, &stop, None)?;
         if t.action == "trained" || t.action == "resumed" {
             executed += 1;
             row.seconds = started.elapsed().as_secs_f64();
@@ -373,7 +387,7 @@ pub fn train_parents(
                 run.key
             )));
         }
-        let t = train_one(store, run, None, &opts, reporter, &stop)?;
+        let t = train_one(store, run, None, &opts, reporter, &stop, None)?;
         if t.status != RunStatus::Done.as_str() {
             return Err(EngineError::Other(format!(
                 "run {} of {} (which this recipe starts from) is {}{}",

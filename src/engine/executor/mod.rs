@@ -4,6 +4,7 @@
 //! each run's folder (`runner exec`), collected into the store by `runner collect`. Either
 //! way the store stays the only SQL writer, on the machine that runs `runner sweep`.
 
+mod halving;
 pub mod local;
 pub mod slurm;
 

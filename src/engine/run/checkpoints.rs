@@ -157,7 +157,7 @@ impl<'a, 's> Runner<'a, 's> {
         let epochs = self.store.epochs(self.req.run_id)?;
         let mut out = Vec::new();
         for c in self.store.checkpoints(self.req.run_id)? {
-            if !c.kept || c.metric_name.as_deref() == Some(INTERRUPT_METRIC) {
+            if !c.kept || is_extra(&c) {
                 continue;
             }
             let metrics = epochs
@@ -214,9 +214,7 @@ impl<'a, 's> Runner<'a, 's> {
             .checkpoints(self.req.run_id)?
             .into_iter()
             .rev()
-            .find(|c| {
-                c.epoch == epoch && c.kept && c.metric_name.as_deref() != Some(INTERRUPT_METRIC)
-            })
+            .find(|c| c.epoch == epoch && c.kept && !is_extra(c))
             .map_or_else(|| self.checkpoint_path(epoch), |c| PathBuf::from(c.path)))
     }
 
@@ -310,8 +308,45 @@ impl<'a, 's> Runner<'a, 's> {
         Ok(())
     }
 
+    /// Keeps this epoch's end state whatever the policy does later: a row labelled
+    /// `RUNG_METRIC` on the policy's file of the epoch, or its own file when the policy wrote
+    /// none.
+    pub(super) fn pin_rung_checkpoint(
+        &mut self,
+        epoch: u32,
+        metrics: &BTreeMap<String, f64>,
+    ) -> Result<(), EngineError> {
+        let path = if self.policy.saved().iter().any(|c| c.epoch == epoch) {
+            self.stored_checkpoint_path(epoch)?
+        } else {
+            let path = self
+                .ckpt_dir
+                .join(format!("rung-epoch-{epoch:04}.safetensors"));
+            write_checkpoint(&path, &self.checkpoint(metrics)?)?;
+            path
+        };
+        let monitor = &self.req.recipe.checkpoint.monitor;
+        self.store.record_checkpoint(&CheckpointRecord {
+            run_id: self.req.run_id,
+            epoch,
+            path: path.display().to_string(),
+            metric_name: Some(RUNG_METRIC.into()),
+            metric: metrics.get(monitor).copied(),
+            kept: true,
+        })?;
+        Ok(())
+    }
+
     pub(super) fn delete_checkpoint(&mut self, epoch: u32) -> Result<(), EngineError> {
         let path = self.stored_checkpoint_path(epoch)?;
+        // a rung's pin on the same file keeps it
+        let pinned = self.store.checkpoints(self.req.run_id)?.iter().any(|c| {
+            c.kept && c.metric_name.as_deref() == Some(RUNG_METRIC) && Path::new(&c.path) == path
+        });
+        if pinned {
+            self.store.mark_checkpoint_deleted(self.req.run_id, epoch)?;
+            return Ok(());
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -325,4 +360,12 @@ impl<'a, 's> Runner<'a, 's> {
         self.store.mark_checkpoint_deleted(self.req.run_id, epoch)?;
         Ok(())
     }
+}
+
+/// A checkpoint the policy does not own: an interrupt's or a rung's.
+fn is_extra(c: &CheckpointRecord) -> bool {
+    matches!(
+        c.metric_name.as_deref(),
+        Some(INTERRUPT_METRIC) | Some(RUNG_METRIC)
+    )
 }

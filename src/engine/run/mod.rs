@@ -64,6 +64,10 @@ pub struct RunRequest<'a> {
     pub dir: PathBuf,
     pub reporter: &'a Reporter,
     pub stop: Arc<AtomicBool>,
+    /// Stop after this epoch (a rung of a halving sweep) with a kept checkpoint there, as
+    /// status `paused`; the schedule still spans `train.epochs`, so continuing later is the
+    /// same as never stopping.
+    pub until_epoch: Option<u32>,
 }
 
 /// How a run ended (failures are errors).
@@ -72,10 +76,16 @@ pub enum RunOutcome {
     Done(BTreeMap<String, f64>),
     Interrupted,
     Diverged(String),
+    /// Reached `until_epoch` (its last epoch's metrics).
+    Paused(BTreeMap<String, f64>),
 }
 
 /// The label the checkpoint table gives a mid-epoch checkpoint written on interrupt.
 pub const INTERRUPT_METRIC: &str = "interrupt";
+
+/// The label of a rung checkpoint: an end-of-epoch checkpoint a halving sweep keeps whatever
+/// the checkpoint policy says (its own file, or a pin on the policy's file of that epoch).
+pub const RUNG_METRIC: &str = "rung";
 
 /// Progress inside an epoch, saved by an interrupt checkpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -100,6 +110,7 @@ pub fn execute(store: &mut dyn RunRecords, req: RunRequest) -> Result<RunOutcome
     match &result {
         Ok(RunOutcome::Done(_)) => store.finish_run(run_id, RunStatus::Done, None)?,
         Ok(RunOutcome::Interrupted) => store.finish_run(run_id, RunStatus::Interrupted, None)?,
+        Ok(RunOutcome::Paused(_)) => store.finish_run(run_id, RunStatus::Paused, None)?,
         Ok(RunOutcome::Diverged(why)) => {
             store.finish_run(run_id, RunStatus::Diverged, Some(why))?
         }
@@ -361,6 +372,10 @@ impl<'a, 's> Runner<'a, 's> {
             self.phases.store = self.store_clock.seconds() - store_at_start;
             let phases = self.phases;
             self.store.record_phases(self.req.run_id, epoch, &phases)?;
+            if self.req.until_epoch == Some(epoch) && epoch < epochs {
+                self.pin_rung_checkpoint(epoch, &m)?;
+                return Ok(RunOutcome::Paused(m));
+            }
             last = m;
             if self.req.stop.load(Ordering::SeqCst) && epoch < epochs {
                 // The epoch's checkpoint (if the policy wrote one) may not exist: write one.

@@ -77,11 +77,14 @@ impl Checker<'_> {
         self.size_agrees(r, native);
     }
 
-    /// `data.image_size` is the side the model sees (`inspect`, `bench`, the docs of a run):
-    /// it must be what the eval transforms output, or the images' own size when they do not
-    /// resize. Unknown without the images (a folder, no resizing transform), or for a
-    /// non-square output: not checked.
+    /// A written `data.image_size` is the side the model is said to see (`inspect`, `bench`,
+    /// the run's configuration): it must be what the eval transforms output, or the images'
+    /// own size when they do not resize (an unwritten one is taken from them). Unknown without
+    /// the images (a folder, no resizing transform), or for a non-square output: not checked.
     fn size_agrees(&mut self, r: &Recipe, native: Option<u32>) {
+        if !self.composed.origins.contains_key("data.image_size") {
+            return;
+        }
         let Some((side, at)) = exact_square_side(&r.transforms.eval, native) else {
             return;
         };
@@ -101,21 +104,12 @@ impl Checker<'_> {
                 ),
             ),
         };
-        if self.composed.origins.contains_key("data.image_size") {
-            self.fail(
-                "data.image_size",
-                format!(
-                    "is {size} px, but {produced}: the two must agree (set data.image_size = {side}, or change {key})"
-                ),
-            );
-        } else {
-            self.fail(
-                &key,
-                format!(
-                    "{produced}, but data.image_size is {size} px (its default): the two must agree; write data.image_size = {side} in [data]"
-                ),
-            );
-        }
+        self.fail(
+            "data.image_size",
+            format!(
+                "is {size} px, but {produced}: the two must agree (set data.image_size = {side}, change {key}, or leave data.image_size out to take it from the transforms)"
+            ),
+        );
     }
 
     pub(super) fn transforms(&mut self, prefix: &str, list: &[TransformSpec]) {

@@ -47,7 +47,8 @@ pub fn validate(composed: &Composed) -> Validation {
         errors: typed.errors,
         type_errors: typed.bad.iter().cloned().collect(),
     };
-    if let Some(recipe) = typed.recipe {
+    if let Some(mut recipe) = typed.recipe {
+        image_size_from_eval(&mut recipe, composed);
         let mut c = Checker {
             composed,
             out: Vec::new(),
@@ -62,6 +63,21 @@ pub fn validate(composed: &Composed) -> Validation {
     }
     out.errors = ordered(out.errors, composed);
     out
+}
+
+/// An unwritten `data.image_size` is the side the eval transforms output (or the built-in
+/// images' own), when that is known.
+fn image_size_from_eval(r: &mut Recipe, composed: &Composed) {
+    if composed.origins.contains_key("data.image_size") {
+        return;
+    }
+    let native = (r.data.root == "synth").then_some(r.data.synth.size);
+    if let Some((side, _)) = exact_square_side(&r.transforms.eval, native) {
+        if side != r.data.image_size {
+            r.data.image_size = side;
+            r.data.image_size_from_eval = true;
+        }
+    }
 }
 
 /// Types the composed table. Errors name the key and where it was written; every key that does
@@ -632,6 +648,9 @@ impl Checker<'_> {
         self.plateau_monitor_logged(recipe);
         if let Some(s) = &recipe.sweep {
             self.sweep(s);
+            if let Some(p) = &s.prune {
+                self.prune(p, recipe);
+            }
         }
         if let Some(s) = &recipe.slurm {
             self.slurm(s);

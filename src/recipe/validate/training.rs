@@ -399,4 +399,50 @@ impl Checker<'_> {
             }
         }
     }
+
+    /// `[sweep.prune]`: a metric every rung logs, a factor that shrinks, a first rung before
+    /// the last epoch.
+    pub(super) fn prune(&mut self, p: &PruneConfig, r: &Recipe) {
+        if p.kind == PruneKind::None {
+            return;
+        }
+        let (metric, _) = p.objective(&r.checkpoint);
+        if !METRICS.contains(&metric.as_str()) {
+            let key = if p.metric.is_some() {
+                "sweep.prune.metric"
+            } else {
+                "checkpoint.monitor"
+            };
+            let msg = format!("unknown metric `{metric}`");
+            let help = suggestion(&metric, METRICS.iter().copied());
+            self.report(key, Focus::Value, msg, help);
+        } else if metric == "verify_acc" && !(r.verification.enabled && r.verification.every == 1) {
+            self.fail_reading(
+                "sweep.prune.metric",
+                &["verification"],
+                "`verify_acc` is scored only every `verification.every` epochs, but every rung \
+                 compares runs by it: set verification.every = 1 or prune by another metric",
+            );
+        }
+        self.require(
+            p.reduction_factor >= 2,
+            "sweep.prune.reduction_factor",
+            "must be >= 2 (each rung keeps 1/factor of the runs)",
+        );
+        self.require(
+            p.grace_epochs >= 1,
+            "sweep.prune.grace_epochs",
+            "must be >= 1",
+        );
+        if p.grace_epochs >= 1 && p.grace_epochs >= r.train.epochs {
+            self.fail_reading(
+                "sweep.prune.grace_epochs",
+                &["train.epochs"],
+                format!(
+                    "must be below train.epochs ({}): the first rung must come before the end",
+                    r.train.epochs
+                ),
+            );
+        }
+    }
 }

@@ -120,6 +120,7 @@ pub fn exec(
             dir: run_dir,
             reporter,
             stop,
+            until_epoch: None,
         },
     );
     let requeued = match (&outcome, usr1()) {

@@ -1,0 +1,332 @@
+//! Pruned sweeps (`[sweep.prune]`), through the real binary: synchronous successive halving
+//! trains 9x1 + 3x2 + 1x6 = 21 epochs of a 9-run, 9-epoch grid instead of 81, promotes the
+//! best third at each rung, ends with a run bitwise equal to the same point trained straight,
+//! continues itself after a kill, and leaves `paused` / `pruned` runs that `run` prints
+//! instead of retraining.
+
+mod common;
+
+use common::{assert_invalid, epoch_metrics, s, Env};
+
+const GRID: &str = r#"
+[sweep]
+mode = "grid"
+
+[sweep.params]
+"optimizer.lr" = [0.01, 0.05, 0.2]
+"train.seed" = [1, 2, 3]
+
+[sweep.prune]
+kind = "halving"
+grace_epochs = 1
+reduction_factor = 3
+"#;
+
+fn shows(env: &Env) -> Vec<serde_json::Value> {
+    let runs = env.json(&["runs", "--format", "json"]);
+    let mut out: Vec<serde_json::Value> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| env.json(&["show", &r["id"].to_string(), "--format", "json"]))
+        .collect();
+    out.sort_by_key(|r| r["id"].as_i64().unwrap());
+    out
+}
+
+fn epochs_trained(shows: &[serde_json::Value]) -> usize {
+    shows
+        .iter()
+        .map(|r| r["epochs"].as_array().unwrap().len())
+        .sum()
+}
+
+fn val_acc_at(run: &serde_json::Value, epoch: u64) -> f64 {
+    run["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["epoch"] == epoch)
+        .and_then(|e| e["val_acc"].as_f64())
+        .unwrap()
+}
+
+/// The runs that went on from `rung`, by plan order among `entered` (the best third by
+/// val_acc, ties to the lower plan index), as the pruner's rule says.
+fn best_third(entered: &[&serde_json::Value], epoch: u64) -> Vec<i64> {
+    let mut order: Vec<&serde_json::Value> = entered.to_vec();
+    // plan order is id order here (the runs were created in plan order)
+    order.sort_by(|a, b| {
+        val_acc_at(b, epoch)
+            .total_cmp(&val_acc_at(a, epoch))
+            .then(a["id"].as_i64().cmp(&b["id"].as_i64()))
+    });
+    let keep = (entered.len() / 3).max(1);
+    let mut ids: Vec<i64> = order[..keep]
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn halving_trains_21_of_81_epochs_promotes_the_best_third_and_ends_as_trained_straight() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", GRID);
+    let sweep = ["sweep", s(&r), "--set", "train.epochs=9"];
+    let out = env.run(&sweep);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let runs = shows(&env);
+    assert_eq!(runs.len(), 9);
+    assert_eq!(epochs_trained(&runs), 9 + 3 * 2 + 6, "9x1 + 3x2 + 1x6");
+
+    // rung 1 (epoch 1): all nine entered, the best three went on
+    let promoted = |rung: u64| -> Vec<i64> {
+        runs.iter()
+            .filter(|r| {
+                r["rungs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d["rung"] == rung && d["decision"] == "promoted")
+            })
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
+    };
+    let all: Vec<&serde_json::Value> = runs.iter().collect();
+    assert_eq!(promoted(0), best_third(&all, 1));
+    let second: Vec<&serde_json::Value> = runs
+        .iter()
+        .filter(|r| promoted(0).contains(&r["id"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(promoted(1), best_third(&second, 3));
+    // every decision recorded the value it was made on, at the rung's epoch
+    for r in &runs {
+        for d in r["rungs"].as_array().unwrap() {
+            assert_eq!(d["metric"], "val_acc");
+            let epoch = d["epoch"].as_u64().unwrap();
+            assert_eq!(d["value"].as_f64().unwrap(), val_acc_at(r, epoch), "{d}");
+        }
+    }
+    let status = |st: &str| runs.iter().filter(|r| r["status"] == st).count();
+    assert_eq!((status("done"), status("pruned")), (1, 8));
+    // the pruned runs keep their rung checkpoints, whatever keep_last says
+    for r in runs.iter().filter(|r| r["status"] == "pruned") {
+        let last = r["epochs"].as_array().unwrap().len() as u64;
+        let rung_ck = r["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["metric_name"] == "rung" && c["epoch"] == last && c["kept"] == true);
+        let path = rung_ck.unwrap_or_else(|| panic!("no rung checkpoint: {r}"))["path"]
+            .as_str()
+            .unwrap();
+        assert!(std::path::Path::new(path).is_file(), "{path}");
+    }
+
+    // the winner, trained straight through in another store, is the same run bit for bit
+    let winner = runs.iter().find(|r| r["status"] == "done").unwrap();
+    let lr = winner["overrides"]["optimizer.lr"].to_string();
+    let seed = winner["overrides"]["train.seed"].to_string();
+    let straight_db = env.path("straight.db");
+    let other_store = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_runner"));
+        c.args(["--db", s(&straight_db), "--quiet"])
+            .current_dir(env.dir.path());
+        c
+    };
+    let out = other_store()
+        .args(["run", s(&r), "--set", "train.epochs=9"])
+        .args(["--set", &format!("optimizer.lr={lr}")])
+        .args(["--set", &format!("train.seed={seed}"), "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let straight: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let straight = other_store()
+        .arg("show")
+        .arg(straight["id"].to_string())
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let straight: serde_json::Value = serde_json::from_slice(&straight.stdout).unwrap();
+    assert_eq!(
+        straight["key"], winner["key"],
+        "the same point, the same key"
+    );
+    let (a, b) = (epoch_metrics(winner), epoch_metrics(&straight));
+    assert_eq!(a.len(), 9);
+    assert_eq!(
+        a, b,
+        "promoted through two rungs == trained straight, bit for bit"
+    );
+
+    // the leaderboard: one row per run at its kept checkpoint's epoch, with the rung reached
+    let board = env.json(&["leaderboard", "--format", "json"]);
+    let board = board.as_array().unwrap();
+    assert_eq!(board.len(), 9);
+    for row in board {
+        let run = runs.iter().find(|r| r["id"] == row["id"]).unwrap();
+        let reached = run["rungs"].as_array().unwrap().len() as u64;
+        assert_eq!(row["rung"].as_u64(), Some(reached), "{row}");
+        assert!(row["checkpoint"].as_str().is_some(), "{row}");
+    }
+    assert_eq!(board[0]["id"], winner["id"], "the finished run leads");
+    let text = env.run(&["leaderboard"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("rung"));
+
+    // the same command again trains nothing and decides the same
+    let out = env.run(&sweep);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let again = shows(&env);
+    assert_eq!(epochs_trained(&again), 21);
+    for (x, y) in runs.iter().zip(&again) {
+        assert_eq!(x["rungs"], y["rungs"]);
+        assert_eq!(x["status"], y["status"]);
+    }
+
+    // `run` of a pruned point prints it and trains nothing
+    let pruned = runs.iter().find(|r| r["status"] == "pruned").unwrap();
+    let out = env.run(&[
+        "run",
+        s(&r),
+        "--set",
+        "train.epochs=9",
+        "--set",
+        &format!("optimizer.lr={}", pruned["overrides"]["optimizer.lr"]),
+        "--set",
+        &format!("train.seed={}", pruned["overrides"]["train.seed"]),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["id"], pruned["id"]);
+    assert_eq!(printed["status"], "pruned");
+    assert_eq!(epochs_trained(&shows(&env)), 21, "nothing retrained");
+}
+
+#[test]
+fn a_sweep_killed_during_a_rung_continues_to_the_same_decisions() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", GRID);
+    let args = ["sweep", s(&r), "--set", "train.epochs=9"];
+    // kill -9 once the first rung's decision is recorded and the second rung is training
+    let mut child = env.cmd().args(args).spawn().unwrap();
+    let db = env.db();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rung decision in time"
+        );
+        if let Ok(c) = rusqlite::Connection::open(&db) {
+            let n: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM epochs e JOIN rungs g ON g.run_id = e.run_id
+                     WHERE g.rung = 0 AND g.decision = 'promoted' AND e.epoch = 2",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0);
+            if n >= 1 {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = env.run(&args);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let killed = shows(&env);
+
+    let clean = Env::new();
+    let r2 = clean.recipe("r.toml", GRID);
+    let out = clean.run(&["sweep", s(&r2), "--set", "train.epochs=9"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let straight = shows(&clean);
+    assert_eq!(killed.len(), straight.len());
+    for (a, b) in killed.iter().zip(&straight) {
+        assert_eq!(a["key"], b["key"]);
+        assert_eq!(a["status"], b["status"], "{}", a["key"]);
+        // ids aside: the second call records its own sweep
+        let decisions = |r: &serde_json::Value| {
+            let mut d = r["rungs"].clone();
+            for x in d.as_array_mut().unwrap() {
+                x.as_object_mut().unwrap().remove("sweep_id");
+            }
+            d
+        };
+        assert_eq!(decisions(a), decisions(b), "{}", a["key"]);
+        assert_eq!(epoch_metrics(a), epoch_metrics(b), "{}", a["key"]);
+    }
+}
+
+#[test]
+fn bad_prune_settings_exit_2_naming_the_key() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", GRID);
+    for (set, needles) in [
+        (
+            "sweep.prune.metric=val_accuracy",
+            &["sweep.prune.metric", "unknown metric", "val_acc"][..],
+        ),
+        (
+            "sweep.prune.reduction_factor=1",
+            &["sweep.prune.reduction_factor", ">= 2"][..],
+        ),
+        (
+            "sweep.prune.grace_epochs=3",
+            &["sweep.prune.grace_epochs", "below train.epochs (3)"][..],
+        ),
+    ] {
+        for cmd in ["validate", "sweep"] {
+            let out = env.run(&[cmd, s(&r), "--set", set]);
+            assert_invalid(&out, needles);
+        }
+    }
+    // --max-runs and Slurm do not combine with it in this version
+    let out = env.run(&["sweep", s(&r), "--max-runs", "1"]);
+    assert_invalid(&out, &["--max-runs", "[sweep.prune]"]);
+    assert_eq!(common::runs_in_store(&env), 0);
+}
+
+#[test]
+fn a_grace_shorter_than_the_warm_up_is_warned_about() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", GRID);
+    let out = env
+        .cmd()
+        .args([
+            "sweep",
+            s(&r),
+            "--dry-run",
+            "--set",
+            "scheduler.warmup_epochs=2",
+        ])
+        .output()
+        .unwrap();
+    // a dry run plans only; the warning comes with the sweep itself
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["--db", s(&env.db())])
+        .args(["sweep", s(&r), "--set", "scheduler.warmup_epochs=2"])
+        .args([
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "sweep.params.\"train.seed\"=[1]",
+        ])
+        .args(["--set", "sweep.params.\"optimizer.lr\"=[0.05]"])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("shorter than the warm-up (2 epochs)"),
+        "{}",
+        common::stderr(&out)
+    );
+}
