@@ -205,6 +205,35 @@ fn halving_trains_21_of_81_epochs_promotes_the_best_third_and_ends_as_trained_st
     assert_eq!(printed["id"], pruned["id"]);
     assert_eq!(printed["status"], "pruned");
     assert_eq!(epochs_trained(&shows(&env)), 21, "nothing retrained");
+
+    // `resume` continues a pruned run from its rung checkpoint, as a linked run
+    let id = pruned["id"].to_string();
+    let resumed = env.json(&["resume", &id, "--format", "json"]);
+    let resumed = env.json(&["show", &resumed["id"].to_string(), "--format", "json"]);
+    assert_eq!(resumed["parent"], pruned["id"]);
+    let first = pruned["epochs"].as_array().unwrap().len() as u64 + 1;
+    let epochs: Vec<u64> = resumed["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, (first..=9).collect::<Vec<_>>());
+
+    // a sweep without [sweep.prune] continues the pruned runs to train.epochs
+    let out = env.run(&[
+        "sweep",
+        s(&r),
+        "--set",
+        "train.epochs=9",
+        "--set",
+        "sweep.prune.kind=\"none\"",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    for r in shows(&env).iter().filter(|r| r["parent"].is_null()) {
+        assert_eq!(r["status"], "done", "{}", r["key"]);
+        assert_eq!(r["epochs"].as_array().unwrap().len(), 9, "{}", r["key"]);
+    }
 }
 
 #[test]
