@@ -22,7 +22,7 @@ for round in $(seq 1 "$ROUNDS"); do
     dir="$WORK/$mode-$round"
     mkdir -p "$dir"
     # the data is generated once per store's cache; generate it before timing
-    (cd "$dir" && "$RUNNER" --quiet data stats "$RECIPE" > /dev/null)
+    (cd "$dir" && "$RUNNER" --quiet data preview "$RECIPE" --out "$dir/preview.png" > /dev/null)
     load=$(cut -d' ' -f1 /proc/loadavg)
     start=$(date +%s.%N)
     (cd "$dir" && "$RUNNER" --quiet --db store.db sweep "$RECIPE" \
