@@ -44,6 +44,15 @@ struct Sets {
     set: Vec<String>,
 }
 
+#[derive(clap::Args, Clone)]
+struct SweepAxes {
+    /// Sweep a key over values split on top-level commas (Hydra's multirun): --sweep
+    /// 'optimizer.lr=1e-3,2e-3'; each adds a grid axis, or replaces the recipe's axis for that
+    /// key (repeatable).
+    #[arg(long = "sweep", value_name = "KEY=V1,V2,...")]
+    sweep: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check a recipe; print the resolved configuration or the errors.
@@ -52,6 +61,8 @@ enum Command {
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
+        #[command(flatten)]
+        axes: SweepAxes,
     },
     /// Expand a recipe into runs: index, key, swept values, status in the store.
     Plan {
@@ -59,6 +70,8 @@ enum Command {
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
+        #[command(flatten)]
+        axes: SweepAxes,
         /// Accepted, as `sweep --dry-run` takes it: `plan` never trains anything.
         #[arg(long)]
         dry_run: bool,
@@ -88,6 +101,8 @@ enum Command {
         recipe: PathBuf,
         #[command(flatten)]
         sets: Sets,
+        #[command(flatten)]
+        axes: SweepAxes,
         /// auto, cpu, cuda or cuda:N (same as --set train.device=...).
         #[arg(long)]
         device: Option<String>,
@@ -595,13 +610,16 @@ fn main() -> ExitCode {
         reporter: reporter.clone(),
     };
     let result: Result<(), CliError> = match args.command {
-        Command::Validate { recipe, sets } => cli::validate::run(&recipe, &sets.set, &reporter),
+        Command::Validate { recipe, sets, axes } => cli::with_sweep_axes(&sets.set, &axes.sweep)
+            .and_then(|sets| cli::validate::run(&recipe, &sets, &reporter)),
         Command::Plan {
             recipe,
             sets,
+            axes,
             dry_run: _,
             format,
-        } => cli::plan::run(&g, &recipe, &sets.set, format),
+        } => cli::with_sweep_axes(&sets.set, &axes.sweep)
+            .and_then(|sets| cli::plan::run(&g, &recipe, &sets, format)),
         Command::Run {
             recipe,
             sets,
@@ -612,6 +630,7 @@ fn main() -> ExitCode {
         Command::Sweep {
             recipe,
             sets,
+            axes,
             device,
             max_runs,
             dry_run,
@@ -627,22 +646,27 @@ fn main() -> ExitCode {
                 fail_fast,
                 prune: None,
             };
-            let o = train_opts(&sets, device, format.into());
-            match executor {
-                ExecutorArg::Local => match slurm.given().as_slice() {
-                    [] => cli::train::sweep(&g, &recipe, &opts, dry_run, o),
-                    given => Err(CliError::invalid(format!(
-                        "{} {} --executor slurm",
-                        given.join(", "),
-                        if given.len() == 1 { "needs" } else { "need" }
-                    ))),
-                },
-                ExecutorArg::Slurm => {
-                    let flags = cli::cluster::SlurmFlags {
-                        opts: slurm.config(),
-                        wait: slurm.wait,
-                    };
-                    cli::cluster::sweep(&g, &recipe, &opts, flags, dry_run, o)
+            match cli::with_sweep_axes(&sets.set, &axes.sweep) {
+                Err(e) => Err(e),
+                Ok(set) => {
+                    let o = train_opts(&Sets { set }, device, format.into());
+                    match executor {
+                        ExecutorArg::Local => match slurm.given().as_slice() {
+                            [] => cli::train::sweep(&g, &recipe, &opts, dry_run, o),
+                            given => Err(CliError::invalid(format!(
+                                "{} {} --executor slurm",
+                                given.join(", "),
+                                if given.len() == 1 { "needs" } else { "need" }
+                            ))),
+                        },
+                        ExecutorArg::Slurm => {
+                            let flags = cli::cluster::SlurmFlags {
+                                opts: slurm.config(),
+                                wait: slurm.wait,
+                            };
+                            cli::cluster::sweep(&g, &recipe, &opts, flags, dry_run, o)
+                        }
+                    }
                 }
             }
         }

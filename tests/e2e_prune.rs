@@ -359,3 +359,72 @@ fn a_grace_shorter_than_the_warm_up_is_warned_about() {
         common::stderr(&out)
     );
 }
+
+#[test]
+fn sweeps_from_the_command_line_add_or_replace_grid_axes() {
+    let env = Env::new();
+    let plain = env.recipe("plain.toml", "");
+    let swept = |recipe: &std::path::Path, extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["plan", s(recipe), "--format", "json"];
+        args.extend_from_slice(extra);
+        let j = env.json(&args);
+        j.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["overrides"].clone())
+            .collect()
+    };
+    // two axes on a recipe without [sweep]: a 2 x 2 grid
+    let runs = swept(
+        &plain,
+        &[
+            "--sweep",
+            "optimizer.lr=0.01,0.05",
+            "--sweep",
+            "model.drop_path=0,0.1",
+        ],
+    );
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    for lr in [0.01, 0.05] {
+        for dp in [0.0, 0.1] {
+            assert!(
+                runs.iter()
+                    .any(|o| o["optimizer.lr"] == lr && o["model.drop_path"] == dp),
+                "{lr} {dp}: {runs:?}"
+            );
+        }
+    }
+    // an axis the recipe has is replaced; text values and lists (commas inside brackets)
+    let grid = env.recipe("grid.toml", GRID);
+    let runs = swept(&grid, &["--sweep", "optimizer.lr=0.1"]);
+    assert_eq!(runs.len(), 3, "the seed axis stays: {runs:?}");
+    assert!(runs.iter().all(|o| o["optimizer.lr"] == 0.1));
+    let runs = swept(
+        &plain,
+        &[
+            "--set",
+            "optimizer.kind=adamw",
+            "--sweep",
+            "optimizer.betas=[0.9, 0.99],[0.8, 0.9]",
+        ],
+    );
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[1]["optimizer.betas"], serde_json::json!([0.8, 0.9]));
+    let runs = swept(&plain, &["--sweep", "loss.kind=cross_entropy,arcface"]);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    // validate checks each value; sweep trains them
+    let out = env.run(&["validate", s(&plain), "--sweep", "model.drop_path=0,1.5"]);
+    assert_invalid(&out, &["model.drop_path", "1.5"]);
+    let out = env.run(&["validate", s(&plain), "--sweep", "optimizer.lr="]);
+    assert_invalid(&out, &["--sweep optimizer.lr=", "no values"]);
+    let out = env.run(&[
+        "sweep",
+        s(&plain),
+        "--sweep",
+        "optimizer.lr=0.01,0.05",
+        "--set",
+        "train.epochs=1",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(common::runs_in_store(&env), 2);
+}

@@ -141,6 +141,61 @@ pub struct Global {
 }
 
 /// Parses `--set` arguments; every malformed one is reported.
+/// `--sweep KEY=V1,V2,...` as the `--set sweep.params."KEY"=[V1, V2, ...]` it stands for,
+/// after `sets`: the values are split on top-level commas (not inside brackets, braces or
+/// quotes) and each is read as `--set` reads a value (TOML, else text).
+pub fn with_sweep_axes(sets: &[String], sweeps: &[String]) -> Result<Vec<String>, CliError> {
+    let mut out = sets.to_vec();
+    for text in sweeps {
+        let Some((key, values)) = text.split_once('=') else {
+            return Err(CliError::invalid(format!(
+                "--sweep {text}: expected KEY=V1,V2,... (e.g. --sweep 'optimizer.lr=1e-3,2e-3')"
+            )));
+        };
+        let key = key.trim().trim_matches('"');
+        if key.is_empty() || key.contains('"') {
+            return Err(CliError::invalid(format!(
+                "--sweep {text}: expected a dotted recipe key before `=`"
+            )));
+        }
+        let parts = split_top_level(values);
+        if parts.iter().all(|p| p.trim().is_empty()) {
+            return Err(CliError::invalid(format!(
+                "--sweep {text}: no values after `=`"
+            )));
+        }
+        let list: Vec<String> = parts
+            .iter()
+            .map(|p| crate::recipe::overrides::parse_value(p.trim()).to_string())
+            .collect();
+        out.push(format!("sweep.params.\"{key}\"=[{}]", list.join(", ")));
+    }
+    Ok(out)
+}
+
+/// `text` split on the commas outside brackets, braces and quotes.
+fn split_top_level(text: &str) -> Vec<String> {
+    let (mut out, mut cur) = (Vec::new(), String::new());
+    let (mut depth, mut quote) = (0i32, None::<char>);
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out
+}
+
 pub fn parse_sets(sets: &[String]) -> Result<Vec<crate::recipe::Override>, CliError> {
     use crate::recipe::{Override, RecipeError};
     let mut out = Vec::new();

@@ -158,12 +158,31 @@ pub fn apply(composed: &mut Composed, ov: &Override) -> Result<(), RecipeError> 
     if let toml::Value::Table(t) = root {
         composed.table = t;
     }
-    let key = &ov.key;
+    // origins are keyed as the files' are: parts joined by dots, unquoted
+    let key = &path_key(&path);
     composed.origins.retain(|k, _| {
         !(k == key || k.starts_with(&format!("{key}.")) || k.starts_with(&format!("{key}[")))
     });
     composed.origins.insert(key.clone(), ov.origin.clone());
     Ok(())
+}
+
+/// A parsed dotted key written as the origins write keys (`sweep.params.optimizer.lr` for
+/// `sweep.params."optimizer.lr"`, `transforms.train[0].size`).
+fn path_key(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Segment::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
 }
 
 /// The value at a dotted key (`optimizer.kind`, `transforms.train[0].kind`), if present.
