@@ -428,3 +428,83 @@ fn sweeps_from_the_command_line_add_or_replace_grid_axes() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(common::runs_in_store(&env), 2);
 }
+
+const MEDIAN: &str = r#"
+[sweep]
+mode = "grid"
+
+[sweep.params]
+"optimizer.lr" = [0.01, 0.02, 0.03, 0.04, 0.05, 0.5]
+
+[sweep.prune]
+kind = "median"
+metric = "val_loss"
+grace_epochs = 1
+startup_runs = 5
+"#;
+
+#[test]
+fn median_stopping_stops_a_clearly_worse_run_at_its_grace_epoch() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", MEDIAN);
+    let out = env.run(&["sweep", s(&r), "--set", "train.epochs=4"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let runs = shows(&env);
+    assert_eq!(runs.len(), 6);
+    for r in &runs[..5] {
+        assert_eq!(r["status"], "done", "{}", r["key"]);
+        assert_eq!(r["epochs"].as_array().unwrap().len(), 4);
+    }
+    // lr = 0.5: stopped after epoch 1 (its grace epoch), worse than the median of the five
+    let worse = &runs[5];
+    assert_eq!(worse["overrides"]["optimizer.lr"], 0.5);
+    assert_eq!(worse["status"], "pruned");
+    assert_eq!(worse["epochs"].as_array().unwrap().len(), 1);
+    let d = &worse["rungs"][0];
+    assert_eq!(
+        (d["epoch"].as_u64(), d["decision"].as_str()),
+        (Some(1), Some("pruned"))
+    );
+    let reference_losses: Vec<f64> = runs[..5]
+        .iter()
+        .map(|r| r["epochs"][0]["val_loss"].as_f64().unwrap())
+        .collect();
+    let mut sorted = reference_losses.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert!(
+        d["value"].as_f64().unwrap() > sorted[2],
+        "{d} vs {sorted:?}"
+    );
+    // its reference runs are stored with it: the five done when it was claimed
+    let c = rusqlite::Connection::open(env.db()).unwrap();
+    let stored: String = c
+        .query_row(
+            "SELECT prune_reference FROM runs WHERE id = ?1",
+            [worse["id"].as_i64().unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let ids: Vec<i64> = runs[..5]
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(serde_json::from_str::<Vec<i64>>(&stored).unwrap(), ids);
+    // the same command again leaves it stopped
+    let out = env.run(&["sweep", s(&r), "--set", "train.epochs=4"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(epochs_trained(&shows(&env)), 5 * 4 + 1);
+
+    // with fewer done runs than startup_runs, nothing stops
+    let env = Env::new();
+    let r = env.recipe("r.toml", MEDIAN);
+    let out = env.run(&[
+        "sweep",
+        s(&r),
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "sweep.prune.startup_runs=6",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(shows(&env).iter().all(|r| r["status"] == "done"));
+}

@@ -47,6 +47,7 @@ fn train(env: &Env, precision: Precision) -> (Store, i64, RunOutcome) {
             reporter: &reporter,
             stop: Arc::new(AtomicBool::new(false)),
             until_epoch: None,
+            early_stop: None,
         },
     )
     .unwrap();

@@ -188,6 +188,7 @@ pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), C
             reporter: &o.reporter,
             stop: crate::engine::signals::stop_flag(),
             until_epoch: None,
+            early_stop: None,
         },
     );
     print_outcome(&store, id, &o)?;
@@ -210,9 +211,9 @@ pub fn sweep(
     }
     let mut opts = opts.clone();
     opts.prune = prune_plan(recipe, &sets)?;
-    if opts.prune.is_some() && opts.max_runs.is_some() {
+    if opts.prune.as_ref().is_some_and(|p| p.by_rungs()) && opts.max_runs.is_some() {
         return Err(CliError::invalid(
-            "--max-runs does not combine with [sweep.prune]: a pruned sweep trains rung by rung (interrupt it with Ctrl-C, and the same command continues it)",
+            "--max-runs does not combine with [sweep.prune] kind = \"halving\": it trains rung by rung (interrupt it with Ctrl-C, and the same command continues it)",
         ));
     }
     if let (Some(p), Some(first)) = (&opts.prune, runs.iter().find(|r| r.target)) {
@@ -599,6 +600,7 @@ pub fn resume(g: &Global, a: ResumeArgs, o: TrainOpts) -> Result<(), CliError> {
             reporter: &o.reporter,
             stop: crate::engine::signals::stop_flag(),
             until_epoch: None,
+            early_stop: None,
         },
     );
     print_outcome(&store, id, &o)?;

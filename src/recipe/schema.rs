@@ -1168,6 +1168,8 @@ pub enum PruneKind {
     None,
     /// Synchronous successive halving, rung by rung.
     Halving,
+    /// Optuna's MedianPruner: each run against the median of the runs done before it.
+    Median,
 }
 
 /// `[sweep.prune]`.
@@ -1189,6 +1191,9 @@ pub struct PruneConfig {
     /// Each rung keeps max(1, floor(n / factor)) runs; rungs at grace * factor^k.
     #[serde(default = "PruneConfig::default_factor")]
     pub reduction_factor: u32,
+    /// median: no run stops before this many runs of the sweep are done.
+    #[serde(default = "PruneConfig::default_startup")]
+    pub startup_runs: u32,
 }
 
 impl PruneConfig {
@@ -1197,6 +1202,9 @@ impl PruneConfig {
     }
     fn default_factor() -> u32 {
         3
+    }
+    fn default_startup() -> u32 {
+        5
     }
 
     /// The metric and whether higher is better, given the recipe's checkpoint section.

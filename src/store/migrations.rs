@@ -132,9 +132,12 @@ CREATE INDEX checkpoints_kept ON checkpoints(run_id, epoch, metric_name) WHERE k
 ";
 
 /// Version 7 -> 8: adaptive sweeps. One row per run and rung of a pruned sweep: the epoch of
-/// the rung, the metric and the run's value there, and the decision (`promoted`, `pruned`).
-/// Statuses `paused` and `pruned` need no schema change.
+/// the rung, the metric and the run's value there, and the decision (`promoted`, `pruned`);
+/// per run, the runs median stopping compared it with (`runs.prune_reference`, a JSON list of
+/// ids, fixed when the run was first claimed). Statuses `paused` and `pruned` need no schema
+/// change.
 pub const V7_TO_V8: &str = "
+ALTER TABLE runs ADD COLUMN prune_reference TEXT;
 CREATE TABLE rungs (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     sweep_id INTEGER REFERENCES sweeps(id),

@@ -82,4 +82,29 @@ impl Store {
         .and_then(|rows| rows.collect())
         .map_err(|e| self.err(e))
     }
+
+    /// The runs median stopping compares a run with, as fixed when it was first claimed.
+    pub fn prune_reference(&self, run_id: i64) -> Result<Option<Vec<i64>>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT prune_reference FROM runs WHERE id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Fixes a run's reference runs (once: a second call keeps the first).
+    pub fn set_prune_reference(&mut self, run_id: i64, ids: &[i64]) -> Result<(), StoreError> {
+        let text = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE runs SET prune_reference = ?2 WHERE id = ?1 AND prune_reference IS NULL",
+                params![run_id, text],
+            )?;
+            Ok(())
+        })
+    }
 }

@@ -46,7 +46,7 @@ pub fn train_halving(
     // the parents, in full
     for (i, run) in runs.iter().enumerate().filter(|(_, r)| !r.target) {
         let started = Instant::now();
-        let t = train_one(store, run, None, opts, reporter, &stop, None)?;
+        let t = train_one(store, run, None, opts, reporter, &stop, None, None)?;
         rows[i].run_id = t.run_id;
         rows[i].status = t.status;
         rows[i].action = t.action;
@@ -86,7 +86,16 @@ pub fn train_halving(
             ));
             let started = Instant::now();
             let until = (!last).then_some(rung_epoch);
-            let t = train_one(store, run, Some(sweep_id), opts, reporter, &stop, until)?;
+            let t = train_one(
+                store,
+                run,
+                Some(sweep_id),
+                opts,
+                reporter,
+                &stop,
+                until,
+                None,
+            )?;
             rows[i].seconds += started.elapsed().as_secs_f64();
             rows[i].run_id = t.run_id;
             let (_, now) = progress(store, run)?;

@@ -13,6 +13,7 @@ use crate::engine::progress::Reporter;
 use crate::engine::records::RunRecords;
 use crate::engine::run::{execute, RunOutcome, RunRequest, StartFrom};
 use crate::engine::EngineError;
+use crate::plan::prune::EarlyStop;
 use crate::plan::PlannedRun;
 use crate::store::{Claim, NewRun, RunStatus, Store};
 
@@ -141,6 +142,7 @@ pub(super) fn parent_not_done(
 
 /// Claims one planned run and trains (or resumes) it unless it is done, busy elsewhere, or
 /// finished badly (without `retry_failed`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn train_one(
     store: &mut Store,
     run: &PlannedRun,
@@ -149,15 +151,16 @@ pub(super) fn train_one(
     reporter: &Reporter,
     stop: &Arc<AtomicBool>,
     until_epoch: Option<u32>,
+    median: Option<&MedianFor>,
 ) -> Result<Trained, EngineError> {
     let recipe_path = run.recipe_path.display().to_string();
-    // a sweep continues its paused and pruned runs (a pruned sweep only those its rungs
-    // promote: it does not ask for the others)
+    // a sweep continues its paused and pruned runs (a halving sweep only those its rungs
+    // promote: it does not ask for the others); one under median stopping leaves them stopped
     let claim = store.claim_key(
         &new_run(&recipe_path, run, sweep_id),
         STALE_AFTER,
         opts.retry_failed,
-        sweep_id.is_some(),
+        sweep_id.is_some() && median.is_none(),
     )?;
     let (Claim::Done(id)
     | Claim::Busy(id)
@@ -186,6 +189,24 @@ pub(super) fn train_one(
             t.status = RunStatus::Submitted.as_str().into();
             t.action = "skipped (submitted to Slurm)".into();
         }
+        // stopped by median stopping, and killed before the decision was written
+        Claim::Finished {
+            status: RunStatus::Paused,
+            ..
+        } if median.is_some() => {
+            if let Some(m) = median {
+                m.record_pruned(store, id, sweep_id)?;
+            }
+            t.status = RunStatus::Pruned.as_str().into();
+            t.action = "pruned (median)".into();
+        }
+        Claim::Finished {
+            status: RunStatus::Pruned,
+            ..
+        } => {
+            t.status = RunStatus::Pruned.as_str().into();
+            t.action = "skipped (pruned)".into();
+        }
         Claim::Finished { status, .. } => {
             t.status = status.as_str().into();
             t.action = "skipped (use --retry-failed)".into();
@@ -195,6 +216,14 @@ pub(super) fn train_one(
             t.action = match &start {
                 StartFrom::Continue(_) => "resumed".into(),
                 _ => "trained".into(),
+            };
+            let rule = match median {
+                Some(m) => m.rule(store, id)?,
+                None => None,
+            };
+            let early_stop = match (median, &rule) {
+                (Some(m), Some(r)) => Some((m.plan.metric.clone(), r as &dyn EarlyStop)),
+                _ => None,
             };
             let _hb = Heartbeat::start(store.path(), id);
             let dir = store.run_dir(id)?;
@@ -209,10 +238,18 @@ pub(super) fn train_one(
                     reporter,
                     stop: stop.clone(),
                     until_epoch,
+                    early_stop,
                 },
             );
             match outcome {
                 Ok(RunOutcome::Done(_)) => t.status = RunStatus::Done.as_str().into(),
+                Ok(RunOutcome::Paused(_)) if median.is_some() => {
+                    if let Some(m) = median {
+                        m.record_pruned(store, id, sweep_id)?;
+                    }
+                    t.status = RunStatus::Pruned.as_str().into();
+                    t.action = "pruned (median)".into();
+                }
                 Ok(RunOutcome::Paused(_)) => t.status = RunStatus::Paused.as_str().into(),
                 Ok(RunOutcome::Interrupted) => {
                     t.status = RunStatus::Interrupted.as_str().into();
@@ -299,7 +336,7 @@ fn train_planned(
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<SummaryRow>, EngineError> {
     // the bar counts epochs: it moves (and its ETA with it) while a run trains
-    if let Some(plan) = &opts.prune {
+    if let Some(plan) = opts.prune.as_ref().filter(|p| p.by_rungs()) {
         return super::halving::train_halving(store, sweep_id, runs, plan, opts, reporter, stop);
     }
     let epochs_of = |r: &PlannedRun| u64::from(r.recipe.train.epochs);
@@ -341,7 +378,23 @@ fn train_planned(
         }
         bar.set_message(format!("run {}/{} {}", rows.len() + 1, runs.len(), run.key));
         let started = Instant::now();
-        let t = train_one(store, run, Some(sweep_id), opts, reporter, &stop, None)?;
+        let median = match &opts.prune {
+            Some(p) if !p.by_rungs() && run.target => Some(MedianFor {
+                plan: p.clone(),
+                candidates: done_targets(store, runs, &run.key)?,
+            }),
+            _ => None,
+        };
+        let t = train_one(
+            store,
+            run,
+            Some(sweep_id),
+            opts,
+            reporter,
+            &stop,
+            None,
+            median.as_ref(),
+        )?;
         if t.action == "trained" || t.action == "resumed" {
             executed += 1;
             row.seconds = started.elapsed().as_secs_f64();
@@ -387,7 +440,7 @@ pub fn train_parents(
                 run.key
             )));
         }
-        let t = train_one(store, run, None, &opts, reporter, &stop, None)?;
+        let t = train_one(store, run, None, &opts, reporter, &stop, None, None)?;
         if t.status != RunStatus::Done.as_str() {
             return Err(EngineError::Other(format!(
                 "run {} of {} (which this recipe starts from) is {}{}",
@@ -434,4 +487,81 @@ impl Executor for LocalExecutor {
             job_id: None,
         })
     }
+}
+
+/// Median stopping for one run of a sweep: the rule, and the runs it may compare with.
+pub(super) struct MedianFor {
+    pub plan: crate::plan::prune::PrunePlan,
+    /// The sweep's runs done now (used unless the run fixed its own when first claimed).
+    pub candidates: Vec<i64>,
+}
+
+impl MedianFor {
+    /// The rule for run `id`: its stored reference runs (fixing `candidates` as those on its
+    /// first claim), None while fewer than `startup_runs` are done.
+    fn rule(
+        &self,
+        store: &mut Store,
+        id: i64,
+    ) -> Result<Option<crate::plan::prune::Median>, EngineError> {
+        store.set_prune_reference(id, &self.candidates)?;
+        let ids = store.prune_reference(id)?.unwrap_or_default();
+        let mut curves = Vec::new();
+        for r in ids {
+            let epochs = store.epochs(r)?;
+            let last = epochs.last().map(|e| e.epoch).unwrap_or(0) as usize;
+            let mut curve = vec![None; last];
+            for e in &epochs {
+                curve[e.epoch as usize - 1] = crate::engine::run::metrics_map(e)
+                    .get(&self.plan.metric)
+                    .copied();
+            }
+            curves.push(curve);
+        }
+        Ok(self.plan.median(curves))
+    }
+
+    /// Records the stop of a run the rule stopped (status `pruned`, its last epoch and best
+    /// value so far).
+    fn record_pruned(
+        &self,
+        store: &mut Store,
+        id: i64,
+        sweep_id: Option<i64>,
+    ) -> Result<(), EngineError> {
+        let epochs = store.epochs(id)?;
+        let values = epochs.iter().filter_map(|e| {
+            crate::engine::run::metrics_map(e)
+                .get(&self.plan.metric)
+                .copied()
+        });
+        let best = if self.plan.maximize {
+            values.fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))))
+        } else {
+            values.fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.min(v))))
+        };
+        store.record_rung_decisions(&[crate::store::RungRecord {
+            run_id: id,
+            sweep_id,
+            rung: 0,
+            epoch: epochs.last().map(|e| e.epoch).unwrap_or(0),
+            metric: self.plan.metric.clone(),
+            value: best,
+            decision: crate::store::PRUNED.to_string(),
+        }])?;
+        Ok(())
+    }
+}
+
+/// The ids of the planned target runs done in the store, but `except`'s.
+fn done_targets(store: &Store, runs: &[PlannedRun], except: &str) -> Result<Vec<i64>, EngineError> {
+    let mut out = Vec::new();
+    for r in runs.iter().filter(|r| r.target && r.key != except) {
+        if let Some(row) = store.run_by_key(&r.key)? {
+            if row.status() == Some(RunStatus::Done) {
+                out.push(row.id);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -68,6 +68,9 @@ pub struct RunRequest<'a> {
     /// status `paused`; the schedule still spans `train.epochs`, so continuing later is the
     /// same as never stopping.
     pub until_epoch: Option<u32>,
+    /// Asked after each epoch with the run's values of `.0` (a metric name): true stops the
+    /// run there, as `until_epoch` does (median stopping).
+    pub early_stop: Option<(String, &'a dyn crate::plan::prune::EarlyStop)>,
 }
 
 /// How a run ended (failures are errors).
@@ -372,7 +375,20 @@ impl<'a, 's> Runner<'a, 's> {
             self.phases.store = self.store_clock.seconds() - store_at_start;
             let phases = self.phases;
             self.store.record_phases(self.req.run_id, epoch, &phases)?;
-            if self.req.until_epoch == Some(epoch) && epoch < epochs {
+            let stop_early = match &self.req.early_stop {
+                Some((metric, rule)) if epoch < epochs => {
+                    let values: Vec<Option<f64>> = self
+                        .store
+                        .epochs(self.req.run_id)?
+                        .iter()
+                        .filter(|e| e.epoch <= epoch)
+                        .map(|e| metrics_map(e).get(metric).copied())
+                        .collect();
+                    rule.stop(epoch, &values)
+                }
+                _ => false,
+            };
+            if (self.req.until_epoch == Some(epoch) || stop_early) && epoch < epochs {
                 self.pin_rung_checkpoint(epoch, &m)?;
                 return Ok(RunOutcome::Paused(m));
             }

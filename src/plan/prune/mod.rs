@@ -1,10 +1,14 @@
-//! Pruners: which runs of a sweep go on at a rung, given each run's value there. Separate from
-//! the executor (it asks between rungs and never decides itself) and from the samplers that
-//! propose the runs. One trait, one small file per rule, a factory from `[sweep.prune]`.
+//! Pruners: which runs of a sweep stop early. Two shapes: a rung rule (halving: which runs go
+//! on, given each run's value at the rung; the executor asks between rungs) and an epoch rule
+//! (median: does this run stop now, given its values and the earlier runs'; the run asks after
+//! each epoch). Neither trains nor reads the store: the executor hands them the values. One
+//! small file per rule; `PrunePlan` resolves `[sweep.prune]`.
 
 mod halving;
+mod median;
 
 pub use halving::Halving;
+pub use median::Median;
 
 use crate::recipe::{PruneConfig, PruneKind};
 
@@ -22,6 +26,12 @@ pub trait Pruner {
     fn rungs(&self, epochs: u32) -> Vec<u32>;
     /// Which of `entries` (the runs that reached rung `rung`) go on, in the same order.
     fn promote(&self, rung: usize, entries: &[RungEntry]) -> Vec<bool>;
+}
+
+/// A rule a run asks after each epoch (it owns no state of the run): stop now? `values` are
+/// the run's values of the rule's metric for epochs 1..=epoch (None where it logged none).
+pub trait EarlyStop {
+    fn stop(&self, epoch: u32, values: &[Option<f64>]) -> bool;
 }
 
 /// `[sweep.prune]` resolved for a sweep: the rule, and the metric it compares (higher is
@@ -48,26 +58,28 @@ impl PrunePlan {
         })
     }
 
-    pub fn pruner(&self) -> Box<dyn Pruner> {
-        build(&self.config, self.maximize).unwrap_or_else(|| {
-            Box::new(Halving {
-                grace_epochs: self.config.grace_epochs,
-                reduction_factor: self.config.reduction_factor,
-                maximize: self.maximize,
-            })
+    /// Whether runs stop at rungs, decided between them (halving); else each run decides
+    /// after each epoch against earlier runs (median).
+    pub fn by_rungs(&self) -> bool {
+        self.config.kind == PruneKind::Halving
+    }
+
+    /// The median rule for a run whose reference runs logged `reference` (values per epoch);
+    /// None while fewer than `startup_runs` are done.
+    pub fn median(&self, reference: Vec<Vec<Option<f64>>>) -> Option<Median> {
+        (reference.len() >= self.config.startup_runs as usize).then_some(Median {
+            grace_epochs: self.config.grace_epochs,
+            maximize: self.maximize,
+            reference,
         })
     }
-}
 
-/// The pruner `[sweep.prune]` asks for, comparing by higher-is-better when `maximize`; None
-/// for `kind = "none"`.
-pub fn build(cfg: &PruneConfig, maximize: bool) -> Option<Box<dyn Pruner>> {
-    match cfg.kind {
-        PruneKind::None => None,
-        PruneKind::Halving => Some(Box::new(Halving {
-            grace_epochs: cfg.grace_epochs,
-            reduction_factor: cfg.reduction_factor,
-            maximize,
-        })),
+    /// The rule that decides at rungs (`by_rungs`).
+    pub fn pruner(&self) -> Box<dyn Pruner> {
+        Box::new(Halving {
+            grace_epochs: self.config.grace_epochs,
+            reduction_factor: self.config.reduction_factor,
+            maximize: self.maximize,
+        })
     }
 }

@@ -121,6 +121,7 @@ pub fn exec(
             reporter,
             stop,
             until_epoch: None,
+            early_stop: None,
         },
     );
     let requeued = match (&outcome, usr1()) {
