@@ -75,6 +75,13 @@ enum Command {
         /// Accepted, as `sweep --dry-run` takes it: `plan` never trains anything.
         #[arg(long)]
         dry_run: bool,
+        /// Print what the runs not done cost: epochs x images x seconds per image from earlier
+        /// runs of the same model, size, precision, device and threads, per device.
+        #[arg(long)]
+        cost: bool,
+        /// With --cost: a short `bench train` where no earlier run matches.
+        #[arg(long, requires = "cost")]
+        measure: bool,
         /// Output format: an aligned table, JSON or CSV.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -617,9 +624,16 @@ fn main() -> ExitCode {
             sets,
             axes,
             dry_run: _,
+            cost,
+            measure,
             format,
-        } => cli::with_sweep_axes(&sets.set, &axes.sweep)
-            .and_then(|sets| cli::plan::run(&g, &recipe, &sets, format)),
+        } => cli::with_sweep_axes(&sets.set, &axes.sweep).and_then(|sets| {
+            if cost {
+                cli::plan::cost(&g, &recipe, &sets, measure, format)
+            } else {
+                cli::plan::run(&g, &recipe, &sets, format)
+            }
+        }),
         Command::Run {
             recipe,
             sets,

@@ -508,3 +508,120 @@ fn median_stopping_stops_a_clearly_worse_run_at_its_grace_epoch() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert!(shows(&env).iter().all(|r| r["status"] == "done"));
 }
+
+#[test]
+fn plan_cost_prices_runs_from_earlier_runs_of_the_same_shape() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", GRID);
+    // nothing to compare with yet
+    let j = env.json(&["plan", s(&r), "--cost", "--format", "json"]);
+    assert_eq!(j["runs"].as_array().unwrap().len(), 9);
+    assert!(j["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["source"] == "unknown"));
+    assert_eq!(j["devices"][0]["epochs"], 27, "9 runs x 3 epochs");
+    // halving's schedule next to the full grid's: 9x1 + 3x2 = 15 of 27 epochs
+    assert_eq!(j["halving"]["epochs_full"], 27);
+    assert_eq!(j["halving"]["epochs"], 15);
+    assert_eq!(j["halving"]["rungs"], serde_json::json!([1]));
+    // --measure: a short benchmark where nothing matches
+    let m = env.json(&["plan", s(&r), "--cost", "--measure", "--format", "json"]);
+    assert!(
+        m["runs"][0]["source"]["measured"]["steps"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(m["devices"][0]["hours"].as_f64().unwrap() > 0.0);
+
+    // after a sweep of the same shape, its epochs price the next: 4 epochs instead of 3 is
+    // a new plan (new keys) of the same model, size, batch size and precision
+    let out = env.run(&[
+        "sweep",
+        s(&r),
+        "--set",
+        "sweep.prune.kind=\"none\"",
+        "--sweep",
+        "optimizer.lr=0.05",
+        "--sweep",
+        "train.seed=1,2",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let c = rusqlite::Connection::open(env.db()).unwrap();
+    let (device, threads): (String, i64) = c
+        .query_row("SELECT device, threads FROM runs LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(device.starts_with("cpu ("), "{device}");
+    assert!(threads >= 1);
+    // the expected rate: the median over those runs' epochs of (all phases) / (images trained)
+    let mut per_image = Vec::new();
+    for run in shows(&env) {
+        for e in run["epochs"].as_array().unwrap() {
+            let p = &e["phase_seconds"];
+            let total: f64 = [
+                "train",
+                "loader_wait",
+                "eval",
+                "verify",
+                "checkpoint",
+                "store",
+            ]
+            .iter()
+            .map(|k| p[*k].as_f64().unwrap())
+            .sum();
+            per_image.push(
+                total / (e["images_per_sec"].as_f64().unwrap() * p["train"].as_f64().unwrap()),
+            );
+        }
+    }
+    per_image.sort_by(f64::total_cmp);
+    let median = (per_image[2] + per_image[3]) / 2.0;
+    let j = env.json(&[
+        "plan",
+        s(&r),
+        "--cost",
+        "--set",
+        "train.epochs=4",
+        "--format",
+        "json",
+    ]);
+    let first = &j["runs"][0];
+    assert_eq!(
+        first["source"]["earlier_runs"],
+        serde_json::json!({"runs": 2, "epochs": 6})
+    );
+    let spi = first["seconds_per_image"].as_f64().unwrap();
+    assert!(
+        (spi - median).abs() <= 1e-12 * median.max(1.0),
+        "{spi} vs {median}"
+    );
+    let images = first["train_images"].as_f64().unwrap();
+    assert_eq!(images, 6.0 * 5.0, "6 identities x 5 training images of 8");
+    assert!((first["seconds"].as_f64().unwrap() - spi * images * 4.0).abs() < 1e-9);
+    // another model is another shape: unknown again
+    let j = env.json(&[
+        "plan",
+        s(&r),
+        "--cost",
+        "--set",
+        "model.dims=[8, 16, 24, 40]",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(j["runs"][0]["source"], "unknown");
+    // the table, and sweep --dry-run shows it too
+    let out = env.run(&["sweep", s(&r), "--dry-run", "--set", "train.epochs=4"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rate from") && text.contains("earlier run(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("with halving (rungs at epochs 1, 3)"),
+        "{text}"
+    );
+}

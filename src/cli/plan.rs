@@ -117,3 +117,140 @@ pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result
     }
     Ok(())
 }
+
+/// `runner plan RECIPE --cost [--measure]` (and `sweep --dry-run`): what the plan costs, per
+/// run and per device, from earlier runs' epochs in the store (or a short benchmark).
+pub fn cost(
+    g: &Global,
+    recipe: &Path,
+    sets: &[String],
+    measure: bool,
+    format: Format,
+) -> Result<(), CliError> {
+    let runs = plan_recipe(recipe, sets)?;
+    let store = if g.db.exists() {
+        Some(Store::open(&g.db)?)
+    } else {
+        None
+    };
+    let costs =
+        crate::engine::cost::plan_cost(store.as_ref(), &runs, measure).map_err(CliError::failed)?;
+    // per device: runs, epochs, hours (None when a run's rate is unknown)
+    let mut devices: std::collections::BTreeMap<String, (usize, u64, Option<f64>)> =
+        Default::default();
+    for c in costs.iter().filter(|c| c.epochs > 0) {
+        let e = devices.entry(c.device.clone()).or_insert((0, 0, Some(0.0)));
+        e.0 += 1;
+        e.1 += u64::from(c.epochs);
+        e.2 = match (e.2, c.seconds) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+    // halving: the rung schedule's epochs against the full grid's, for the runs not started
+    let (_, top) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
+    let halving = crate::plan::prune::PrunePlan::of(&top)
+        .filter(|p| p.by_rungs())
+        .map(|p| {
+            let targets: Vec<&crate::engine::cost::RunCost> = costs
+                .iter()
+                .zip(&runs)
+                .filter(|(_, r)| r.target)
+                .map(|(c, _)| c)
+                .collect();
+            let epochs = top.train.epochs;
+            let pruner = p.pruner();
+            let rungs = pruner.rungs(epochs);
+            let full = targets.len() as u64 * u64::from(epochs);
+            let budget =
+                crate::engine::executor::halving_budget(targets.len(), &rungs, epochs, &*pruner);
+            let full_seconds: Option<f64> = targets
+                .iter()
+                .map(|c| {
+                    c.seconds_per_image
+                        .map(|s| s * c.train_images as f64 * f64::from(epochs))
+                })
+                .sum();
+            (
+                rungs,
+                full,
+                budget,
+                full_seconds.map(|s| s * budget as f64 / full.max(1) as f64),
+            )
+        });
+    let hours = |s: Option<f64>| s.map(|s| s / 3600.0);
+    if format == Format::Json {
+        let mut doc = serde_json::json!({
+            "runs": costs,
+            "devices": devices.iter().map(|(d, (n, e, s))| serde_json::json!({
+                "device": d, "runs": n, "epochs": e, "hours": hours(*s),
+            })).collect::<Vec<_>>(),
+        });
+        if let Some((rungs, full, budget, seconds)) = &halving {
+            doc["halving"] = serde_json::json!({
+                "rungs": rungs, "epochs_full": full, "epochs": budget, "hours": hours(*seconds),
+            });
+        }
+        print_json(&doc);
+        return Ok(());
+    }
+    let headers: Vec<String> = ["device", "runs", "epochs", "time", "rate from"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let rows: Vec<Vec<String>> = devices
+        .iter()
+        .map(|(d, (n, e, s))| {
+            let source = costs
+                .iter()
+                .find(|c| &c.device == d && c.epochs > 0)
+                .map(|c| match &c.source {
+                    crate::engine::cost::RateSource::EarlierRuns { runs, epochs } => {
+                        format!("{runs} earlier run(s), {epochs} epochs")
+                    }
+                    crate::engine::cost::RateSource::Measured { steps } => {
+                        format!("bench train, {steps} steps (training only)")
+                    }
+                    crate::engine::cost::RateSource::Unknown => {
+                        "no earlier run matches (--measure)".into()
+                    }
+                })
+                .unwrap_or_default();
+            vec![
+                d.clone(),
+                n.to_string(),
+                e.to_string(),
+                s.map_or("?".into(), duration),
+                source,
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        crate::errln!("nothing to train: every planned run is done");
+    } else {
+        crate::outln!("{}", table(&headers, &rows));
+    }
+    if let Some((rungs, full, budget, seconds)) = halving {
+        crate::outln!(
+            "with halving (rungs at epochs {}): {budget} of {full} epochs{}",
+            rungs
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            seconds.map_or(String::new(), |s| format!(", {}", duration(s)))
+        );
+    }
+    Ok(())
+}
+
+/// Seconds as `12.3 s`, `4.5 min` or `6.78 h`.
+fn duration(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.2} h", s / 3600.0)
+    }
+}

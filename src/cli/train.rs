@@ -207,7 +207,12 @@ pub fn sweep(
     let sets = with_device(&o.sets, &o.device);
     let runs = super::plan::plan_recipe(recipe, &sets)?;
     if dry_run {
-        return super::plan::run(g, recipe, &sets, o.format);
+        super::plan::run(g, recipe, &sets, o.format)?;
+        if o.format != Format::Json {
+            crate::outln!();
+            super::plan::cost(g, recipe, &sets, false, o.format)?;
+        }
+        return Ok(());
     }
     let mut opts = opts.clone();
     opts.prune = prune_plan(recipe, &sets)?;

@@ -6,6 +6,7 @@
 
 pub mod batches;
 pub mod bench;
+pub mod cost;
 pub mod executor;
 pub mod init;
 pub mod phases;
@@ -101,5 +102,35 @@ pub fn device(name: &str) -> Result<candle_core::Device, EngineError> {
             }
             Ok(candle_core::Device::new_cuda(ordinal)?)
         }
+    }
+}
+
+/// This machine's CPU model (`/proc/cpuinfo`'s model name, else the architecture).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// A device as a run records it: `cpu (<CPU model>)`, `cuda:N (<GPU name>)`.
+pub fn device_label(device: &candle_core::Device) -> String {
+    match device {
+        #[cfg(feature = "cuda")]
+        candle_core::Device::Cuda(d) => {
+            let n = match device.location() {
+                candle_core::DeviceLocation::Cuda { gpu_id } => gpu_id,
+                _ => 0,
+            };
+            let name = d.cuda_stream().context().name().unwrap_or_default();
+            format!("cuda:{n} ({name})")
+        }
+        candle_core::Device::Cpu => format!("cpu ({})", cpu_model()),
+        other => format!("{:?}", other.location()),
     }
 }

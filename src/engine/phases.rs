@@ -124,6 +124,17 @@ impl RunRecords for TimedRecords<'_> {
         })
     }
 
+    fn record_device(
+        &mut self,
+        run_id: i64,
+        device: &str,
+        threads: usize,
+    ) -> Result<(), EngineError> {
+        clocked(&self.clock, || {
+            self.inner.record_device(run_id, device, threads)
+        })
+    }
+
     fn epochs(&self, run_id: i64) -> Result<Vec<EpochMetrics>, EngineError> {
         clocked(&self.clock, || self.inner.epochs(run_id))
     }

@@ -64,6 +64,14 @@ pub trait RunRecords {
         checkpoint: &str,
     ) -> Result<(), EngineError>;
 
+    /// The device the run trains on (`device_label`) and its thread count.
+    fn record_device(
+        &mut self,
+        run_id: i64,
+        device: &str,
+        threads: usize,
+    ) -> Result<(), EngineError>;
+
     /// A run's epochs, in epoch order.
     fn epochs(&self, run_id: i64) -> Result<Vec<EpochMetrics>, EngineError>;
     /// A run's checkpoints (kept and deleted), in epoch then write order.
@@ -128,6 +136,14 @@ impl RunRecords for Store {
         checkpoint: &str,
     ) -> Result<(), EngineError> {
         Ok(Store::set_init_from(self, run_id, parent, checkpoint)?)
+    }
+    fn record_device(
+        &mut self,
+        run_id: i64,
+        device: &str,
+        threads: usize,
+    ) -> Result<(), EngineError> {
+        Ok(Store::record_device(self, run_id, device, threads)?)
     }
     fn epochs(&self, run_id: i64) -> Result<Vec<EpochMetrics>, EngineError> {
         Ok(Store::epochs(self, run_id)?)

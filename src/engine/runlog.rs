@@ -269,6 +269,10 @@ pub enum LogEvent {
         run: i64,
         checkpoint: String,
     },
+    Device {
+        device: String,
+        threads: usize,
+    },
     /// The attempt's end: the run's status (done, failed, diverged, interrupted), the error,
     /// the exit code it leaves with.
     Finish {
@@ -327,6 +331,10 @@ impl LogEvent {
             LogEvent::InitFrom { run, checkpoint } => RecordOp::InitFrom {
                 run: *run,
                 checkpoint: checkpoint.clone(),
+            },
+            LogEvent::Device { device, threads } => RecordOp::Device {
+                device: device.clone(),
+                threads: *threads,
             },
         })
     }
@@ -413,7 +421,9 @@ impl LogState {
                     e.phase_seconds = Some(*phases);
                 }
             }
-            LogEvent::SkippedImages { .. } | LogEvent::InitFrom { .. } => {}
+            LogEvent::SkippedImages { .. }
+            | LogEvent::InitFrom { .. }
+            | LogEvent::Device { .. } => {}
             LogEvent::Finish {
                 status,
                 error,
@@ -681,6 +691,17 @@ impl RunRecords for RunLog {
         Ok(self.append(LogEvent::InitFrom {
             run: parent,
             checkpoint: checkpoint.into(),
+        })?)
+    }
+    fn record_device(
+        &mut self,
+        _run_id: i64,
+        device: &str,
+        threads: usize,
+    ) -> Result<(), EngineError> {
+        Ok(self.append(LogEvent::Device {
+            device: device.into(),
+            threads,
         })?)
     }
     fn epochs(&self, run_id: i64) -> Result<Vec<EpochMetrics>, EngineError> {

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Version 1: the first release (runs, epochs, checkpoints; no sweeps, no verification table,
 /// no lineage or heartbeat columns). Kept so tests can build an old store.
@@ -132,12 +132,9 @@ CREATE INDEX checkpoints_kept ON checkpoints(run_id, epoch, metric_name) WHERE k
 ";
 
 /// Version 7 -> 8: adaptive sweeps. One row per run and rung of a pruned sweep: the epoch of
-/// the rung, the metric and the run's value there, and the decision (`promoted`, `pruned`);
-/// per run, the runs median stopping compared it with (`runs.prune_reference`, a JSON list of
-/// ids, fixed when the run was first claimed). Statuses `paused` and `pruned` need no schema
-/// change.
+/// the rung, the metric and the run's value there, and the decision (`promoted`, `pruned`).
+/// Statuses `paused` and `pruned` need no schema change.
 pub const V7_TO_V8: &str = "
-ALTER TABLE runs ADD COLUMN prune_reference TEXT;
 CREATE TABLE rungs (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     sweep_id INTEGER REFERENCES sweeps(id),
@@ -149,6 +146,16 @@ CREATE TABLE rungs (
     decided TEXT NOT NULL,
     PRIMARY KEY (run_id, rung)
 );
+";
+
+/// Version 8 -> 9: per run, the runs median stopping compared it with
+/// (`runs.prune_reference`, a JSON list of ids, fixed when the run was first claimed), and the
+/// device it trained on with its thread count (`runs.device`, `runs.threads`: `plan --cost`
+/// matches earlier runs by them).
+pub const V8_TO_V9: &str = "
+ALTER TABLE runs ADD COLUMN prune_reference TEXT;
+ALTER TABLE runs ADD COLUMN device TEXT;
+ALTER TABLE runs ADD COLUMN threads INTEGER;
 ";
 
 /// The folder of each run that has none recorded (runs from before version 7): the folder of
@@ -197,7 +204,7 @@ fn fill_run_dirs(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
 
 /// Brings a store at any older version up to `SCHEMA_VERSION`, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
-    let steps: [(i64, &str); 8] = [
+    let steps: [(i64, &str); 9] = [
         (1, V1),
         (2, V1_TO_V2),
         (3, V2_TO_V3),
@@ -206,6 +213,7 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
         (6, V5_TO_V6),
         (7, V6_TO_V7),
         (8, V7_TO_V8),
+        (9, V8_TO_V9),
     ];
     let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (target, sql) in steps {

@@ -193,3 +193,26 @@ impl Store {
         Ok(rows)
     }
 }
+
+impl Store {
+    /// The runs that trained on `device` with `threads` threads: (id, resolved configuration).
+    pub fn runs_on(
+        &self,
+        device: &str,
+        threads: usize,
+    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, config FROM runs WHERE device = ?1 AND threads = ?2 ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(params![device, threads as i64], |r| {
+            let text: String = r.get(1)?;
+            Ok((
+                r.get(0)?,
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            ))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+}

@@ -454,6 +454,11 @@ pub enum RecordOp {
         epoch: u32,
         phases: PhaseSeconds,
     },
+    /// The device the run trains on and its thread count.
+    Device {
+        device: String,
+        threads: usize,
+    },
     /// A Slurm task started the run on `host` at `at`.
     Started {
         host: String,

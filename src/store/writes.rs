@@ -15,6 +15,16 @@ impl Store {
         self.write(|tx| set_init_from_tx(tx, id, parent, checkpoint))
     }
 
+    /// The device a run trains on and its thread count (each attempt's: the last wins).
+    pub fn record_device(
+        &mut self,
+        run_id: i64,
+        device: &str,
+        threads: usize,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| record_device_tx(tx, run_id, device, threads))
+    }
+
     /// Records (or replaces, on resume) one epoch's metrics.
     pub fn record_epoch(&mut self, run_id: i64, m: &EpochMetrics) -> Result<(), StoreError> {
         self.write(|tx| record_epoch_tx(tx, run_id, m))
@@ -120,6 +130,9 @@ impl Store {
                     }
                     RecordOp::InitFrom { run, checkpoint } => {
                         set_init_from_tx(tx, run_id, *run, checkpoint)?
+                    }
+                    RecordOp::Device { device, threads } => {
+                        record_device_tx(tx, run_id, device, *threads)?
                     }
                     RecordOp::Started { host, at } => {
                         tx.execute(
@@ -283,6 +296,19 @@ fn set_init_from_tx(
     tx.execute(
         "UPDATE runs SET init_from_run = ?2, init_from_checkpoint = ?3 WHERE id = ?1",
         params![id, parent, checkpoint],
+    )?;
+    Ok(())
+}
+
+fn record_device_tx(
+    tx: &rusqlite::Transaction,
+    run_id: i64,
+    device: &str,
+    threads: usize,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE runs SET device = ?2, threads = ?3 WHERE id = ?1",
+        params![run_id, device, threads as i64],
     )?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use super::EngineError;
 use crate::plan::PlannedRun;
 use crate::store::Store;
 
+pub use halving::budget as halving_budget;
 pub use local::{
     execute_sweep, latest_checkpoint, new_run, start_for, train_parents, Heartbeat, LocalExecutor,
     SweepOptions, STALE_AFTER,

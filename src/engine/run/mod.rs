@@ -193,6 +193,11 @@ impl<'a, 's> Runner<'a, 's> {
     ) -> Result<Self, EngineError> {
         let r = &req.recipe;
         let device = super::device(&r.train.device)?;
+        store.record_device(
+            req.run_id,
+            &super::device_label(&device),
+            rayon::current_num_threads(),
+        )?;
         let root = crate::data::resolve_root(&r.data)?;
         let data = CourseData::open(&root)?;
         if data.train.is_empty() {
