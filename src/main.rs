@@ -129,6 +129,15 @@ enum Command {
         /// array (docs/cluster.md).
         #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
         executor: ExecutorArg,
+        /// Train N runs at once here, each in its own process (docs/sweeps.md).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// With --jobs: the device of each job, e.g. cuda:0,cuda:1, cuda:0,cuda:0 or cpu,cpu.
+        #[arg(long, value_delimiter = ',', requires = "jobs")]
+        devices: Vec<String>,
+        /// With --jobs: threads per run (default: the cores split evenly among the jobs).
+        #[arg(long, requires = "jobs")]
+        threads_per_run: Option<usize>,
         #[command(flatten)]
         slurm: SlurmArgs,
         /// Output: the summary and leaderboard (table) or one object per run (json).
@@ -651,6 +660,9 @@ fn main() -> ExitCode {
             retry_failed,
             fail_fast,
             executor,
+            jobs,
+            devices,
+            threads_per_run,
             slurm,
             format,
         } => {
@@ -659,6 +671,11 @@ fn main() -> ExitCode {
                 retry_failed,
                 fail_fast,
                 prune: None,
+                jobs: jobs.map(|jobs| runner::engine::executor::JobsOptions {
+                    jobs,
+                    devices,
+                    threads_per_run,
+                }),
             };
             match cli::with_sweep_axes(&sets.set, &axes.sweep) {
                 Err(e) => Err(e),

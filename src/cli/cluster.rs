@@ -60,6 +60,11 @@ pub fn sweep(
     dry_run: bool,
     o: TrainOpts,
 ) -> Result<(), CliError> {
+    if sweep_opts.jobs.is_some() {
+        return Err(CliError::invalid(
+            "--jobs runs trials in parallel on this machine; on Slurm, --max-parallel says how many array tasks run at once",
+        ));
+    }
     if sweep_opts.fail_fast {
         return Err(CliError::invalid(
             "--fail-fast stops a local sweep at its first failed run; Slurm runs every task of the array (drop --fail-fast)",

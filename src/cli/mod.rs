@@ -140,7 +140,6 @@ pub struct Global {
     pub db: PathBuf,
 }
 
-/// Parses `--set` arguments; every malformed one is reported.
 /// `--sweep KEY=V1,V2,...` as the `--set sweep.params."KEY"=[V1, V2, ...]` it stands for,
 /// after `sets`: the values are split on top-level commas (not inside brackets, braces or
 /// quotes) and each is read as `--set` reads a value (TOML, else text).
@@ -196,6 +195,7 @@ fn split_top_level(text: &str) -> Vec<String> {
     out
 }
 
+/// Parses `--set` arguments; every malformed one is reported.
 pub fn parse_sets(sets: &[String]) -> Result<Vec<crate::recipe::Override>, CliError> {
     use crate::recipe::{Override, RecipeError};
     let mut out = Vec::new();

@@ -216,6 +216,11 @@ pub fn sweep(
     }
     let mut opts = opts.clone();
     opts.prune = prune_plan(recipe, &sets)?;
+    if opts.jobs.is_some() && opts.prune.is_some() {
+        return Err(CliError::invalid(
+            "--jobs does not combine with [sweep.prune] in this version: drop one (--set sweep.prune.kind=none trains every run in full)",
+        ));
+    }
     if opts.prune.as_ref().is_some_and(|p| p.by_rungs()) && opts.max_runs.is_some() {
         return Err(CliError::invalid(
             "--max-runs does not combine with [sweep.prune] kind = \"halving\": it trains rung by rung (interrupt it with Ctrl-C, and the same command continues it)",
@@ -247,19 +252,50 @@ pub fn sweep(
     let mut store = Store::open(&g.db)?;
     let started = std::time::Instant::now();
     let pipeline = runs.iter().any(|r| !r.target);
-    let mut executor = LocalExecutor {
-        opts: opts.clone(),
-        stop: crate::engine::signals::stop_flag(),
+    let rows = match &opts.jobs {
+        Some(j) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let slots = crate::engine::executor::parallel::slots(
+                j.jobs,
+                &j.devices,
+                j.threads_per_run,
+                cores,
+            )
+            .map_err(CliError::invalid)?;
+            let exe = std::env::current_exe().map_err(CliError::failed)?;
+            let command =
+                |run: &crate::plan::PlannedRun, slot: &crate::engine::executor::parallel::Slot| {
+                    child_run_command(&exe, g, recipe, &sets, run, slot)
+                };
+            crate::engine::executor::parallel::execute_parallel(
+                &mut store,
+                &recipe.display().to_string(),
+                &runs,
+                opts,
+                &slots,
+                &command,
+                &o.reporter,
+                crate::engine::signals::stop_flag(),
+            )
+            .map_err(CliError::failed)?
+            .rows
+        }
+        None => {
+            let mut executor = LocalExecutor {
+                opts: opts.clone(),
+                stop: crate::engine::signals::stop_flag(),
+            };
+            executor
+                .run_sweep(
+                    &mut store,
+                    &recipe.display().to_string(),
+                    &runs,
+                    &o.reporter,
+                )
+                .map_err(CliError::failed)?
+                .rows
+        }
     };
-    let rows = executor
-        .run_sweep(
-            &mut store,
-            &recipe.display().to_string(),
-            &runs,
-            &o.reporter,
-        )
-        .map_err(CliError::failed)?
-        .rows;
     let swept: Vec<String> = runs
         .iter()
         .find(|r| r.target)
@@ -408,6 +444,38 @@ pub fn sweep(
         )));
     }
     Ok(())
+}
+
+/// The `runner run` that trains one planned run of a sweep in a child process on `slot`: the
+/// sweep's `--set`s, the run's swept values, the slot's device, and its thread count as
+/// `RAYON_NUM_THREADS` (Candle's CPU thread count is per process).
+fn child_run_command(
+    exe: &Path,
+    g: &Global,
+    recipe: &Path,
+    sets: &[String],
+    run: &crate::plan::PlannedRun,
+    slot: &crate::engine::executor::parallel::Slot,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(exe);
+    c.arg("--db")
+        .arg(&g.db)
+        .arg("--quiet")
+        .arg("run")
+        .arg(recipe);
+    for s in sets {
+        c.arg("--set").arg(s);
+    }
+    for (k, v) in &run.overrides {
+        let text = toml::Value::try_from(v.clone())
+            .map(|t| t.to_string())
+            .unwrap_or_else(|_| v.to_string());
+        c.arg("--set").arg(format!("{k}={text}"));
+    }
+    c.arg("--set")
+        .arg(format!("train.device=\"{}\"", slot.device));
+    c.env("RAYON_NUM_THREADS", slot.threads.to_string());
+    c
 }
 
 /// The recipe's `[sweep.prune]`, resolved (None without one).

@@ -28,6 +28,16 @@ pub struct SweepOptions {
     pub fail_fast: bool,
     /// `[sweep.prune]` of the recipe, with its metric and direction resolved.
     pub prune: Option<crate::plan::prune::PrunePlan>,
+    /// `--jobs`: runs in child processes on device slots.
+    pub jobs: Option<JobsOptions>,
+}
+
+/// `--jobs N [--devices LIST] [--threads-per-run T]`.
+#[derive(Debug, Clone, Default)]
+pub struct JobsOptions {
+    pub jobs: usize,
+    pub devices: Vec<String>,
+    pub threads_per_run: Option<usize>,
 }
 
 /// The newest kept checkpoint of a run whose file still exists.

@@ -6,6 +6,7 @@
 
 mod halving;
 pub mod local;
+pub mod parallel;
 pub mod slurm;
 
 use std::collections::BTreeMap;
@@ -17,8 +18,8 @@ use crate::store::Store;
 
 pub use halving::budget as halving_budget;
 pub use local::{
-    execute_sweep, latest_checkpoint, new_run, start_for, train_parents, Heartbeat, LocalExecutor,
-    SweepOptions, STALE_AFTER,
+    execute_sweep, latest_checkpoint, new_run, start_for, train_parents, Heartbeat, JobsOptions,
+    LocalExecutor, SweepOptions, STALE_AFTER,
 };
 
 /// One line of a sweep's summary.
