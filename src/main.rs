@@ -683,7 +683,7 @@ fn main() -> ExitCode {
                     let o = train_opts(&Sets { set }, device, format.into());
                     match executor {
                         ExecutorArg::Local => match slurm.given().as_slice() {
-                            [] => cli::train::sweep(&g, &recipe, &opts, dry_run, o),
+                            [] => cli::sweep::run(&g, &recipe, &opts, dry_run, o),
                             given => Err(CliError::invalid(format!(
                                 "{} {} --executor slurm",
                                 given.join(", "),

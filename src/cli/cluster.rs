@@ -72,7 +72,7 @@ pub fn sweep(
     }
     let sets = with_device(&o.sets, &o.device);
     let runs = super::plan::plan_recipe(recipe, &sets)?;
-    if super::train::prune_plan(recipe, &sets)?.is_some() {
+    if super::sweep::prune_plan(recipe, &sets)?.is_some() {
         return Err(CliError::invalid(
             "[sweep.prune] runs on the local executor in this version: on Slurm, drop it \
              (--set sweep.prune.kind=none) or run the sweep without --executor slurm",

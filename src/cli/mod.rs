@@ -13,6 +13,7 @@ pub mod plan;
 pub mod report;
 pub mod runs;
 pub mod selftest;
+pub mod sweep;
 pub mod train;
 pub mod validate;
 pub mod watch;

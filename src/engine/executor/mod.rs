@@ -43,6 +43,14 @@ pub struct SummaryRow {
 }
 
 impl SummaryRow {
+    /// Whether this invocation trained the run (from scratch, resumed, to a rung, or until
+    /// it was pruned).
+    pub fn worked(&self) -> bool {
+        ["trained", "resumed", "pruned"]
+            .iter()
+            .any(|w| self.action.starts_with(w))
+    }
+
     /// The row of a planned run before anything is done with it.
     pub fn planned(sweep_id: i64, run: &PlannedRun) -> SummaryRow {
         SummaryRow {
