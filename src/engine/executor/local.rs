@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Executor, SummaryRow, SweepOutcome};
+use super::SummaryRow;
 use crate::engine::progress::Reporter;
 use crate::engine::records::RunRecords;
 use crate::engine::run::{execute, RunOutcome, RunRequest, StartFrom};
@@ -285,20 +285,6 @@ pub(super) fn train_one(
     Ok(t)
 }
 
-/// Runs every planned run not yet done, one after another: the parents a recipe's runs
-/// start from first (the plan's order). A run whose parent is not done is not started.
-pub fn execute_sweep(
-    store: &mut Store,
-    recipe_path: &str,
-    runs: &[PlannedRun],
-    opts: &SweepOptions,
-    reporter: &Reporter,
-    stop: Arc<AtomicBool>,
-) -> Result<Vec<SummaryRow>, EngineError> {
-    let sweep_id = sweep_for(store, recipe_path, runs)?;
-    train_planned(store, sweep_id, runs, opts, reporter, stop)
-}
-
 /// The sweep a `runner sweep` call records its runs under: a new row, unless nothing is to be
 /// trained (every planned run done) and an earlier sweep of this recipe planned them all; then
 /// that sweep, so that calls which train nothing add no rows.
@@ -336,8 +322,8 @@ pub(super) fn sweep_for(
     })
 }
 
-/// The loop of `execute_sweep` for a sweep already recorded.
-fn train_planned(
+/// The sequential loop of `execute_sweep` (and `LocalExecutor`) for a sweep already recorded.
+pub(super) fn train_planned(
     store: &mut Store,
     sweep_id: i64,
     runs: &[PlannedRun],
@@ -346,9 +332,6 @@ fn train_planned(
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<SummaryRow>, EngineError> {
     // the bar counts epochs: it moves (and its ETA with it) while a run trains
-    if let Some(plan) = opts.prune.as_ref().filter(|p| p.by_rungs()) {
-        return super::halving::train_halving(store, sweep_id, runs, plan, opts, reporter, stop);
-    }
     let epochs_of = |r: &PlannedRun| u64::from(r.recipe.train.epochs);
     let bar = reporter.sweep_bar(runs.iter().map(epochs_of).sum());
     let mut processed = 0u64;
@@ -466,37 +449,6 @@ pub fn train_parents(
         }
     }
     Ok(())
-}
-
-/// Today's sweep loop behind the executor interface: every run on this machine, in order.
-pub struct LocalExecutor {
-    pub opts: SweepOptions,
-    pub stop: Arc<AtomicBool>,
-}
-
-impl Executor for LocalExecutor {
-    fn run_sweep(
-        &mut self,
-        store: &mut Store,
-        recipe_path: &str,
-        runs: &[PlannedRun],
-        reporter: &Reporter,
-    ) -> Result<SweepOutcome, EngineError> {
-        let sweep_id = sweep_for(store, recipe_path, runs)?;
-        let rows = train_planned(
-            store,
-            sweep_id,
-            runs,
-            &self.opts,
-            reporter,
-            self.stop.clone(),
-        )?;
-        Ok(SweepOutcome {
-            sweep_id,
-            rows,
-            job_id: None,
-        })
-    }
 }
 
 /// Median stopping for one run of a sweep: the rule, and the runs it may compare with.

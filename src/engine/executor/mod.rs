@@ -10,6 +10,8 @@ pub mod parallel;
 pub mod slurm;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use super::progress::Reporter;
 use super::EngineError;
@@ -18,8 +20,8 @@ use crate::store::Store;
 
 pub use halving::budget as halving_budget;
 pub use local::{
-    execute_sweep, latest_checkpoint, new_run, start_for, train_parents, Heartbeat, JobsOptions,
-    LocalExecutor, SweepOptions, STALE_AFTER,
+    latest_checkpoint, new_run, start_for, train_parents, Heartbeat, JobsOptions, SweepOptions,
+    STALE_AFTER,
 };
 
 /// One line of a sweep's summary.
@@ -90,4 +92,65 @@ pub trait Executor {
         runs: &[PlannedRun],
         reporter: &Reporter,
     ) -> Result<SweepOutcome, EngineError>;
+}
+
+/// Trains a recorded sweep's runs on this machine: rung by rung under halving, else one after
+/// another (with median stopping when asked).
+fn train_here(
+    store: &mut Store,
+    sweep_id: i64,
+    runs: &[PlannedRun],
+    opts: &SweepOptions,
+    reporter: &Reporter,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<SummaryRow>, EngineError> {
+    match opts.prune.as_ref().filter(|p| p.by_rungs()) {
+        Some(plan) => halving::train_halving(store, sweep_id, runs, plan, opts, reporter, stop),
+        None => local::train_planned(store, sweep_id, runs, opts, reporter, stop),
+    }
+}
+
+/// Runs every planned run not yet done, one after another: the parents a recipe's runs
+/// start from first (the plan's order). A run whose parent is not done is not started.
+pub fn execute_sweep(
+    store: &mut Store,
+    recipe_path: &str,
+    runs: &[PlannedRun],
+    opts: &SweepOptions,
+    reporter: &Reporter,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<SummaryRow>, EngineError> {
+    let sweep_id = local::sweep_for(store, recipe_path, runs)?;
+    train_here(store, sweep_id, runs, opts, reporter, stop)
+}
+
+/// Today's sweep loop behind the executor interface: every run on this machine, in order.
+pub struct LocalExecutor {
+    pub opts: SweepOptions,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Executor for LocalExecutor {
+    fn run_sweep(
+        &mut self,
+        store: &mut Store,
+        recipe_path: &str,
+        runs: &[PlannedRun],
+        reporter: &Reporter,
+    ) -> Result<SweepOutcome, EngineError> {
+        let sweep_id = local::sweep_for(store, recipe_path, runs)?;
+        let rows = train_here(
+            store,
+            sweep_id,
+            runs,
+            &self.opts,
+            reporter,
+            self.stop.clone(),
+        )?;
+        Ok(SweepOutcome {
+            sweep_id,
+            rows,
+            job_id: None,
+        })
+    }
 }
