@@ -10,6 +10,7 @@ pub mod cost;
 pub mod executor;
 pub mod init;
 pub mod phases;
+pub mod picks;
 pub mod preflight;
 pub mod progress;
 pub mod records;

@@ -159,6 +159,6 @@ impl RunRecords for Store {
         })
     }
     fn init_checkpoint(&self, link: &InitFromRun) -> Result<(i64, PathBuf), EngineError> {
-        super::restore::init_checkpoint(self, link)
+        super::picks::init_checkpoint(self, link)
     }
 }

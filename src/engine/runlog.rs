@@ -736,7 +736,7 @@ impl RunRecords for RunLog {
                         link.recipe
                     )));
                 }
-                let path = super::restore::pick_checkpoint(
+                let path = super::picks::pick_checkpoint(
                     parent.checkpoint_records(*run_id),
                     link.pick,
                     *mode,

@@ -83,12 +83,7 @@ pub enum RunOutcome {
     Paused(BTreeMap<String, f64>),
 }
 
-/// The label the checkpoint table gives a mid-epoch checkpoint written on interrupt.
-pub const INTERRUPT_METRIC: &str = "interrupt";
-
-/// The label of a rung checkpoint: an end-of-epoch checkpoint a halving sweep keeps whatever
-/// the checkpoint policy says (its own file, or a pin on the policy's file of that epoch).
-pub const RUNG_METRIC: &str = "rung";
+pub use super::picks::{INTERRUPT_METRIC, RUNG_METRIC};
 
 /// Progress inside an epoch, saved by an interrupt checkpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -299,7 +299,7 @@ impl SlurmExecutor {
                                 .and_then(|i| i.run())
                                 .cloned();
                             let resolved = match link {
-                                Some(link) => crate::engine::restore::init_checkpoint(store, &link),
+                                Some(link) => crate::engine::picks::init_checkpoint(store, &link),
                                 None => Err(EngineError::Other("no parent link".into())),
                             };
                             match resolved {
