@@ -625,3 +625,41 @@ fn plan_cost_prices_runs_from_earlier_runs_of_the_same_shape() {
         "{text}"
     );
 }
+
+#[test]
+fn watch_honours_a_recipes_sweep_prune() {
+    let env = Env::new();
+    let queue = env.path("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    let r = env.recipe("grid.toml", GRID);
+    std::fs::copy(&r, queue.join("grid.toml")).unwrap();
+    let mut child = env
+        .cmd()
+        .args(["watch", "queue"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let settled = loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if let Ok(store) = runner::store::Store::open(&env.db()) {
+            let runs = store.runs(None).unwrap();
+            let done = runs.iter().filter(|r| r.status == "done").count();
+            let pruned = runs.iter().filter(|r| r.status == "pruned").count();
+            if done + pruned == 9 {
+                break (done, pruned);
+            }
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break (0, 0);
+        }
+    };
+    let _ = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait_with_output().unwrap();
+    // 3 epochs: one rung at epoch 1, the best three of nine go on
+    assert_eq!(settled, (3, 6));
+    assert_eq!(epochs_trained(&shows(&env)), 9 + 3 * 2);
+}

@@ -144,6 +144,11 @@ fn process(
         reporter.info(&n);
     }
     reporter.info(&format!("{}: {} run(s)", path.display(), runs.len()));
+    // a recipe's [sweep.prune] holds here as under `runner sweep`
+    let opts = SweepOptions {
+        prune: super::sweep::prune_plan(path, &sets).unwrap_or_default(),
+        ..Default::default()
+    };
     let result = Store::open(&g.db)
         .map_err(|e| e.to_string())
         .and_then(|mut store| {
@@ -151,7 +156,7 @@ fn process(
                 &mut store,
                 &path.display().to_string(),
                 &runs,
-                &SweepOptions::default(),
+                &opts,
                 reporter,
                 stop.clone(),
             )
@@ -160,10 +165,16 @@ fn process(
     match result {
         Ok(rows) => {
             let done = rows.iter().filter(|r| r.status == "done").count();
+            let pruned = rows.iter().filter(|r| r.status == "pruned").count();
             reporter.info(&format!(
-                "{}: {done}/{} run(s) done",
+                "{}: {done}/{} run(s) done{}",
                 path.display(),
-                rows.len()
+                rows.len(),
+                if pruned > 0 {
+                    format!(", {pruned} pruned")
+                } else {
+                    String::new()
+                }
             ));
         }
         Err(e) => reporter.error(&format!("{}: sweep failed: {e}", path.display()), None),
