@@ -125,6 +125,10 @@ enum Command {
         /// Stop at the first failed or diverged run.
         #[arg(long)]
         fail_fast: bool,
+        /// Train nothing: delete the checkpoint files of the sweep's pruned runs (they can no
+        /// longer be resumed; their records stay).
+        #[arg(long, conflicts_with_all = ["dry_run", "jobs"])]
+        clean_pruned: bool,
         /// Where the runs train: here, one after another, or on a Slurm cluster as a job
         /// array (docs/cluster.md).
         #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
@@ -659,6 +663,7 @@ fn main() -> ExitCode {
             dry_run,
             retry_failed,
             fail_fast,
+            clean_pruned,
             executor,
             jobs,
             devices,
@@ -679,6 +684,9 @@ fn main() -> ExitCode {
             };
             match cli::with_sweep_axes(&sets.set, &axes.sweep) {
                 Err(e) => Err(e),
+                Ok(set) if clean_pruned => {
+                    cli::sweep::clean_pruned(&g, &recipe, &set, format.into(), &reporter)
+                }
                 Ok(set) => {
                     let o = train_opts(&Sets { set }, device, format.into());
                     match executor {

@@ -663,3 +663,69 @@ fn watch_honours_a_recipes_sweep_prune() {
     assert_eq!(settled, (3, 6));
     assert_eq!(epochs_trained(&shows(&env)), 9 + 3 * 2);
 }
+
+#[test]
+fn clean_pruned_deletes_the_pruned_runs_checkpoints_and_keeps_their_records() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", GRID);
+    let out = env.run(&["sweep", s(&r), "--set", "train.epochs=9"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let before = shows(&env);
+    let kept_files = |run: &serde_json::Value| -> Vec<String> {
+        run["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["kept"] == true)
+            .map(|c| c["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let pruned_files: Vec<String> = before
+        .iter()
+        .filter(|r| r["status"] == "pruned")
+        .flat_map(kept_files)
+        .collect();
+    assert!(!pruned_files.is_empty());
+    let j = env.json(&[
+        "sweep",
+        s(&r),
+        "--set",
+        "train.epochs=9",
+        "--clean-pruned",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(j["runs"].as_array().unwrap().len(), 8, "{j}");
+    let unique: std::collections::BTreeSet<&String> = pruned_files.iter().collect();
+    assert_eq!(j["files"].as_u64().unwrap() as usize, unique.len(), "{j}");
+    for f in &pruned_files {
+        assert!(!std::path::Path::new(f).exists(), "{f}");
+    }
+    let after = shows(&env);
+    for (a, b) in before.iter().zip(&after) {
+        // records stay; only the files (and their kept flags) go
+        assert_eq!(a["epochs"], b["epochs"]);
+        assert_eq!(a["rungs"], b["rungs"]);
+        if b["status"] == "pruned" {
+            assert!(kept_files(b).is_empty(), "{}", b["key"]);
+        } else {
+            assert_eq!(
+                kept_files(a),
+                kept_files(b),
+                "the finished run is untouched"
+            );
+            assert!(kept_files(b)
+                .iter()
+                .all(|f| std::path::Path::new(f).exists()));
+        }
+    }
+    // a cleaned run cannot be resumed, and says so
+    let id = after.iter().find(|r| r["status"] == "pruned").unwrap()["id"].to_string();
+    let out = env.run(&["resume", &id]);
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("checkpoint"),
+        "{}",
+        common::stderr(&out)
+    );
+}

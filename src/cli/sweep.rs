@@ -339,3 +339,56 @@ fn exit_status(rows: &[SummaryRow], opts: &SweepOptions) -> Result<(), CliError>
     }
     Ok(())
 }
+
+/// `runner sweep RECIPE --clean-pruned`: deletes the checkpoint files of the planned runs that a
+/// pruned sweep stopped (status `pruned`), marking them deleted in the store; their epochs and
+/// rung decisions stay. Prints how many files and bytes went.
+pub fn clean_pruned(
+    g: &Global,
+    recipe: &Path,
+    sets: &[String],
+    format: Format,
+    reporter: &crate::engine::progress::Reporter,
+) -> Result<(), CliError> {
+    let runs = super::plan::plan_recipe(recipe, sets)?;
+    let mut store = super::runs::open_store(g)?;
+    let (mut files, mut bytes, mut cleaned) = (0usize, 0u64, Vec::new());
+    for run in runs.iter().filter(|r| r.target) {
+        let Some(row) = store.run_by_key(&run.key)? else {
+            continue;
+        };
+        if row.status() != Some(crate::store::RunStatus::Pruned) {
+            continue;
+        }
+        let mut removed = 0;
+        for c in store.checkpoints(row.id)?.into_iter().filter(|c| c.kept) {
+            let path = Path::new(&c.path);
+            let size = std::fs::metadata(path).map(|m| m.len()).ok();
+            match std::fs::remove_file(path) {
+                Ok(()) => {
+                    files += 1;
+                    bytes += size.unwrap_or(0);
+                    removed += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(CliError::failed(format!("{}: {e}", path.display())));
+                }
+            }
+            store.mark_checkpoint_deleted_path(row.id, &c.path)?;
+        }
+        cleaned.push(serde_json::json!({"id": row.id, "key": row.key, "files": removed}));
+    }
+    if format == Format::Json {
+        print_json(&serde_json::json!({
+            "runs": cleaned, "files": files, "bytes": bytes,
+        }));
+    } else {
+        reporter.info(&format!(
+            "deleted {files} checkpoint file(s) ({:.1} MiB) of {} pruned run(s)",
+            bytes as f64 / (1024.0 * 1024.0),
+            cleaned.len()
+        ));
+    }
+    Ok(())
+}
