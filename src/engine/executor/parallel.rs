@@ -100,6 +100,7 @@ pub fn train_parallel(
     let mut started_runs = 0usize;
     let mut stopped: Option<&'static str> = None;
     let mut forwarded = false;
+    let mut last_bar = Instant::now();
     loop {
         if stop.load(Ordering::SeqCst) {
             stopped = Some("interrupted");
@@ -174,14 +175,17 @@ pub fn train_parallel(
                 Err(e) => return Err(EngineError::Other(format!("waiting for a child: {e}"))),
             }
         }
-        // the bar: epochs recorded so far by the runs handed out
-        let mut done = 0u64;
-        for i in &keys {
-            if let Some(r) = store.run_by_key(&runs[*i].key)? {
-                done += store.epochs(r.id)?.len() as u64;
+        // the bar: epochs recorded so far by the runs handed out (read once a second)
+        if last_bar.elapsed() >= Duration::from_secs(1) {
+            last_bar = Instant::now();
+            let mut done = 0u64;
+            for i in &keys {
+                if let Some(r) = store.run_by_key(&runs[*i].key)? {
+                    done += store.epochs(r.id)?.len() as u64;
+                }
             }
+            bar.set_position(done);
         }
-        bar.set_position(done);
     }
     reporter.finish_sweep_bar();
     for i in queue {
