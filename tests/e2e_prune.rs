@@ -729,3 +729,56 @@ fn clean_pruned_deletes_the_pruned_runs_checkpoints_and_keeps_their_records() {
         common::stderr(&out)
     );
 }
+
+#[test]
+fn a_rung_waits_for_a_run_that_trains_elsewhere() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", GRID);
+    let plan = env.json(&["plan", s(&r), "--set", "train.epochs=9", "--format", "json"]);
+    let key = plan[4]["key"].as_str().unwrap().to_string();
+    // another live process (this test) holds one of the nine runs
+    let mut store = runner::store::Store::open(&env.db()).unwrap();
+    let claim = store
+        .claim_key(
+            &runner::store::NewRun {
+                key: key.clone(),
+                recipe: s(&r).into(),
+                config: serde_json::json!({}),
+                overrides: serde_json::json!({}),
+                data_fingerprint: "fp".into(),
+                sweep_id: None,
+                parent_id: None,
+                resumed_from: None,
+            },
+            std::time::Duration::from_secs(3600),
+            false,
+            false,
+        )
+        .unwrap();
+    assert!(matches!(claim, runner::store::Claim::Claimed { .. }));
+    let out = env
+        .cmd()
+        .args(["sweep", s(&r), "--set", "train.epochs=9"])
+        .output()
+        .unwrap();
+    let stderr = common::stderr(&out);
+    // the other eight reach the first rung, and nothing is decided without the ninth
+    let c = rusqlite::Connection::open(env.db()).unwrap();
+    let decided: i64 = c
+        .query_row("SELECT COUNT(*) FROM rungs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(decided, 0, "{stderr}");
+    let paused: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM runs WHERE status = 'paused'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(paused, 8);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("training elsewhere"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

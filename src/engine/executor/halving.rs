@@ -113,6 +113,23 @@ pub fn train_halving(
         if stopped.is_some() || last {
             break;
         }
+        // a run of the rung still training elsewhere (another sweep of the same recipe): no
+        // decision without it; the call that finishes it decides
+        for &i in &alive {
+            if let Some(r) = store.run_by_key(&runs[i].key)? {
+                let behind = store.epochs(r.id)?.last().map_or(0, |e| e.epoch) < rung_epoch;
+                let may_go_on = !matches!(
+                    r.status(),
+                    Some(RunStatus::Failed | RunStatus::Diverged | RunStatus::Done)
+                );
+                if behind && may_go_on && store.rungs(r.id)?.iter().all(|d| d.rung as usize != k) {
+                    stopped = Some("a run of this rung is training elsewhere");
+                }
+            }
+        }
+        if stopped.is_some() {
+            break;
+        }
         // 2. the rung's decision, once every run in has reached it (recorded at once)
         let mut entries = Vec::new();
         let mut ids = Vec::new();
