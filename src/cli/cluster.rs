@@ -6,11 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::output::{print_json, table, Format};
-use super::train::{done_keys, with_device, TrainOpts};
+use super::train::{with_device, TrainOpts};
 use super::{CliError, Global};
 use crate::engine::executor::slurm::{collect, exec, merge_options, SlurmClient, SlurmExecutor};
 use crate::engine::executor::{Executor, SweepOptions};
-use crate::engine::preflight::Preflight;
 use crate::engine::progress::Reporter;
 use crate::engine::run::RunOutcome;
 use crate::engine::{signals, EngineError};
@@ -141,19 +140,7 @@ pub fn sweep(
         }
     }
     // the data is prepared here, once (the built-in set generated), not by racing tasks
-    let mut preflight = Preflight::with_reporter(&o.reporter);
-    let done = done_keys(g, runs.iter().map(|r| r.key.as_str()))?;
-    for r in runs.iter().filter(|r| !done.contains(&r.key)) {
-        preflight
-            .check(&r.recipe)
-            .map_err(|e| super::preflight_error(recipe, &sets, e))?;
-    }
-    for n in preflight.generated_notices() {
-        o.reporter.info(&n);
-    }
-    for w in preflight.take_warnings() {
-        o.reporter.warn(&w);
-    }
+    super::sweep::check_data(g, recipe, &sets, &runs, &o.reporter)?;
     let outcome = executor
         .run_sweep(
             &mut store,

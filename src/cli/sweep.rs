@@ -30,19 +30,7 @@ pub fn run(
         return Ok(());
     }
     let opts = &checked_options(recipe, &sets, opts, &runs, &o)?;
-    let mut preflight = Preflight::with_reporter(&o.reporter);
-    let done = done_keys(g, runs.iter().map(|r| r.key.as_str()))?;
-    for r in runs.iter().filter(|r| !done.contains(&r.key)) {
-        preflight
-            .check(&r.recipe)
-            .map_err(|e| super::preflight_error(recipe, &sets, e))?;
-    }
-    for n in preflight.generated_notices() {
-        o.reporter.info(&n);
-    }
-    for w in preflight.take_warnings() {
-        o.reporter.warn(&w);
-    }
+    check_data(g, recipe, &sets, &runs, &o.reporter)?;
     let mut store = Store::open(&g.db)?;
     let started = std::time::Instant::now();
     let rows = execute(g, recipe, &sets, &runs, opts, &mut store, &o)?;
@@ -389,6 +377,31 @@ pub fn clean_pruned(
             bytes as f64 / (1024.0 * 1024.0),
             cleaned.len()
         ));
+    }
+    Ok(())
+}
+
+/// The data of every planned run not done, checked before any run row exists (the built-in set
+/// generated here, once), with the notices and warnings said: `sweep`, local or on Slurm.
+pub(crate) fn check_data(
+    g: &Global,
+    recipe: &Path,
+    sets: &[String],
+    runs: &[crate::plan::PlannedRun],
+    reporter: &crate::engine::progress::Reporter,
+) -> Result<(), CliError> {
+    let mut preflight = Preflight::with_reporter(reporter);
+    let done = done_keys(g, runs.iter().map(|r| r.key.as_str()))?;
+    for r in runs.iter().filter(|r| !done.contains(&r.key)) {
+        preflight
+            .check(&r.recipe)
+            .map_err(|e| super::preflight_error(recipe, sets, e))?;
+    }
+    for n in preflight.generated_notices() {
+        reporter.info(&n);
+    }
+    for w in preflight.take_warnings() {
+        reporter.warn(&w);
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::local::{parent_not_done, train_one, SweepOptions};
+use super::local::{parent_not_done, train_one, train_parents_into, SweepOptions};
 use super::SummaryRow;
 use crate::engine::progress::Reporter;
 use crate::engine::EngineError;
@@ -44,16 +44,8 @@ pub fn train_halving(
     let mut stopped: Option<&'static str> = None;
 
     // the parents, in full
-    for (i, run) in runs.iter().enumerate().filter(|(_, r)| !r.target) {
-        let started = Instant::now();
-        let t = train_one(store, run, None, opts, reporter, &stop, None, None)?;
-        rows[i].run_id = t.run_id;
-        rows[i].status = t.status;
-        rows[i].action = t.action;
-        rows[i].seconds = started.elapsed().as_secs_f64();
-        if t.stop.is_some() || stop.load(Ordering::SeqCst) {
-            return Ok(not_started(store, rows, "interrupted"));
-        }
+    if train_parents_into(store, runs, &mut rows, opts, reporter, &stop)? {
+        return Ok(not_started(store, rows, "interrupted"));
     }
 
     let mut alive: Vec<usize> = targets.clone();

@@ -497,11 +497,7 @@ impl MedianFor {
                 .get(&self.plan.metric)
                 .copied()
         });
-        let best = if self.plan.maximize {
-            values.fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))))
-        } else {
-            values.fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.min(v))))
-        };
+        let best = crate::plan::prune::best_so_far(values, self.plan.maximize);
         store.record_rung_decisions(&[crate::store::RungRecord {
             run_id: id,
             sweep_id,
@@ -526,4 +522,29 @@ fn done_targets(store: &Store, runs: &[PlannedRun], except: &str) -> Result<Vec<
         }
     }
     Ok(out)
+}
+
+/// Trains the runs a sweep's own runs start from (`!target`), in full and in plan order, into
+/// their summary rows (the halving and parallel executors, before their own runs). True when
+/// an interrupt stopped it.
+pub(super) fn train_parents_into(
+    store: &mut Store,
+    runs: &[PlannedRun],
+    rows: &mut [SummaryRow],
+    opts: &SweepOptions,
+    reporter: &Reporter,
+    stop: &Arc<AtomicBool>,
+) -> Result<bool, EngineError> {
+    for (i, run) in runs.iter().enumerate().filter(|(_, r)| !r.target) {
+        let started = Instant::now();
+        let t = train_one(store, run, None, opts, reporter, stop, None, None)?;
+        rows[i].run_id = t.run_id;
+        rows[i].status = t.status;
+        rows[i].action = t.action;
+        rows[i].seconds = started.elapsed().as_secs_f64();
+        if t.stop.is_some() || stop.load(Ordering::SeqCst) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

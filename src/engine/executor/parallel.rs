@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::local::{parent_not_done, train_one, SweepOptions};
+use super::local::{parent_not_done, train_parents_into, SweepOptions};
 use super::SummaryRow;
 use crate::engine::progress::Reporter;
 use crate::engine::EngineError;
@@ -52,14 +52,8 @@ pub fn train_parallel(
         .iter()
         .map(|r| SummaryRow::planned(sweep_id, r))
         .collect();
-    for (i, run) in runs.iter().enumerate().filter(|(_, r)| !r.target) {
-        let started = Instant::now();
-        let t = train_one(store, run, None, opts, reporter, &stop, None, None)?;
-        rows[i].run_id = t.run_id;
-        rows[i].status = t.status;
-        rows[i].action = t.action;
-        rows[i].seconds = started.elapsed().as_secs_f64();
-    }
+    // the parents, in full, here (an interrupt there stops the sweep below, before any child)
+    train_parents_into(store, runs, &mut rows, opts, reporter, &stop)?;
     // the runs to hand out, in plan order; the others say why not
     let mut queue: VecDeque<usize> = VecDeque::new();
     for (i, run) in runs.iter().enumerate().filter(|(_, r)| r.target) {

@@ -83,3 +83,17 @@ impl PrunePlan {
         })
     }
 }
+
+/// The best of `values` (NaN left out): the largest when `maximize`, else the smallest.
+pub fn best_so_far(values: impl IntoIterator<Item = f64>, maximize: bool) -> Option<f64> {
+    values
+        .into_iter()
+        .filter(|v| !v.is_nan())
+        .fold(None, |b, v| {
+            Some(match b {
+                None => v,
+                Some(b) if maximize => b.max(v),
+                Some(b) => b.min(v),
+            })
+        })
+}
