@@ -4,6 +4,7 @@
 
 pub mod key;
 pub mod prune;
+pub mod sample;
 pub mod sweep;
 
 use std::collections::BTreeMap;
