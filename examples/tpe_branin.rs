@@ -6,7 +6,7 @@
 #[path = "../tests/support/branin.rs"]
 mod branin;
 
-use runner::plan::sample::{RandomSampler, TpeSampler};
+use runner::plan::sampler::{RandomSampler, TpeSampler};
 
 fn main() {
     let args: Vec<u64> = std::env::args()

@@ -6,7 +6,7 @@ mod support {
     pub mod branin;
 }
 
-use runner::plan::sample::{RandomSampler, Sampler, TpeSampler};
+use runner::plan::sampler::{RandomSampler, Sampler, TpeSampler};
 use support::branin;
 
 #[test]

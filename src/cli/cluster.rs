@@ -71,6 +71,12 @@ pub fn sweep(
     }
     let sets = with_device(&o.sets, &o.device);
     let runs = super::plan::plan_recipe(recipe, &sets)?;
+    if super::plan::is_search(recipe, &sets)? {
+        return Err(CliError::invalid(
+            "sweep.mode = \"tpe\" runs on the local executor in this version (one trial at a \
+             time, or --jobs N in parallel): run the sweep without --executor slurm",
+        ));
+    }
     if super::sweep::prune_plan(recipe, &sets)?.is_some() {
         return Err(CliError::invalid(
             "[sweep.prune] runs on the local executor in this version: on Slurm, drop it \

@@ -17,8 +17,86 @@ pub fn plan_recipe(recipe: &Path, sets: &[String]) -> Result<Vec<PlannedRun>, Cl
     )?)
 }
 
+/// The recipe's search (`sweep.mode = "tpe"`), None for other sweeps.
+pub fn search_of(
+    recipe: &Path,
+    sets: &[String],
+) -> Result<Option<crate::plan::search::Search>, CliError> {
+    let overrides = parse_sets(sets)?;
+    Ok(crate::plan::search::Search::of_file(
+        recipe,
+        &overrides,
+        &crate::data::fingerprint_for,
+    )?)
+}
+
+/// Whether the recipe's sweep is a search (its trials proposed as it runs).
+pub fn is_search(recipe: &Path, sets: &[String]) -> Result<bool, CliError> {
+    let (_, top) = crate::recipe::load(recipe, &parse_sets(sets)?)?;
+    Ok(top
+        .sweep
+        .is_some_and(|s| s.mode == crate::recipe::SweepMode::Tpe))
+}
+
+/// What `plan` says of a search: how many of its trials are proposed so far.
+struct SearchNote {
+    proposed: usize,
+    trials: usize,
+}
+
+/// The runs `plan` lists and `plan --cost` prices. A search's trials are proposed as the sweep
+/// runs, so its runs are the parents and the trials recorded in the store; with `fill`, the
+/// trials not proposed yet are planned from random draws of the space (for the cost: the
+/// model, size and epochs they train).
+fn plan_runs(
+    g: &Global,
+    recipe: &Path,
+    sets: &[String],
+    fill: bool,
+) -> Result<(Vec<PlannedRun>, Option<SearchNote>), CliError> {
+    let mut runs = plan_recipe(recipe, sets)?;
+    let Some(mut search) = search_of(recipe, sets)? else {
+        return Ok((runs, None));
+    };
+    let fp = &crate::data::fingerprint_for;
+    let recorded = match g.db.exists() {
+        true => {
+            let store = Store::open(&g.db)?;
+            match store.find_study(&search.study_key)? {
+                Some(study) => store.trials(study.id)?,
+                None => Vec::new(),
+            }
+        }
+        false => Vec::new(),
+    };
+    let trials = search.trials;
+    let proposed = recorded.iter().filter(|t| t.number < trials).count();
+    for t in recorded.iter().filter(|t| t.number < trials) {
+        runs.push(search.planned(t.number, &t.params, fp)?);
+    }
+    if fill {
+        let random = crate::plan::sampler::RandomSampler {
+            space: search.space.clone(),
+            seed: search.seed,
+        };
+        for k in 0..search.trials {
+            if !recorded.iter().any(|t| t.number == k) {
+                let params = crate::plan::sampler::Sampler::propose(&random, k, &[]);
+                runs.push(search.planned(k, &params, fp)?);
+            }
+        }
+    }
+    Ok((
+        runs,
+        Some(SearchNote {
+            proposed,
+            trials: search.trials,
+        }),
+    ))
+}
+
 pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result<(), CliError> {
-    let runs = plan_recipe(recipe, sets)?;
+    let (runs, search) = plan_runs(g, recipe, sets, false)?;
     // Reading status must not create a store as a side effect of planning.
     let store = if g.db.exists() {
         Some(Store::open(&g.db)?)
@@ -112,6 +190,13 @@ pub fn run(g: &Global, recipe: &Path, sets: &[String], format: Format) -> Result
                     },
                     done
                 );
+                if let Some(n) = search {
+                    crate::errln!(
+                        "sweep.mode = \"tpe\": {} of {} trials proposed so far; `runner sweep` proposes each from the results of the trials before its batch",
+                        n.proposed,
+                        n.trials
+                    );
+                }
             }
         }
     }
@@ -127,7 +212,14 @@ pub fn cost(
     measure: bool,
     format: Format,
 ) -> Result<(), CliError> {
-    let runs = plan_recipe(recipe, sets)?;
+    let (runs, search) = plan_runs(g, recipe, sets, true)?;
+    if let (Some(n), true) = (&search, format != Format::Json) {
+        crate::errln!(
+            "sweep.mode = \"tpe\": the cost counts all {} trials ({} proposed so far; the others as drawn at random, for their model, size and epochs)",
+            n.trials,
+            n.proposed
+        );
+    }
     let store = if g.db.exists() {
         Some(Store::open(&g.db)?)
     } else {

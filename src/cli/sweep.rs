@@ -29,6 +29,9 @@ pub fn run(
         }
         return Ok(());
     }
+    if let Some(search) = super::plan::search_of(recipe, &sets)? {
+        return run_search(g, recipe, &sets, opts, runs, search, o);
+    }
     let opts = &checked_options(recipe, &sets, opts, &runs, &o)?;
     check_data(g, recipe, &sets, &runs, &o.reporter)?;
     let mut store = Store::open(&g.db)?;
@@ -36,6 +39,96 @@ pub fn run(
     let rows = execute(g, recipe, &sets, &runs, opts, &mut store, &o)?;
     print_summary(g, &store, &runs, &rows, &o, started)?;
     exit_status(&rows, opts)
+}
+
+/// `runner sweep` of a search (`sweep.mode = "tpe"`): its trials proposed and trained batch by
+/// batch (B = `--jobs`, else 1; a study keeps the B it started with).
+fn run_search(
+    g: &Global,
+    recipe: &Path,
+    sets: &[String],
+    opts: &SweepOptions,
+    parents: Vec<crate::plan::PlannedRun>,
+    mut search: crate::plan::search::Search,
+    o: TrainOpts,
+) -> Result<(), CliError> {
+    let mut opts = opts.clone();
+    opts.prune = prune_plan(recipe, sets)?;
+    if opts.jobs.is_some() && opts.prune.is_some() {
+        return Err(CliError::invalid(
+            "--jobs does not combine with [sweep.prune] in this version: drop one (--set sweep.prune.kind=none trains every trial in full)",
+        ));
+    }
+    let batch = opts.jobs.as_ref().map_or(1, |j| j.jobs);
+    let mut store = Store::open(&g.db)?;
+    if let Some(b) = store.find_study(&search.study_key)?.map(|s| s.batch) {
+        if b as usize != batch {
+            let how = if b == 1 {
+                "without --jobs".to_string()
+            } else {
+                format!("with --jobs {b}")
+            };
+            return Err(CliError::invalid(format!(
+                "this TPE study proposes its trials in batches of {b} (trial k sees only the batches before its own): continue it {how}, or start another study (another sweep.seed)"
+            )));
+        }
+    }
+    // the data: the parents' and a first trial's (the data is the same for every trial unless
+    // a data key is swept, and each run checks its own)
+    let mut check = parents.clone();
+    let first = crate::plan::sampler::Sampler::propose(&search.sampler(), 0, &[]);
+    check.push(search.planned(0, &first, &crate::data::fingerprint_for)?);
+    check_data(g, recipe, sets, &check, &o.reporter)?;
+    let started = std::time::Instant::now();
+    let stop = crate::engine::signals::stop_flag();
+    let recipe_text = recipe.display().to_string();
+    let outcome = match &opts.jobs {
+        Some(j) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let slots = crate::engine::executor::parallel::slots(
+                j.jobs,
+                &j.devices,
+                j.threads_per_run,
+                cores,
+            )
+            .map_err(CliError::invalid)?;
+            let exe = std::env::current_exe().map_err(CliError::failed)?;
+            let command =
+                |run: &crate::plan::PlannedRun, slot: &crate::engine::executor::parallel::Slot| {
+                    child_run_command(&exe, g, recipe, sets, run, slot)
+                };
+            crate::engine::executor::search::execute_search(
+                &mut store,
+                &recipe_text,
+                &parents,
+                &mut search,
+                &crate::data::fingerprint_for,
+                batch,
+                crate::engine::executor::search::BatchExecution::Children {
+                    slots: &slots,
+                    command: &command,
+                },
+                &opts,
+                &o.reporter,
+                stop,
+            )
+        }
+        None => crate::engine::executor::search::execute_search(
+            &mut store,
+            &recipe_text,
+            &parents,
+            &mut search,
+            &crate::data::fingerprint_for,
+            batch,
+            crate::engine::executor::search::BatchExecution::Here,
+            &opts,
+            &o.reporter,
+            stop,
+        ),
+    }
+    .map_err(CliError::failed)?;
+    print_summary(g, &store, &outcome.runs, &outcome.outcome.rows, &o, started)?;
+    exit_status(&outcome.outcome.rows, &opts)
 }
 
 /// The sweep's options with its `[sweep.prune]`, refusing the combinations this version does

@@ -82,7 +82,15 @@ pub(crate) fn done_keys<'a>(
 /// `runner run RECIPE`.
 pub fn run(g: &Global, recipe: &Path, force: bool, o: TrainOpts) -> Result<(), CliError> {
     let sets = with_device(&o.sets, &o.device);
-    let runs = super::plan::plan_recipe(recipe, &sets)?;
+    let runs = if super::plan::is_search(recipe, &sets)? {
+        crate::plan::plan_search_point(
+            recipe,
+            &super::parse_sets(&sets)?,
+            &crate::data::fingerprint_for,
+        )?
+    } else {
+        super::plan::plan_recipe(recipe, &sets)?
+    };
     let (parents, targets): (Vec<_>, Vec<_>) = runs.into_iter().partition(|r| !r.target);
     let [planned] = targets.as_slice() else {
         return Err(CliError::invalid(format!(

@@ -42,6 +42,9 @@ pub enum EngineError {
     Slurm(#[from] executor::slurm::SlurmError),
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A search's trial planned from a recipe that no longer plans (it was checked before).
+    #[error(transparent)]
+    Recipe(#[from] crate::recipe::RecipeError),
     #[error("{0}")]
     Other(String),
 }

@@ -4,7 +4,8 @@
 
 pub mod key;
 pub mod prune;
-pub mod sample;
+pub mod sampler;
+pub mod search;
 pub mod sweep;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,36 @@ pub fn plan_file(
     fingerprint: &Fingerprinter,
 ) -> Result<Vec<PlannedRun>, RecipeError> {
     plan(recipe::compose(path)?, cli, fingerprint)
+}
+
+/// The one run `runner run` trains from a search recipe (`sweep.mode = "tpe"`): the recipe
+/// without its `[sweep]`, with the command line's values (a search's child runs get their
+/// trial's values this way), its swept keys kept as the run's overrides.
+pub fn plan_search_point(
+    path: &Path,
+    cli: &[Override],
+    fingerprint: &Fingerprinter,
+) -> Result<Vec<PlannedRun>, RecipeError> {
+    let mut base = recipe::compose(path)?;
+    let (_, top) = recipe::resolve(base.clone(), cli)?;
+    let keys: Vec<String> = top
+        .sweep
+        .map(|s| s.params.into_keys().collect())
+        .unwrap_or_default();
+    base.table.remove("sweep");
+    let cli: Vec<Override> = cli
+        .iter()
+        .filter(|o| !o.key.starts_with("sweep"))
+        .cloned()
+        .collect();
+    let mut runs = plan(base, &cli, fingerprint)?;
+    for r in runs.iter_mut().filter(|r| r.target) {
+        r.overrides = keys
+            .iter()
+            .map(|k| (k.clone(), lookup_json(&r.recipe, k)))
+            .collect();
+    }
+    Ok(runs)
 }
 
 /// Plans every run of a composed recipe (and the runs they start from, first). Runs with the
@@ -125,56 +156,101 @@ fn plan_composed(
     if !own.is_empty() {
         return Err(RecipeError::Invalid(own));
     }
+    if top
+        .sweep
+        .as_ref()
+        .is_some_and(|s| s.mode == recipe::SweepMode::Tpe)
+    {
+        // a search: its trials are planned as they are proposed (`search::Search`); only the
+        // runs they start from are planned now
+        let mut fingerprints = BTreeMap::new();
+        let point = Vec::new();
+        plan_point(
+            &base,
+            cli,
+            &point,
+            fingerprint,
+            stack,
+            parents,
+            &mut fingerprints,
+        )?;
+        return Ok(Vec::new());
+    }
     let points = sweep::expand(top.sweep.as_ref());
     let mut runs: Vec<PlannedRun> = Vec::new();
     let mut fingerprints: BTreeMap<String, String> = BTreeMap::new();
     for point in points {
-        let mut composed = base.clone();
-        composed.table.remove("sweep");
-        let mut ovs: Vec<Override> = point
-            .iter()
-            .map(|(k, v)| Override {
-                key: k.clone(),
-                value: v.clone(),
-                raw: None,
-                origin: base.origin_of(&format!("sweep.params.{k}")),
-            })
-            .collect();
-        // The command line wins over swept values.
-        ovs.extend(cli.iter().filter(|o| !o.key.starts_with("sweep")).cloned());
-        let (resolved, mut recipe) = recipe::resolve(composed, &ovs)?;
-        link_parent(&resolved, &mut recipe, fingerprint, stack, parents)?;
-        let data_key = serde_json::to_string(&recipe.data).unwrap_or_default();
-        let fp = match fingerprints.get(&data_key) {
-            Some(fp) => fp.clone(),
-            None => {
-                let fp = fingerprint(&recipe).map_err(|msg| {
-                    let d = base.diagnostic("data.root", recipe::Focus::Value, msg);
-                    RecipeError::Invalid(vec![d])
-                })?;
-                fingerprints.insert(data_key, fp.clone());
-                fp
-            }
-        };
-        let key = key::run_key(&recipe, &fp);
-        if runs.iter().any(|r| r.key == key) {
+        let mut run = plan_point(
+            &base,
+            cli,
+            &point,
+            fingerprint,
+            stack,
+            parents,
+            &mut fingerprints,
+        )?;
+        if runs.iter().any(|r| r.key == run.key) {
             continue;
         }
-        let overrides = point
-            .iter()
-            .map(|(k, _)| (k.clone(), lookup_json(&recipe, k)))
-            .collect();
-        runs.push(PlannedRun {
-            index: runs.len(),
-            key,
-            overrides,
-            recipe,
-            data_fingerprint: fp,
-            recipe_path: base.file.clone(),
-            target: true,
-        });
+        run.index = runs.len();
+        runs.push(run);
     }
     Ok(runs)
+}
+
+/// The run of one sweep point (its `index` 0): the recipe without `[sweep]`, the point's
+/// values, then the command line's; the runs it starts from planned into `parents`; data
+/// fingerprints cached in `fingerprints` by the data section.
+fn plan_point(
+    base: &Composed,
+    cli: &[Override],
+    point: &sweep::Point,
+    fingerprint: &Fingerprinter,
+    stack: &mut Vec<PathBuf>,
+    parents: &mut Parents,
+    fingerprints: &mut BTreeMap<String, String>,
+) -> Result<PlannedRun, RecipeError> {
+    let mut composed = base.clone();
+    composed.table.remove("sweep");
+    let mut ovs: Vec<Override> = point
+        .iter()
+        .map(|(k, v)| Override {
+            key: k.clone(),
+            value: v.clone(),
+            raw: None,
+            origin: base.origin_of(&format!("sweep.params.{k}")),
+        })
+        .collect();
+    // The command line wins over swept values.
+    ovs.extend(cli.iter().filter(|o| !o.key.starts_with("sweep")).cloned());
+    let (resolved, mut recipe) = recipe::resolve(composed, &ovs)?;
+    link_parent(&resolved, &mut recipe, fingerprint, stack, parents)?;
+    let data_key = serde_json::to_string(&recipe.data).unwrap_or_default();
+    let fp = match fingerprints.get(&data_key) {
+        Some(fp) => fp.clone(),
+        None => {
+            let fp = fingerprint(&recipe).map_err(|msg| {
+                let d = base.diagnostic("data.root", recipe::Focus::Value, msg);
+                RecipeError::Invalid(vec![d])
+            })?;
+            fingerprints.insert(data_key, fp.clone());
+            fp
+        }
+    };
+    let key = key::run_key(&recipe, &fp);
+    let overrides = point
+        .iter()
+        .map(|(k, _)| (k.clone(), lookup_json(&recipe, k)))
+        .collect();
+    Ok(PlannedRun {
+        index: 0,
+        key,
+        overrides,
+        recipe,
+        data_fingerprint: fp,
+        recipe_path: base.file.clone(),
+        target: true,
+    })
 }
 
 /// The errors each swept key's values make on their own (every value, or a distribution's

@@ -1,5 +1,7 @@
 //! Sweep expansion: grid (cartesian product), random (seeded draws) and zip (paired lists).
-//! A point is the list of (dotted key, value) assignments it makes, keys in sorted order.
+//! A point is the list of (dotted key, value) assignments it makes, keys in sorted order. A
+//! `tpe` sweep expands to no point here: its trials are proposed one batch at a time from the
+//! results of the earlier ones (`plan::search`).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -18,6 +20,7 @@ pub fn expand(sweep: Option<&SweepConfig>) -> Vec<Point> {
         SweepMode::Grid => grid(s),
         SweepMode::Zip => zip(s),
         SweepMode::Random => random(s),
+        SweepMode::Tpe => Vec::new(),
     }
 }
 

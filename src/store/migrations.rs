@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// Version 1: the first release (runs, epochs, checkpoints; no sweeps, no verification table,
 /// no lineage or heartbeat columns). Kept so tests can build an old store.
@@ -158,6 +158,27 @@ ALTER TABLE runs ADD COLUMN device TEXT;
 ALTER TABLE runs ADD COLUMN threads INTEGER;
 ";
 
+/// Version 9 -> 10: search sweeps (`sweep.mode = "tpe"`). A study is one search, found again by
+/// its key (a hash of the config and of `[sweep]` without `trials`), with the batch size its
+/// trials are proposed in; a trial is its number, its parameters as the sampler saw them (a
+/// JSON list) and the run key they planned.
+pub const V9_TO_V10: &str = "
+CREATE TABLE studies (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    recipe TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE trials (
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    number INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    run_key TEXT NOT NULL,
+    PRIMARY KEY (study_id, number)
+);
+";
+
 /// The folder of each run that has none recorded (runs from before version 7): the folder of
 /// its newest checkpoint, else of its Slurm record log, else where those versions put it
 /// (`<checkpoint.dir>/<key>/run-<id>`, from the working directory).
@@ -204,7 +225,7 @@ fn fill_run_dirs(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
 
 /// Brings a store at any older version up to `SCHEMA_VERSION`, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
-    let steps: [(i64, &str); 9] = [
+    let steps: [(i64, &str); 10] = [
         (1, V1),
         (2, V1_TO_V2),
         (3, V2_TO_V3),
@@ -214,6 +235,7 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
         (7, V6_TO_V7),
         (8, V7_TO_V8),
         (9, V8_TO_V9),
+        (10, V9_TO_V10),
     ];
     let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (target, sql) in steps {

@@ -8,6 +8,7 @@ pub mod migrations;
 mod queries;
 pub(crate) mod records;
 mod rungs;
+mod studies;
 mod writes;
 
 pub use leaderboard::{bench_fill, maximize, METRICS};
@@ -17,6 +18,7 @@ pub use lifecycle::{
 
 pub use records::*;
 pub use rungs::{RungRecord, PROMOTED, PRUNED};
+pub use studies::{StudyRecord, TrialRecord};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

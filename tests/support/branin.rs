@@ -1,7 +1,7 @@
 //! Branin on x in [-5, 10], y in [0, 15] (minimum 0.397887), and one search of it through a
 //! sampler: the yardstick TPE is measured on (tests/tpe_branin.rs, examples/tpe_branin.rs).
 
-use runner::plan::sample::{Outcome, Param, Sampler, Space, Trial};
+use runner::plan::sampler::{Outcome, Param, Sampler, Space, Trial};
 
 pub fn branin(x: f64, y: f64) -> f64 {
     use std::f64::consts::PI;

@@ -161,7 +161,7 @@ pub(super) fn train_one(
     reporter: &Reporter,
     stop: &Arc<AtomicBool>,
     until_epoch: Option<u32>,
-    median: Option<&MedianFor>,
+    median: Option<&EpochRuleFor>,
 ) -> Result<Trained, EngineError> {
     let recipe_path = run.recipe_path.display().to_string();
     // a sweep continues its paused and pruned runs (a halving sweep only those its rungs
@@ -208,7 +208,7 @@ pub(super) fn train_one(
                 m.record_pruned(store, id, sweep_id)?;
             }
             t.status = RunStatus::Pruned.as_str().into();
-            t.action = "pruned (median)".into();
+            t.action = median.map(|m| m.action()).unwrap_or_default();
         }
         Claim::Finished {
             status: RunStatus::Pruned,
@@ -232,7 +232,7 @@ pub(super) fn train_one(
                 None => None,
             };
             let early_stop = match (median, &rule) {
-                (Some(m), Some(r)) => Some((m.plan.metric.clone(), r as &dyn EarlyStop)),
+                (Some(m), Some(r)) => Some((m.plan.metric.clone(), r.as_ref() as &dyn EarlyStop)),
                 _ => None,
             };
             let _hb = Heartbeat::start(store.path(), id);
@@ -258,7 +258,7 @@ pub(super) fn train_one(
                         m.record_pruned(store, id, sweep_id)?;
                     }
                     t.status = RunStatus::Pruned.as_str().into();
-                    t.action = "pruned (median)".into();
+                    t.action = median.map(|m| m.action()).unwrap_or_default();
                 }
                 Ok(RunOutcome::Paused(_)) => t.status = RunStatus::Paused.as_str().into(),
                 Ok(RunOutcome::Interrupted) => {
@@ -370,32 +370,14 @@ pub(super) fn train_planned(
             continue;
         }
         bar.set_message(format!("run {}/{} {}", rows.len() + 1, runs.len(), run.key));
-        let started = Instant::now();
-        let median = match &opts.prune {
-            Some(p) if !p.by_rungs() && run.target => Some(MedianFor {
-                plan: p.clone(),
-                candidates: done_targets(store, runs, &run.key)?,
-            }),
-            _ => None,
-        };
-        let t = train_one(
-            store,
-            run,
-            Some(sweep_id),
-            opts,
-            reporter,
-            &stop,
-            None,
-            median.as_ref(),
+        let reference = done_targets(store, runs, &run.key)?;
+        let t = train_in_sweep(
+            store, sweep_id, run, &mut row, opts, reporter, &stop, reference,
         )?;
-        if t.action == "trained" || t.action == "resumed" {
+        if row.worked() && !row.action.starts_with("pruned") {
             executed += 1;
-            row.seconds = started.elapsed().as_secs_f64();
         }
-        row.run_id = t.run_id;
-        row.status = t.status;
-        row.action = t.action;
-        stopped = stopped.or(t.stop);
+        stopped = stopped.or(t);
         if row.action == "trained" || row.action == "resumed" {
             processed += epochs_of(run);
         } else {
@@ -409,6 +391,53 @@ pub(super) fn train_planned(
     }
     reporter.finish_sweep_bar();
     Ok(rows)
+}
+
+/// Trains (or resumes, or skips) one run of a recorded sweep into its summary row, with the
+/// sweep's epoch rule (median stopping, or halving asked at each rung) against the `reference`
+/// runs (the candidates it may compare with: fixed on the run's first claim). Returns what
+/// stops the runs after it ("interrupted", "--fail-fast").
+#[allow(clippy::too_many_arguments)]
+pub(super) fn train_in_sweep(
+    store: &mut Store,
+    sweep_id: i64,
+    run: &PlannedRun,
+    row: &mut SummaryRow,
+    opts: &SweepOptions,
+    reporter: &Reporter,
+    stop: &Arc<AtomicBool>,
+    reference: Vec<i64>,
+) -> Result<Option<&'static str>, EngineError> {
+    let started = Instant::now();
+    let rule = match &opts.prune {
+        Some(p) if run.target => Some(EpochRuleFor {
+            plan: p.clone(),
+            candidates: reference,
+            epochs: run.recipe.train.epochs,
+        }),
+        _ => None,
+    };
+    let t = train_one(
+        store,
+        run,
+        Some(sweep_id),
+        opts,
+        reporter,
+        stop,
+        None,
+        rule.as_ref(),
+    )?;
+    row.run_id = t.run_id;
+    row.status = t.status;
+    row.action = t.action;
+    if row.worked() {
+        row.seconds = started.elapsed().as_secs_f64();
+    }
+    let mut stopped = t.stop;
+    if stop.load(Ordering::SeqCst) {
+        stopped = Some("interrupted");
+    }
+    Ok(stopped)
 }
 
 /// Trains the parents of a pipeline (the runs a recipe's run starts from) that are not done,
@@ -451,21 +480,33 @@ pub fn train_parents(
     Ok(())
 }
 
-/// Median stopping for one run of a sweep: the rule, and the runs it may compare with.
-pub(super) struct MedianFor {
+/// The epoch rule of one run of a sweep (median stopping; or halving, asked at each rung, in a
+/// search sweep), and the runs it may compare with.
+pub(super) struct EpochRuleFor {
     pub plan: crate::plan::prune::PrunePlan,
-    /// The sweep's runs done now (used unless the run fixed its own when first claimed).
+    /// The runs to compare with (used unless the run fixed its own when first claimed): the
+    /// sweep's runs done now (median), the earlier trials (halving in a search).
     pub candidates: Vec<i64>,
+    /// The run's `train.epochs` (where the rungs stop).
+    pub epochs: u32,
 }
 
-impl MedianFor {
+impl EpochRuleFor {
+    /// What a run this rule stopped shows as its action.
+    fn action(&self) -> String {
+        format!(
+            "pruned ({})",
+            if self.plan.by_rungs() {
+                "halving"
+            } else {
+                "median"
+            }
+        )
+    }
+
     /// The rule for run `id`: its stored reference runs (fixing `candidates` as those on its
-    /// first claim), None while fewer than `startup_runs` are done.
-    fn rule(
-        &self,
-        store: &mut Store,
-        id: i64,
-    ) -> Result<Option<crate::plan::prune::Median>, EngineError> {
+    /// first claim); median stopping is None while fewer than `startup_runs` are done.
+    fn rule(&self, store: &mut Store, id: i64) -> Result<Option<Box<dyn EarlyStop>>, EngineError> {
         store.set_prune_reference(id, &self.candidates)?;
         let ids = store.prune_reference(id)?.unwrap_or_default();
         let mut curves = Vec::new();
@@ -480,7 +521,13 @@ impl MedianFor {
             }
             curves.push(curve);
         }
-        Ok(self.plan.median(curves))
+        Ok(if self.plan.by_rungs() {
+            Some(Box::new(self.plan.asynchronous(self.epochs, curves)))
+        } else {
+            self.plan
+                .median(curves)
+                .map(|m| Box::new(m) as Box<dyn EarlyStop>)
+        })
     }
 
     /// Records the stop of a run the rule stopped (status `pruned`, its last epoch and best
@@ -498,13 +545,29 @@ impl MedianFor {
                 .copied()
         });
         let best = crate::plan::prune::best_so_far(values, self.plan.maximize);
+        let epoch = epochs.last().map(|e| e.epoch).unwrap_or(0);
+        // halving: the rung it stopped at (and its value there); median: one record, rung 0
+        let (rung, value) = if self.plan.by_rungs() {
+            let rungs = self.plan.asynchronous(self.epochs, Vec::new()).rungs;
+            let at = epochs.last().and_then(|e| {
+                crate::engine::run::metrics_map(e)
+                    .get(&self.plan.metric)
+                    .copied()
+            });
+            (
+                rungs.iter().position(|&r| r == epoch).unwrap_or(0) as u32,
+                at,
+            )
+        } else {
+            (0, best)
+        };
         store.record_rung_decisions(&[crate::store::RungRecord {
             run_id: id,
             sweep_id,
-            rung: 0,
-            epoch: epochs.last().map(|e| e.epoch).unwrap_or(0),
+            rung,
+            epoch,
             metric: self.plan.metric.clone(),
-            value: best,
+            value,
             decision: crate::store::PRUNED.to_string(),
         }])?;
         Ok(())

@@ -7,6 +7,7 @@
 mod halving;
 pub mod local;
 pub mod parallel;
+pub mod search;
 pub mod slurm;
 
 use std::collections::BTreeMap;

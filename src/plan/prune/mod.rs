@@ -4,9 +4,11 @@
 //! each epoch). Neither trains nor reads the store: the executor hands them the values. One
 //! small file per rule; `PrunePlan` resolves `[sweep.prune]`.
 
+mod asynchronous;
 mod halving;
 mod median;
 
+pub use asynchronous::AsyncHalving;
 pub use halving::Halving;
 pub use median::Median;
 
@@ -72,6 +74,22 @@ impl PrunePlan {
             maximize: self.maximize,
             reference,
         })
+    }
+
+    /// Halving as a rule each run asks at its rungs, against the earlier trials' values there
+    /// (`earlier`: values per epoch), for a search sweep of `epochs` epochs.
+    pub fn asynchronous(&self, epochs: u32, earlier: Vec<Vec<Option<f64>>>) -> AsyncHalving {
+        let halving = Halving {
+            grace_epochs: self.config.grace_epochs,
+            reduction_factor: self.config.reduction_factor,
+            maximize: self.maximize,
+        };
+        AsyncHalving {
+            rungs: halving.rungs(epochs),
+            reduction_factor: self.config.reduction_factor,
+            maximize: self.maximize,
+            earlier,
+        }
     }
 
     /// The rule that decides at rungs (`by_rungs`).

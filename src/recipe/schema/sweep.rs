@@ -15,6 +15,8 @@ pub enum SweepMode {
     Grid,
     Random,
     Zip,
+    /// Optuna's TPE: each trial proposed from the results of the earlier ones.
+    Tpe,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -22,13 +24,17 @@ pub enum SweepMode {
 pub struct SweepConfig {
     #[serde(default)]
     pub mode: SweepMode,
-    /// random: number of configurations to draw.
+    /// random, tpe: number of configurations to draw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trials: Option<u32>,
-    /// random: seed of the draw (default 0).
+    /// random, tpe: seed of the draw (default 0).
     #[serde(default)]
     pub seed: u64,
-    /// Dotted recipe key -> values (a list) or a distribution (random mode).
+    /// tpe: random trials first (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_trials: Option<u32>,
+    /// Dotted recipe key -> values (a list; a choice in random and tpe modes) or a
+    /// distribution (random and tpe modes).
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, SweepValues>,
     /// `[sweep.prune]`: stop losing runs early. Not part of any run's key: a promoted run is

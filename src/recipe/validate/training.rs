@@ -332,17 +332,20 @@ impl Checker<'_> {
                 "a [sweep] needs at least one parameter",
             );
         }
-        match s.mode {
-            SweepMode::Random => match s.trials {
-                None => self.fail("sweep.trials", "required for mode `random`"),
-                Some(0) => self.fail("sweep.trials", "must be >= 1"),
-                _ => {}
-            },
-            _ => {
-                if s.trials.is_some() {
-                    self.fail("sweep.trials", "only applies to mode `random`");
-                }
+        let searched = matches!(s.mode, SweepMode::Random | SweepMode::Tpe);
+        match (searched, s.trials) {
+            (true, None) => self.fail("sweep.trials", "required for modes `random` and `tpe`"),
+            (true, Some(0)) => self.fail("sweep.trials", "must be >= 1"),
+            (false, Some(_)) => {
+                self.fail("sweep.trials", "only applies to modes `random` and `tpe`")
             }
+            _ => {}
+        }
+        if s.startup_trials.is_some() && s.mode != SweepMode::Tpe {
+            self.fail(
+                "sweep.startup_trials",
+                "only applies to mode `tpe` (its random trials before TPE takes over)",
+            );
         }
         let mut zip_len: Option<(String, usize)> = None;
         for (key, values) in &s.params {
@@ -374,10 +377,10 @@ impl Checker<'_> {
                     }
                 }
                 SweepValues::Distribution(d) => {
-                    if s.mode != SweepMode::Random {
+                    if !searched {
                         self.fail(
                             &k,
-                            "distributions need mode = \"random\"; grid and zip take lists",
+                            "distributions need mode = \"random\" or \"tpe\"; grid and zip take lists",
                         );
                     }
                     match d {
