@@ -1,7 +1,8 @@
 //! runner's TPE against its random search on Branin, 30 trials, 10 of them random first, in
-//! blocks of 20 seeds: one JSON line per block (as bench/tpe_branin.py does for Optuna).
+//! blocks of 20 seeds: one JSON line per block (as bench/tpe_branin.py does for Optuna), with
+//! the commit and date `bench/tpe_branin.sh` passes in, the CPU, its ISA flags and the load.
 //!
-//!     cargo run --release --example tpe_branin -- FIRST LAST > bench/results/DATE/tpe-branin-runner.jsonl
+//!     bash bench/tpe_branin.sh FIRST LAST > bench/results/DATE/tpe-branin-runner-COMMIT.jsonl
 
 #[path = "../tests/support/branin.rs"]
 mod branin;
@@ -25,6 +26,19 @@ fn main() {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default();
+    let flags: Vec<String> = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("flags"))
+                .map(|l| l.to_string())
+        })
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|f| f.starts_with("avx") || f.starts_with("amx") || *f == "fma")
+        .map(|f| format!("\"{f}\""))
+        .collect();
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| "unknown".into());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("0");
     let mut start = first;
@@ -46,8 +60,10 @@ fn main() {
             ));
         }
         println!(
-            "{{\"commit\":\"{}\",\"cpu\":\"{cpu}\",\"load_1m\":{load},\"seeds\":[{start},{}],\"trials\":30,\"startup_trials\":10,\"tpe_wins\":{wins},\"runs\":[{}]}}",
-            option_env!("RUNNER_COMMIT").unwrap_or("unknown"),
+            "{{\"date\":\"{}\",\"commit\":\"{}\",\"cpu\":\"{cpu}\",\"isa\":[{}],\"load_1m\":{load},\"seeds\":[{start},{}],\"trials\":30,\"startup_trials\":10,\"tpe_wins\":{wins},\"runs\":[{}]}}",
+            env("RUNNER_DATE"),
+            env("RUNNER_COMMIT"),
+            flags.join(","),
             start + 20,
             rows.join(",")
         );
