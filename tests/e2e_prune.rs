@@ -316,9 +316,20 @@ fn bad_prune_settings_exit_2_naming_the_key() {
             assert_invalid(&out, needles);
         }
     }
-    // --max-runs and Slurm do not combine with it in this version
+    // --max-runs does not combine with it, nor median stopping with Slurm, in this version
     let out = env.run(&["sweep", s(&r), "--max-runs", "1"]);
     assert_invalid(&out, &["--max-runs", "[sweep.prune]"]);
+    let out = env.run(&[
+        "sweep",
+        s(&r),
+        "--executor",
+        "slurm",
+        "--set",
+        "sweep.prune.kind=\"median\"",
+    ]);
+    assert_invalid(&out, &["median", "local executor"]);
+    let out = env.run(&["sweep", s(&r), "--executor", "slurm", "--max-runs", "1"]);
+    assert_invalid(&out, &["--max-runs", "halving"]);
     assert_eq!(common::runs_in_store(&env), 0);
 }
 

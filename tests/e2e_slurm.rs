@@ -3,8 +3,9 @@
 //! same sweep run locally; a second submission submits nothing; a task cancelled mid-run
 //! resumes from its checkpoint when submitted again; SIGUSR1 checkpoints, requeues and
 //! finishes; collecting twice and while tasks run keeps the store consistent, and a local
-//! sweep meanwhile trains nothing; a pipeline's child waits for its parent; bad input exits 2
-//! and submits nothing.
+//! sweep meanwhile trains nothing; a pipeline's child waits for its parent; a halving sweep
+//! runs as one array per rung and ends where the local one ends; bad input exits 2 and submits
+//! nothing.
 //!
 //! Without a cluster (no Slurm installed, not root) the cluster tests skip with one line,
 //! unless RUNNER_REQUIRE_SLURM=1 (as `.ci/run` sets), which makes that a failure.
@@ -295,6 +296,130 @@ fn scancel(c: &Cluster, args: &[&str]) {
         "scancel {args:?}: {}",
         common::stderr(&out)
     );
+}
+
+/// A 9-run grid under halving (factor 3, grace 1): with 9 epochs, rungs at 1 and 3.
+const HALVING: &str = r#"
+[sweep]
+mode = "grid"
+
+[sweep.params]
+"optimizer.lr" = [0.01, 0.05, 0.2]
+"train.seed" = [1, 2, 3]
+
+[sweep.prune]
+kind = "halving"
+grace_epochs = 1
+reduction_factor = 3
+"#;
+
+#[test]
+fn a_halving_sweep_runs_as_three_arrays_of_9_3_and_1_for_21_epochs_and_ends_as_locally() {
+    let Some((c, _serial)) = cluster() else {
+        return;
+    };
+    let t0 = Instant::now();
+    let env = Env::new();
+    let r = env.recipe("r.toml", HALVING);
+    let sets = ["--set", "train.epochs=9"];
+    // without --wait: one rung's array per call; the next call decides the rung when its
+    // tasks have ended
+    let first = submit(
+        &env,
+        c,
+        &r,
+        &[&["--max-parallel", "3"][..], &sets[..]].concat(),
+    );
+    let arrays = first["arrays"].as_array().unwrap();
+    assert_eq!(arrays.len(), 1, "{first}");
+    assert_eq!(arrays[0]["runs"].as_array().unwrap().len(), 9, "{first}");
+    assert_eq!(arrays[0]["until_epoch"], 1, "{first}");
+    assert_eq!(first["finished"], false);
+    // then --wait takes it through the other rungs
+    let rest = submit(
+        &env,
+        c,
+        &r,
+        &[&["--max-parallel", "3", "--wait"][..], &sets[..]].concat(),
+    );
+    assert_eq!(rest["finished"], true, "{rest}");
+    let sizes: Vec<usize> = rest["arrays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["runs"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, vec![3, 1], "{rest}");
+    let ends: Vec<serde_json::Value> = rest["arrays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["until_epoch"].clone())
+        .collect();
+    assert_eq!(ends, vec![serde_json::json!(3), serde_json::Value::Null]);
+    // 9 x 1 + 3 x 2 + 1 x 6 epochs, and the same decisions and winner as the local sweep
+    let shows = |env: &Env| -> BTreeMap<String, serde_json::Value> {
+        env.json(&["runs", "--format", "json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let show = env.json(&["show", &r["id"].to_string(), "--format", "json"]);
+                (show["key"].as_str().unwrap().to_string(), show)
+            })
+            .collect()
+    };
+    let slurm = shows(&env);
+    let epochs: usize = slurm
+        .values()
+        .map(|r| r["epochs"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(epochs, 21);
+    let local_env = Env::new();
+    let lr = local_env.recipe("r.toml", HALVING);
+    let out = local_env
+        .cmd()
+        .env("RAYON_NUM_THREADS", "1")
+        .args(["sweep", s(&lr)])
+        .args(sets)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let local = shows(&local_env);
+    assert_eq!(
+        slurm.keys().collect::<Vec<_>>(),
+        local.keys().collect::<Vec<_>>()
+    );
+    let decisions = |r: &serde_json::Value| -> Vec<(u64, u64, String)> {
+        r["rungs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["rung"].as_u64().unwrap(),
+                    d["epoch"].as_u64().unwrap(),
+                    d["decision"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    for (key, l) in &local {
+        let sl = &slurm[key];
+        assert_eq!(sl["status"], l["status"], "{key}");
+        assert_eq!(decisions(sl), decisions(l), "{key}");
+        assert_eq!(common::epoch_metrics(sl), common::epoch_metrics(l), "{key}");
+        if l["status"] == "done" {
+            // the winner: bit for bit the local winner
+            assert_eq!(
+                common::checkpoint_weights(&common::last_checkpoint(sl)),
+                common::checkpoint_weights(&common::last_checkpoint(l)),
+                "{key}"
+            );
+        }
+    }
+    assert_eq!(local.values().filter(|r| r["status"] == "done").count(), 1);
+    eprintln!("halving on Slurm: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
 #[test]

@@ -77,10 +77,17 @@ pub fn sweep(
              time, or --jobs N in parallel): run the sweep without --executor slurm",
         ));
     }
-    if super::sweep::prune_plan(recipe, &sets)?.is_some() {
+    let prune = super::sweep::prune_plan(recipe, &sets)?;
+    if prune.as_ref().is_some_and(|p| !p.by_rungs()) {
         return Err(CliError::invalid(
-            "[sweep.prune] runs on the local executor in this version: on Slurm, drop it \
-             (--set sweep.prune.kind=none) or run the sweep without --executor slurm",
+            "[sweep.prune] kind = \"median\" runs on the local executor in this version: on \
+             Slurm, use kind = \"halving\", drop it (--set sweep.prune.kind=none), or run the \
+             sweep without --executor slurm",
+        ));
+    }
+    if prune.is_some() && sweep_opts.max_runs.is_some() {
+        return Err(CliError::invalid(
+            "--max-runs does not combine with [sweep.prune] kind = \"halving\": it submits rung by rung",
         ));
     }
     let from_recipe = runs
@@ -117,6 +124,9 @@ pub fn sweep(
         client: SlurmClient,
         exe,
         workdir: cwd,
+        until_epoch: None,
+        continue_stopped: false,
+        sweep_id: None,
     };
     if dry_run {
         let store = if g.db.exists() {
@@ -147,6 +157,9 @@ pub fn sweep(
     }
     // the data is prepared here, once (the built-in set generated), not by racing tasks
     super::sweep::check_data(g, recipe, &sets, &runs, &o.reporter)?;
+    if let Some(plan) = prune {
+        return sweep_halving(recipe, &runs, &plan, executor, flags.wait, &mut store, &o);
+    }
     let outcome = executor
         .run_sweep(
             &mut store,
@@ -277,6 +290,121 @@ pub fn sweep(
             outcome.sweep_id
         )))
     }
+}
+
+/// A halving sweep on Slurm: one job array per rung (`slurm::rungs`). Without `--wait` it
+/// takes the step the store's state asks for (submit a rung's array, or say what it waits
+/// for) and returns; with `--wait` it goes on, collecting, deciding and submitting, until the
+/// schedule is through.
+fn sweep_halving(
+    recipe: &Path,
+    runs: &[crate::plan::PlannedRun],
+    plan: &crate::plan::prune::PrunePlan,
+    mut executor: SlurmExecutor,
+    wait: bool,
+    store: &mut Store,
+    o: &TrainOpts,
+) -> Result<(), CliError> {
+    use crate::engine::executor::slurm::rungs::{next_step, RungStep};
+    // the runs its runs start from must be done: the rungs compare the sweep's own runs
+    for p in runs.iter().filter(|r| !r.target) {
+        if store.status_of_key(&p.key)? != Some(RunStatus::Done) {
+            return Err(CliError::invalid(format!(
+                "halving on Slurm starts once the runs its trials start from are done: train {} first (runner sweep {} --executor slurm)",
+                p.recipe_path.display(),
+                p.recipe_path.display()
+            )));
+        }
+    }
+    let recipe_text = recipe.display().to_string();
+    let sweep_id = store.create_sweep(&recipe_text, runs.iter().filter(|r| r.target).count())?;
+    executor.sweep_id = Some(sweep_id);
+    executor.continue_stopped = true;
+    let stop = signals::stop_flag();
+    let mut arrays = Vec::new();
+    let finished = loop {
+        if !arrays.is_empty() || wait {
+            collect_into(store, Some(&executor.client), None, &o.reporter)?;
+        }
+        match next_step(store, sweep_id, runs, plan, &o.reporter).map_err(engine_error)? {
+            RungStep::Finished => break true,
+            RungStep::Waiting { rung, left } if !wait || stop.load(Ordering::SeqCst) => {
+                o.reporter.info(&format!(
+                    "sweep {sweep_id}: rung {} waits for {left} run(s) still on Slurm; `runner sweep {} --executor slurm` again (or --wait) decides it when they end",
+                    rung + 1,
+                    recipe.display()
+                ));
+                break false;
+            }
+            RungStep::Waiting { .. } => std::thread::sleep(WAIT_POLL),
+            RungStep::Submit {
+                rung,
+                until,
+                runs: picked,
+            } => {
+                let chosen: Vec<crate::plan::PlannedRun> =
+                    picked.iter().map(|&i| runs[i].clone()).collect();
+                executor.until_epoch = until;
+                let outcome = executor
+                    .run_sweep(store, &recipe_text, &chosen, &o.reporter)
+                    .map_err(engine_error)?;
+                let submitted: Vec<&str> = outcome
+                    .rows
+                    .iter()
+                    .filter(|r| r.action.starts_with("submitted"))
+                    .map(|r| r.key.as_str())
+                    .collect();
+                let Some(job) = outcome.job_id else {
+                    return Err(CliError::failed(format!(
+                        "rung {}: none of its {} run(s) could be submitted: {}",
+                        rung + 1,
+                        chosen.len(),
+                        outcome
+                            .rows
+                            .iter()
+                            .map(|r| format!("{} {}", r.key, r.action))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                o.reporter.info(&format!(
+                    "sweep {sweep_id}: rung {} ({} run(s) to {}) submitted as job {job}",
+                    rung + 1,
+                    submitted.len(),
+                    until.map_or("the last epoch".to_string(), |e| format!("epoch {e}"))
+                ));
+                arrays.push(serde_json::json!({
+                    "rung": rung,
+                    "until_epoch": until,
+                    "job_id": job,
+                    "runs": submitted,
+                }));
+                if !wait {
+                    break false;
+                }
+            }
+        }
+    };
+    let rows: Vec<serde_json::Value> = store
+        .runs(Some(sweep_id))?
+        .iter()
+        .map(|r| serde_json::json!({"run_id": r.id, "key": r.key, "status": r.status}))
+        .collect();
+    let json = serde_json::json!({
+        "sweep_id": sweep_id,
+        "job_id": arrays.last().map(|a| a["job_id"].clone()),
+        "arrays": arrays,
+        "finished": finished,
+        "runs": rows,
+    });
+    if o.format == Format::Json {
+        print_json(&json);
+    } else if finished {
+        o.reporter.info(&format!(
+            "sweep {sweep_id}: the halving schedule is through (`runner leaderboard --sweep {sweep_id}`)"
+        ));
+    }
+    Ok(())
 }
 
 /// `runner exec MANIFEST --index I`.

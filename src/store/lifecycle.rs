@@ -195,6 +195,18 @@ impl Store {
         stale_after: Duration,
         retry_failed: bool,
     ) -> Result<Submit, StoreError> {
+        self.submit_key_continuing(new, stale_after, retry_failed, false)
+    }
+
+    /// `submit_key`, and with `continue_stopped` also a `paused` or `pruned` run (a halving
+    /// sweep's promoted runs, continued from their rung checkpoints).
+    pub fn submit_key_continuing(
+        &mut self,
+        new: &NewRun,
+        stale_after: Duration,
+        retry_failed: bool,
+        continue_stopped: bool,
+    ) -> Result<Submit, StoreError> {
         let cutoff = stale_cutoff(stale_after);
         let tag = self.folder_tag().to_string();
         self.write(|tx| {
@@ -227,7 +239,8 @@ impl Store {
                 Some(ClaimRow { id, status, .. })
                     if status == "queued"
                         || status == "interrupted"
-                        || (retry_failed && (status == "failed" || status == "diverged")) =>
+                        || (retry_failed && (status == "failed" || status == "diverged"))
+                        || (continue_stopped && (status == "paused" || status == "pruned")) =>
                 {
                     submit(tx, id)?;
                     Ok(Submit::Submitted {

@@ -123,55 +123,11 @@ pub fn train_halving(
             break;
         }
         // 2. the rung's decision, once every run in has reached it (recorded at once)
-        let mut entries = Vec::new();
-        let mut ids = Vec::new();
-        let mut recorded = Vec::new();
-        for &i in &alive {
-            let Some(id) = store.run_by_key(&runs[i].key)?.map(|r| r.id) else {
-                continue;
-            };
-            let value = value_at(store, id, rung_epoch, &plan.metric)?;
-            entries.push(RungEntry { index: i, value });
-            ids.push(id);
-            recorded.push(store.rungs(id)?.into_iter().find(|r| r.rung as usize == k));
-        }
-        let go_on: Vec<bool> = if recorded.iter().all(Option::is_some) {
-            recorded
-                .iter()
-                .map(|r| r.as_ref().is_some_and(|r| r.decision == PROMOTED))
-                .collect()
-        } else {
-            let decided = pruner.promote(k, &entries);
-            let records: Vec<RungRecord> = entries
-                .iter()
-                .zip(&ids)
-                .zip(&decided)
-                .map(|((e, &run_id), &on)| RungRecord {
-                    run_id,
-                    sweep_id: Some(sweep_id),
-                    rung: k as u32,
-                    epoch: rung_epoch,
-                    metric: plan.metric.clone(),
-                    value: e.value,
-                    decision: if on { PROMOTED } else { PRUNED }.to_string(),
-                })
-                .collect();
-            store.record_rung_decisions(&records)?;
-            reporter.info(&format!(
-                "rung {} (epoch {rung_epoch}, by {}): {} of {} go on",
-                k + 1,
-                plan.metric,
-                decided.iter().filter(|d| **d).count(),
-                decided.len()
-            ));
-            decided
+        let rung = Rung {
+            index: k,
+            epoch: rung_epoch,
         };
-        alive = entries
-            .iter()
-            .zip(&go_on)
-            .filter(|(_, on)| **on)
-            .map(|(e, _)| e.index)
-            .collect();
+        alive = decide(store, sweep_id, runs, &alive, rung, plan, reporter)?;
     }
     reporter.finish_sweep_bar();
     for &i in &targets {
@@ -200,8 +156,79 @@ pub fn train_halving(
     Ok(rows)
 }
 
+/// One rung: its position (0 for the first) and its epoch.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rung {
+    pub index: usize,
+    pub epoch: u32,
+}
+
+/// The decision at `rung` among the runs `alive` (indices into `runs`) that reached it: the
+/// one recorded, or the pruner's, recorded at once (the pruned runs marked `pruned`). Returns
+/// the indices that go on.
+pub(super) fn decide(
+    store: &mut Store,
+    sweep_id: i64,
+    runs: &[PlannedRun],
+    alive: &[usize],
+    rung: Rung,
+    plan: &PrunePlan,
+    reporter: &Reporter,
+) -> Result<Vec<usize>, EngineError> {
+    let (k, rung_epoch) = (rung.index, rung.epoch);
+    let mut entries = Vec::new();
+    let mut ids = Vec::new();
+    let mut recorded = Vec::new();
+    for &i in alive {
+        let Some(id) = store.run_by_key(&runs[i].key)?.map(|r| r.id) else {
+            continue;
+        };
+        let value = value_at(store, id, rung_epoch, &plan.metric)?;
+        entries.push(RungEntry { index: i, value });
+        ids.push(id);
+        recorded.push(store.rungs(id)?.into_iter().find(|r| r.rung as usize == k));
+    }
+    let go_on: Vec<bool> = if recorded.iter().all(Option::is_some) {
+        recorded
+            .iter()
+            .map(|r| r.as_ref().is_some_and(|r| r.decision == PROMOTED))
+            .collect()
+    } else {
+        let decided = plan.pruner().promote(k, &entries);
+        let records: Vec<RungRecord> = entries
+            .iter()
+            .zip(&ids)
+            .zip(&decided)
+            .map(|((e, &run_id), &on)| RungRecord {
+                run_id,
+                sweep_id: Some(sweep_id),
+                rung: k as u32,
+                epoch: rung_epoch,
+                metric: plan.metric.clone(),
+                value: e.value,
+                decision: if on { PROMOTED } else { PRUNED }.to_string(),
+            })
+            .collect();
+        store.record_rung_decisions(&records)?;
+        reporter.info(&format!(
+            "rung {} (epoch {rung_epoch}, by {}): {} of {} go on",
+            k + 1,
+            plan.metric,
+            decided.iter().filter(|d| **d).count(),
+            decided.len()
+        ));
+        decided
+    };
+    Ok(entries
+        .iter()
+        .zip(&go_on)
+        .filter(|(_, on)| **on)
+        .map(|(e, _)| e.index)
+        .collect())
+}
+
 /// A planned run's id (when it has a row) and the last epoch it recorded.
-fn progress(store: &Store, run: &PlannedRun) -> Result<(Option<i64>, u32), EngineError> {
+pub(super) fn progress(store: &Store, run: &PlannedRun) -> Result<(Option<i64>, u32), EngineError> {
     Ok(match store.run_by_key(&run.key)? {
         Some(r) => (
             Some(r.id),

@@ -30,11 +30,11 @@ pub struct ExecReport {
 }
 
 impl ExecReport {
-    /// The task's exit status: 0 when the run is done (a child array's `afterok` waits for
-    /// it), 1 otherwise.
+    /// The task's exit status: 0 when the run is done, or paused at the rung it was asked to
+    /// reach (a child array's `afterok` waits for it), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self.outcome {
-            Ok(RunOutcome::Done(_)) => 0,
+            Ok(RunOutcome::Done(_) | RunOutcome::Paused(_)) => 0,
             _ => 1,
         }
     }
@@ -120,7 +120,7 @@ pub fn exec(
             dir: run_dir,
             reporter,
             stop,
-            until_epoch: None,
+            until_epoch: run.until_epoch,
             early_stop: None,
         },
     );

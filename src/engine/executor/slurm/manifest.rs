@@ -39,6 +39,10 @@ pub struct ManifestRun {
     /// Where `model.init_from = { recipe = ... }` finds the parent's checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<InitSource>,
+    /// Halving: the rung epoch the task trains to (it checkpoints there, records the run
+    /// `paused` and exits 0); None: to `train.epochs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_epoch: Option<u32>,
 }
 
 impl Manifest {

@@ -14,6 +14,7 @@ pub mod client;
 pub mod collect;
 pub mod exec;
 pub mod manifest;
+pub mod rungs;
 pub mod script;
 
 use std::collections::BTreeMap;
@@ -143,6 +144,12 @@ pub struct SlurmExecutor {
     pub exe: PathBuf,
     /// The working directory the tasks run in (this one).
     pub workdir: PathBuf,
+    /// Halving: the rung epoch every run of this submission trains to (None: to the end).
+    pub until_epoch: Option<u32>,
+    /// Halving: submit `paused` (promoted) runs too, continuing from their rung checkpoints.
+    pub continue_stopped: bool,
+    /// The sweep to record the submission under (None: a new one).
+    pub sweep_id: Option<i64>,
 }
 
 impl SlurmExecutor {
@@ -335,7 +342,12 @@ impl SlurmExecutor {
                 },
             };
             let record = new_run(&run.recipe_path.display().to_string(), run, Some(sweep_id));
-            let submit = store.submit_key(&record, STALE_AFTER, self.retry_failed)?;
+            let submit = store.submit_key_continuing(
+                &record,
+                STALE_AFTER,
+                self.retry_failed,
+                self.continue_stopped,
+            )?;
             let id = match submit {
                 Submit::Submitted { id, .. }
                 | Submit::Done(id)
@@ -472,7 +484,10 @@ impl Executor for SlurmExecutor {
         reporter: &Reporter,
     ) -> Result<SweepOutcome, EngineError> {
         let targets = runs.iter().filter(|r| r.target).count();
-        let sweep_id = store.create_sweep(recipe_path, targets)?;
+        let sweep_id = match self.sweep_id {
+            Some(id) => id,
+            None => store.create_sweep(recipe_path, targets)?,
+        };
         let mut rows = Vec::new();
         let marked = self.mark(store, sweep_id, runs, &mut rows)?;
         let mut outcome = SweepOutcome {
@@ -499,6 +514,7 @@ impl Executor for SlurmExecutor {
                         recipe: t.run.recipe.clone(),
                         records: t.records.clone(),
                         init_from: t.init_from.clone(),
+                        until_epoch: self.until_epoch,
                     });
                 }
                 let manifest_path = dir.join(format!("array-{level}.json"));
