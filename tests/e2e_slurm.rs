@@ -422,6 +422,78 @@ fn a_halving_sweep_runs_as_three_arrays_of_9_3_and_1_for_21_epochs_and_ends_as_l
     eprintln!("halving on Slurm: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// A TPE search on a cluster: one array per batch of `--max-parallel` trials, and the same
+/// trials and results as the same study trained locally with `--jobs` of that size.
+#[test]
+fn a_tpe_search_runs_batch_by_batch_as_arrays_and_equals_the_local_one() {
+    let Some((c, _serial)) = cluster() else {
+        return;
+    };
+    const TPE: &str = r#"
+[sweep]
+mode = "tpe"
+trials = 6
+startup_trials = 2
+seed = 5
+
+[sweep.params]
+"optimizer.lr" = { loguniform = [0.001, 0.3] }
+"train.seed" = [1, 2]
+"#;
+    let env = Env::new();
+    let r = env.recipe("r.toml", TPE);
+    let sets = ["--set", "train.epochs=2"];
+    let out = submit(
+        &env,
+        c,
+        &r,
+        &[&["--max-parallel", "3", "--wait"][..], &sets[..]].concat(),
+    );
+    assert_eq!(out["finished"], true, "{out}");
+    let arrays = out["arrays"].as_array().unwrap();
+    let trials: Vec<serde_json::Value> = arrays.iter().map(|a| a["trials"].clone()).collect();
+    assert_eq!(
+        trials,
+        vec![serde_json::json!([0, 1, 2]), serde_json::json!([3, 4, 5])]
+    );
+    // another batch size for the same study: refused
+    let again = cmd(&env, c)
+        .args(["sweep", s(&r), "--executor", "slurm", "--max-parallel", "2"])
+        .args(sets)
+        .output()
+        .unwrap();
+    common::assert_invalid(&again, &["batches of 3", "--max-parallel 3"]);
+    let study = |db: &Path| -> Vec<(String, String)> {
+        let c = rusqlite::Connection::open(db).unwrap();
+        let mut st = c
+            .prepare("SELECT params, run_key FROM trials ORDER BY number")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let local = Env::new();
+    let lr = local.recipe("r.toml", TPE);
+    let out = local
+        .cmd()
+        .args(["sweep", s(&lr), "--jobs", "3", "--threads-per-run", "1"])
+        .args(sets)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(study(&env.db()), study(&local.db()));
+    let (slurm, here) = (results(&env), results(&local));
+    assert_eq!(
+        slurm.keys().collect::<Vec<_>>(),
+        here.keys().collect::<Vec<_>>()
+    );
+    for (key, (epochs, _, weights)) in &here {
+        assert_eq!(&slurm[key].0, epochs, "{key}");
+        assert!(&slurm[key].2 == weights, "{key}: weights differ");
+    }
+}
+
 #[test]
 fn a_sweep_as_a_job_array_equals_the_local_sweep_and_is_not_submitted_twice() {
     let Some((c, _serial)) = cluster() else {

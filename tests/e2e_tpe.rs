@@ -1,7 +1,8 @@
 //! TPE sweeps (`sweep.mode = "tpe"`), through the real binary: the same seed proposes the same
 //! trials; a sweep stopped after trial 7 of 12 (by `--max-runs`, or by kill -9) goes on with
 //! the same trials 8-12 as an uninterrupted one; raising `trials` continues the same study;
-//! a study keeps its batch size; halving under TPE is decided in trial order.
+//! a study keeps its batch size; halving under TPE is decided in trial order. (On Slurm, one
+//! array per batch: tests/e2e_slurm.rs.)
 
 mod common;
 
@@ -314,6 +315,15 @@ fn bad_tpe_settings_exit_2_naming_the_key() {
     );
     let out = env.run(&["validate", s(&grid)]);
     assert_invalid(&out, &["sweep.startup_trials", "mode `tpe`"]);
-    let out = env.run(&["sweep", s(&r), "--executor", "slurm"]);
-    assert_invalid(&out, &["tpe", "local executor"]);
+    // with pruning it runs here only, in this version
+    let out = env.run(&[
+        "sweep",
+        s(&r),
+        "--executor",
+        "slurm",
+        "--set",
+        "sweep.prune.kind=\"median\"",
+    ]);
+    assert_invalid(&out, &["tpe", "[sweep.prune]", "local executor"]);
+    assert!(!env.db().exists() || common::runs_in_store(&env) == 0);
 }

@@ -70,14 +70,22 @@ pub fn sweep(
         ));
     }
     let sets = with_device(&o.sets, &o.device);
-    let runs = super::plan::plan_recipe(recipe, &sets)?;
-    if super::plan::is_search(recipe, &sets)? {
-        return Err(CliError::invalid(
-            "sweep.mode = \"tpe\" runs on the local executor in this version (one trial at a \
-             time, or --jobs N in parallel): run the sweep without --executor slurm",
-        ));
+    let mut runs = super::plan::plan_recipe(recipe, &sets)?;
+    let mut search = super::plan::search_of(recipe, &sets)?;
+    // a search plans its trials as it goes: its first trial stands for them in the checks
+    let parents = runs.clone();
+    if let Some(sr) = search.as_mut() {
+        let first = crate::plan::sampler::Sampler::propose(&sr.sampler(), 0, &[]);
+        runs.push(sr.planned(0, &first, &crate::data::fingerprint_for)?);
     }
     let prune = super::sweep::prune_plan(recipe, &sets)?;
+    if search.is_some() && prune.is_some() {
+        return Err(CliError::invalid(
+            "sweep.mode = \"tpe\" with [sweep.prune] runs on the local executor in this version: \
+             on Slurm, drop the pruning (--set sweep.prune.kind=none) or run the sweep without \
+             --executor slurm",
+        ));
+    }
     if prune.as_ref().is_some_and(|p| !p.by_rungs()) {
         return Err(CliError::invalid(
             "[sweep.prune] kind = \"median\" runs on the local executor in this version: on \
@@ -157,6 +165,19 @@ pub fn sweep(
     }
     // the data is prepared here, once (the built-in set generated), not by racing tasks
     super::sweep::check_data(g, recipe, &sets, &runs, &o.reporter)?;
+    if let Some(search) = search {
+        let batch = executor.opts.max_parallel.unwrap_or(1).max(1) as usize;
+        if let Some(b) = store.find_study(&search.study_key)?.map(|s| s.batch) {
+            if b as usize != batch {
+                return Err(CliError::invalid(format!(
+                    "this TPE study proposes its trials in batches of {b} (trial k sees only the batches before its own): continue it with --max-parallel {b}"
+                )));
+            }
+        }
+        return sweep_search(
+            recipe, &parents, search, batch, executor, flags.wait, &mut store, &o,
+        );
+    }
     if let Some(plan) = prune {
         return sweep_halving(recipe, &runs, &plan, executor, flags.wait, &mut store, &o);
     }
@@ -292,61 +313,62 @@ pub fn sweep(
     }
 }
 
-/// A halving sweep on Slurm: one job array per rung (`slurm::rungs`). Without `--wait` it
-/// takes the step the store's state asks for (submit a rung's array, or say what it waits
-/// for) and returns; with `--wait` it goes on, collecting, deciding and submitting, until the
-/// schedule is through.
-fn sweep_halving(
+/// One step of a sweep submitted array by array (halving's rungs, a TPE study's batches).
+enum ArrayStep {
+    /// Submit these runs as one array (each to `until`, or to the end), described by `info`
+    /// in the JSON and by `label` in the log.
+    Submit {
+        label: String,
+        until: Option<u32>,
+        runs: Vec<crate::plan::PlannedRun>,
+        info: serde_json::Value,
+    },
+    /// Runs of the current array still train: what it waits for.
+    Waiting(String),
+    /// Nothing left.
+    Finished,
+}
+
+/// Drives a sweep that goes array by array from the submitting machine: without `--wait` it
+/// takes the step the store's state asks for (submit the next array, or say what it waits
+/// for) and returns; with `--wait` it goes on, collecting, deciding and submitting, until
+/// `next` says it is finished. JSON: `{sweep_id, job_id, arrays, finished, runs}`.
+fn drive_arrays(
     recipe: &Path,
-    runs: &[crate::plan::PlannedRun],
-    plan: &crate::plan::prune::PrunePlan,
+    sweep_id: i64,
     mut executor: SlurmExecutor,
     wait: bool,
     store: &mut Store,
     o: &TrainOpts,
+    mut next: impl FnMut(&mut Store) -> Result<ArrayStep, CliError>,
 ) -> Result<(), CliError> {
-    use crate::engine::executor::slurm::rungs::{next_step, RungStep};
-    // the runs its runs start from must be done: the rungs compare the sweep's own runs
-    for p in runs.iter().filter(|r| !r.target) {
-        if store.status_of_key(&p.key)? != Some(RunStatus::Done) {
-            return Err(CliError::invalid(format!(
-                "halving on Slurm starts once the runs its trials start from are done: train {} first (runner sweep {} --executor slurm)",
-                p.recipe_path.display(),
-                p.recipe_path.display()
-            )));
-        }
-    }
     let recipe_text = recipe.display().to_string();
-    let sweep_id = store.create_sweep(&recipe_text, runs.iter().filter(|r| r.target).count())?;
     executor.sweep_id = Some(sweep_id);
-    executor.continue_stopped = true;
     let stop = signals::stop_flag();
-    let mut arrays = Vec::new();
+    let mut arrays: Vec<serde_json::Value> = Vec::new();
     let finished = loop {
         if !arrays.is_empty() || wait {
             collect_into(store, Some(&executor.client), None, &o.reporter)?;
         }
-        match next_step(store, sweep_id, runs, plan, &o.reporter).map_err(engine_error)? {
-            RungStep::Finished => break true,
-            RungStep::Waiting { rung, left } if !wait || stop.load(Ordering::SeqCst) => {
+        match next(store)? {
+            ArrayStep::Finished => break true,
+            ArrayStep::Waiting(what) if !wait || stop.load(Ordering::SeqCst) => {
                 o.reporter.info(&format!(
-                    "sweep {sweep_id}: rung {} waits for {left} run(s) still on Slurm; `runner sweep {} --executor slurm` again (or --wait) decides it when they end",
-                    rung + 1,
+                    "sweep {sweep_id}: {what}; `runner sweep {} --executor slurm` again (or --wait) goes on when they end",
                     recipe.display()
                 ));
                 break false;
             }
-            RungStep::Waiting { .. } => std::thread::sleep(WAIT_POLL),
-            RungStep::Submit {
-                rung,
+            ArrayStep::Waiting(_) => std::thread::sleep(WAIT_POLL),
+            ArrayStep::Submit {
+                label,
                 until,
-                runs: picked,
+                runs,
+                mut info,
             } => {
-                let chosen: Vec<crate::plan::PlannedRun> =
-                    picked.iter().map(|&i| runs[i].clone()).collect();
                 executor.until_epoch = until;
                 let outcome = executor
-                    .run_sweep(store, &recipe_text, &chosen, &o.reporter)
+                    .run_sweep(store, &recipe_text, &runs, &o.reporter)
                     .map_err(engine_error)?;
                 let submitted: Vec<&str> = outcome
                     .rows
@@ -356,9 +378,8 @@ fn sweep_halving(
                     .collect();
                 let Some(job) = outcome.job_id else {
                     return Err(CliError::failed(format!(
-                        "rung {}: none of its {} run(s) could be submitted: {}",
-                        rung + 1,
-                        chosen.len(),
+                        "{label}: none of its {} run(s) could be submitted: {}",
+                        runs.len(),
                         outcome
                             .rows
                             .iter()
@@ -368,17 +389,13 @@ fn sweep_halving(
                     )));
                 };
                 o.reporter.info(&format!(
-                    "sweep {sweep_id}: rung {} ({} run(s) to {}) submitted as job {job}",
-                    rung + 1,
+                    "sweep {sweep_id}: {label} ({} run(s) to {}) submitted as job {job}",
                     submitted.len(),
                     until.map_or("the last epoch".to_string(), |e| format!("epoch {e}"))
                 ));
-                arrays.push(serde_json::json!({
-                    "rung": rung,
-                    "until_epoch": until,
-                    "job_id": job,
-                    "runs": submitted,
-                }));
+                info["job_id"] = job.into();
+                info["runs"] = submitted.into();
+                arrays.push(info);
                 if !wait {
                     break false;
                 }
@@ -401,10 +418,114 @@ fn sweep_halving(
         print_json(&json);
     } else if finished {
         o.reporter.info(&format!(
-            "sweep {sweep_id}: the halving schedule is through (`runner leaderboard --sweep {sweep_id}`)"
+            "sweep {sweep_id}: every run is through (`runner leaderboard --sweep {sweep_id}`)"
         ));
     }
     Ok(())
+}
+
+/// The runs a sweep's runs start from must be done before it goes array by array.
+fn parents_done(
+    store: &Store,
+    runs: &[crate::plan::PlannedRun],
+    what: &str,
+) -> Result<(), CliError> {
+    for p in runs.iter().filter(|r| !r.target) {
+        if store.status_of_key(&p.key)? != Some(RunStatus::Done) {
+            return Err(CliError::invalid(format!(
+                "{what} on Slurm starts once the runs its runs start from are done: train {} first (runner sweep {} --executor slurm)",
+                p.recipe_path.display(),
+                p.recipe_path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A halving sweep on Slurm: one job array per rung (`slurm::rungs`).
+fn sweep_halving(
+    recipe: &Path,
+    runs: &[crate::plan::PlannedRun],
+    plan: &crate::plan::prune::PrunePlan,
+    mut executor: SlurmExecutor,
+    wait: bool,
+    store: &mut Store,
+    o: &TrainOpts,
+) -> Result<(), CliError> {
+    use crate::engine::executor::slurm::rungs::{next_step, RungStep};
+    parents_done(store, runs, "halving")?;
+    let sweep_id = store.create_sweep(
+        &recipe.display().to_string(),
+        runs.iter().filter(|r| r.target).count(),
+    )?;
+    executor.continue_stopped = true;
+    let reporter = &o.reporter;
+    drive_arrays(recipe, sweep_id, executor, wait, store, o, |store| {
+        Ok(
+            match next_step(store, sweep_id, runs, plan, reporter).map_err(engine_error)? {
+                RungStep::Finished => ArrayStep::Finished,
+                RungStep::Waiting { rung, left } => ArrayStep::Waiting(format!(
+                    "rung {} waits for {left} run(s) still on Slurm",
+                    rung + 1
+                )),
+                RungStep::Submit {
+                    rung,
+                    until,
+                    runs: picked,
+                } => ArrayStep::Submit {
+                    label: format!("rung {}", rung + 1),
+                    until,
+                    runs: picked.iter().map(|&i| runs[i].clone()).collect(),
+                    info: serde_json::json!({"rung": rung, "until_epoch": until}),
+                },
+            },
+        )
+    })
+}
+
+/// A TPE search on Slurm: one job array per batch of `batch` trials (`--max-parallel`), each
+/// proposed once the batches before it have ended (`search::next_batch`).
+#[allow(clippy::too_many_arguments)]
+fn sweep_search(
+    recipe: &Path,
+    parents: &[crate::plan::PlannedRun],
+    mut search: crate::plan::search::Search,
+    batch: usize,
+    executor: SlurmExecutor,
+    wait: bool,
+    store: &mut Store,
+    o: &TrainOpts,
+) -> Result<(), CliError> {
+    use crate::engine::executor::search::{next_batch, SearchStep};
+    parents_done(store, parents, "a TPE search")?;
+    let recipe_text = recipe.display().to_string();
+    let sweep_id = store.create_sweep(&recipe_text, search.trials)?;
+    drive_arrays(recipe, sweep_id, executor, wait, store, o, |store| {
+        let step = next_batch(
+            store,
+            &recipe_text,
+            &mut search,
+            batch,
+            &crate::data::fingerprint_for,
+        )
+        .map_err(engine_error)?;
+        Ok(match step {
+            SearchStep::Finished => ArrayStep::Finished,
+            SearchStep::Waiting { start, left } => ArrayStep::Waiting(format!(
+                "the batch of trials {start}-{} waits for {left} trial(s) still on Slurm",
+                start + batch - 1
+            )),
+            SearchStep::Train { start, runs } => {
+                let trials: Vec<usize> = runs.iter().map(|r| r.index).collect();
+                ArrayStep::Submit {
+                    label: format!("trials {start}-{}", start + batch - 1),
+                    until: None,
+                    runs,
+                    info: serde_json::json!({"batch": start / batch, "trials": trials}),
+                }
+            }
+        })
+    })
 }
 
 /// `runner exec MANIFEST --index I`.

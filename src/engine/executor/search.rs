@@ -93,7 +93,6 @@ pub fn execute_search(
     if train_parents_into(store, parents, &mut rows, opts, reporter, &stop)? {
         return Ok(done(rows, runs));
     }
-    let sampler = search.sampler();
     // the finished trials of the batches before the current one
     let mut history: Vec<Trial> = Vec::new();
     let mut keys: Vec<String> = Vec::new();
@@ -111,43 +110,15 @@ pub fn execute_search(
             break;
         }
         let end = (start + batch).min(n);
-        // propose the batch (or read back its recorded trials)
-        let mut proposed: Vec<Trial> = Vec::new();
-        let mut batch_runs: Vec<PlannedRun> = Vec::new();
-        for k in start..end {
-            let params = match recorded.get(&k) {
-                Some(t) => t.params.clone(),
-                None => {
-                    let mut seen = history.clone();
-                    seen.extend(proposed.iter().cloned());
-                    sampler.propose(k, &seen)
-                }
-            };
-            let run = search.planned(k, &params, fingerprint)?;
-            match recorded.get(&k) {
-                Some(t) if t.run_key != run.key => {
-                    return Err(EngineError::Other(format!(
-                        "trial {k} of this study planned run {}, but its parameters now plan run {}: the recipe changed in a way its study key does not see",
-                        t.run_key, run.key
-                    )));
-                }
-                Some(_) => {}
-                None => store.add_trial(
-                    study.id,
-                    &TrialRecord {
-                        number: k,
-                        params: params.clone(),
-                        run_key: run.key.clone(),
-                    },
-                )?,
-            }
-            proposed.push(Trial {
-                number: k,
-                params,
-                outcome: Outcome::Running,
-            });
-            batch_runs.push(run);
-        }
+        let (mut proposed, batch_runs) = propose_batch(
+            store,
+            study.id,
+            search,
+            &recorded,
+            start..end,
+            &history,
+            fingerprint,
+        )?;
         // train it
         let batch_rows = match &execution {
             BatchExecution::Children { slots, command } => {
@@ -213,6 +184,139 @@ pub fn execute_search(
         reporter.finish_sweep_bar();
     }
     Ok(done(rows, runs))
+}
+
+/// Trials `numbers` (one batch) with their planned runs: those recorded read back, the others
+/// proposed (each seeing `history`, the finished trials of the batches before, and the trials
+/// before it in the batch as running) and recorded before anything trains.
+fn propose_batch(
+    store: &mut Store,
+    study_id: i64,
+    search: &mut Search,
+    recorded: &BTreeMap<usize, TrialRecord>,
+    numbers: std::ops::Range<usize>,
+    history: &[Trial],
+    fingerprint: &Fingerprinter,
+) -> Result<(Vec<Trial>, Vec<PlannedRun>), EngineError> {
+    let sampler = search.sampler();
+    let mut proposed: Vec<Trial> = Vec::new();
+    let mut runs: Vec<PlannedRun> = Vec::new();
+    for k in numbers {
+        let params = match recorded.get(&k) {
+            Some(t) => t.params.clone(),
+            None => {
+                let mut seen = history.to_vec();
+                seen.extend(proposed.iter().cloned());
+                sampler.propose(k, &seen)
+            }
+        };
+        let run = search.planned(k, &params, fingerprint)?;
+        match recorded.get(&k) {
+            Some(t) if t.run_key != run.key => {
+                return Err(EngineError::Other(format!(
+                    "trial {k} of this study planned run {}, but its parameters now plan run {}: the recipe changed in a way its study key does not see",
+                    t.run_key, run.key
+                )));
+            }
+            Some(_) => {}
+            None => store.add_trial(
+                study_id,
+                &TrialRecord {
+                    number: k,
+                    params: params.clone(),
+                    run_key: run.key.clone(),
+                },
+            )?,
+        }
+        proposed.push(Trial {
+            number: k,
+            params,
+            outcome: Outcome::Running,
+        });
+        runs.push(run);
+    }
+    Ok((proposed, runs))
+}
+
+/// What a search run batch by batch elsewhere (Slurm) needs next.
+#[derive(Debug)]
+pub enum SearchStep {
+    /// Train these trials' runs (the first batch not finished: its trials not done, proposed
+    /// now where they were not yet).
+    Train { start: usize, runs: Vec<PlannedRun> },
+    /// `left` trials of the batch at `start` are still training (submitted, or elsewhere).
+    Waiting { start: usize, left: usize },
+    /// Every trial is finished.
+    Finished,
+}
+
+/// The next step of a search whose batches are trained elsewhere: the batches before the
+/// first unfinished one are read back as history; that batch is proposed (where not yet) and
+/// its trials not finished are to train, unless some still train.
+pub fn next_batch(
+    store: &mut Store,
+    recipe_path: &str,
+    search: &mut Search,
+    batch: usize,
+    fingerprint: &Fingerprinter,
+) -> Result<SearchStep, EngineError> {
+    let batch = batch.max(1);
+    let study = store.study(&search.study_key, recipe_path, batch as u32)?;
+    if study.batch as usize != batch {
+        return Err(EngineError::Other(format!(
+            "this study proposes its trials in batches of {}; continue it with the same batch size",
+            study.batch
+        )));
+    }
+    let recorded: BTreeMap<usize, TrialRecord> = store
+        .trials(study.id)?
+        .into_iter()
+        .map(|t| (t.number, t))
+        .collect();
+    let n = search.trials;
+    let mut history: Vec<Trial> = Vec::new();
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let (mut proposed, runs) = propose_batch(
+            store,
+            study.id,
+            search,
+            &recorded,
+            start..end,
+            &history,
+            fingerprint,
+        )?;
+        let mut to_train = Vec::new();
+        let mut busy = 0;
+        for (trial, run) in proposed.iter_mut().zip(runs) {
+            match outcome_of(store, &run.key, &search.metric)? {
+                Some(o) => trial.outcome = o,
+                None => {
+                    // submitted, or trained by a live process (a dead one's run reads stale)
+                    let shown = store.run_by_key(&run.key)?.map(|r| r.shown_status());
+                    let training = [RunStatus::Submitted, RunStatus::Running]
+                        .iter()
+                        .any(|s| shown.as_deref() == Some(s.as_str()));
+                    if training {
+                        busy += 1;
+                    } else {
+                        to_train.push(run);
+                    }
+                }
+            }
+        }
+        if !to_train.is_empty() {
+            return Ok(SearchStep::Train {
+                start,
+                runs: to_train,
+            });
+        }
+        if busy > 0 {
+            return Ok(SearchStep::Waiting { start, left: busy });
+        }
+        history.extend(proposed);
+    }
+    Ok(SearchStep::Finished)
 }
 
 /// The runs an epoch rule may compare a trial with: the earlier trials' runs that are done
