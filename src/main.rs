@@ -375,6 +375,12 @@ enum Command {
         /// Only the runs this sweep planned.
         #[arg(long)]
         sweep: Option<i64>,
+        /// Only runs planned from this recipe file (as `leaderboard --recipe`).
+        #[arg(long, conflicts_with = "sweep")]
+        recipe: Option<String>,
+        /// Filter, as `leaderboard --where`: e.g. 'optimizer.lr < 0.1'.
+        #[arg(long = "where", value_name = "EXPR")]
+        filter: Option<String>,
         /// The metric that ranks the runs (as `leaderboard --metric`).
         #[arg(long, default_value = "val_acc")]
         metric: String,
@@ -883,7 +889,22 @@ fn main() -> ExitCode {
             }
         },
         Command::Watch { dir, device } => cli::watch::run(&g, &dir, device, &reporter),
-        Command::Report { sweep, metric, out } => cli::report::run(&g, sweep, &metric, &out),
+        Command::Report {
+            sweep,
+            recipe,
+            filter,
+            metric,
+            out,
+        } => {
+            let q = cli::leaderboard::Query {
+                metric,
+                sweep,
+                recipe,
+                filter,
+                ..Default::default()
+            };
+            cli::report::run(&g, &q, &out)
+        }
         Command::Selftest {
             device,
             stage,

@@ -508,7 +508,7 @@ pub fn differing_columns(shown: &[&Ranked]) -> DifferingColumns {
 
 /// A configuration's leaves by dotted key (`optimizer.lr`); lists are one value
 /// (`model.dims`).
-fn flatten_leaves(
+pub(crate) fn flatten_leaves(
     v: &serde_json::Value,
     prefix: &str,
     out: &mut BTreeMap<String, serde_json::Value>,

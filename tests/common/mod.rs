@@ -335,3 +335,11 @@ pub fn folder_recipe(env: &Env, name: &str, root: &Path, data_extra: &str, extra
     std::fs::write(&r, text).unwrap();
     r
 }
+
+/// The JSON a `runner report` page embeds (`<script id="report-data">`).
+pub fn report_data(html: &str) -> serde_json::Value {
+    let start = r#"<script id="report-data" type="application/json">"#;
+    let from = html.find(start).expect("report data") + start.len();
+    let len = html[from..].find("</script>").expect("end of report data");
+    serde_json::from_str(&html[from..from + len].replace("<\\/", "</")).unwrap()
+}

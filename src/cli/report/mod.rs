@@ -1,0 +1,70 @@
+//! `runner report --out report.html`: one self-contained HTML file (its data, its script and
+//! the chart library inlined; no network request) built from the store: the leaderboard
+//! (sortable, filterable, the leaderboard's rule), learning curves of every selected run,
+//! hyperparameters against the metric (parallel coordinates, slices, importance), seed groups
+//! with 95% intervals, and a comparison of chosen runs. `data.rs` builds the JSON the page
+//! draws; `stats.rs` its statistics; the page itself is `templates/report/`.
+
+mod data;
+mod stats;
+
+use std::path::Path;
+
+use super::leaderboard::Query;
+use super::{CliError, Global};
+
+const PAGE: &str = include_str!("../../../templates/report/page.html");
+const SCRIPT: &str = include_str!("../../../templates/report/page.js");
+/// Apache ECharts 6.1.0 (`dist/echarts.min.js` of the npm package; licence beside it).
+const ECHARTS: &str = include_str!("../../../templates/report/vendor/echarts-6.1.0.min.js");
+
+/// Escapes text for HTML.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Text safe inside a `<script>` element (no `</script>` or `<!--` can end or open it).
+fn script_safe(s: &str) -> String {
+    s.replace("</", "<\\/").replace("<!--", "<\\!--")
+}
+
+/// The page for `data` (the JSON `data::build` makes).
+pub fn render(data: &serde_json::Value) -> String {
+    let title = data["title"].as_str().unwrap_or("runner report");
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
+    PAGE.replace("{{title}}", &esc(title))
+        .replace("{{echarts}}", &script_safe(ECHARTS))
+        .replace("{{script}}", &script_safe(SCRIPT))
+        .replace("{{data}}", &script_safe(&json))
+}
+
+/// `runner report`: the runs `q` selects (as `leaderboard` selects them) into `out`, written
+/// atomically (a temporary file, then a rename).
+pub fn run(g: &Global, q: &Query, out: &Path) -> Result<(), CliError> {
+    let store = super::runs::open_store(g)?;
+    let title = match (q.sweep, &q.recipe) {
+        (Some(s), _) => format!("runner report: sweep {s}"),
+        (None, Some(r)) => format!("runner report: {r}"),
+        (None, None) => "runner report: all runs".to_string(),
+    };
+    let data = data::build(&store, q, &title)?;
+    let html = render(&data);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::failed(format!("{}: {e}", dir.display())))?;
+    }
+    let tmp = out.with_extension("html.tmp");
+    std::fs::write(&tmp, html)
+        .and_then(|_| std::fs::rename(&tmp, out))
+        .map_err(|e| CliError::failed(format!("{}: {e}", out.display())))?;
+    crate::errln!(
+        "wrote {} ({} run(s) ranked by {})",
+        out.display(),
+        data["runs"].as_array().map_or(0, |r| r.len()),
+        q.metric
+    );
+    Ok(())
+}

@@ -1,0 +1,322 @@
+// runner report: draws the data embedded in #report-data (built from the store by
+// src/cli/report/data.rs). Every chart element carries data-series = its number of series.
+// State (sort, filter, chosen runs, x axis, smoothing) lives in location.hash.
+(function () {
+  "use strict";
+  var D = JSON.parse(document.getElementById("report-data").textContent);
+  var metric = D.metric, maximize = D.maximize;
+  var runs = D.runs;
+  var charts = [];
+  var state = { sort: null, desc: false, filter: "", chosen: [], x: "epoch", smooth: 0 };
+  try {
+    var saved = JSON.parse(decodeURIComponent(location.hash.slice(1)) || "{}");
+    for (var k in saved) state[k] = saved[k];
+  } catch (e) { /* a hand-edited hash: start fresh */ }
+  function save() { history.replaceState(null, "", "#" + encodeURIComponent(JSON.stringify(state))); }
+
+  function fmt(v) {
+    if (v === null || v === undefined) return "-";
+    if (typeof v === "number") {
+      if (Number.isInteger(v)) return String(v);
+      var a = Math.abs(v);
+      return (a !== 0 && (a < 1e-3 || a >= 1e5)) ? v.toExponential(3) : String(+v.toFixed(4));
+    }
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  }
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    for (var a in (attrs || {})) e.setAttribute(a, attrs[a]);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function chart(container, cls, series, option) {
+    var div = el("div", { "class": "chart " + (cls || "") });
+    div.setAttribute("data-series", String(series));
+    container.appendChild(div);
+    var c = echarts.init(div, null, { renderer: "canvas" });
+    option.animation = false;
+    c.setOption(option);
+    charts.push(c);
+    return c;
+  }
+  function name(r) { return "run " + r.id; }
+
+  document.getElementById("meta").textContent =
+    runs.length + " run(s) ranked by " + metric + (maximize ? " (higher is better)" : " (lower is better)") +
+    "; store " + D.store + "; generated " + D.generated;
+
+  // ---- leaderboard ------------------------------------------------------------------------
+  var metricCols = ["train_loss", "train_acc", "val_loss", "val_acc", "verify_acc"];
+  var cols = [
+    { h: "", text: true, get: function (r) { return null; }, check: true },
+    { h: "rank", get: function (r) { return r.rank; } },
+    { h: "run", get: function (r) { return r.id; } },
+    { h: "key", text: true, get: function (r) { return r.key; } },
+    { h: "recipe", text: true, get: function (r) { return r.recipe; } },
+    { h: "status", text: true, get: function (r) { return r.status; } },
+    { h: "epoch", get: function (r) { return r.epoch; } }
+  ];
+  D.differs.forEach(function (k) { cols.push({ h: k, get: function (r) { return r.differs[k]; } }); });
+  metricCols.forEach(function (m) {
+    cols.push({ h: m + (m === metric ? " *" : ""), get: function (r) { return r.metrics[m]; } });
+  });
+  cols.push({ h: "checkpoint", text: true, get: function (r) { return r.checkpoint; } });
+  cols.push({ h: "command", text: true, get: function (r) { return r.command; } });
+
+  function drawLeaderboard() {
+    var t = document.getElementById("leaderboard");
+    t.textContent = "";
+    var head = el("tr");
+    cols.forEach(function (c, i) {
+      var th = el("th", { "class": c.text ? "text" : "" }, c.h);
+      if (state.sort === i) th.classList.add(state.desc ? "sorted-desc" : "sorted-asc");
+      if (!c.check) th.addEventListener("click", function () {
+        state.desc = state.sort === i ? !state.desc : false;
+        state.sort = i; save(); drawLeaderboard();
+      });
+      head.appendChild(th);
+    });
+    t.appendChild(head);
+    var rows = runs.slice();
+    if (state.sort !== null && cols[state.sort]) {
+      var c = cols[state.sort];
+      rows.sort(function (a, b) {
+        var x = c.get(a), y = c.get(b);
+        if (x === y) return 0;
+        if (x === null || x === undefined) return 1;
+        if (y === null || y === undefined) return -1;
+        var o = (typeof x === "number" && typeof y === "number") ? x - y : String(x).localeCompare(String(y));
+        return state.desc ? -o : o;
+      });
+    }
+    var f = state.filter.toLowerCase();
+    rows.forEach(function (r) {
+      var cells = cols.map(function (c) { return fmt(c.get(r)); });
+      if (f && cells.join(" ").toLowerCase().indexOf(f) < 0) return;
+      var tr = el("tr", { "data-run": String(r.id) });
+      if (r.rank === 1) tr.classList.add("best");
+      cols.forEach(function (c, i) {
+        var td = el("td", { "class": c.text ? "text" : "" });
+        if (c.check) {
+          var box = el("input", { type: "checkbox" });
+          box.checked = state.chosen.indexOf(r.id) >= 0;
+          box.addEventListener("change", function () {
+            state.chosen = state.chosen.filter(function (x) { return x !== r.id; });
+            if (box.checked) state.chosen.push(r.id);
+            save(); drawCompare();
+          });
+          td.appendChild(box);
+        } else {
+          td.textContent = cells[i];
+        }
+        tr.appendChild(td);
+      });
+      t.appendChild(tr);
+    });
+  }
+  var filterBox = document.getElementById("filter");
+  filterBox.value = state.filter;
+  filterBox.addEventListener("input", function () { state.filter = filterBox.value; save(); drawLeaderboard(); });
+
+  if (D.unranked.length) {
+    var u = document.getElementById("unranked");
+    u.appendChild(el("h3", {}, "Runs without a recorded " + metric));
+    var t = el("table");
+    var h = el("tr");
+    ["run", "key", "status", "swept values", "error"].forEach(function (x) { h.appendChild(el("th", { "class": "text" }, x)); });
+    t.appendChild(h);
+    D.unranked.forEach(function (r) {
+      var tr = el("tr");
+      [r.id, r.key, r.status, fmt(r.overrides), r.error || ""].forEach(function (x) {
+        tr.appendChild(el("td", { "class": "text" }, fmt(x)));
+      });
+      t.appendChild(tr);
+    });
+    u.appendChild(t);
+  }
+
+  // ---- curves -------------------------------------------------------------------------------
+  var curveMetrics = [
+    ["val_acc", "validation accuracy", false], ["val_loss", "validation loss", true],
+    ["train_loss", "training loss", true], ["train_acc", "training accuracy", false],
+    ["verify_acc", "verification accuracy", false], ["lr", "learning rate", true]
+  ];
+  function smooth(ys, a) {
+    if (!a) return ys;
+    var out = [], last = null;
+    ys.forEach(function (y) {
+      if (y === null) { out.push(null); return; }
+      last = last === null ? y : a * last + (1 - a) * y;
+      out.push(last);
+    });
+    return out;
+  }
+  function drawCurves() {
+    var box = document.getElementById("curves");
+    charts.filter(function (c) { return c.__curve; }).forEach(function (c) { c.dispose(); });
+    charts = charts.filter(function (c) { return !c.__curve; });
+    box.textContent = "";
+    curveMetrics.forEach(function (m) {
+      var series = [];
+      runs.forEach(function (r) {
+        var c = D.curves[r.id];
+        if (!c) return;
+        var ys = smooth(c[m[0]], m[0] === "lr" ? 0 : +state.smooth);
+        if (!ys.some(function (y) { return y !== null; })) return;
+        var data = c[state.x].map(function (x, i) { return [x, ys[i]]; }).filter(function (p) { return p[1] !== null; });
+        var s = { name: name(r), type: "line", showSymbol: data.length < 12, symbolSize: 4, connectNulls: true, data: data };
+        if (m[0] === metric && r.epoch !== null) {
+          var i = c.epoch.indexOf(r.epoch);
+          if (i >= 0 && c[m[0]][i] !== null) {
+            s.markPoint = { symbol: "pin", symbolSize: 28, data: [{ coord: [c[state.x][i], c[m[0]][i]], value: "ckpt" }] };
+          }
+        }
+        series.push(s);
+      });
+      if (!series.length) return;
+      var logY = m[2] && series.every(function (s) { return s.data.every(function (p) { return p[1] > 0; }); });
+      var ch = chart(box, "", series.length, {
+        title: { text: m[1], left: "center", textStyle: { fontSize: 13 } },
+        tooltip: { trigger: "axis" },
+        legend: { type: "scroll", bottom: 0 },
+        grid: { left: 60, right: 20, top: 40, bottom: 60 },
+        xAxis: { type: "value", name: state.x === "epoch" ? "epoch" : "wall time (s)", nameLocation: "middle", nameGap: 24, min: "dataMin" },
+        yAxis: { type: logY ? "log" : "value", name: m[0], scale: true },
+        series: series
+      });
+      ch.__curve = true;
+    });
+  }
+  var xSel = document.getElementById("xaxis"), smSel = document.getElementById("smoothing");
+  xSel.value = state.x; smSel.value = state.smooth;
+  xSel.addEventListener("change", function () { state.x = xSel.value; save(); drawCurves(); });
+  smSel.addEventListener("input", function () { state.smooth = smSel.value; save(); drawCurves(); });
+
+  // ---- hyperparameters ----------------------------------------------------------------------
+  var keys = D.sweep_keys;
+  function valueOf(r, k) { var v = r.config[k]; return v === undefined ? r.overrides[k] : v; }
+  if (keys.length) {
+    var dims = keys.map(function (k, i) {
+      var d = { dim: i, name: k.key };
+      if (k.numeric) d.type = k.log ? "log" : "value";
+      else {
+        d.type = "category";
+        d.data = Array.from(new Set(runs.map(function (r) { return fmt(valueOf(r, k.key)); })));
+      }
+      return d;
+    });
+    dims.push({ dim: keys.length, name: metric, type: "value", scale: true });
+    var pc = document.getElementById("parallel-coordinates");
+    pc.setAttribute("data-series", "1");
+    var pcc = echarts.init(pc);
+    pcc.setOption({
+      animation: false,
+      tooltip: {},
+      parallelAxis: dims,
+      parallel: { left: 80, right: 120, top: 40, bottom: 30 },
+      visualMap: { show: true, min: Math.min.apply(null, runs.map(function (r) { return r.value; })),
+        max: Math.max.apply(null, runs.map(function (r) { return r.value; })), dimension: keys.length,
+        inRange: { color: maximize ? ["#d94e5d", "#eac736", "#50a3ba"] : ["#50a3ba", "#eac736", "#d94e5d"] },
+        right: 0, top: "middle", calculable: true },
+      series: [{ type: "parallel", lineStyle: { width: 2, opacity: 0.6 },
+        data: runs.map(function (r) {
+          return keys.map(function (k) { var v = valueOf(r, k.key); return k.numeric ? v : fmt(v); }).concat([r.value]);
+        }) }]
+    });
+    charts.push(pcc);
+    var sl = document.getElementById("slices");
+    keys.forEach(function (k) {
+      var data = runs.map(function (r) { var v = valueOf(r, k.key); return [k.numeric ? v : fmt(v), r.value, r.id]; });
+      chart(sl, "small", 1, {
+        title: { text: k.key + (k.log ? " (log)" : ""), left: "center", textStyle: { fontSize: 12 } },
+        tooltip: { formatter: function (p) { return "run " + p.data[2] + ": " + fmt(p.data[0]) + " -> " + fmt(p.data[1]); } },
+        grid: { left: 55, right: 15, top: 35, bottom: 35 },
+        xAxis: k.numeric ? { type: k.log ? "log" : "value", name: k.key, scale: true } :
+          { type: "category", data: Array.from(new Set(data.map(function (d) { return d[0]; }))) },
+        yAxis: { type: "value", name: metric, scale: true },
+        series: [{ type: "scatter", symbolSize: 9, data: data }]
+      });
+    });
+  } else {
+    document.getElementById("parallel-coordinates").textContent = "No swept keys among these runs.";
+    document.getElementById("parallel-coordinates").setAttribute("data-series", "0");
+  }
+  var imp = document.getElementById("importance");
+  if (D.importance.length) {
+    imp.setAttribute("data-series", "1");
+    var ic = echarts.init(imp);
+    ic.setOption({
+      animation: false,
+      tooltip: {},
+      grid: { left: 160, right: 30, top: 20, bottom: 40 },
+      xAxis: { type: "value", min: 0, max: 1, name: "eta squared" },
+      yAxis: { type: "category", data: D.importance.map(function (i) {
+        return i.key + " (" + i.runs + " runs" + (i.binned ? ", " + i.groups + " bins" : "") + ")"; }) },
+      series: [{ type: "bar", data: D.importance.map(function (i) { return +i.eta_squared.toFixed(4); }) }]
+    });
+    charts.push(ic);
+  } else {
+    imp.textContent = "Fewer than two runs with swept keys.";
+    imp.setAttribute("data-series", "0");
+  }
+
+  // ---- seed groups --------------------------------------------------------------------------
+  var sg = document.getElementById("seed-groups");
+  if (D.seed_groups.length) {
+    var st = el("table");
+    var hr = el("tr");
+    ["group", "runs", "n", "mean " + metric, "95% interval", "Welch p vs leader", ""].forEach(function (x) {
+      hr.appendChild(el("th", { "class": "text" }, x));
+    });
+    st.appendChild(hr);
+    D.seed_groups.forEach(function (g) {
+      var tr = el("tr");
+      if (g.leader) tr.classList.add("best"); else if (g.within_noise) tr.classList.add("noise");
+      var ci = g.ci95 === null ? "-" : fmt(g.mean - g.ci95) + " .. " + fmt(g.mean + g.ci95);
+      [g.label, g.runs.join(", "), g.n, fmt(g.mean), ci, g.p_vs_leader === null ? "-" : fmt(g.p_vs_leader),
+        g.leader ? "leader" : (g.within_noise ? "within noise" : "behind")].forEach(function (x) {
+        tr.appendChild(el("td", { "class": "text" }, String(x)));
+      });
+      st.appendChild(tr);
+    });
+    sg.appendChild(st);
+  } else {
+    sg.textContent = "No runs here differ only by train.seed.";
+  }
+
+  // ---- compare ------------------------------------------------------------------------------
+  function drawCompare() {
+    var box = document.getElementById("compare");
+    box.textContent = "";
+    var chosen = runs.filter(function (r) { return state.chosen.indexOf(r.id) >= 0; });
+    if (chosen.length < 2) { box.textContent = "Choose two or more runs (" + chosen.length + " chosen)."; return; }
+    var all = {};
+    chosen.forEach(function (r) { for (var k in r.config) all[k] = true; });
+    var diff = Object.keys(all).sort().filter(function (k) {
+      var first = JSON.stringify(chosen[0].config[k]);
+      return chosen.some(function (r) { return JSON.stringify(r.config[k]) !== first; });
+    });
+    var t = el("table");
+    var h = el("tr");
+    h.appendChild(el("th", { "class": "text" }, "key"));
+    chosen.forEach(function (r) { h.appendChild(el("th", {}, name(r))); });
+    t.appendChild(h);
+    diff.concat(["(" + metric + ")"]).forEach(function (k) {
+      var tr = el("tr");
+      tr.appendChild(el("td", { "class": "text" }, k));
+      chosen.forEach(function (r) {
+        tr.appendChild(el("td", {}, k === "(" + metric + ")" ? fmt(r.value) : fmt(r.config[k])));
+      });
+      t.appendChild(tr);
+    });
+    box.appendChild(t);
+    if (!diff.length) box.appendChild(el("p", { "class": "note" }, "These runs have the same configuration."));
+  }
+
+  drawLeaderboard();
+  drawCurves();
+  drawCompare();
+  window.addEventListener("resize", function () { charts.forEach(function (c) { c.resize(); }); });
+  document.body.setAttribute("data-rendered", "1");
+})();

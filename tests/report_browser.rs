@@ -1,0 +1,251 @@
+//! `runner report` in a real browser: Debian's `chromium`, headless, renders the report of a
+//! small real sweep (a 2 x 2 grid over the learning rate and the seed, so it has seed groups)
+//! and its DOM is read back (`--dump-dom`). The page records its own errors and blocked
+//! requests on `<body>` (`data-errors`, `data-violations`); the test proves that capture with
+//! pages that throw and that ask for a URL on purpose. Every section is there and drawn, the
+//! charts hold the expected number of series, and the page's numbers are the store's
+//! (`runner show`). Screenshots go to the target folder for a person to look at.
+//!
+//! Without a browser the tests skip with a reason, unless RUNNER_REQUIRE_BROWSER=1 (as
+//! `.ci/run` sets), which makes that a failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{s, Env};
+
+const GRID: &str = r#"
+[sweep]
+mode = "grid"
+
+[sweep.params]
+"optimizer.lr" = [0.01, 0.2]
+"train.seed" = [1, 2]
+"#;
+
+fn browser() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|b| {
+            Command::new("which")
+                .arg(b)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        });
+    if found.is_none() {
+        if std::env::var("RUNNER_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("RUNNER_REQUIRE_BROWSER=1, but no chromium on PATH");
+        }
+        eprintln!("skipped: no chromium on PATH (apt-get install chromium)");
+    }
+    found
+}
+
+fn headless(browser: &Path, extra: &[&str], page: &Path) -> std::process::Output {
+    Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+        ])
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap()
+}
+
+/// The page's DOM after its scripts ran.
+fn dom(browser: &Path, page: &Path) -> String {
+    let out = headless(browser, &["--dump-dom"], page);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn body_attr(dom: &str, name: &str) -> String {
+    let body = &dom[dom.find("<body").unwrap()..];
+    let body = &body[..body.find('>').unwrap()];
+    let key = format!("{name}=\"");
+    let at = body
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} on {body}"))
+        + key.len();
+    body[at..at + body[at..].find('"').unwrap()].to_string()
+}
+
+/// The element with `id` (its start tag to the end of the DOM).
+fn element<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    &dom[dom[..at].rfind('<').unwrap()..]
+}
+
+/// The `data-series` counts of the charts inside #`id` (up to the next heading).
+fn series_in(dom: &str, id: &str) -> Vec<usize> {
+    let part = element(dom, id);
+    let end = ["<h2", "<h3"]
+        .iter()
+        .filter_map(|h| part.find(h))
+        .min()
+        .unwrap_or(part.len());
+    let part = &part[..end];
+    part.match_indices("data-series=\"")
+        .map(|(i, m)| {
+            let rest = &part[i + m.len()..];
+            rest[..rest.find('"').unwrap()].parse().unwrap()
+        })
+        .collect()
+}
+
+fn sweep_and_report(env: &Env) -> PathBuf {
+    let r = env.recipe("r.toml", GRID);
+    let out = env.run(&["sweep", s(&r), "--set", "train.epochs=2"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let page = env.path("report.html");
+    let out = env.run(&["report", "--out", s(&page)]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    page
+}
+
+#[test]
+fn the_report_renders_every_section_without_errors_or_requests() {
+    let Some(b) = browser() else { return };
+    let env = Env::new();
+    let page = sweep_and_report(&env);
+    let d = dom(&b, &page);
+    assert_eq!(
+        body_attr(&d, "data-rendered"),
+        "1",
+        "the page script did not finish"
+    );
+    assert_eq!(
+        body_attr(&d, "data-errors"),
+        "0",
+        "{}",
+        element(&d, "page-errors")
+    );
+    assert_eq!(
+        body_attr(&d, "data-violations"),
+        "0",
+        "{}",
+        element(&d, "page-errors")
+    );
+    // the sections the contract names that this version draws, each drawn
+    for id in [
+        "leaderboard",
+        "curves",
+        "parallel-coordinates",
+        "slices",
+        "importance",
+        "seed-groups",
+        "compare",
+    ] {
+        assert!(element(&d, id).len() > 40, "#{id} is empty");
+    }
+    // 4 runs: one row each, the best highlighted
+    let lb = element(&d, "leaderboard");
+    let lb = &lb[..lb.find("</table>").unwrap()];
+    assert_eq!(lb.matches("data-run=").count(), 4);
+    assert_eq!(lb.matches("class=\"best\"").count(), 1);
+    // a curve chart per metric with values, each with the 4 runs; one slice per swept key;
+    // parallel coordinates and importance one series each
+    let curves = series_in(&d, "curves");
+    assert!(curves.len() >= 5, "{curves:?}");
+    assert!(curves.iter().all(|&n| n == 4), "{curves:?}");
+    assert_eq!(series_in(&d, "slices"), vec![1, 1]);
+    let pc = element(&d, "parallel-coordinates");
+    assert!(pc.starts_with("<div") && pc[..pc.find('>').unwrap()].contains("data-series=\"1\""));
+    // two seed groups (lr 0.01 and 0.2, 2 seeds each), the leader marked
+    let sg = element(&d, "seed-groups");
+    let sg = &sg[..sg.find("</table>").unwrap()];
+    assert!(
+        sg.contains("leader")
+            && sg.contains("optimizer.lr=0.01")
+            && sg.contains("optimizer.lr=0.2"),
+        "{sg}"
+    );
+    // screenshots, for a person to look at
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = shots.join("report.png");
+    let out = headless(
+        &b,
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1280,3600",
+        ],
+        &page,
+    );
+    assert!(
+        out.status.success() && png.is_file(),
+        "{}",
+        common::stderr(&out)
+    );
+    eprintln!("screenshot: {}", png.display());
+}
+
+#[test]
+fn the_capture_sees_a_page_that_throws_and_one_that_asks_for_a_url() {
+    let Some(b) = browser() else { return };
+    let env = Env::new();
+    let page = sweep_and_report(&env);
+    let html = std::fs::read_to_string(&page).unwrap();
+    let throws = env.path("throws.html");
+    std::fs::write(
+        &throws,
+        html.replace(
+            "</body>",
+            "<script>throw new Error(\"on purpose\")</script></body>",
+        ),
+    )
+    .unwrap();
+    let d = dom(&b, &throws);
+    assert_eq!(body_attr(&d, "data-errors"), "1");
+    assert!(element(&d, "page-errors").contains("on purpose"));
+    let fetches = env.path("fetches.html");
+    std::fs::write(
+        &fetches,
+        html.replace("</body>", "<img src=\"http://127.0.0.1:9/x.png\"></body>"),
+    )
+    .unwrap();
+    let d = dom(&b, &fetches);
+    assert_eq!(
+        body_attr(&d, "data-violations"),
+        "1",
+        "{}",
+        element(&d, "page-errors")
+    );
+}
+
+#[test]
+fn the_pages_numbers_are_the_stores() {
+    // no browser needed: the numbers are the embedded data the page draws
+    let env = Env::new();
+    let page = sweep_and_report(&env);
+    let data = common::report_data(&std::fs::read_to_string(&page).unwrap());
+    let board = env.json(&["leaderboard", "--format", "json"]);
+    let runs = data["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), board.as_array().unwrap().len());
+    for (r, row) in runs.iter().zip(board.as_array().unwrap()) {
+        assert_eq!(r["id"], row["id"], "the leaderboard's order");
+        assert_eq!(r["epoch"], row["epoch"]);
+        assert_eq!(r["checkpoint"], row["checkpoint"]);
+        let show = env.json(&["show", &r["id"].to_string(), "--format", "json"]);
+        let epochs = show["epochs"].as_array().unwrap();
+        let at = epochs.iter().find(|e| e["epoch"] == r["epoch"]).unwrap();
+        for m in ["val_acc", "val_loss", "train_loss"] {
+            assert_eq!(r["metrics"][m], at[m], "run {} {m}", r["id"]);
+        }
+        let curve = &data["curves"][r["id"].to_string()];
+        let vals: Vec<&serde_json::Value> = epochs.iter().map(|e| &e["val_acc"]).collect();
+        let drawn: Vec<&serde_json::Value> = curve["val_acc"].as_array().unwrap().iter().collect();
+        assert_eq!(drawn, vals, "run {} val_acc curve", r["id"]);
+    }
+}
