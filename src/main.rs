@@ -387,6 +387,10 @@ enum Command {
         /// The HTML file to write.
         #[arg(long)]
         out: PathBuf,
+        /// Rewrite the file after every change to the store (each epoch of each run) until
+        /// Ctrl-C; the open page reloads itself and keeps its state.
+        #[arg(long)]
+        watch: bool,
     },
 }
 
@@ -895,6 +899,7 @@ fn main() -> ExitCode {
             filter,
             metric,
             out,
+            watch,
         } => {
             let q = cli::leaderboard::Query {
                 metric,
@@ -903,7 +908,7 @@ fn main() -> ExitCode {
                 filter,
                 ..Default::default()
             };
-            cli::report::run(&g, &q, &out)
+            cli::report::run(&g, &q, &out, watch)
         }
         Command::Selftest {
             device,

@@ -4,7 +4,9 @@
 //! requests on `<body>` (`data-errors`, `data-violations`); the test proves that capture with
 //! pages that throw and that ask for a URL on purpose. Every section is there and drawn, the
 //! charts hold the expected number of series, and the page's numbers are the store's
-//! (`runner show`). Screenshots go to the target folder for a person to look at.
+//! (`runner show`). `report --watch` rewrites the page when a run records an epoch, and the
+//! open page reloads itself keeping its state. Screenshots go to the target folder for a
+//! person to look at.
 //!
 //! Without a browser the tests skip with a reason, unless RUNNER_REQUIRE_BROWSER=1 (as
 //! `.ci/run` sets), which makes that a failure.
@@ -248,4 +250,127 @@ fn the_pages_numbers_are_the_stores() {
         let drawn: Vec<&serde_json::Value> = curve["val_acc"].as_array().unwrap().iter().collect();
         assert_eq!(drawn, vals, "run {} val_acc curve", r["id"]);
     }
+}
+
+/// Starts `runner report --watch --out PAGE` and waits for its first page.
+fn start_watch(env: &Env, page: &Path) -> std::process::Child {
+    let child = env
+        .cmd()
+        .args(["report", "--watch", "--out", s(page)])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !page.is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no page from report --watch"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+fn runs_on(page: &Path) -> usize {
+    let html = std::fs::read_to_string(page).unwrap_or_default();
+    if !html.contains("report-data") {
+        return 0;
+    }
+    common::report_data(&html)["runs"]
+        .as_array()
+        .map_or(0, |r| r.len())
+}
+
+fn interrupt(child: &mut std::process::Child) -> Option<i32> {
+    // SAFETY: kill(2) with a child's pid and SIGINT has no memory effects.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    child.wait().unwrap().code()
+}
+
+#[test]
+fn report_watch_rewrites_the_page_when_a_run_records_an_epoch() {
+    let env = Env::new();
+    let page = sweep_and_report(&env);
+    std::fs::remove_file(&page).unwrap();
+    let mut watch = start_watch(&env, &page);
+    assert_eq!(runs_on(&page), 4);
+    assert!(std::fs::read_to_string(&page)
+        .unwrap()
+        .contains("\"reload_seconds\""));
+    let one = env.recipe("one.toml", "");
+    let out = env.run(&[
+        "run",
+        s(&one),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.seed=9",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while runs_on(&page) < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page was not rewritten"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Ctrl-C: a last page that no longer reloads, exit 130
+    assert_eq!(interrupt(&mut watch), Some(130));
+    let last = std::fs::read_to_string(&page).unwrap();
+    assert!(!last.contains("\"reload_seconds\""));
+    assert_eq!(
+        common::report_data(&last)["runs"].as_array().unwrap().len(),
+        5
+    );
+}
+
+#[test]
+fn a_page_from_report_watch_reloads_itself_and_keeps_its_state() {
+    let Some(b) = browser() else { return };
+    let env = Env::new();
+    let page = sweep_and_report(&env);
+    std::fs::remove_file(&page).unwrap();
+    let mut watch = start_watch(&env, &page);
+    // the page, opened with a filter in its URL state (one run's key), reloads on its timer
+    // while the watch runs; once the watch stops, the last page it wrote stops reloading
+    let data = common::report_data(&std::fs::read_to_string(&page).unwrap());
+    let key = data["runs"][1]["key"].as_str().unwrap().to_string();
+    let state = format!("%7B%22filter%22%3A%22{key}%22%7D");
+    let url = format!("file://{}#{state}", page.display());
+    let browser = Command::new(&b)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            &url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(interrupt(&mut watch), Some(130));
+    let out = browser.wait_with_output().unwrap();
+    let d = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && d.contains("<body"), "no DOM: {d}");
+    let reloads: u32 = body_attr(&d, "data-reloads").parse().unwrap();
+    assert!(reloads >= 1, "the page never reloaded");
+    let kept = format!("&quot;filter&quot;:&quot;{key}&quot;");
+    assert!(
+        body_attr(&d, "data-state").contains(&kept),
+        "{}",
+        body_attr(&d, "data-state")
+    );
+    assert_eq!(body_attr(&d, "data-errors"), "0");
+    // the filter applied after the reloads: only that run's row is shown
+    let lb = element(&d, "leaderboard");
+    let lb = &lb[..lb.find("</table>").unwrap()];
+    assert_eq!(lb.matches("data-run=").count(), 1, "{lb}");
+    assert!(lb.contains(&key));
 }

@@ -199,6 +199,14 @@ impl Store {
     }
 
     /// The schema version of the open store.
+    /// A number that changes whenever another connection (process) commits to the store
+    /// (SQLite's `PRAGMA data_version`): `report --watch` polls it.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

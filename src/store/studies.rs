@@ -68,6 +68,23 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Every study, oldest first.
+    pub fn studies(&self) -> Result<Vec<StudyRecord>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, key, batch FROM studies ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        st.query_map([], |r| {
+            Ok(StudyRecord {
+                id: r.get(0)?,
+                key: r.get(1)?,
+                batch: r.get(2)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
     /// A study's trials, by number.
     pub fn trials(&self, study_id: i64) -> Result<Vec<TrialRecord>, StoreError> {
         let mut st = self

@@ -61,6 +61,14 @@
   metricCols.forEach(function (m) {
     cols.push({ h: m + (m === metric ? " *" : ""), get: function (r) { return r.metrics[m]; } });
   });
+  cols.push({ h: "rung", get: function (r) {
+    var p = (r.rungs || []).filter(function (d) { return d.decision === "pruned"; })[0];
+    return p ? "pruned at " + (p.rung + 1) + " (epoch " + p.epoch + ")" : null; } });
+  cols.push({ h: "lineage", text: true, get: function (r) {
+    var l = [];
+    if (r.lineage.continues !== null) l.push("continues run " + r.lineage.continues);
+    if (r.lineage.starts_from !== null) l.push("starts from run " + r.lineage.starts_from);
+    return l.length ? l.join("; ") : null; } });
   cols.push({ h: "checkpoint", text: true, get: function (r) { return r.checkpoint; } });
   cols.push({ h: "command", text: true, get: function (r) { return r.command; } });
 
@@ -261,6 +269,33 @@
     imp.setAttribute("data-series", "0");
   }
 
+  // ---- TPE trial history ------------------------------------------------------------------
+  var th = document.getElementById("trials");
+  if (D.studies.length) {
+    D.studies.forEach(function (st) {
+      var best = null, bestLine = [];
+      var pts = st.trials.map(function (t) {
+        best = best === null ? t.value : (maximize ? Math.max(best, t.value) : Math.min(best, t.value));
+        bestLine.push([t.number, best]);
+        return [t.number, t.value, t.run];
+      });
+      chart(th, "", 2, {
+        title: { text: "study " + st.study + " (batches of " + st.batch + ")", left: "center", textStyle: { fontSize: 12 } },
+        tooltip: { trigger: "item" },
+        legend: { bottom: 0 },
+        grid: { left: 55, right: 20, top: 35, bottom: 55 },
+        xAxis: { type: "value", name: "trial", nameLocation: "middle", nameGap: 24, minInterval: 1 },
+        yAxis: { type: "value", name: metric, scale: true },
+        series: [
+          { name: "trial", type: "scatter", symbolSize: 8, data: pts },
+          { name: "best so far", type: "line", step: "end", showSymbol: false, data: bestLine }
+        ]
+      });
+    });
+  } else {
+    th.textContent = "No TPE study among these runs.";
+  }
+
   // ---- seed groups --------------------------------------------------------------------------
   var sg = document.getElementById("seed-groups");
   if (D.seed_groups.length) {
@@ -317,6 +352,18 @@
   drawLeaderboard();
   drawCurves();
   drawCompare();
+  // written by `report --watch`: reload on a timer (the state is in the URL); the count of
+  // reloads in this tab is kept in window.name, which survives them
+  var reloads = /^runner-reloads:(\d+)$/.exec(window.name);
+  document.body.setAttribute("data-reloads", reloads ? reloads[1] : "0");
+  document.body.setAttribute("data-state", JSON.stringify(state));
+  if (D.reload_seconds) {
+    document.getElementById("meta").textContent += "; live: reloads every " + D.reload_seconds + " s";
+    setTimeout(function () {
+      window.name = "runner-reloads:" + (reloads ? +reloads[1] + 1 : 1);
+      location.reload();
+    }, D.reload_seconds * 1000);
+  }
   window.addEventListener("resize", function () { charts.forEach(function (c) { c.resize(); }); });
   document.body.setAttribute("data-rendered", "1");
 })();

@@ -158,6 +158,23 @@ pub fn build(store: &Store, q: &Query, title: &str) -> Result<Value, CliError> {
         .map(|(r, f)| (r.row.id, f.clone(), r.value))
         .collect();
     let groups = stats::seed_groups(&seed_input, maximize);
+    // TPE studies with a run among these: each trial's value, in trial order
+    let by_key: BTreeMap<&str, &Ranked> = ranked.iter().map(|r| (r.row.key.as_str(), r)).collect();
+    let mut studies = Vec::new();
+    for study in store.studies()? {
+        let trials: Vec<Value> = store
+            .trials(study.id)?
+            .iter()
+            .filter_map(|t| {
+                by_key.get(t.run_key.as_str()).map(|r| {
+                    json!({"number": t.number, "run": r.row.id, "value": r.value, "status": r.row.status})
+                })
+            })
+            .collect();
+        if !trials.is_empty() {
+            studies.push(json!({"study": study.key, "batch": study.batch, "trials": trials}));
+        }
+    }
     // the runs the metric cannot rank (failed, diverged, still running), listed apart
     let ranked_ids: std::collections::HashSet<i64> = ranked.iter().map(|r| r.row.id).collect();
     let mut unranked = Vec::new();
@@ -184,5 +201,6 @@ pub fn build(store: &Store, q: &Query, title: &str) -> Result<Value, CliError> {
         "importance": importance,
         "seed_groups": groups,
         "unranked": unranked,
+        "studies": studies,
     }))
 }

@@ -41,16 +41,48 @@ pub fn render(data: &serde_json::Value) -> String {
         .replace("{{data}}", &script_safe(&json))
 }
 
+/// How often an open page written by `report --watch` reloads itself.
+pub const RELOAD_SECONDS: u32 = 3;
+
 /// `runner report`: the runs `q` selects (as `leaderboard` selects them) into `out`, written
-/// atomically (a temporary file, then a rename).
-pub fn run(g: &Global, q: &Query, out: &Path) -> Result<(), CliError> {
+/// atomically (a temporary file, then a rename). With `watch`, again after every change to the
+/// store (an epoch recorded, a run started or ended), until interrupted; the page then reloads
+/// itself every few seconds, keeping its state in the URL.
+pub fn run(g: &Global, q: &Query, out: &Path, watch: bool) -> Result<(), CliError> {
     let store = super::runs::open_store(g)?;
+    write(&store, q, out, watch)?;
+    if !watch {
+        return Ok(());
+    }
+    let stop = crate::engine::signals::stop_flag();
+    let mut seen = store.data_version()?;
+    crate::errln!("watching {} (Ctrl-C stops)", store.path().display());
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = store.data_version()?;
+        if now != seen {
+            seen = now;
+            write(&store, q, out, watch)?;
+        }
+    }
+    // the last page: the store as it is now, and no more reloads (nothing rewrites it)
+    write(&store, q, out, false)?;
+    Err(CliError::interrupted(
+        "report --watch stopped; the page no longer reloads",
+    ))
+}
+
+/// Builds and writes the page once.
+fn write(store: &crate::store::Store, q: &Query, out: &Path, watch: bool) -> Result<(), CliError> {
     let title = match (q.sweep, &q.recipe) {
         (Some(s), _) => format!("runner report: sweep {s}"),
         (None, Some(r)) => format!("runner report: {r}"),
         (None, None) => "runner report: all runs".to_string(),
     };
-    let data = data::build(&store, q, &title)?;
+    let mut data = data::build(store, q, &title)?;
+    if watch {
+        data["reload_seconds"] = RELOAD_SECONDS.into();
+    }
     let html = render(&data);
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
