@@ -16,6 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use base64::Engine;
 use common::{s, Env};
 
 const GRID: &str = r#"
@@ -245,10 +246,27 @@ fn the_pages_numbers_are_the_stores() {
         for m in ["val_acc", "val_loss", "train_loss"] {
             assert_eq!(r["metrics"][m], at[m], "run {} {m}", r["id"]);
         }
+        // the curves: f32 little-endian in base64, NaN for no value
         let curve = &data["curves"][r["id"].to_string()];
-        let vals: Vec<&serde_json::Value> = epochs.iter().map(|e| &e["val_acc"]).collect();
-        let drawn: Vec<&serde_json::Value> = curve["val_acc"].as_array().unwrap().iter().collect();
-        assert_eq!(drawn, vals, "run {} val_acc curve", r["id"]);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(curve["val_acc"].as_str().unwrap())
+            .unwrap();
+        let drawn: Vec<f32> = bytes
+            .chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let stored: Vec<f32> = epochs
+            .iter()
+            .map(|e| e["val_acc"].as_f64().map_or(f32::NAN, |v| v as f32))
+            .collect();
+        assert_eq!(drawn.len(), stored.len());
+        for (d, s) in drawn.iter().zip(&stored) {
+            assert!(
+                d == s || (d.is_nan() && s.is_nan()),
+                "run {} val_acc {d} vs {s}",
+                r["id"]
+            );
+        }
     }
 }
 

@@ -6,6 +6,23 @@
   var D = JSON.parse(document.getElementById("report-data").textContent);
   var metric = D.metric, maximize = D.maximize;
   var runs = D.runs;
+  // metric columns come as f32 little-endian in base64, NaN for no value
+  function column(b64) {
+    var s = atob(b64), bytes = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) bytes[i] = s.charCodeAt(i);
+    return Array.from(new Float32Array(bytes.buffer), function (v) { return isNaN(v) ? null : v; });
+  }
+  Object.keys(D.curves).forEach(function (id) {
+    var c = D.curves[id];
+    for (var k in c) if (typeof c[k] === "string") c[k] = column(c[k]);
+  });
+  // each run's full configuration: the shared keys, then its own
+  runs.forEach(function (r) {
+    var own = r.config;
+    r.config = {};
+    for (var k in D.base_config) r.config[k] = D.base_config[k];
+    for (var k2 in own) r.config[k2] = own[k2];
+  });
   var charts = [];
   var state = { sort: null, desc: false, filter: "", chosen: [], x: "epoch", smooth: 0 };
   try {

@@ -27,6 +27,18 @@ fn log_scaled(key: &str, configs: &[&Value], values: &[f64]) -> bool {
     declared || (!values.is_empty() && lo > 0.0 && hi / lo >= 20.0)
 }
 
+/// A metric column, compactly: f32 little-endian in base64, NaN where there is no value (the
+/// page decodes it to numbers and nulls). A few bytes per value instead of JSON's decimals, so
+/// that 1,000 runs x 100 epochs stay a few megabytes.
+fn f32_column(values: impl Iterator<Item = Option<f64>>) -> Value {
+    use base64::Engine;
+    let mut bytes = Vec::new();
+    for v in values {
+        bytes.extend_from_slice(&(v.map_or(f32::NAN, |v| v as f32)).to_le_bytes());
+    }
+    Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
 /// The report's data for the runs `q` selects.
 pub fn build(store: &Store, q: &Query, title: &str) -> Result<Value, CliError> {
     let ranked = leaderboard::rank(store, q)?;
@@ -66,22 +78,13 @@ pub fn build(store: &Store, q: &Query, title: &str) -> Result<Value, CliError> {
         }
         let epochs = store.epochs(run.id)?;
         let mut wall = 0.0;
-        let col = |f: &dyn Fn(&crate::store::EpochMetrics) -> Option<f64>| -> Vec<Value> {
-            epochs
-                .iter()
-                .map(|e| {
-                    f(e).filter(|v| v.is_finite())
-                        .map_or(Value::Null, Value::from)
-                })
-                .collect()
+        let col = |f: &dyn Fn(&crate::store::EpochMetrics) -> Option<f64>| -> Value {
+            f32_column(epochs.iter().map(|e| f(e).filter(|v| v.is_finite())))
         };
-        let walls: Vec<Value> = epochs
-            .iter()
-            .map(|e| {
-                wall += e.seconds;
-                Value::from((wall * 1000.0).round() / 1000.0)
-            })
-            .collect();
+        let walls = f32_column(epochs.iter().map(|e| {
+            wall += e.seconds;
+            Some(wall)
+        }));
         curves.insert(
             run.id.to_string(),
             json!({
@@ -115,7 +118,6 @@ pub fn build(store: &Store, q: &Query, title: &str) -> Result<Value, CliError> {
             },
             "rungs": rungs,
             "command": command,
-            "config": flat,
         }));
         flats.push(flat);
         configs.push(run.config);
@@ -151,6 +153,18 @@ pub fn build(store: &Store, q: &Query, title: &str) -> Result<Value, CliError> {
         if pairs.len() >= 2 {
             importance.push(stats::importance(k, &pairs));
         }
+    }
+    // each run's configuration: the keys all runs share once (`base_config`), and per run the
+    // keys where it differs from them
+    let mut base_config: BTreeMap<String, Value> = flats.first().cloned().unwrap_or_default();
+    base_config.retain(|k, v| flats.iter().all(|f| f.get(k) == Some(v)));
+    for (run, flat) in runs.iter_mut().zip(&flats) {
+        let own: serde_json::Map<String, Value> = flat
+            .iter()
+            .filter(|(k, _)| !base_config.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        run["config"] = Value::Object(own);
     }
     let seed_input: Vec<(i64, BTreeMap<String, Value>, f64)> = ranked
         .iter()
@@ -195,6 +209,7 @@ pub fn build(store: &Store, q: &Query, title: &str) -> Result<Value, CliError> {
         "metric": q.metric,
         "maximize": maximize,
         "runs": runs,
+        "base_config": base_config,
         "differs": columns.as_ref().map(|c| c.keys.clone()).unwrap_or_default(),
         "curves": curves,
         "sweep_keys": keys,
