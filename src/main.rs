@@ -596,6 +596,26 @@ enum BenchCommand {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
+    /// `runner report` of a generated store: its size and build time (bench/report_scale.sh
+    /// adds the render time in a browser).
+    Report {
+        /// The recipe whose resolved configuration every synthetic run has (its learning
+        /// rate, drop path and seed varied).
+        #[arg(long, default_value = "recipes/quickstart.toml")]
+        recipe: PathBuf,
+        /// Runs in the synthetic store.
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        /// Epochs per run.
+        #[arg(long, default_value_t = 100)]
+        epochs: u32,
+        /// The HTML file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Output format: table or json.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
 }
 
 /// Whether the raw arguments ask for `--log-format json` (read before clap, for its errors).
@@ -891,6 +911,13 @@ fn main() -> ExitCode {
             BenchCommand::Leaderboard { runs, format } => {
                 cli::bench::leaderboard(runs, format.into())
             }
+            BenchCommand::Report {
+                recipe,
+                runs,
+                epochs,
+                out,
+                format,
+            } => cli::bench::report(&recipe, runs, epochs, &out, format.into()),
         },
         Command::Watch { dir, device } => cli::watch::run(&g, &dir, device, &reporter),
         Command::Report {

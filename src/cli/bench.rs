@@ -144,6 +144,69 @@ pub fn matching(unknowns: usize, known: usize, dim: usize, format: Format) -> Re
 /// Fills a temporary store with `runs` runs of 10 epochs each (a checkpoint row per epoch, the
 /// best and the last kept), then times the leaderboard: one epoch per row, the same with a
 /// `--where` filter, and `--best-over-epochs`.
+/// `runner bench report`: a store of `runs` synthetic runs of `epochs` epochs, each with the
+/// resolved configuration of `recipe` (learning rate, drop path and seed varied: groups of five
+/// seeds), and the time and size of its report.
+pub fn report(
+    recipe: &std::path::Path,
+    runs: usize,
+    epochs: u32,
+    out: &std::path::Path,
+    format: Format,
+) -> Result<(), CliError> {
+    let (_, base) = crate::recipe::load(recipe, &[])?;
+    let mut base = serde_json::to_value(&base).map_err(CliError::failed)?;
+    base["sweep"] = serde_json::Value::Null;
+    let dir = std::env::temp_dir().join(format!("runner-bench-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(CliError::failed)?;
+    let db = dir.join("bench.db");
+    let started = Instant::now();
+    let mut store = crate::store::Store::open(&db)?;
+    let config = |i: usize| {
+        let mut c = base.clone();
+        let lr = 1e-4 * (1 + (i / 5) % 50) as f64;
+        let drop_path = ((i / 250) % 4) as f64 * 0.05;
+        c["optimizer"]["lr"] = lr.into();
+        c["model"]["drop_path"] = drop_path.into();
+        c["train"]["seed"] = ((i % 5) as i64).into();
+        c["train"]["epochs"] = epochs.into();
+        let swept = serde_json::json!({
+            "optimizer.lr": lr, "model.drop_path": drop_path, "train.seed": i % 5,
+        });
+        (c, swept)
+    };
+    crate::store::bench_fill_with(&mut store, runs, epochs, &config)?;
+    let fill = started.elapsed().as_secs_f64();
+    drop(store);
+    let g = Global { db: db.clone() };
+    let t = Instant::now();
+    let q = super::leaderboard::Query {
+        metric: "val_acc".into(),
+        ..Default::default()
+    };
+    super::report::run(&g, &q, out, false)?;
+    let build = t.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = serde_json::json!({
+        "runs": runs,
+        "epochs": epochs,
+        "recipe": recipe.display().to_string(),
+        "bytes": bytes,
+        "fill_seconds": fill,
+        "build_seconds": build,
+        "out": out.display().to_string(),
+    });
+    match format {
+        Format::Json => super::output::print_json(&result),
+        _ => crate::outln!(
+            "report of {runs} runs x {epochs} epochs: {:.1} MB, built in {build:.2} s (store filled in {fill:.1} s)",
+            bytes as f64 / 1e6
+        ),
+    }
+    Ok(())
+}
+
 pub fn leaderboard(runs: usize, format: Format) -> Result<(), CliError> {
     let dir = std::env::temp_dir().join(format!("runner-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(CliError::failed)?;

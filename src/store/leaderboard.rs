@@ -200,6 +200,28 @@ impl Store {
 /// row per epoch of which the best by `val_acc` and the last are kept (for the leaderboard
 /// benchmark), in one transaction.
 pub fn bench_fill(store: &mut Store, runs: usize, epochs: u32) -> Result<(), StoreError> {
+    bench_fill_with(store, runs, epochs, &|i| {
+        let lr = 0.001 * (1 + i % 100) as f64;
+        let config = serde_json::json!({
+            "model": {"kind": "convnext", "preset": "atto", "drop_path": (i % 3) as f64 * 0.1},
+            "optimizer": {"kind": "sgd", "lr": lr, "momentum": 0.9},
+            "train": {"epochs": epochs, "seed": i % 5},
+        });
+        (config, serde_json::json!({"optimizer.lr": lr}))
+    })
+}
+
+/// The configuration and swept values of synthetic run i.
+pub type BenchConfig<'a> = dyn Fn(usize) -> (serde_json::Value, serde_json::Value) + 'a;
+
+/// `bench_fill` with the runs' configurations and swept values from `config` (the learning
+/// rate in the metric curves is the config's `optimizer.lr`, else 0.001).
+pub fn bench_fill_with(
+    store: &mut Store,
+    runs: usize,
+    epochs: u32,
+    config: &BenchConfig,
+) -> Result<(), StoreError> {
     store.write(|tx| {
         let mut run = tx.prepare(
             "INSERT INTO runs (key, recipe, config, overrides, status, created, host, version)
@@ -216,13 +238,8 @@ pub fn bench_fill(store: &mut Store, runs: usize, epochs: u32) -> Result<(), Sto
         )?;
         let created = now();
         for i in 0..runs {
-            let lr = 0.001 * (1 + i % 100) as f64;
-            let config = serde_json::json!({
-                "model": {"kind": "convnext", "preset": "atto", "drop_path": (i % 3) as f64 * 0.1},
-                "optimizer": {"kind": "sgd", "lr": lr, "momentum": 0.9},
-                "train": {"epochs": epochs, "seed": i % 5},
-            });
-            let overrides = serde_json::json!({"optimizer.lr": lr});
+            let (config, overrides) = config(i);
+            let lr = config["optimizer"]["lr"].as_f64().unwrap_or(0.001);
             run.execute(params![format!("{i:016x}"), config.to_string(), overrides.to_string(), created])?;
             let id = tx.last_insert_rowid();
             let x = |e: u32| ((i * 7919 + e as usize * 104_729) % 1000) as f64 / 1000.0;

@@ -11,7 +11,7 @@ mod rungs;
 mod studies;
 mod writes;
 
-pub use leaderboard::{bench_fill, maximize, METRICS};
+pub use leaderboard::{bench_fill, bench_fill_with, maximize, BenchConfig, METRICS};
 pub use lifecycle::{
     hostname, process_alive, process_alive_since, process_start_time, STALE_AFTER,
 };

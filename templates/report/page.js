@@ -3,6 +3,8 @@
 // State (sort, filter, chosen runs, x axis, smoothing) lives in location.hash.
 (function () {
   "use strict";
+  var marks = { start: Math.round(performance.now()) };
+  function mark(n) { marks[n] = Math.round(performance.now()); }
   var D = JSON.parse(document.getElementById("report-data").textContent);
   var metric = D.metric, maximize = D.maximize;
   var runs = D.runs;
@@ -182,15 +184,27 @@
     charts.filter(function (c) { return c.__curve; }).forEach(function (c) { c.dispose(); });
     charts = charts.filter(function (c) { return !c.__curve; });
     box.textContent = "";
+    // up to MANY runs each have a series of their own; beyond that the best TOP do, and all the
+    // others are one grey series (lines broken between runs), so that a 1,000-run report
+    // still draws every run and stays fast
+    var MANY = 50, TOP = 10;
+    var many = runs.length > MANY;
     curveMetrics.forEach(function (m) {
       var series = [];
-      runs.forEach(function (r) {
+      var rest = { name: "other runs (" + (runs.length - TOP) + ")", type: "line", showSymbol: false,
+        connectNulls: false, silent: true, lineStyle: { width: 0.6, color: "#bbb" }, z: 1, data: [] };
+      runs.forEach(function (r, ri) {
         var c = D.curves[r.id];
         if (!c) return;
         var ys = smooth(c[m[0]], m[0] === "lr" ? 0 : +state.smooth);
         if (!ys.some(function (y) { return y !== null; })) return;
         var data = c[state.x].map(function (x, i) { return [x, ys[i]]; }).filter(function (p) { return p[1] !== null; });
-        var s = { name: name(r), type: "line", showSymbol: data.length < 12, symbolSize: 4, connectNulls: true, data: data };
+        if (many && ri >= TOP) {
+          if (rest.data.length) rest.data.push([null, null]);
+          Array.prototype.push.apply(rest.data, data);
+          return;
+        }
+        var s = { name: name(r), type: "line", showSymbol: data.length < 12, symbolSize: 4, connectNulls: true, data: data, z: 2 };
         if (m[0] === metric && r.epoch !== null) {
           var i = c.epoch.indexOf(r.epoch);
           if (i >= 0 && c[m[0]][i] !== null) {
@@ -199,11 +213,12 @@
         }
         series.push(s);
       });
+      if (rest.data.length) series.push(rest);
       if (!series.length) return;
-      var logY = m[2] && series.every(function (s) { return s.data.every(function (p) { return p[1] > 0; }); });
+      var logY = m[2] && series.every(function (s) { return s.data.every(function (p) { return p[1] === null || p[1] > 0; }); });
       var ch = chart(box, "", series.length, {
         title: { text: m[1], left: "center", textStyle: { fontSize: 13 } },
-        tooltip: { trigger: "axis" },
+        tooltip: { trigger: many ? "item" : "axis" },
         legend: { type: "scroll", bottom: 0 },
         grid: { left: 60, right: 20, top: 40, bottom: 60 },
         xAxis: { type: "value", name: state.x === "epoch" ? "epoch" : "wall time (s)", nameLocation: "middle", nameGap: 24, min: "dataMin" },
@@ -286,6 +301,7 @@
     imp.setAttribute("data-series", "0");
   }
 
+  mark("hyperparameters");
   // ---- TPE trial history ------------------------------------------------------------------
   var th = document.getElementById("trials");
   if (D.studies.length) {
@@ -366,8 +382,11 @@
     if (!diff.length) box.appendChild(el("p", { "class": "note" }, "These runs have the same configuration."));
   }
 
+  mark("data");
   drawLeaderboard();
+  mark("leaderboard");
   drawCurves();
+  mark("curves");
   drawCompare();
   // written by `report --watch`: reload on a timer (the state is in the URL); the count of
   // reloads in this tab is kept in window.name, which survives them
@@ -382,5 +401,7 @@
     }, D.reload_seconds * 1000);
   }
   window.addEventListener("resize", function () { charts.forEach(function (c) { c.resize(); }); });
+  document.body.setAttribute("data-render-ms", String(Math.round(performance.now())));
+  document.body.setAttribute("data-marks", JSON.stringify(marks));
   document.body.setAttribute("data-rendered", "1");
 })();
