@@ -392,3 +392,35 @@ fn a_page_from_report_watch_reloads_itself_and_keeps_its_state() {
     assert_eq!(lb.matches("data-run=").count(), 1, "{lb}");
     assert!(lb.contains(&key));
 }
+
+#[test]
+fn bench_report_writes_the_page_of_a_generated_store() {
+    let env = Env::new();
+    let page = env.path("scale.html");
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.toml");
+    let out = env.json(&[
+        "bench",
+        "report",
+        "--recipe",
+        s(&recipe),
+        "--runs",
+        "20",
+        "--epochs",
+        "3",
+        "--out",
+        s(&page),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out["runs"], 20);
+    assert_eq!(
+        out["bytes"].as_u64().unwrap(),
+        std::fs::metadata(&page).unwrap().len()
+    );
+    let data = common::report_data(&std::fs::read_to_string(&page).unwrap());
+    assert_eq!(data["runs"].as_array().unwrap().len(), 20);
+    // four learning rates x five seeds: four seed groups of five
+    let groups = data["seed_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 4, "{groups:?}");
+    assert!(groups.iter().all(|g| g["n"] == 5));
+}
