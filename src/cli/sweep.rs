@@ -84,15 +84,7 @@ fn run_search(
     let recipe_text = recipe.display().to_string();
     let outcome = match &opts.jobs {
         Some(j) => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let slots = crate::engine::executor::parallel::slots(
-                j.jobs,
-                &j.devices,
-                j.threads_per_run,
-                cores,
-            )
-            .map_err(CliError::invalid)?;
-            let exe = std::env::current_exe().map_err(CliError::failed)?;
+            let (slots, exe) = job_slots(j)?;
             let command =
                 |run: &crate::plan::PlannedRun, slot: &crate::engine::executor::parallel::Slot| {
                     child_run_command(&exe, g, recipe, sets, run, slot)
@@ -164,6 +156,25 @@ fn checked_options(
     Ok(opts)
 }
 
+/// The device slots of `--jobs` (the cores split among CPU jobs) and this binary, which the
+/// children run.
+fn job_slots(
+    j: &crate::engine::executor::JobsOptions,
+) -> Result<
+    (
+        Vec<crate::engine::executor::parallel::Slot>,
+        std::path::PathBuf,
+    ),
+    CliError,
+> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots =
+        crate::engine::executor::parallel::slots(j.jobs, &j.devices, j.threads_per_run, cores)
+            .map_err(CliError::invalid)?;
+    let exe = std::env::current_exe().map_err(CliError::failed)?;
+    Ok((slots, exe))
+}
+
 /// The `runner run` that trains one planned run of a sweep in a child process on `slot`: the
 /// sweep's `--set`s, the run's swept values, the slot's device, and its thread count as
 /// `RAYON_NUM_THREADS` (Candle's CPU thread count is per process).
@@ -218,15 +229,7 @@ fn execute(
 ) -> Result<Vec<SummaryRow>, CliError> {
     let rows = match &opts.jobs {
         Some(j) => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let slots = crate::engine::executor::parallel::slots(
-                j.jobs,
-                &j.devices,
-                j.threads_per_run,
-                cores,
-            )
-            .map_err(CliError::invalid)?;
-            let exe = std::env::current_exe().map_err(CliError::failed)?;
+            let (slots, exe) = job_slots(j)?;
             let command =
                 |run: &crate::plan::PlannedRun, slot: &crate::engine::executor::parallel::Slot| {
                     child_run_command(&exe, g, recipe, sets, run, slot)

@@ -54,18 +54,7 @@ pub fn execute_search(
     stop: Arc<AtomicBool>,
 ) -> Result<SearchOutcome, EngineError> {
     let batch = batch.max(1);
-    let study = store.study(&search.study_key, recipe_path, batch as u32)?;
-    if study.batch as usize != batch {
-        return Err(EngineError::Other(format!(
-            "this study proposes its trials in batches of {}; continue it with the same batch size",
-            study.batch
-        )));
-    }
-    let recorded: BTreeMap<usize, TrialRecord> = store
-        .trials(study.id)?
-        .into_iter()
-        .map(|t| (t.number, t))
-        .collect();
+    let (study, recorded) = open_study(store, recipe_path, search, batch)?;
     let n = search.trials;
     // the runs of the trials already proposed, to find the sweep that planned them all
     let mut known: Vec<PlannedRun> = parents.to_vec();
@@ -186,6 +175,29 @@ pub fn execute_search(
     Ok(done(rows, runs))
 }
 
+/// The search's study (recorded with `batch` when new; another batch size is an error) and its
+/// trials recorded so far, by number.
+fn open_study(
+    store: &mut Store,
+    recipe_path: &str,
+    search: &Search,
+    batch: usize,
+) -> Result<(crate::store::StudyRecord, BTreeMap<usize, TrialRecord>), EngineError> {
+    let study = store.study(&search.study_key, recipe_path, batch as u32)?;
+    if study.batch as usize != batch {
+        return Err(EngineError::Other(format!(
+            "this study proposes its trials in batches of {}; continue it with the same batch size",
+            study.batch
+        )));
+    }
+    let recorded = store
+        .trials(study.id)?
+        .into_iter()
+        .map(|t| (t.number, t))
+        .collect();
+    Ok((study, recorded))
+}
+
 /// Trials `numbers` (one batch) with their planned runs: those recorded read back, the others
 /// proposed (each seeing `history`, the finished trials of the batches before, and the trials
 /// before it in the batch as running) and recorded before anything trains.
@@ -261,18 +273,7 @@ pub fn next_batch(
     fingerprint: &Fingerprinter,
 ) -> Result<SearchStep, EngineError> {
     let batch = batch.max(1);
-    let study = store.study(&search.study_key, recipe_path, batch as u32)?;
-    if study.batch as usize != batch {
-        return Err(EngineError::Other(format!(
-            "this study proposes its trials in batches of {}; continue it with the same batch size",
-            study.batch
-        )));
-    }
-    let recorded: BTreeMap<usize, TrialRecord> = store
-        .trials(study.id)?
-        .into_iter()
-        .map(|t| (t.number, t))
-        .collect();
+    let (study, recorded) = open_study(store, recipe_path, search, batch)?;
     let n = search.trials;
     let mut history: Vec<Trial> = Vec::new();
     for start in (0..n).step_by(batch) {

@@ -135,6 +135,19 @@ enum Kernels {
     },
 }
 
+/// The index a uniform `u` in [0, 1) picks among `weights` (summing to 1): the first whose
+/// running sum exceeds it (the last, against rounding).
+fn pick(weights: &[f64], u: f64) -> usize {
+    let mut acc = 0.0;
+    for (i, w) in weights.iter().enumerate() {
+        acc += w;
+        if u < acc {
+            return i;
+        }
+    }
+    weights.len().saturating_sub(1)
+}
+
 /// A mixture of product kernels over the space (Optuna's `_ParzenEstimator`).
 struct Parzen {
     weights: Vec<f64>,
@@ -239,33 +252,11 @@ impl Parzen {
     fn sample(&self, rng: &mut impl Rng, count: usize) -> Vec<Vec<f64>> {
         (0..count)
             .map(|_| {
-                let u: f64 = rng.random();
-                let mut acc = 0.0;
-                let mut k = self.weights.len() - 1;
-                for (i, w) in self.weights.iter().enumerate() {
-                    acc += w;
-                    if u < acc {
-                        k = i;
-                        break;
-                    }
-                }
+                let k = pick(&self.weights, rng.random());
                 self.dims
                     .iter()
                     .map(|dim| match dim {
-                        Kernels::Choice { probs } => {
-                            let u: f64 = rng.random();
-                            let mut acc = 0.0;
-                            let row = &probs[k];
-                            let mut pick = row.len() - 1;
-                            for (c, p) in row.iter().enumerate() {
-                                acc += p;
-                                if u < acc {
-                                    pick = c;
-                                    break;
-                                }
-                            }
-                            pick as f64
-                        }
+                        Kernels::Choice { probs } => pick(&probs[k], rng.random()) as f64,
                         Kernels::Numeric {
                             mus,
                             sigmas,
