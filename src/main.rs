@@ -384,6 +384,10 @@ enum Command {
         /// Filter, as `leaderboard --where`: e.g. 'optimizer.lr < 0.1'.
         #[arg(long = "where", value_name = "EXPR")]
         filter: Option<String>,
+        /// Also a table of the runs grouped by a config key (mean and standard deviation), as
+        /// `leaderboard --group-by`.
+        #[arg(long)]
+        group_by: Option<String>,
         /// The metric that ranks the runs (as `leaderboard --metric`).
         #[arg(long, default_value = "val_acc")]
         metric: String,
@@ -703,6 +707,7 @@ fn main() -> ExitCode {
             sweep,
             recipe,
             filter,
+            group_by,
             metric,
             out,
             watch,
@@ -712,6 +717,7 @@ fn main() -> ExitCode {
                 sweep,
                 recipe,
                 filter,
+                group_by,
                 ..Default::default()
             };
             cli::report::run(&g, &q, &out, watch)

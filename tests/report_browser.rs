@@ -228,6 +228,38 @@ fn the_capture_sees_a_page_that_throws_and_one_that_asks_for_a_url() {
 }
 
 #[test]
+fn group_by_adds_the_leaderboards_groups_to_the_page() {
+    let Some(b) = browser() else { return };
+    let env = Env::new();
+    let page = sweep_and_report(&env);
+    let out = env.run(&["report", "--out", s(&page), "--group-by", "optimizer.lr"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // the numbers are `leaderboard --group-by`'s
+    let data = common::report_data(&std::fs::read_to_string(&page).unwrap());
+    let cli = env.json(&[
+        "leaderboard",
+        "--group-by",
+        "optimizer.lr",
+        "--format",
+        "json",
+    ]);
+    let rows = data["groups"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), cli.as_array().unwrap().len());
+    for (r, c) in rows.iter().zip(cli.as_array().unwrap()) {
+        assert_eq!(
+            (&r["value"], &r["runs"], &r["mean"]),
+            (&c["value"], &c["runs"], &c["mean"])
+        );
+    }
+    let d = dom(&b, &page);
+    assert_eq!(body_attr(&d, "data-errors"), "0");
+    assert_eq!(element(&d, "groups").matches("data-group=").count(), 2);
+    // a key no run has is refused, naming it
+    let bad = env.run(&["report", "--out", s(&page), "--group-by", "optimizer.lrr"]);
+    common::assert_invalid(&bad, &["--group-by", "optimizer.lrr"]);
+}
+
+#[test]
 fn the_pages_numbers_are_the_stores() {
     // no browser needed: the numbers are the embedded data the page draws
     let env = Env::new();

@@ -534,10 +534,23 @@ pub(crate) fn flatten_leaves(
     }
 }
 
-fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Result<(), CliError> {
-    // Grouped by the exact value (cells round numbers for display; 0.00151 and 0.00154 are two
-    // groups), keeping the JSON value itself for `--format json`.
-    let mut groups: BTreeMap<String, (serde_json::Value, Vec<f64>)> = BTreeMap::new();
+/// One group of `leaderboard --group-by` (and the report's): the key's value, its runs and
+/// the mean and sample standard deviation of their ranking values.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupStat {
+    #[serde(skip)]
+    pub label: String,
+    pub value: serde_json::Value,
+    pub runs: usize,
+    pub mean: f64,
+    pub std: f64,
+    pub run_ids: Vec<i64>,
+}
+
+/// The ranked runs grouped by the exact value of `key` (cells round numbers for display;
+/// 0.00151 and 0.00154 are two groups), best mean first for `metric`.
+pub fn group_stats(ranked: &[Ranked], key: &str, metric: &str) -> Vec<GroupStat> {
+    let mut groups: BTreeMap<String, (serde_json::Value, Vec<f64>, Vec<i64>)> = BTreeMap::new();
     for r in ranked {
         let mut config = None;
         let value = lookup(&r.row, key, &mut config).unwrap_or(serde_json::Value::Null);
@@ -546,15 +559,15 @@ fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Resu
             serde_json::Value::Null => "-".into(),
             other => other.to_string(),
         };
-        groups
+        let g = groups
             .entry(label)
-            .or_insert_with(|| (value, Vec::new()))
-            .1
-            .push(r.value);
+            .or_insert_with(|| (value, Vec::new(), Vec::new()));
+        g.1.push(r.value);
+        g.2.push(r.row.id);
     }
-    let mut stats: Vec<(String, serde_json::Value, usize, f64, f64)> = groups
+    let mut stats: Vec<GroupStat> = groups
         .into_iter()
-        .map(|(label, (value, vals))| {
+        .map(|(label, (value, vals, run_ids))| {
             let n = vals.len();
             let mean = vals.iter().sum::<f64>() / n as f64;
             let var = if n > 1 {
@@ -562,18 +575,34 @@ fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Resu
             } else {
                 0.0
             };
-            (label, value, n, mean, var.sqrt())
+            GroupStat {
+                label,
+                value,
+                runs: n,
+                mean,
+                std: var.sqrt(),
+                run_ids,
+            }
         })
         .collect();
-    let max = maximize(&q.metric);
+    let max = maximize(metric);
     stats.sort_by(|a, b| {
-        let o = a.3.total_cmp(&b.3);
+        let o = a.mean.total_cmp(&b.mean);
         if max {
             o.reverse()
         } else {
             o
         }
     });
+    stats
+}
+
+fn print_groups(ranked: &[Ranked], key: &str, q: &Query, format: Format) -> Result<(), CliError> {
+    let mut stats: Vec<(String, serde_json::Value, usize, f64, f64)> =
+        group_stats(ranked, key, &q.metric)
+            .into_iter()
+            .map(|g| (g.label, g.value, g.runs, g.mean, g.std))
+            .collect();
     stats.truncate(q.top.unwrap_or(usize::MAX));
     match format {
         Format::Json => {

@@ -146,6 +146,26 @@
   filterBox.value = state.filter;
   filterBox.addEventListener("input", function () { state.filter = filterBox.value; save(); drawLeaderboard(); });
 
+  if (D.groups) {
+    var gb = document.getElementById("groups");
+    gb.appendChild(el("h3", {}, "Grouped by " + D.groups.key));
+    var gt = el("table");
+    var gh = el("tr");
+    [D.groups.key, "runs", "mean " + metric, "std " + metric, "run ids"].forEach(function (x) {
+      gh.appendChild(el("th", { "class": "text" }, x));
+    });
+    gt.appendChild(gh);
+    D.groups.rows.forEach(function (g, i) {
+      var tr = el("tr", { "data-group": String(i) });
+      if (i === 0) tr.classList.add("best");
+      [fmt(g.value), g.runs, fmt(g.mean), fmt(g.std), g.run_ids.join(", ")].forEach(function (x) {
+        tr.appendChild(el("td", { "class": "text" }, String(x)));
+      });
+      gt.appendChild(tr);
+    });
+    gb.appendChild(gt);
+  }
+
   if (D.unranked.length) {
     var u = document.getElementById("unranked");
     u.appendChild(el("h3", {}, "Runs without a recorded " + metric));

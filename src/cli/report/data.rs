@@ -217,5 +217,9 @@ pub fn build(store: &Store, q: &Query, title: &str) -> Result<Value, CliError> {
         "seed_groups": groups,
         "unranked": unranked,
         "studies": studies,
+        "groups": q.group_by.as_ref().map(|key| json!({
+            "key": key,
+            "rows": leaderboard::group_stats(&ranked, key, &q.metric),
+        })),
     }))
 }
