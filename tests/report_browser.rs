@@ -195,6 +195,44 @@ fn the_report_renders_every_section_without_errors_or_requests() {
 }
 
 #[test]
+fn a_charts_csv_is_the_points_it_draws() {
+    let Some(b) = browser() else { return };
+    let env = Env::new();
+    let page = sweep_and_report(&env);
+    let html = std::fs::read_to_string(&page).unwrap();
+    // the page's own CSV of its validation-accuracy chart, read back through the DOM
+    let probe = env.path("csv.html");
+    std::fs::write(
+        &probe,
+        html.replace(
+            "</body>",
+            "<script>document.body.setAttribute('data-csv', window.__reportCsv('validation accuracy'));</script></body>",
+        ),
+    )
+    .unwrap();
+    let d = dom(&b, &probe);
+    let csv = body_attr(&d, "data-csv").replace("&quot;", "\"");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("series,x,y"));
+    // one row per run and epoch: 4 runs x 2 epochs, each run's val_acc as `runner show` has it
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 8, "{csv}");
+    for r in common::report_data(&html)["runs"].as_array().unwrap() {
+        let show = env.json(&["show", &r["id"].to_string(), "--format", "json"]);
+        for e in show["epochs"].as_array().unwrap() {
+            let v = e["val_acc"].as_f64().unwrap() as f32;
+            let row = format!("\"run {}\",{},", r["id"], e["epoch"]);
+            let line = rows
+                .iter()
+                .find(|l| l.starts_with(&row))
+                .unwrap_or_else(|| panic!("{row} in {csv}"));
+            let drawn: f32 = line[row.len()..].parse().unwrap();
+            assert_eq!(drawn, v, "{line}");
+        }
+    }
+}
+
+#[test]
 fn the_capture_sees_a_page_that_throws_and_one_that_asks_for_a_url() {
     let Some(b) = browser() else { return };
     let env = Env::new();

@@ -49,12 +49,42 @@
     if (text !== undefined) e.textContent = text;
     return e;
   }
+  // What a chart shows, as CSV: one row per point (series, x, y), the names quoted.
+  function csvOf(c) {
+    var lines = ["series,x,y"];
+    (c.getOption().series || []).forEach(function (s) {
+      (s.data || []).forEach(function (p) {
+        if (!Array.isArray(p) || p[0] === null || p[1] === null) return;
+        lines.push('"' + String(s.name || "").replace(/"/g, '""') + '",' + p[0] + "," + p[1]);
+      });
+    });
+    return lines.join("\n") + "\n";
+  }
+  // the CSV of the chart titled `title` (what its CSV button downloads)
+  window.__reportCsv = function (title) {
+    var c = charts.filter(function (c) {
+      var t = c.getOption().title;
+      return t && t.length && t[0].text === title;
+    })[0];
+    return c ? csvOf(c) : null;
+  };
+  function download(name, text) {
+    var a = el("a", { href: "data:text/csv;charset=utf-8," + encodeURIComponent(text), download: name });
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+  }
   function chart(container, cls, series, option) {
     var div = el("div", { "class": "chart " + (cls || "") });
     div.setAttribute("data-series", String(series));
     container.appendChild(div);
     var c = echarts.init(div, null, { renderer: "canvas" });
     option.animation = false;
+    var title = option.title && option.title.text ? option.title.text : "chart";
+    option.toolbox = { right: 4, top: 0, feature: { myCsv: {
+      show: true, title: "CSV", icon: "path://M2,2L14,2L14,14L2,14Z M5,6L11,6 M5,9L11,9",
+      onclick: function () { download(title.replace(/[^A-Za-z0-9_.-]+/g, "_") + ".csv", csvOf(c)); }
+    } } };
     c.setOption(option);
     charts.push(c);
     return c;
