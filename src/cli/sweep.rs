@@ -82,42 +82,32 @@ fn run_search(
     let started = std::time::Instant::now();
     let stop = crate::engine::signals::stop_flag();
     let recipe_text = recipe.display().to_string();
-    let outcome = match &opts.jobs {
-        Some(j) => {
-            let (slots, exe) = job_slots(j)?;
-            let command =
-                |run: &crate::plan::PlannedRun, slot: &crate::engine::executor::parallel::Slot| {
-                    child_run_command(&exe, g, recipe, sets, run, slot)
-                };
-            crate::engine::executor::search::execute_search(
-                &mut store,
-                &recipe_text,
-                &parents,
-                &mut search,
-                &crate::data::fingerprint_for,
-                batch,
-                crate::engine::executor::search::BatchExecution::Children {
-                    slots: &slots,
-                    command: &command,
-                },
-                &opts,
-                &o.reporter,
-                stop,
-            )
-        }
-        None => crate::engine::executor::search::execute_search(
-            &mut store,
-            &recipe_text,
-            &parents,
-            &mut search,
-            &crate::data::fingerprint_for,
-            batch,
-            crate::engine::executor::search::BatchExecution::Here,
-            &opts,
-            &o.reporter,
-            stop,
-        ),
-    }
+    // with --jobs, each trial of a batch in a child process on a slot; else here
+    let jobs = opts.jobs.as_ref().map(job_slots).transpose()?;
+    let exe = jobs.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
+    let command = |run: &crate::plan::PlannedRun,
+                   slot: &crate::engine::executor::parallel::Slot| {
+        child_run_command(&exe, g, recipe, sets, run, slot)
+    };
+    let execution = match &jobs {
+        Some((slots, _)) => crate::engine::executor::search::BatchExecution::Children {
+            slots,
+            command: &command,
+        },
+        None => crate::engine::executor::search::BatchExecution::Here,
+    };
+    let outcome = crate::engine::executor::search::execute_search(
+        &mut store,
+        &recipe_text,
+        &parents,
+        &mut search,
+        &crate::data::fingerprint_for,
+        batch,
+        execution,
+        &opts,
+        &o.reporter,
+        stop,
+    )
     .map_err(CliError::failed)?;
     print_summary(g, &store, &outcome.runs, &outcome.outcome.rows, &o, started)?;
     exit_status(&outcome.outcome.rows, &opts)

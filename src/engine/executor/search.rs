@@ -56,12 +56,13 @@ pub fn execute_search(
     let batch = batch.max(1);
     let (study, recorded) = open_study(store, recipe_path, search, batch)?;
     let n = search.trials;
-    // the runs of the trials already proposed, to find the sweep that planned them all
-    let mut known: Vec<PlannedRun> = parents.to_vec();
-    for t in recorded.values().filter(|t| t.number < n) {
-        known.push(search.planned(t.number, &t.params, fingerprint)?);
-    }
+    // every trial proposed already: the sweep that planned them all, if one did (a call that
+    // trains nothing adds no sweep row)
     let sweep_id = if recorded.len() >= n {
+        let mut known: Vec<PlannedRun> = parents.to_vec();
+        for t in recorded.values().filter(|t| t.number < n) {
+            known.push(search.planned(t.number, &t.params, fingerprint)?);
+        }
         super::local::sweep_for(store, recipe_path, &known)?
     } else {
         store.create_sweep(recipe_path, n)?
