@@ -249,16 +249,70 @@ fn results(env: &Env) -> Outcomes {
             assert_eq!(show["status"], "done", "{show}");
             // imported from the task's record log like the rest of the epoch
             common::assert_phase_seconds(&show);
+            let details = detail_rows(&env.db(), r["id"].as_i64().unwrap());
             (
                 r["key"].as_str().unwrap().to_string(),
                 (
                     common::epoch_metrics(&show),
-                    show["verification"].clone(),
+                    serde_json::json!({"scores": show["verification"], "details": details}),
                     common::checkpoint_weights(&common::last_checkpoint(&show)),
                 ),
             )
         })
         .collect()
+}
+
+/// A run's verification score distributions and dev predictions as the store holds them
+/// (image paths as file names: the data folders of two envs differ).
+fn detail_rows(db: &Path, run_id: i64) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT epoch, split, lo, hi, genuine, impostor, probe_scores, probe_flags, probes_total,
+                score_threshold, wrong, wrong_total FROM verification_scores WHERE run_id = ?1
+         ORDER BY epoch, split",
+        "SELECT epoch, classes, truth, predicted, images_total, misclassified, misclassified_total
+         FROM dev_predictions WHERE run_id = ?1 ORDER BY epoch",
+    ] {
+        let mut st = conn.prepare(sql).unwrap();
+        let n = st.column_count();
+        let rows = st
+            .query_map([run_id], |r| {
+                use rusqlite::types::ValueRef;
+                let vals: Vec<String> = (0..n)
+                    .map(|i| match r.get_ref(i).unwrap() {
+                        ValueRef::Null => "NULL".to_string(),
+                        ValueRef::Integer(v) => v.to_string(),
+                        ValueRef::Real(v) => format!("{v:?}"),
+                        ValueRef::Text(t) => {
+                            let text = String::from_utf8_lossy(t).into_owned();
+                            // wrong decisions and misclassified images: paths as file names
+                            match serde_json::from_str::<serde_json::Value>(&text) {
+                                Ok(serde_json::Value::Array(mut items)) => {
+                                    for it in &mut items {
+                                        if let Some(p) = it.get_mut("path") {
+                                            let name = Path::new(p.as_str().unwrap())
+                                                .file_name()
+                                                .unwrap()
+                                                .to_string_lossy()
+                                                .into_owned();
+                                            *p = name.into();
+                                        }
+                                    }
+                                    serde_json::Value::Array(items).to_string()
+                                }
+                                _ => text,
+                            }
+                        }
+                        ValueRef::Blob(b) => format!("{b:?}"),
+                    })
+                    .collect();
+                Ok(vals.join(" | "))
+            })
+            .unwrap();
+        out.extend(rows.map(|r| r.unwrap()));
+    }
+    out
 }
 
 /// The same recipe swept locally, one thread, in a fresh env.
@@ -551,6 +605,11 @@ fn a_sweep_as_a_job_array_equals_the_local_sweep_and_is_not_submitted_twice() {
     );
     for (key, (epochs, verification, weights)) in &local {
         let (e, v, w) = &slurm[key];
+        // the score distributions and dev predictions came through the tasks' record logs
+        assert!(
+            !v["details"].as_array().unwrap().is_empty(),
+            "run {key}: no verification or dev details"
+        );
         assert_eq!(e, epochs, "run {key}: epochs differ from the local sweep");
         assert_eq!(v, verification, "run {key}: verification differs");
         assert!(
@@ -702,6 +761,14 @@ fn store_rows(db: &Path) -> Vec<String> {
             "run_id, epoch, split, metric, threshold, accuracy, accuracy_known, impostor_rejection",
         ),
         ("skipped_images", "run_id, path, error, epoch"),
+        (
+            "verification_scores",
+            "run_id, epoch, split, lo, hi, genuine, impostor, probe_scores, probe_flags, probes_total, score_threshold, wrong, wrong_total",
+        ),
+        (
+            "dev_predictions",
+            "run_id, epoch, classes, truth, predicted, images_total, misclassified, misclassified_total",
+        ),
     ] {
         let mut st = conn
             .prepare(&format!("SELECT {cols} FROM {table} ORDER BY {cols}"))

@@ -109,7 +109,15 @@ fn series_in(dom: &str, id: &str) -> Vec<usize> {
 
 fn sweep_and_report(env: &Env) -> PathBuf {
     let r = env.recipe("r.toml", GRID);
-    let out = env.run(&["sweep", s(&r), "--set", "train.epochs=2"]);
+    // verified every epoch, so that each run has scores at its leaderboard epoch
+    let out = env.run(&[
+        "sweep",
+        s(&r),
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "verification.every=1",
+    ]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let page = env.path("report.html");
     let out = env.run(&["report", "--out", s(&page)]);
@@ -148,10 +156,49 @@ fn the_report_renders_every_section_without_errors_or_requests() {
         "slices",
         "importance",
         "seed-groups",
+        "roc",
+        "det",
+        "score-histogram",
+        "dir-fpir",
+        "confusions",
         "compare",
     ] {
         assert!(element(&d, id).len() > 40, "#{id} is empty");
     }
+    // verification: a curve per run in ROC, DET, accuracy against threshold and DIR at FPIR
+    // (every run has known and unknown faces); genuine and impostor of the chosen run; the
+    // per-identity accuracy of the best run
+    for id in ["det", "threshold", "dir-fpir"] {
+        assert_eq!(series_in(&d, id), vec![4], "#{id}");
+    }
+    // (DET sits beside ROC, before the next heading)
+    assert_eq!(series_in(&d, "roc"), vec![4, 4]);
+    assert_eq!(series_in(&d, "score-histogram"), vec![2]);
+    assert_eq!(series_in(&d, "confusions"), vec![1]);
+    // the accuracy the page computes at each run's threshold from the faces' best matches is
+    // the verification accuracy the store recorded
+    let check = element(&d, "threshold");
+    let check = &check[check.find("data-check=\"").unwrap() + 12..];
+    let check: serde_json::Value =
+        serde_json::from_str(&check[..check.find('"').unwrap()].replace("&quot;", "\"")).unwrap();
+    assert_eq!(check.as_array().unwrap().len(), 4);
+    for c in check.as_array().unwrap() {
+        let show = env.json(&["show", &c["run"].to_string(), "--format", "json"]);
+        let v = show["verification"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["epoch"] == c["epoch"])
+            .unwrap();
+        assert_eq!(c["accuracy_at_threshold"], v["accuracy"], "{c} vs {v}");
+    }
+    // thumbnails of the best run's mistakes, as images the page holds
+    let mistakes = element(&d, "verification-mistakes");
+    let mistakes = &mistakes[..mistakes.find("<h2").unwrap()];
+    assert!(
+        mistakes.contains("<img src=\"data:image/jpeg;base64,"),
+        "{mistakes}"
+    );
     // 4 runs: one row each, the best highlighted
     let lb = element(&d, "leaderboard");
     let lb = &lb[..lb.find("</table>").unwrap()];
@@ -337,6 +384,52 @@ fn the_pages_numbers_are_the_stores() {
                 r["id"]
             );
         }
+    }
+    // the face task: each run's verification at its leaderboard epoch, and its dev predictions
+    let faces = &data["faces"];
+    let verification = faces["verification"].as_array().unwrap();
+    assert_eq!(verification.len(), 4, "every run was verified every epoch");
+    for (v, r) in verification.iter().zip(runs) {
+        assert_eq!((&v["run"], &v["epoch"]), (&r["id"], &r["epoch"]));
+        let show = env.json(&["show", &v["run"].to_string(), "--format", "json"]);
+        let stored = show["verification"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["epoch"] == v["epoch"])
+            .unwrap();
+        assert_eq!(v["accuracy"], stored["accuracy"]);
+        // cosine: the score threshold is the similarity threshold `show` prints
+        assert_eq!(v["score_threshold"], stored["threshold"]);
+        // every face against each of the 4 known identities, once
+        let count = |k: &str| -> u64 {
+            v[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .sum()
+        };
+        let probes = v["probes_total"].as_u64().unwrap();
+        assert_eq!(count("genuine") + count("impostor"), probes * 4, "{v}");
+        assert!(count("genuine") > 0 && count("genuine") < probes);
+    }
+    let classification = faces["classification"].as_array().unwrap();
+    assert_eq!(
+        classification.len(),
+        4,
+        "each leaderboard epoch has a kept checkpoint"
+    );
+    for (c, r) in classification.iter().zip(runs) {
+        assert_eq!((&c["run"], &c["epoch"]), (&r["id"], &r["epoch"]));
+        // the predictions kept with the checkpoint score the epoch's validation accuracy
+        assert_eq!(c["accuracy"], r["metrics"]["val_acc"], "{c}");
+        let worst: u64 = c["worst"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["total"].as_u64().unwrap())
+            .sum();
+        assert_eq!(worst, c["images"].as_u64().unwrap());
     }
 }
 

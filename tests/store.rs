@@ -61,6 +61,7 @@ fn a_version_one_store_is_migrated_and_keeps_its_rows() {
             accuracy: 0.6,
             accuracy_known: Some(0.7),
             impostor_rejection: Some(0.4),
+            distribution: None,
         })
         .unwrap();
     assert_eq!(store.epochs(1).unwrap()[0].verify_acc, Some(0.6));
@@ -189,6 +190,7 @@ fn an_infinite_verification_threshold_survives_the_store_and_prints_as_text() {
                 accuracy: 0.5,
                 accuracy_known: None,
                 impostor_rejection: None,
+                distribution: None,
             })
             .unwrap();
     }
@@ -203,6 +205,87 @@ fn an_infinite_verification_threshold_survives_the_store_and_prints_as_text() {
     assert_eq!(json[0]["threshold"], "inf");
     assert_eq!(json[1]["threshold"], "-inf");
     assert_eq!(json[2]["threshold"], 0.25);
+}
+
+#[test]
+fn an_epochs_details_are_kept_exactly_and_go_with_its_checkpoint_or_a_truncation() {
+    use runner::store::DevPredictions;
+    use runner::verify::{ProbeTop1, ScoreDistribution};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+    let id = store.insert_run(&new_run("k")).unwrap();
+    let dist = |e: u32| ScoreDistribution {
+        lo: -1.0,
+        hi: 1.0,
+        genuine: vec![e, 0, 1],
+        impostor: vec![0, 7, 0],
+        probes: vec![ProbeTop1 {
+            score: 0.1 * e as f32,
+            correct: true,
+            known: true,
+        }],
+        probes_total: 1,
+        score_threshold: f64::NEG_INFINITY,
+        wrong: Vec::new(),
+        wrong_total: 0,
+    };
+    let classes = vec!["a".to_string(), "b".to_string()];
+    let paths = ["1.jpg".to_string(), "2.jpg".to_string()];
+    for e in 1..=3 {
+        store.record_epoch(id, &epoch(e)).unwrap();
+        store
+            .record_verification(&runner::store::VerificationRecord {
+                run_id: id,
+                epoch: e,
+                split: "verify-dev".into(),
+                metric: "cosine".into(),
+                threshold: Some(f64::INFINITY),
+                accuracy: 0.5,
+                accuracy_known: None,
+                impostor_rejection: None,
+                distribution: Some(dist(e)),
+            })
+            .unwrap();
+        store
+            .record_checkpoint(&CheckpointRecord {
+                run_id: id,
+                epoch: e,
+                path: format!("epoch-{e}.safetensors"),
+                metric_name: Some("val_acc".into()),
+                metric: Some(0.5),
+                kept: true,
+            })
+            .unwrap();
+        let p = DevPredictions::capped(e, classes.clone(), &paths, &[0, 1], &[0, e % 2]);
+        store.record_dev_predictions(id, &p).unwrap();
+    }
+    let got: Vec<ScoreDistribution> = store
+        .score_distributions(id, "verify-dev")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.distribution)
+        .collect();
+    assert_eq!(got, vec![dist(1), dist(2), dist(3)]);
+    let p2 = store.dev_predictions(id, 2).unwrap().unwrap();
+    assert_eq!(
+        (p2.truth.clone(), p2.predicted.clone()),
+        (vec![0, 1], vec![0, 0])
+    );
+    assert_eq!(p2.misclassified[0].path, "2.jpg");
+    // the checkpoint of epoch 1 deleted: its predictions go with it, its scores stay
+    store.mark_checkpoint_deleted(id, 1).unwrap();
+    assert_eq!(store.dev_prediction_epochs(id).unwrap(), vec![2, 3]);
+    assert_eq!(
+        store.score_distributions(id, "verify-dev").unwrap().len(),
+        3
+    );
+    // a resume from epoch 2 recomputes epoch 3: its details go
+    store.truncate_epochs(id, 2).unwrap();
+    assert_eq!(store.dev_prediction_epochs(id).unwrap(), vec![2]);
+    assert_eq!(
+        store.score_distributions(id, "verify-dev").unwrap().len(),
+        2
+    );
 }
 
 /// A store as version `version` of the schema left it, with one run (`key`, `status`).

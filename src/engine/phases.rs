@@ -10,7 +10,9 @@ use std::time::Instant;
 use super::records::{Lineage, RunRecords};
 use super::EngineError;
 use crate::recipe::InitFromRun;
-use crate::store::{CheckpointRecord, EpochMetrics, PhaseSeconds, RunStatus, VerificationRecord};
+use crate::store::{
+    CheckpointRecord, DevPredictions, EpochMetrics, PhaseSeconds, RunStatus, VerificationRecord,
+};
 
 /// Seconds spent in a `TimedRecords`' calls so far, shared with whoever reads it.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +65,13 @@ impl RunRecords for TimedRecords<'_> {
     }
     fn record_verification(&mut self, v: &VerificationRecord) -> Result<(), EngineError> {
         clocked(&self.clock, || self.inner.record_verification(v))
+    }
+    fn record_dev_predictions(
+        &mut self,
+        run_id: i64,
+        p: &DevPredictions,
+    ) -> Result<(), EngineError> {
+        clocked(&self.clock, || self.inner.record_dev_predictions(run_id, p))
     }
     fn record_checkpoint(&mut self, c: &CheckpointRecord) -> Result<(), EngineError> {
         clocked(&self.clock, || self.inner.record_checkpoint(c))

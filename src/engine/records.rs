@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use super::EngineError;
 use crate::recipe::InitFromRun;
 use crate::store::{
-    CheckpointRecord, EpochMetrics, PhaseSeconds, RunStatus, Store, VerificationRecord,
+    CheckpointRecord, DevPredictions, EpochMetrics, PhaseSeconds, RunStatus, Store,
+    VerificationRecord,
 };
 
 /// The run a linked run (`runner resume`) continued, and the checkpoint it started from.
@@ -25,6 +26,12 @@ pub trait RunRecords {
     fn record_epoch(&mut self, run_id: i64, m: &EpochMetrics) -> Result<(), EngineError>;
     /// Records a verification score (and the epoch's `verify_acc`).
     fn record_verification(&mut self, v: &VerificationRecord) -> Result<(), EngineError>;
+    /// Records the dev predictions of an epoch whose checkpoint is kept (dropped with it).
+    fn record_dev_predictions(
+        &mut self,
+        run_id: i64,
+        p: &DevPredictions,
+    ) -> Result<(), EngineError>;
     /// Records a written checkpoint.
     fn record_checkpoint(&mut self, c: &CheckpointRecord) -> Result<(), EngineError>;
     /// Marks the end-of-epoch checkpoint of `epoch` deleted.
@@ -88,6 +95,13 @@ impl RunRecords for Store {
     }
     fn record_verification(&mut self, v: &VerificationRecord) -> Result<(), EngineError> {
         Ok(Store::record_verification(self, v)?)
+    }
+    fn record_dev_predictions(
+        &mut self,
+        run_id: i64,
+        p: &DevPredictions,
+    ) -> Result<(), EngineError> {
+        Ok(Store::record_dev_predictions(self, run_id, p)?)
     }
     fn record_checkpoint(&mut self, c: &CheckpointRecord) -> Result<(), EngineError> {
         Store::record_checkpoint(self, c)?;

@@ -25,8 +25,10 @@ use super::records::{Lineage, RunRecords};
 use super::EngineError;
 use crate::recipe::{InitFromRun, MetricMode};
 use crate::store::{
-    CheckpointRecord, EpochMetrics, PhaseSeconds, RecordOp, RunStatus, VerificationRecord,
+    CheckpointRecord, DevPredictions, EpochMetrics, PackedDistribution, PhaseSeconds, RecordOp,
+    RunStatus, VerificationRecord,
 };
+use crate::verify::ScoreDistribution;
 
 /// The log's file name inside the run folder.
 pub const LOG_FILE: &str = "records.jsonl";
@@ -208,6 +210,9 @@ pub struct LogVerification {
     pub accuracy_known: Option<f64>,
     #[serde(with = "num::opt", default)]
     pub impostor_rejection: Option<f64>,
+    /// The scores behind it (absent in logs written before store version 11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<PackedDistribution>,
 }
 
 /// A task attempt's identity: where and as which Slurm task it ran.
@@ -247,6 +252,7 @@ pub enum LogEvent {
     Start(Attempt),
     Epoch(LogEpoch),
     Verification(LogVerification),
+    DevPredictions(DevPredictions),
     Checkpoint(LogCheckpoint),
     CheckpointDeleted {
         epoch: u32,
@@ -313,7 +319,13 @@ impl LogEvent {
                 accuracy: v.accuracy,
                 accuracy_known: v.accuracy_known,
                 impostor_rejection: v.impostor_rejection,
+                // a distribution that does not decode is left out, the score kept
+                distribution: v
+                    .distribution
+                    .as_ref()
+                    .and_then(|p| ScoreDistribution::try_from(p).ok()),
             }),
+            LogEvent::DevPredictions(p) => RecordOp::DevPredictions(p.clone()),
             LogEvent::Checkpoint(c) => RecordOp::Checkpoint(c.record(0)),
             LogEvent::CheckpointDeleted { epoch } => RecordOp::CheckpointDeleted { epoch: *epoch },
             LogEvent::CheckpointDeletedPath { path } => {
@@ -423,7 +435,8 @@ impl LogState {
             }
             LogEvent::SkippedImages { .. }
             | LogEvent::InitFrom { .. }
-            | LogEvent::Device { .. } => {}
+            | LogEvent::Device { .. }
+            | LogEvent::DevPredictions(_) => {}
             LogEvent::Finish {
                 status,
                 error,
@@ -620,7 +633,15 @@ impl RunRecords for RunLog {
             accuracy: v.accuracy,
             accuracy_known: v.accuracy_known,
             impostor_rejection: v.impostor_rejection,
+            distribution: v.distribution.as_ref().map(PackedDistribution::from),
         }))?)
+    }
+    fn record_dev_predictions(
+        &mut self,
+        _run_id: i64,
+        p: &DevPredictions,
+    ) -> Result<(), EngineError> {
+        Ok(self.append(LogEvent::DevPredictions(p.clone()))?)
     }
     fn record_checkpoint(&mut self, c: &CheckpointRecord) -> Result<(), EngineError> {
         let mut c = LogCheckpoint::from_record(c);
@@ -811,5 +832,73 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3, "the cut line was removed:\n{text}");
         assert!(read_state(&path).unwrap().epochs.is_empty());
+    }
+
+    #[test]
+    fn verification_details_and_dev_predictions_replay_exactly_and_old_lines_still_read() {
+        use crate::verify::{ProbeTop1, WrongDecision};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run-1").join(LOG_FILE);
+        let mut log = RunLog::open(&path, 1, None).unwrap();
+        let v = VerificationRecord {
+            run_id: 1,
+            epoch: 2,
+            split: "verify-dev".into(),
+            metric: "cosine".into(),
+            threshold: Some(f64::INFINITY),
+            accuracy: 1.0 / 3.0,
+            accuracy_known: None,
+            impostor_rejection: Some(1.0),
+            distribution: Some(ScoreDistribution {
+                lo: -1.0,
+                hi: 1.0,
+                genuine: vec![1, 0, 2],
+                impostor: vec![0, 5, 0],
+                probes: vec![ProbeTop1 {
+                    score: 0.1 + 0.2,
+                    correct: false,
+                    known: true,
+                }],
+                probes_total: 1,
+                score_threshold: f64::INFINITY,
+                wrong: vec![WrongDecision {
+                    id: "a.jpg".into(),
+                    truth: "n000001".into(),
+                    decided: "n000000".into(),
+                    score: 0.3,
+                    path: None,
+                }],
+                wrong_total: 1,
+            }),
+        };
+        log.record_verification(&v).unwrap();
+        let p = DevPredictions::capped(
+            2,
+            vec!["n000001".into(), "n000002".into()],
+            &["x.jpg".into(), "y.jpg".into()],
+            &[0, 1],
+            &[1, 1],
+        );
+        log.record_dev_predictions(1, &p).unwrap();
+        // a verification line as a log before store version 11 wrote it
+        let old = "{\"event\":\"verification\",\"epoch\":3,\"split\":\"verify-dev\",\"metric\":\"cosine\",\"accuracy\":0.5}\n";
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(old.as_bytes()).unwrap();
+        drop(f);
+        let ops: Vec<RecordOp> = read_events(&path, 0)
+            .unwrap()
+            .iter()
+            .filter_map(|(e, _)| e.record_op())
+            .collect();
+        assert_eq!(ops.len(), 3);
+        assert_eq!(
+            ops[0],
+            RecordOp::Verification(VerificationRecord { run_id: 0, ..v })
+        );
+        assert_eq!(ops[1], RecordOp::DevPredictions(p));
+        match &ops[2] {
+            RecordOp::Verification(o) => assert_eq!((o.epoch, o.distribution.is_none()), (3, true)),
+            other => panic!("{other:?}"),
+        }
     }
 }

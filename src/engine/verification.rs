@@ -23,6 +23,8 @@ pub struct VerificationScore {
     pub metrics: VerificationMetrics,
     /// The decision for each unknown image, by id.
     pub decisions: Vec<(String, String)>,
+    /// The genuine and impostor scores, each probe's top-1 result and the wrong decisions.
+    pub distribution: verify::ScoreDistribution,
     /// Gallery and unknown images skipped as unreadable (`data.on_bad_image = "skip"`): they
     /// are neither in the gallery nor scored.
     pub skipped: Vec<SkippedImage>,
@@ -207,18 +209,35 @@ impl<'a> Verifier<'a> {
         )?;
         let mut skipped = self.gallery_skipped.clone();
         skipped.extend(unknown.skipped);
-        let unknown = unknown.embeddings;
-        let matches = self.gallery.best_matches(&unknown)?;
-        let truth = dev_truth(self.data, &unknown);
+        let paths: std::collections::HashMap<&str, &std::path::Path> = unknown
+            .embeddings
+            .ids()
+            .iter()
+            .zip(&unknown.kept)
+            .map(|(id, &i)| (id.as_str(), self.data.unknown_dev[i].as_path()))
+            .collect();
+        let matches = self.gallery.best_matches(&unknown.embeddings)?;
+        let truth = dev_truth(self.data, &unknown.embeddings);
         let score_t =
             verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
         let decisions = verify::decide(&matches, score_t);
         let metrics = verify::verification_metrics(&decisions, &truth)?;
-        let ids = unknown.ids().to_vec();
+        let mut distribution = verify::score_distribution(
+            &self.gallery,
+            &unknown.embeddings,
+            &matches,
+            &truth,
+            score_t,
+        )?;
+        for w in &mut distribution.wrong {
+            w.path = paths.get(w.id.as_str()).map(|p| p.display().to_string());
+        }
+        let ids = unknown.embeddings.ids().to_vec();
         Ok(VerificationScore {
             metric: format!("{:?}", v.metric).to_lowercase(),
             threshold: verify::natural_threshold(v.metric, score_t),
             metrics,
+            distribution,
             decisions: ids.into_iter().zip(decisions).collect(),
             skipped,
         })

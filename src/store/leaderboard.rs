@@ -250,8 +250,88 @@ pub fn bench_fill_with(
                 let kept = Some(e) == best || e == epochs;
                 let path = format!("runs/{i:016x}/run-{id}/epoch-{e:04}.safetensors");
                 ck.execute(params![id, e, path, x * 0.85, kept as i64, created])?;
+                if Some(e) == best {
+                    bench_details(tx, id, e, (i as u64) << 32 | e as u64)?;
+                }
             }
         }
         Ok(())
     })
+}
+
+/// Course-sized face-task details at a run's best epoch, as a real run records them: a score
+/// distribution of 1,000 unknown faces against 200 identities and the predictions of 1,000 dev
+/// images of 200 classes (generated numbers, for `runner bench report`).
+fn bench_details(
+    tx: &rusqlite::Transaction,
+    run_id: i64,
+    epoch: u32,
+    seed: u64,
+) -> rusqlite::Result<()> {
+    use crate::verify::distribution::SCORE_BINS;
+    use crate::verify::{ProbeTop1, ScoreDistribution};
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let (probes, identities, classes, dev) = (1000usize, 200usize, 200u32, 1000usize);
+    let mut genuine = vec![0u32; SCORE_BINS];
+    let mut impostor = vec![0u32; SCORE_BINS];
+    let bin = |s: f64| (((s + 1.0) / 2.0 * SCORE_BINS as f64) as usize).min(SCORE_BINS - 1);
+    let mut top = Vec::with_capacity(probes);
+    for p in 0..probes {
+        let known = p % 3 != 0;
+        let g = 0.35 + 0.4 * uniform();
+        if known {
+            genuine[bin(g)] += 1;
+        }
+        let mut best = if known { g } else { -1.0 };
+        for _ in 0..identities - known as usize {
+            let s = 0.5 * uniform() - 0.1;
+            impostor[bin(s)] += 1;
+            best = f64::max(best, s);
+        }
+        top.push(ProbeTop1 {
+            score: best as f32,
+            correct: known && best == g,
+            known,
+        });
+    }
+    super::details::record_score_distribution_tx(
+        tx,
+        &super::ScoreDistributionRecord {
+            run_id,
+            epoch,
+            split: "verify-dev".into(),
+            distribution: ScoreDistribution {
+                lo: -1.0,
+                hi: 1.0,
+                genuine,
+                impostor,
+                probes: top,
+                probes_total: probes,
+                score_threshold: 0.4,
+                wrong: Vec::new(),
+                wrong_total: 0,
+            },
+        },
+    )?;
+    let names: Vec<String> = (1..=classes).map(|c| format!("n{c:06}")).collect();
+    let truth: Vec<u32> = (0..dev as u32).map(|i| i % classes).collect();
+    let predicted: Vec<u32> = truth
+        .iter()
+        .map(|&t| {
+            if uniform() < 0.8 {
+                t
+            } else {
+                (uniform() * classes as f64) as u32 % classes
+            }
+        })
+        .collect();
+    let paths: Vec<String> = (0..dev).map(|i| format!("dev/{i:06}.jpg")).collect();
+    let p = super::DevPredictions::capped(epoch, names, &paths, &truth, &predicted);
+    super::details::record_dev_predictions_tx(tx, run_id, &p)
 }

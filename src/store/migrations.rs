@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// Version 1: the first release (runs, epochs, checkpoints; no sweeps, no verification table,
 /// no lineage or heartbeat columns). Kept so tests can build an old store.
@@ -223,9 +223,42 @@ fn fill_run_dirs(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Version 10 -> 11: what the report draws beyond metrics: each verification's score
+/// distribution (genuine and impostor histograms, per-probe top-1 results, wrong decisions) and
+/// the dev predictions at epochs whose checkpoint is kept (arrays as little-endian blobs).
+pub const V10_TO_V11: &str = "
+CREATE TABLE verification_scores (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    epoch INTEGER NOT NULL,
+    split TEXT NOT NULL,
+    lo REAL NOT NULL,
+    hi REAL NOT NULL,
+    genuine BLOB NOT NULL,
+    impostor BLOB NOT NULL,
+    probe_scores BLOB NOT NULL,
+    probe_flags BLOB NOT NULL,
+    probes_total INTEGER NOT NULL,
+    score_threshold REAL,
+    wrong TEXT NOT NULL,
+    wrong_total INTEGER NOT NULL,
+    PRIMARY KEY (run_id, epoch, split)
+);
+CREATE TABLE dev_predictions (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    epoch INTEGER NOT NULL,
+    classes TEXT NOT NULL,
+    truth BLOB NOT NULL,
+    predicted BLOB NOT NULL,
+    images_total INTEGER NOT NULL,
+    misclassified TEXT NOT NULL,
+    misclassified_total INTEGER NOT NULL,
+    PRIMARY KEY (run_id, epoch)
+);
+";
+
 /// Brings a store at any older version up to `SCHEMA_VERSION`, each step in one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
-    let steps: [(i64, &str); 10] = [
+    let steps: [(i64, &str); 11] = [
         (1, V1),
         (2, V1_TO_V2),
         (3, V2_TO_V3),
@@ -236,6 +269,7 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
         (8, V7_TO_V8),
         (9, V8_TO_V9),
         (10, V9_TO_V10),
+        (11, V10_TO_V11),
     ];
     let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (target, sql) in steps {

@@ -1,6 +1,7 @@
 //! The experiment store (SQLite through rusqlite): sweeps, runs, per-epoch metrics,
 //! checkpoints and verification results. The only module that writes SQL.
 
+mod details;
 pub mod filter;
 mod leaderboard;
 mod lifecycle;
@@ -16,6 +17,10 @@ pub use lifecycle::{
     hostname, process_alive, process_alive_since, process_start_time, STALE_AFTER,
 };
 
+pub use details::{
+    DevPredictions, Misclassified, PackedDistribution, ScoreDistributionRecord, MAX_DEV_IMAGES,
+    MAX_MISCLASSIFIED,
+};
 pub use records::*;
 pub use rungs::{RungRecord, PROMOTED, PRUNED};
 pub use studies::{StudyRecord, TrialRecord};

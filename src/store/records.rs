@@ -330,6 +330,10 @@ pub struct VerificationRecord {
     pub accuracy: f64,
     pub accuracy_known: Option<f64>,
     pub impostor_rejection: Option<f64>,
+    /// The scores behind it (recorded in `verification_scores`; read with
+    /// `Store::score_distributions`, not with the record).
+    #[serde(skip)]
+    pub distribution: Option<crate::verify::ScoreDistribution>,
 }
 
 impl VerificationRecord {
@@ -343,6 +347,7 @@ impl VerificationRecord {
             accuracy: r.get(5)?,
             accuracy_known: r.get(6)?,
             impostor_rejection: r.get(7)?,
+            distribution: None,
         })
     }
 }
@@ -428,6 +433,8 @@ pub enum Submit {
 pub enum RecordOp {
     Epoch(EpochMetrics),
     Verification(VerificationRecord),
+    /// The dev predictions at an epoch whose checkpoint is kept.
+    DevPredictions(super::DevPredictions),
     Checkpoint(CheckpointRecord),
     /// The end-of-epoch checkpoint of this epoch was deleted.
     CheckpointDeleted {

@@ -112,6 +112,9 @@ impl Store {
                             ..v.clone()
                         },
                     )?,
+                    RecordOp::DevPredictions(p) => {
+                        super::details::record_dev_predictions_tx(tx, run_id, p)?
+                    }
                     RecordOp::Checkpoint(c) => {
                         record_checkpoint_tx(tx, &CheckpointRecord { run_id, ..c.clone() })?;
                     }
@@ -207,6 +210,7 @@ fn truncate_epochs_tx(
         "DELETE FROM verification WHERE run_id = ?1 AND epoch > ?2",
         params![run_id, after_epoch],
     )?;
+    super::details::truncate_details_tx(tx, run_id, after_epoch)?;
     Ok(())
 }
 
@@ -229,6 +233,7 @@ fn mark_checkpoint_deleted_tx(
            AND (metric_name IS NULL OR metric_name NOT IN ('interrupt', 'rung'))",
         params![run_id, epoch],
     )?;
+    super::details::drop_dev_predictions_tx(tx, run_id, epoch)?;
     Ok(())
 }
 
@@ -284,6 +289,17 @@ fn record_verification_tx(
         "UPDATE epochs SET verify_acc = ?3 WHERE run_id = ?1 AND epoch = ?2",
         params![v.run_id, v.epoch, v.accuracy],
     )?;
+    if let Some(d) = &v.distribution {
+        super::details::record_score_distribution_tx(
+            tx,
+            &super::ScoreDistributionRecord {
+                run_id: v.run_id,
+                epoch: v.epoch,
+                split: v.split.clone(),
+                distribution: d.clone(),
+            },
+        )?;
+    }
     Ok(())
 }
 

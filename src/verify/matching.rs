@@ -279,33 +279,49 @@ impl Gallery {
 
     /// Every unknown's score against every identity (Max mode: the identity's best image).
     pub fn score_matrix(&self, unknown: &Embeddings) -> Result<ScoreMatrix, VerifyError> {
+        let cols = self.identities.len();
+        let mut data = Vec::with_capacity(unknown.len() * cols);
+        self.for_each_score_row(unknown, |_, row| data.extend_from_slice(row))?;
+        Ok(ScoreMatrix {
+            rows: unknown.len(),
+            cols,
+            identities: self.identities.clone(),
+            data,
+        })
+    }
+
+    /// Calls `f(u, scores)` for every unknown `u` in order, where `scores[j]` is its score
+    /// against identity `identities()[j]` (Max mode: the identity's best image): the rows of
+    /// [`Gallery::score_matrix`] without holding them all.
+    pub fn for_each_score_row(
+        &self,
+        unknown: &Embeddings,
+        mut f: impl FnMut(usize, &[f32]),
+    ) -> Result<(), VerifyError> {
         let u = self.prepare_unknown(unknown)?;
-        let n = u.len() / self.dim;
         let cols = self.identities.len();
         let n_rows = self.n_rows();
-        let u_sq: Vec<f32> = match self.metric {
-            SimilarityMetric::Cosine => vec![0.0; n],
-            SimilarityMetric::Euclidean => u.chunks_exact(self.dim).map(|r| dot(r, r)).collect(),
-        };
-        let mut data = vec![f32::NEG_INFINITY; n * cols];
+        let mut out = vec![f32::NEG_INFINITY; cols];
         self.for_each_block(&u, |start, dots| {
             for (k, drow) in dots.chunks_exact(n_rows).enumerate() {
                 let i = start + k;
-                let out = &mut data[i * cols..(i + 1) * cols];
+                let u_sq = match self.metric {
+                    SimilarityMetric::Cosine => 0.0,
+                    SimilarityMetric::Euclidean => {
+                        let r = &u[i * self.dim..(i + 1) * self.dim];
+                        dot(r, r)
+                    }
+                };
+                out.fill(f32::NEG_INFINITY);
                 for (r, &d) in drow.iter().enumerate() {
-                    let s = self.score_from_dot(d, u_sq[i], r);
+                    let s = self.score_from_dot(d, u_sq, r);
                     let slot = &mut out[self.owner[r]];
                     if s > *slot {
                         *slot = s;
                     }
                 }
+                f(i, &out);
             }
-        })?;
-        Ok(ScoreMatrix {
-            rows: n,
-            cols,
-            identities: self.identities.clone(),
-            data,
         })
     }
 }

@@ -8,6 +8,8 @@
 //! - [`threshold`]: the `threshold = "tune" | number` rule;
 //! - [`metrics`]: verification accuracy (the course metric), `accuracy_known`,
 //!   `impostor_rejection`, ROC AUC / EER / TAR@FAR for pairs, classification accuracy;
+//! - [`distribution`]: genuine and impostor score histograms, each probe's top-1 result and
+//!   the wrong decisions, kept per verified epoch for the report;
 //! - [`open_set`]: the pipeline above end to end (score a labelled set, label an unlabelled one);
 //! - [`submission`]: the course CSV `id,label`;
 //! - [`bench`]: matching throughput.
@@ -20,6 +22,7 @@
 //! [`threshold::natural_threshold`].
 
 pub mod bench;
+pub mod distribution;
 pub mod embeddings;
 pub mod error;
 pub mod matching;
@@ -29,6 +32,7 @@ pub mod submission;
 pub mod threshold;
 
 pub use bench::{bench_matching, bench_matching_with, MatchBench};
+pub use distribution::{score_distribution, ProbeTop1, ScoreDistribution, WrongDecision};
 pub use embeddings::Embeddings;
 pub use error::VerifyError;
 pub use matching::{decide, decide_one, pair_scores, Gallery, Match, ScoreMatrix};

@@ -403,6 +403,247 @@
     sg.textContent = "No runs here differ only by train.seed.";
   }
 
+  // ---- verification and classification (the face task) --------------------------------------
+  var F = D.faces || { verification: [], classification: [], limits: {} };
+  Array.prototype.forEach.call(document.querySelectorAll(".limit"), function (e) {
+    e.textContent = String(F.limits[e.getAttribute("data-limit")]);
+  });
+  function bytesOf(b64) {
+    var s = atob(b64), bytes = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) bytes[i] = s.charCodeAt(i);
+    return bytes;
+  }
+  function sum(a) { return a.reduce(function (x, y) { return x + y; }, 0); }
+  F.verification.forEach(function (v) {
+    v.scores = Array.from(new Float32Array(bytesOf(v.probe_scores).buffer));
+    v.flags = Array.from(bytesOf(v.probe_flags));
+    v.thr = typeof v.score_threshold === "string" ?
+      (v.score_threshold.charAt(0) === "-" ? -Infinity : Infinity) : v.score_threshold;
+    v.euclid = v.metric === "euclidean";
+    v.G = sum(v.genuine); v.I = sum(v.impostor);
+  });
+  var unit = F.verification.length && F.verification[0].euclid ? "distance" : "similarity";
+  // scores are higher-is-better (Euclidean: the negative distance); axes show the metric's unit
+  function natural(v, s) { return v.euclid ? -s : s; }
+  function vname(v) { return "run " + v.run + (v.epoch !== v.row_epoch ? " (epoch " + v.epoch + ")" : ""); }
+  // (false match rate, true match rate) accepting the bins from the top down to each bin
+  function rocPoints(v) {
+    var g = 0, im = 0, pts = [];
+    for (var b = v.genuine.length - 1; b >= 0; b--) {
+      g += v.genuine[b]; im += v.impostor[b];
+      if (v.genuine[b] || v.impostor[b]) pts.push([im / v.I, g / v.G]);
+    }
+    return pts;
+  }
+  var withBoth = F.verification.filter(function (v) { return v.G > 0 && v.I > 0; });
+  function rateChart(id, title, xName, yName, yLog, pointsOf) {
+    var box = document.getElementById(id);
+    if (!withBoth.length) {
+      box.textContent = "No verification scores with both genuine and impostor comparisons among these runs.";
+      return;
+    }
+    var series = withBoth.map(function (v) {
+      return { name: vname(v), type: "line", showSymbol: false, step: "end", data: pointsOf(v) };
+    });
+    chart(box, "", series.length, {
+      title: { text: title, left: "center", textStyle: { fontSize: 13 } },
+      tooltip: { trigger: "item" },
+      legend: { type: "scroll", bottom: 0 },
+      grid: { left: 60, right: 20, top: 40, bottom: 60 },
+      xAxis: { type: "log", name: xName, nameLocation: "middle", nameGap: 24 },
+      yAxis: yLog ? { type: "log", name: yName, nameLocation: "middle", nameGap: 40 } :
+        { type: "value", name: yName, nameLocation: "middle", nameGap: 40, min: 0, max: 1 },
+      series: series
+    });
+  }
+  rateChart("roc", "ROC", "false match rate (log)", "true match rate", false, function (v) {
+    return rocPoints(v).filter(function (p) { return p[0] > 0; });
+  });
+  rateChart("det", "DET", "false match rate (log)", "false non-match rate (log)", true, function (v) {
+    return rocPoints(v).map(function (p) { return [p[0], 1 - p[1]]; })
+      .filter(function (p) { return p[0] > 0 && p[1] > 0; });
+  });
+
+  // the run whose score distribution, mistakes and confusions are shown
+  var detailIds = [];
+  F.verification.concat(F.classification).forEach(function (d) {
+    if (detailIds.indexOf(d.run) < 0) detailIds.push(d.run);
+  });
+  var detailSel = document.getElementById("detail-run");
+  detailIds.forEach(function (id) { detailSel.appendChild(el("option", { value: String(id) }, "run " + id)); });
+  if (state.detail === undefined || detailIds.indexOf(state.detail) < 0) state.detail = detailIds[0];
+  detailSel.value = String(state.detail);
+  function thresholdLine(v) {
+    return isFinite(v.thr) ? { symbol: "none", label: { formatter: "threshold " + fmt(natural(v, v.thr)) },
+      data: [{ xAxis: natural(v, v.thr) }] } : undefined;
+  }
+  function drawHistogram() {
+    var box = document.getElementById("score-histogram");
+    charts.filter(function (c) { return c.__histogram; }).forEach(function (c) { c.dispose(); });
+    charts = charts.filter(function (c) { return !c.__histogram; });
+    box.textContent = "";
+    var v = F.verification.filter(function (x) { return x.run === state.detail; })[0];
+    if (!v) { box.textContent = "No verification scores recorded for this run."; return; }
+    var bins = v.genuine.length, w = (v.hi - v.lo) / bins;
+    function hist(counts, total) {
+      var pts = [];
+      counts.forEach(function (c, b) { if (c) pts.push([natural(v, v.lo + (b + 0.5) * w), c / total]); });
+      return pts;
+    }
+    var series = [];
+    if (v.G) series.push({ name: "genuine (" + v.G + ")", type: "bar", barWidth: 2, data: hist(v.genuine, v.G), markLine: thresholdLine(v) });
+    if (v.I) series.push({ name: "impostor (" + v.I + ")", type: "bar", barWidth: 2, data: hist(v.impostor, v.I) });
+    var c = chart(box, "wide", series.length, {
+      title: { text: "scores of run " + v.run + " at epoch " + v.epoch, left: "center", textStyle: { fontSize: 13 } },
+      tooltip: { trigger: "item" },
+      legend: { bottom: 0 },
+      grid: { left: 60, right: 30, top: 40, bottom: 60 },
+      xAxis: { type: "value", name: unit, nameLocation: "middle", nameGap: 24, scale: true, inverse: v.euclid },
+      yAxis: { type: "value", name: "share of comparisons", nameLocation: "middle", nameGap: 45 },
+      series: series
+    });
+    c.__histogram = true;
+  }
+  detailSel.addEventListener("change", function () {
+    state.detail = +detailSel.value; save(); drawHistogram(); drawConfusions();
+  });
+
+  // accuracy at every threshold: accepting the faces whose best score is at or above it
+  function sweepProbes(v, onStep) {
+    var order = v.scores.map(function (s, i) { return i; })
+      .sort(function (a, b) { return v.scores[b] - v.scores[a]; });
+    var i = 0;
+    while (i < order.length) {
+      var s = v.scores[order[i]];
+      for (; i < order.length && v.scores[order[i]] === s; i++) onStep(v.flags[order[i]]);
+      onStep(null, s);
+    }
+  }
+  function accuracyPoints(v) {
+    var n = v.scores.length, unknown = v.flags.filter(function (f) { return !(f & 2); }).length;
+    // above every score nothing is accepted: the unknown faces are right
+    var right = unknown, pts = [[natural(v, Math.max(v.hi, v.scores.length ? Math.max.apply(null, v.scores) : v.hi)), right / n]];
+    var atThr = right / n;
+    sweepProbes(v, function (f, s) {
+      if (f === null) {
+        pts.push([natural(v, s), right / n]);
+        if (s >= v.thr) atThr = right / n;
+        return;
+      }
+      if (!(f & 2)) right -= 1;          // an unknown face now accepted: wrong
+      else if (f & 1) right += 1;        // a known face now accepted as its own identity: right
+    });
+    if (v.thr === -Infinity) atThr = pts[pts.length - 1][1];
+    return { pts: pts, atThr: atThr };
+  }
+  (function () {
+    var box = document.getElementById("threshold");
+    if (!F.verification.length) { box.textContent = "No verification scores among these runs."; return; }
+    var check = [];
+    var series = F.verification.map(function (v) {
+      var a = accuracyPoints(v);
+      check.push({ run: v.run, epoch: v.epoch, accuracy_at_threshold: a.atThr, probes: v.scores.length });
+      // a point (t, a): accepting the scores at or above t gives accuracy a, down to the next t
+      var s = { name: vname(v), type: "line", step: "end", showSymbol: false, data: a.pts };
+      if (isFinite(v.thr)) s.markPoint = { symbol: "pin", symbolSize: 26,
+        data: [{ coord: [natural(v, v.thr), a.atThr], value: "used" }] };
+      return s;
+    });
+    box.setAttribute("data-check", JSON.stringify(check));
+    chart(box, "", series.length, {
+      title: { text: "accuracy against the threshold", left: "center", textStyle: { fontSize: 13 } },
+      tooltip: { trigger: "item" },
+      legend: { type: "scroll", bottom: 0 },
+      grid: { left: 60, right: 20, top: 40, bottom: 60 },
+      xAxis: { type: "value", name: unit + " threshold", nameLocation: "middle", nameGap: 24, scale: true, inverse: unit === "distance" },
+      yAxis: { type: "value", name: "verification accuracy", nameLocation: "middle", nameGap: 40, min: 0, max: 1 },
+      series: series
+    });
+  })();
+  (function () {
+    var box = document.getElementById("dir-fpir");
+    var usable = F.verification.filter(function (v) {
+      var known = v.flags.filter(function (f) { return f & 2; }).length;
+      return known > 0 && known < v.flags.length;
+    });
+    if (!usable.length) { box.textContent = "No run here scored both known and unknown faces."; return; }
+    var series = usable.map(function (v) {
+      var known = v.flags.filter(function (f) { return f & 2; }).length, unknown = v.flags.length - known;
+      var fp = 0, hit = 0, pts = [];
+      sweepProbes(v, function (f) {
+        if (f === null) { if (fp > 0) pts.push([fp / unknown, hit / known]); return; }
+        if (!(f & 2)) fp += 1; else if (f & 1) hit += 1;
+      });
+      return { name: vname(v), type: "line", step: "end", showSymbol: pts.length < 20, data: pts };
+    });
+    chart(box, "", series.length, {
+      title: { text: "DIR at FPIR", left: "center", textStyle: { fontSize: 13 } },
+      tooltip: { trigger: "item" },
+      legend: { type: "scroll", bottom: 0 },
+      grid: { left: 60, right: 20, top: 40, bottom: 60 },
+      xAxis: { type: "log", name: "false positive identification rate (log)", nameLocation: "middle", nameGap: 24 },
+      yAxis: { type: "value", name: "detection and identification rate", nameLocation: "middle", nameGap: 40, min: 0, max: 1 },
+      series: series
+    });
+  })();
+  function thumbs(items, caption) {
+    var box = el("div", { "class": "thumbs" });
+    items.forEach(function (x) {
+      var fig = el("figure");
+      if (x.thumb) fig.appendChild(el("img", { src: x.thumb, alt: caption(x) }));
+      fig.appendChild(el("figcaption", {}, caption(x)));
+      box.appendChild(fig);
+    });
+    return box;
+  }
+  (function () {
+    var box = document.getElementById("verification-mistakes");
+    var v = F.verification[0];
+    if (!v) { box.textContent = "No verification scores among these runs."; return; }
+    box.appendChild(el("p", { "class": "note" }, "run " + v.run + " at epoch " + v.epoch + ": " + v.wrong_total +
+      " of " + v.probes_total + " unknown faces decided wrong; the " + v.wrong.length +
+      " farthest from the threshold (thumbnails at most " + F.limits.thumb_px + " px, " +
+      Math.round(F.limits.thumb_budget / 1024) + " KiB in all)."));
+    box.appendChild(thumbs(v.wrong, function (w) {
+      var kind = w.truth === "n000000" ? "wrongly accepted" : (w.decided === "n000000" ? "wrongly rejected" : "misidentified");
+      return kind + ": " + w.id + ", " + w.truth + " as " + w.decided + " (" + fmt(natural(v, w.score)) + ")";
+    }));
+  })();
+  function drawConfusions() {
+    var box = document.getElementById("confusions");
+    charts.filter(function (c) { return c.__confusions; }).forEach(function (c) { c.dispose(); });
+    charts = charts.filter(function (c) { return !c.__confusions; });
+    box.textContent = "";
+    var p = F.classification.filter(function (x) { return x.run === state.detail; })[0] || F.classification[0];
+    if (!p) { box.textContent = "No dev predictions recorded at these runs' leaderboard epochs."; return; }
+    box.appendChild(el("p", { "class": "note" }, "run " + p.run + " at epoch " + p.epoch + ": accuracy " +
+      fmt(p.accuracy) + " over " + p.images + " dev images" + (p.images < p.images_total ? " (every k-th of " + p.images_total + ")" : "") +
+      ", " + p.identities + " identities."));
+    var worst = p.worst.slice().reverse();
+    var c = chart(box, "", 1, {
+      title: { text: "per-identity accuracy (worst " + p.worst.length + ")", left: "center", textStyle: { fontSize: 13 } },
+      tooltip: { trigger: "item", formatter: function (x) { var w = worst[x.dataIndex]; return w.identity + ": " + w.correct + " of " + w.total; } },
+      grid: { left: 90, right: 20, top: 40, bottom: 40 },
+      xAxis: { type: "value", min: 0, max: 1, name: "accuracy" },
+      yAxis: { type: "category", data: worst.map(function (w) { return w.identity; }) },
+      series: [{ type: "bar", data: worst.map(function (w) { return w.correct / w.total; }) }]
+    });
+    c.__confusions = true;
+    var t = el("table");
+    var h = el("tr");
+    ["true identity", "predicted as", "images"].forEach(function (x) { h.appendChild(el("th", { "class": "text" }, x)); });
+    t.appendChild(h);
+    p.confused.forEach(function (x) {
+      var tr = el("tr");
+      [x.truth, x.predicted, x.count].forEach(function (y) { tr.appendChild(el("td", { "class": "text" }, String(y))); });
+      t.appendChild(tr);
+    });
+    box.appendChild(el("h4", {}, "Most confused pairs"));
+    box.appendChild(p.confused.length ? t : el("p", { "class": "note" }, "No dev image misclassified."));
+    box.appendChild(el("h4", {}, "Misclassified dev images (" + p.misclassified.length + " of " + p.misclassified_total + ")"));
+    box.appendChild(thumbs(p.misclassified, function (m) { return m.image + ": " + m.truth + " as " + m.predicted; }));
+  }
+
   // ---- compare ------------------------------------------------------------------------------
   function drawCompare() {
     var box = document.getElementById("compare");
@@ -438,6 +679,9 @@
   drawCurves();
   mark("curves");
   drawCompare();
+  drawHistogram();
+  drawConfusions();
+  mark("faces");
   // written by `report --watch`: reload on a timer (the state is in the URL); the count of
   // reloads in this tab is kept in window.name, which survives them
   var reloads = /^runner-reloads:(\d+)$/.exec(window.name);

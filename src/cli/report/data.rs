@@ -217,6 +217,7 @@ pub fn build(store: &Store, q: &Query, title: &str) -> Result<Value, CliError> {
         "seed_groups": groups,
         "unranked": unranked,
         "studies": studies,
+        "faces": super::faces::build(store, &ranked)?,
         "groups": q.group_by.as_ref().map(|key| json!({
             "key": key,
             "rows": leaderboard::group_stats(&ranked, key, &q.metric),

@@ -2,10 +2,13 @@
 //! the chart library inlined; no network request) built from the store: the leaderboard
 //! (sortable, filterable, the leaderboard's rule), learning curves of every selected run,
 //! hyperparameters against the metric (parallel coordinates, slices, importance), seed groups
-//! with 95% intervals, and a comparison of chosen runs. `data.rs` builds the JSON the page
-//! draws; `stats.rs` its statistics; the page itself is `templates/report/`.
+//! with 95% intervals, verification (ROC, DET, score histograms, accuracy against the
+//! threshold, DIR at FPIR) and classification mistakes of the best runs, and a comparison of
+//! chosen runs. `data.rs` builds the JSON the page draws, `faces.rs` its face-task part;
+//! `stats.rs` its statistics; the page itself is `templates/report/`.
 
 mod data;
+mod faces;
 mod stats;
 
 use std::path::Path;

@@ -275,7 +275,31 @@ impl<'a, 's> Runner<'a, 's> {
             metric: metrics.get(monitor).copied(),
             kept: true,
         })?;
+        self.record_dev_predictions(epoch)?;
         Ok(())
+    }
+
+    /// Records the last evaluation's dev predictions as `epoch`'s (its checkpoint is kept;
+    /// they are dropped with it).
+    fn record_dev_predictions(&mut self, epoch: u32) -> Result<(), EngineError> {
+        if self.dev_predictions.is_empty() {
+            return Ok(());
+        }
+        let dev = &self.data.dev;
+        let paths: Vec<String> = self
+            .dev_predictions
+            .iter()
+            .map(|&(i, _)| dev[i].path.display().to_string())
+            .collect();
+        let truth: Vec<u32> = self
+            .dev_predictions
+            .iter()
+            .map(|&(i, _)| dev[i].label as u32)
+            .collect();
+        let predicted: Vec<u32> = self.dev_predictions.iter().map(|&(_, p)| p).collect();
+        let p =
+            DevPredictions::capped(epoch, self.data.classes.clone(), &paths, &truth, &predicted);
+        self.store.record_dev_predictions(self.req.run_id, &p)
     }
 
     /// A checkpoint of the current state (mid-epoch or between epochs) written on interrupt.

@@ -30,7 +30,9 @@ use crate::data::loader::SkippedImage;
 use crate::data::CourseData;
 use crate::model::{FaceModel, ForwardCtx};
 use crate::recipe::{InitFrom, ModelKind, Recipe, SchedulerKind};
-use crate::store::{CheckpointRecord, EpochMetrics, PhaseSeconds, RunStatus, VerificationRecord};
+use crate::store::{
+    CheckpointRecord, DevPredictions, EpochMetrics, PhaseSeconds, RunStatus, VerificationRecord,
+};
 use crate::train::checkpoint::{
     assign_vars, read_checkpoint, remove_stale_temp, write_checkpoint, Checkpoint,
     CheckpointAction, CheckpointMeta, CheckpointPolicy, CheckpointingStrategy, SavedCheckpoint,
@@ -150,6 +152,8 @@ struct Runner<'a, 's> {
     faults: Faults,
     /// Unreadable images already reported and recorded (`data.on_bad_image = "skip"`).
     reported_skips: BTreeSet<PathBuf>,
+    /// The last evaluation's dev predictions: (dev index, predicted class) per image read.
+    dev_predictions: Vec<(usize, u32)>,
     /// Time spent in `store` calls, and the current epoch's phases so far.
     store_clock: StoreClock,
     phases: PhaseSeconds,
@@ -252,6 +256,7 @@ impl<'a, 's> Runner<'a, 's> {
             precision,
             faults: Faults::from_env(),
             reported_skips: BTreeSet::new(),
+            dev_predictions: Vec::new(),
             store_clock,
             phases: PhaseSeconds::default(),
         };
@@ -350,6 +355,7 @@ impl<'a, 's> Runner<'a, 's> {
                     accuracy: s.metrics.accuracy,
                     accuracy_known: s.metrics.accuracy_known,
                     impostor_rejection: s.metrics.impostor_rejection,
+                    distribution: Some(s.distribution.clone()),
                 })?;
             }
             self.req
@@ -670,6 +676,7 @@ impl<'a, 's> Runner<'a, 's> {
         }
         let smoothing = self.req.recipe.loss.label_smoothing;
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0u64, 0u64);
+        self.dev_predictions.clear();
         let mut batches_iter = self.eval_src.epoch(0, 0)?;
         loop {
             let waiting = Instant::now();
@@ -684,7 +691,11 @@ impl<'a, 's> Runner<'a, 's> {
                 .to_scalar::<f64>()?;
             let n = batch.labels.dim(0)? as u64;
             loss_sum += l * n as f64;
-            correct += loss::correct_count(&logits, &batch.labels)? as u64;
+            let predicted = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+            let truth = batch.labels.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+            correct += predicted.iter().zip(&truth).filter(|(p, t)| p == t).count() as u64;
+            self.dev_predictions
+                .extend(batch.indices.iter().copied().zip(predicted));
             seen += n;
         }
         if seen == 0 {
