@@ -270,7 +270,9 @@ fn bench_details(
 ) -> rusqlite::Result<()> {
     use crate::verify::distribution::SCORE_BINS;
     use crate::verify::{ProbeTop1, ScoreDistribution};
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut uniform = move || {
         state = state
             .wrapping_mul(6364136223846793005)

@@ -450,8 +450,8 @@
       tooltip: { trigger: "item" },
       legend: { type: "scroll", bottom: 0 },
       grid: { left: 60, right: 20, top: 40, bottom: 60 },
-      xAxis: { type: "log", name: xName, nameLocation: "middle", nameGap: 24 },
-      yAxis: yLog ? { type: "log", name: yName, nameLocation: "middle", nameGap: 40 } :
+      xAxis: { type: "log", name: xName, nameLocation: "middle", nameGap: 24, axisLabel: { formatter: fmt } },
+      yAxis: yLog ? { type: "log", name: yName, nameLocation: "middle", nameGap: 40, axisLabel: { formatter: fmt } } :
         { type: "value", name: yName, nameLocation: "middle", nameGap: 40, min: 0, max: 1 },
       series: series
     });
@@ -498,7 +498,8 @@
       tooltip: { trigger: "item" },
       legend: { bottom: 0 },
       grid: { left: 60, right: 30, top: 40, bottom: 60 },
-      xAxis: { type: "value", name: unit, nameLocation: "middle", nameGap: 24, scale: true, inverse: v.euclid },
+      xAxis: { type: "value", name: unit, nameLocation: "middle", nameGap: 24, inverse: v.euclid,
+        min: Math.min(natural(v, v.lo), natural(v, v.hi)), max: Math.max(natural(v, v.lo), natural(v, v.hi)) },
       yAxis: { type: "value", name: "share of comparisons", nameLocation: "middle", nameGap: 45 },
       series: series
     });
@@ -581,7 +582,7 @@
       tooltip: { trigger: "item" },
       legend: { type: "scroll", bottom: 0 },
       grid: { left: 60, right: 20, top: 40, bottom: 60 },
-      xAxis: { type: "log", name: "false positive identification rate (log)", nameLocation: "middle", nameGap: 24 },
+      xAxis: { type: "log", name: "false positive identification rate (log)", nameLocation: "middle", nameGap: 24, axisLabel: { formatter: fmt } },
       yAxis: { type: "value", name: "detection and identification rate", nameLocation: "middle", nameGap: 40, min: 0, max: 1 },
       series: series
     });
