@@ -30,9 +30,9 @@ pub struct DevPredictions {
     /// The class names (sorted identities of `classification/train`).
     pub classes: Vec<String>,
     /// True and predicted class of each kept dev image, in the dev set's order.
-    #[serde(with = "u32_base64")]
+    #[serde(with = "le_base64")]
     pub truth: Vec<u32>,
-    #[serde(with = "u32_base64")]
+    #[serde(with = "le_base64")]
     pub predicted: Vec<u32>,
     /// How many dev images were predicted (`truth.len()` unless capped).
     pub images_total: usize,
@@ -83,69 +83,60 @@ pub struct ScoreDistributionRecord {
     pub distribution: ScoreDistribution,
 }
 
-fn u32_blob(v: &[u32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// 4-byte numbers stored as little-endian bytes.
+pub(crate) trait Le4: Copy {
+    fn to_le(self) -> [u8; 4];
+    fn from_le(b: [u8; 4]) -> Self;
 }
 
-fn f32_blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+impl Le4 for u32 {
+    fn to_le(self) -> [u8; 4] {
+        self.to_le_bytes()
+    }
+    fn from_le(b: [u8; 4]) -> Self {
+        u32::from_le_bytes(b)
+    }
 }
 
-fn blob_u32(b: &[u8]) -> Vec<u32> {
+impl Le4 for f32 {
+    fn to_le(self) -> [u8; 4] {
+        self.to_le_bytes()
+    }
+    fn from_le(b: [u8; 4]) -> Self {
+        f32::from_le_bytes(b)
+    }
+}
+
+fn blob<T: Le4>(v: &[T]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le()).collect()
+}
+
+fn unblob<T: Le4>(b: &[u8]) -> Vec<T> {
     b.chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .map(|c| T::from_le([c[0], c[1], c[2], c[3]]))
         .collect()
 }
 
-fn blob_f32(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// `Vec<u32>` as base64 of its little-endian bytes (record logs).
-pub(crate) mod u32_base64 {
+/// An array of [`Le4`] numbers as base64 of its little-endian bytes (record logs).
+pub(crate) mod le_base64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &[u32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(super::u32_blob(v)))
+    pub fn serialize<S: Serializer, T: super::Le4>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(super::blob(v)))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, T: super::Le4>(d: D) -> Result<Vec<T>, D::Error> {
         let text = String::deserialize(d)?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(serde::de::Error::custom)?;
         if bytes.len() % 4 != 0 {
             return Err(serde::de::Error::custom(
-                "u32 array: length not a multiple of 4",
+                "array of 4-byte numbers: length not a multiple of 4",
             ));
         }
-        Ok(super::blob_u32(&bytes))
-    }
-}
-
-/// `Vec<f32>` as base64 of its little-endian bytes (record logs).
-pub(crate) mod f32_base64 {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(super::f32_blob(v)))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
-        let text = String::deserialize(d)?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(serde::de::Error::custom)?;
-        if bytes.len() % 4 != 0 {
-            return Err(serde::de::Error::custom(
-                "f32 array: length not a multiple of 4",
-            ));
-        }
-        Ok(super::blob_f32(&bytes))
+        Ok(super::unblob(&bytes))
     }
 }
 
@@ -155,11 +146,11 @@ pub(crate) mod f32_base64 {
 pub struct PackedDistribution {
     lo: f64,
     hi: f64,
-    #[serde(with = "u32_base64")]
+    #[serde(with = "le_base64")]
     genuine: Vec<u32>,
-    #[serde(with = "u32_base64")]
+    #[serde(with = "le_base64")]
     impostor: Vec<u32>,
-    #[serde(with = "f32_base64")]
+    #[serde(with = "le_base64")]
     probe_scores: Vec<f32>,
     /// One byte per probe, base64.
     probe_flags: String,
@@ -232,9 +223,9 @@ pub(super) fn record_score_distribution_tx(
             r.split,
             d.lo,
             d.hi,
-            u32_blob(&d.genuine),
-            u32_blob(&d.impostor),
-            f32_blob(&scores),
+            blob(&d.genuine),
+            blob(&d.impostor),
+            blob(&scores),
             probe_flags(&d.probes),
             d.probes_total as i64,
             d.score_threshold,
@@ -258,8 +249,8 @@ pub(super) fn record_dev_predictions_tx(
             run_id,
             p.epoch,
             serde_json::to_string(&p.classes).unwrap_or_else(|_| "[]".into()),
-            u32_blob(&p.truth),
-            u32_blob(&p.predicted),
+            blob(&p.truth),
+            blob(&p.predicted),
             p.images_total as i64,
             serde_json::to_string(&p.misclassified).unwrap_or_else(|_| "[]".into()),
             p.misclassified_total as i64,
@@ -339,9 +330,9 @@ impl Store {
                 distribution: ScoreDistribution {
                     lo: r.get(1)?,
                     hi: r.get(2)?,
-                    genuine: blob_u32(&r.get::<_, Vec<u8>>(3)?),
-                    impostor: blob_u32(&r.get::<_, Vec<u8>>(4)?),
-                    probes: probes_from(&blob_f32(&scores), &flags),
+                    genuine: unblob::<u32>(&r.get::<_, Vec<u8>>(3)?),
+                    impostor: unblob::<u32>(&r.get::<_, Vec<u8>>(4)?),
+                    probes: probes_from(&unblob::<f32>(&scores), &flags),
                     probes_total: r.get::<_, i64>(7)? as usize,
                     score_threshold: r.get(8)?,
                     wrong: parse_json(&wrong, 9)?,
@@ -371,8 +362,8 @@ impl Store {
                     Ok(DevPredictions {
                         epoch,
                         classes: parse_json(&classes, 0)?,
-                        truth: blob_u32(&r.get::<_, Vec<u8>>(1)?),
-                        predicted: blob_u32(&r.get::<_, Vec<u8>>(2)?),
+                        truth: unblob::<u32>(&r.get::<_, Vec<u8>>(1)?),
+                        predicted: unblob::<u32>(&r.get::<_, Vec<u8>>(2)?),
                         images_total: r.get::<_, i64>(3)? as usize,
                         misclassified: parse_json(&wrong, 4)?,
                         misclassified_total: r.get::<_, i64>(5)? as usize,
