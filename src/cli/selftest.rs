@@ -21,6 +21,16 @@ fn print(c: &Check, format: Format) {
                 c.stage, c.name, c.value, c.seconds
             );
         }
+        _ if c.error.is_some() => {
+            let _ = writeln!(
+                out,
+                "{:<8} {:<48} FAILED: {}  {:.2}s",
+                c.stage,
+                c.name,
+                c.error.as_deref().unwrap_or(""),
+                c.seconds
+            );
+        }
         _ => {
             let verdict = if c.ok { "ok" } else { "FAILED" };
             let bound = if c.metric == "cosine" { ">=" } else { "<=" };

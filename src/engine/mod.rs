@@ -104,7 +104,12 @@ pub fn device(name: &str) -> Result<candle_core::Device, EngineError> {
                     "train.device = \"{other}\": this runner was built without CUDA (rebuild with `cargo build --release --features cuda`)"
                 )));
             }
-            Ok(candle_core::Device::new_cuda(ordinal)?)
+            let dev = candle_core::Device::new_cuda(ordinal)?;
+            #[cfg(feature = "cuda")]
+            if let candle_core::Device::Cuda(d) = &dev {
+                crate::kernels::gpu::cuda::configure(d)?;
+            }
+            Ok(dev)
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Check {
     pub limit: f64,
     pub ok: bool,
     pub seconds: f64,
+    /// Why the case could not be measured (then `ok` is false and `value` NaN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Check {
@@ -52,6 +55,22 @@ impl Check {
             limit,
             ok: value.is_finite() && value <= limit,
             seconds: t.elapsed().as_secs_f64(),
+            error: None,
+        }
+    }
+
+    /// A case that failed before it could be measured: its own failed check, so that the other
+    /// cases still run and report.
+    fn failed(stage: &'static str, name: String, e: &EngineError, t: Instant) -> Self {
+        Check {
+            stage,
+            name,
+            metric: "error",
+            value: f64::NAN,
+            limit: 0.0,
+            ok: false,
+            seconds: t.elapsed().as_secs_f64(),
+            error: Some(e.to_string()),
         }
     }
 
@@ -64,6 +83,7 @@ impl Check {
             limit,
             ok: value.is_finite() && value >= limit,
             seconds: t.elapsed().as_secs_f64(),
+            error: None,
         }
     }
 }
@@ -101,6 +121,7 @@ pub fn compile(
                     limit: names.len() as f64,
                     ok: true,
                     seconds: t.elapsed().as_secs_f64(),
+                    error: None,
                 };
                 on_check(&c);
                 out.push(c);
@@ -151,12 +172,17 @@ pub fn run(
         on_check(&c);
         out.push(c);
     };
+    // parity to tight tolerances: cuDNN without TF32, deterministic algorithms
+    #[cfg(feature = "cudnn")]
+    crate::kernels::gpu::cudnn::set_strict(true);
     if stages != Stages::Parity {
         smoke(&gpu, &mut push)?;
     }
     if stages != Stages::Smoke {
         parity(&gpu, &mut push)?;
     }
+    #[cfg(feature = "cudnn")]
+    crate::kernels::gpu::cudnn::set_strict(false);
     Ok(out)
 }
 
@@ -409,73 +435,97 @@ fn op_cases() -> Result<Vec<OpCase>, EngineError> {
 
 fn smoke(gpu: &Device, push: &mut dyn FnMut(Check)) -> Result<(), EngineError> {
     for case in op_cases()? {
-        // the CPU's f32 result and gradients
-        let vars: Vec<Var> = case
-            .inputs
-            .iter()
-            .map(Var::from_tensor)
-            .collect::<candle_core::Result<_>>()?;
-        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let y = (case.f)(&ts)?;
-        let r = cpu_tensor(99, y.dims(), 1.0, 0.0)?;
-        let grads = (&y * &r)?.sum_all()?.backward()?;
         for dt in [DType::F32, DType::BF16] {
             let t0 = Instant::now();
-            let gvars: Vec<Var> = case
-                .inputs
-                .iter()
-                .map(|t| Var::from_tensor(&t.to_device(gpu)?))
-                .collect::<candle_core::Result<_>>()?;
-            let gin: Vec<Tensor> = gvars
-                .iter()
-                .zip(&case.activation)
-                .map(|(v, &act)| {
-                    if act {
-                        v.as_tensor().to_dtype(dt)
-                    } else {
-                        Ok(v.as_tensor().clone())
-                    }
-                })
-                .collect::<candle_core::Result<_>>()?;
-            let yg = (case.f)(&gin)?;
-            let ggrads = (yg.to_dtype(DType::F32)? * r.to_device(gpu)?)?
-                .sum_all()?
-                .backward()?;
-            let tol = if dt == DType::F32 { 1e-4 } else { 3e-2 };
             let name = format!(
                 "{} {}",
                 case.name,
                 if dt == DType::F32 { "f32" } else { "bf16" }
             );
-            push(Check::error(
-                "smoke",
-                format!("{name} forward"),
-                "max_rel_err",
-                max_rel(&yg, &y)?,
-                tol,
-                t0,
-            ));
-            for (i, (gv, cv)) in gvars.iter().zip(&vars).enumerate() {
-                let (Some(a), Some(b)) = (ggrads.get(gv), grads.get(cv)) else {
-                    return Err(EngineError::Other(format!(
-                        "selftest {name}: no gradient for input {i}"
-                    )));
-                };
-                let t1 = Instant::now();
-                // gradients of a bf16 op against the CPU's f32: a sum's worth of bf16 rounding
-                let gtol = if dt == DType::F32 { 1e-3 } else { 5e-2 };
-                push(Check::error(
-                    "smoke",
-                    format!("{name} gradient {i}"),
-                    "norm_rel_err",
-                    norm_rel(&host(a)?, &host(b)?),
-                    gtol,
-                    t1,
-                ));
+            // a case that errors is its own failed check; the others still run
+            if let Err(e) = smoke_case(gpu, &case, dt, &name, push) {
+                push(Check::failed("smoke", name, &e, t0));
             }
         }
     }
-    optimizer_smoke(gpu, push)
+    let t0 = Instant::now();
+    if let Err(e) = optimizer_smoke(gpu, push) {
+        push(Check::failed("smoke", "optimizers".into(), &e, t0));
+    }
+    Ok(())
+}
+
+/// One op in one dtype on the GPU against the CPU's f32 result and gradients.
+fn smoke_case(
+    gpu: &Device,
+    case: &OpCase,
+    dt: DType,
+    name: &str,
+    push: &mut dyn FnMut(Check),
+) -> Result<(), EngineError> {
+    // the CPU's f32 result and gradients
+    let vars: Vec<Var> = case
+        .inputs
+        .iter()
+        .map(Var::from_tensor)
+        .collect::<candle_core::Result<_>>()?;
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = (case.f)(&ts)?;
+    let r = cpu_tensor(99, y.dims(), 1.0, 0.0)?;
+    let grads = (&y * &r)?.sum_all()?.backward()?;
+    let t0 = Instant::now();
+    let gvars: Vec<Var> = case
+        .inputs
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_device(gpu)?))
+        .collect::<candle_core::Result<_>>()?;
+    let gin: Vec<Tensor> = gvars
+        .iter()
+        .zip(&case.activation)
+        .map(|(v, &act)| {
+            if act {
+                v.as_tensor().to_dtype(dt)
+            } else {
+                Ok(v.as_tensor().clone())
+            }
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let yg = (case.f)(&gin)?;
+    let ggrads = (yg.to_dtype(DType::F32)? * r.to_device(gpu)?)?
+        .sum_all()?
+        .backward()?;
+    let tol = if dt == DType::F32 { 1e-4 } else { 3e-2 };
+    push(Check::error(
+        "smoke",
+        format!("{name} forward"),
+        "max_rel_err",
+        max_rel(&yg, &y)?,
+        tol,
+        t0,
+    ));
+    for (i, (gv, cv)) in gvars.iter().zip(&vars).enumerate() {
+        let t1 = Instant::now();
+        let (Some(a), Some(b)) = (ggrads.get(gv), grads.get(cv)) else {
+            push(Check::failed(
+                "smoke",
+                format!("{name} gradient {i}"),
+                &EngineError::Other("no gradient".into()),
+                t1,
+            ));
+            continue;
+        };
+        // gradients of a bf16 op against the CPU's f32: a sum's worth of bf16 rounding
+        let gtol = if dt == DType::F32 { 1e-3 } else { 5e-2 };
+        push(Check::error(
+            "smoke",
+            format!("{name} gradient {i}"),
+            "norm_rel_err",
+            norm_rel(&host(a)?, &host(b)?),
+            gtol,
+            t1,
+        ));
+    }
+    Ok(())
 }
 
 /// One SGD (Nesterov) and one AdamW step of a parameter on the GPU and on the CPU from the
@@ -671,11 +721,24 @@ fn train_step(
 
 fn parity(gpu: &Device, push: &mut dyn FnMut(Check)) -> Result<(), EngineError> {
     for (family, cfg) in families() {
-        let reference = train_step(&cfg, &Device::Cpu, Precision::F32)?;
+        let t0 = Instant::now();
+        let reference = match train_step(&cfg, &Device::Cpu, Precision::F32) {
+            Ok(r) => r,
+            Err(e) => {
+                push(Check::failed("parity", format!("{family} cpu"), &e, t0));
+                continue;
+            }
+        };
         for p in [Precision::F32, Precision::Bf16, Precision::F16] {
             let t0 = Instant::now();
-            let out = train_step(&cfg, gpu, p)?;
             let tag = format!("{family} {}", format!("{p:?}").to_lowercase());
+            let out = match train_step(&cfg, gpu, p) {
+                Ok(o) => o,
+                Err(e) => {
+                    push(Check::failed("parity", tag, &e, t0));
+                    continue;
+                }
+            };
             if p == Precision::F32 {
                 push(Check::error(
                     "parity",

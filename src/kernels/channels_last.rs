@@ -94,6 +94,8 @@ impl CustomOp2 for BiasGelu {
         let what = "bias_gelu";
         let (gpu, dt) = cuda::launcher(&[s1], what)?;
         cuda::launcher(&[s2], what)?;
+        // the kernel reads the bias as f32 whatever the activations' dtype
+        cuda::require_f32(s2, "bias_gelu bias")?;
         let x = cuda::input(s1, l1, what)?;
         let b = cuda::input(s2, l2, what)?;
         let n = l1.shape().elem_count();
@@ -210,6 +212,7 @@ impl CustomOp3 for BiasGeluBwdCuda {
     ) -> Result<(CudaStorage, Shape)> {
         let what = "bias_gelu backward";
         let (gpu, dt) = cuda::launcher(&[s1, s3], what)?;
+        cuda::require_f32(s2, "bias_gelu backward bias")?;
         let (x, b, g) = (
             cuda::input(s1, l1, what)?,
             cuda::input(s2, l2, what)?,
@@ -240,7 +243,7 @@ pub fn bias_gelu(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 fn bias_gelu_composed(x: &Tensor, b: &Tensor) -> Result<Tensor> {
-    x.broadcast_add(&b.to_dtype(x.dtype())?)?.gelu_erf()
+    super::add_param(x, b)?.gelu_erf()
 }
 
 struct BiasScale;
@@ -347,8 +350,7 @@ pub fn bias_scale(x: &Tensor, b: &Tensor, gamma: &Tensor) -> Result<Tensor> {
 }
 
 fn bias_scale_composed(x: &Tensor, b: &Tensor, gamma: &Tensor) -> Result<Tensor> {
-    x.broadcast_add(&b.to_dtype(x.dtype())?)?
-        .broadcast_mul(&gamma.to_dtype(x.dtype())?)
+    super::mul_param(&super::add_param(x, b)?, gamma)
 }
 
 /// Copies `(N, C, H, W)` into `(N, H, W, C)` (or back with `to_nhwc == false`), one image per
@@ -552,7 +554,7 @@ pub fn nchw_bias_to_nhwc(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 fn nchw_bias_to_nhwc_composed(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     let c = x.dim(1)?;
-    x.broadcast_add(&b.to_dtype(x.dtype())?.reshape((1, c, 1, 1))?)?
+    super::add_param(x, &b.reshape((1, c, 1, 1))?)?
         .permute((0, 2, 3, 1))?
         .contiguous()
 }
@@ -941,7 +943,7 @@ pub fn bias_nchw(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 fn bias_nchw_composed(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     let c = x.dim(1)?;
-    x.broadcast_add(&b.to_dtype(x.dtype())?.reshape((1, c, 1, 1))?)
+    super::add_param(x, &b.reshape((1, c, 1, 1))?)
 }
 
 /// Per-channel sums of NCHW `g` (`n` images of `c` planes of `hw` values): one partial per

@@ -918,7 +918,7 @@ fn depthwise_nhwc_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, g: Geom) 
             padding: (g.ph, g.pw),
         },
     )?;
-    y.broadcast_add(&bias.to_dtype(x.dtype())?.reshape((1, g.c, 1, 1))?)?
+    super::add_param(&y, &bias.reshape((1, g.c, 1, 1))?)?
         .permute((0, 2, 3, 1))?
         .contiguous()
 }

@@ -132,6 +132,45 @@ pub(crate) fn sum_in_order(
 /// Refuses an input with no elements. The kernels split their work into chunks of one image,
 /// plane or row, which a zero-sized dimension would make zero-sized (a panic in rayon); an
 /// empty feature map comes from an image too small for the network's downsampling.
+/// `x + p` for a parameter (or any small tensor, a gate) `p` broadcast over `x` (its shape aligned to `x`'s last dims:
+/// `(C)` over `(..., C)`, `(1, C, 1, 1)` over NCHW). In f32, a broadcast add. In bf16 / f16,
+/// `p` is first expanded to `x`'s shape in f32 and then cast, so that its gradient (the sum
+/// of `x`'s gradient over the broadcast dims) is summed in f32: Candle sums a broadcast
+/// operand's gradient in the gradient's own dtype (on CUDA too), which in 16 bits loses the
+/// small terms of a large sum. The cost is one activation-sized pass each way.
+pub fn add_param(
+    x: &candle_core::Tensor,
+    p: &candle_core::Tensor,
+) -> candle_core::Result<candle_core::Tensor> {
+    if x.dtype() == candle_core::DType::F32 {
+        return x.broadcast_add(&p.to_dtype(candle_core::DType::F32)?);
+    }
+    x + expand_f32(p, x)?
+}
+
+/// `x * p` for a parameter `p` broadcast over `x`, its gradient summed in f32 (as
+/// [`add_param`]).
+pub fn mul_param(
+    x: &candle_core::Tensor,
+    p: &candle_core::Tensor,
+) -> candle_core::Result<candle_core::Tensor> {
+    if x.dtype() == candle_core::DType::F32 {
+        return x.broadcast_mul(&p.to_dtype(candle_core::DType::F32)?);
+    }
+    x * expand_f32(p, x)?
+}
+
+/// `p` in f32, broadcast to `x`'s shape, then cast to `x`'s dtype (the broadcast's backward,
+/// a sum, runs on f32).
+fn expand_f32(
+    p: &candle_core::Tensor,
+    x: &candle_core::Tensor,
+) -> candle_core::Result<candle_core::Tensor> {
+    p.to_dtype(candle_core::DType::F32)?
+        .broadcast_as(x.shape())?
+        .to_dtype(x.dtype())
+}
+
 pub(crate) fn require_non_empty(op: &str, x: &candle_core::Tensor) -> candle_core::Result<()> {
     if x.elem_count() == 0 {
         candle_core::bail!(

@@ -141,7 +141,7 @@ impl Block {
                 let y = self.conv_dw.forward_no_bias(x, ctx)?;
                 let c = y.dim(1)?;
                 let y = match &self.conv_dw.bias {
-                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, c, 1, 1))?)?,
+                    Some(b) => crate::kernels::add_param(&y, &b.reshape((1, c, 1, 1))?)?,
                     None => y,
                 };
                 bn.forward(&y, ctx)?.permute((0, 2, 3, 1))?.contiguous()?
@@ -163,7 +163,7 @@ impl Block {
         let y = match (&self.fc2.bias, &self.gamma) {
             (_, Some(g)) => {
                 let y = self.fc2.forward(&y, ctx)?;
-                y.broadcast_mul(&g.to_dtype(y.dtype())?)?
+                crate::kernels::mul_param(&y, g)?
             }
             (_, None) => self.fc2.forward(&y, ctx)?,
         };
@@ -300,7 +300,7 @@ impl ConvNext {
                 x = b.forward(&x, ctx)?;
             }
         }
-        let pooled = x.mean((2, 3))?;
+        let pooled = super::layers::global_avg_pool(&x)?;
         let y = self.head_norm.forward_last(&pooled, ctx)?;
         ctx.record("head.norm", &y);
         Ok(y)

@@ -227,7 +227,7 @@ impl Linear {
             None => {
                 let y = x2.matmul(&weight.t()?)?;
                 match bias {
-                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+                    Some(b) => crate::kernels::add_param(&y, b)?,
                     None => y,
                 }
             }

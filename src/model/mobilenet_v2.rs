@@ -198,7 +198,7 @@ impl FaceModel for MobileNetV2 {
         }
         let x = self.last.forward_relu6(&x, ctx)?;
         ctx.record(&format!("features.{}", self.blocks.len() + 1), &x);
-        let pooled = x.mean((2, 3))?;
+        let pooled = super::layers::global_avg_pool(&x)?;
         ctx.record("avgpool", &pooled);
         self.head.forward(&pooled, ctx)
     }

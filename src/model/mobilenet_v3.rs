@@ -114,10 +114,11 @@ impl SqueezeExcitation {
     }
 
     fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let s = x.mean_keepdim((2, 3))?;
+        let s = super::layers::in_f32(x, |x| x.mean_keepdim((2, 3)))?;
         let s = self.fc1.forward(&s, ctx)?.relu()?;
         let s = hardsigmoid(&self.fc2.forward(&s, ctx)?)?;
-        x.broadcast_mul(&s)
+        // the gate's gradient, a sum over the image, in f32
+        crate::kernels::mul_param(x, &s)
     }
 }
 
@@ -249,7 +250,7 @@ impl FaceModel for MobileNetV3 {
         }
         let x = hardswish(&self.last.forward(&x, ctx)?)?;
         ctx.record(&format!("features.{}", self.blocks.len() + 1), &x);
-        let pooled = x.mean((2, 3))?;
+        let pooled = super::layers::global_avg_pool(&x)?;
         let h = hardswish(&self.hidden.forward(&pooled, ctx)?)?;
         ctx.record("classifier.0", &h);
         self.head.forward(&h, ctx)

@@ -256,7 +256,7 @@ impl FaceModel for ResNet {
                 ctx.record(&format!("layer{}.{bi}", li + 1), &x);
             }
         }
-        let pooled = x.mean((2, 3))?;
+        let pooled = super::layers::global_avg_pool(&x)?;
         ctx.record("avgpool", &pooled);
         self.head.forward(&pooled, ctx)
     }

@@ -55,6 +55,47 @@ fn cached_ptx(module: &'static Module, arch: &'static str) -> Result<Arc<String>
     Ok(ptx)
 }
 
+/// Sets what training on a new CUDA device relies on, as PyTorch's defaults are:
+/// - cuBLAS matmuls without TF32 or reduced-precision reductions (Candle's gemm flags off, and
+///   the handle's math mode `CUBLAS_DEFAULT_MATH`); cuDNN convolutions may use TF32
+///   (`gpu::cudnn`);
+/// - the stream-ordered memory pool keeps what is freed (release threshold at its maximum), so
+///   that a training step's allocations are served from the pool instead of the driver.
+pub fn configure(dev: &CudaDevice) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::{cublas, driver};
+    candle_core::cuda::set_gemm_reduced_precision_f32(false);
+    candle_core::cuda::set_gemm_reduced_precision_f16(false);
+    candle_core::cuda::set_gemm_reduced_precision_bf16(false);
+    let blas = dev.cublas_handle();
+    // SAFETY: the handle is the device's live cuBLAS handle.
+    unsafe {
+        cublas::sys::cublasSetMathMode(
+            *blas.handle(),
+            cublas::sys::cublasMath_t::CUBLAS_DEFAULT_MATH,
+        )
+    }
+    .result()
+    .map_err(candle_core::Error::wrap)?;
+    let stream = dev.cuda_stream();
+    let mut pool: driver::sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: the context is current on this thread (Candle binds it when it makes the device);
+    // the attribute takes a u64.
+    unsafe {
+        driver::sys::cuDeviceGetDefaultMemPool(&mut pool, stream.context().cu_device())
+            .result()
+            .w()?;
+        driver::sys::cuMemPoolSetAttribute(
+            pool,
+            driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold) as *mut u64 as *mut std::ffi::c_void,
+        )
+        .result()
+        .w()?;
+    }
+    Ok(())
+}
+
 fn poisoned<T>(_: T) -> candle_core::Error {
     candle_core::Error::Msg("GPU kernel cache lock poisoned".into())
 }
@@ -216,6 +257,15 @@ pub fn launcher<'a>(storages: &[&'a CudaStorage], what: &str) -> Result<(Cuda<'a
     let dt = first.dtype();
     if let Some(o) = storages.iter().find(|s| s.dtype() != dt) {
         candle_core::bail!("{what}: mixed dtypes {dt:?} and {:?}", o.dtype())
+    }
+    // The one-stream invariant (module comment): raw addresses are safe only because every
+    // operand lives on the stream the launch uses.
+    let stream = first.device.cuda_stream();
+    if storages
+        .iter()
+        .any(|s| !Arc::ptr_eq(&s.device.cuda_stream(), &stream))
+    {
+        candle_core::bail!("{what}: operands on different CUDA streams")
     }
     Ok((Cuda { dev: &first.device }, dt))
 }

@@ -2,19 +2,29 @@
 //! gradient (backward data) and the weight gradient (backward filter) of an NCHW convolution
 //! with groups 1 and a square kernel, as one Candle op with its own backward, through cudarc's
 //! cuDNN bindings. One cuDNN handle per device and thread (handles are neither `Send` nor
-//! `Sync`; Candle keeps its own the same way). f32 and f16 compute in their own type, bf16 in
-//! f32, as Candle's cuDNN forward does. Without this feature, CUDA convolutions run the
-//! `im2col` kernel and cuBLAS (`kernels::im2col`).
+//! `Sync`; Candle keeps its own the same way).
+//!
+//! Every dtype computes in f32 (bf16 and f16 data, f32 accumulation, as PyTorch does: an f16
+//! weight-gradient sum of N x OH x OW loss-scaled terms would overflow in f16). Math modes follow
+//! PyTorch's defaults: tensor cores for bf16 / f16, TF32 allowed for f32 convolutions
+//! (`torch.backends.cudnn.allow_tf32 = True`); [`set_strict`] (`runner selftest`'s parity
+//! checks) turns TF32 off and picks deterministic backward algorithms. The descriptors, the
+//! algorithm and its workspace size are made once per shape and kept (per thread); one
+//! workspace buffer per device grows to the largest need. Without this feature, CUDA
+//! convolutions run the `im2col` kernel and cuBLAS (`kernels::im2col`).
 
+use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::{
     self as cu, ConvBackwardData, ConvBackwardFilter, ConvForward, Cudnn, CudnnDataType,
 };
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr};
 use candle_core::cuda_backend::{CudaStorageSlice, DeviceId, WrapErr};
 use candle_core::{
     CpuStorage, CudaDevice, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Tensor,
@@ -22,6 +32,21 @@ use candle_core::{
 
 thread_local! {
     static HANDLES: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
+    /// Prepared convolutions by shape, pass, dtype and mode (`Rc<Plan<T, C>>` as `dyn Any`).
+    static PLANS: RefCell<HashMap<PlanKey, Rc<dyn Any>>> = RefCell::new(HashMap::new());
+    /// The workspace of each device (launches are ordered on its one stream, so one buffer
+    /// serves them all).
+    static WORKSPACES: RefCell<HashMap<DeviceId, CudaSlice<u8>>> = RefCell::new(HashMap::new());
+}
+
+/// TF32 off and deterministic algorithms (parity checks); off by default.
+static STRICT: AtomicBool = AtomicBool::new(false);
+
+/// Strict mode for the convolutions that follow: f32 convolutions in full precision (no TF32)
+/// and deterministic backward algorithms, so that parity with the CPU holds to tight
+/// tolerances and repeats bit for bit. `runner selftest` sets it; training leaves it off.
+pub fn set_strict(strict: bool) {
+    STRICT.store(strict, Ordering::Relaxed);
 }
 
 fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
@@ -36,7 +61,7 @@ fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
 }
 
 /// Sizes of one convolution.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Geom {
     n: usize,
     c: usize,
@@ -73,7 +98,7 @@ impl Geom {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Pass {
     /// `(x, w) -> y`
     Forward,
@@ -87,6 +112,152 @@ fn i(v: usize) -> i32 {
     v as i32
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PlanKey {
+    dev: DeviceId,
+    pass: Pass,
+    g: Geom,
+    dtype: TypeId,
+    strict: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Algo {
+    Forward(cu::sys::cudnnConvolutionFwdAlgo_t),
+    Data(cu::sys::cudnnConvolutionBwdDataAlgo_t),
+    Filter(cu::sys::cudnnConvolutionBwdFilterAlgo_t),
+}
+
+/// A convolution prepared for one shape and pass: its descriptors, algorithm and workspace.
+struct Plan<T, C> {
+    conv: cu::ConvDescriptor<C>,
+    x: cu::TensorDescriptor<T>,
+    w: cu::FilterDescriptor<T>,
+    y: cu::TensorDescriptor<T>,
+    algo: Algo,
+    workspace: usize,
+}
+
+/// The math type of a convolution of element type `T`: tensor cores for 16-bit data; for f32,
+/// TF32 allowed (cuDNN's default math on Ampere and later) unless strict.
+fn math_type<T: 'static>(strict: bool) -> cu::sys::cudnnMathType_t {
+    use cu::sys::cudnnMathType_t::*;
+    if TypeId::of::<T>() != TypeId::of::<f32>() {
+        CUDNN_TENSOR_OP_MATH
+    } else if strict {
+        CUDNN_FMA_MATH
+    } else {
+        CUDNN_DEFAULT_MATH
+    }
+}
+
+fn plan<T, C>(dev: &CudaDevice, pass: Pass, g: &Geom) -> Result<Rc<Plan<T, C>>>
+where
+    T: CudnnDataType + 'static,
+    C: CudnnDataType + 'static,
+{
+    use cu::sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+    let strict = STRICT.load(Ordering::Relaxed);
+    let key = PlanKey {
+        dev: dev.id(),
+        pass,
+        g: *g,
+        dtype: TypeId::of::<T>(),
+        strict,
+    };
+    if let Some(p) = PLANS.with(|p| p.borrow().get(&key).cloned()) {
+        if let Ok(p) = p.downcast::<Plan<T, C>>() {
+            return Ok(p);
+        }
+    }
+    let w = candle_core::Error::wrap;
+    let cudnn = handle(dev)?;
+    let mut conv = cudnn
+        .create_conv2d::<C>(
+            [i(g.pad), i(g.pad)],
+            [i(g.stride), i(g.stride)],
+            [1, 1],
+            cu::sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+        )
+        .map_err(w)?;
+    conv.set_math_type(math_type::<T>(strict)).map_err(w)?;
+    let x = cudnn
+        .create_4d_tensor::<T>(CUDNN_TENSOR_NCHW, [i(g.n), i(g.c), i(g.h), i(g.w)])
+        .map_err(w)?;
+    let f = cudnn
+        .create_4d_filter::<T>(CUDNN_TENSOR_NCHW, [i(g.o), i(g.c), i(g.k), i(g.k)])
+        .map_err(w)?;
+    let y = cudnn
+        .create_4d_tensor::<T>(CUDNN_TENSOR_NCHW, [i(g.n), i(g.o), i(g.oh), i(g.ow)])
+        .map_err(w)?;
+    let (algo, workspace) = match pass {
+        Pass::Forward => {
+            let op = ConvForward {
+                conv: &conv,
+                x: &x,
+                w: &f,
+                y: &y,
+            };
+            // every forward algorithm is deterministic
+            let a = op.pick_algorithm().map_err(w)?;
+            (Algo::Forward(a), op.get_workspace_size(a).map_err(w)?)
+        }
+        Pass::Data => {
+            let op = ConvBackwardData {
+                conv: &conv,
+                dx: &x,
+                w: &f,
+                dy: &y,
+            };
+            let a = if strict {
+                cu::sys::cudnnConvolutionBwdDataAlgo_t::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1
+            } else {
+                op.pick_algorithm().map_err(w)?
+            };
+            (Algo::Data(a), op.get_workspace_size(a).map_err(w)?)
+        }
+        Pass::Filter => {
+            let op = ConvBackwardFilter {
+                conv: &conv,
+                x: &x,
+                dw: &f,
+                dy: &y,
+            };
+            let a = if strict {
+                cu::sys::cudnnConvolutionBwdFilterAlgo_t::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1
+            } else {
+                op.pick_algorithm().map_err(w)?
+            };
+            (Algo::Filter(a), op.get_workspace_size(a).map_err(w)?)
+        }
+    };
+    let p = Rc::new(Plan {
+        conv,
+        x,
+        w: f,
+        y,
+        algo,
+        workspace,
+    });
+    PLANS.with(|m| m.borrow_mut().insert(key, p.clone() as Rc<dyn Any>));
+    Ok(p)
+}
+
+/// The device's workspace of at least `size` bytes, taken out while a launch uses it.
+fn take_workspace(dev: &CudaDevice, size: usize) -> Result<CudaSlice<u8>> {
+    if let Some(ws) = WORKSPACES.with(|m| m.borrow_mut().remove(&dev.id())) {
+        if ws.len() >= size.max(1) {
+            return Ok(ws);
+        }
+    }
+    // SAFETY: a workspace's contents are cuDNN's scratch, written before read.
+    unsafe { dev.cuda_stream().alloc::<u8>(size.max(1)) }.w()
+}
+
+fn put_workspace(dev: &CudaDevice, ws: CudaSlice<u8>) {
+    WORKSPACES.with(|m| m.borrow_mut().insert(dev.id(), ws));
+}
+
 /// One pass of the convolution, element type `T`, compute type `C`.
 fn run<T, C>(
     dev: &CudaDevice,
@@ -98,87 +269,49 @@ fn run<T, C>(
     bo: usize,
 ) -> Result<CudaSlice<T>>
 where
-    T: CudnnDataType + DeviceRepr + ValidAsZeroBits + num_one::One,
-    C: CudnnDataType,
+    T: CudnnDataType + DeviceRepr + num_one::One + 'static,
+    C: CudnnDataType + 'static,
 {
-    use cu::sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
-    let cudnn = handle(dev)?;
-    let conv = cudnn
-        .create_conv2d::<C>(
-            [i(g.pad), i(g.pad)],
-            [i(g.stride), i(g.stride)],
-            [1, 1],
-            cu::sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
-        )
-        .map_err(candle_core::Error::wrap)?;
-    let x = cudnn
-        .create_4d_tensor::<T>(CUDNN_TENSOR_NCHW, [i(g.n), i(g.c), i(g.h), i(g.w)])
-        .map_err(candle_core::Error::wrap)?;
-    let w = cudnn
-        .create_4d_filter::<T>(CUDNN_TENSOR_NCHW, [i(g.o), i(g.c), i(g.k), i(g.k)])
-        .map_err(candle_core::Error::wrap)?;
-    let y = cudnn
-        .create_4d_tensor::<T>(CUDNN_TENSOR_NCHW, [i(g.n), i(g.o), i(g.oh), i(g.ow)])
-        .map_err(candle_core::Error::wrap)?;
-    let stream = dev.cuda_stream();
+    let p = plan::<T, C>(dev, pass, g)?;
     let (a, b) = (a.slice(ao..), b.slice(bo..));
     let len = match pass {
         Pass::Forward => g.n * g.o * g.oh * g.ow,
         Pass::Data => g.n * g.c * g.h * g.w,
         Pass::Filter => g.o * g.c * g.k * g.k,
     };
-    let mut out = dev.alloc_zeros::<T>(len)?;
+    // SAFETY: with beta = 0 cuDNN writes every output element without reading it.
+    let mut out = unsafe { dev.alloc::<T>(len)? };
+    let mut ws = take_workspace(dev, p.workspace)?;
     let scale = (T::one(), T::zero());
+    let w = candle_core::Error::wrap;
     // SAFETY: the descriptors describe the buffers (contiguous NCHW of the sizes above).
-    unsafe {
-        match pass {
-            Pass::Forward => {
-                let op = ConvForward {
-                    conv: &conv,
-                    x: &x,
-                    w: &w,
-                    y: &y,
-                };
-                let algo = op.pick_algorithm().map_err(candle_core::Error::wrap)?;
-                let size = op
-                    .get_workspace_size(algo)
-                    .map_err(candle_core::Error::wrap)?;
-                let mut ws = stream.alloc_zeros::<u8>(size.max(1)).w()?;
-                op.launch(algo, Some(&mut ws), scale, &a, &b, &mut out)
-                    .map_err(candle_core::Error::wrap)?;
+    let launched = unsafe {
+        match p.algo {
+            Algo::Forward(algo) => ConvForward {
+                conv: &p.conv,
+                x: &p.x,
+                w: &p.w,
+                y: &p.y,
             }
-            Pass::Data => {
-                let op = ConvBackwardData {
-                    conv: &conv,
-                    dx: &x,
-                    w: &w,
-                    dy: &y,
-                };
-                let algo = op.pick_algorithm().map_err(candle_core::Error::wrap)?;
-                let size = op
-                    .get_workspace_size(algo)
-                    .map_err(candle_core::Error::wrap)?;
-                let mut ws = stream.alloc_zeros::<u8>(size.max(1)).w()?;
-                op.launch(algo, Some(&mut ws), scale, &mut out, &b, &a)
-                    .map_err(candle_core::Error::wrap)?;
+            .launch(algo, Some(&mut ws), scale, &a, &b, &mut out),
+            Algo::Data(algo) => ConvBackwardData {
+                conv: &p.conv,
+                dx: &p.x,
+                w: &p.w,
+                dy: &p.y,
             }
-            Pass::Filter => {
-                let op = ConvBackwardFilter {
-                    conv: &conv,
-                    x: &x,
-                    dw: &w,
-                    dy: &y,
-                };
-                let algo = op.pick_algorithm().map_err(candle_core::Error::wrap)?;
-                let size = op
-                    .get_workspace_size(algo)
-                    .map_err(candle_core::Error::wrap)?;
-                let mut ws = stream.alloc_zeros::<u8>(size.max(1)).w()?;
-                op.launch(algo, Some(&mut ws), scale, &a, &mut out, &b)
-                    .map_err(candle_core::Error::wrap)?;
+            .launch(algo, Some(&mut ws), scale, &mut out, &b, &a),
+            Algo::Filter(algo) => ConvBackwardFilter {
+                conv: &p.conv,
+                x: &p.x,
+                dw: &p.w,
+                dy: &p.y,
             }
+            .launch(algo, Some(&mut ws), scale, &a, &mut out, &b),
         }
-    }
+    };
+    put_workspace(dev, ws);
+    launched.map_err(w)?;
     Ok(out)
 }
 
@@ -242,7 +375,7 @@ fn pass(
             CudaStorageSlice::BF16(run::<half::bf16, f32>(dev, pass, g, a, o1, b, o2)?)
         }
         (CudaStorageSlice::F16(a), CudaStorageSlice::F16(b)) => {
-            CudaStorageSlice::F16(run::<half::f16, half::f16>(dev, pass, g, a, o1, b, o2)?)
+            CudaStorageSlice::F16(run::<half::f16, f32>(dev, pass, g, a, o1, b, o2)?)
         }
         _ => candle_core::bail!(
             "conv2d (cuDNN): f32, bf16 or f16 only, got {:?}",

@@ -2362,6 +2362,7 @@ impl BackendStorage for CpuStorage {
     fn reduce_op(&self, op: ReduceOp, layout: &Layout, reduce_dims: &[usize]) -> Result<Self> {
         match op {
             ReduceOp::Sum => {
+                crate::reduce_audit::record(self.dtype(), layout.dims(), reduce_dims);
                 let src_dims = layout.dims();
                 let mut dst_dims = src_dims.to_vec();
                 for &dim in reduce_dims.iter() {
