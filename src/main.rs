@@ -366,6 +366,10 @@ enum Command {
         /// Only NVRTC-compile every kernel source for --arch (needs no GPU).
         #[arg(long)]
         compile_only: bool,
+        /// Only print the CUDA version the driver supports and NVRTC's (needs no GPU), and say
+        /// when NVRTC is newer than the driver.
+        #[arg(long)]
+        versions: bool,
         /// Architectures for --compile-only (sm_80, sm_89, sm_90, ...).
         #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90")]
         arch: Vec<String>,
@@ -726,9 +730,16 @@ fn main() -> ExitCode {
             device,
             stage,
             compile_only,
+            versions,
             arch,
             format,
-        } => cli::selftest::run(&device, stage, compile_only, &arch, format.into()),
+        } => {
+            if versions {
+                cli::selftest::versions()
+            } else {
+                cli::selftest::run(&device, stage, compile_only, &arch, format.into())
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

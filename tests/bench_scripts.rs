@@ -89,3 +89,56 @@ fn summarize_scaling_gives_step_times_per_shape() {
         "whole runs are not shapes: {text}"
     );
 }
+
+#[test]
+fn the_gpu_checks_dry_run_puts_throughput_first_and_fits_five_minutes() {
+    // any machine: the stages in order, each command with its budget, the sum within 300 s
+    let out = Command::new("bash")
+        .args(["scripts/gpu-check.sh", "--dry-run"])
+        .env("RUNNER", "bin/runner")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stages: Vec<(&str, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("== "))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(" (starts by ")?;
+            Some((name, rest.trim_end_matches(" s)").parse().ok()?))
+        })
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|s| s.0).collect();
+    assert_eq!(
+        names,
+        [
+            "environment",
+            "smoke",
+            "throughput",
+            "cudnn",
+            "parity",
+            "epoch",
+            "quickstart"
+        ],
+        "{text}"
+    );
+    // the throughput table is done (the next stage starts) within 2.5 minutes
+    assert!(stages[3].1 <= 150, "{text}");
+    let budgets: u64 = text
+        .lines()
+        .filter_map(|l| l.trim_start().split_once(" s  "))
+        .filter_map(|(b, _)| b.trim().parse::<u64>().ok())
+        .sum();
+    assert!(budgets <= 300, "{budgets} s:\n{text}");
+    assert!(
+        text.contains(&format!("== total: {budgets} s of a 300 s budget")),
+        "{text}"
+    );
+    // PyTorch's side runs AMP channels-last; runner's throughput rows are bf16 at batch 64
+    assert!(text.contains("--amp bf16 --channels-last"), "{text}");
+    assert!(text.contains("selftest --versions"), "{text}");
+}

@@ -44,6 +44,36 @@ fn print(c: &Check, format: Format) {
     let _ = out.flush();
 }
 
+/// `selftest --versions`: the CUDA version the driver supports and NVRTC's, one line each, and
+/// a warning line when NVRTC is newer (a driver refuses PTX of a newer ISA).
+pub fn versions() -> Result<(), CliError> {
+    #[cfg(feature = "cuda")]
+    {
+        let (drv, rtc) = crate::kernels::gpu::cuda::versions();
+        let show = |v: Option<(i32, i32)>| match v {
+            Some((a, b)) => format!("{a}.{b}"),
+            None => "not loadable here".to_string(),
+        };
+        crate::outln!("CUDA driver supports: {}", show(drv));
+        crate::outln!("NVRTC: {}", show(rtc));
+        if let (Some(d), Some(r)) = (drv, rtc) {
+            if r > d {
+                crate::outln!(
+                    "warning: NVRTC {} is newer than the driver's CUDA {}: the driver refuses the PTX it makes; use an NVRTC of CUDA {} or older",
+                    show(rtc),
+                    show(drv),
+                    show(drv)
+                );
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "cuda"))]
+    Err(CliError::invalid(
+        "selftest --versions: this runner was built without CUDA; build it with `cargo build --release --features cuda`",
+    ))
+}
+
 /// `archs`: `sm_80`, `compute_90`, ...: NVRTC compiles PTX for the virtual architecture.
 pub fn run(
     device: &str,

@@ -96,6 +96,37 @@ pub fn configure(dev: &CudaDevice) -> Result<()> {
     Ok(())
 }
 
+/// The CUDA version the driver supports and NVRTC's own, as (major, minor); `None` where the
+/// library cannot be loaded or answer (no driver on this machine, no libnvrtc on the path).
+pub fn versions() -> (Option<(i32, i32)>, Option<(i32, i32)>) {
+    use candle_core::cuda_backend::cudarc::{driver, nvrtc};
+    // cudarc panics when it cannot load a library: quietly, here
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let drv = std::panic::catch_unwind(|| {
+        let mut v = 0;
+        // SAFETY: writes one int
+        unsafe { driver::sys::cuDriverGetVersion(&mut v) }
+            .result()
+            .ok()
+            .map(|_| (v / 1000, (v % 1000) / 10))
+    })
+    .ok()
+    .flatten();
+    let rtc = std::panic::catch_unwind(|| {
+        let (mut major, mut minor) = (0, 0);
+        // SAFETY: writes two ints
+        unsafe { nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+            .result()
+            .ok()
+            .map(|_| (major, minor))
+    })
+    .ok()
+    .flatten();
+    std::panic::set_hook(hook);
+    (drv, rtc)
+}
+
 fn poisoned<T>(_: T) -> candle_core::Error {
     candle_core::Error::Msg("GPU kernel cache lock poisoned".into())
 }
