@@ -356,7 +356,11 @@ fn depthwise_nchw_forward_and_gradients() {
         ([3, 3, 8, 6], (3, 3), (2, 2), (0, 0)),
         ([2, 4, 6, 5], (5, 3), (1, 2), (2, 1)),
         ([2, 3, 2, 3], (7, 7), (1, 1), (3, 3)),
+        // large enough that the weight gradient is split into several slices
+        ([2, 3, 48, 48], (3, 3), (1, 1), (1, 1)),
     ];
+    // (the split's order of addition is part of what the kernels must get right)
+    assert!(runner::kernels::gpu::slices(2 * 48 * 48, 3) > 1);
     for (ci, (xd, k, s, p)) in cases.into_iter().enumerate() {
         let params = DwParams {
             stride: s,
@@ -424,10 +428,15 @@ fn depthwise_channels_last_forward_and_gradients() {
         (3, 2, 3, 9, 7),
         (2, 6, 5, 3, 3),
         (2, 5, 8, 70, 5),
+        // the weight and bias gradients split into several slices
+        (2, 12, 12, 40, 3),
     ]
     .into_iter()
     .enumerate()
     {
+        if (n, h, w, c) == (2, 12, 12, 40) {
+            assert!(runner::kernels::gpu::slices(n * h * w * 32, c.div_ceil(32)) > 1);
+        }
         for dt in DTYPES {
             let seed = 10 * ci as u64;
             let (x, xb) = input(dt, &values(seed, n * h * w * c), &[n, h, w, c]);
@@ -599,11 +608,17 @@ fn layer_norm_channels_forward_and_gradients() {
         [1, 96, 4, 4],
         [3, 3, 2, 1],
         [2, 8, 9, 6],
+        // the parameter gradients split into several slices (8 channels: with 3, the input
+        // gradient's cancellation over so few channels exceeds f32's tolerance on both sides)
+        [2, 8, 48, 48],
     ]
     .into_iter()
     .enumerate()
     {
         let c = d[1];
+        if d == [2, 8, 48, 48] {
+            assert!(runner::kernels::gpu::slices(d[0] * d[2] * d[3], c) > 1);
+        }
         for dt in DTYPES {
             let seed = 600 + 10 * ci as u64;
             let xs: Vec<f32> = values(seed, d.iter().product())
@@ -648,12 +663,16 @@ fn gelu_and_bias_gelu_forward_and_gradients() {
     use runner::kernels::channels_last::bias_gelu;
     use runner::kernels::gelu::{gpu_backward, gpu_bias_backward, gpu_bias_forward, gpu_forward};
     use runner::kernels::gelu_erf;
-    for (ci, dims) in [vec![3usize, 7, 37], vec![1000], vec![5, 96]]
+    // the last: the bias gradient (column sums) split into several slices
+    for (ci, dims) in [vec![3usize, 7, 37], vec![1000], vec![5, 96], vec![160, 37]]
         .into_iter()
         .enumerate()
     {
         let n: usize = dims.iter().product();
         let c = *dims.last().unwrap();
+        if dims == [160, 37] {
+            assert!(runner::kernels::gpu::slices((n / c) * 32, c.div_ceil(32)) > 1);
+        }
         for dt in DTYPES {
             let seed = 700 + 10 * ci as u64;
             let xs: Vec<f32> = values(seed, n).iter().map(|v| 4.0 * v).collect();
@@ -694,11 +713,16 @@ fn batch_norm_train_and_eval_forward_and_gradients() {
         [2, 3, 9, 1],
         [8, 96, 2, 2],
         [1, 5, 40, 60],
+        // statistics and parameter gradients split into several slices
+        [2, 3, 48, 48],
     ]
     .into_iter()
     .enumerate()
     {
         let c = d[1];
+        if d == [2, 3, 48, 48] {
+            assert!(runner::kernels::gpu::slices(d[0] * d[2] * d[3], c) > 1);
+        }
         for dt in DTYPES {
             let act = acts[ci % 3];
             let seed = 800 + 10 * ci as u64;
@@ -1019,6 +1043,25 @@ fn half_conversions_round_like_candle() {
 }
 
 /// The emulator reports what would hang or be undefined on a GPU instead of running it.
+#[test]
+fn a_grid_stride_loop_runs_its_later_passes() {
+    // real sizes reach a second pass only past 65,535 blocks x 256 threads (16.7 million
+    // elements); with the cap lowered to 2 blocks on this thread, 3,000 values take 6 passes
+    use runner::kernels::gelu::gpu_forward;
+    use runner::kernels::gelu_erf;
+    let n = 3000;
+    assert!(n > 2 * runner::kernels::gpu::THREADS as usize * 5);
+    runner::kernels::gpu::cap_blocks_for_test(Some(2));
+    for dt in DTYPES {
+        let xs: Vec<f32> = values(950, n).iter().map(|v| 4.0 * v).collect();
+        let (x, xb) = input(dt, &xs, &[n]);
+        let y = reference(|| gelu_erf(&x)).unwrap();
+        let yb = gpu_forward(&Emu, dt, &xb, n).unwrap();
+        close("gelu, 2 blocks, 6 passes", dt, &yb.to_f32(), &flat(&y));
+    }
+    runner::kernels::gpu::cap_blocks_for_test(None);
+}
+
 #[test]
 fn emulator_refuses_a_block_of_the_wrong_size() {
     let x = HostBuf::from_f32(DType::F32, &[1.0; 64]);

@@ -17,8 +17,22 @@ fn print(c: &Check, format: Format) {
         _ if c.metric == "kernels" => {
             let _ = writeln!(
                 out,
-                "{:<8} {:<48} {} kernels in the PTX  ok  {:.2}s",
-                c.stage, c.name, c.value, c.seconds
+                "{:<8} {:<32} {} kernels in the PTX; {}  ok  {:.2}s",
+                c.stage,
+                c.name,
+                c.value,
+                c.detail.as_deref().unwrap_or(""),
+                c.seconds
+            );
+        }
+        _ if c.metric == "nvrtc_seconds" => {
+            let _ = writeln!(
+                out,
+                "{:<8} {}: {:.2} s ({})",
+                c.stage,
+                c.name,
+                c.value,
+                c.detail.as_deref().unwrap_or("")
             );
         }
         _ if c.error.is_some() => {
@@ -74,7 +88,8 @@ pub fn versions() -> Result<(), CliError> {
     ))
 }
 
-/// `archs`: `sm_80`, `compute_90`, ...: NVRTC compiles PTX for the virtual architecture.
+/// `archs`: `sm_80`, `sm_90`, ...: NVRTC compiles PTX for the virtual architecture and a
+/// CUBIN for the real one.
 pub fn run(
     device: &str,
     stages: Stages,
@@ -89,14 +104,7 @@ pub fn run(
     }
     let mut on_check = |c: &Check| print(c, format);
     let checks = if compile_only {
-        let archs: Vec<String> = archs
-            .iter()
-            .map(|a| match a.strip_prefix("sm_") {
-                Some(n) => format!("compute_{n}"),
-                None => a.clone(),
-            })
-            .collect();
-        selftest::compile(&archs, &mut on_check)
+        selftest::compile(archs, &mut on_check)
     } else {
         selftest::run(device, stages, &mut on_check)
     }

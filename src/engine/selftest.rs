@@ -36,6 +36,9 @@ pub struct Check {
     /// Why the case could not be measured (then `ok` is false and `value` NaN).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// More about a compile check: the CUBIN's size, registers and spills.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Check {
@@ -56,6 +59,7 @@ impl Check {
             ok: value.is_finite() && value <= limit,
             seconds: t.elapsed().as_secs_f64(),
             error: None,
+            detail: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl Check {
             ok: false,
             seconds: t.elapsed().as_secs_f64(),
             error: Some(e.to_string()),
+            detail: None,
         }
     }
 
@@ -84,24 +89,35 @@ impl Check {
             ok: value.is_finite() && value >= limit,
             seconds: t.elapsed().as_secs_f64(),
             error: None,
+            detail: None,
         }
     }
 }
 
-/// NVRTC-compiles every kernel module for each of `archs` (`sm_80`, `compute_90`, ...) and
-/// checks that each kernel the loader launches is an entry of the PTX. Needs no GPU.
+/// For each of `archs` (`sm_80`, `sm_90`, ...), NVRTC compiles every kernel module twice:
+/// to PTX for the virtual architecture (`compute_XY`), checking that each kernel the loader
+/// launches is an entry, and to a CUBIN for the real one, which runs the assembler (what the
+/// device loads). One check per module, with its kernels' most registers and spill bytes from
+/// ptxas (`detail`), then one line per architecture with NVRTC's whole compile time. Needs no GPU.
 pub fn compile(
     archs: &[String],
     on_check: &mut dyn FnMut(&Check),
 ) -> Result<Vec<Check>, EngineError> {
     #[cfg(feature = "cuda")]
     {
+        use crate::kernels::gpu::cuda;
         let mut out = Vec::new();
         for arch in archs {
-            let arch: &'static str = Box::leak(arch.clone().into_boxed_str());
+            let real = match arch.strip_prefix("compute_") {
+                Some(n) => format!("sm_{n}"),
+                None => arch.clone(),
+            };
+            let virt: &'static str =
+                Box::leak(format!("compute_{}", real.trim_start_matches("sm_")).into_boxed_str());
+            let mut total = 0.0;
             for m in crate::kernels::gpu::MODULES {
                 let t = Instant::now();
-                let ptx = crate::kernels::gpu::cuda::compile_ptx(m, arch)?;
+                let ptx = cuda::compile_ptx(m, virt)?;
                 let names = m.kernel_names();
                 let missing: Vec<&String> = names
                     .iter()
@@ -109,23 +125,53 @@ pub fn compile(
                     .collect();
                 if !missing.is_empty() {
                     return Err(EngineError::Other(format!(
-                        "kernels/cuda/{} for {arch}: no PTX entry for {missing:?}",
+                        "kernels/cuda/{} for {virt}: no PTX entry for {missing:?}",
                         m.file
                     )));
                 }
+                let cubin = cuda::compile_cubin(m, &real)?;
+                let res = cuda::resources(&cubin.log);
+                let most = res.iter().max_by_key(|r| r.registers);
+                let spills: u32 = res.iter().map(|r| r.spill_stores + r.spill_loads).sum();
+                let detail = format!(
+                    "CUBIN {} bytes; {} kernels assembled, most registers {}{}, spill bytes {spills}",
+                    cubin.image.len(),
+                    res.len(),
+                    most.map_or(0, |r| r.registers),
+                    most.map_or(String::new(), |r| format!(" ({})", r.kernel)),
+                );
+                let seconds = t.elapsed().as_secs_f64();
+                total += seconds;
                 let c = Check {
                     stage: "compile",
-                    name: format!("{} {arch}", m.file),
+                    name: format!("{} {real}", m.file),
                     metric: "kernels",
                     value: names.len() as f64,
                     limit: names.len() as f64,
                     ok: true,
-                    seconds: t.elapsed().as_secs_f64(),
+                    seconds,
                     error: None,
+                    detail: Some(detail),
                 };
                 on_check(&c);
                 out.push(c);
             }
+            let c = Check {
+                stage: "compile",
+                name: format!("NVRTC compile time, {real}"),
+                metric: "nvrtc_seconds",
+                value: total,
+                limit: total,
+                ok: true,
+                seconds: total,
+                error: None,
+                detail: Some(format!(
+                    "{} modules, PTX and CUBIN",
+                    crate::kernels::gpu::MODULES.len()
+                )),
+            };
+            on_check(&c);
+            out.push(c);
         }
         Ok(out)
     }

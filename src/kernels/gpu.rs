@@ -181,10 +181,23 @@ pub const THREADS: u32 = 256;
 /// At most this many blocks for a grid-stride loop over elements.
 const MAX_BLOCKS: usize = 65_535;
 
+thread_local! {
+    /// The block cap of grid-stride launches made on this thread ([`cap_blocks_for_test`]).
+    static BLOCK_CAP: std::cell::Cell<usize> = const { std::cell::Cell::new(MAX_BLOCKS) };
+}
+
+/// Lowers the block cap of the grid-stride launches this thread makes (`None` restores
+/// 65,535), so that a test's small launch runs the loop's later passes, which real sizes reach
+/// only past 16.7 million elements. Per thread: parallel tests do not see it.
+pub fn cap_blocks_for_test(cap: Option<usize>) {
+    BLOCK_CAP.with(|c| c.set(cap.unwrap_or(MAX_BLOCKS).clamp(1, MAX_BLOCKS)));
+}
+
 impl Grid {
     /// A 1-D grid-stride launch over `n` items, 256 threads per block.
     pub fn items(n: usize) -> Self {
-        let blocks = n.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32;
+        let cap = BLOCK_CAP.with(|c| c.get());
+        let blocks = n.div_ceil(THREADS as usize).clamp(1, cap) as u32;
         Grid {
             grid: (blocks, 1, 1),
             block: (THREADS, 1, 1),
@@ -251,6 +264,83 @@ pub fn runs_on_gpu(t: &Tensor) -> bool {
         && t.device().is_cuda()
         && matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16)
         && !super::reference_mode()
+}
+
+/// One kernel's resources from a ptxas `-v` log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelResources {
+    pub kernel: String,
+    pub registers: u32,
+    pub spill_stores: u32,
+    pub spill_loads: u32,
+}
+
+/// The kernels' registers and spills in a ptxas `-v` log ("Compiling entry function 'k'"
+/// then "N bytes spill stores, M bytes spill loads" and "Used R registers").
+pub fn resources(log: &str) -> Vec<KernelResources> {
+    let mut out: Vec<KernelResources> = Vec::new();
+    let number_before = |line: &str, word: &str| -> Option<u32> {
+        let at = line.find(word)?;
+        line[..at].split_whitespace().last()?.parse().ok()
+    };
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let name = rest.split('\'').next().unwrap_or("").to_string();
+            out.push(KernelResources {
+                kernel: name,
+                registers: 0,
+                spill_stores: 0,
+                spill_loads: 0,
+            });
+        } else if let Some(k) = out.last_mut() {
+            if let Some(n) = number_before(line, "bytes spill stores") {
+                k.spill_stores = n;
+            }
+            if let Some(n) = number_before(line, "bytes spill loads") {
+                k.spill_loads = n;
+            }
+            if let Some(n) = number_before(line, "registers") {
+                k.registers = n;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod resources_tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_spills_are_read_from_a_ptxas_log() {
+        let log = "ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'dw_fwd_f32' for 'sm_90'
+ptxas info    : Function properties for dw_fwd_f32
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 32 registers, 384 bytes cmem[0]
+ptxas info    : Compiling entry function 'dw_wgrad_bf16' for 'sm_90'
+ptxas info    : Function properties for dw_wgrad_bf16
+    16 bytes stack frame, 12 bytes spill stores, 8 bytes spill loads
+ptxas info    : Used 255 registers, 384 bytes cmem[0]
+";
+        assert_eq!(
+            resources(log),
+            vec![
+                KernelResources {
+                    kernel: "dw_fwd_f32".into(),
+                    registers: 32,
+                    spill_stores: 0,
+                    spill_loads: 0
+                },
+                KernelResources {
+                    kernel: "dw_wgrad_bf16".into(),
+                    registers: 255,
+                    spill_stores: 12,
+                    spill_loads: 8
+                },
+            ]
+        );
+    }
 }
 
 #[cfg(feature = "cuda")]

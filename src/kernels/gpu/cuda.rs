@@ -1,8 +1,10 @@
-//! The CUDA [`Launcher`]: NVRTC compiles a kernel module to PTX for the device's architecture
-//! on first use (once per process and architecture), Candle's device loads it once
-//! (`CudaDevice::get_or_load_custom_func`, keyed by the module's name), and kernels launch on
-//! the device's stream. Also the glue of the ops' `cuda_fwd`: Candle storages as launch
-//! buffers, new buffers back as storages, and side outputs written into a tensor's memory.
+//! The CUDA [`Launcher`]: NVRTC compiles a kernel module to a CUBIN for the device's real
+//! architecture (`sm_XY`) on first use, once per process and architecture. Building a CUBIN
+//! runs the assembler (ptxas, inside NVRTC) here rather than the driver's JIT, so a driver a
+//! minor version older than NVRTC still loads it, and what ships is what CI assembles. The
+//! module is loaded once per device and its functions looked up once; kernels launch on the
+//! device's stream. Also the glue of the ops' `cuda_fwd`: Candle storages as launch buffers,
+//! new buffers back as storages, and side outputs written into a tensor's memory.
 //!
 //! Every buffer is used on Candle's one stream per device, in launch order, so raw device
 //! addresses are enough: a storage outlives the launches that read it because the `cuda_fwd`
@@ -12,12 +14,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
-use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use candle_core::cuda_backend::cudarc::nvrtc::{self, compile_ptx_with_opts, CompileOptions, Ptx};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Storage, Tensor};
 
+pub use super::{resources, KernelResources};
 use super::{Arg, Buffer, Grid, Launcher, Module};
 
 /// NVRTC compiles `module` (with `common.cuh`) to PTX for `arch` (`compute_80`, `sm_90`, ...):
@@ -38,21 +41,111 @@ pub fn compile_ptx(module: &Module, arch: &'static str) -> Result<String> {
     }
 }
 
-type PtxCache = Mutex<HashMap<(&'static str, &'static str), Arc<String>>>;
+/// A module assembled by NVRTC for one real architecture.
+pub struct Cubin {
+    pub image: Vec<u8>,
+    /// NVRTC's log: with `--ptxas-options=-v`, each kernel's registers, spills and shared
+    /// memory, as ptxas reports them.
+    pub log: String,
+    /// NVRTC's compile time.
+    pub seconds: f64,
+}
 
-/// PTX of `module` for `arch`, compiled once per process.
-fn cached_ptx(module: &'static Module, arch: &'static str) -> Result<Arc<String>> {
-    static CACHE: OnceLock<PtxCache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(p) = cache.lock().map_err(poisoned)?.get(&(module.name, arch)) {
-        return Ok(p.clone());
+/// NVRTC compiles and assembles `module` (with `common.cuh`) for the real architecture `arch`
+/// (`sm_80`, `sm_90`, ...): the CUBIN the device loads, and what CI assembles for every module
+/// without a GPU (so the inline PTX of `common.cuh` goes through the assembler each run).
+pub fn compile_cubin(module: &Module, arch: &str) -> Result<Cubin> {
+    use std::ffi::{c_char, CStr, CString};
+    let t = std::time::Instant::now();
+    let err = |what: &str, e: nvrtc::result::NvrtcError| {
+        candle_core::Error::Msg(format!(
+            "NVRTC: {what} kernels/cuda/{} for {arch}: {e:?}",
+            module.file
+        ))
+    };
+    let src = CString::new(module.full_source()).map_err(|_| {
+        candle_core::Error::Msg(format!("kernels/cuda/{}: a NUL byte", module.file))
+    })?;
+    let prog = nvrtc::result::create_program(&src, None).map_err(|e| err("creating", e))?;
+    let opts = vec![
+        format!("--gpu-architecture={arch}"),
+        format!("--fmad={}", module.fmad),
+        "--std=c++17".to_string(),
+        "--ptxas-options=-v".to_string(),
+    ];
+    // SAFETY: `prog` is a live program; the options are NUL-free strings.
+    let compiled = unsafe { nvrtc::result::compile_program(prog, &opts) };
+    // SAFETY: as above; the log is NUL-terminated.
+    let log = unsafe { nvrtc::result::get_program_log(prog) }
+        .map(|raw| {
+            unsafe { CStr::from_ptr(raw.as_ptr()) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    let image = compiled.map_err(|e| err("compiling", e)).and_then(|()| {
+        let mut size = 0usize;
+        // SAFETY: a compiled program; the buffer has the size NVRTC gives.
+        unsafe { nvrtc::sys::nvrtcGetCUBINSize(prog, &mut size) }
+            .result()
+            .map_err(|e| err("sizing the CUBIN of", e))?;
+        let mut image = vec![0u8; size];
+        unsafe { nvrtc::sys::nvrtcGetCUBIN(prog, image.as_mut_ptr() as *mut c_char) }
+            .result()
+            .map_err(|e| err("reading the CUBIN of", e))?;
+        Ok(image)
+    });
+    // SAFETY: the program is not used after this.
+    let _ = unsafe { nvrtc::result::destroy_program(prog) };
+    let image = image.map_err(|e| candle_core::Error::Msg(format!("{e}\n{log}")))?;
+    Ok(Cubin {
+        image,
+        log,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+type FuncCache = Mutex<HashMap<(usize, &'static str, String), CudaFunction>>;
+
+/// The function `kernel` of `module` on the device of `stream`: the module's CUBIN assembled
+/// for the device's architecture and loaded once per device, the function looked up once.
+fn function(module: &'static Module, kernel: &str, stream: &CudaStream) -> Result<CudaFunction> {
+    static FUNCS: OnceLock<FuncCache> = OnceLock::new();
+    static MODULES: OnceLock<
+        Mutex<
+            HashMap<
+                (usize, &'static str),
+                Arc<candle_core::cuda_backend::cudarc::driver::CudaModule>,
+            >,
+        >,
+    > = OnceLock::new();
+    let ctx = stream.context();
+    let key = (ctx.ordinal(), module.name, kernel.to_string());
+    let funcs = FUNCS.get_or_init(Default::default);
+    if let Some(f) = funcs.lock().map_err(poisoned)?.get(&key) {
+        return Ok(f.clone());
     }
-    let ptx = Arc::new(compile_ptx(module, arch)?);
-    cache
+    let modules = MODULES.get_or_init(Default::default);
+    let loaded = modules
         .lock()
         .map_err(poisoned)?
-        .insert((module.name, arch), ptx.clone());
-    Ok(ptx)
+        .get(&(ctx.ordinal(), module.name))
+        .cloned();
+    let m = match loaded {
+        Some(m) => m,
+        None => {
+            let cubin = compile_cubin(module, arch_of(stream)?)?;
+            let m = ctx.load_module(Ptx::from_binary(cubin.image)).w()?;
+            modules
+                .lock()
+                .map_err(poisoned)?
+                .insert((ctx.ordinal(), module.name), m.clone());
+            m
+        }
+    };
+    let f = m.load_function(kernel).w()?;
+    funcs.lock().map_err(poisoned)?.insert(key, f.clone());
+    Ok(f)
 }
 
 /// Sets what training on a new CUDA device relies on, as PyTorch's defaults are:
@@ -131,7 +224,7 @@ fn poisoned<T>(_: T) -> candle_core::Error {
     candle_core::Error::Msg("GPU kernel cache lock poisoned".into())
 }
 
-/// The virtual architecture (`compute_XY`) of a device, asked of the driver once per ordinal.
+/// The real architecture (`sm_XY`) of a device, asked of the driver once per ordinal.
 fn arch_of(stream: &CudaStream) -> Result<&'static str> {
     static ARCHS: OnceLock<Mutex<HashMap<usize, &'static str>>> = OnceLock::new();
     let ctx = stream.context();
@@ -140,7 +233,7 @@ fn arch_of(stream: &CudaStream) -> Result<&'static str> {
         return Ok(a);
     }
     let (major, minor) = ctx.compute_capability().w()?;
-    let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+    let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
     archs.lock().map_err(poisoned)?.insert(ctx.ordinal(), arch);
     Ok(arch)
 }
@@ -231,11 +324,8 @@ impl Launcher for Cuda<'_> {
         args: &[Arg],
     ) -> Result<()> {
         let stream = self.dev.cuda_stream();
-        let ptx = cached_ptx(module, arch_of(&stream)?)?;
-        let func = self
-            .dev
-            .get_or_load_custom_func(kernel, module.name, &ptx)?;
-        let mut b = func.builder();
+        let func = function(module, kernel, &stream)?;
+        let mut b = stream.launch_builder(&func);
         for a in args {
             match a {
                 Arg::Ptr(p) => b.arg(p),
