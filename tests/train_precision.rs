@@ -16,10 +16,19 @@ use runner::store::{NewRun, Store};
 use runner::train::checkpoint::read_checkpoint;
 
 fn train(env: &Env, precision: Precision) -> (Store, i64, RunOutcome) {
+    train_with(env, precision, |_| {})
+}
+
+fn train_with(
+    env: &Env,
+    precision: Precision,
+    edit: impl FnOnce(&mut runner::recipe::Recipe),
+) -> (Store, i64, RunOutcome) {
     let path = env.recipe("mp", "");
     let (_, mut recipe) = runner::recipe::load(&path, &[]).unwrap();
     recipe.train.epochs = 2;
     recipe.train.precision = precision;
+    edit(&mut recipe);
     let mut store = Store::open(&env.db()).unwrap();
     let key = format!("mp-{precision:?}");
     let run_id = store
@@ -98,5 +107,27 @@ fn bf16_and_f16_runs_train_and_record_finite_metrics() {
             let scale = s["scale"].as_f64().unwrap();
             assert!(scale > 0.0 && scale <= 65536.0, "{s}");
         }
+    }
+}
+
+#[test]
+fn a_training_step_makes_at_most_one_readback() {
+    // the engine's own step (every read of a tensor's values counted by the vendored
+    // candle-core, per thread): f32, bf16 and f16 (loss scaling), with and without clipping
+    for (precision, clip) in [
+        (Precision::F32, None),
+        (Precision::F32, Some(1.0)),
+        (Precision::Bf16, Some(1.0)),
+        (Precision::F16, None),
+    ] {
+        let env = Env::new();
+        runner::engine::run::take_max_step_readbacks();
+        let (_, _, out) = train_with(&env, precision, |r| r.train.grad_clip = clip);
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        let most = runner::engine::run::take_max_step_readbacks();
+        assert_eq!(
+            most, 1,
+            "{precision:?} clip {clip:?}: a step read the device {most} times"
+        );
     }
 }

@@ -55,10 +55,14 @@ pub fn accuracy(logits: &Tensor, targets: &Tensor) -> Result<f64> {
 
 /// Number of rows whose arg-max equals the target (for exact epoch accuracy).
 pub fn correct_count(logits: &Tensor, targets: &Tensor) -> Result<usize> {
+    Ok(correct_tensor(logits, targets)?.to_scalar::<u32>()? as usize)
+}
+
+/// [`correct_count`] as a u32 scalar left on the logits' device (read with other numbers).
+pub fn correct_tensor(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let pred = logits.argmax(D::Minus1)?;
     let targets = targets.to_dtype(DType::U32)?;
-    let n = pred.eq(&targets)?.to_dtype(DType::U32)?.sum_all()?;
-    Ok(n.to_scalar::<u32>()? as usize)
+    pred.eq(&targets)?.to_dtype(DType::U32)?.sum_all()
 }
 
 #[cfg(test)]

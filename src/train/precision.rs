@@ -75,6 +75,22 @@ impl GradScaler {
         grads_finite(grads, vars)
     }
 
+    /// Divides the gradients of `vars` by the scale (when enabled), on their device, reading
+    /// nothing back: the step checks their finiteness with its other numbers
+    /// ([`MixedPrecision::after_check`]).
+    pub fn unscale_only(&self, grads: &mut GradStore, vars: &[Var]) -> Result<(), TrainError> {
+        if self.enabled {
+            let inv = 1.0 / self.scale;
+            for v in vars {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    let g = (g * inv)?;
+                    grads.insert(v.as_tensor(), g);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Adjusts the scale after a step: back off on overflow, grow after
     /// `growth_interval` clean steps.
     pub fn update(&mut self, found_inf: bool) {
@@ -137,6 +153,27 @@ impl MixedPrecision {
 
     /// f16: unscales the gradients, updates the scale, and says whether to apply them.
     /// Otherwise `Apply` (non-finite gradients are then the divergence guard's business).
+    /// Unscales the gradients on their device (f16), reading nothing back; then
+    /// [`MixedPrecision::after_check`] with their finiteness.
+    pub fn unscale(&self, grads: &mut GradStore, vars: &[Var]) -> Result<(), TrainError> {
+        self.scaler.unscale_only(grads, vars)
+    }
+
+    /// [`MixedPrecision::after_backward`] with the unscaled gradients' finiteness known
+    /// (read back with the step's other numbers): updates the loss scale and says whether to
+    /// apply the step.
+    pub fn after_check(&mut self, grads_finite: bool, loss: f64) -> StepVerdict {
+        if !self.scaler.enabled {
+            return StepVerdict::Apply;
+        }
+        self.scaler.update(!grads_finite);
+        if !grads_finite && loss.is_finite() {
+            StepVerdict::SkipOverflow
+        } else {
+            StepVerdict::Apply
+        }
+    }
+
     pub fn after_backward(
         &mut self,
         grads: &mut GradStore,

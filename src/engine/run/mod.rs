@@ -562,31 +562,40 @@ impl<'a, 's> Runner<'a, 's> {
             } else {
                 self.schedule.lr()
             };
+            // the step's reads of device values, from its forward to its update
+            let reads_before = candle_core::readback_audit::count();
             let mut ctx = ForwardCtx::train(mix(seed, epoch as u64, b as u64));
             let images = self.precision.input(&batch.images)?;
             let logits = self.train_logits(&images, &batch.labels, &mut ctx, frozen, no_margin)?;
             let loss_t = loss::cross_entropy(&logits, &batch.labels, smoothing)?;
-            let mut loss_v = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let n = batch.labels.dim(0)? as u64;
+            let mut grads = self.precision.backward(&loss_t)?;
+            self.precision.unscale(&mut grads, &vars)?;
+            // The step's one read from the device: the loss, the correct count, and each
+            // gradient's finiteness (and its sum of squares, for clipping), gathered there.
+            let mut parts = vec![
+                loss_t.to_dtype(DType::F64)?,
+                loss::correct_tensor(&logits, &batch.labels)?.to_dtype(DType::F64)?,
+            ];
+            parts.extend(optim::grad_probes(&grads, &vars, grad_clip.is_some())?);
+            let values = readback(&parts)?;
+            let mut loss_v = values[0];
+            let step_correct = values[1] as u64;
+            let (grads_finite, grad_norm) = optim::grad_summary(&values[2..], grad_clip.is_some());
             if self.faults.nan_at_step == Some(self.step) {
                 self.faults.nan_at_step = None;
                 loss_v = f64::NAN;
             }
-            let n = batch.labels.dim(0)? as u64;
-            let mut grads = self.precision.backward(&loss_t)?;
-            let verdict = self.precision.after_backward(&mut grads, &vars, loss_v)?;
+            let verdict = self.precision.after_check(grads_finite, loss_v);
             if verdict == StepVerdict::Apply {
-                let grad_norm = match grad_clip {
-                    Some(max) => Some(optim::clip_grad_norm(&mut grads, &vars, max)?),
-                    None => None,
-                };
+                if let (Some(max), Some(norm)) = (grad_clip, grad_norm) {
+                    optim::clip_with_norm(&mut grads, &vars, max, norm)?;
+                }
                 let health = StepHealth {
                     epoch,
                     step: self.step,
                     loss: loss_v,
-                    grads_finite: grad_norm.map_or_else(
-                        || optim::grads_finite(&grads, &vars),
-                        |g| Ok(g.is_finite()),
-                    )?,
+                    grads_finite: grad_norm.map_or(grads_finite, |g| g.is_finite()),
                     grad_norm,
                 };
                 let can_rollback = self.policy.latest().is_some();
@@ -613,6 +622,7 @@ impl<'a, 's> Runner<'a, 's> {
                 // timm: after every update, with the count of updates so far
                 e.avg.update(&self.varmap, self.step)?;
             }
+            note_step_readbacks(candle_core::readback_audit::count() - reads_before);
             self.faults.steps_here += 1;
             if self.faults.stop_after_steps == Some(self.faults.steps_here) {
                 self.req.stop.store(true, Ordering::SeqCst);
@@ -621,7 +631,7 @@ impl<'a, 's> Runner<'a, 's> {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             loss_sum += loss_v * n as f64;
-            correct += loss::correct_count(&logits, &batch.labels)? as u64;
+            correct += step_correct;
             seen += n;
             images_timed += n;
             bar.inc(1);
@@ -706,6 +716,29 @@ impl<'a, 's> Runner<'a, 's> {
             Some(correct as f64 / seen as f64),
         ))
     }
+}
+
+/// Reads a step's numbers from the device in one copy: `parts` are f64 scalars (on any
+/// device), stacked there and read back together; every read of a training step goes through
+/// here.
+fn readback(parts: &[Tensor]) -> Result<Vec<f64>, EngineError> {
+    Ok(Tensor::stack(parts, 0)?.to_vec1::<f64>()?)
+}
+
+thread_local! {
+    /// The most device reads any training step on this thread made (tests: at most one).
+    static MAX_STEP_READBACKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn note_step_readbacks(n: u64) {
+    MAX_STEP_READBACKS.with(|m| m.set(m.get().max(n)));
+}
+
+/// The most reads of a tensor's values into host memory (on CUDA, each a copy that waits for
+/// the stream) that any training step run on this thread made since the last call, which
+/// resets it. A step reads once: its loss, correct count and gradient checks together.
+pub fn take_max_step_readbacks() -> u64 {
+    MAX_STEP_READBACKS.with(|m| m.replace(0))
 }
 
 enum EpochResult {

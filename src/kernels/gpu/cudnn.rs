@@ -436,13 +436,18 @@ impl CustomOp2 for ConvFwd {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geom::new(x.dims(), w.dims(), self.stride, self.pad)?;
         let grad = grad.contiguous()?;
-        let gx = grad.apply_op2_no_bwd(
-            w,
-            &ConvBwd {
-                g,
-                pass: Pass::Data,
-            },
-        )?;
+        // the stem's input is the images: no gradient needed, none computed
+        let gx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(
+                w,
+                &ConvBwd {
+                    g,
+                    pass: Pass::Data,
+                },
+            )?)
+        } else {
+            None
+        };
         let gw = x.apply_op2_no_bwd(
             &grad,
             &ConvBwd {
@@ -450,7 +455,7 @@ impl CustomOp2 for ConvFwd {
                 pass: Pass::Filter,
             },
         )?;
-        Ok((Some(gx), Some(gw)))
+        Ok((gx, Some(gw)))
     }
 }
 

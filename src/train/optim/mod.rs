@@ -8,7 +8,9 @@ pub mod fused;
 mod sgd;
 
 pub use adamw::{AdamW, AdamWParams};
-pub use clip::{clip_grad_norm, grad_norm, grads_finite, vars_finite};
+pub use clip::{
+    clip_grad_norm, clip_with_norm, grad_norm, grad_probes, grad_summary, grads_finite, vars_finite,
+};
 pub use sgd::{Sgd, SgdParams};
 
 use super::TrainError;
