@@ -134,6 +134,34 @@ fn every_family_on_cuda_matches_the_cpu_in_f32_bf16_and_f16() {
                 tries += 1;
                 assert!(tries < 8, "{what} {p:?}: overflow at every scale");
             };
+            // in 16 bits and eval mode, the CPU's own step in the same precision (which sums in
+            // f32 everywhere) is each parameter's yardstick
+            let own = (p != Precision::F32 && !train).then(|| {
+                let mc = built(&c, &Device::Cpu);
+                let mut mpc = MixedPrecision::new(p);
+                let lg = mpc
+                    .output(
+                        &mc.model
+                            .forward(&mpc.input(&x).unwrap(), &mut ctx())
+                            .unwrap(),
+                    )
+                    .unwrap();
+                let l = cross_entropy(&lg, &y, 0.1).unwrap();
+                let vars = mc.varmap.all_vars();
+                let mut tries = 0;
+                let g = loop {
+                    let mut g = mpc.backward(&l).unwrap();
+                    if mpc.after_backward(&mut g, &vars, 1.0).unwrap() == StepVerdict::Apply {
+                        break g;
+                    }
+                    tries += 1;
+                    assert!(
+                        tries < 8,
+                        "{what} {p:?} on the CPU: overflow at every scale"
+                    );
+                };
+                (mc, g)
+            });
             let data = m.varmap.data().lock().unwrap();
             let data_ref = cpu.varmap.data().lock().unwrap();
             let (mut worst, mut all, mut all_ref) = (1f64, Vec::new(), Vec::new());
@@ -161,6 +189,16 @@ fn every_family_on_cuda_matches_the_cpu_in_f32_bf16_and_f16() {
                         "{what} {p:?}: norm of {name}: {n} vs {nr}"
                     );
                     worst = worst.min(cs);
+                }
+                if let (Some((mc, gc)), true) = (&own, nr > 1e-5) {
+                    let dc = mc.varmap.data().lock().unwrap();
+                    let own_cos = cosine(gc.get(&dc[name]).unwrap(), gr);
+                    let dev_cos = cosine(g, gr);
+                    // a bias or layer-scale gradient summed in 16 bits falls well below
+                    assert!(
+                        dev_cos >= own_cos.min(0.999) - 0.02,
+                        "{what} {p:?}: gradient of {name}: cosine {dev_cos} on CUDA, {own_cos} on the CPU in the same precision"
+                    );
                 }
                 all.push(g.to_device(&Device::Cpu).unwrap().flatten_all().unwrap());
                 all_ref.push(gr.flatten_all().unwrap());
