@@ -56,6 +56,9 @@ if [ "$MODE" = bundle ]; then
   strip -o "$STAGE/bin/runner" "$TARGET/release/runner"
   CARGO_TARGET_DIR="$TARGET-cudnn" scripts/build-cuda.sh --arch "$ARCH" --features cuda,cudnn -- --bin runner
   strip -o "$STAGE/bin/runner-cudnn" "$TARGET-cudnn/release/runner"
+  # no machine's paths in the bundle: the run path cut to $ORIGIN/lib:/usr/local/cuda/lib64
+  # (the check finds the CUDA libraries through LD_LIBRARY_PATH, below)
+  python3 scripts/cut-runpath.py "$STAGE/bin/runner" "$STAGE/bin/runner-cudnn"
   cp scripts/gpu-check.sh "$STAGE/scripts/"
   cp bench/pytorch_reference.py "$STAGE/bench/"
   cp -r bench/recipes "$STAGE/bench/"
