@@ -50,12 +50,12 @@ if [ "$MODE" = bundle ]; then
   STAGE=$DEST/runner-gpu
   rm -rf "$STAGE"
   mkdir -p "$STAGE/bin" "$STAGE/scripts" "$STAGE/bench"
-  # two binaries: `cuda` (im2col + cuBLAS convolutions) and `cuda,cudnn` (in their own target
-  # dirs, so that each stays incremental)
+  # two binaries from one target dir: `cuda` (im2col + cuBLAS convolutions), then `cuda,cudnn`
+  # (the second rebuilds Candle and runner with cuDNN; Candle's nvcc-built kernels are kept)
   scripts/build-cuda.sh --arch "$ARCH" --features cuda -- --bin runner
   strip -o "$STAGE/bin/runner" "$TARGET/release/runner"
-  CARGO_TARGET_DIR="$TARGET-cudnn" scripts/build-cuda.sh --arch "$ARCH" --features cuda,cudnn -- --bin runner
-  strip -o "$STAGE/bin/runner-cudnn" "$TARGET-cudnn/release/runner"
+  scripts/build-cuda.sh --arch "$ARCH" --features cuda,cudnn -- --bin runner
+  strip -o "$STAGE/bin/runner-cudnn" "$TARGET/release/runner"
   # no machine's paths in the bundle: the run path cut to $ORIGIN/lib:/usr/local/cuda/lib64
   # (the check finds the CUDA libraries through LD_LIBRARY_PATH, below)
   python3 scripts/cut-runpath.py "$STAGE/bin/runner" "$STAGE/bin/runner-cudnn"
