@@ -2,6 +2,7 @@
 
 pub mod compose;
 pub mod error;
+pub mod metrics;
 pub mod overrides;
 pub mod render;
 pub mod schema;

@@ -4,10 +4,7 @@
 
 use super::*;
 
-/// Whether larger is better for a metric (accuracies, lr); smaller for losses.
-pub fn maximize(metric: &str) -> bool {
-    !metric.ends_with("loss")
-}
+pub use crate::recipe::metrics::{maximize, METRICS};
 
 /// The epochs column of a metric name (never text pasted from the user into SQL).
 fn metric_column(metric: &str) -> Option<&'static str> {
@@ -22,16 +19,8 @@ fn metric_column(metric: &str) -> Option<&'static str> {
     })
 }
 
-/// The metric names, as the epochs table's columns hold them and the leaderboard queries
-/// select them (in this order); what a monitor, `--metric` and `--where` may name.
-pub const METRICS: &[&str] = &[
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "verify_acc",
-    "lr",
-];
+// METRICS (recipe::metrics): the epochs table's metric columns, in the order the leaderboard
+// queries select them.
 
 /// The run columns every leaderboard query selects first (`LeaderRow::from_run_columns`).
 const LEADER_RUN_COLUMNS: &str = "r.id, r.key, r.status, r.recipe, r.sweep_id, r.overrides, \

@@ -97,7 +97,7 @@ impl PruneConfig {
             .unwrap_or_else(|| checkpoint.monitor.clone());
         let mode = self.mode.unwrap_or(if metric == checkpoint.monitor {
             checkpoint.mode
-        } else if crate::store::maximize(&metric) {
+        } else if super::super::metrics::maximize(&metric) {
             MetricMode::Max
         } else {
             MetricMode::Min

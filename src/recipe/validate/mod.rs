@@ -621,7 +621,7 @@ pub fn exact_square_side(
 }
 
 /// The metric names a monitor may watch (the store's epoch columns).
-pub use crate::store::METRICS;
+pub use crate::recipe::metrics::METRICS;
 
 struct Checker<'a> {
     composed: &'a Composed,
