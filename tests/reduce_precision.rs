@@ -10,38 +10,14 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use common::model_cfg;
 use runner::engine::init::SeededVarMap;
 use runner::model::{build, ForwardCtx};
-use runner::recipe::{BlockNorm, ModelConfig, ModelKind, Precision};
+use runner::recipe::{ModelConfig, Precision};
 use runner::train::loss::cross_entropy;
 use runner::train::precision::MixedPrecision;
 
 fn configs() -> Vec<(&'static str, ModelConfig)> {
-    let mut c = model_cfg(ModelKind::Convnext, None);
-    c.depths = Some(vec![1, 2]);
-    c.dims = Some(vec![16, 32]);
-    c.embedding_dim = Some(24);
-    let mut cb = c.clone();
-    cb.block_norm = BlockNorm::Batch;
-    let mut r = model_cfg(ModelKind::Resnet, Some("18"));
-    r.depths = Some(vec![1, 1]);
-    r.dims = Some(vec![16, 32]);
-    let mut rb = model_cfg(ModelKind::Resnet, Some("50"));
-    rb.depths = Some(vec![1, 1]);
-    rb.dims = Some(vec![8, 16]);
-    let mut m2 = model_cfg(ModelKind::MobilenetV2, None);
-    m2.width_mult = 0.5;
-    let mut m3 = model_cfg(ModelKind::MobilenetV3, Some("small"));
-    m3.width_mult = 0.5;
-    vec![
-        ("convnext layer", c),
-        ("convnext batch", cb),
-        ("resnet basic", r),
-        ("resnet bottleneck", rb),
-        ("mobilenet_v2", m2),
-        ("mobilenet_v3 small", m3),
-    ]
+    common::model_families()
 }
 
 /// The 16-bit sums of one training step (forward, loss, backward) of `cfg` in `precision`.

@@ -63,15 +63,7 @@ impl GradScaler {
     /// Divides the gradients of `vars` by the scale; returns whether all are finite (when
     /// not, the step must be skipped). Disabled: only the finiteness check.
     pub fn unscale(&self, grads: &mut GradStore, vars: &[Var]) -> Result<bool, TrainError> {
-        if self.enabled {
-            let inv = 1.0 / self.scale;
-            for v in vars {
-                if let Some(g) = grads.get(v.as_tensor()) {
-                    let g = (g * inv)?;
-                    grads.insert(v.as_tensor(), g);
-                }
-            }
-        }
+        self.unscale_only(grads, vars)?;
         grads_finite(grads, vars)
     }
 

@@ -343,3 +343,33 @@ pub fn report_data(html: &str) -> serde_json::Value {
     let len = html[from..].find("</script>").expect("end of report data");
     serde_json::from_str(&html[from..from + len].replace("<\\/", "</")).unwrap()
 }
+
+/// Small configurations of every model family, for the precision tests: ConvNeXt with
+/// LayerNorm and with BatchNorm, ResNet basic and bottleneck, MobileNetV2 and V3.
+pub fn model_families() -> Vec<(&'static str, runner::recipe::ModelConfig)> {
+    use runner::recipe::{BlockNorm, ModelKind};
+    let mut c = model_cfg(ModelKind::Convnext, None);
+    c.depths = Some(vec![1, 2]);
+    c.dims = Some(vec![16, 32]);
+    c.embedding_dim = Some(24);
+    let mut cb = c.clone();
+    cb.block_norm = BlockNorm::Batch;
+    let mut r = model_cfg(ModelKind::Resnet, Some("18"));
+    r.depths = Some(vec![1, 1]);
+    r.dims = Some(vec![16, 32]);
+    let mut rb = model_cfg(ModelKind::Resnet, Some("50"));
+    rb.depths = Some(vec![1, 1]);
+    rb.dims = Some(vec![8, 16]);
+    let mut m2 = model_cfg(ModelKind::MobilenetV2, None);
+    m2.width_mult = 0.5;
+    let mut m3 = model_cfg(ModelKind::MobilenetV3, Some("small"));
+    m3.width_mult = 0.5;
+    vec![
+        ("convnext layer", c),
+        ("convnext batch", cb),
+        ("resnet basic", r),
+        ("resnet bottleneck", rb),
+        ("mobilenet_v2", m2),
+        ("mobilenet_v3 small", m3),
+    ]
+}
