@@ -18,8 +18,9 @@
 #   environment  nvidia-smi, the driver's and NVRTC's CUDA versions (`runner selftest
 #                --versions`, which says when NVRTC is newer than the driver), ldd, torch
 #   smoke        runner selftest --stage smoke (under compute-sanitizer memcheck when present)
-#   throughput   ConvNeXt-T and ResNet-50, 224 px, batch 64, bf16: runner (GPU utilisation
-#                sampled meanwhile), then PyTorch AMP channels-last; peak GPU memory
+#   throughput   ConvNeXt-T and ResNet-50, 224 px, batch 64, bf16: runner (kernel launches per
+#                step, GPU utilisation sampled meanwhile), then PyTorch AMP channels-last; peak
+#                GPU memory
 #   cudnn        the `cuda,cudnn` bundle's binary (bin/runner-cudnn): smoke, one throughput row
 #   parity       runner selftest --stage parity: every model family, f32 / bf16 / f16
 #   epoch        bench/recipes/gpu_epoch_224.toml: one epoch at 224 px through the JPEG loader
@@ -160,10 +161,10 @@ try:
 except Exception as e:
     d = None
 if not d:
-    print(f"| {who} | {setting} | failed (see {path.split('/')[-1]}) | | | | | |")
+    print(f"| {who} | {setting} | failed (see {path.split('/')[-1]}) | | | | | | |")
 else:
     f = lambda k: f"{d[k]:.1f}" if isinstance(d.get(k), (int, float)) else ""
-    print(f"| {who} | {setting} | {f('images_per_sec')} | {f('forward_ms')} | {f('backward_ms')} | {f('step_ms')} | {f('gpu_peak_mb')} | {util} |")
+    print(f"| {who} | {setting} | {f('images_per_sec')} | {f('forward_ms')} | {f('backward_ms')} | {f('step_ms')} | {f('gpu_peak_mb')} | {f('launches_per_step')} | {util} |")
 PY
 }
 # the mean and peak GPU utilisation of a sampling file (one percentage per line)
@@ -215,8 +216,8 @@ row "- smoke (one op of each kind vs the CPU${SANITIZER:+, under memcheck}): $(t
 
 log "throughput"
 row ""
-row "| side | net, precision | img/s | forward ms | backward ms | step ms | GPU peak MiB | GPU utilisation |"
-row "| --- | --- | --- | --- | --- | --- | --- | --- |"
+row "| side | net, precision | img/s | forward ms | backward ms | step ms | GPU peak MiB | launches / step | GPU utilisation |"
+row "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for net in convnext_t resnet50; do
   runner_row "$RUNNER" "$net" runner
   if [ "$DRY" = 1 ] || "$PYTHON" -c "import torch, torchvision" 2>/dev/null; then
@@ -224,7 +225,7 @@ for net in convnext_t resnet50; do
       --size 224 --batch 64 --steps 10 --warmup 3 --amp bf16 --channels-last
     table_row "bench-torch-$net-amp.json" "PyTorch AMP channels-last" "$net 224 px, bf16"
   else
-    row "| PyTorch | $net | not installed for $PYTHON | | | | | |"
+    row "| PyTorch | $net | not installed for $PYTHON | | | | | | |"
   fi
 done
 

@@ -42,6 +42,10 @@ pub struct TrainBench {
     /// each phase).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_peak_mb: Option<f64>,
+    /// CUDA only: kernel launches per step (median), Candle's and the project's; cuBLAS and
+    /// cuDNN calls are not counted. With the step time, whether the step is bound by the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launches_per_step: Option<f64>,
 }
 
 /// GPU memory of a CUDA device: its name, and a peak in-use figure (MiB) since `reset`.
@@ -178,8 +182,10 @@ pub fn bench_train(
         .map(|(_, v)| v)
         .collect();
     let (mut fw, mut bw, mut st) = (Vec::new(), Vec::new(), Vec::new());
+    let mut launches = Vec::new();
     let mut gpu_mem = GpuMemory::of(&device);
     for i in 0..steps + 1 {
+        let launched = launch_count();
         let t0 = Instant::now();
         let mut ctx = ForwardCtx::train(i as u64);
         let logits = precision.output(&model.forward(&precision.input(&x)?, &mut ctx)?)?;
@@ -202,6 +208,7 @@ pub fn bench_train(
         device.synchronize()?;
         let t3 = Instant::now();
         if i > 0 {
+            launches.push((launch_count() - launched) as f64);
             fw.push((t1 - t0).as_secs_f64() * 1e3);
             bw.push((t2 - t1).as_secs_f64() * 1e3);
             st.push((t3 - t2).as_secs_f64() * 1e3);
@@ -232,7 +239,20 @@ pub fn bench_train(
         precision: format!("{:?}", recipe.train.precision).to_lowercase(),
         gpu: gpu_mem.as_ref().and_then(GpuMemory::name),
         gpu_peak_mb: gpu_mem.as_ref().map(GpuMemory::peak_mb),
+        launches_per_step: device.is_cuda().then(|| median(launches)),
     })
+}
+
+/// Kernel launches counted on this thread (CUDA builds; 0 otherwise).
+fn launch_count() -> u64 {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::cuda_backend::launch_count()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

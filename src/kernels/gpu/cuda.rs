@@ -325,6 +325,7 @@ impl Launcher for Cuda<'_> {
     ) -> Result<()> {
         let stream = self.dev.cuda_stream();
         let func = function(module, kernel, &stream)?;
+        candle_core::cuda_backend::count_launch();
         let mut b = stream.launch_builder(&func);
         for a in args {
             match a {

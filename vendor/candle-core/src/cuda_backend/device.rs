@@ -278,8 +278,26 @@ macro_rules! builder_arg {
     };
 }
 
+thread_local! {
+    // runner's patch (vendor/README.md): kernel launches made on this thread
+    static LAUNCHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// runner's patch: counts one kernel launch on this thread (Candle's own, through
+/// [`CudaFunc::builder`], and any other launcher that calls it).
+pub fn count_launch() {
+    LAUNCHES.with(|c| c.set(c.get() + 1));
+}
+
+/// runner's patch: the kernel launches counted on this thread so far (cuBLAS and cuDNN calls
+/// are not among them).
+pub fn launch_count() -> u64 {
+    LAUNCHES.with(|c| c.get())
+}
+
 impl CudaFunc {
     pub fn builder(&self) -> cudarc::driver::LaunchArgs<'_> {
+        count_launch();
         self.stream.launch_builder(&self.func)
     }
 }
