@@ -23,8 +23,9 @@ pub struct VerificationScore {
     pub metrics: VerificationMetrics,
     /// The decision for each unknown image, by id.
     pub decisions: Vec<(String, String)>,
-    /// The genuine and impostor scores, each probe's top-1 result and the wrong decisions.
-    pub distribution: verify::ScoreDistribution,
+    /// The genuine and impostor scores, each probe's top-1 result and the wrong decisions
+    /// (when asked for: a run records them for the report; `runner eval` needs none).
+    pub distribution: Option<verify::ScoreDistribution>,
     /// Gallery and unknown images skipped as unreadable (`data.on_bad_image = "skip"`): they
     /// are neither in the gallery nor scored.
     pub skipped: Vec<SkippedImage>,
@@ -137,7 +138,7 @@ pub fn score_verification(
     recipe: &Recipe,
     device: &Device,
 ) -> Result<VerificationScore, EngineError> {
-    Verifier::new(model, data, recipe, device)?.score_dev()
+    Verifier::new(model, data, recipe, device)?.score_dev_with(true)
 }
 
 /// Open-set decisions for a list of unknown images.
@@ -199,6 +200,12 @@ impl<'a> Verifier<'a> {
 
     /// Scores `unknown_dev` (threshold tuned there when the recipe says "tune").
     pub fn score_dev(&self) -> Result<VerificationScore, EngineError> {
+        self.score_dev_with(false)
+    }
+
+    /// [`Verifier::score_dev`], with the score distribution when `distribution` (one more
+    /// pass over every unknown-identity score; two for Euclidean).
+    pub fn score_dev_with(&self, distribution: bool) -> Result<VerificationScore, EngineError> {
         let v = &self.recipe.verification;
         let unknown = embed_paths_counted(
             self.model,
@@ -209,29 +216,35 @@ impl<'a> Verifier<'a> {
         )?;
         let mut skipped = self.gallery_skipped.clone();
         skipped.extend(unknown.skipped);
-        let paths: std::collections::HashMap<&str, &std::path::Path> = unknown
-            .embeddings
-            .ids()
-            .iter()
-            .zip(&unknown.kept)
-            .map(|(id, &i)| (id.as_str(), self.data.unknown_dev[i].as_path()))
-            .collect();
         let matches = self.gallery.best_matches(&unknown.embeddings)?;
         let truth = dev_truth(self.data, &unknown.embeddings);
         let score_t =
             verify::resolve_threshold(v.threshold, v.metric, Some((&matches[..], &truth[..])))?;
         let decisions = verify::decide(&matches, score_t);
         let metrics = verify::verification_metrics(&decisions, &truth)?;
-        let mut distribution = verify::score_distribution(
-            &self.gallery,
-            &unknown.embeddings,
-            &matches,
-            &truth,
-            score_t,
-        )?;
-        for w in &mut distribution.wrong {
-            w.path = paths.get(w.id.as_str()).map(|p| p.display().to_string());
-        }
+        let distribution = if distribution {
+            let mut d = verify::score_distribution(
+                &self.gallery,
+                &unknown.embeddings,
+                &matches,
+                &truth,
+                score_t,
+            )?;
+            // the wrong decisions' image paths (for the report's thumbnails)
+            let paths: std::collections::HashMap<&str, &std::path::Path> = unknown
+                .embeddings
+                .ids()
+                .iter()
+                .zip(&unknown.kept)
+                .map(|(id, &i)| (id.as_str(), self.data.unknown_dev[i].as_path()))
+                .collect();
+            for w in &mut d.wrong {
+                w.path = paths.get(w.id.as_str()).map(|p| p.display().to_string());
+            }
+            Some(d)
+        } else {
+            None
+        };
         let ids = unknown.embeddings.ids().to_vec();
         Ok(VerificationScore {
             metric: format!("{:?}", v.metric).to_lowercase(),

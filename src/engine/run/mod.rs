@@ -355,7 +355,7 @@ impl<'a, 's> Runner<'a, 's> {
                     accuracy: s.metrics.accuracy,
                     accuracy_known: s.metrics.accuracy_known,
                     impostor_rejection: s.metrics.impostor_rejection,
-                    distribution: Some(s.distribution.clone()),
+                    distribution: s.distribution.clone(),
                 })?;
             }
             self.req
@@ -702,8 +702,14 @@ impl<'a, 's> Runner<'a, 's> {
             let n = batch.labels.dim(0)? as u64;
             loss_sum += l * n as f64;
             let predicted = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
-            let truth = batch.labels.to_dtype(DType::U32)?.to_vec1::<u32>()?;
-            correct += predicted.iter().zip(&truth).filter(|(p, t)| p == t).count() as u64;
+            // the true classes are the dev set's own (the batch's labels, without a read)
+            let dev = &self.data.dev;
+            correct += batch
+                .indices
+                .iter()
+                .zip(&predicted)
+                .filter(|(&i, &p)| dev[i].label as u32 == p)
+                .count() as u64;
             self.dev_predictions
                 .extend(batch.indices.iter().copied().zip(predicted));
             seen += n;
