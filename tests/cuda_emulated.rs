@@ -203,6 +203,13 @@ impl Launcher for Emu {
         Ok(HostBuf::new(dtype, len))
     }
 
+    fn upload(&self, data: &[u32]) -> Result<HostBuf> {
+        let b = HostBuf::new(DType::U32, data.len());
+        // SAFETY: the buffer holds data.len() u32s (8-byte aligned); nothing else uses it yet.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), b.addr() as *mut u32, data.len()) };
+        Ok(b)
+    }
+
     fn launch(&self, m: &'static Module, kernel: &str, g: Grid, args: &[Arg]) -> Result<()> {
         assert!(
             m.kernel_names().iter().any(|k| k == kernel),
@@ -1080,4 +1087,89 @@ fn emulator_refuses_a_block_of_the_wrong_size() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("multiple of 32"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The step's gradient checks: every tensor in two launches, the CPU's bits.
+
+/// The emulation, counting its launches.
+struct Counting {
+    launches: std::cell::Cell<usize>,
+}
+
+impl Launcher for Counting {
+    type Buf = HostBuf;
+    fn alloc(&self, dtype: DType, len: usize) -> Result<HostBuf> {
+        Emu.alloc(dtype, len)
+    }
+    fn upload(&self, data: &[u32]) -> Result<HostBuf> {
+        Emu.upload(data)
+    }
+    fn launch(&self, m: &'static Module, kernel: &str, g: Grid, args: &[Arg]) -> Result<()> {
+        self.launches.set(self.launches.get() + 1);
+        Emu.launch(m, kernel, g, args)
+    }
+}
+
+#[test]
+fn grad_check_kernels_match_the_cpu_bit_for_bit_in_two_launches() {
+    use runner::train::optim::grad_check::{cpu_grad_check, gpu_grad_check, grad_check, CHUNK};
+    // sizes around a chunk, and one of 257 chunks, so that pass two's threads loop
+    let sizes = [1, 255, 4096, 4097, 3 * CHUNK + 17, 256 * CHUNK + 5, 70];
+    let mut tensors: Vec<Vec<f32>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| values(40 + i as u64, n))
+        .collect();
+    tensors[1][7] = f32::NAN;
+    tensors[3][4096] = f32::INFINITY;
+    tensors[3][0] = f32::NEG_INFINITY;
+    tensors[5][300_000] = f32::NAN;
+    tensors[6][3] = 1e30; // its square overflows: the sum is infinite, the count stays 0
+    let slices: Vec<&[f32]> = tensors.iter().map(|t| t.as_slice()).collect();
+    let want = cpu_grad_check(&slices);
+    let bufs: Vec<HostBuf> = tensors
+        .iter()
+        .map(|t| HostBuf::from_f32(DType::F32, t))
+        .collect();
+    let list: Vec<(u64, usize)> = bufs
+        .iter()
+        .zip(&sizes)
+        .map(|(b, &n)| (b.addr(), n))
+        .collect();
+    let l = Counting {
+        launches: std::cell::Cell::new(0),
+    };
+    let got = gpu_grad_check(&l, &list).unwrap().to_f32();
+    assert_eq!(
+        l.launches.get(),
+        2,
+        "one launch per pass, whatever the tensor count"
+    );
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want), "emulated kernels against the CPU");
+    let n = sizes.len();
+    assert_eq!(&want[n..], &[0.0, 1.0, 0.0, 2.0, 0.0, 1.0, 0.0]);
+    assert!(want[6].is_infinite() && want[1].is_nan() && want[0].is_finite());
+    // the sums of squares are the f64 ones, to f32's precision
+    for (t, x) in tensors
+        .iter()
+        .enumerate()
+        .filter(|(t, _)| [0, 2, 4].contains(t))
+    {
+        let exact: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+        let rel = (want[t] as f64 - exact).abs() / exact;
+        assert!(
+            rel < 1e-5,
+            "tensor {t}: {} against {exact} ({rel:e})",
+            want[t]
+        );
+    }
+    // and the op users run gives the same values on the CPU
+    let ts: Vec<Tensor> = tensors
+        .iter()
+        .map(|t| Tensor::from_vec(t.clone(), t.len(), &Device::Cpu).unwrap())
+        .collect();
+    let refs: Vec<&Tensor> = ts.iter().collect();
+    assert_eq!(bits(&flat(&grad_check(&refs).unwrap())), bits(&want));
 }

@@ -140,7 +140,12 @@ pub static OPTIM: Module = Module {
     file: "optim.cu",
     source: include_str!("../../kernels/cuda/optim.cu"),
     templated: &[],
-    plain: &["sgd_step", "adamw_step"],
+    plain: &[
+        "sgd_step",
+        "adamw_step",
+        "grad_check_parts",
+        "grad_check_sum",
+    ],
     fmad: false,
 };
 
@@ -239,6 +244,9 @@ pub trait Launcher {
     type Buf: Buffer;
     /// A buffer of `len` elements of `dtype`, contents unspecified.
     fn alloc(&self, dtype: DType, len: usize) -> Result<Self::Buf>;
+    /// A buffer holding `data` (a launch's small tables: addresses, lengths, offsets), copied
+    /// to the device in the stream's order.
+    fn upload(&self, data: &[u32]) -> Result<Self::Buf>;
     /// Launches `kernel` of `module` on `grid` with `args` (in the kernel's parameter order).
     fn launch(&self, module: &'static Module, kernel: &str, grid: Grid, args: &[Arg])
         -> Result<()>;

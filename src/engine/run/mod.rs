@@ -572,12 +572,12 @@ impl<'a, 's> Runner<'a, 's> {
             let mut grads = self.precision.backward(&loss_t)?;
             self.precision.unscale(&mut grads, &vars)?;
             // The step's one read from the device: the loss, the correct count, and each
-            // gradient's finiteness (and its sum of squares, for clipping), gathered there.
+            // gradient's sum of squares and non-finite count (one fused pass), gathered there.
             let mut parts = vec![
                 loss_t.to_dtype(DType::F64)?,
                 loss::correct_tensor(&logits, &batch.labels)?.to_dtype(DType::F64)?,
             ];
-            parts.extend(optim::grad_probes(&grads, &vars, grad_clip.is_some())?);
+            parts.extend(optim::grad_probes(&grads, &vars)?);
             let values = readback(&parts)?;
             let mut loss_v = values[0];
             let step_correct = values[1] as u64;
@@ -724,11 +724,15 @@ impl<'a, 's> Runner<'a, 's> {
     }
 }
 
-/// Reads a step's numbers from the device in one copy: `parts` are f64 scalars (on any
-/// device), stacked there and read back together; every read of a training step goes through
-/// here.
+/// Reads a step's numbers from the device in one copy: `parts` are tensors (on one device),
+/// flattened and joined there in f64 and read back together; every read of a training step
+/// goes through here.
 fn readback(parts: &[Tensor]) -> Result<Vec<f64>, EngineError> {
-    Ok(Tensor::stack(parts, 0)?.to_vec1::<f64>()?)
+    let flat = parts
+        .iter()
+        .map(|p| p.to_dtype(DType::F64)?.flatten_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&flat, 0)?.to_vec1::<f64>()?)
 }
 
 thread_local! {

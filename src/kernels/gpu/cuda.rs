@@ -316,6 +316,16 @@ impl Launcher for Cuda<'_> {
         })
     }
 
+    fn upload(&self, data: &[u32]) -> Result<CudaBuf> {
+        let stream = self.dev.cuda_stream();
+        let slice = self.dev.clone_htod(data)?;
+        let addr = addr_of(&slice, &stream, 0);
+        Ok(CudaBuf {
+            addr,
+            owned: Some(CudaStorageSlice::U32(slice)),
+        })
+    }
+
     fn launch(
         &self,
         module: &'static Module,

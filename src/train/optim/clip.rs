@@ -1,25 +1,22 @@
 //! Gradient clipping by global norm (PyTorch's `clip_grad_norm_`) and finiteness checks of
-//! gradients and weights.
+//! gradients and weights, each from one fused pass over the tensors (`grad_check`).
 
+use super::grad_check::grad_check;
 use crate::train::TrainError;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
-/// The global L2 norm of the gradients of `vars` (missing gradients count as zero).
+/// The global L2 norm of the gradients of `vars` (missing gradients count as zero), from one
+/// fused pass over them ([`grad_check`]) and one read.
 pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64, TrainError> {
-    let mut total = 0f64;
-    for v in vars {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            let n = g
-                .to_dtype(DType::F32)?
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-            total += n;
-        }
-    }
-    Ok(total.sqrt())
+    let Some(check) = grad_probes(grads, vars)? else {
+        return Ok(0.0);
+    };
+    Ok(
+        grad_summary(&check.to_dtype(DType::F64)?.to_vec1::<f64>()?, true)
+            .1
+            .unwrap_or(0.0),
+    )
 }
 
 /// PyTorch's `clip_grad_norm_(max_norm, norm_type=2)`: when the global norm exceeds
@@ -46,48 +43,30 @@ pub fn clip_grad_norm(
     Ok(total)
 }
 
-/// What a training step needs to know of its gradients, as f64 scalar tensors left on the
-/// gradients' device, so that the step reads them with its other numbers in one go: for each
-/// gradient of `vars` that exists, in order, its sum of squares in f32 (when `norm`), then
-/// `sum(g - g)` (0 when every value is finite, NaN otherwise; the sum cannot overflow).
-pub fn grad_probes(grads: &GradStore, vars: &[Var], norm: bool) -> Result<Vec<Tensor>, TrainError> {
+/// What a training step needs to know of its gradients, left on their device so that the step
+/// reads it with its other numbers in one go: [`grad_check`] of every gradient of `vars` that
+/// exists, in order (each one's sum of squares, then each one's non-finite count); `None` when
+/// none exists.
+pub fn grad_probes(grads: &GradStore, vars: &[Var]) -> Result<Option<Tensor>, TrainError> {
     let present: Vec<&Tensor> = vars
         .iter()
         .filter_map(|v| grads.get(v.as_tensor()))
         .collect();
-    let mut out = Vec::with_capacity(present.len() * (1 + norm as usize));
-    if norm {
-        for g in &present {
-            out.push(
-                g.to_dtype(DType::F32)?
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(DType::F64)?,
-            );
-        }
+    if present.is_empty() {
+        return Ok(None);
     }
-    for g in &present {
-        out.push(
-            g.sub(g)?
-                .to_dtype(DType::F32)?
-                .sum_all()?
-                .to_dtype(DType::F64)?,
-        );
-    }
-    Ok(out)
+    Ok(Some(grad_check(&present)?))
 }
 
 /// The values of [`grad_probes`] read back: whether every gradient is finite, and (when `norm`)
-/// the global L2 norm, its squares added in f64 in the order [`grad_norm`] adds them (the same
-/// bits).
+/// the global L2 norm, the f32 sums of squares added in f64 in the gradients' order.
 pub fn grad_summary(values: &[f64], norm: bool) -> (bool, Option<f64>) {
-    if norm {
-        let (sq, fin) = values.split_at(values.len() / 2);
-        let total = sq.iter().fold(0f64, |t, v| t + v).sqrt();
-        (fin.iter().all(|v| v.is_finite()), Some(total))
-    } else {
-        (values.iter().all(|v| v.is_finite()), None)
-    }
+    let (sq, bad) = values.split_at(values.len() / 2);
+    let finite = bad.iter().all(|&b| b == 0.0);
+    (
+        finite,
+        norm.then(|| sq.iter().fold(0f64, |t, v| t + v).sqrt()),
+    )
 }
 
 /// [`clip_grad_norm`] with the norm already known (from [`grad_summary`]): scales every
@@ -115,25 +94,18 @@ pub fn clip_with_norm(
 
 /// Whether every gradient of `vars` is finite (no NaN, no infinity).
 pub fn grads_finite(grads: &GradStore, vars: &[Var]) -> Result<bool, TrainError> {
-    all_finite(vars.iter().filter_map(|v| grads.get(v.as_tensor())))
+    let Some(check) = grad_probes(grads, vars)? else {
+        return Ok(true);
+    };
+    Ok(grad_summary(&check.to_dtype(DType::F64)?.to_vec1::<f64>()?, false).0)
 }
 
 /// Whether every value of `vars` is finite (the weights after an update).
 pub fn vars_finite(vars: &[Var]) -> Result<bool, TrainError> {
-    all_finite(vars.iter().map(|v| v.as_tensor()))
-}
-
-fn all_finite<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> Result<bool, TrainError> {
-    for t in tensors {
-        // x - x is 0 for finite x and NaN for NaN or +-inf; the sum cannot overflow.
-        let s = t
-            .sub(t)?
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()?;
-        if !s.is_finite() {
-            return Ok(false);
-        }
+    let ts: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+    if ts.is_empty() {
+        return Ok(true);
     }
-    Ok(true)
+    let check = grad_check(&ts)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    Ok(grad_summary(&check, false).0)
 }

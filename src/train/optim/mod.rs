@@ -5,6 +5,7 @@
 mod adamw;
 mod clip;
 pub mod fused;
+pub mod grad_check;
 mod sgd;
 
 pub use adamw::{AdamW, AdamWParams};
