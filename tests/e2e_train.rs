@@ -343,29 +343,46 @@ fn an_absurd_lr_diverges_or_rolls_back_never_a_crash_or_a_nan_model() {
     assert!(err.contains("epoch") && err.contains("step"), "{err}");
     // Rollback: a NaN injected at step 7 (epoch 2) reloads the epoch-1 checkpoint with the
     // lr scaled down, and the run finishes with finite metrics.
-    let rb = env
-        .cmd()
-        .args([
-            "run",
-            s(&r),
-            "--set",
-            "train.on_divergence=\"rollback\"",
-            "--set",
-            "train.rollback_factor=0.5",
-            "--format",
-            "json",
-        ])
-        .env("RUNNER_INJECT_NAN_AT_STEP", "7")
-        .output()
-        .unwrap();
-    let j: serde_json::Value = serde_json::from_slice(&rb.stdout).unwrap();
-    assert_eq!(
-        j["status"],
-        "done",
-        "{}",
-        String::from_utf8_lossy(&rb.stderr)
-    );
-    let show = env.json(&["show", &j["id"].to_string(), "--format", "json"]);
+    let rollback_run = |env: &Env, read_every: &str| {
+        let r = env.recipe("r.toml", "");
+        let rb = env
+            .cmd()
+            .args([
+                "run",
+                s(&r),
+                "--set",
+                "train.on_divergence=\"rollback\"",
+                "--set",
+                "train.rollback_factor=0.5",
+                "--format",
+                "json",
+            ])
+            .env("RUNNER_INJECT_NAN_AT_STEP", "7")
+            .env("RUNNER_READ_EVERY", read_every)
+            .output()
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&rb.stdout).unwrap();
+        assert_eq!(
+            j["status"],
+            "done",
+            "{}",
+            String::from_utf8_lossy(&rb.stderr)
+        );
+        env.json(&["show", &j["id"].to_string(), "--format", "json"])
+    };
+    let show = rollback_run(&env, "1");
+    // Reading the steps' numbers every 4 steps (a CUDA run's way: steps 8 to 11 are applied
+    // before step 7 is judged) rolls back to the same checkpoint and trains the same epochs.
+    let deferred = rollback_run(&Env::new(), "4");
+    let numbers = |show: &serde_json::Value| -> Vec<[serde_json::Value; 4]> {
+        show["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| ["train_loss", "val_loss", "val_acc", "lr"].map(|k| e[k].clone()))
+            .collect()
+    };
+    assert_eq!(numbers(&deferred), numbers(&show));
     let epochs = show["epochs"].as_array().unwrap();
     assert_eq!(epochs.len(), 3);
     for e in epochs {

@@ -424,3 +424,61 @@ fn non_finite_gradients_are_detected() {
         .expect("backward");
     assert!(grads_finite(&grads, std::slice::from_ref(&a)).expect("check"));
 }
+
+#[test]
+fn clipping_on_the_device_gives_the_host_clippings_bits() {
+    use runner::train::optim::{clip_on_device, clip_with_norm, grad_probes, grad_summary};
+    let dev = Device::Cpu;
+    let a = Var::from_tensor(&Tensor::new(&[1f32, 2.0, 3.0], &dev).expect("a")).expect("a");
+    let b = Var::from_tensor(&Tensor::new(&[[2f32]], &dev).expect("b")).expect("b");
+    let vars = vec![a.clone(), b.clone()];
+    let grads_of = |ga: [f32; 3], gb: f32| {
+        let ga = Tensor::new(&ga, &dev).expect("ga");
+        let gb = Tensor::new(&[[gb]], &dev).expect("gb");
+        ((a.as_tensor() * &ga).and_then(|t| t.sum_all()).expect("la")
+            + (b.as_tensor() * &gb).and_then(|t| t.sum_all()).expect("lb"))
+        .expect("loss")
+        .backward()
+        .expect("backward")
+    };
+    let values = |g: &candle_core::backprop::GradStore| -> Vec<Vec<f32>> {
+        vars.iter()
+            .map(|v| {
+                g.get(v.as_tensor())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect()
+    };
+    // over the limit (clipped), under it (untouched), and non-finite (untouched)
+    for (ga, gb, max) in [
+        ([3.1f32, -0.7, 2.9], 4.3f32, 1.0),
+        ([3.1, -0.7, 2.9], 4.3, 100.0),
+        ([f32::INFINITY, 1.0, 0.0], 1.0, 1.0),
+        ([f32::NAN, 1.0, 0.0], 1.0, 1.0),
+    ] {
+        let mut host = grads_of(ga, gb);
+        let check = grad_probes(&host, &vars)
+            .expect("check")
+            .expect("gradients");
+        let read = check
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let norm = grad_summary(&read, true).1.expect("norm");
+        clip_with_norm(&mut host, &vars, max, norm).expect("clip");
+        let mut device = grads_of(ga, gb);
+        clip_on_device(&mut device, &vars, max, &check).expect("clip on device");
+        let bits =
+            |v: Vec<Vec<f32>>| -> Vec<u32> { v.concat().iter().map(|x| x.to_bits()).collect() };
+        assert_eq!(
+            bits(values(&device)),
+            bits(values(&host)),
+            "{ga:?} {gb} max {max}"
+        );
+    }
+}

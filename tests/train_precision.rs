@@ -131,3 +131,58 @@ fn a_training_step_makes_at_most_one_readback() {
         );
     }
 }
+
+#[test]
+fn deferred_readbacks_read_once_per_k_steps_and_train_the_same_bits() {
+    // A CUDA run (f32, bf16) reads its steps' numbers every GPU_READ_EVERY steps; the CPU
+    // runs that path here with k = 4 and must train exactly what the read-every-step path
+    // trains, with a quarter of the reads; f16 (its loss scaler) still reads every step.
+    let epochs_of = |precision: Precision, clip: Option<f64>, k: Option<usize>| {
+        let env = Env::new();
+        runner::engine::run::set_read_every_for_test(k);
+        runner::engine::run::take_steps_and_reads();
+        runner::engine::run::take_max_step_readbacks();
+        let (store, id, out) = train_with(&env, precision, |r| r.train.grad_clip = clip);
+        runner::engine::run::set_read_every_for_test(None);
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        let (steps, reads) = runner::engine::run::take_steps_and_reads();
+        assert!(runner::engine::run::take_max_step_readbacks() <= 1);
+        let e: Vec<[u64; 4]> = store
+            .epochs(id)
+            .unwrap()
+            .iter()
+            .map(|e| {
+                [
+                    e.train_loss.to_bits(),
+                    e.train_acc.to_bits(),
+                    e.val_loss.unwrap().to_bits(),
+                    e.val_acc.unwrap().to_bits(),
+                ]
+            })
+            .collect();
+        (e, steps, reads)
+    };
+    let mut unclipped = None;
+    for clip in [None, Some(0.5)] {
+        let (every, steps, reads) = epochs_of(Precision::F32, clip, None);
+        // clipping at 0.5 changes this run (so both paths clip, and alike)
+        assert_ne!(Some(&every), unclipped.as_ref(), "clip {clip:?}");
+        unclipped.get_or_insert(every.clone());
+        assert_eq!(reads, steps, "clip {clip:?}: the CPU reads every step");
+        let (deferred, steps4, reads4) = epochs_of(Precision::F32, clip, Some(4));
+        assert_eq!(steps4, steps);
+        // two epochs, each read every 4 steps and at its end
+        let per_epoch = steps / 2;
+        assert_eq!(
+            reads4,
+            2 * per_epoch.div_ceil(4),
+            "clip {clip:?}: {steps} steps"
+        );
+        assert_eq!(
+            deferred, every,
+            "clip {clip:?}: the same epochs, bit for bit"
+        );
+    }
+    let (_, steps, reads) = epochs_of(Precision::F16, None, Some(4));
+    assert_eq!(reads, steps, "f16 reads every step");
+}

@@ -8,6 +8,12 @@
 //! interrupted, so a resumed run computes what an uninterrupted one would.
 
 mod checkpoints;
+mod epoch;
+
+use epoch::EpochResult;
+pub use epoch::{
+    set_read_every_for_test, take_max_step_readbacks, take_steps_and_reads, GPU_READ_EVERY,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::batches::{BatchSource, Split};
 use super::init::{named_vars, SeededVarMap};
 use super::phases::{since, StoreClock, TimedRecords};
-use super::progress::{set_batch_message, Reporter};
+use super::progress::Reporter;
 use super::records::RunRecords;
 use super::verification::{score_verification, VerificationScore};
 use super::EngineError;
@@ -37,11 +43,11 @@ use crate::train::checkpoint::{
     assign_vars, read_checkpoint, remove_stale_temp, write_checkpoint, Checkpoint,
     CheckpointAction, CheckpointMeta, CheckpointPolicy, CheckpointingStrategy, SavedCheckpoint,
 };
-use crate::train::divergence::{DivergenceDecision, DivergenceGuard, StepHealth};
+use crate::train::divergence::{DivergenceDecision, DivergenceGuard};
 use crate::train::ema::ModelEma;
 use crate::train::margin::MarginHead;
 use crate::train::optim::{self, Optimizer};
-use crate::train::precision::{GradScaler, MixedPrecision, StepVerdict};
+use crate::train::precision::{GradScaler, MixedPrecision};
 use crate::train::schedule::{self, Schedule};
 use crate::train::{loss, Metrics};
 
@@ -163,12 +169,15 @@ struct Runner<'a, 's> {
 /// `RUNNER_STOP_AFTER_STEPS=N` stops as Ctrl-C would after N optimizer steps of this process;
 /// `RUNNER_INJECT_NAN_AT_STEP=N` makes the loss of global step N NaN (once);
 /// `RUNNER_STEP_DELAY_MS=N` sleeps N ms after each optimizer step (a slow run, for tests that
-/// must catch a run in the middle: signals, cancelled Slurm tasks).
+/// must catch a run in the middle: signals, cancelled Slurm tasks);
+/// `RUNNER_READ_EVERY=K` reads the steps' numbers every K steps, as a CUDA run does, on any
+/// device (but every step under the f16 loss scaler).
 #[derive(Debug, Default)]
 struct Faults {
     stop_after_steps: Option<u64>,
     nan_at_step: Option<u64>,
     step_delay_ms: Option<u64>,
+    read_every: Option<usize>,
     steps_here: u64,
 }
 
@@ -179,6 +188,7 @@ impl Faults {
             stop_after_steps: get("RUNNER_STOP_AFTER_STEPS"),
             nan_at_step: get("RUNNER_INJECT_NAN_AT_STEP"),
             step_delay_ms: get("RUNNER_STEP_DELAY_MS"),
+            read_every: get("RUNNER_READ_EVERY").map(|k| k as usize),
             steps_here: 0,
         }
     }
@@ -520,166 +530,6 @@ impl<'a, 's> Runner<'a, 's> {
         })
     }
 
-    fn train_epoch(&mut self, epoch: u32) -> Result<EpochResult, EngineError> {
-        let r = &self.req.recipe;
-        let seed = r.train.seed;
-        let smoothing = r.loss.label_smoothing;
-        let total_epochs = r.train.epochs;
-        let grad_clip = r.train.grad_clip;
-        let per_iter = r.scheduler.warmup_per_iteration;
-        let frozen = epoch <= r.train.freeze_backbone_epochs;
-        let no_margin = epoch <= r.loss.margin_warmup_epochs;
-        let (mut loss_sum, mut correct, mut seen, mut prior_seconds, start_batch) =
-            match self.partial.take().filter(|p| p.epoch == epoch) {
-                Some(p) => (p.loss_sum, p.correct, p.seen, p.seconds, p.batches_done),
-                None => (0.0, 0, 0, 0.0, 0),
-            };
-        let batches = self.train_src.num_batches();
-        let bar = self
-            .req
-            .reporter
-            .epoch_bar(&self.label(), epoch, total_epochs, batches as u64);
-        bar.set_position(start_batch as u64);
-        let started = Instant::now();
-        let mut images_timed = 0u64;
-        // The optimizer's parameters, fixed for the run (a rollback sets their values in place).
-        let vars: Vec<candle_core::Var> = self
-            .optimizer
-            .params()
-            .iter()
-            .map(|p| p.var.clone())
-            .collect();
-        let mut batches_iter = self.train_src.epoch(epoch, start_batch)?;
-        let mut loader_wait = 0.0;
-        loop {
-            let waiting = Instant::now();
-            let next = batches_iter.next();
-            loader_wait += since(waiting);
-            let Some(item) = next else { break };
-            let (b, batch) = item?;
-            let lr = if per_iter {
-                self.schedule.lr_at(b, batches)
-            } else {
-                self.schedule.lr()
-            };
-            // the step's reads of device values, from its forward to its update
-            let reads_before = candle_core::readback_audit::count();
-            let mut ctx = ForwardCtx::train(mix(seed, epoch as u64, b as u64));
-            let images = self.precision.input(&batch.images)?;
-            let logits = self.train_logits(&images, &batch.labels, &mut ctx, frozen, no_margin)?;
-            let loss_t = loss::cross_entropy(&logits, &batch.labels, smoothing)?;
-            let n = batch.labels.dim(0)? as u64;
-            let mut grads = self.precision.backward(&loss_t)?;
-            self.precision.unscale(&mut grads, &vars)?;
-            // The step's one read from the device: the loss, the correct count, and each
-            // gradient's sum of squares and non-finite count (one fused pass), gathered there.
-            let mut parts = vec![
-                loss_t.to_dtype(DType::F64)?,
-                loss::correct_tensor(&logits, &batch.labels)?.to_dtype(DType::F64)?,
-            ];
-            parts.extend(optim::grad_probes(&grads, &vars)?);
-            let values = readback(&parts)?;
-            let mut loss_v = values[0];
-            let step_correct = values[1] as u64;
-            let (grads_finite, grad_norm) = optim::grad_summary(&values[2..], grad_clip.is_some());
-            if self.faults.nan_at_step == Some(self.step) {
-                self.faults.nan_at_step = None;
-                loss_v = f64::NAN;
-            }
-            let verdict = self.precision.after_check(grads_finite, loss_v);
-            if verdict == StepVerdict::Apply {
-                if let (Some(max), Some(norm)) = (grad_clip, grad_norm) {
-                    optim::clip_with_norm(&mut grads, &vars, max, norm)?;
-                }
-                let health = StepHealth {
-                    epoch,
-                    step: self.step,
-                    loss: loss_v,
-                    grads_finite: grad_norm.map_or(grads_finite, |g| g.is_finite()),
-                    grad_norm,
-                };
-                let can_rollback = self.policy.latest().is_some();
-                match self.guard.check(&health, can_rollback) {
-                    DivergenceDecision::Continue => {}
-                    DivergenceDecision::Diverged { reason } => {
-                        bar.finish_and_clear();
-                        return Ok(EpochResult::Diverged(reason));
-                    }
-                    DivergenceDecision::Rollback {
-                        new_lr_scale,
-                        reason,
-                        ..
-                    } => {
-                        bar.finish_and_clear();
-                        self.rollback(new_lr_scale, &reason)?;
-                        return Ok(EpochResult::RolledBack);
-                    }
-                }
-                self.optimizer.step(&grads, lr)?;
-            }
-            self.step += 1;
-            if let Some(e) = &self.ema {
-                // timm: after every update, with the count of updates so far
-                e.avg.update(&self.varmap, self.step)?;
-            }
-            note_step_readbacks(candle_core::readback_audit::count() - reads_before);
-            self.faults.steps_here += 1;
-            if self.faults.stop_after_steps == Some(self.faults.steps_here) {
-                self.req.stop.store(true, Ordering::SeqCst);
-            }
-            if let Some(ms) = self.faults.step_delay_ms {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-            }
-            loss_sum += loss_v * n as f64;
-            correct += step_correct;
-            seen += n;
-            images_timed += n;
-            bar.inc(1);
-            let elapsed = started.elapsed().as_secs_f64();
-            set_batch_message(
-                &bar,
-                loss_sum / seen.max(1) as f64,
-                correct as f64 / seen.max(1) as f64,
-                lr,
-                images_timed as f64 / elapsed.max(1e-9),
-            );
-            if self.req.stop.load(Ordering::SeqCst) && b + 1 < batches {
-                self.partial = Some(PartialEpoch {
-                    epoch,
-                    batches_done: b + 1,
-                    loss_sum,
-                    correct,
-                    seen,
-                    seconds: prior_seconds + elapsed,
-                });
-                bar.finish_and_clear();
-                self.save_interrupt_checkpoint()?;
-                return Ok(EpochResult::Interrupted);
-            }
-        }
-        bar.finish_and_clear();
-        if seen == 0 {
-            // nothing trained: every image skipped as unreadable, or no full batch
-            return Err(EngineError::Other(format!(
-                "epoch {epoch}: no training image was read ({} skipped as unreadable, or fewer \
-                 than one batch of train.batch_size = {} images)",
-                self.train_src.skipped().len(),
-                self.req.recipe.train.batch_size
-            )));
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        prior_seconds += elapsed;
-        self.phases.loader_wait += loader_wait;
-        self.phases.train = elapsed - loader_wait;
-        Ok(EpochResult::Finished(TrainStats {
-            loss: loss_sum / seen.max(1) as f64,
-            acc: correct as f64 / seen.max(1) as f64,
-            images_per_sec: images_timed as f64 / elapsed.max(1e-9),
-            seconds: prior_seconds,
-            eval_start: Instant::now(),
-        }))
-    }
-
     fn evaluate(&mut self) -> Result<(Option<f64>, Option<f64>), EngineError> {
         if self.eval_src.is_empty() {
             return Ok((None, None));
@@ -722,48 +572,6 @@ impl<'a, 's> Runner<'a, 's> {
             Some(correct as f64 / seen as f64),
         ))
     }
-}
-
-/// Reads a step's numbers from the device in one copy: `parts` are tensors (on one device),
-/// flattened and joined there in f64 and read back together; every read of a training step
-/// goes through here.
-fn readback(parts: &[Tensor]) -> Result<Vec<f64>, EngineError> {
-    let flat = parts
-        .iter()
-        .map(|p| p.to_dtype(DType::F64)?.flatten_all())
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&flat, 0)?.to_vec1::<f64>()?)
-}
-
-thread_local! {
-    /// The most device reads any training step on this thread made (tests: at most one).
-    static MAX_STEP_READBACKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-fn note_step_readbacks(n: u64) {
-    MAX_STEP_READBACKS.with(|m| m.set(m.get().max(n)));
-}
-
-/// The most reads of a tensor's values into host memory (on CUDA, each a copy that waits for
-/// the stream) that any training step run on this thread made since the last call, which
-/// resets it. A step reads once: its loss, correct count and gradient checks together.
-pub fn take_max_step_readbacks() -> u64 {
-    MAX_STEP_READBACKS.with(|m| m.replace(0))
-}
-
-enum EpochResult {
-    Finished(TrainStats),
-    Interrupted,
-    Diverged(String),
-    RolledBack,
-}
-
-struct TrainStats {
-    loss: f64,
-    acc: f64,
-    images_per_sec: f64,
-    seconds: f64,
-    eval_start: Instant,
 }
 
 /// The network a recipe trains: the model, and a margin loss's head (its class weights under

@@ -92,6 +92,39 @@ pub fn clip_with_norm(
     Ok(())
 }
 
+/// [`clip_with_norm`] without reading the norm: computed on the gradients' device from
+/// `check` ([`grad_probes`]; the f32 sums of squares added in f64), the coefficient
+/// `min(1, max_norm / (norm + 1e-6))` (1 when the norm is not finite) multiplies every
+/// gradient there.
+pub fn clip_on_device(
+    grads: &mut GradStore,
+    vars: &[Var],
+    max_norm: f64,
+    check: &Tensor,
+) -> Result<(), TrainError> {
+    let n = check.dim(0)? / 2;
+    let norm = check
+        .narrow(0, 0, n)?
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .sqrt()?;
+    let coef = Tensor::new(max_norm, check.device())?
+        .div(&(&norm + 1e-6)?)?
+        .minimum(1.0)?;
+    // |norm| < inf is false for an infinite norm and for NaN
+    let finite = norm.abs()?.lt(f64::INFINITY)?;
+    let coef = finite
+        .where_cond(&coef, &Tensor::ones((), DType::F64, check.device())?)?
+        .to_dtype(DType::F32)?;
+    for v in vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            let scaled = g.broadcast_mul(&coef.to_dtype(g.dtype())?)?;
+            grads.insert(v.as_tensor(), scaled);
+        }
+    }
+    Ok(())
+}
+
 /// Whether every gradient of `vars` is finite (no NaN, no infinity).
 pub fn grads_finite(grads: &GradStore, vars: &[Var]) -> Result<bool, TrainError> {
     let Some(check) = grad_probes(grads, vars)? else {

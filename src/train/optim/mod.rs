@@ -10,7 +10,8 @@ mod sgd;
 
 pub use adamw::{AdamW, AdamWParams};
 pub use clip::{
-    clip_grad_norm, clip_with_norm, grad_norm, grad_probes, grad_summary, grads_finite, vars_finite,
+    clip_grad_norm, clip_on_device, clip_with_norm, grad_norm, grad_probes, grad_summary,
+    grads_finite, vars_finite,
 };
 pub use sgd::{Sgd, SgdParams};
 
