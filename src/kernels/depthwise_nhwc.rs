@@ -256,15 +256,10 @@ unsafe fn grad_w_image_avx512(g: &Geom, x: &[f32], gy: &[f32], gw: &mut [f32], g
     grad_w_image::<true>(g, x, gy, gw, gb)
 }
 
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// Whether this thread's kernels use the FMA variants: AVX2 + FMA or AVX-512, as
+/// [`super::simd::level`] allows (a test's cap included).
+fn uses_fma() -> bool {
+    super::simd::level() >= super::simd::SimdLevel::Avx2
 }
 
 /// Where a buffer of images is NCHW instead of channels-last.
@@ -279,7 +274,7 @@ struct Nchw {
 fn conv_all(g: &Geom, src: &[f32], taps: &[f32], bias: Option<&[f32]>, nchw: Nchw) -> Vec<f32> {
     let per = g.h * g.w * g.c;
     let mut out = vec![0f32; g.n * per];
-    let fast = has_avx2_fma();
+    let fast = uses_fma();
     let wide = super::simd::level() == super::simd::SimdLevel::Avx512;
     out.par_chunks_mut(per)
         .zip(src.par_chunks(per))
@@ -600,7 +595,7 @@ impl CustomOp3 for DwNhwcBwd {
         };
         let gx = conv_all(&g, gy, &flipped, None, nchw);
         let per = g.h * g.w * c;
-        let fast = has_avx2_fma();
+        let fast = uses_fma();
         let wide = super::simd::level() == super::simd::SimdLevel::Avx512;
         // weight and bias gradients: a partial per block of images, added in block order
         let n = x.len() / per.max(1);
@@ -1017,65 +1012,84 @@ mod tests {
     /// with the channel tail, 7x7 and other kernel sizes.
     #[test]
     fn blocks_give_the_bits_of_the_plain_loop() -> Result<()> {
-        let mut rng = crate::engine::init::TensorRng::new(3);
-        let dev = Device::Cpu;
-        let fma = has_avx2_fma();
-        for (n, h, w, c, k) in [
-            (2usize, 9usize, 15usize, 40usize, 7usize),
-            (1, 4, 7, 16, 7),
-            (1, 3, 2, 33, 7),
-            (1, 6, 5, 20, 3),
-        ] {
-            let x = rng.var(0f32, 1.0, (n, h, w, c), &dev)?;
-            let wt = rng.var(0f32, 1.0, (c, 1, k, k), &dev)?;
-            let b = rng.var(0f32, 1.0, c, &dev)?;
-            let y = depthwise_nhwc(&x, &wt, &b)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            let (xv, wv, bv) = (
-                x.flatten_all()?.to_vec1::<f32>()?,
-                wt.flatten_all()?.to_vec1::<f32>()?,
-                b.to_vec1::<f32>()?,
-            );
-            let p = k / 2;
-            let mut expected = Vec::with_capacity(y.len());
-            for i in 0..n {
-                for oy in 0..h {
-                    for ox in 0..w {
-                        for ch in 0..c {
-                            let mut acc = bv[ch];
-                            for ky in 0..k {
-                                for kx in 0..k {
-                                    let (iy, ix) = (oy + ky, ox + kx);
-                                    if iy < p || iy - p >= h || ix < p || ix - p >= w {
-                                        continue;
+        use super::super::simd::{with_cap, SimdLevel};
+        // at every level the CPU has: the scalar loop, AVX2 and AVX-512 (FMA)
+        for cap in [SimdLevel::Base, SimdLevel::Avx2, SimdLevel::Avx512] {
+            with_cap(cap, 2, || -> Result<()> {
+                let mut rng = crate::engine::init::TensorRng::new(3);
+                let dev = Device::Cpu;
+                let fma = uses_fma();
+                for (n, h, w, c, k) in [
+                    (2usize, 9usize, 15usize, 40usize, 7usize),
+                    (1, 4, 7, 16, 7),
+                    (1, 3, 2, 33, 7),
+                    (1, 6, 5, 20, 3),
+                ] {
+                    let x = rng.var(0f32, 1.0, (n, h, w, c), &dev)?;
+                    let wt = rng.var(0f32, 1.0, (c, 1, k, k), &dev)?;
+                    let b = rng.var(0f32, 1.0, c, &dev)?;
+                    let y = depthwise_nhwc(&x, &wt, &b)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    let (xv, wv, bv) = (
+                        x.flatten_all()?.to_vec1::<f32>()?,
+                        wt.flatten_all()?.to_vec1::<f32>()?,
+                        b.to_vec1::<f32>()?,
+                    );
+                    let p = k / 2;
+                    let mut expected = Vec::with_capacity(y.len());
+                    for i in 0..n {
+                        for oy in 0..h {
+                            for ox in 0..w {
+                                for ch in 0..c {
+                                    let mut acc = bv[ch];
+                                    for ky in 0..k {
+                                        for kx in 0..k {
+                                            let (iy, ix) = (oy + ky, ox + kx);
+                                            if iy < p || iy - p >= h || ix < p || ix - p >= w {
+                                                continue;
+                                            }
+                                            let s = xv[((i * h + iy - p) * w + ix - p) * c + ch];
+                                            let t = wv[(ch * k + ky) * k + kx];
+                                            acc = if fma { s.mul_add(t, acc) } else { acc + s * t };
+                                        }
                                     }
-                                    let s = xv[((i * h + iy - p) * w + ix - p) * c + ch];
-                                    let t = wv[(ch * k + ky) * k + kx];
-                                    acc = if fma { s.mul_add(t, acc) } else { acc + s * t };
+                                    expected.push(acc);
                                 }
                             }
-                            expected.push(acc);
                         }
                     }
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&y), bits(&expected), "{n} {h} {w} {c} {k}");
                 }
-            }
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&y), bits(&expected), "{n} {h} {w} {c} {k}");
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
     /// The weight and bias gradient of one image: the register blocks over the padded image
-    /// give the bits of the plain loop over the in-image taps (pixels in row-major order).
+    /// give the bits of the plain loop over the in-image taps (pixels in row-major order), in
+    /// every variant this CPU can run: the scalar one, and AVX2 and AVX-512 (both FMA).
     #[test]
     fn weight_gradient_gives_the_bits_of_the_plain_loop() {
-        let fma = has_avx2_fma();
-        for (h, w, c, k) in [
-            (9usize, 15usize, 40usize, 7usize),
-            (3, 2, 16, 7),
-            (6, 5, 20, 3),
-        ] {
+        use super::super::simd::{detected, SimdLevel};
+        let mut variants = vec![SimdLevel::Base];
+        if detected() >= SimdLevel::Avx2 {
+            variants.push(SimdLevel::Avx2);
+        }
+        if detected() == SimdLevel::Avx512 {
+            variants.push(SimdLevel::Avx512);
+        }
+        for (variant, (h, w, c, k)) in variants.into_iter().flat_map(|v| {
+            [
+                (9usize, 15usize, 40usize, 7usize),
+                (3, 2, 16, 7),
+                (6, 5, 20, 3),
+            ]
+            .map(|case| (v, case))
+        }) {
+            let fma = variant != SimdLevel::Base;
             let p = k / 2;
             let g = Geom {
                 n: 1,
@@ -1093,15 +1107,17 @@ mod tests {
             let start: Vec<f32> = (0..k * k * c).map(|i| val(i, 0.53)).collect();
             let (mut gw, mut gb) = (start.clone(), vec![0.5f32; c]);
             let pad = stage_padded(&x, &g, false);
-            #[cfg(target_arch = "x86_64")]
-            if fma {
-                // SAFETY: the CPU has AVX2 and FMA (checked above).
-                unsafe { grad_w_image_avx2(&g, &pad, &gy, &mut gw, &mut gb) };
-            } else {
-                grad_w_image::<false>(&g, &pad, &gy, &mut gw, &mut gb);
+            match variant {
+                // SAFETY: listed only where the CPU has the variant's features (above).
+                #[cfg(target_arch = "x86_64")]
+                SimdLevel::Avx512 => unsafe {
+                    grad_w_image_avx512(&g, &pad, &gy, &mut gw, &mut gb)
+                },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                SimdLevel::Avx2 => unsafe { grad_w_image_avx2(&g, &pad, &gy, &mut gw, &mut gb) },
+                _ => grad_w_image::<false>(&g, &pad, &gy, &mut gw, &mut gb),
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            grad_w_image::<false>(&g, &pad, &gy, &mut gw, &mut gb);
             let (mut ew, mut eb) = (start, vec![0.5f32; c]);
             for oy in 0..h {
                 for ox in 0..w {
@@ -1127,8 +1143,8 @@ mod tests {
                 }
             }
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&gw), bits(&ew), "weights {h} {w} {c} {k}");
-            assert_eq!(bits(&gb), bits(&eb), "bias {h} {w} {c} {k}");
+            assert_eq!(bits(&gw), bits(&ew), "{variant:?}: weights {h} {w} {c} {k}");
+            assert_eq!(bits(&gb), bits(&eb), "{variant:?}: bias {h} {w} {c} {k}");
         }
     }
 }
