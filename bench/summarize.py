@@ -1,124 +1,520 @@
 #!/usr/bin/env python3
-"""The benchmark table from bench/compare.sh's JSON lines (standard library only).
+"""The benchmark tables from bench/compare.sh's JSON lines (standard library only).
 
     bench/summarize.py compare.jsonl [more.jsonl ...]
     bench/summarize.py --scaling scaling.jsonl     # step time against batch and image size
+    bench/summarize.py --docs [--check]            # the generated blocks of the docs
 
 Training-step rows: per net and shape, runner's and PyTorch's images/s (median of the rounds;
-each round's values in order), the ratio runner / PyTorch per round and its median, PyTorch
-channels-last where it was measured, and each side's peak RSS (max over rounds, MiB). Whole-run
+each round's values in order), the ratio runner / PyTorch per round and its median, the ratio
+of the medians, PyTorch channels-last where it was measured, PyTorch's best layout (the faster
+of NCHW and channels-last in each round) with the median of runner / best over the rounds and
+the ratio of medians against it, and each side's peak RSS (max over rounds, MiB). Whole-run
 rows: wall seconds of each process (median), the ratio PyTorch / runner (above 1: runner is
 faster), where each side's time went (phase totals of the median round), the final metrics and
-peak RSS. The header says when, on which commit(s) and at what load the lines were measured.
+peak RSS. The header says when, on which commit(s), on which machine and at what load the lines
+were measured.
+
+--docs: in each file of DOC_FILES, every block `<!-- bench:NAME -->` ... `<!-- /bench:NAME -->`
+(each marker on a line of its own) gets the text BLOCKS[NAME] makes from the committed raw
+files it names, starting with a line of provenance. With --check nothing is written: the
+differences are printed as a unified diff and the exit status is 1.
 """
+import difflib
 import json
+import os
+import re
 import statistics
 import sys
+import textwrap
 from collections import defaultdict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_OF_RECORD = "bench/results/2026-12-05/7f852a7/compare.jsonl"
+SCALING_OF_RECORD = "bench/results/2026-12-05/7f852a7/scaling.jsonl"
+DOC_FILES = ["README.md", "docs/benchmarks.md"]
+# NAME -> (kind, raw files relative to the repository root): what each docs block is made of.
+BLOCKS = {
+    "steps-2026-12-05": ("steps", [RUN_OF_RECORD]),
+    "layouts-2026-12-05": ("layouts", [RUN_OF_RECORD]),
+    "passes-2026-12-05": ("passes", [RUN_OF_RECORD]),
+    "standing-2026-12-05": ("standing", [RUN_OF_RECORD]),
+    "e2e-2026-12-05": ("e2e", [RUN_OF_RECORD]),
+    "e2e-phases-2026-12-05": ("e2e_phases", [RUN_OF_RECORD]),
+    "scaling-2026-12-05": ("scaling", [SCALING_OF_RECORD]),
+    "readme-speed": ("readme_speed", [RUN_OF_RECORD, SCALING_OF_RECORD]),
+}
+NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "mobilenet_v2": "MobileNetV2",
+         "convnext_nano": "ConvNeXt nano", "convnext_t": "ConvNeXt-T"}
 
 
 def fmt(v, nd=1):
     return "-" if v is None else f"{v:.{nd}f}"
 
 
-def scaling(steps):
-    """Per net, one row per shape: step time (ms, median of the rounds) of each side."""
-    nets = sorted({net for net, _, _ in steps})
-    for net in nets:
-        print(f"\n{net}: milliseconds per training step (ratio = PyTorch / runner time, above "
-              "1 means runner is faster)\n")
-        print("| px | batch | runner ms | PyTorch ms | ratio | runner / PyTorch peak RSS (MiB) |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        shapes = sorted((size, batch) for n, size, batch in steps if n == net)
-        for size, batch in shapes:
-            rs = steps[(net, size, batch)].values()
-            ms = {side: statistics.median(batch * 1e3 / r[side]["images_per_sec"]
-                                          for r in rs if side in r)
-                  for side in ("runner", "pytorch") if any(side in r for r in rs)}
-            rss = {side: max(r[side]["max_rss_mb"] for r in rs if side in r) for side in ms}
-            ratio = ms["pytorch"] / ms["runner"] if len(ms) == 2 else None
-            print(f"| {size} | {batch} | {fmt(ms.get('runner'), 0)} | {fmt(ms.get('pytorch'), 0)} "
-                  f"| {fmt(ratio, 2)} | {fmt(rss.get('runner'), 0)} / {fmt(rss.get('pytorch'), 0)} |")
+def times(v, bold=False):
+    """A ratio as `1.05x` (bold: `**1.05x**`), `-` where there is none."""
+    if v is None:
+        return "-"
+    return f"**{v:.2f}x**" if bold else f"{v:.2f}x"
 
 
-def main(paths):
-    by_shape = paths[:1] == ["--scaling"]
-    paths = paths[1:] if by_shape else paths
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def load(paths):
     lines = []
     for p in paths:
         with open(p) as f:
             lines += [json.loads(x) for x in f if x.strip().startswith("{")]
     if not lines:
         raise SystemExit("summarize.py: no measurements in " + " ".join(paths))
-    dates = sorted(x["date"] for x in lines)
-    loads = [x["load"] for x in lines]
-    commits = sorted({x["commit"] for x in lines})
-    print(f"{len(lines)} measurements, {dates[0]} to {dates[-1]}, commit {', '.join(commits)}, "
-          f"1-minute load before each {min(loads):.2f}-{max(loads):.2f}\n")
+    return lines
+
+
+def is_e2e(x):
+    return x["net"].startswith("e2e_") or "phase_seconds" in x
+
+
+def split(lines):
+    """Training-step lines by (net, size, batch) and round, whole-run lines by round."""
     steps = defaultdict(lambda: defaultdict(dict))
     e2e = defaultdict(dict)
     for x in lines:
-        if x["net"].startswith("e2e_") or "phase_seconds" in x:  # a whole run
+        if is_e2e(x):  # a whole run
             e2e[x["round"]][x["side"]] = x
         else:
             steps[(x["net"], x["size"], x["batch"])][x["round"]][x["side"]] = x
+    return steps, e2e
+
+
+def machine(lines):
+    """The machine as the lines themselves record it (runner's `machine` field)."""
+    found = sorted({x["machine"] for x in lines if x.get("machine")})
+    isa = sorted({x[k] for x in lines for k in ("isa", "cpu_flags") if x.get(k)})
+    if not found:
+        return "machine not recorded in the lines"
+    text = "machine " + "; ".join(f'"{m}"' for m in found)
+    return text + (f" ({', '.join(isa)})" if isa else " (the lines carry no CPU flags)")
+
+
+def header(lines):
+    """The CLI's first line: how many lines, when, which commit(s) and machine, what load."""
+    dates = sorted(x["date"] for x in lines)
+    loads = [x["load"] for x in lines]
+    commits = sorted({x["commit"] for x in lines})
+    return (f"{len(lines)} measurements, {dates[0]} to {dates[-1]}, commit {', '.join(commits)}, "
+            f"{machine(lines)}, 1-minute load before each {min(loads):.2f}-{max(loads):.2f}")
+
+
+def provenance(lines, paths):
+    """The first line of every generated docs block."""
+    return (f"<sub>Generated by `bench/summarize.py --docs` from {len(lines)} lines of "
+            + " and ".join(f"`{p}`" for p in paths) + ": " + header(lines).split(", ", 1)[1]
+            + ".</sub>")
+
+
+def step_stats(rounds):
+    """One row's numbers: per-round values, medians and ratios (None where not measured)."""
+    rs = [rounds[r] for r in sorted(rounds)]
+    ips = {side: [r[side]["images_per_sec"] for r in rs if side in r]
+           for side in ("runner", "pytorch", "pytorch_channels_last")}
+    s = {"run": ips["runner"], "pt": ips["pytorch"], "cl": ips["pytorch_channels_last"]}
+    s["ratios"] = [r["runner"]["images_per_sec"] / r["pytorch"]["images_per_sec"]
+                   for r in rs if "runner" in r and "pytorch" in r]
+    # PyTorch's best layout in each round: the faster of NCHW and channels-last (where the
+    # round measured channels-last); `cl` marks the rounds channels-last won.
+    best, best_cl, best_ratios = [], [], []
+    if s["cl"]:
+        for r in rs:
+            layouts = [r[k]["images_per_sec"] for k in ("pytorch", "pytorch_channels_last") if k in r]
+            if not layouts:
+                continue
+            b = max(layouts)
+            best.append(b)
+            best_cl.append("pytorch_channels_last" in r
+                           and b == r["pytorch_channels_last"]["images_per_sec"]
+                           and b != r.get("pytorch", {}).get("images_per_sec"))
+            if "runner" in r:
+                best_ratios.append(r["runner"]["images_per_sec"] / b)
+    s.update(best=best, best_cl=best_cl, best_ratios=best_ratios)
+    for k in ("run", "pt", "cl", "ratios", "best", "best_ratios"):
+        s["m_" + k] = med(s[k])
+    s["rom"] = ratio(s["m_run"], s["m_pt"])
+    s["rom_best"] = ratio(s["m_run"], s["m_best"])
+    s["rss"] = {side: max((r[side]["max_rss_mb"] for r in rs if side in r), default=None)
+                for side in ("runner", "pytorch", "pytorch_channels_last")}
+    s["load"] = [x["load"] for r in rs for x in r.values()]
+    s["passes"] = {side: [med([r[side][k] for r in rs if side in r and k in r[side]])
+                          for k in ("forward_ms", "backward_ms", "step_ms")]
+                   for side in ("runner", "pytorch")}
+    return s
+
+
+def step_table(steps):
+    out = ["| net | px | batch | runner img/s | PyTorch img/s | ratio per round | median ratio "
+           "| ratio of medians | PyTorch channels-last img/s | PyTorch best layout img/s "
+           "| median ratio to best | ratio of medians to best | peak RSS runner / PyTorch (MiB) "
+           "| load |",
+           "| --- " * 14 + "|"]
+    for (net, size, batch), rounds in steps.items():
+        s = step_stats(rounds)
+        vals = lambda xs: ", ".join(fmt(v) for v in xs)
+        best = ", ".join(fmt(v) + (" cl" if c else "") for v, c in zip(s["best"], s["best_cl"]))
+        best = f"{fmt(s['m_best'])} ({best})" if s["best"] else "-"
+        out.append(
+            f"| {net} | {size} | {batch} "
+            f"| {fmt(s['m_run'])} ({vals(s['run'])}) "
+            f"| {fmt(s['m_pt'])} ({vals(s['pt'])}) "
+            f"| {', '.join(fmt(v, 2) for v in s['ratios'])} "
+            f"| {times(s['m_ratios'], bold=True)} "
+            f"| {times(s['rom'])} "
+            f"| {fmt(s['m_cl'])} "
+            f"| {best} "
+            f"| {times(s['m_best_ratios'], bold=True)} "
+            f"| {times(s['rom_best'])} "
+            f"| {fmt(s['rss']['runner'], 0)} / {fmt(s['rss']['pytorch'], 0)} "
+            f"| {min(s['load']):.1f}-{max(s['load']):.1f} |")
+    out += ["", "Ratios are runner / PyTorch images per second: per round and their median, and "
+            "the ratio of the two sides' medians. PyTorch best layout = the faster of NCHW and "
+            "channels-last in each round (`cl`: channels-last was faster); \"-\" where "
+            "channels-last was not measured."]
+    return out
+
+
+def scaling_tables(steps):
+    """Per net, one row per shape: step time (ms, median of the rounds) of each side."""
+    out = []
+    nets = sorted({net for net, _, _ in steps})
+    for net in nets:
+        out += ["", f"{net}: milliseconds per training step (ratio = PyTorch / runner time, above "
+                "1 means runner is faster)", ""]
+        out.append("| px | batch | runner ms | PyTorch ms | ratio | runner / PyTorch peak RSS (MiB) |")
+        out.append("| --- | --- | --- | --- | --- | --- |")
+        for size, batch, ms, rss, r in scaling_rows(steps, net):
+            out.append(f"| {size} | {batch} | {fmt(ms.get('runner'), 0)} | {fmt(ms.get('pytorch'), 0)} "
+                       f"| {fmt(r, 2)} | {fmt(rss.get('runner'), 0)} / {fmt(rss.get('pytorch'), 0)} |")
+    return out
+
+
+def scaling_rows(steps, net):
+    shapes = sorted((size, batch) for n, size, batch in steps if n == net)
+    for size, batch in shapes:
+        rs = steps[(net, size, batch)].values()
+        ms = {side: statistics.median(batch * 1e3 / r[side]["images_per_sec"]
+                                      for r in rs if side in r)
+              for side in ("runner", "pytorch") if any(side in r for r in rs)}
+        rss = {side: max(r[side]["max_rss_mb"] for r in rs if side in r) for side in ms}
+        r = ms["pytorch"] / ms["runner"] if len(ms) == 2 else None
+        yield size, batch, ms, rss, r
+
+
+def e2e_rounds(e2e):
+    return [e2e[r] for r in sorted(e2e) if "runner" in e2e[r] and "pytorch" in e2e[r]]
+
+
+def e2e_table(e2e):
+    rs = e2e_rounds(e2e)
+    wr = [r["runner"]["process_wall_s"] for r in rs]
+    wp = [r["pytorch"]["process_wall_s"] for r in rs]
+    ratios = [p / r for p, r in zip(wp, wr)]
+    train = [r["pytorch"]["phase_seconds"]["train"] / r["runner"]["phase_seconds"]["train"]
+             for r in rs]
+    ld = [s["load"] for r in rs for s in r.values()]
+    return ["| runner s | PyTorch s | ratio per round | median ratio | training phase ratio per "
+            "round | its median | load |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            f"| {fmt(statistics.median(wr))} ({', '.join(fmt(v) for v in wr)}) "
+            f"| {fmt(statistics.median(wp))} ({', '.join(fmt(v) for v in wp)}) "
+            f"| {', '.join(fmt(v, 2) for v in ratios)} | **{fmt(statistics.median(ratios), 2)}x** "
+            f"| {', '.join(fmt(v, 2) for v in train)} | **{fmt(statistics.median(train), 2)}x** "
+            f"| {min(ld):.1f}-{max(ld):.1f} |"]
+
+
+def e2e_median_ratio(e2e):
+    rs = e2e_rounds(e2e)
+    return statistics.median(r["pytorch"]["process_wall_s"] / r["runner"]["process_wall_s"]
+                             for r in rs)
+
+
+def e2e_phase_table(e2e):
+    rs = e2e_rounds(e2e)
+    mid = sorted(rs, key=lambda r: r["runner"]["process_wall_s"])[len(rs) // 2]
+    names = ["train", "loader_wait", "eval", "verify", "checkpoint", "store"]
+    out = ["| side | " + " | ".join(names) + " | val_acc | verify_acc | peak RSS (MiB) |",
+           "| --- " * (len(names) + 4) + "|"]
+    for side in ("runner", "pytorch"):
+        x = mid[side]
+        ph = x["phase_seconds"]
+        rss = f"{x['max_rss_mb']:.0f}"
+        if "children_rss_mb" in x:
+            rss += f" (+ workers {x['children_rss_mb']:.0f})"
+        out.append(f"| {side} | " + " | ".join(fmt(ph.get(n), 2) for n in names)
+                   + f" | {fmt(x.get('val_acc'), 3)} | {fmt(x.get('verify_acc'), 3)} | {rss} |")
+    return out
+
+
+def tables(lines, by_shape):
+    """The CLI's output."""
+    out = [header(lines), ""]
+    steps, e2e = split(lines)
     if steps and by_shape:
-        scaling(steps)
-        return
+        return out + scaling_tables(steps)
     if steps:
-        print("| net | px | batch | runner img/s | PyTorch img/s | ratio per round | median ratio "
-              "| PyTorch channels-last img/s | peak RSS runner / PyTorch (MiB) | load |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        for (net, size, batch), rounds in steps.items():
-            rs = [rounds[r] for r in sorted(rounds)]
-            run = [r["runner"]["images_per_sec"] for r in rs if "runner" in r]
-            pt = [r["pytorch"]["images_per_sec"] for r in rs if "pytorch" in r]
-            cl = [r["pytorch_channels_last"]["images_per_sec"] for r in rs
-                  if "pytorch_channels_last" in r]
-            ratios = [r["runner"]["images_per_sec"] / r["pytorch"]["images_per_sec"]
-                      for r in rs if "runner" in r and "pytorch" in r]
-            rss_r = max((r["runner"]["max_rss_mb"] for r in rs if "runner" in r), default=None)
-            rss_p = max((r["pytorch"]["max_rss_mb"] for r in rs if "pytorch" in r), default=None)
-            ld = [s["load"] for r in rs for s in r.values()]
-            print(f"| {net} | {size} | {batch} "
-                  f"| {fmt(statistics.median(run)) if run else '-'} ({', '.join(fmt(v) for v in run)}) "
-                  f"| {fmt(statistics.median(pt)) if pt else '-'} ({', '.join(fmt(v) for v in pt)}) "
-                  f"| {', '.join(fmt(v, 2) for v in ratios)} "
-                  f"| **{fmt(statistics.median(ratios), 2) if ratios else '-'}x** "
-                  f"| {fmt(statistics.median(cl)) if cl else '-'} "
-                  f"| {fmt(rss_r, 0)} / {fmt(rss_p, 0)} "
-                  f"| {min(ld):.1f}-{max(ld):.1f} |")
+        out += step_table(steps)
     if e2e:
-        rs = [e2e[r] for r in sorted(e2e) if "runner" in e2e[r] and "pytorch" in e2e[r]]
-        wr = [r["runner"]["process_wall_s"] for r in rs]
-        wp = [r["pytorch"]["process_wall_s"] for r in rs]
-        ratios = [p / r for p, r in zip(wp, wr)]
-        epochs = rs[0]["runner"].get("epochs")
-        print(f"\nWhole run (ResNet-18, 64 px, batch 32, {epochs} epochs, "
-              f"{rs[0]['pytorch'].get('train_images')} training images; wall seconds of the "
-              "process; ratio = PyTorch / runner, above 1 means runner is faster):\n")
-        print(f"| runner s | PyTorch s | ratio per round | median ratio | load |")
-        print("| --- | --- | --- | --- | --- |")
-        ld = [s["load"] for r in rs for s in r.values()]
-        print(f"| {fmt(statistics.median(wr))} ({', '.join(fmt(v) for v in wr)}) "
-              f"| {fmt(statistics.median(wp))} ({', '.join(fmt(v) for v in wp)}) "
-              f"| {', '.join(fmt(v, 2) for v in ratios)} | **{fmt(statistics.median(ratios), 2)}x** "
-              f"| {min(ld):.1f}-{max(ld):.1f} |")
-        mid = sorted(rs, key=lambda r: r["runner"]["process_wall_s"])[len(rs) // 2]
-        names = ["train", "loader_wait", "eval", "verify", "checkpoint", "store"]
-        print("\nWhere the time went (seconds, summed over the epochs of the median runner round "
-              "and the PyTorch process of that round):\n")
-        print("| side | " + " | ".join(names) + " | val_acc | verify_acc | peak RSS (MiB) |")
-        print("| --- " * (len(names) + 4) + "|")
-        for side in ("runner", "pytorch"):
-            x = mid[side]
-            ph = x["phase_seconds"]
-            rss = f"{x['max_rss_mb']:.0f}"
-            if "children_rss_mb" in x:
-                rss += f" (+ workers {x['children_rss_mb']:.0f})"
-            print(f"| {side} | " + " | ".join(fmt(ph.get(n), 2) for n in names)
-                  + f" | {fmt(x.get('val_acc'), 3)} | {fmt(x.get('verify_acc'), 3)} | {rss} |")
+        rs = e2e_rounds(e2e)
+        out += ["", f"Whole run (ResNet-18, 64 px, batch 32, {rs[0]['runner'].get('epochs')} epochs, "
+                f"{rs[0]['pytorch'].get('train_images')} training images; wall seconds of the "
+                "process; ratio = PyTorch / runner, above 1 means runner is faster):", ""]
+        out += e2e_table(e2e)
+        out += ["", "Where the time went (seconds, summed over the epochs of the median runner "
+                "round and the PyTorch process of that round):", ""]
+        out += e2e_phase_table(e2e)
+    return out
+
+
+# ---- the docs blocks: prose around computed numbers --------------------------------------
+
+def wrap(text):
+    """Lines of at most 95 columns, never broken inside a `code span`."""
+    parts = text.split("`")
+    text = "`".join(p.replace(" ", "\0") if i % 2 else p for i, p in enumerate(parts))
+    return textwrap.fill(text, width=95, break_on_hyphens=False,
+                         break_long_words=False).replace("\0", " ")
+
+
+def shape(size, batch):
+    return f"{size} px batch {batch}"
+
+
+def all_stats(steps):
+    return {k: step_stats(v) for k, v in steps.items()}
+
+
+def layouts_text(steps):
+    st = all_stats(steps)
+    below = [(k, s) for k, s in st.items() if s["m_best_ratios"] is not None
+             and s["m_best_ratios"] < 1.0]
+    measured = [s for s in st.values() if s["m_best_ratios"] is not None]
+    text = ("The first ratios are against PyTorch's default NCHW layout; the best-layout columns "
+            "are against the faster of NCHW and channels-last in each round, with PyTorch on "
+            f"stock malloc either way. Against that, runner is at or above 1.0x on "
+            f"{sum(s['m_best_ratios'] >= 1.0 for s in measured)} of {len(measured)} rows by the "
+            "median of per-round ratios ("
+            f"{sum(s['rom_best'] >= 1.0 for s in measured)} of {len(measured)} by the ratio of "
+            "medians)")
+    if below:
+        text += "; below it: " + ", ".join(
+            f"{net} at {size} px {fmt(s['m_best_ratios'], 2)}x (ratio of medians "
+            f"{fmt(s['rom_best'], 2)}x: {fmt(s['m_run'])} against {fmt(s['m_best'])} img/s)"
+            for (net, size, _), s in below)
+    return wrap(text + ". PyTorch with a tuned allocator is not measured yet.").splitlines()
+
+
+def passes_text(steps):
+    st = all_stats(steps)
+    parts = []
+    for (net, size, _), s in st.items():
+        r, p = s["passes"]["runner"], s["passes"]["pytorch"]
+        parts.append(f"{net} {size} px: {' / '.join(fmt(v, 0) for v in r)} against "
+                     f"{' / '.join(fmt(v, 0) for v in p)}")
+    return wrap("Forward / backward / optimizer-step milliseconds, median of the rounds (runner "
+                "against PyTorch NCHW): " + "; ".join(parts) + ".").splitlines()
+
+
+def memory_count(st):
+    """Rows where runner's peak RSS is below PyTorch's in every layout measured, of all rows."""
+    less = 0
+    for s in st.values():
+        others = [v for k, v in s["rss"].items() if k != "runner" and v is not None]
+        less += s["rss"]["runner"] is not None and bool(others) and s["rss"]["runner"] < min(others)
+    return less, len(st)
+
+
+def standing_text(steps, e2e):
+    st = all_stats(steps)
+    n = len(st)
+    nchw = [s["m_ratios"] for s in st.values()]
+    rom = [s["rom"] for s in st.values()]
+    measured = [s for s in st.values() if s["m_best_ratios"] is not None]
+    best = [s["m_best_ratios"] for s in measured]
+    less, _ = memory_count(st)
+    text = (f"Where runner stands: **at or above PyTorch NCHW on {sum(r >= 1.0 for r in nchw)} of "
+            f"{n} rows** ({min(nchw):.2f}-{max(nchw):.2f}x by the median of per-round ratios, "
+            f"{min(rom):.2f}-{max(rom):.2f}x as ratio of medians), **at or above PyTorch's faster "
+            f"layout per round on {sum(r >= 1.0 for r in best)} of {len(measured)}** "
+            f"({min(best, default=0):.2f}-{max(best, default=0):.2f}x), with less peak memory "
+            "than PyTorch in either "
+            f"layout on {less} of {n}")
+    if e2e:
+        text += f", and the whole run {e2e_median_ratio(e2e):.2f}x (below)"
+    return wrap(text + ".").splitlines()
+
+
+def readme_speed_text(steps, e2e, scale_steps):
+    st = all_stats(steps)
+    lines = [x for rounds in steps.values() for r in rounds.values() for x in r.values()]
+    shapes = []
+    for (_, size, batch) in st:
+        if (size, batch) not in shapes:
+            shapes.append((size, batch))
+    nets = []
+    for (net, _, _) in st:
+        if net not in nets:
+            nets.append(net)
+    frameworks = sorted({x["framework"].split("+")[0].replace("pytorch ", "PyTorch ")
+                         for x in lines if x["side"] == "pytorch" and x.get("framework")})
+    threads = sorted({x["threads"] for x in lines if "threads" in x})
+    rounds = max(len(r) for r in steps.values())
+    day = sorted({x["date"][:10] for x in lines})
+    per_net = lambda key: ", ".join(
+        f"{NAMES.get(net, net)} " + " / ".join(
+            times(st[(net, size, batch)][key]) if (net, size, batch) in st else "-"
+            for size, batch in shapes) for net in nets)
+    measured = [s for s in st.values() if s["m_best_ratios"] is not None]
+    less, n = memory_count(st)
+    text = (f"Speed against {', '.join(frameworks)} on the same CPU (one SGD training step, "
+            f"{'/'.join(map(str, threads))} threads, {rounds} interleaved rounds, "
+            f"{', '.join(day)}, a busy hour on a shared 2-core VM; PyTorch ran with stock malloc): "
+            "runner's images per second over PyTorch's, median of the per-round ratios, at "
+            f"{' / '.join(shape(*s) for s in shapes)}. Against the faster of PyTorch's NCHW and "
+            f"channels-last layouts in each round (the strongest baseline this run measured): "
+            f"{per_net('m_best_ratios')}, so "
+            f"{sum(s['m_best_ratios'] >= 1.0 for s in measured)} of {len(measured)} rows are at "
+            f"or above 1.0x ({sum(s['rom_best'] >= 1.0 for s in measured)} of {len(measured)} by "
+            "the ratio of the medians). Against PyTorch's default NCHW layout alone: "
+            f"{per_net('m_ratios')}")
+    text += (f". Runner's whole-process peak RSS is lower than PyTorch's (either layout) on {less} "
+             f"of {n} rows; PyTorch's includes its imports (torch, torchvision, timm).")
+    if e2e:
+        rs = e2e_rounds(e2e)
+        train = statistics.median(r["pytorch"]["phase_seconds"]["train"]
+                                  / r["runner"]["phase_seconds"]["train"] for r in rs)
+        text += (f" A whole {rs[0]['runner'].get('epochs')}-epoch ResNet-18 run is "
+                 f"{e2e_median_ratio(e2e):.2f}x PyTorch's wall-clock speed, its training phase "
+                 f"alone {train:.2f}x (the rest is checkpoint writes, loader wait and evaluation; "
+                 "where each epoch's time goes: `runner show`'s `phase_seconds`).")
+    if scale_steps:
+        for net in ("resnet18",):
+            behind = [(size, batch, r) for size, batch, _, _, r in scaling_rows(scale_steps, net)
+                      if r is not None and r < 1.0]
+            cells = sum(1 for _ in scaling_rows(scale_steps, net))
+            if behind:
+                by_px = defaultdict(list)
+                for size, batch, _ in behind:
+                    by_px[size].append(batch)
+                where = ", ".join(f"{size} px batch {'/'.join(map(str, b))}"
+                                  for size, b in sorted(by_px.items()))
+                rs = [r for _, _, r in behind]
+                text += (f" In the one-round scaling table {NAMES[net]} still trails in "
+                         f"{len(behind)} of {cells} cells ({where}: {min(rs):.2f}-{max(rs):.2f}x).")
+    return wrap(text).splitlines()
+
+
+def generate(name, kind, paths):
+    """A block's text: its provenance line, a blank line, then what `kind` makes of `paths`."""
+    lines = load([os.path.join(ROOT, p) for p in paths])
+    per_file = {p: load([os.path.join(ROOT, p)]) for p in paths}
+    steps, e2e = split(per_file[paths[0]])
+    used = lines
+    if kind in ("steps", "layouts", "passes"):
+        used = [x for x in lines if not is_e2e(x)]
+        body = {"steps": step_table, "layouts": layouts_text, "passes": passes_text}[kind](steps)
+    elif kind == "standing":
+        body = standing_text(steps, e2e)
+    elif kind in ("e2e", "e2e_phases"):
+        used = [x for x in lines if is_e2e(x)]
+        body = (e2e_table if kind == "e2e" else e2e_phase_table)(e2e)
+    elif kind == "scaling":
+        body = scaling_tables(steps)[1:]  # without its leading blank line
+    elif kind == "readme_speed":
+        scale_steps, _ = split(per_file[paths[1]]) if len(paths) > 1 else ({}, {})
+        body = readme_speed_text(steps, e2e, scale_steps)
+    else:
+        raise SystemExit(f"summarize.py: block {name}: unknown kind {kind}")
+    return [provenance(used, paths), ""] + body
+
+
+START = re.compile(r"^<!-- bench:([A-Za-z0-9_.-]+) -->$")
+END = re.compile(r"^<!-- /bench:([A-Za-z0-9_.-]+) -->$")
+
+
+def docs(check):
+    """Regenerate (or with `check`, compare) every block of DOC_FILES. Returns the exit code."""
+    differ, seen = False, set()
+    for rel in DOC_FILES:
+        path = os.path.join(ROOT, rel)
+        with open(path) as f:
+            old = f.read().split("\n")
+        new, i = [], 0
+        while i < len(old):
+            line = old[i]
+            m = START.match(line.strip())
+            if not m:
+                outside_code = "".join(line.split("`")[::2])  # `<!-- bench:X -->` in prose is text
+                if "<!-- bench:" in outside_code or "<!-- /bench:" in outside_code:
+                    raise SystemExit(f"{rel}:{i + 1}: a bench marker out of place "
+                                     f"(each `<!-- bench:NAME -->` on a line of its own, closed "
+                                     f"by `<!-- /bench:NAME -->`): {line.strip()}")
+                new.append(line)
+                i += 1
+                continue
+            name = m.group(1)
+            if name not in BLOCKS:
+                raise SystemExit(f"{rel}:{i + 1}: unknown block bench:{name} (known: "
+                                 f"{', '.join(sorted(BLOCKS))}; the table is BLOCKS in "
+                                 "bench/summarize.py)")
+            j = i + 1
+            while j < len(old) and old[j].strip() != f"<!-- /bench:{name} -->":
+                if START.match(old[j].strip()) or END.match(old[j].strip()):
+                    break
+                j += 1
+            if j == len(old) or old[j].strip() != f"<!-- /bench:{name} -->":
+                raise SystemExit(f"{rel}:{i + 1}: `<!-- bench:{name} -->` has no "
+                                 f"`<!-- /bench:{name} -->` after it")
+            seen.add(name)
+            body = [""] + generate(name, *BLOCKS[name]) + [""]
+            if old[i + 1:j] != body:
+                differ = True
+            if old[i + 1:j] != body and check:
+                sys.stdout.writelines(difflib.unified_diff(
+                    [x + "\n" for x in old[i + 1:j]], [x + "\n" for x in body],
+                    f"{rel}:{i + 2} (bench:{name}, in the file)",
+                    f"{rel}:{i + 2} (bench:{name}, generated)"))
+            new += [line] + body + [old[j]]
+            i = j + 1
+        if not check and new != old:
+            with open(path, "w") as f:
+                f.write("\n".join(new))
+            print(f"summarize.py: rewrote the bench blocks of {rel}")
+    missing = sorted(set(BLOCKS) - seen)
+    if missing:
+        raise SystemExit("summarize.py: no block in " + " or ".join(DOC_FILES) + " for "
+                         + ", ".join(f"bench:{n}" for n in missing))
+    if check and differ:
+        print("summarize.py: the blocks above differ from what the raw files give; "
+              "`bench/summarize.py --docs` rewrites them")
+        return 1
+    return 0
+
+
+def main(args):
+    if args[:1] == ["--docs"]:
+        rest = args[1:]
+        if rest not in ([], ["--check"]):
+            raise SystemExit("usage: bench/summarize.py --docs [--check]")
+        return docs(check=rest == ["--check"])
+    by_shape = args[:1] == ["--scaling"]
+    paths = args[1:] if by_shape else args
+    print("\n".join(tables(load(paths), by_shape)))
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["/dev/stdin"])
+    sys.exit(main(sys.argv[1:] or ["/dev/stdin"]))
