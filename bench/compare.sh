@@ -12,6 +12,17 @@
 #   CHANNELS_LAST=0 bench/compare.sh                  # without PyTorch's channels-last lines
 #   E2E_ONLY=1 E2E_EPOCHS=30 bench/compare.sh         # only the whole-run rows
 #   PYTHON=/path/to/python bench/compare.sh           # any Python with bench/requirements.txt
+#   bench/compare.sh --dry-run                        # the plan: candidates, rounds, no timing
+#
+# PyTorch at its best: before a row's rounds, one screening round (SCREEN=1; SCREEN=0 skips
+# it) times every PyTorch configuration found here, eager NCHW and channels-last (with
+# CHANNELS_LAST=1), each with glibc malloc and with jemalloc and tcmalloc preloaded
+# (LD_PRELOAD; Debian's libjemalloc2 and libtcmalloc-minimal4, or JEMALLOC / TCMALLOC paths),
+# as lines with "screen": true. The fastest becomes the row's `pytorch_best` side in every
+# round (its "config", e.g. "channels_last+jemalloc"), beside PyTorch's default (`pytorch`:
+# NCHW, malloc). Every line records the machine (CPU model, cores, ISA flags), the CPU time
+# the process used over its wall time, and the steal time of the whole machine meanwhile, so
+# that summarize.py can set noisy measurements apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNNER=${RUNNER:-target/release/runner}
@@ -26,6 +37,32 @@ E2E=${E2E:-1}
 E2E_ONLY=${E2E_ONLY:-0}
 E2E_EPOCHS=${E2E_EPOCHS:-30}
 WORK=${WORK:-target/bench-compare}
+SCREEN=${SCREEN:-1}
+JEMALLOC=${JEMALLOC:-/usr/lib/x86_64-linux-gnu/libjemalloc.so.2}
+TCMALLOC=${TCMALLOC:-/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4}
+
+# PyTorch's configurations: LAYOUT+ALLOCATOR, with the allocators this machine has
+ALLOCATORS="malloc"
+[ -f "$JEMALLOC" ] && ALLOCATORS="$ALLOCATORS jemalloc"
+[ -f "$TCMALLOC" ] && ALLOCATORS="$ALLOCATORS tcmalloc"
+LAYOUTS="nchw"
+[ "$CHANNELS_LAST" = 1 ] && LAYOUTS="nchw channels_last"
+CONFIGS=""
+for layout in $LAYOUTS; do
+  for alloc in $ALLOCATORS; do CONFIGS="$CONFIGS $layout+$alloc"; done
+done
+
+if [ "${1:-}" = "--dry-run" ]; then
+  echo "compare.sh plan: nets [$NETS], shapes [$SHAPES], $ROUNDS rounds of $STEPS steps"
+  if [ "$SCREEN" = 1 ]; then
+    echo "  screening per row, one round:$CONFIGS"
+  fi
+  echo "  each round: runner, PyTorch default (nchw+malloc), PyTorch's screened best"
+  echo "  allocators found: $ALLOCATORS (jemalloc: $JEMALLOC, tcmalloc: $TCMALLOC)"
+  [ "$ALLOCATORS" = malloc ] && echo "  (no jemalloc or tcmalloc here: apt-get install libjemalloc2 libtcmalloc-minimal4)"
+  echo "  whole run: E2E=$E2E, $E2E_EPOCHS epochs"
+  exit 0
+fi
 if ! "$PYTHON" -c "import torch, torchvision, timm" >/dev/null 2>&1; then
   echo "compare.sh: no PyTorch at $PYTHON (torch, torchvision and timm are needed)." >&2
   echo "  run bench/pytorch-env.sh first (it installs bench/requirements.txt into .venv-bench)," >&2
@@ -47,6 +84,11 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(git status --porcelain 2>/dev/null)" ] && COMMIT="$COMMIT+dirty"
 
 load() { cut -d' ' -f1 /proc/loadavg; }
+# the machine's total and steal jiffies (/proc/stat's first line)
+jiffies() { awk '/^cpu /{t=0; for (i=2; i<=NF; i++) t+=$i; print t, $9; exit}' /proc/stat; }
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+CPU_FLAGS=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512[a-z_0-9]*|amx[a-z_0-9]*)$' | sort | tr '\n' ' ' | sed 's/ $//')
+MACHINE="\"cpu\": \"$CPU_MODEL\", \"cores\": $(nproc), \"isa\": \"$CPU_FLAGS\","
 
 # tag LINE SIDE ROUND LOAD RSS_KB EXTRA: the measurement's JSON with the tags in front
 tag() {
@@ -55,17 +97,38 @@ tag() {
   echo
 }
 
-# measure SIDE ROUND EXTRA CMD...: runs CMD under GNU time, prints its tagged JSON line
+# measure SIDE ROUND EXTRA CMD...: runs CMD under GNU time, prints its tagged JSON line with
+# the process's CPU time over its wall time and the machine's steal share meanwhile
 measure() {
   local side=$1 round=$2 extra=$3
   shift 3
-  local l out rss start end
+  local l out rss start end j0 j1 cpu
   l=$(load)
+  j0=$(jiffies)
   start=$(date +%s.%N)
-  out=$(/usr/bin/time -o "$WORK/rss" -f %M "$@")
+  out=$(/usr/bin/time -o "$WORK/rss" -f '%M %U %S' "$@")
   end=$(date +%s.%N)
-  rss=$(tail -n1 "$WORK/rss")
-  tag "$out" "$side" "$round" "$l" "$rss" "$extra \"process_wall_s\": $(awk "BEGIN{print $end - $start}"),"
+  j1=$(jiffies)
+  read -r rss user sys < <(tail -n1 "$WORK/rss")
+  cpu=$(awk "BEGIN{w = $end - $start; print (w > 0 ? ($user + $sys) / w : 0)}")
+  steal=$(awk -v a="$j0" -v b="$j1" 'BEGIN{split(a, x, " "); split(b, y, " "); t = y[1] - x[1]; print (t > 0 ? (y[2] - x[2]) / t : 0)}')
+  tag "$out" "$side" "$round" "$l" "$rss" "$extra $MACHINE \"cpu_over_wall\": $cpu, \"steal\": $steal, \"process_wall_s\": $(awk "BEGIN{print $end - $start}"),"
+}
+
+# torch_cmd CONFIG ARGS...: sets TORCH_CMD to the command of PyTorch's step benchmark in a
+# configuration (LAYOUT+ALLOCATOR: the allocator preloaded, the layout as a flag)
+torch_cmd() {
+  local config=$1
+  shift
+  local layout=${config%+*} alloc=${config#*+}
+  TORCH_CMD=(env)
+  case $alloc in
+    jemalloc) TORCH_CMD+=(LD_PRELOAD="$JEMALLOC") ;;
+    tcmalloc) TORCH_CMD+=(LD_PRELOAD="$TCMALLOC") ;;
+  esac
+  TORCH_CMD+=("$PYTHON" bench/pytorch_reference.py "$@")
+  [ "$layout" = channels_last ] && TORCH_CMD+=(--channels-last)
+  return 0
 }
 
 if [ "$E2E_ONLY" != 1 ]; then
@@ -73,18 +136,32 @@ if [ "$E2E_ONLY" != 1 ]; then
     size=${shape%x*}
     batch=${shape#*x}
     for net in $NETS; do
+      extra="\"net\": \"$net\", \"size\": $size, \"batch\": $batch,"
+      args=(--net "$net" --steps "$STEPS" --size "$size" --batch "$batch")
+      best="nchw+malloc"
+      if [ "$SCREEN" = 1 ]; then
+        # one round over PyTorch's configurations; the fastest is the row's best
+        best_ips=0
+        for config in $CONFIGS; do
+          torch_cmd "$config" "${args[@]}"
+          line=$(measure pytorch 0 "$extra \"screen\": true, \"config\": \"$config\"," "${TORCH_CMD[@]}")
+          echo "$line"
+          ips=$(printf '%s' "$line" | "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['images_per_sec'])")
+          if awk "BEGIN{exit !($ips > $best_ips)}"; then
+            best=$config
+            best_ips=$ips
+          fi
+        done
+      fi
       for round in $(seq 1 "$ROUNDS"); do
-        extra="\"net\": \"$net\", \"size\": $size, \"batch\": $batch,"
         measure runner "$round" "$extra" \
           "$RUNNER" bench train "bench/recipes/$net.toml" --steps "$STEPS" --format json \
           --set data.image_size="$size" --set train.batch_size="$batch"
-        measure pytorch "$round" "$extra" \
-          "$PYTHON" bench/pytorch_reference.py --net "$net" --steps "$STEPS" --size "$size" \
-          --batch "$batch"
-        if [ "$CHANNELS_LAST" = 1 ]; then
-          measure pytorch_channels_last "$round" "$extra" \
-            "$PYTHON" bench/pytorch_reference.py --net "$net" --steps "$STEPS" --size "$size" \
-            --batch "$batch" --channels-last
+        torch_cmd nchw+malloc "${args[@]}"
+        measure pytorch "$round" "$extra \"config\": \"nchw+malloc\"," "${TORCH_CMD[@]}"
+        if [ "$best" != nchw+malloc ]; then
+          torch_cmd "$best" "${args[@]}"
+          measure pytorch_best "$round" "$extra \"config\": \"$best\"," "${TORCH_CMD[@]}"
         fi
       done
     done

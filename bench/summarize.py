@@ -81,15 +81,50 @@ def is_e2e(x):
     return x["net"].startswith("e2e_") or "phase_seconds" in x
 
 
-def split(lines):
-    """Training-step lines by (net, size, batch) and round, whole-run lines by round."""
+# A measurement is noisy when the machine's steal time meanwhile exceeds STEAL_MAX of its CPU
+# time, or its process got less CPU per wall second than CPU_FLOOR times the median of the
+# same side in the same row (it waited for a core); a round with a noisy measurement is set
+# apart whole (lines from before bench/compare.sh recorded both fields are all kept).
+STEAL_MAX = 0.05
+CPU_FLOOR = 0.8
+
+
+def noisy_rounds(rounds):
+    """The rounds of one row (round -> side -> line) with a noisy measurement."""
+    sides = {side for r in rounds.values() for side in r}
+    cpu = {side: med([r[side]["cpu_over_wall"] for r in rounds.values()
+                      if side in r and "cpu_over_wall" in r[side]]) for side in sides}
+    return {k for k, r in rounds.items() for side, x in r.items()
+            if x.get("steal", 0) > STEAL_MAX
+            or ("cpu_over_wall" in x and x["cpu_over_wall"] < CPU_FLOOR * cpu[side])}
+
+
+def rejected(lines):
+    """(rounds set apart as noisy, rounds) over the training-step rows, or None when the lines
+    do not record steal and CPU time."""
+    if not any("steal" in x for x in lines):
+        return None
+    steps, _ = split(lines, keep_noisy=True)
+    total = sum(len(r) for r in steps.values())
+    return sum(len(noisy_rounds(r)) for r in steps.values()), total
+
+
+def split(lines, keep_noisy=False):
+    """Training-step lines by (net, size, batch) and round, whole-run lines by round; noisy
+    rounds of the steps (noisy_rounds) left out unless keep_noisy."""
     steps = defaultdict(lambda: defaultdict(dict))
     e2e = defaultdict(dict)
     for x in lines:
+        if x.get("screen"):  # bench/compare.sh's screening of PyTorch's configurations
+            continue
         if is_e2e(x):  # a whole run
             e2e[x["round"]][x["side"]] = x
         else:
             steps[(x["net"], x["size"], x["batch"])][x["round"]][x["side"]] = x
+    if not keep_noisy:
+        for rounds in steps.values():
+            for k in noisy_rounds(rounds):
+                del rounds[k]
     return steps, e2e
 
 
@@ -108,8 +143,14 @@ def header(lines):
     dates = sorted(x["date"] for x in lines)
     loads = [x["load"] for x in lines]
     commits = sorted({x["commit"] for x in lines})
-    return (f"{len(lines)} measurements, {dates[0]} to {dates[-1]}, commit {', '.join(commits)}, "
+    text = (f"{len(lines)} measurements, {dates[0]} to {dates[-1]}, commit {', '.join(commits)}, "
             f"{machine(lines)}, 1-minute load before each {min(loads):.2f}-{max(loads):.2f}")
+    rej = rejected(lines)
+    if rej is not None:
+        text += (f", {rej[0]} of {rej[1]} rounds set apart as noisy (steal above "
+                 f"{STEAL_MAX:.0%} of CPU time, or CPU time per wall second below "
+                 f"{CPU_FLOOR:.0%} of the side's median)")
+    return text
 
 
 def provenance(lines, paths):
@@ -127,19 +168,21 @@ def step_stats(rounds):
     s = {"run": ips["runner"], "pt": ips["pytorch"], "cl": ips["pytorch_channels_last"]}
     s["ratios"] = [r["runner"]["images_per_sec"] / r["pytorch"]["images_per_sec"]
                    for r in rs if "runner" in r and "pytorch" in r]
-    # PyTorch's best layout in each round: the faster of NCHW and channels-last (where the
-    # round measured channels-last); `cl` marks the rounds channels-last won.
+    # PyTorch's best configuration in each round: the fastest of NCHW, channels-last and the
+    # screened best (bench/compare.sh's `pytorch_best`: a layout with an allocator), where the
+    # round measured them; `best_cl` names what won when it was not NCHW with malloc.
     best, best_cl, best_ratios = [], [], []
-    if s["cl"]:
+    sides = ("pytorch", "pytorch_channels_last", "pytorch_best")
+    if s["cl"] or any("pytorch_best" in r for r in rs):
         for r in rs:
-            layouts = [r[k]["images_per_sec"] for k in ("pytorch", "pytorch_channels_last") if k in r]
+            layouts = [(r[k]["images_per_sec"], k) for k in sides if k in r]
             if not layouts:
                 continue
-            b = max(layouts)
+            b, k = max(layouts)
             best.append(b)
-            best_cl.append("pytorch_channels_last" in r
-                           and b == r["pytorch_channels_last"]["images_per_sec"]
-                           and b != r.get("pytorch", {}).get("images_per_sec"))
+            tag = "" if k == "pytorch" or b == r.get("pytorch", {}).get("images_per_sec") else (
+                "cl" if k == "pytorch_channels_last" else r[k].get("config", "best"))
+            best_cl.append(tag)
             if "runner" in r:
                 best_ratios.append(r["runner"]["images_per_sec"] / b)
     s.update(best=best, best_cl=best_cl, best_ratios=best_ratios)
@@ -148,7 +191,7 @@ def step_stats(rounds):
     s["rom"] = ratio(s["m_run"], s["m_pt"])
     s["rom_best"] = ratio(s["m_run"], s["m_best"])
     s["rss"] = {side: max((r[side]["max_rss_mb"] for r in rs if side in r), default=None)
-                for side in ("runner", "pytorch", "pytorch_channels_last")}
+                for side in ("runner", "pytorch", "pytorch_channels_last", "pytorch_best")}
     s["load"] = [x["load"] for r in rs for x in r.values()]
     s["passes"] = {side: [med([r[side][k] for r in rs if side in r and k in r[side]])
                           for k in ("forward_ms", "backward_ms", "step_ms")]
@@ -165,7 +208,7 @@ def step_table(steps):
     for (net, size, batch), rounds in steps.items():
         s = step_stats(rounds)
         vals = lambda xs: ", ".join(fmt(v) for v in xs)
-        best = ", ".join(fmt(v) + (" cl" if c else "") for v, c in zip(s["best"], s["best_cl"]))
+        best = ", ".join(fmt(v) + (f" {c}" if c else "") for v, c in zip(s["best"], s["best_cl"]))
         best = f"{fmt(s['m_best'])} ({best})" if s["best"] else "-"
         out.append(
             f"| {net} | {size} | {batch} "
@@ -181,9 +224,10 @@ def step_table(steps):
             f"| {fmt(s['rss']['runner'], 0)} / {fmt(s['rss']['pytorch'], 0)} "
             f"| {min(s['load']):.1f}-{max(s['load']):.1f} |")
     out += ["", "Ratios are runner / PyTorch images per second: per round and their median, and "
-            "the ratio of the two sides' medians. PyTorch best layout = the faster of NCHW and "
-            "channels-last in each round (`cl`: channels-last was faster); \"-\" where "
-            "channels-last was not measured."]
+            "the ratio of the two sides' medians. PyTorch best layout = the fastest of PyTorch's "
+            "configurations measured in each round: NCHW, channels-last (`cl`) and the "
+            "configuration bench/compare.sh's screening round chose (named: layout + allocator); "
+            "\"-\" where only NCHW was measured."]
     return out
 
 
@@ -259,6 +303,22 @@ def e2e_phase_table(e2e):
     return out
 
 
+def screening_table(lines):
+    """Per row, each screened PyTorch configuration's images/s, the chosen one in bold."""
+    rows = defaultdict(dict)
+    for x in lines:
+        if x.get("screen"):
+            rows[(x["net"], x["size"], x["batch"])][x["config"]] = x["images_per_sec"]
+    out = []
+    for (net, size, batch), configs in rows.items():
+        top = max(configs, key=configs.get)
+        cells = ", ".join((f"**{c} {fmt(v)}**" if c == top else f"{c} {fmt(v)}")
+                          for c, v in configs.items())
+        out.append(f"| {net} | {size} | {batch} | {cells} |")
+    return (["| net | px | batch | configurations (images/s) |", "| --- | --- | --- | --- |"] + out
+            if out else [])
+
+
 def tables(lines, by_shape):
     """The CLI's output."""
     out = [header(lines), ""]
@@ -267,6 +327,10 @@ def tables(lines, by_shape):
         return out + scaling_tables(steps)
     if steps:
         out += step_table(steps)
+    screened = screening_table(lines)
+    if screened:
+        out += ["", "Screening round (bench/compare.sh: one round of every PyTorch configuration "
+                "per row; images/s; the fastest is the row's best):", ""] + screened
     if e2e:
         rs = e2e_rounds(e2e)
         out += ["", f"Whole run (ResNet-18, 64 px, batch 32, {rs[0]['runner'].get('epochs')} epochs, "

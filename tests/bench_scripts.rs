@@ -142,3 +142,64 @@ fn the_gpu_checks_dry_run_puts_throughput_first_and_fits_five_minutes() {
     assert!(text.contains("--amp bf16 --channels-last"), "{text}");
     assert!(text.contains("selftest --versions"), "{text}");
 }
+
+#[test]
+fn summarize_compares_against_the_screened_best_and_sets_noisy_rounds_apart() {
+    let Some(py) = python() else { return };
+    let out = Command::new(py)
+        .args([
+            "bench/summarize.py",
+            "tests/fixtures/bench/compare_screened.jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // round 3 ran while the machine's steal time was 20%: set apart, the others kept
+    assert!(text.contains("1 of 3 rounds set apart as noisy"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| resnet18 | 64 | 64 "))
+        .unwrap_or_else(|| panic!("no ResNet-18 row:\n{text}"));
+    // runner 100 / 110 against NCHW 80 / 90 and the screened channels-last + tcmalloc
+    // 120 / 100: ratios 1.25, 1.22 (median 1.24) and 0.83, 1.10 (median 0.97)
+    assert!(row.contains("| 1.25, 1.22 | **1.24x** |"), "{row}");
+    assert!(row.contains("120.0 channels_last+tcmalloc"), "{row}");
+    assert!(row.contains("| **0.97x** |"), "{row}");
+    // the screening lines are no round of their own, and are shown with the winner in bold
+    assert!(
+        text.contains("nchw+jemalloc 70.0, **channels_last+tcmalloc 125.0**"),
+        "{text}"
+    );
+}
+
+#[test]
+fn compare_dry_run_lists_pytorchs_configurations_without_timing_anything() {
+    let out = Command::new("bash")
+        .args(["bench/compare.sh", "--dry-run"])
+        .env("PYTHON", "/nonexistent/python")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // both layouts with glibc malloc always; jemalloc / tcmalloc where installed, else the hint
+    assert!(
+        text.contains("nchw+malloc") && text.contains("channels_last+malloc"),
+        "{text}"
+    );
+    let has = |lib: &str| std::path::Path::new(lib).exists();
+    let je = has("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2");
+    assert_eq!(text.contains("nchw+jemalloc"), je, "{text}");
+    if !je && !has("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4") {
+        assert!(text.contains("apt-get install libjemalloc2"), "{text}");
+    }
+    assert!(text.contains("5 rounds"), "{text}");
+}
