@@ -74,6 +74,18 @@ def build(net, num_classes, conv_mlp):
 # ---------------------------------------------------------------------------------------------
 
 
+def rss_mb(key="VmRSS:"):
+    """A kB line of /proc/self/status, in MiB (None where there is none)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def bench(net, args):
     torch.manual_seed(0)
     dev = torch.device(args.device)
@@ -84,6 +96,9 @@ def bench(net, args):
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    # the imports, the model, its optimizer and the batch are in memory: what the steps add
+    # is the training working set (peak minus this), comparable with runner's
+    rss_after_build = rss_mb()
     amp = {"none": None, "bf16": torch.bfloat16, "f16": torch.float16}[args.amp]
     scaler = torch.amp.GradScaler(dev.type, enabled=amp is torch.float16)
     cuda = dev.type == "cuda"
@@ -124,6 +139,7 @@ def bench(net, args):
         "forward_ms": f,
         "backward_ms": b,
         "step_ms": s,
+        "rss_after_build_mb": rss_after_build,
         "threads": torch.get_num_threads(),
         "channels_last": args.channels_last,
         "mkldnn": torch.backends.mkldnn.is_available(),

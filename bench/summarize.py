@@ -192,6 +192,11 @@ def step_stats(rounds):
     s["rom_best"] = ratio(s["m_run"], s["m_best"])
     s["rss"] = {side: max((r[side]["max_rss_mb"] for r in rs if side in r), default=None)
                 for side in ("runner", "pytorch", "pytorch_channels_last", "pytorch_best")}
+    # the steps' working set: peak RSS minus the RSS once model, optimizer and batch were built
+    s["ws"] = {side: max((r[side]["max_rss_mb"] - r[side]["rss_after_build_mb"] for r in rs
+                          if side in r and r[side].get("rss_after_build_mb") is not None),
+                         default=None)
+               for side in ("runner", "pytorch", "pytorch_channels_last", "pytorch_best")}
     s["load"] = [x["load"] for r in rs for x in r.values()]
     s["passes"] = {side: [med([r[side][k] for r in rs if side in r and k in r[side]])
                           for k in ("forward_ms", "backward_ms", "step_ms")]
@@ -205,8 +210,13 @@ def step_table(steps):
            "| median ratio to best | ratio of medians to best | peak RSS runner / PyTorch (MiB) "
            "| load |",
            "| --- " * 14 + "|"]
-    for (net, size, batch), rounds in steps.items():
-        s = step_stats(rounds)
+    stats = {k: step_stats(rounds) for k, rounds in steps.items()}
+    ws = any(v is not None for st in stats.values() for v in st["ws"].values())
+    if ws:
+        out[0] = out[0].replace("| load |", "| working set runner / PyTorch default / best (MiB) "
+                                "| load |")
+        out[1] = "| --- " * 15 + "|"
+    for (net, size, batch), s in stats.items():
         vals = lambda xs: ", ".join(fmt(v) for v in xs)
         best = ", ".join(fmt(v) + (f" {c}" if c else "") for v, c in zip(s["best"], s["best_cl"]))
         best = f"{fmt(s['m_best'])} ({best})" if s["best"] else "-"
@@ -222,12 +232,18 @@ def step_table(steps):
             f"| {times(s['m_best_ratios'], bold=True)} "
             f"| {times(s['rom_best'])} "
             f"| {fmt(s['rss']['runner'], 0)} / {fmt(s['rss']['pytorch'], 0)} "
-            f"| {min(s['load']):.1f}-{max(s['load']):.1f} |")
+            + (f"| {fmt(s['ws']['runner'], 0)} / {fmt(s['ws']['pytorch'], 0)} / "
+               f"{fmt(s['ws']['pytorch_best'], 0)} " if ws else "")
+            + f"| {min(s['load']):.1f}-{max(s['load']):.1f} |")
     out += ["", "Ratios are runner / PyTorch images per second: per round and their median, and "
             "the ratio of the two sides' medians. PyTorch best layout = the fastest of PyTorch's "
             "configurations measured in each round: NCHW, channels-last (`cl`) and the "
             "configuration bench/compare.sh's screening round chose (named: layout + allocator); "
             "\"-\" where only NCHW was measured."]
+    if ws:
+        out += ["", "Peak RSS is the whole process's (PyTorch's includes its imports); the working "
+                "set is what the steps added to it: peak minus the RSS once the model, its "
+                "optimizer and the batch were built (max over rounds)."]
     return out
 
 

@@ -170,6 +170,8 @@ fn summarize_compares_against_the_screened_best_and_sets_noisy_rounds_apart() {
     assert!(row.contains("| 1.25, 1.22 | **1.24x** |"), "{row}");
     assert!(row.contains("120.0 channels_last+tcmalloc"), "{row}");
     assert!(row.contains("| **0.97x** |"), "{row}");
+    // working sets: runner 300 - 70, PyTorch NCHW 900 - 800, the best 950 - 820
+    assert!(row.contains("| 230 / 100 / 130 |"), "{row}");
     // the screening lines are no round of their own, and are shown with the winner in bold
     assert!(
         text.contains("nchw+jemalloc 70.0, **channels_last+tcmalloc 125.0**"),

@@ -30,6 +30,9 @@ pub struct TrainBench {
     pub backward_ms: f64,
     pub step_ms: f64,
     pub peak_rss_mb: f64,
+    /// Resident memory once the model, optimizer and batch are built, before the first step
+    /// (MiB): `peak_rss_mb` minus this is the steps' working set.
+    pub rss_after_build_mb: f64,
     pub threads: usize,
     /// `train.device` and `train.precision` the step ran with.
     pub device: String,
@@ -143,10 +146,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Peak resident memory of this process (VmHWM), in MiB.
 pub fn peak_rss_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+/// Resident memory of this process now (VmRSS), in MiB.
+pub fn rss_mb() -> f64 {
+    proc_status_mb("VmRSS:")
+}
+
+/// A kB line of /proc/self/status (`key` with its colon), in MiB; NaN where there is none.
+fn proc_status_mb(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+            s.lines().find(|l| l.starts_with(key)).and_then(|l| {
                 l.split_whitespace()
                     .nth(1)
                     .and_then(|kb| kb.parse::<f64>().ok())
@@ -181,6 +194,9 @@ pub fn bench_train(
         .into_iter()
         .map(|(_, v)| v)
         .collect();
+    // the model, its optimizer and the batch are built: what the steps add is the training
+    // working set (peak minus this)
+    let rss_after_build = rss_mb();
     let (mut fw, mut bw, mut st) = (Vec::new(), Vec::new(), Vec::new());
     let mut launches = Vec::new();
     let mut gpu_mem = GpuMemory::of(&device);
@@ -234,6 +250,7 @@ pub fn bench_train(
         backward_ms: bk,
         step_ms: sp,
         peak_rss_mb: peak_rss_mb(),
+        rss_after_build_mb: rss_after_build,
         threads: rayon::current_num_threads(),
         device: recipe.train.device.clone(),
         precision: format!("{:?}", recipe.train.precision).to_lowercase(),
