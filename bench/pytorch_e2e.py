@@ -9,7 +9,8 @@ Same data folder (the course layout `runner data synth` writes), same work each 
   ToTensor, Normalize(0.5)) with the same worker count as the recipe's `data.num_workers`
   (persistent workers), full batches only (runner drops the last partial batch);
 - dev evaluation (loss and accuracy over classification/dev);
-- a checkpoint of model and optimizer written to a temporary file and renamed, every epoch,
+- a checkpoint of model and optimizer written to a temporary file, fsynced and renamed (and
+  the folder fsynced), every epoch, as runner writes its own,
   the previous one deleted unless it is the best (runner's keep_best = 1, keep_last = 1);
 and verification at the end: embeddings (the 512-d pooled features) of verification/known and
 unknown_dev, a gallery of per-identity mean embeddings, cosine similarity one-to-many, the
@@ -159,9 +160,18 @@ def main():
         val_acc = dc / dn
         t = time.perf_counter()
         path = os.path.join(args.out, f"epoch-{epoch:04d}.pt")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "epoch": epoch}, path + ".tmp")
+        # like for like with runner's checkpoint write: temp file, fsync, rename, directory fsync
+        with open(path + ".tmp", "wb") as f:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "epoch": epoch}, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(path + ".tmp", path)
+        d = os.open(args.out, os.O_RDONLY)
+        try:
+            os.fsync(d)
+        finally:
+            os.close(d)
         prev_last, last_path = last_path, path
         if val_acc > best_acc:
             old_best, best_acc, best_path = best_path, val_acc, path

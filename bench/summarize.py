@@ -303,19 +303,22 @@ def e2e_median_ratio(e2e):
 
 
 def e2e_phase_table(e2e):
+    """Every round's phase split of both sides (the median runner round marked)."""
     rs = e2e_rounds(e2e)
     mid = sorted(rs, key=lambda r: r["runner"]["process_wall_s"])[len(rs) // 2]
     names = ["train", "loader_wait", "eval", "verify", "checkpoint", "store"]
-    out = ["| side | " + " | ".join(names) + " | val_acc | verify_acc | peak RSS (MiB) |",
-           "| --- " * (len(names) + 4) + "|"]
-    for side in ("runner", "pytorch"):
-        x = mid[side]
-        ph = x["phase_seconds"]
-        rss = f"{x['max_rss_mb']:.0f}"
-        if "children_rss_mb" in x:
-            rss += f" (+ workers {x['children_rss_mb']:.0f})"
-        out.append(f"| {side} | " + " | ".join(fmt(ph.get(n), 2) for n in names)
-                   + f" | {fmt(x.get('val_acc'), 3)} | {fmt(x.get('verify_acc'), 3)} | {rss} |")
+    out = ["| round | side | " + " | ".join(names) + " | val_acc | verify_acc | peak RSS (MiB) |",
+           "| --- " * (len(names) + 5) + "|"]
+    for r in rs:
+        for side in ("runner", "pytorch"):
+            x = r[side]
+            ph = x["phase_seconds"]
+            rss = f"{x['max_rss_mb']:.0f}"
+            if "children_rss_mb" in x:
+                rss += f" (+ workers {x['children_rss_mb']:.0f})"
+            label = f"{x['round']}" + (" (median)" if r is mid else "")
+            out.append(f"| {label} | {side} | " + " | ".join(fmt(ph.get(n), 2) for n in names)
+                       + f" | {fmt(x.get('val_acc'), 3)} | {fmt(x.get('verify_acc'), 3)} | {rss} |")
     return out
 
 
@@ -353,8 +356,8 @@ def tables(lines, by_shape):
                 f"{rs[0]['pytorch'].get('train_images')} training images; wall seconds of the "
                 "process; ratio = PyTorch / runner, above 1 means runner is faster):", ""]
         out += e2e_table(e2e)
-        out += ["", "Where the time went (seconds, summed over the epochs of the median runner "
-                "round and the PyTorch process of that round):", ""]
+        out += ["", "Where the time went (seconds, summed over the epochs, every round; the "
+                "median runner round marked):", ""]
         out += e2e_phase_table(e2e)
     return out
 
