@@ -38,6 +38,9 @@ E2E_ONLY=${E2E_ONLY:-0}
 E2E_EPOCHS=${E2E_EPOCHS:-30}
 WORK=${WORK:-target/bench-compare}
 SCREEN=${SCREEN:-1}
+# rows (NET:SIZExBATCH) where PyTorch also runs under torch.compile (inductor), one round at the
+# end, as information: compile time (the warm-up step) excluded from images/s and stated
+COMPILE=${COMPILE:-"resnet18:64x64 convnext_nano:64x64"}
 JEMALLOC=${JEMALLOC:-/usr/lib/x86_64-linux-gnu/libjemalloc.so.2}
 TCMALLOC=${TCMALLOC:-/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4}
 
@@ -60,6 +63,7 @@ if [ "${1:-}" = "--dry-run" ]; then
   echo "  each round: runner, PyTorch default (nchw+malloc), PyTorch's screened best"
   echo "  allocators found: $ALLOCATORS (jemalloc: $JEMALLOC, tcmalloc: $TCMALLOC)"
   [ "$ALLOCATORS" = malloc ] && echo "  (no jemalloc or tcmalloc here: apt-get install libjemalloc2 libtcmalloc-minimal4)"
+  echo "  torch.compile (information, one round): ${COMPILE:-none}"
   echo "  whole run: E2E=$E2E, $E2E_EPOCHS epochs"
   exit 0
 fi
@@ -165,6 +169,18 @@ if [ "$E2E_ONLY" != 1 ]; then
         fi
       done
     done
+  done
+fi
+
+if [ "$E2E_ONLY" != 1 ]; then
+  for row in $COMPILE; do
+    net=${row%%:*}
+    shape=${row#*:}
+    size=${shape%x*}
+    batch=${shape#*x}
+    extra="\"net\": \"$net\", \"size\": $size, \"batch\": $batch, \"info\": true,"
+    measure pytorch_compile 0 "$extra" "$PYTHON" bench/pytorch_reference.py --net "$net" \
+      --steps "$STEPS" --size "$size" --batch "$batch" --compile
   done
 fi
 

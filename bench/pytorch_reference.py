@@ -96,6 +96,8 @@ def bench(net, args):
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    if args.compile:
+        model = torch.compile(model)
     # the imports, the model, its optimizer and the batch are in memory: what the steps add
     # is the training working set (peak minus this), comparable with runner's
     rss_after_build = rss_mb()
@@ -111,7 +113,11 @@ def bench(net, args):
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
     fw, bw, st = [], [], []
+    started = time.perf_counter()
+    compile_s = None
     for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            compile_s = time.perf_counter() - started
         opt.zero_grad(set_to_none=True)
         t0 = now()
         with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -140,6 +146,8 @@ def bench(net, args):
         "backward_ms": b,
         "step_ms": s,
         "rss_after_build_mb": rss_after_build,
+        "compiled": args.compile,
+        **({"compile_s": compile_s} if args.compile else {}),
         "threads": torch.get_num_threads(),
         "channels_last": args.channels_last,
         "mkldnn": torch.backends.mkldnn.is_available(),
@@ -166,6 +174,9 @@ def main():
                    help="mixed precision with torch.autocast (f16 with a GradScaler)")
     p.add_argument("--conv-mlp", choices=["auto", "on", "off"], default="auto",
                    help="ConvNeXt MLP as 1x1 conv (on) or Linear (off); auto = timm's preset")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile (inductor) the model; the warm-up steps compile and are "
+                        "not timed, their seconds reported as compile_s")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     for net in NETS if args.net == "all" else [args.net]:

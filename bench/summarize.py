@@ -115,7 +115,7 @@ def split(lines, keep_noisy=False):
     steps = defaultdict(lambda: defaultdict(dict))
     e2e = defaultdict(dict)
     for x in lines:
-        if x.get("screen"):  # bench/compare.sh's screening of PyTorch's configurations
+        if x.get("screen") or x.get("info"):  # compare.sh's screening and torch.compile lines
             continue
         if is_e2e(x):  # a whole run
             e2e[x["round"]][x["side"]] = x
@@ -168,14 +168,21 @@ def step_stats(rounds):
     s = {"run": ips["runner"], "pt": ips["pytorch"], "cl": ips["pytorch_channels_last"]}
     s["ratios"] = [r["runner"]["images_per_sec"] / r["pytorch"]["images_per_sec"]
                    for r in rs if "runner" in r and "pytorch" in r]
-    # PyTorch's best configuration in each round: the fastest of NCHW, channels-last and the
-    # screened best (bench/compare.sh's `pytorch_best`: a layout with an allocator), where the
-    # round measured them; `best_cl` names what won when it was not NCHW with malloc.
+    # PyTorch's best configuration. Lines of bench/compare.sh with a screening round (they carry
+    # "config"): the screened configuration in every round (`pytorch_best`, or the default
+    # `pytorch` where the default won the screening), never the faster of two sides per round,
+    # which would favour PyTorch by the noise. Older lines: the faster of NCHW and
+    # channels-last in each round. `best_cl` names what was compared when not NCHW + malloc.
     best, best_cl, best_ratios = [], [], []
+    screened = any("config" in x for r in rs for x in r.values())
     sides = ("pytorch", "pytorch_channels_last", "pytorch_best")
-    if s["cl"] or any("pytorch_best" in r for r in rs):
+    if s["cl"] or screened:
         for r in rs:
-            layouts = [(r[k]["images_per_sec"], k) for k in sides if k in r]
+            if screened:
+                k = "pytorch_best" if "pytorch_best" in r else "pytorch"
+                layouts = [(r[k]["images_per_sec"], k)] if k in r else []
+            else:
+                layouts = [(r[k]["images_per_sec"], k) for k in sides if k in r]
             if not layouts:
                 continue
             b, k = max(layouts)
@@ -236,10 +243,10 @@ def step_table(steps):
                f"{fmt(s['ws']['pytorch_best'], 0)} " if ws else "")
             + f"| {min(s['load']):.1f}-{max(s['load']):.1f} |")
     out += ["", "Ratios are runner / PyTorch images per second: per round and their median, and "
-            "the ratio of the two sides' medians. PyTorch best layout = the fastest of PyTorch's "
-            "configurations measured in each round: NCHW, channels-last (`cl`) and the "
-            "configuration bench/compare.sh's screening round chose (named: layout + allocator); "
-            "\"-\" where only NCHW was measured."]
+            "the ratio of the two sides' medians. PyTorch best layout = the configuration "
+            "bench/compare.sh's screening round chose for the row (named: layout + allocator), in "
+            "every round; in lines without a screening round, the faster of NCHW and "
+            "channels-last (`cl`) in each round; \"-\" where only NCHW was measured."]
     if ws:
         out += ["", "Peak RSS is the whole process's (PyTorch's includes its imports); the working "
                 "set is what the steps added to it: peak minus the RSS once the model, its "
@@ -350,6 +357,13 @@ def tables(lines, by_shape):
     if screened:
         out += ["", "Screening round (bench/compare.sh: one round of every PyTorch configuration "
                 "per row; images/s; the fastest is the row's best):", ""] + screened
+    compiled = [x for x in lines if x.get("info") and x.get("compile_s") is not None]
+    if compiled:
+        out += ["", "torch.compile (inductor), one round, as information (images/s of the timed "
+                "steps; the compile, in the warm-up step, excluded and stated):", "",
+                "| net | px | batch | images/s | compile s |", "| --- | --- | --- | --- | --- |"]
+        out += [f"| {x['net']} | {x['size']} | {x['batch']} | {fmt(x['images_per_sec'])} "
+                f"| {fmt(x['compile_s'])} |" for x in compiled]
     if e2e:
         rs = e2e_rounds(e2e)
         out += ["", f"Whole run (ResNet-18, 64 px, batch 32, {rs[0]['runner'].get('epochs')} epochs, "
