@@ -85,7 +85,9 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 RUNNER=$(cd "$(dirname "$RUNNER")" && pwd)/$(basename "$RUNNER")
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain 2>/dev/null)" ] && COMMIT="$COMMIT+dirty"
+# dirty: a tracked file differs from the commit (new untracked files, such as the output file
+# itself, do not change what is measured)
+[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && COMMIT="$COMMIT+dirty"
 
 load() { cut -d' ' -f1 /proc/loadavg; }
 # the machine's total and steal jiffies (/proc/stat's first line)

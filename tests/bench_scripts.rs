@@ -175,7 +175,10 @@ fn summarize_compares_against_the_screened_best_and_sets_noisy_rounds_apart() {
     // working sets: runner 300 - 70, PyTorch NCHW 900 - 800, the best 950 - 820
     assert!(row.contains("| 230 / 100 / 130 |"), "{row}");
     // torch.compile's line is information: its own table, no round of the row
-    assert!(text.contains("| resnet18 | 64 | 64 | 150.0 | 41.5 |"), "{text}");
+    assert!(
+        text.contains("| resnet18 | 64 | 64 | 150.0 | 41.5 |"),
+        "{text}"
+    );
     assert!(text.contains("13 measurements"), "{text}");
     // the screening lines are no round of their own, and are shown with the winner in bold
     assert!(
