@@ -67,6 +67,16 @@ fn quickstart_metrics_are_pinned() {
                     "docs/results.md lacks {level}'s {k} {v}"
                 );
             }
+            // and the README's results table their rounding, so that the README's quick-start
+            // figures trace to this fixture
+            let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+            for k in ["val_acc", "verify_acc"] {
+                let v = format!("**{:.3}**", exact[k].as_f64().unwrap());
+                assert!(
+                    readme.contains(&v),
+                    "README.md's results table lacks {k} {v}"
+                );
+            }
         }
         None => {
             eprintln!("no exact values recorded for {level}: checking the band");

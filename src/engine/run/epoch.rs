@@ -243,13 +243,7 @@ impl Runner<'_, '_> {
             .epoch_bar(&self.label(), epoch, total_epochs, batches as u64);
         bar.set_position(start_batch as u64);
         let started = Instant::now();
-        // The optimizer's parameters, fixed for the run (a rollback sets their values in place).
-        let vars: Vec<candle_core::Var> = self
-            .optimizer
-            .params()
-            .iter()
-            .map(|p| p.var.clone())
-            .collect();
+        let vars = self.optimizer_vars();
         let mut batches_iter = self.train_src.epoch(epoch, start_batch)?;
         let mut loader_wait = 0.0;
         let mut pending: Vec<PendingStep> = Vec::with_capacity(read_every);

@@ -441,18 +441,22 @@ impl<'a, 's> Runner<'a, 's> {
         Ok(())
     }
 
+    /// The optimizer's parameters, fixed for the run (a rollback sets their values in place).
+    fn optimizer_vars(&self) -> Vec<candle_core::Var> {
+        self.optimizer
+            .params()
+            .iter()
+            .map(|p| p.var.clone())
+            .collect()
+    }
+
     /// What is non-finite at the end of an epoch: the weights, or the validation loss.
     fn unhealthy_after_epoch(
         &self,
         epoch: u32,
         val_loss: Option<f64>,
     ) -> Result<Option<String>, EngineError> {
-        let vars: Vec<candle_core::Var> = self
-            .optimizer
-            .params()
-            .iter()
-            .map(|p| p.var.clone())
-            .collect();
+        let vars = self.optimizer_vars();
         let mut what = Vec::new();
         if !optim::vars_finite(&vars)? {
             what.push("non-finite weights".to_string());
