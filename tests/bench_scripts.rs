@@ -15,12 +15,12 @@ fn python() -> Option<&'static str> {
     ok.then_some("python3")
 }
 
-/// `bench/summarize.py ARGS tests/fixtures/bench/compare_sample.jsonl`'s output.
-fn summarize(py: &str, args: &[&str]) -> String {
+/// `bench/summarize.py ARGS tests/fixtures/bench/FIXTURE`'s output.
+fn summarize(py: &str, args: &[&str], fixture: &str) -> String {
     let out = Command::new(py)
         .arg("bench/summarize.py")
         .args(args)
-        .arg("tests/fixtures/bench/compare_sample.jsonl")
+        .arg(format!("tests/fixtures/bench/{fixture}"))
         .output()
         .unwrap();
     assert!(
@@ -34,7 +34,7 @@ fn summarize(py: &str, args: &[&str]) -> String {
 #[test]
 fn summarize_gives_the_median_of_per_round_ratios_and_the_whole_run_row() {
     let Some(py) = python() else { return };
-    let text = summarize(py, &[]);
+    let text = summarize(py, &[], "compare_sample.jsonl");
     // rounds: runner 100 / 120 / 90 against PyTorch 200 / 100 / 100
     let row = text
         .lines()
@@ -78,7 +78,7 @@ fn compare_refuses_to_start_without_pytorch_and_says_what_to_run() {
 #[test]
 fn summarize_scaling_gives_step_times_per_shape() {
     let Some(py) = python() else { return };
-    let text = summarize(py, &["--scaling"]);
+    let text = summarize(py, &["--scaling"], "compare_sample.jsonl");
     // batch 64: runner 640 / 533 / 711 ms, PyTorch 320 / 640 / 640 ms; medians 640 and 640
     assert!(
         text.contains("| 64 | 64 | 640 | 640 | 1.00 | 303 / 900 |"),
@@ -146,19 +146,7 @@ fn the_gpu_checks_dry_run_puts_throughput_first_and_fits_five_minutes() {
 #[test]
 fn summarize_compares_against_the_screened_best_and_sets_noisy_rounds_apart() {
     let Some(py) = python() else { return };
-    let out = Command::new(py)
-        .args([
-            "bench/summarize.py",
-            "tests/fixtures/bench/compare_screened.jsonl",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = summarize(py, &[], "compare_screened.jsonl");
     // round 3 ran while the machine's steal time was 20%: set apart, the others kept
     assert!(text.contains("1 of 3 rounds set apart as noisy"), "{text}");
     let row = text
