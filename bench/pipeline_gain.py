@@ -36,8 +36,8 @@ import pipeline_summary  # noqa: E402  (bench/ is not a package)
 
 RUNNER = os.environ.get("RUNNER", os.path.join(REPO, "target", "release", "runner"))
 WORK = os.path.abspath(os.environ.get("WORK", "pipeline-gain"))
-LRS = os.environ.get("LRS", "1e-3 2e-3 4e-3 8e-3").split()
-EPOCHS = [int(x) for x in os.environ.get("EPOCHS", "20 40 80").split()]
+LRS = os.environ.get("LRS", "5e-4 1e-3 2e-3 4e-3 8e-3").split()
+EPOCHS = [int(x) for x in os.environ.get("EPOCHS", "10 20 40 80").split()]
 TUNE_SEEDS = [int(x) for x in os.environ.get("TUNE_SEEDS", "0 1 2").split()]
 EVAL_SEEDS = [int(x) for x in os.environ.get("EVAL_SEEDS", "3 4 5").split()]
 PRETRAIN_SEEDS = [int(x) for x in os.environ.get("PRETRAIN_SEEDS", "0 1").split()]
