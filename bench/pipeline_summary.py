@@ -51,6 +51,18 @@ def choose(lines, start):
                                  round(mean([x["val_acc"] for x in g[k]]), 9), -k[1], -k[0]))
 
 
+def chosen(lines):
+    """Each side's setting by `choose`, checked against the `choice` lines the run recorded:
+    a rule changed since the run would describe runs that were not made."""
+    out = {s: choose(lines, s) for s in ("pretrained", "scratch")}
+    for x in lines:
+        if x.get("kind") == "choice" and (x["lr"], x["epochs"]) != out[x["start"]]:
+            raise SystemExit(f"pipeline_summary: the run chose lr {x['lr']:g}, {x['epochs']} "
+                             f"epochs for the {x['start']} side, the rule now chooses lr "
+                             f"{out[x['start']][0]:g}, {out[x['start']][1]} epochs")
+    return out
+
+
 def pm(xs):
     return f"{mean(xs):.3f} ± {sd(xs):.3f}"
 
@@ -87,7 +99,7 @@ def tuning_table(lines):
 
 def results_table(lines):
     """Per variant and side, at each side's kept setting: mean ± sample std (n - 1)."""
-    chosen = {s: choose(lines, s) for s in ("pretrained", "scratch")}
+    kept = chosen(lines)
     out = ["| variant (`--set` on both recipes) | start | runs | verification, `unknown_test` "
            "(headline) | verification, `unknown_dev` (optimistic) | dev classification |",
            "| --- | --- | --- | --- | --- | --- |"]
@@ -97,7 +109,7 @@ def results_table(lines):
             xs = [x for x in runs(lines, "eval", v) if x["start"] == start]
             if not xs:
                 continue
-            lr, ep = chosen[start]
+            lr, ep = kept[start]
             name = VARIANT_NAMES[v] if start == "pretrained" else ""
             bold = v == "base"
             t = pm([x["verify_test"] for x in xs])
@@ -152,13 +164,13 @@ def readme_text(lines):
     t_pre, t_scr = [x["verify_test"] for x in pre], [x["verify_test"] for x in scr]
     npre = len({x["pretrain_seed"] for x in pre})
     day = min(x["date"] for x in lines)[:10]
-    chosen = {s: choose(lines, s) for s in ("pretrained", "scratch")}
+    kept = chosen(lines)
     return (f"Pretrained on 2,000 synthetic identities, then fine-tuned on 40 unseen ones, "
             f"verification on held-out people (`unknown_test`, threshold from `unknown_dev`) "
             f"goes from {mean(t_scr):.3f} ± {sd(t_scr):.3f} from scratch to {mean(t_pre):.3f} ± "
             f"{sd(t_pre):.3f} ({len(scr)} and {len(pre)} runs, {npre} pretrainings, {day}), "
             f"each side with its own learning rate and epochs tuned on `unknown_dev` (scratch: "
-            f"{chosen['scratch'][0]:g}, {chosen['scratch'][1]} epochs; fine-tune: "
-            f"{chosen['pretrained'][0]:g}, {chosen['pretrained'][1]} epochs). The people come "
+            f"{kept['scratch'][0]:g}, {kept['scratch'][1]} epochs; fine-tune: "
+            f"{kept['pretrained'][0]:g}, {kept['pretrained'][1]} epochs). The people come "
             "from the same generator as the pretraining set, so real faces will gain less "
             "([docs/pipelines.md](docs/pipelines.md)).")

@@ -4,6 +4,7 @@
     bench/summarize.py compare.jsonl [more.jsonl ...]
     bench/summarize.py --scaling scaling.jsonl     # step time against batch and image size
     bench/summarize.py --docs [--check]            # the generated blocks of the docs
+    bench/summarize.py --pipeline pipeline.jsonl   # bench/pipeline_gain.sh's tables
 
 Training-step rows: per net and shape, runner's and PyTorch's images/s (median of the rounds;
 each round's values in order), the ratio runner / PyTorch per round and its median, the ratio
@@ -29,11 +30,22 @@ import sys
 import textwrap
 from collections import defaultdict
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pipeline_summary  # noqa: E402  (bench/ is not a package)
+import results_summary  # noqa: E402
+import misc_summary  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_OF_RECORD = "bench/results/2026-12-08/52b0635/compare.jsonl"
 EARLIER_RUN = "bench/results/2026-12-05/7f852a7/compare.jsonl"
 SCALING_OF_RECORD = "bench/results/2026-12-05/7f852a7/scaling.jsonl"
-DOC_FILES = ["README.md", "docs/benchmarks.md"]
+PIPELINE_OF_RECORD = "bench/results/2026-12-08/e88ea84/pipeline.jsonl"
+QUICKSTART_OF_RECORD = "bench/results/2026-12-08/QUICKSTART/quickstart.jsonl"
+DATA_OF_RECORD = "bench/results/2026-12-08/QUICKSTART/data.jsonl"
+SUMMARY_ROWS = ["bench/results/2026-12-07/report-scale-32d74fa.jsonl",
+                "bench/results/2026-12-07/report-watch-8a8b9da.jsonl",
+                "bench/results/2026-12-07/leaderboard-3a0b662.jsonl"]
+DOC_FILES = ["README.md", "docs/benchmarks.md", "docs/pipelines.md", "docs/results.md"]
 # NAME -> (kind, raw files relative to the repository root): what each docs block is made of.
 BLOCKS = {
     "screening-2026-12-08": ("screening", [RUN_OF_RECORD]),
@@ -51,6 +63,38 @@ BLOCKS = {
     "e2e-phases-2026-12-05": ("e2e_phases", [EARLIER_RUN]),
     "scaling-2026-12-05": ("scaling", [SCALING_OF_RECORD]),
     "readme-speed": ("readme_speed", [RUN_OF_RECORD, SCALING_OF_RECORD]),
+    "pipeline-tuning": ("pipeline_tuning", [PIPELINE_OF_RECORD]),
+    "pipeline-results": ("pipeline_results", [PIPELINE_OF_RECORD]),
+    "pipeline-gain": ("pipeline_gain", [PIPELINE_OF_RECORD]),
+    "readme-pipeline": ("readme_pipeline", [PIPELINE_OF_RECORD]),
+    "readme-results": ("quickstart_readme", [QUICKSTART_OF_RECORD]),
+    "results-quickstart": ("quickstart_results", [QUICKSTART_OF_RECORD]),
+    "results-synth-default": ("quickstart_synth_default", [QUICKSTART_OF_RECORD]),
+    "readme-data": ("data_readme", [DATA_OF_RECORD]),
+    "data-pipeline": ("data_table", [DATA_OF_RECORD]),
+    "data-stages": ("data_stages", [DATA_OF_RECORD]),
+    "summary-table": ("summary_table", SUMMARY_ROWS),
+}
+# the pipeline-gain kinds (bench/pipeline_gain.py's lines; bench/pipeline_summary.py)
+PIPELINE_KINDS = {
+    "pipeline_tuning": lambda lines: pipeline_summary.tuning_table(lines),
+    "pipeline_results": lambda lines: pipeline_summary.results_table(lines),
+    "pipeline_gain": lambda lines: wrap(pipeline_summary.gain_text(lines) + " "
+                                        + pipeline_summary.pretrain_text(lines)).splitlines(),
+    "readme_pipeline": lambda lines: wrap(pipeline_summary.readme_text(lines)).splitlines(),
+    # bench/quickstart.sh's lines (bench/results_summary.py)
+    "quickstart_readme": lambda lines: results_summary.readme_table(lines),
+    "quickstart_results": lambda lines: results_summary.results_table(lines),
+    "quickstart_synth_default": lambda lines: wrap(
+        results_summary.synth_default_text(lines)).splitlines(),
+    # bench/data_compare.sh's lines
+    "data_readme": lambda lines: wrap(
+        "The data pipeline (decode + RandomResizedCrop + flip + ColorJitter + ToTensor + "
+        "Normalize, 64 and 224 px, 1 and 2 threads) turns out "
+        f"{results_summary.data_readme_ratio(lines)} more images per second per core than "
+        "torchvision + PIL on the same JPEG files.").splitlines(),
+    "data_table": lambda lines: results_summary.data_table(lines),
+    "data_stages": lambda lines: results_summary.data_stages_table(lines),
 }
 NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "mobilenet_v2": "MobileNetV2",
          "convnext_nano": "ConvNeXt nano", "convnext_t": "ConvNeXt-T"}
@@ -624,6 +668,12 @@ def readme_speed_text(steps, e2e, scale_steps):
 def generate(name, kind, paths):
     """A block's text: its provenance line, a blank line, then what `kind` makes of `paths`."""
     lines = load([os.path.join(ROOT, p) for p in paths])
+    if kind in PIPELINE_KINDS:
+        return [provenance(lines, paths), ""] + PIPELINE_KINDS[kind](lines)
+    if kind == "summary_table":
+        per_file = [(p, load([os.path.join(ROOT, p)])) for p in paths]
+        return [provenance([misc_summary.normalize(x) for x in lines], paths), ""] + \
+            misc_summary.table(per_file)
     per_file = {p: load([os.path.join(ROOT, p)]) for p in paths}
     SCREEN_LINES["lines"] = [x for x in per_file[paths[0]] if x.get("screen")]
     steps, e2e = split(per_file[paths[0]])
@@ -721,6 +771,14 @@ def main(args):
         if rest not in ([], ["--check"]):
             raise SystemExit("usage: bench/summarize.py --docs [--check]")
         return docs(check=rest == ["--check"])
+    if args[:1] == ["--pipeline"]:
+        if len(args) != 2:
+            raise SystemExit("usage: bench/summarize.py --pipeline pipeline.jsonl")
+        lines = load(args[1:])
+        print("\n".join([header(lines), ""] + pipeline_summary.tuning_table(lines) + [""]
+                        + pipeline_summary.results_table(lines) + [""]
+                        + wrap(pipeline_summary.gain_text(lines)).splitlines()))
+        return 0
     by_shape = args[:1] == ["--scaling"]
     paths = args[1:] if by_shape else args
     print("\n".join(tables(load(paths), by_shape)))

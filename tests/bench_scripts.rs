@@ -1,6 +1,7 @@
 //! The hand-run benchmark scripts in `bench/`: the table `bench/summarize.py` makes from
 //! `bench/compare.sh`'s JSON lines (medians of per-round ratios, the whole-run row, memory),
-//! and `compare.sh`'s refusal without PyTorch. Needs `python3` (skipped with a reason if absent).
+//! `compare.sh`'s refusal without PyTorch, and the pipeline-gain tables (each side's tuned
+//! setting, the seeds' spread) with `pipeline_gain.sh`'s plan. Needs `python3` (skipped with a reason if absent).
 
 use std::process::Command;
 
@@ -10,6 +11,10 @@ fn python() -> Option<&'static str> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
+        assert!(
+            std::env::var_os("RUNNER_REQUIRE_PYTHON").is_none(),
+            "RUNNER_REQUIRE_PYTHON is set but python3 was not found"
+        );
         eprintln!("skipped: python3 not found (bench/summarize.py needs it)");
     }
     ok.then_some("python3")
@@ -200,4 +205,77 @@ fn compare_dry_run_lists_pytorchs_configurations_without_timing_anything() {
         assert!(text.contains("apt-get install libjemalloc2"), "{text}");
     }
     assert!(text.contains("5 rounds"), "{text}");
+}
+
+#[test]
+fn pipeline_summary_keeps_each_sides_best_setting_on_unknown_dev_and_reports_unknown_test() {
+    let Some(py) = python() else { return };
+    let text = summarize(py, &["--pipeline"], "pipeline.jsonl");
+    // fine-tune: 0.001 and 0.004 at 20 epochs tie on unknown_dev (0.700); the better dev
+    // classification (0.850 against 0.810) keeps 0.004
+    assert!(
+        text.contains("| 0.004 | **0.700 / 0.850** | 0.510 / 0.700 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| 0.001 | 0.700 / 0.810 | 0.610 / 0.900 |"),
+        "{text}"
+    );
+    // scratch: 40 epochs at 0.004 has the best unknown_dev mean though not the best dev
+    // classification (0.710 at 0.001): the choice follows verification
+    assert!(
+        text.contains("| 0.004 | 0.450 / 0.510 | **0.490 / 0.550** |"),
+        "{text}"
+    );
+    // evaluation seeds, not the tuning ones: means and sample std (n - 1)
+    assert!(
+        text.contains("pretrained (lr 0.004, 20 epochs) | 4 | **0.750 ± 0.026** | 0.800 ± 0.016"),
+        "{text}"
+    );
+    assert!(
+        text.contains("scratch (lr 0.004, 40 epochs) | 4 | **0.450 ± 0.235** | 0.500 ± 0.016"),
+        "{text}"
+    );
+    assert!(text.contains("12 of 16 pairs"), "{text}");
+    assert!(text.contains("over 2 pretrainings"), "{text}");
+}
+
+#[test]
+fn pipeline_summary_refuses_a_recorded_choice_the_rule_would_not_make() {
+    let Some(py) = python() else { return };
+    let fixture = std::fs::read_to_string("tests/fixtures/bench/pipeline.jsonl").unwrap();
+    let changed = fixture.replace(
+        r#"{"kind": "choice", "start": "scratch", "lr": 0.004, "epochs": 40"#,
+        r#"{"kind": "choice", "start": "scratch", "lr": 0.001, "epochs": 40"#,
+    );
+    assert_ne!(changed, fixture);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pipeline.jsonl");
+    std::fs::write(&path, changed).unwrap();
+    let out = Command::new(py)
+        .args(["bench/summarize.py", "--pipeline"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scratch") && err.contains("0.004"), "{err}");
+}
+
+#[test]
+fn pipeline_gain_dry_run_tunes_both_sides_alike_and_evaluates_on_other_seeds() {
+    let out = Command::new("bash")
+        .args(["bench/pipeline_gain.sh", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // 5 rates x 4 epoch counts x 3 seeds, for each side
+    assert!(text.contains("on both sides (120 runs"), "{text}");
+    assert!(text.contains("2 pretrainings x seeds [3, 4, 5]"), "{text}");
+    assert!(text.contains("scratch seeds [3, 4, 5, 6, 7, 8]"), "{text}");
 }

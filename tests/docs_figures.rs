@@ -1,4 +1,5 @@
-//! The benchmark figures of README.md and docs/benchmarks.md are the ones
+//! The benchmark figures of README.md, docs/benchmarks.md, docs/pipelines.md and
+//! docs/results.md are the ones
 //! `bench/summarize.py --docs` writes from the committed raw JSON lines of `bench/results/`:
 //! every `<!-- bench:NAME -->` block is regenerated and compared (`--docs --check`), and each
 //! file has at least one such block, so the check cannot pass on docs without any. Needs
@@ -8,7 +9,12 @@
 use std::path::Path;
 use std::process::Command;
 
-const DOCS: [&str; 2] = ["README.md", "docs/benchmarks.md"];
+const DOCS: [&str; 4] = [
+    "README.md",
+    "docs/benchmarks.md",
+    "docs/pipelines.md",
+    "docs/results.md",
+];
 
 #[test]
 fn benchmark_figures_in_the_docs_are_generated_from_committed_raw_files() {
