@@ -115,9 +115,13 @@ def bench(net, args):
     fw, bw, st = [], [], []
     started = time.perf_counter()
     compile_s = None
+    prof = None
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
             compile_s = time.perf_counter() - started
+            if args.profile:
+                prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                prof.__enter__()
         opt.zero_grad(set_to_none=True)
         t0 = now()
         with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -133,6 +137,10 @@ def bench(net, args):
             fw.append((t1 - t0) * 1e3)
             bw.append((t2 - t1) * 1e3)
             st.append((t3 - t2) * 1e3)
+    ops = None
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        ops = profile_table(prof, args.steps, sum(fw) + sum(bw) + sum(st))
     f, b, s = (statistics.median(v) for v in (fw, bw, st))
     return {
         "net": net,
@@ -154,9 +162,38 @@ def bench(net, args):
         "device": args.device,
         "amp": args.amp,
         "model_source": "timm" if timm is not None and net in CONVNEXT else "torchvision",
+        **({"ops": ops} if ops is not None else {}),
         **({"gpu": torch.cuda.get_device_name(dev),
             "gpu_peak_mb": torch.cuda.max_memory_allocated(dev) / 2**20} if cuda else {}),
     }
+
+
+def profile_table(prof, steps, total_ms):
+    """torch.profiler's operator table in `runner bench train --profile`'s shape: per top-level
+    operator (one not called from another operator), calls, milliseconds and share per step,
+    longest first, then the time outside every operator."""
+    events = [e for e in prof.events() if e.device_type.name == "CPU"]
+    # an event nested in another one on the same thread is counted in the outer one
+    events.sort(key=lambda e: (e.thread, e.time_range.start, -e.time_range.end))
+    top, end = {}, {}
+    for e in events:
+        if e.time_range.start < end.get(e.thread, -1):
+            continue
+        end[e.thread] = e.time_range.end
+        if e.name.startswith("ProfilerStep") or e.name.startswith("[memory]"):
+            continue
+        calls, us = top.get(e.name, (0, 0.0))
+        top[e.name] = (calls + 1, us + (e.time_range.end - e.time_range.start))
+    n = max(steps, 1)
+    rows = sorted(({"op": k, "calls_per_step": c / n, "ms_per_step": us / 1e3 / n,
+                    "share": us / 1e3 / total_ms} for k, (c, us) in top.items()),
+                  key=lambda r: -r["ms_per_step"])
+    inside = sum(r["ms_per_step"] for r in rows)
+    per_step = total_ms / n
+    rows.append({"op": "(outside the operators)", "calls_per_step": 0,
+                 "ms_per_step": max(per_step - inside, 0.0),
+                 "share": max(per_step - inside, 0.0) / per_step})
+    return rows
 
 
 def main():
@@ -177,6 +214,9 @@ def main():
     p.add_argument("--compile", action="store_true",
                    help="torch.compile (inductor) the model; the warm-up steps compile and are "
                         "not timed, their seconds reported as compile_s")
+    p.add_argument("--profile", action="store_true",
+                   help="torch.profiler over the timed steps: every top-level operator's calls, "
+                        "ms and share per step (`ops`), as `runner bench train --profile`")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     for net in NETS if args.net == "all" else [args.net]:

@@ -5,6 +5,7 @@
     bench/summarize.py --scaling scaling.jsonl     # step time against batch and image size
     bench/summarize.py --docs [--check]            # the generated blocks of the docs
     bench/summarize.py --pipeline pipeline.jsonl   # bench/pipeline_gain.sh's tables
+    bench/summarize.py --profile profile.jsonl     # bench/profile.sh's operator groups
 
 Training-step rows: per net and shape, runner's and PyTorch's images/s (median of the rounds;
 each round's values in order), the ratio runner / PyTorch per round and its median, the ratio
@@ -34,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pipeline_summary  # noqa: E402  (bench/ is not a package)
 import results_summary  # noqa: E402
 import misc_summary  # noqa: E402
+import profile_summary  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_OF_RECORD = "bench/results/2026-12-08/52b0635/compare.jsonl"
@@ -771,6 +773,12 @@ def main(args):
         if rest not in ([], ["--check"]):
             raise SystemExit("usage: bench/summarize.py --docs [--check]")
         return docs(check=rest == ["--check"])
+    if args[:1] == ["--profile"]:
+        if len(args) != 2:
+            raise SystemExit("usage: bench/summarize.py --profile profile.jsonl")
+        lines = load(args[1:])
+        print("\n".join([header(lines), ""] + profile_summary.table(lines)))
+        return 0
     if args[:1] == ["--pipeline"]:
         if len(args) != 2:
             raise SystemExit("usage: bench/summarize.py --pipeline pipeline.jsonl")

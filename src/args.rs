@@ -163,6 +163,10 @@ pub(crate) enum BenchCommand {
         /// Also train on the recipe's real data: through the loader against cached batches.
         #[arg(long)]
         loader: bool,
+        /// Also time every operation of the timed steps (the CPU side of torch.profiler's
+        /// operator table): calls, milliseconds and share of a step, longest first.
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         sets: Sets,
         /// Output format: table or json.

@@ -670,6 +670,7 @@ fn main() -> ExitCode {
                 device,
                 steps,
                 loader,
+                profile,
                 sets,
                 format,
             } => {
@@ -677,7 +678,7 @@ fn main() -> ExitCode {
                 if let Some(d) = device {
                     sets.push(format!("train.device=\"{d}\""));
                 }
-                cli::bench::train(&recipe, &sets, steps, loader, format.into())
+                cli::bench::train(&recipe, &sets, steps, loader, profile, format.into())
             }
             BenchCommand::Data {
                 recipe,

@@ -202,6 +202,69 @@ fn bench_train_reports_the_contract_fields() {
     assert!(j.get("gpu_peak_mb").is_none(), "{j}");
 }
 
+/// `runner bench train --profile`: every operation of the timed steps, forward, backward and
+/// optimizer, with the time outside them, adding up to the step.
+#[test]
+fn bench_train_profile_times_every_operation_of_the_step() {
+    let env = Env::new();
+    let r = env.recipe("r.toml", "");
+    let j = env.json(&["bench", "train", s(&r), "--steps", "2", "--format", "json"]);
+    assert!(j.get("ops").is_none(), "no table without --profile: {j}");
+    let j = env.json(&[
+        "bench",
+        "train",
+        s(&r),
+        "--steps",
+        "2",
+        "--profile",
+        "--format",
+        "json",
+    ]);
+    let ops = j["ops"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ops in {j}"));
+    let name = |o: &serde_json::Value| o["op"].as_str().unwrap().to_string();
+    let names: Vec<String> = ops.iter().map(name).collect();
+    assert_eq!(
+        names.last().unwrap(),
+        "(outside the operations)",
+        "{names:?}"
+    );
+    // the forward's, the backward's and the optimizer's operations are all there
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("bwd") || n.contains("backward")),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "matmul" || n.starts_with("linear")),
+        "{names:?}"
+    );
+    let share: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!(
+        (share - 1.0).abs() < 1e-6,
+        "shares add up to {share}: {names:?}"
+    );
+    let ms: Vec<f64> = ops[..ops.len() - 1]
+        .iter()
+        .map(|o| o["ms_per_step"].as_f64().unwrap())
+        .collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "longest first: {ms:?}");
+    assert!(ops[..ops.len() - 1]
+        .iter()
+        .all(|o| o["calls_per_step"].as_f64().unwrap() >= 0.5));
+    // the table form lists them too
+    let out = env.run(&["bench", "train", s(&r), "--steps", "1", "--profile"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("operation") && text.contains("ms/step"),
+        "{text}"
+    );
+}
+
 /// `runner selftest` checks a CUDA build on a GPU; a CPU build says what to do instead.
 #[test]
 #[cfg(not(feature = "cuda"))]

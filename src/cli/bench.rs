@@ -51,10 +51,11 @@ pub fn train(
     sets: &[String],
     steps: usize,
     loader: bool,
+    profile: bool,
     format: Format,
 ) -> Result<(), CliError> {
     let (_, r) = crate::recipe::load_for_bench(recipe, &parse_sets(sets)?)?;
-    let b = crate::engine::bench::bench_train(&r, num_classes(&r), steps.max(1))
+    let b = crate::engine::bench::bench_train(&r, num_classes(&r), steps.max(1), profile)
         .map_err(CliError::failed)?;
     let mut v = serde_json::to_value(&b).unwrap_or_default();
     if loader {
@@ -64,7 +65,33 @@ pub fn train(
     }
     v["machine"] = machine().into();
     v["load_1m"] = load_1m().into();
-    show(&v, format);
+    match (&b.ops, format) {
+        (Some(ops), f) if f != Format::Json => {
+            // the operations as a table of their own, after the rest
+            if let Some(o) = v.as_object_mut() {
+                o.remove("ops");
+            }
+            show(&v, format);
+            crate::outln!();
+            crate::outln!(
+                "{:<28} {:>8} {:>10} {:>7}",
+                "operation",
+                "calls",
+                "ms/step",
+                "share"
+            );
+            for op in ops {
+                crate::outln!(
+                    "{:<28} {:>8.0} {:>10.2} {:>6.1}%",
+                    op.op,
+                    op.calls_per_step,
+                    op.ms_per_step,
+                    op.share * 100.0
+                );
+            }
+        }
+        _ => show(&v, format),
+    }
     Ok(())
 }
 

@@ -49,6 +49,48 @@ pub struct TrainBench {
     /// cuDNN calls are not counted. With the step time, whether the step is bound by the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub launches_per_step: Option<f64>,
+    /// With `profile`: where a timed step's wall time went, operation by operation (Candle's
+    /// storage operations and the project's custom ops by name), longest first, and last the
+    /// time outside every operation (graph bookkeeping, allocation and freeing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<Vec<OpTime>>,
+}
+
+/// One operation's share of a training step (`runner bench train --profile`).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpTime {
+    pub op: String,
+    pub calls_per_step: f64,
+    pub ms_per_step: f64,
+    /// Of the step's wall time (forward, backward and optimizer).
+    pub share: f64,
+}
+
+/// The table `candle_core::op_profile` recorded over `steps` steps of `total_ms` in all.
+fn op_table(
+    rows: Vec<(&'static str, u64, std::time::Duration)>,
+    steps: usize,
+    total_ms: f64,
+) -> Vec<OpTime> {
+    let n = steps.max(1) as f64;
+    let mut out: Vec<OpTime> = rows
+        .into_iter()
+        .map(|(op, calls, d)| OpTime {
+            op: op.to_string(),
+            calls_per_step: calls as f64 / n,
+            ms_per_step: d.as_secs_f64() * 1e3 / n,
+            share: d.as_secs_f64() * 1e3 / total_ms.max(1e-9),
+        })
+        .collect();
+    let inside: f64 = out.iter().map(|o| o.ms_per_step).sum();
+    let per_step = total_ms / n;
+    out.push(OpTime {
+        op: "(outside the operations)".into(),
+        calls_per_step: 0.0,
+        ms_per_step: (per_step - inside).max(0.0),
+        share: ((per_step - inside) / per_step.max(1e-9)).max(0.0),
+    });
+    out
 }
 
 /// GPU memory of a CUDA device: its name, and a peak in-use figure (MiB) since `reset`.
@@ -169,11 +211,13 @@ fn proc_status_mb(key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Times `steps` training steps (after one warm-up step); medians per phase.
+/// Times `steps` training steps (after one warm-up step); medians per phase. With `profile`,
+/// also the time of every operation over the timed steps ([`TrainBench::ops`]).
 pub fn bench_train(
     recipe: &Recipe,
     num_classes: usize,
     steps: usize,
+    profile: bool,
 ) -> Result<TrainBench, EngineError> {
     let device = super::device(&recipe.train.device)?;
     let seeded = SeededVarMap::new(VarMap::new(), recipe.train.seed);
@@ -200,7 +244,11 @@ pub fn bench_train(
     let (mut fw, mut bw, mut st) = (Vec::new(), Vec::new(), Vec::new());
     let mut launches = Vec::new();
     let mut gpu_mem = GpuMemory::of(&device);
+    let mut timed_ms = 0.0;
     for i in 0..steps + 1 {
+        if profile && i == 1 {
+            candle_core::op_profile::start();
+        }
         let launched = launch_count();
         let t0 = Instant::now();
         let mut ctx = ForwardCtx::train(i as u64);
@@ -228,8 +276,10 @@ pub fn bench_train(
             fw.push((t1 - t0).as_secs_f64() * 1e3);
             bw.push((t2 - t1).as_secs_f64() * 1e3);
             st.push((t3 - t2).as_secs_f64() * 1e3);
+            timed_ms += (t3 - t0).as_secs_f64() * 1e3;
         }
     }
+    let ops = profile.then(|| op_table(candle_core::op_profile::stop(), steps, timed_ms));
     let (f, bk, sp) = (median(fw), median(bw), median(st));
     Ok(TrainBench {
         model: format!(
@@ -257,6 +307,7 @@ pub fn bench_train(
         gpu: gpu_mem.as_ref().and_then(GpuMemory::name),
         gpu_peak_mb: gpu_mem.as_ref().map(GpuMemory::peak_mb),
         launches_per_step: device.is_cuda().then(|| median(launches)),
+        ops,
     })
 }
 

@@ -76,7 +76,7 @@ pub fn plan_cost(
                     None if r.data.root == "synth" => r.data.synth.identities,
                     None => crate::data::CourseData::open(&r.data.root)?.classes.len(),
                 };
-                let b = super::bench::bench_train(r, classes, steps)?;
+                let b = super::bench::bench_train(r, classes, steps, false)?;
                 rate = (
                     Some(1.0 / b.images_per_sec.max(1e-12)),
                     RateSource::Measured { steps },

@@ -8,6 +8,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::depthwise_small as small;
 use super::simd::simd_fn;
 
 use super::gpu::{self, Arg, Buffer, Grid, Launcher};
@@ -94,6 +95,24 @@ struct DwConvBwdInput(DwParams, (usize, usize));
 struct DwConvBwdWeight(DwParams, (usize, usize));
 
 impl Geom {
+    /// The small-plane path's view of these sizes.
+    fn small(&self) -> small::Dims {
+        small::Dims {
+            n: self.n,
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            kh: self.kh,
+            kw: self.kw,
+            sh: self.sh,
+            sw: self.sw,
+            ph: self.ph,
+            pw: self.pw,
+            oh: self.oh,
+            ow: self.ow,
+        }
+    }
+
     fn padded(&self) -> (usize, usize) {
         (self.h + 2 * self.ph, self.w + 2 * self.pw)
     }
@@ -298,6 +317,29 @@ fn flatten(rows: &[f32], pww: usize, ow: usize, flat: &mut [f32]) {
     }
 }
 
+/// Forward plane by plane (the path for output planes of `small::SMALL_PLANE` pixels or more).
+fn forward_per_plane(g: &Geom, x: &[f32], wt: &[f32]) -> Vec<f32> {
+    let g = *g;
+    let mut y = vec![0f32; g.n * g.c * g.oh * g.ow];
+    let plane_in = g.h * g.w;
+    let plane_out = g.oh * g.ow;
+    let kk = g.kh * g.kw;
+    let (phh, pww) = g.padded();
+    let flat = (g.sh == 1 && g.sw == 1).then(|| flat_len(&g));
+    y.par_chunks_mut(plane_out.max(1))
+        .enumerate()
+        .for_each_init(
+            || (vec![0f32; phh * pww], vec![0f32; flat.unwrap_or(0)]),
+            |(buf, tmp), (p, out)| {
+                let c = p % g.c;
+                let xp = &x[p * plane_in..(p + 1) * plane_in];
+                let k = &wt[c * kk..(c + 1) * kk];
+                forward_plane(&g, xp, k, flat, buf, tmp, out);
+            },
+        );
+    y
+}
+
 impl CustomOp2 for DwConvFwd {
     fn name(&self) -> &'static str {
         "depthwise-conv2d"
@@ -329,23 +371,13 @@ impl CustomOp2 for DwConvFwd {
         let g = Geom::new(l1.dims(), l2.dims(), self.0)?;
         let x = f32_slice(s1, l1, "input")?;
         let wt = f32_slice(s2, l2, "weight")?;
-        let mut y = vec![0f32; g.n * g.c * g.oh * g.ow];
-        let plane_in = g.h * g.w;
-        let plane_out = g.oh * g.ow;
-        let kk = g.kh * g.kw;
-        let (phh, pww) = g.padded();
-        let flat = (g.sh == 1 && g.sw == 1).then(|| flat_len(&g));
-        y.par_chunks_mut(plane_out.max(1))
-            .enumerate()
-            .for_each_init(
-                || (vec![0f32; phh * pww], vec![0f32; flat.unwrap_or(0)]),
-                |(buf, tmp), (p, out)| {
-                    let c = p % g.c;
-                    let xp = &x[p * plane_in..(p + 1) * plane_in];
-                    let k = &wt[c * kk..(c + 1) * kk];
-                    forward_plane(&g, xp, k, flat, buf, tmp, out);
-                },
-            );
+        let y = if g.oh * g.ow < small::SMALL_PLANE {
+            let mut y = vec![0f32; g.n * g.c * g.oh * g.ow];
+            small::forward(&g.small(), x, wt, &mut y);
+            y
+        } else {
+            forward_per_plane(&g, x, wt)
+        };
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.c, g.oh, g.ow))))
     }
 
@@ -407,6 +439,10 @@ impl CustomOp2 for DwConvBwdInput {
         let kk = g.kh * g.kw;
         let (phh, pww) = g.padded();
         let mut gx = vec![0f32; g.n * g.c * plane_in];
+        if plane_out < small::SMALL_PLANE {
+            small::backward_input(&g.small(), gy, wt, &mut gx);
+            return Ok((CpuStorage::F32(gx), Shape::from((g.n, g.c, g.h, g.w))));
+        }
         let flat = (g.sh == 1 && g.sw == 1).then(|| flat_len(&g));
         gx.par_chunks_mut(plane_in.max(1))
             .enumerate()
@@ -464,6 +500,10 @@ impl CustomOp2 for DwConvBwdWeight {
         let plane_in = g.h * g.w;
         let plane_out = g.oh * g.ow;
         let kk = g.kh * g.kw;
+        if plane_out < small::SMALL_PLANE {
+            let gw = small::backward_weight(&g.small(), x, gy);
+            return Ok((CpuStorage::F32(gw), Shape::from((g.c, 1, g.kh, g.kw))));
+        }
         let (phh, pww) = g.padded();
         // One pass over the N*C planes, each producing its KHxKW partial sums.
         let mut partial = vec![0f32; g.n * g.c * kk];
@@ -797,6 +837,40 @@ mod tests {
     }
 
     #[test]
+    fn small_planes_forward_gives_the_per_plane_bits() -> Result<()> {
+        let mut rng = crate::engine::init::TensorRng::new(12);
+        let dev = Device::Cpu;
+        for (xd, k, s, pd) in [
+            (
+                [3usize, 37, 4, 4],
+                (3usize, 3usize),
+                (1usize, 1usize),
+                (1usize, 1usize),
+            ),
+            ([2, 17, 5, 3], (3, 3), (2, 2), (1, 1)),
+            ([2, 5, 3, 3], (7, 7), (1, 1), (3, 3)),
+        ] {
+            let p = DwParams {
+                stride: s,
+                padding: pd,
+            };
+            let x: Vec<f32> = rng.randn(0f32, 1.0, &xd, &dev)?.flatten_all()?.to_vec1()?;
+            let w: Vec<f32> = rng
+                .randn(0f32, 1.0, (xd[1], 1, k.0, k.1), &dev)?
+                .flatten_all()?
+                .to_vec1()?;
+            let g = Geom::new(&xd, &[xd[1], 1, k.0, k.1], p)?;
+            assert!(g.oh * g.ow < small::SMALL_PLANE);
+            let mut y = vec![0f32; g.n * g.c * g.oh * g.ow];
+            small::forward(&g.small(), &x, &w, &mut y);
+            let want = forward_per_plane(&g, &x, &w);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&want), "{xd:?} {k:?} {s:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn forward_matches_naive_and_grads_match_candle_conv() -> Result<()> {
         let mut rng = crate::engine::init::TensorRng::new(11);
         let dev = Device::Cpu;
@@ -814,6 +888,13 @@ mod tests {
             ([2, 3, 4, 4], (3, 3), (1, 1), (1, 1)),
             ([2, 2, 7, 5], (3, 3), (1, 1), (0, 0)),
             ([1, 2, 6, 9], (3, 5), (1, 1), (0, 2)),
+            // output planes under small::SMALL_PLANE pixels run channel-blocked: 20 channels
+            // are a block of 16 and one of 4
+            ([2, 20, 5, 5], (3, 3), (1, 1), (1, 1)),
+            ([3, 18, 4, 4], (3, 3), (2, 2), (1, 1)),
+            // at or past it, plane by plane (stride 1 flat, stride 2 by rows)
+            ([2, 3, 12, 11], (3, 3), (1, 1), (1, 1)),
+            ([1, 2, 21, 20], (3, 3), (2, 2), (1, 1)),
         ];
         for (xd, k, s, pd) in cases {
             let p = DwParams {

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod channels_last;
 pub mod depthwise;
 pub mod depthwise_nhwc;
+mod depthwise_small;
 pub mod eltwise;
 pub mod gelu;
 pub mod gpu;

@@ -3,6 +3,13 @@
 //! so neither the forward nor the backward permutes to channels-last and back. The optional
 //! bias is added in the same pass. Backward: `dX[n] = W^T dY[n]`, `dW = sum_n dY[n] X[n]^T`,
 //! `db = sum dY`; images run in parallel (rayon), each product single-threaded (`gemm`).
+//!
+//! Small images (`H*W` under [`BLOCK_COLUMNS`]) go a block of images at a time instead: the
+//! block's planes are gathered into one `(C, images*H*W)` matrix, so that one product packs
+//! the weight once for the block rather than once per image, and the weight gradient's
+//! `(O, C)` sum is read and written once per block rather than once per image (at 2x2 pixels
+//! and 960 channels those were most of the work). The block size depends on `H*W` alone, so
+//! the result does not depend on the thread count.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -35,10 +42,98 @@ impl Geom {
     }
 }
 
+/// Columns a product should have at least: images of fewer pixels go in blocks of
+/// `BLOCK_COLUMNS / (H*W)` (rounded up) images.
+const BLOCK_COLUMNS: usize = 256;
+
+/// Images per block for planes of `hw` pixels (1: one product per image, no gathering).
+fn block_images(hw: usize, n: usize) -> usize {
+    BLOCK_COLUMNS.div_ceil(hw.max(1)).clamp(1, n.max(1))
+}
+
+/// `dst (rows, nb*hw)` <- the `nb` planes-of-`rows` images of `src` (`(nb, rows, hw)`).
+fn gather(src: &[f32], nb: usize, rows: usize, hw: usize, dst: &mut Vec<f32>) {
+    dst.clear();
+    dst.resize(rows * nb * hw, 0.0);
+    let cols = nb * hw;
+    for (b, img) in src.chunks_exact(rows * hw).take(nb).enumerate() {
+        for (r, plane) in img.chunks_exact(hw).enumerate() {
+            dst[r * cols + b * hw..r * cols + (b + 1) * hw].copy_from_slice(plane);
+        }
+    }
+}
+
+/// `dst` (`(nb, rows, hw)`) <- `src` (`(rows, nb*hw)`), plus `bias[r]` on row `r` if given.
+fn scatter(src: &[f32], nb: usize, rows: usize, hw: usize, bias: Option<&[f32]>, dst: &mut [f32]) {
+    let cols = nb * hw;
+    for (b, img) in dst.chunks_exact_mut(rows * hw).take(nb).enumerate() {
+        for (r, plane) in img.chunks_exact_mut(hw).enumerate() {
+            let s = &src[r * cols + b * hw..r * cols + (b + 1) * hw];
+            match bias {
+                Some(bias) => plane.iter_mut().zip(s).for_each(|(d, &v)| *d = v + bias[r]),
+                None => plane.copy_from_slice(s),
+            }
+        }
+    }
+}
+
+/// `out (NCHW, rows_out channels) = a (rows_out x rows_in; data, row and column strides) *
+/// input (NCHW, rows_in channels)` for small planes, a block of images per product.
+#[allow(clippy::too_many_arguments)]
+fn blocked_product(
+    n: usize,
+    rows_in: usize,
+    rows_out: usize,
+    hw: usize,
+    input: &[f32],
+    (a, a_rs, a_cs): (&[f32], isize, isize),
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let per = block_images(hw, n);
+    out.par_chunks_mut((per * rows_out * hw).max(1))
+        .zip(input.par_chunks((per * rows_in * hw).max(1)))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(xs, ys), (yo, xb)| {
+                let nb = yo.len() / (rows_out * hw);
+                gather(xb, nb, rows_in, hw, xs);
+                ys.clear();
+                ys.resize(rows_out * nb * hw, 0.0);
+                // SAFETY: xs is (rows_in, nb*hw), ys (rows_out, nb*hw), a (rows_out, rows_in).
+                unsafe {
+                    sgemm(
+                        rows_out,
+                        nb * hw,
+                        rows_in,
+                        ys.as_mut_ptr(),
+                        nb * hw,
+                        false,
+                        Mat {
+                            ptr: a.as_ptr(),
+                            rs: a_rs,
+                            cs: a_cs,
+                        },
+                        Mat {
+                            ptr: xs.as_ptr(),
+                            rs: (nb * hw) as isize,
+                            cs: 1,
+                        },
+                    )
+                }
+                scatter(ys, nb, rows_out, hw, bias, yo);
+            },
+        );
+}
+
 /// Forward of `x (N, C, H, W)`, `w (O, C)` plus optional bias `(O,)`.
 fn forward(g: Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (c, hw, o) = (g.c, g.hw, g.o);
     let mut y = vec![0f32; g.n * o * hw];
+    if block_images(hw, g.n) > 1 {
+        blocked_product(g.n, c, o, hw, x, (w, c as isize, 1), bias, &mut y);
+        return y;
+    }
     y.par_chunks_mut((o * hw).max(1))
         .enumerate()
         .for_each(|(b, yo)| {
@@ -77,6 +172,10 @@ fn forward(g: Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
 fn backward_input(g: Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
     let (c, hw, o) = (g.c, g.hw, g.o);
     let mut gx = vec![0f32; g.n * c * hw];
+    if block_images(hw, g.n) > 1 {
+        blocked_product(g.n, o, c, hw, gy, (w, 1, c as isize), None, &mut gx);
+        return gx;
+    }
     gx.par_chunks_mut((c * hw).max(1))
         .enumerate()
         .for_each(|(b, gxo)| {
@@ -120,6 +219,49 @@ fn backward_weight(g: Geom, x: &[f32], gy: &[f32], with_bias: bool) -> Vec<f32> 
             let (gw, gb) = acc.split_at_mut(o * c);
             let lo = (p * per).min(g.n);
             let hi = ((p + 1) * per).min(g.n);
+            let block = block_images(hw, g.n);
+            if block > 1 {
+                // a block of images per product: `gw += dY_blk (O, K) X_blk^T (K, C)`
+                let (mut xs, mut ys) = (Vec::new(), Vec::new());
+                let mut b0 = lo;
+                while b0 < hi {
+                    let nb = block.min(hi - b0);
+                    gather(&x[b0 * c * hw..], nb, c, hw, &mut xs);
+                    gather(&gy[b0 * o * hw..], nb, o, hw, &mut ys);
+                    let k = nb * hw;
+                    // SAFETY: ys is (O, k), xs (C, k) read transposed, gw (O, C).
+                    unsafe {
+                        sgemm(
+                            o,
+                            c,
+                            k,
+                            gw.as_mut_ptr(),
+                            c,
+                            b0 > lo,
+                            Mat {
+                                ptr: ys.as_ptr(),
+                                rs: k as isize,
+                                cs: 1,
+                            },
+                            Mat {
+                                ptr: xs.as_ptr(),
+                                rs: 1,
+                                cs: k as isize,
+                            },
+                        )
+                    }
+                    b0 += nb;
+                }
+                if with_bias {
+                    for b in lo..hi {
+                        let gyb = &gy[b * o * hw..(b + 1) * o * hw];
+                        for (s, row) in gb.iter_mut().zip(gyb.chunks_exact(hw)) {
+                            *s += row.iter().sum::<f32>();
+                        }
+                    }
+                }
+                return acc;
+            }
             for b in lo..hi {
                 let xb = &x[b * c * hw..(b + 1) * c * hw];
                 let gyb = &gy[b * o * hw..(b + 1) * o * hw];
@@ -378,6 +520,11 @@ mod tests {
             ([1, 16, 1, 1], 7, true),
             ([5, 1, 4, 6], 3, false),
             ([4, 33, 5, 5], 17, true),
+            // blocks of 11 images (25 pixels each) with a short last one, and 2x2 planes
+            ([24, 6, 5, 5], 5, true),
+            ([70, 12, 2, 2], 9, false),
+            // one product per image (272 pixels)
+            ([2, 3, 16, 17], 4, true),
         ];
         for (d, o, with_bias) in cases {
             let x = rng.var(0f32, 1.0, &d, &dev)?;

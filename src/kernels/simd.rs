@@ -143,7 +143,13 @@ mod tests {
         let w7 = rng.var(0f32, 0.1, (24, 1, 7, 7), &dev)?;
         let wn = rng.var(1f32, 0.3, 24, &dev)?;
         let bn = rng.var(0f32, 0.3, 24, &dev)?;
-        let vars = [&x, &r, &xl, &w3, &w7, &wn, &bn];
+        // small planes (BatchNorm image by image, the 1x1 conv in blocks of images) and a
+        // depthwise output plane large enough for the per-plane path
+        let xs = rng.var(0f32, 1.0, (9, 24, 3, 3), &dev)?;
+        let xb = rng.var(0f32, 1.0, (2, 4, 12, 12), &dev)?;
+        let w3b = rng.var(0f32, 0.3, (4, 1, 3, 3), &dev)?;
+        let w1 = rng.var(0f32, 0.3, (8, 24, 1, 1), &dev)?;
+        let vars = [&x, &r, &xl, &w3, &w7, &wn, &bn, &xs, &xb, &w3b, &w1];
         let bits = crate::kernels::f32_bits;
         let run = || -> candle_core::Result<Vec<Vec<u32>>> {
             let dw = |s| DwParams {
@@ -161,6 +167,9 @@ mod tests {
                 kernels::layer_norm_last(&xl, &wn, &bn, 1e-6)?,
                 kernels::gelu_erf(&xl)?,
                 kernels::depthwise_nhwc::depthwise_nhwc(&xl, &w7, &bn)?,
+                kernels::batch_norm_train_act(&xs, &wn, &bn, 1e-5, BnAct::Relu)?.0,
+                kernels::depthwise_conv2d(&xb, &w3b, dw(1))?,
+                kernels::conv1x1(&xs, &w1, None)?.expect("CPU op"),
             ];
             let mut weights = crate::engine::init::TensorRng::new(99);
             let mut loss = Tensor::zeros((), candle_core::DType::F32, &dev)?;
@@ -182,8 +191,9 @@ mod tests {
             runs.push((cap.min(detected()), with_cap(cap, 2, run)?));
         }
         // the depthwise channels-last output and the gradients through it fuse with FMA
-        // (AVX2 and above): outputs 7.., and the gradients of xl (10), w7 (12) and bn (14)
-        let fused = |i: usize| i == 7 || i == 10 || i == 12 || i == 14;
+        // (AVX2 and above): output 7, and the gradients of xl, w7 and bn (vars 2, 4 and 6,
+        // after the 11 outputs)
+        let fused = |i: usize| i == 7 || i == 11 + 2 || i == 11 + 4 || i == 11 + 6;
         for w in runs.windows(2) {
             let ((la, a), (lb, b)) = (&w[0], &w[1]);
             for (i, (x, y)) in a.iter().zip(b).enumerate() {

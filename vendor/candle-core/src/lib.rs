@@ -76,6 +76,7 @@ pub mod npy;
 pub mod op;
 pub mod pickle;
 pub mod quantized;
+pub mod op_profile;
 pub mod readback_audit;
 pub mod reduce_audit;
 pub mod safetensors;
