@@ -40,7 +40,8 @@ WORK=${WORK:-target/bench-compare}
 SCREEN=${SCREEN:-1}
 # rows (NET:SIZExBATCH) where PyTorch also runs under torch.compile (inductor), one round at the
 # end, as information: compile time (the warm-up step) excluded from images/s and stated
-COMPILE=${COMPILE:-"resnet18:64x64 convnext_nano:64x64"}
+# (COMPILE= with nothing after it: none)
+COMPILE=${COMPILE-"resnet18:64x64 convnext_nano:64x64"}
 JEMALLOC=${JEMALLOC:-/usr/lib/x86_64-linux-gnu/libjemalloc.so.2}
 TCMALLOC=${TCMALLOC:-/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4}
 
