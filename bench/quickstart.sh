@@ -34,15 +34,23 @@ for round in $(seq 0 $((ROUNDS - 1))); do
     (cd "$dir" && "$RUNNER" --quiet sweep "$REPO/recipes/$recipe.toml" --format json >/dev/null)
     end=$(date +%s.%N)
     board=$(cd "$dir" && "$RUNNER" --quiet leaderboard --format json)
+    # the verification of the row's checkpoint on unknown_dev (threshold tuned there), as
+    # `runner eval` gives it: the leaderboard row has one only where the recipe verified at
+    # that epoch
+    top=$(python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])' <<<"$board")
+    verify=$(cd "$dir" && "$RUNNER" --quiet eval "$top" --split verify-dev --format json)
     base=$(cd "$dir" && "$RUNNER" --quiet data baseline "$REPO/recipes/$recipe.toml" --format json)
     python3 - "$recipe" "$round" "$load" "$date" "$COMMIT" "$CPU_MODEL" "$(nproc)" "$CPU_FLAGS" \
-      "$(awk "BEGIN{print $end - $start}")" "$board" "$base" "${RAYON_NUM_THREADS:-$(nproc)}" <<'PY' | tee -a "$OUT"
+      "$(awk "BEGIN{print $end - $start}")" "$board" "$base" "${RAYON_NUM_THREADS:-$(nproc)}" \
+      "$verify" <<'PY' | tee -a "$OUT"
 import json, sys
-recipe, rnd, load, date, commit, cpu, cores, isa, wall, board, base, threads = sys.argv[1:]
+recipe, rnd, load, date, commit, cpu, cores, isa, wall, board, base, threads, verify = sys.argv[1:]
 row = json.loads(board)[0]
+v = json.loads(verify)
 keep = ("id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "verify_acc")
 print(json.dumps({"kind": "quickstart", "recipe": recipe, "round": int(rnd), "wall_s": float(wall),
                   "threads": int(threads), "best": {k: row.get(k) for k in keep},
+                  "verify_dev": {k: v.get(k) for k in ("accuracy", "epoch", "threshold")},
                   "baseline": {k: v for k, v in json.loads(base).items() if k != "skipped_images"},
                   "date": date, "commit": commit, "load": float(load),
                   "machine": f"{cpu}, {cores} cores", "cpu": cpu, "cores": int(cores), "isa": isa}))
