@@ -279,3 +279,72 @@ fn pipeline_gain_dry_run_tunes_both_sides_alike_and_evaluates_on_other_seeds() {
     assert!(text.contains("2 pretrainings x seeds [3, 4, 5]"), "{text}");
     assert!(text.contains("scratch seeds [3, 4, 5, 6, 7, 8]"), "{text}");
 }
+
+#[test]
+fn profile_summary_groups_both_sides_operations_alike() {
+    let Some(py) = python() else { return };
+    let text = summarize(py, &["--profile"], "profile.jsonl");
+    // runner's conv1x1 + depthwise-conv2d (10 + 5 ms, medians over rounds scaled 1, 2, 1.5)
+    // against PyTorch's aten::conv2d
+    assert!(
+        text.contains("| convolutions, forward | 22.5 | 7.0 | 3.21 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| convolutions, backward | 18.0 | 9.0 | 2.00 |"),
+        "{text}"
+    );
+    // PyTorch's hardtanh counts with its BatchNorm, as runner fuses ReLU6 into its own
+    assert!(
+        text.contains("| BatchNorm + activation, forward | 6.0 | 3.5 | 1.71 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| BatchNorm + activation, backward | 9.0 | 4.0 | 2.25 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| optimizer and other operations | 1.1 | 4.0 | 0.28 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| outside the operations | 3.0 | 1.0 | 3.00 |"),
+        "{text}"
+    );
+    assert!(text.contains("channels_last+tcmalloc"), "{text}");
+}
+
+#[test]
+fn results_summary_refuses_rounds_that_disagree_on_a_metric() {
+    let Some(py) = python() else { return };
+    // the committed quick-start lines agree; with one round's dev accuracy changed they do not
+    let script = r#"
+import json, sys
+sys.path.insert(0, "bench")
+import results_summary as r
+import docs_blocks
+path = docs_blocks.QUICKSTART_OF_RECORD
+lines = [json.loads(x) for x in open(path)]
+print("\n".join(r.readme_table(lines)))
+lines[2]["best"]["val_acc"] += 0.01
+try:
+    r.readme_table(lines)
+except SystemExit as e:
+    print("REFUSED:", e)
+"#;
+    let out = Command::new(py).args(["-c", script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("| best dev classification accuracy | **0.860** |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("REFUSED:") && text.contains("differ in best") && text.contains("val_acc"),
+        "{text}"
+    );
+}
