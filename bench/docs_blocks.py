@@ -15,6 +15,7 @@ import misc_summary  # noqa: E402  (bench/ is not a package)
 import pipeline_summary  # noqa: E402
 import profile_summary  # noqa: E402
 import results_summary  # noqa: E402
+import sweeps_summary  # noqa: E402
 from summarize import (  # noqa: E402
     ROOT, SCREEN_LINES, compile_table, e2e_phase_table, e2e_table, is_e2e, layouts_text, load,
     passes_text, provenance, readme_speed_text, scaling_tables, screening_table, split,
@@ -31,7 +32,11 @@ TRAILING_OF_RECORD = "bench/results/2026-12-08/a05d701/compare-trailing.jsonl"
 SUMMARY_ROWS = ["bench/results/2026-12-07/report-scale-32d74fa.jsonl",
                 "bench/results/2026-12-07/report-watch-8a8b9da.jsonl",
                 "bench/results/2026-12-07/leaderboard-3a0b662.jsonl"]
-DOC_FILES = ["README.md", "docs/benchmarks.md", "docs/pipelines.md", "docs/results.md"]
+HALVING_OF_RECORD = "bench/results/2026-12-07/halving-bb5b2ed.jsonl"
+TPE_RUNNER = "bench/results/2026-12-07/tpe-branin-runner-ead08e1.jsonl"
+TPE_OPTUNA = "bench/results/2026-12-07/tpe-branin-optuna-0-500.jsonl"
+DOC_FILES = ["README.md", "docs/benchmarks.md", "docs/pipelines.md", "docs/results.md",
+             "docs/sweeps.md"]
 # NAME -> (kind, raw files relative to the repository root): what each docs block is made of.
 BLOCKS = {
     "screening-2026-12-08": ("screening", [RUN_OF_RECORD]),
@@ -62,6 +67,8 @@ BLOCKS = {
     "summary-table": ("summary_table", SUMMARY_ROWS),
     "profile-2026-12-08": ("profile", [PROFILE_OF_RECORD]),
     "steps-trailing-2026-12-08": ("steps", [TRAILING_OF_RECORD]),
+    "halving-2026-12-07": ("halving", [HALVING_OF_RECORD]),
+    "tpe-branin-2026-12-07": ("tpe", [TPE_RUNNER, TPE_OPTUNA]),
 }
 # the pipeline-gain kinds (bench/pipeline_gain.py's lines; bench/pipeline_summary.py)
 PIPELINE_KINDS = {
@@ -96,6 +103,14 @@ def generate(name, kind, paths):
                 for y in ([x] if not x or x.startswith("|") or len(x) <= 95
                           else wrap(x).splitlines())]
         return [provenance(lines, paths), ""] + body
+    if kind == "halving":
+        norm = [misc_summary.normalize(x) for x in lines]
+        return [provenance(norm, paths), ""] + sweeps_summary.halving_table(lines)
+    if kind == "tpe":
+        norm = [misc_summary.normalize(x) for x in lines]
+        per_file = [(name, load([os.path.join(ROOT, p)]))
+                    for name, p in zip(["runner TPE", "Optuna 5.1 TPE"], paths)]
+        return [provenance(norm, paths), ""] + sweeps_summary.tpe_table(per_file)
     if kind == "summary_table":
         per_file = [(p, load([os.path.join(ROOT, p)])) for p in paths]
         return [provenance([misc_summary.normalize(x) for x in lines], paths), ""] + \

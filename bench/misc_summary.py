@@ -11,8 +11,9 @@ def normalize(x):
         return x
     x = dict(x)
     x["load"] = x.get("load_1m", 0.0)
+    x.setdefault("commit", "optuna " + x["optuna"] if "optuna" in x else "not recorded")
     if "machine" not in x and x.get("cpu"):
-        x["machine"] = f"{x['cpu']}, {x['cores']} cores"
+        x["machine"] = x["cpu"] + (f", {x['cores']} cores" if "cores" in x else "")
     isa = x.get("isa")
     if isinstance(isa, list):
         x["isa"] = " ".join(isa)

@@ -1,5 +1,5 @@
-//! The benchmark figures of README.md, docs/benchmarks.md, docs/pipelines.md and
-//! docs/results.md are the ones
+//! The benchmark figures of README.md, docs/benchmarks.md, docs/pipelines.md,
+//! docs/results.md and docs/sweeps.md are the ones
 //! `bench/summarize.py --docs` writes from the committed raw JSON lines of `bench/results/`:
 //! every `<!-- bench:NAME -->` block is regenerated and compared (`--docs --check`), and each
 //! file has at least one such block, so the check cannot pass on docs without any. Needs
@@ -9,11 +9,12 @@
 use std::path::Path;
 use std::process::Command;
 
-const DOCS: [&str; 4] = [
+const DOCS: [&str; 5] = [
     "README.md",
     "docs/benchmarks.md",
     "docs/pipelines.md",
     "docs/results.md",
+    "docs/sweeps.md",
 ];
 
 #[test]
