@@ -41,13 +41,10 @@ if [ -n "$PRELOAD" ] && [ ! -f "$PRELOAD" ]; then
   echo "profile.sh: $PRELOAD not found (apt-get install libtcmalloc-minimal4 libjemalloc2)" >&2
   exit 2
 fi
-COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ] && COMMIT="$COMMIT+dirty"
-OUT=${OUT:-$REPO/bench/results/$(date -u +%F)/${COMMIT%+dirty}/profile.jsonl}
+. "$REPO/bench/machine.sh"
+OUT=$(results_file profile.jsonl)
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
-CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
-CPU_FLAGS=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512[a-z_0-9]*|amx[a-z_0-9]*)$' | sort | tr '\n' ' ' | sed 's/ $//')
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 

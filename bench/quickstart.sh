@@ -15,15 +15,12 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 RUNNER=${RUNNER:-$REPO/target/release/runner}
 ROUNDS=${ROUNDS:-3}
 RECIPES=${RECIPES:-"quickstart synth_default"}
-COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ] && COMMIT="$COMMIT+dirty"
-OUT=${OUT:-$REPO/bench/results/$(date -u +%F)/${COMMIT%+dirty}/quickstart.jsonl}
+. "$REPO/bench/machine.sh"
+OUT=$(results_file quickstart.jsonl)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
-CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
-CPU_FLAGS=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512[a-z_0-9]*|amx[a-z_0-9]*)$' | sort | tr '\n' ' ' | sed 's/ $//')
 for round in $(seq 0 $((ROUNDS - 1))); do
   for recipe in $RECIPES; do
     dir="$WORK/$recipe-$round"
