@@ -27,7 +27,7 @@ SCALING_OF_RECORD = "bench/results/2026-12-05/7f852a7/scaling.jsonl"
 PIPELINE_OF_RECORD = "bench/results/2026-12-08/e88ea84/pipeline.jsonl"
 QUICKSTART_OF_RECORD = "bench/results/2026-12-08/06586c7/quickstart.jsonl"
 DATA_OF_RECORD = "bench/results/2026-12-08/a05d701/data.jsonl"
-PROFILE_OF_RECORD = "bench/results/2026-12-08/a05d701/profile.jsonl"
+PROFILE_OF_RECORD = "bench/results/2026-12-08/5953114/profile.jsonl"
 TRAILING_OF_RECORD = "bench/results/2026-12-08/a05d701/compare-trailing.jsonl"
 SUMMARY_ROWS = ["bench/results/2026-12-07/report-scale-32d74fa.jsonl",
                 "bench/results/2026-12-07/report-watch-8a8b9da.jsonl",
