@@ -8,6 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::simd::simd_fn;
 
@@ -553,7 +554,7 @@ fn sums_with(
 simd_fn! {
     /// `d = a * g' + bx * x + c0` over one plane, `g'` the gradient masked by `act`.
     fn input_grad_plane(
-        go: &mut [f32],
+        go: &mut [MaybeUninit<f32>],
         xp: &[f32],
         gp: &[f32],
         yp: &[f32],
@@ -573,7 +574,7 @@ simd_fn! {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn grad_plane_with(
-    go: &mut [f32],
+    go: &mut [MaybeUninit<f32>],
     xp: &[f32],
     gp: &[f32],
     yp: &[f32],
@@ -584,7 +585,7 @@ fn grad_plane_with(
 ) {
     for ((d, &xv), (&gv, &yv)) in go.iter_mut().zip(xp).zip(gp.iter().zip(yp)) {
         let m = if pass(yv) { gv } else { 0.0 };
-        *d = a * m + bx * xv + c0;
+        d.write(a * m + bx * xv + c0);
     }
 }
 
@@ -614,41 +615,54 @@ fn bwd_passes(
         })
         .collect();
     let total = x.len();
-    let mut out = vec![0f32; total + 2 * c];
     let m = (n * hw) as f32;
-    let (gx, rest) = out.split_at_mut(total);
-    gx.par_chunks_mut(hw.max(1))
-        .enumerate()
-        .for_each(|(p, go)| {
-            let ci = p % c;
-            let (mean, var) = st[ci];
-            let rstd = 1.0 / (var + eps).sqrt();
-            let (sg, sgx) = sums[ci];
-            let k = w[ci] * rstd / m;
-            // train: gx = k * (m * g' - sg - (x - mean) * rstd * sgx) = a * g' + b * x + c0;
-            // eval (constant statistics): gx = w * rstd * g'
-            let (a, bx, c0) = if train {
-                (k * m, -k * rstd * sgx, -k * sg + k * rstd * sgx * mean)
-            } else {
-                (w[ci] * rstd, 0.0, 0.0)
-            };
-            let o = p * hw;
-            input_grad_plane(
-                go,
-                &x[o..o + hw],
-                &g[o..o + hw],
-                &y[o..o + hw],
-                a,
-                bx,
-                c0,
-                act,
-            );
-        });
-    for (ci, &(sg, sgx)) in sums.iter().enumerate() {
-        rest[ci] = sgx;
-        rest[c + ci] = sg;
-    }
+    let out = written_in_full(total + 2 * c, |out| {
+        let (gx, rest) = out.split_at_mut(total);
+        gx.par_chunks_mut(hw.max(1))
+            .enumerate()
+            .for_each(|(p, go)| {
+                let ci = p % c;
+                let (mean, var) = st[ci];
+                let rstd = 1.0 / (var + eps).sqrt();
+                let (sg, sgx) = sums[ci];
+                let k = w[ci] * rstd / m;
+                // train: gx = k * (m * g' - sg - (x - mean) * rstd * sgx) = a * g' + b * x + c0;
+                // eval (constant statistics): gx = w * rstd * g'
+                let (a, bx, c0) = if train {
+                    (k * m, -k * rstd * sgx, -k * sg + k * rstd * sgx * mean)
+                } else {
+                    (w[ci] * rstd, 0.0, 0.0)
+                };
+                let o = p * hw;
+                input_grad_plane(
+                    go,
+                    &x[o..o + hw],
+                    &g[o..o + hw],
+                    &y[o..o + hw],
+                    a,
+                    bx,
+                    c0,
+                    act,
+                );
+            });
+        for (ci, &(sg, sgx)) in sums.iter().enumerate() {
+            rest[ci].write(sgx);
+            rest[c + ci].write(sg);
+        }
+    });
     Ok((CpuStorage::F32(out), Shape::from(total + 2 * c)))
+}
+
+/// A buffer of `len` values, every one written by `fill`, with no zero fill first (the
+/// backward writes all of its output, and the fill was a whole extra pass over memory).
+/// `fill` must write each of the `len` values: the backward splits them into chunks that
+/// cover the slice and writes every chunk whole.
+fn written_in_full(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` initialised the first `len` values (see above); the capacity is `len`.
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// Planes of fewer pixels than this run the backward image by image ([`bwd_small_planes`]):
@@ -703,7 +717,7 @@ simd_fn! {
     /// each channel's plane.
     #[allow(clippy::too_many_arguments)]
     fn small_plane_grad(
-        d: &mut [f32],
+        d: &mut [MaybeUninit<f32>],
         x: &[f32],
         g: &[f32],
         y: &[f32],
@@ -723,7 +737,7 @@ simd_fn! {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn small_grad_with(
-    d: &mut [f32],
+    d: &mut [MaybeUninit<f32>],
     x: &[f32],
     g: &[f32],
     y: &[f32],
@@ -736,7 +750,7 @@ fn small_grad_with(
     let (x, g, y, a, bx, c0) = (&x[..e], &g[..e], &y[..e], &a[..e], &bx[..e], &c0[..e]);
     for i in 0..e {
         let m = if pass(y[i]) { g[i] } else { 0.0 };
-        d[i] = a[i] * m + bx[i] * x[i] + c0[i];
+        d[i].write(a[i] * m + bx[i] * x[i] + c0[i]);
     }
 }
 
@@ -819,17 +833,18 @@ fn bwd_small_planes(
         per_value(&|ci| coef[ci].2),
     );
     let total = x.len();
-    let mut out = vec![0f32; total + 2 * c];
-    let (gx, rest) = out.split_at_mut(total);
-    gx.par_chunks_mut(e.max(1)).enumerate().for_each(|(b, d)| {
-        let o = b * e;
-        let (xb, gb, yb) = (&x[o..o + e], &g[o..o + e], &y[o..o + e]);
-        small_plane_grad(d, xb, gb, yb, &a, &bx, &c0, act);
+    let out = written_in_full(total + 2 * c, |out| {
+        let (gx, rest) = out.split_at_mut(total);
+        gx.par_chunks_mut(e.max(1)).enumerate().for_each(|(b, d)| {
+            let o = b * e;
+            let (xb, gb, yb) = (&x[o..o + e], &g[o..o + e], &y[o..o + e]);
+            small_plane_grad(d, xb, gb, yb, &a, &bx, &c0, act);
+        });
+        for (ci, &(sg, sgx)) in sums.iter().enumerate() {
+            rest[ci].write(sgx);
+            rest[c + ci].write(sg);
+        }
     });
-    for (ci, &(sg, sgx)) in sums.iter().enumerate() {
-        rest[ci] = sgx;
-        rest[c + ci] = sg;
-    }
     Ok((CpuStorage::F32(out), Shape::from(total + 2 * c)))
 }
 
