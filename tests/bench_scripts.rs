@@ -3,21 +3,12 @@
 //! `compare.sh`'s refusal without PyTorch, and the pipeline-gain tables (each side's tuned
 //! setting, the seeds' spread) with `pipeline_gain.sh`'s plan. Needs `python3` (skipped with a reason if absent).
 
+mod common;
+
 use std::process::Command;
 
 fn python() -> Option<&'static str> {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("RUNNER_REQUIRE_PYTHON").is_none(),
-            "RUNNER_REQUIRE_PYTHON is set but python3 was not found"
-        );
-        eprintln!("skipped: python3 not found (bench/summarize.py needs it)");
-    }
-    ok.then_some("python3")
+    common::python3("bench/summarize.py")
 }
 
 /// `bench/summarize.py ARGS tests/fixtures/bench/FIXTURE`'s output.

@@ -6,6 +6,8 @@
 //! `python3` (standard library only): without it the test skips with a one-line reason, or
 //! fails where `RUNNER_REQUIRE_PYTHON` is set.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -31,20 +33,10 @@ fn benchmark_figures_in_the_docs_are_generated_from_committed_raw_files() {
             "{doc} has no `<!-- bench:NAME -->` block: its benchmark figures would go unchecked"
         );
     }
-    let have_python = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_python {
-        assert!(
-            std::env::var_os("RUNNER_REQUIRE_PYTHON").is_none(),
-            "RUNNER_REQUIRE_PYTHON is set but python3 was not found: \
-             bench/summarize.py --docs --check cannot run"
-        );
-        eprintln!("skipped: python3 not found (bench/summarize.py --docs --check needs it)");
+    let Some(python) = common::python3("bench/summarize.py --docs --check") else {
         return;
-    }
-    let out = Command::new("python3")
+    };
+    let out = Command::new(python)
         .args(["bench/summarize.py", "--docs", "--check"])
         .current_dir(root)
         .output()

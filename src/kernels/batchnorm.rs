@@ -1,7 +1,8 @@
 //! BatchNorm over the channels of NCHW input as a Candle custom op with its own backward
 //! (input, weight, bias): train mode with the batch statistics, eval mode with the running
 //! ones. Statistics are two passes parallel over channels, the element-wise parts one pass
-//! parallel over the N*C planes. On CUDA the kernels of
+//! parallel over the N*C planes; planes of a few pixels go image by image instead
+//! (`small_planes`). On CUDA the kernels of
 //! `kernels/cuda/batchnorm.cu` (the `gpu_*` launch functions below) run train and eval mode,
 //! forward and backward, on input of any of f32 / bf16 / f16 with f32 parameters and
 //! statistics.
@@ -11,6 +12,8 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::simd::simd_fn;
+
+mod small_planes;
 
 use super::gpu::{self, Arg, Buffer, Grid, Launcher};
 #[cfg(feature = "cuda")]
@@ -48,82 +51,12 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 /// Per-channel (mean, biased variance) of NCHW data, parallel over channels: two passes
 /// (mean, then squared deviations), f32 within a plane and f64 across planes.
 fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f32, f32)> {
-    if hw < SMALL_PLANE {
-        return small_plane_stats(x, n, c, hw);
+    if hw < small_planes::SMALL_PLANE {
+        return small_planes::stats(x, n, c, hw);
     }
     (0..c)
         .into_par_iter()
         .map(|ci| channel_mean_var(x, n, c, hw, ci))
-        .collect()
-}
-
-simd_fn! {
-    /// `acc += (x - mean)^2` (with a mean per value) or `acc += x`, over one image's `C*HW`
-    /// values.
-    fn small_plane_accumulate(acc: &mut [f32], x: &[f32], mean: Option<&[f32]>) {
-        let e = acc.len();
-        let x = &x[..e];
-        if let Some(mean) = mean {
-            let mean = &mean[..e];
-            for i in 0..e {
-                acc[i] += (x[i] - mean[i]) * (x[i] - mean[i]);
-            }
-        } else {
-            for i in 0..e {
-                acc[i] += x[i];
-            }
-        }
-    }
-}
-
-/// Per channel, the f64 sum over its planes of `f(x)`, image-major for small planes: parts of
-/// `IMAGES_PER_PART` images into per-value f32 accumulators, each part's planes summed in f64,
-/// the parts added in order.
-fn small_plane_channel_sums(
-    x: &[f32],
-    n: usize,
-    c: usize,
-    hw: usize,
-    mean: Option<&[f32]>,
-) -> Vec<f64> {
-    let e = c * hw;
-    let parts: Vec<Vec<f64>> = (0..n.div_ceil(IMAGES_PER_PART))
-        .into_par_iter()
-        .map(|part| {
-            let mut acc = vec![0f32; e];
-            for b in part * IMAGES_PER_PART..((part + 1) * IMAGES_PER_PART).min(n) {
-                small_plane_accumulate(&mut acc, &x[b * e..(b + 1) * e], mean);
-            }
-            acc.chunks_exact(hw.max(1))
-                .map(|p| p.iter().map(|&v| v as f64).sum())
-                .collect()
-        })
-        .collect();
-    let mut sums = vec![0f64; c];
-    for part in &parts {
-        for (s, &v) in sums.iter_mut().zip(part) {
-            *s += v;
-        }
-    }
-    sums
-}
-
-/// [`channel_stats`] for planes under `SMALL_PLANE` pixels: the same two passes (mean, then
-/// squared deviations), image by image over contiguous values.
-fn small_plane_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f32, f32)> {
-    let m = (n * hw) as f64;
-    let mean: Vec<f32> = small_plane_channel_sums(x, n, c, hw, None)
-        .iter()
-        .map(|&s| (s / m) as f32)
-        .collect();
-    let mean_v: Vec<f32> = mean
-        .iter()
-        .flat_map(|&v| std::iter::repeat_n(v, hw))
-        .collect();
-    let var = small_plane_channel_sums(x, n, c, hw, Some(&mean_v));
-    mean.iter()
-        .zip(&var)
-        .map(|(&mu, &v)| (mu, (v / m) as f32))
         .collect()
 }
 
@@ -185,28 +118,6 @@ simd_fn! {
             BnAct::None => norm_plane(yo, xp, scale, shift, |v| v),
             BnAct::Relu => norm_plane(yo, xp, scale, shift, |v| v.max(0.0)),
             BnAct::Relu6 => norm_plane(yo, xp, scale, shift, |v| v.clamp(0.0, 6.0)),
-        }
-    }
-}
-
-/// `yo = f(xp * scale + shift)`, with a scale and shift per value.
-#[inline(always)]
-fn norm_values(yo: &mut [f32], xp: &[f32], scale: &[f32], shift: &[f32], f: impl Fn(f32) -> f32) {
-    let e = yo.len();
-    let (xp, scale, shift) = (&xp[..e], &scale[..e], &shift[..e]);
-    for i in 0..e {
-        yo[i] = f(xp[i] * scale[i] + shift[i]);
-    }
-}
-
-simd_fn! {
-    /// [`norm_plane_act`] with a scale and shift per value (an image's channels, each repeated
-    /// over its plane).
-    fn norm_values_act(yo: &mut [f32], xp: &[f32], scale: &[f32], shift: &[f32], act: BnAct) {
-        match act {
-            BnAct::None => norm_values(yo, xp, scale, shift, |v| v),
-            BnAct::Relu => norm_values(yo, xp, scale, shift, |v| v.max(0.0)),
-            BnAct::Relu6 => norm_values(yo, xp, scale, shift, |v| v.clamp(0.0, 6.0)),
         }
     }
 }
@@ -331,7 +242,7 @@ impl CustomOp3 for BnFwd {
         let st = &self.stats;
         let act = self.act;
         let mut y = vec![0f32; x.len()];
-        if hw < SMALL_PLANE {
+        if hw < small_planes::SMALL_PLANE {
             // image by image, the channels' scale and shift repeated over their planes
             let ss: Vec<(f32, f32)> = (0..c)
                 .map(|ci| scale_shift(st[ci], w[ci], b[ci], self.eps))
@@ -344,7 +255,7 @@ impl CustomOp3 for BnFwd {
             let (scale, shift) = (rep(&|v| v.0), rep(&|v| v.1));
             let e = c * hw;
             y.par_chunks_mut(e.max(1)).enumerate().for_each(|(b, yo)| {
-                norm_values_act(yo, &x[b * e..(b + 1) * e], &scale, &shift, act);
+                small_planes::norm_values_act(yo, &x[b * e..(b + 1) * e], &scale, &shift, act);
             });
             return Ok((CpuStorage::F32(y), l1.shape().clone()));
         }
@@ -480,6 +391,29 @@ struct BwdParams<'a> {
     train: bool,
 }
 
+/// The activation's mask as a closure of its own per activation (whether a gradient passes,
+/// from the output value), bound to `$pass` in `$body`: each arm is compiled, and vectorised,
+/// apart.
+macro_rules! with_mask {
+    ($act:expr, |$pass:ident| $body:expr) => {
+        match $act {
+            BnAct::None => {
+                let $pass = |_: f32| true;
+                $body
+            }
+            BnAct::Relu => {
+                let $pass = |v: f32| v > 0.0;
+                $body
+            }
+            BnAct::Relu6 => {
+                let $pass = |v: f32| v > 0.0 && v < 6.0;
+                $body
+            }
+        }
+    };
+}
+use with_mask;
+
 simd_fn! {
     /// Channel `ci`'s `(sum(g'), sum(g' * xhat))` for the masked gradient `g'`: f32 in eight
     /// lanes within a plane, f64 across planes.
@@ -495,13 +429,7 @@ simd_fn! {
         rstd: f32,
         act: BnAct,
     ) -> (f32, f32) {
-        match act {
-            BnAct::None => sums_with(x, g, y, n, c, hw, ci, mean, rstd, |_| true),
-            BnAct::Relu => sums_with(x, g, y, n, c, hw, ci, mean, rstd, |v| v > 0.0),
-            BnAct::Relu6 => {
-                sums_with(x, g, y, n, c, hw, ci, mean, rstd, |v| v > 0.0 && v < 6.0)
-            }
-        }
+        with_mask!(act, |pass| sums_with(x, g, y, n, c, hw, ci, mean, rstd, pass))
     }
 }
 
@@ -563,11 +491,7 @@ simd_fn! {
         c0: f32,
         act: BnAct,
     ) {
-        match act {
-            BnAct::None => grad_plane_with(go, xp, gp, yp, a, bx, c0, |_| true),
-            BnAct::Relu => grad_plane_with(go, xp, gp, yp, a, bx, c0, |v| v > 0.0),
-            BnAct::Relu6 => grad_plane_with(go, xp, gp, yp, a, bx, c0, |v| v > 0.0 && v < 6.0),
-        }
+        with_mask!(act, |pass| grad_plane_with(go, xp, gp, yp, a, bx, c0, pass))
     }
 }
 
@@ -603,8 +527,8 @@ fn bwd_passes(
     act: BnAct,
 ) -> Result<(CpuStorage, Shape)> {
     let (w, st, eps, train) = (p.w, p.st, p.eps, p.train);
-    if hw < SMALL_PLANE {
-        return bwd_small_planes(x, g, y, p, n, c, hw, act);
+    if hw < small_planes::SMALL_PLANE {
+        return small_planes::backward(x, g, y, p, n, c, hw, act);
     }
     let sums: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
@@ -663,189 +587,6 @@ fn written_in_full(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Ve
     // SAFETY: `fill` initialised the first `len` values (see above); the capacity is `len`.
     unsafe { v.set_len(len) };
     v
-}
-
-/// Planes of fewer pixels than this run the backward image by image ([`bwd_small_planes`]):
-/// a channel's planes are then too short for the per-channel loops to vectorise (at 2x2
-/// pixels every value went through the scalar remainder).
-const SMALL_PLANE: usize = 64;
-/// Images per partial sum of [`bwd_small_planes`] (fixed, so the sums do not depend on the
-/// thread count).
-const IMAGES_PER_PART: usize = 8;
-
-simd_fn! {
-    /// Over one image's `C*HW` values: `ag += g'`, `agx += g' * (x - mean)`, `g'` the gradient
-    /// masked by `act`, `mean` the channel's mean repeated over its plane.
-    fn small_plane_sums(
-        x: &[f32],
-        g: &[f32],
-        y: &[f32],
-        mean: &[f32],
-        ag: &mut [f32],
-        agx: &mut [f32],
-        act: BnAct,
-    ) {
-        match act {
-            BnAct::None => small_sums_with(x, g, y, mean, ag, agx, |_| true),
-            BnAct::Relu => small_sums_with(x, g, y, mean, ag, agx, |v| v > 0.0),
-            BnAct::Relu6 => small_sums_with(x, g, y, mean, ag, agx, |v| v > 0.0 && v < 6.0),
-        }
-    }
-}
-
-#[inline(always)]
-fn small_sums_with(
-    x: &[f32],
-    g: &[f32],
-    y: &[f32],
-    mean: &[f32],
-    ag: &mut [f32],
-    agx: &mut [f32],
-    pass: impl Fn(f32) -> bool,
-) {
-    let e = ag.len();
-    let (x, g, y, mean, agx) = (&x[..e], &g[..e], &y[..e], &mean[..e], &mut agx[..e]);
-    for i in 0..e {
-        let m = if pass(y[i]) { g[i] } else { 0.0 };
-        ag[i] += m;
-        agx[i] += m * (x[i] - mean[i]);
-    }
-}
-
-simd_fn! {
-    /// `d = a * g' + bx * x + c0` over one image's `C*HW` values, the coefficients repeated over
-    /// each channel's plane.
-    #[allow(clippy::too_many_arguments)]
-    fn small_plane_grad(
-        d: &mut [MaybeUninit<f32>],
-        x: &[f32],
-        g: &[f32],
-        y: &[f32],
-        a: &[f32],
-        bx: &[f32],
-        c0: &[f32],
-        act: BnAct,
-    ) {
-        match act {
-            BnAct::None => small_grad_with(d, x, g, y, a, bx, c0, |_| true),
-            BnAct::Relu => small_grad_with(d, x, g, y, a, bx, c0, |v| v > 0.0),
-            BnAct::Relu6 => small_grad_with(d, x, g, y, a, bx, c0, |v| v > 0.0 && v < 6.0),
-        }
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn small_grad_with(
-    d: &mut [MaybeUninit<f32>],
-    x: &[f32],
-    g: &[f32],
-    y: &[f32],
-    a: &[f32],
-    bx: &[f32],
-    c0: &[f32],
-    pass: impl Fn(f32) -> bool,
-) {
-    let e = d.len();
-    let (x, g, y, a, bx, c0) = (&x[..e], &g[..e], &y[..e], &a[..e], &bx[..e], &c0[..e]);
-    for i in 0..e {
-        let m = if pass(y[i]) { g[i] } else { 0.0 };
-        d[i].write(a[i] * m + bx[i] * x[i] + c0[i]);
-    }
-}
-
-/// [`bwd_passes`] for small planes, image-major so that every loop runs over an image's
-/// contiguous `C*HW` values: the sums go `IMAGES_PER_PART` images at a time into per-value
-/// f32 accumulators, each part's planes then summed per channel in f64 and the parts added in
-/// order; the input gradient is one pass per image with the per-channel coefficients repeated
-/// over the planes (the same formula as [`input_grad_plane`]).
-#[allow(clippy::too_many_arguments)]
-fn bwd_small_planes(
-    x: &[f32],
-    g: &[f32],
-    y: &[f32],
-    p: &BwdParams,
-    n: usize,
-    c: usize,
-    hw: usize,
-    act: BnAct,
-) -> Result<(CpuStorage, Shape)> {
-    let (w, st, eps, train) = (p.w, p.st, p.eps, p.train);
-    let e = c * hw;
-    let per_value = |f: &dyn Fn(usize) -> f32| -> Vec<f32> {
-        (0..c)
-            .flat_map(|ci| std::iter::repeat_n(f(ci), hw))
-            .collect()
-    };
-    let mean = per_value(&|ci| st[ci].0);
-    let parts: Vec<Vec<(f64, f64)>> = (0..n.div_ceil(IMAGES_PER_PART))
-        .into_par_iter()
-        .map(|part| {
-            let (mut ag, mut agx) = (vec![0f32; e], vec![0f32; e]);
-            for b in part * IMAGES_PER_PART..((part + 1) * IMAGES_PER_PART).min(n) {
-                let o = b * e;
-                let (xb, gb, yb) = (&x[o..o + e], &g[o..o + e], &y[o..o + e]);
-                small_plane_sums(xb, gb, yb, &mean, &mut ag, &mut agx, act);
-            }
-            ag.chunks_exact(hw)
-                .zip(agx.chunks_exact(hw))
-                .map(|(pg, pgx)| {
-                    let sg: f64 = pg.iter().map(|&v| v as f64).sum();
-                    let sgx: f64 = pgx.iter().map(|&v| v as f64).sum();
-                    (sg, sgx)
-                })
-                .collect()
-        })
-        .collect();
-    let mut sums = vec![(0f64, 0f64); c];
-    for part in &parts {
-        for (s, &(pg, pgx)) in sums.iter_mut().zip(part) {
-            s.0 += pg;
-            s.1 += pgx;
-        }
-    }
-    let rstd: Vec<f32> = st
-        .iter()
-        .map(|&(_, var)| 1.0 / (var + eps).sqrt())
-        .collect();
-    let sums: Vec<(f32, f32)> = sums
-        .iter()
-        .zip(&rstd)
-        .map(|(&(sg, sgx), &r)| (sg as f32, (sgx * r as f64) as f32))
-        .collect();
-    let m = (n * hw) as f32;
-    let coef: Vec<(f32, f32, f32)> = (0..c)
-        .map(|ci| {
-            let (mean, _) = st[ci];
-            let (sg, sgx) = sums[ci];
-            let rstd = rstd[ci];
-            let k = w[ci] * rstd / m;
-            if train {
-                (k * m, -k * rstd * sgx, -k * sg + k * rstd * sgx * mean)
-            } else {
-                (w[ci] * rstd, 0.0, 0.0)
-            }
-        })
-        .collect();
-    let (a, bx, c0) = (
-        per_value(&|ci| coef[ci].0),
-        per_value(&|ci| coef[ci].1),
-        per_value(&|ci| coef[ci].2),
-    );
-    let total = x.len();
-    let out = written_in_full(total + 2 * c, |out| {
-        let (gx, rest) = out.split_at_mut(total);
-        gx.par_chunks_mut(e.max(1)).enumerate().for_each(|(b, d)| {
-            let o = b * e;
-            let (xb, gb, yb) = (&x[o..o + e], &g[o..o + e], &y[o..o + e]);
-            small_plane_grad(d, xb, gb, yb, &a, &bx, &c0, act);
-        });
-        for (ci, &(sg, sgx)) in sums.iter().enumerate() {
-            rest[ci].write(sgx);
-            rest[c + ci].write(sg);
-        }
-    });
-    Ok((CpuStorage::F32(out), Shape::from(total + 2 * c)))
 }
 
 impl CustomOp3 for BnCuda {

@@ -373,3 +373,21 @@ pub fn model_families() -> Vec<(&'static str, runner::recipe::ModelConfig)> {
         ("mobilenet_v3 small", m3),
     ]
 }
+
+/// `Some("python3")` where a `python3` runs here (the bench scripts' summaries need one, with
+/// the standard library only); `None` with a one-line reason naming `what`, or a failure where
+/// CI sets `RUNNER_REQUIRE_PYTHON`.
+pub fn python3(what: &str) -> Option<&'static str> {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("RUNNER_REQUIRE_PYTHON").is_none(),
+            "RUNNER_REQUIRE_PYTHON is set but python3 was not found: {what} cannot run"
+        );
+        eprintln!("skipped: python3 not found ({what} needs it)");
+    }
+    ok.then_some("python3")
+}
